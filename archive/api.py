@@ -1,0 +1,107 @@
+"""The Python API: what the CLI calls, and what a notebook user calls directly.
+
+Example::
+
+    from archive import Archive
+
+    a = Archive("data")                      # the store folder
+    report = a.index(["ads/"], fps=2.0)      # once; unchanged files are skipped next time
+    [beach] = a.search("a beach")            # one QueryResult per query
+    for v in beach.results:
+        print(v.video, v.present, v.first_seen_s, v.duration_s, v.segments)
+    a.sql("SELECT path, duration_s FROM videos").records()
+    a.info()
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from indexer.encoder import Encoder
+from indexer.pipeline import DEFAULT_BATCH, DEFAULT_FPS, IndexReport, ProgressFn, index_paths
+from indexer.store import StoreInfo, store_info, store_spec
+from search.query import DEFAULT_TOP, QueryResult, Searcher
+from search.sql import SqlResult, run_sql
+
+from . import config
+
+
+class Archive:
+    """A video archive in one store folder (``catalog.duckdb`` + ``frames.faiss``).
+
+    Args:
+        store: the store folder; None means ``$ARCHIVE_STORE`` or ``./data``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps`` for the model.
+
+    The model is loaded once, on first use, and kept for later calls.
+    """
+
+    def __init__(self, store: str | os.PathLike[str] | None = None, device: str = "auto") -> None:
+        self.store = config.store_dir(store)
+        self.device = device
+        self._encoder: Encoder | None = None
+
+    def index(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        fps: float = DEFAULT_FPS,
+        model: str | None = None,
+        pretrained: str | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """Index video files and folders. See :func:`indexer.pipeline.index_paths`.
+
+        ``model``/``pretrained`` default to ``$ARCHIVE_MODEL``/``$ARCHIVE_PRETRAINED``, then the
+        store's own, then ViT-B-32 / laion2b_s34b_b79k.
+        """
+        model = model or config.env_model()
+        pretrained = pretrained or config.env_pretrained()
+        enc = self._encoder if self._encoder is not None and model is None and pretrained is None else None
+        report = index_paths(
+            paths, self.store, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
+            device=self.device, progress=progress or (lambda _e: None), encoder=enc,
+        )
+        return report
+
+    def search(
+        self,
+        *texts: str,
+        image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        videos: Sequence[str] | None = None,
+        top: int | None = DEFAULT_TOP,
+        threshold: float | None = None,
+    ) -> list[QueryResult]:
+        """Answer each text (and each example image): one :class:`QueryResult` per query.
+
+        See :meth:`search.query.Searcher.search`.
+        """
+        images: list[str | os.PathLike[str]] = []
+        if image is not None:
+            images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
+        searcher = Searcher(self.store, self.device, encoder=self._loaded_encoder())
+        results = searcher.search(texts, images, videos=videos, top=top, threshold=threshold)
+        self._encoder = searcher.encoder
+        return results
+
+    def sql(self, query: str) -> SqlResult:
+        """Run one read-only SQL statement on the catalog; ``clip_score(frame_id, 'text')`` is available."""
+        return run_sql(self.store, query, encoder=self._store_encoder)
+
+    def info(self) -> StoreInfo:
+        """Videos, frames, seconds indexed, model, weights, dimension and bytes on disk."""
+        return store_info(self.store)
+
+    def _store_encoder(self) -> Encoder:
+        """The store's encoder, loaded once."""
+        enc = self._loaded_encoder()
+        if enc is None:
+            enc = Searcher(self.store, self.device).encoder
+            self._encoder = enc
+        return enc
+
+    def _loaded_encoder(self) -> Encoder | None:
+        if self._encoder is None:
+            return None
+        return self._encoder if self._encoder.spec == store_spec(self.store) else None

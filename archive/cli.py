@@ -1,0 +1,177 @@
+"""The `archive` command: thin commands that parse, make one call into the API, and render.
+
+Errors the user can fix end as one line on stderr and exit status 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional, TypeVar
+
+import typer
+
+from indexer.errors import ArchiveError
+
+app = typer.Typer(
+    name="archive",
+    help="A searchable video archive on CLIP embeddings: index a folder once, then ask any question.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+T = TypeVar("T")
+
+StoreOpt = typer.Option(
+    None, "--store", envvar="ARCHIVE_STORE", help="Store folder (catalog.duckdb + frames.faiss). [default: ./data]",
+    show_default=False,
+)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    from .render import err  # noqa: PLC0415
+
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _call(fn: Callable[[], T]) -> T:
+    """Run one core call; typed errors become one line and exit status 1."""
+    try:
+        return fn()
+    except ArchiveError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; everything committed so far is kept.", 130)
+    raise AssertionError("unreachable")
+
+
+def _archive(store: Optional[Path], device: str = "auto") -> Any:
+    from .api import Archive  # noqa: PLC0415  (lazy: pulls in numpy and the store)
+
+    return Archive(store, device=device)
+
+
+@app.command()
+def index(
+    paths: List[Path] = typer.Argument(..., help="Video files and/or folders (walked recursively).", show_default=False),
+    fps: float = typer.Option(2.0, "--fps", help="Frames sampled per second of video time."),
+    model: Optional[str] = typer.Option(
+        None, "--model", envvar="ARCHIVE_MODEL", show_default=False,
+        help="open_clip model. [default: the store's, else ViT-B-32]",
+    ),
+    pretrained: Optional[str] = typer.Option(
+        None, "--pretrained", envvar="ARCHIVE_PRETRAINED", show_default=False,
+        help="Weights: an open_clip tag (laion2b_s34b_b79k, openai, ...), a checkpoint FILE, or 'none' for "
+        "random weights (tests). [default: the store's, else laion2b_s34b_b79k]",
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="Frames per model call."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Index video files and folders. Unchanged files are skipped; each video commits whole."""
+    from .progress import IndexProgress  # noqa: PLC0415
+    from .render import err, print_report  # noqa: PLC0415
+
+    if fps <= 0:
+        _fail(f"--fps must be greater than 0, not {fps}.", 2)
+    if batch_size < 1:
+        _fail(f"--batch-size must be at least 1, not {batch_size}.", 2)
+    if pretrained is not None and pretrained.strip().lower() in {"none", "random"}:
+        err.print(
+            "[yellow]warning:[/] --pretrained none: random weights. They tell shots apart (query by image works) "
+            "but do not understand text; use them for tests and demos only.",
+            highlight=False,
+        )
+    arc = _archive(store, device)
+
+    def run() -> Any:
+        with IndexProgress(enabled=not quiet and not as_json) as bar:
+            return arc.index(paths, fps=fps, model=model, pretrained=pretrained, batch_size=batch_size, progress=bar)
+
+    report = _call(run)
+    print_report(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    texts: Optional[List[str]] = typer.Argument(
+        None, help="Text queries; each argument is one query (quote multi-word ones).", show_default=False
+    ),
+    image: Optional[List[Path]] = typer.Option(
+        None, "--image", help="Example image: find where this shot, logo or product appears. Repeatable.",
+        show_default=False,
+    ),
+    video: Optional[List[str]] = typer.Option(
+        None, "--video", help="Only these indexed files, folders or file names. Repeatable.", show_default=False
+    ),
+    top: int = typer.Option(20, "--top", help="Videos per query, best first."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", show_default=False,
+        help="Cosine score at which a frame matches. [default: 0.25 for text, 0.80 for images]",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per query: {query, results}."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Search the archive by text or example image: per video, present / first seen / time on screen."""
+    from .render import print_search  # noqa: PLC0415
+
+    if not texts and not image:
+        _fail("nothing to search for: give a text query, or --image FILE.", 2)
+    if top < 1:
+        _fail(f"--top must be at least 1, not {top}.", 2)
+    arc = _archive(store, device)
+    results = _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
+                                       top=top, threshold=threshold))
+    print_search(results, as_json)
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="One read-only SQL statement, e.g. \"SELECT * FROM videos\".", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of row objects."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV with a header row."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Run read-only SQL on the catalog (tables: videos, frames, failures, meta)."""
+    from .render import print_sql  # noqa: PLC0415
+
+    if as_json and as_csv:
+        _fail("choose one of --json and --csv.", 2)
+    arc = _archive(store)
+    res = _call(lambda: arc.sql(query))
+    print_sql(res, "json" if as_json else "csv" if as_csv else "table")
+
+
+@app.command()
+def info(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: videos, frames, seconds, model, pretrained, dim, bytes."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Show what the archive holds: videos, frames, seconds, model, size on disk."""
+    from .render import print_info  # noqa: PLC0415
+
+    arc = _archive(store)
+    print_info(_call(arc.info), as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except BrokenPipeError:  # `archive sql ... | head`
+        sys.stderr.close()
+        sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

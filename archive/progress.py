@@ -1,0 +1,68 @@
+"""The index progress bar (rich), fed by the core's progress events."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from indexer.pipeline import Progress as Event
+
+from .render import err
+
+
+class IndexProgress:
+    """Draws a bar over seconds of video; prints one line per failed file. Use as a context manager
+    and pass the instance as ``progress=``."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._base = 0.0  # seconds of video in finished files
+        self._files = 0
+
+    def __enter__(self) -> "IndexProgress":
+        if self.enabled:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}", justify="left"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TextColumn("{task.fields[files]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=False,
+            )
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._bar is not None:
+            if exc_type is not None:  # leave no half-drawn bar under the error line
+                self._bar.live.transient = True
+            self._bar.__exit__(None, None, None)
+
+    def __call__(self, ev: Event) -> None:
+        if ev.kind == "fail":
+            err.print(f"[red]skipped[/] {ev.path}: {ev.message}", highlight=False)
+            return
+        if ev.kind == "model" and self.enabled:
+            err.print(f"loading model {ev.message} ...", style="dim", highlight=False)
+            return
+        if self._bar is None:
+            return
+        if ev.kind == "plan":
+            self._total_files = ev.total
+            self._task = self._bar.add_task("indexing", total=max(ev.seconds, 1e-9), files=f"0/{ev.total} files")
+        elif self._task is None:
+            return
+        elif ev.kind == "start":
+            self._bar.update(self._task, description=os.path.basename(ev.path)[:40])
+        elif ev.kind == "frames":
+            self._bar.update(self._task, completed=self._base + ev.done)
+        elif ev.kind == "done":
+            self._base += ev.seconds
+            self._files += 1
+            self._bar.update(self._task, completed=self._base, files=f"{self._files}/{self._total_files} files")

@@ -1,0 +1,165 @@
+"""How results look: tables for people, JSON/CSV for programs. No computing here."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import json
+import os
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from indexer.pipeline import IndexReport
+from indexer.store import StoreInfo
+from search.query import QueryResult
+from search.sql import SqlResult
+
+out = Console(soft_wrap=False)
+err = Console(stderr=True)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, (dt.datetime, dt.date, dt.time)):
+        return o.isoformat()
+    if isinstance(o, decimal.Decimal):
+        return float(o)
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if isinstance(o, (bytes, bytearray)):
+        return o.hex()
+    return str(o)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_default, ensure_ascii=False)
+
+
+def fmt_s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def search_table(res: QueryResult) -> Table:
+    present = sum(r.present for r in res.results)
+    t = Table(
+        title=f"[bold]{res.query}[/]  ({res.kind} query, threshold {res.threshold:.3g}; "
+        f"present in {present} of {len(res.results)} shown, {res.videos_searched} searched)",
+        title_justify="left",
+    )
+    t.add_column("#", justify="right")
+    t.add_column("video", overflow="fold")
+    t.add_column("present")
+    t.add_column("first seen (s)", justify="right")
+    t.add_column("on screen (s)", justify="right")
+    t.add_column("segments (s)", overflow="fold")
+    t.add_column("best at (s)", justify="right")
+    t.add_column("score", justify="right")
+    for i, r in enumerate(res.results, 1):
+        segs = ", ".join(f"{s.start_s:.2f}-{s.end_s:.2f}" for s in r.segments[:6])
+        if len(r.segments) > 6:
+            segs += f", +{len(r.segments) - 6} more"
+        t.add_row(
+            str(i), os.path.basename(r.video), "[green]yes[/]" if r.present else "no",
+            fmt_s(r.first_seen_s), fmt_s(r.duration_s) if r.present else "-", segs or "-",
+            fmt_s(r.best_s), f"{r.score:.3f}",
+        )
+    return t
+
+
+def print_search(results: Sequence[QueryResult], as_json: bool) -> None:
+    for res in results:
+        if as_json:
+            print(dumps(res.to_dict()), flush=True)
+        else:
+            out.print(search_table(res))
+
+
+def print_sql(res: SqlResult, fmt: str) -> None:
+    if fmt == "json":
+        print(dumps(res.records()))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(res.columns)
+        for row in res.rows:
+            w.writerow([_default(v) if v is not None and not isinstance(v, (int, float, str)) else v for v in row])
+        print(buf.getvalue(), end="")
+    else:
+        t = Table(show_lines=False)
+        for c in res.columns:
+            t.add_column(c, overflow="fold")
+        for row in res.rows:
+            t.add_row(*["NULL" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
+        out.print(t)
+        err.print(f"{len(res.rows)} row{'s' if len(res.rows) != 1 else ''}", style="dim")
+
+
+def info_dict(info: StoreInfo) -> dict[str, Any]:
+    return {
+        "videos": info.videos,
+        "frames": info.frames,
+        "seconds": info.seconds,
+        "model": info.model,
+        "pretrained": info.pretrained,
+        "dim": info.dim,
+        "bytes": info.bytes,
+        "store": info.path,
+        "failures": info.failures,
+        "schema_version": info.schema_version,
+    }
+
+
+def print_info(info: StoreInfo, as_json: bool) -> None:
+    d = info_dict(info)
+    if as_json:
+        print(dumps(d))
+        return
+    t = Table(show_header=False, title=f"archive at {info.path}", title_justify="left")
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    d["seconds"] = f"{info.seconds:.1f} ({info.seconds / 3600:.2f} h)"
+    d["bytes"] = f"{info.bytes:,} ({info.bytes / 2**20:.1f} MiB)"
+    for k, v in d.items():
+        if k != "store":
+            t.add_row(k, str(v))
+    out.print(t)
+
+
+def report_dict(r: IndexReport) -> dict[str, Any]:
+    return {
+        "store": r.store,
+        "model": r.model,
+        "pretrained": r.pretrained,
+        "files_seen": r.files_seen,
+        "indexed": r.indexed,
+        "skipped": r.skipped,
+        "failed": r.failed,
+        "frames": r.frames,
+        "video_seconds": round(r.video_seconds, 3),
+        "wall_s": round(r.wall_s, 3),
+        "failures": [{"path": p, "error": e} for p, e in r.failures],
+        "notes": [{"path": p, "note": n} for p, n in r.notes],
+        "missing": r.missing,
+    }
+
+
+def print_report(r: IndexReport, as_json: bool) -> None:
+    if as_json:
+        print(dumps(report_dict(r)))
+        return
+    speed = f", {r.frames / r.wall_s:.1f} frames/s" if r.frames and r.wall_s > 0 else ""
+    err.print(
+        f"[bold]indexed {r.indexed} video{'s' if r.indexed != 1 else ''}[/], skipped {r.skipped} unchanged, "
+        f"[{'red' if r.failed else 'default'}]{r.failed} failed[/]: {r.frames} frames from "
+        f"{r.video_seconds:.1f} s of video in {r.wall_s:.1f} s{speed}."
+    )
+    for p, n in r.notes:
+        err.print(f"note: {p}: {n}", style="yellow")
+    if r.missing:
+        err.print(f"{len(r.missing)} indexed file(s) no longer exist on disk (still searchable), e.g. {r.missing[0]}", style="yellow")
+    if r.repaired:
+        err.print(f"re-embedded {len(r.repaired)} video(s) whose vectors were missing.", style="yellow")
+    err.print(f"store: {r.store} ({r.model}, {r.pretrained})", style="dim")

@@ -1,0 +1,239 @@
+"""Decode a video and sample frames by presentation time (the container's timestamps).
+
+Times are in seconds from the stream's start. Frames are never timed as ``index / fps``: a
+23.976, 25, 29.97 or variable-rate file all give the frame on screen at each sampling instant.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import VideoOpenError
+
+# Consecutive undecodable packets after which a file is given up as broken.
+MAX_CONSECUTIVE_BAD_PACKETS = 200
+# Frames held back to put decoder output in presentation order (AVI with packed B-frames
+# labels frames with shuffled pts; sorting within this window repairs it).
+REORDER_WINDOW = 8
+
+
+@dataclass
+class VideoInfo:
+    """What the container says about a video, before decoding it."""
+
+    path: str
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+
+
+@dataclass
+class SampledFrame:
+    """One sampled frame: its presentation time and its pixels (RGB, uint8, HxWx3)."""
+
+    ts_s: float
+    rgb: np.ndarray
+
+
+@dataclass
+class DecodeStats:
+    """Filled in while :func:`sample_frames` runs; final once the iterator is exhausted."""
+
+    decoded_frames: int = 0
+    sampled_frames: int = 0
+    last_ts_s: float = 0.0
+    frame_duration_s: float = 0.0
+    bad_packets: int = 0
+    error: str | None = None  # set when decoding stopped early: the frames before it are kept
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from the start to the end of the last decoded frame."""
+        return self.last_ts_s + self.frame_duration_s if self.decoded_frames else 0.0
+
+
+def _open(path: str | Path) -> tuple[Any, Any]:
+    import av  # noqa: PLC0415
+
+    p = Path(path)
+    if p.is_dir():
+        raise VideoOpenError(f"{path}: is a directory, not a video file")
+    try:
+        container = av.open(str(p), mode="r", timeout=30)
+    except FileNotFoundError as exc:
+        raise VideoOpenError(f"{path}: file not found") from exc
+    except PermissionError as exc:
+        raise VideoOpenError(f"{path}: permission denied") from exc
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        raise VideoOpenError(f"{path}: not a readable video ({_reason(exc)})") from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoOpenError(f"{path}: holds no video stream (audio-only or another kind of file)")
+    return container, container.streams.video[0]
+
+
+def _fps(stream: Any) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            value = float(rate)
+            if 0.1 < value < 1000:
+                return value
+    return 0.0
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a video's header: duration, frame rate, size, codec.
+
+    Raises:
+        VideoOpenError: missing, unreadable, not a video, or without a video stream.
+    """
+    container, stream = _open(path)
+    try:
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        cc = stream.codec_context
+        return VideoInfo(
+            path=str(path),
+            duration_s=max(duration, 0.0),
+            fps=_fps(stream),
+            width=int(cc.width or 0),
+            height=int(cc.height or 0),
+            codec=str(cc.name or "?"),
+        )
+    finally:
+        container.close()
+
+
+def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """The size to convert frames to: shorter side ``short_side``, aspect kept (None: as is)."""
+    if not short_side or not width or not height:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def sample_frames(
+    path: str | Path,
+    fps: float,
+    short_side: int | None = None,
+    stats: DecodeStats | None = None,
+) -> Iterator[SampledFrame]:
+    """Yield the frame on screen at every ``1/fps`` seconds of video time.
+
+    A frame is taken when it is the first one at or after a sampling instant ``k / fps``; a
+    frame held across several instants (variable frame rate, held stills) is taken once.
+
+    Args:
+        path: the video file.
+        fps: samples per second of video time (e.g. ``2.0``).
+        short_side: convert sampled frames so their shorter side has this many pixels.
+        stats: filled in as decoding goes: decoded frames, duration, partial-decode errors.
+
+    Raises:
+        VideoOpenError: the file cannot be opened, or not one frame decodes.
+    """
+    import av  # noqa: PLC0415
+
+    if fps <= 0:
+        raise ValueError("fps must be > 0")
+    stats = stats if stats is not None else DecodeStats()
+    container, stream = _open(path)
+    try:
+        stream.thread_type = "AUTO"
+        time_base = stream.time_base or Fraction(1, 1000)
+        native_fps = _fps(stream)
+        stats.frame_duration_s = 1.0 / native_fps if native_fps else 0.0
+        origin: float | None = float(stream.start_time * time_base) if stream.start_time is not None else None
+        size = output_size(stream.codec_context.width, stream.codec_context.height, short_side)
+        next_k = 0
+        eps = 1e-6
+        for ts, frame in _frames_in_presentation_order(container, stream, time_base, native_fps, stats, av):
+            if origin is None:
+                origin = ts
+            t = max(ts - origin, 0.0)
+            stats.last_ts_s = max(stats.last_ts_s, t)
+            stats.decoded_frames += 1
+            k = math.floor((t + eps) * fps)
+            if k < next_k:
+                continue
+            next_k = k + 1
+            w, h = size if size[0] and size[1] else (frame.width, frame.height)
+            rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+            stats.sampled_frames += 1
+            yield SampledFrame(ts_s=t, rgb=rgb)
+    finally:
+        container.close()
+    if stats.decoded_frames == 0:
+        raise VideoOpenError(f"{path}: no frame could be decoded ({stats.error or 'empty video stream'})")
+
+
+def _frames_in_presentation_order(
+    container: Any, stream: Any, time_base: Fraction, native_fps: float, stats: DecodeStats, av: Any
+) -> Iterator[tuple[float, Any]]:
+    """Decode every frame; yield ``(pts seconds, frame)`` with monotonic times.
+
+    Decoders output frames in display order, but some containers (AVI with packed B-frames)
+    label them with shuffled pts. The times seen within a small window are sorted and handed
+    out in order, which is a no-op for well-formed files.
+    """
+    pending: deque[Any] = deque()
+    times: list[float] = []
+    last = -math.inf
+    step = 1.0 / native_fps if native_fps else 0.04
+
+    def stamp(frame: Any) -> float:
+        nonlocal last
+        if frame.pts is not None:
+            return float(frame.pts * time_base)
+        return last + step if last > -math.inf else 0.0
+
+    def release() -> tuple[float, Any]:
+        nonlocal last
+        t = heapq.heappop(times)
+        t = max(t, last + 1e-9) if last > -math.inf else t
+        last = t
+        return t, pending.popleft()
+
+    bad_run = 0
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                stats.bad_packets += 1
+                bad_run += 1
+                if bad_run >= MAX_CONSECUTIVE_BAD_PACKETS:
+                    stats.error = f"gave up after {bad_run} undecodable packets in a row ({_reason(exc)})"
+                    break
+                continue
+            bad_run = 0
+            for frame in frames:
+                heapq.heappush(times, stamp(frame))
+                pending.append(frame)
+                if len(pending) > REORDER_WINDOW:
+                    yield release()
+    except av.error.FFmpegError as exc:  # demuxer failure: a truncated or damaged container
+        stats.error = f"stopped reading at a damaged part ({_reason(exc)})"
+    while pending:
+        yield release()
+    if stats.bad_packets and not stats.error:
+        stats.notes.append(f"{stats.bad_packets} undecodable packet(s) skipped")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

@@ -1,0 +1,292 @@
+"""The embedding space: an open_clip model with its tokenizer, and image and text encoders.
+
+Weights come from one of three places, chosen by ``pretrained``:
+
+* a tag that open_clip knows for the model (``laion2b_s34b_b79k``, ``openai``, ...): open_clip's
+  own download and cache (``~/.cache/huggingface`` or ``--model-dir`` / ``ARCHIVE_MODEL_DIR``);
+* a local checkpoint file (``.pt``, ``.bin``, ``.safetensors``);
+* ``none``: random weights, seeded so that every process builds the same model. Random weights do
+  not understand text; they still tell one shot from another, which is what tests use.
+
+torch and open_clip are imported here lazily, so the CLI starts instantly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from .errors import ModelLoadError, QueryError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+RANDOM_SEED = 0
+_NONE_WORDS = {"none", "random", ""}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model made (or will make) the vectors: what the store records."""
+
+    name: str
+    pretrained: str  # a tag, an absolute checkpoint path, or "none"
+
+    @property
+    def random_weights(self) -> bool:
+        return self.pretrained == "none"
+
+
+def resolve_spec(name: str, pretrained: str) -> ModelSpec:
+    """Normalise user input: ``None``/``random`` -> ``none``, checkpoint paths -> absolute paths.
+
+    Raises:
+        ModelLoadError: the name or tag is unknown, or a checkpoint path does not exist.
+    """
+    import open_clip  # noqa: PLC0415  (lazy: heavy import)
+
+    name = name.strip()
+    if name not in open_clip.list_models():
+        close = [m for m in open_clip.list_models() if name.lower().replace("/", "-") in m.lower()][:6]
+        hint = f" Did you mean: {', '.join(close)}?" if close else " See `python -c 'import open_clip; print(open_clip.list_models())'`."
+        raise ModelLoadError(f"unknown open_clip model '{name}'.{hint}")
+    p = (pretrained or "").strip()
+    if p.lower() in _NONE_WORDS:
+        return ModelSpec(name, "none")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if p in tags or p.lower() in tags:
+        return ModelSpec(name, p if p in tags else p.lower())
+    path = Path(p).expanduser()
+    if path.is_file():
+        return ModelSpec(name, str(path.resolve()))
+    if any(sep in p for sep in ("/", "\\")) or path.suffix in {".pt", ".pth", ".bin", ".safetensors", ".ckpt"}:
+        raise ModelLoadError(f"checkpoint file not found: {p}. Give the path of a local open_clip checkpoint for {name}.")
+    known = f"its tags: {', '.join(tags)}" if tags else "it has no published weights"
+    raise ModelLoadError(
+        f"'{p}' is neither a weights tag for {name} ({known}) nor a checkpoint file; "
+        "give a tag, a checkpoint path, or 'none' for random weights."
+    )
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` if available, else ``mps``, else ``cpu``; an explicit choice is checked."""
+    import torch  # noqa: PLC0415
+
+    device = (device or "auto").lower()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda asked for, but torch sees no CUDA GPU here. Use --device cpu or auto.")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelLoadError("--device mps asked for, but this torch build has no MPS. Use --device cpu or auto.")
+    if device not in {"cpu", "mps"} and not device.startswith("cuda"):
+        raise ModelLoadError(f"unknown device '{device}'. Use auto, cpu, cuda or mps.")
+    return device
+
+
+class Encoder:
+    """An open_clip model ready to embed images and texts into L2-normalised float32 vectors.
+
+    Build it with :meth:`Encoder.load`. Vectors are ``np.ndarray`` of shape ``(n, dim)``.
+    """
+
+    def __init__(self, spec: ModelSpec, model: Any, preprocess: Any, tokenizer: Any, device: str) -> None:
+        self.spec = spec
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        size = getattr(model.visual, "image_size", 224)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.context_length = int(getattr(model, "context_length", 77) or 77)
+        self.dim = int(self._probe_dim())
+
+    @classmethod
+    def load(
+        cls,
+        name: str = DEFAULT_MODEL,
+        pretrained: str = DEFAULT_PRETRAINED,
+        device: str = "auto",
+        cache_dir: str | None = None,
+    ) -> "Encoder":
+        """Build the model and load its weights.
+
+        Args:
+            name: open_clip model name, e.g. ``ViT-B-32``.
+            pretrained: a tag, a local checkpoint path, or ``none`` for seeded random weights.
+            device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+            cache_dir: where open_clip caches downloads (default: its own, or ``ARCHIVE_MODEL_DIR``).
+
+        Raises:
+            ModelLoadError: unknown model or tag, missing file, or weights that cannot be fetched.
+        """
+        spec = resolve_spec(name, pretrained)
+        dev = pick_device(device)
+        import open_clip  # noqa: PLC0415
+
+        cache_dir = cache_dir or os.environ.get("ARCHIVE_MODEL_DIR") or None
+        try:
+            with quiet_library_logs():
+                model, preprocess = _create(spec, cache_dir)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # network, cache, corrupt checkpoint: all end in one line
+            if Path(spec.pretrained).is_file():
+                raise ModelLoadError(
+                    f"could not load checkpoint {spec.pretrained} into {spec.name}: {_first_line(exc)}"
+                ) from exc
+            raise ModelLoadError(
+                f"the '{spec.pretrained}' weights for {spec.name} are not in the local cache and could not be "
+                "downloaded (no network?). Fetch them once on a connected machine (open_clip caches them in "
+                "~/.cache/huggingface, or ARCHIVE_MODEL_DIR), or pass a checkpoint with --pretrained FILE, "
+                "or use --pretrained none for random weights."
+            ) from exc
+        model = model.to(dev).eval()
+        tokenizer = open_clip.get_tokenizer(spec.name)
+        return cls(spec, model, preprocess, tokenizer, dev)
+
+    # -- images ---------------------------------------------------------------------------------
+    def preprocess_array(self, rgb: np.ndarray) -> "torch.Tensor":
+        """One HxWx3 uint8 RGB frame -> the model's input tensor (resize, crop, normalise)."""
+        from PIL import Image  # noqa: PLC0415
+
+        return self.preprocess(Image.fromarray(rgb))
+
+    def encode_batch(self, batch: "torch.Tensor") -> np.ndarray:
+        """A preprocessed ``(n, 3, H, W)`` tensor -> ``(n, dim)`` unit vectors."""
+        import torch  # noqa: PLC0415
+
+        with torch.inference_mode():
+            emb = self.model.encode_image(batch.to(self.device))
+            emb = torch.nn.functional.normalize(emb.float(), dim=-1)
+        return emb.cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_images(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 frames -> ``(n, dim)`` unit vectors."""
+        import torch  # noqa: PLC0415
+
+        if not frames:
+            return np.zeros((0, self.dim), np.float32)
+        return self.encode_batch(torch.stack([self.preprocess_array(f) for f in frames]))
+
+    def encode_image_file(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """An image file (JPEG, PNG, ...) -> one ``(dim,)`` unit vector.
+
+        Raises:
+            QueryError: the file is missing or not an image.
+        """
+        from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise QueryError(f"image file not found: {path}")
+        try:
+            with Image.open(p) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise QueryError(f"not a readable image: {path} ({_first_line(exc)})") from exc
+        return self.encode_images([rgb])[0]
+
+    # -- text -----------------------------------------------------------------------------------
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> ``(n, dim)`` unit vectors, one batch. Longer texts are cut to the model's context.
+
+        Raises:
+            QueryError: a text is empty.
+        """
+        import torch  # noqa: PLC0415
+
+        for t in texts:
+            if not t or not t.strip():
+                raise QueryError("empty query text: give words to search for, or --image FILE.")
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        tokens = self.tokenizer(list(texts))
+        with torch.inference_mode():
+            emb = self.model.encode_text(tokens.to(self.device))
+            emb = torch.nn.functional.normalize(emb.float(), dim=-1)
+        return emb.cpu().numpy().astype(np.float32, copy=False)
+
+    def _probe_dim(self) -> int:
+        proj = getattr(self.model, "text_projection", None)
+        if proj is not None and hasattr(proj, "shape"):
+            return int(proj.shape[-1])
+        return int(self.encode_texts(["probe"]).shape[1])
+
+
+def _create(spec: ModelSpec, cache_dir: str | None) -> tuple[Any, Any]:
+    import open_clip  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    if spec.random_weights:
+        # Same seed, same weights in every process: vectors indexed by one process stay
+        # comparable with queries embedded by another.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=None)
+        return model, preprocess
+    with _hub_mode_for_this_network():
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.name, pretrained=spec.pretrained, cache_dir=cache_dir
+        )
+    return model, preprocess
+
+
+@contextlib.contextmanager
+def _hub_mode_for_this_network(host: str = "huggingface.co", timeout_s: float = 3.0) -> Iterator[None]:
+    """Use only the local cache when the model hub cannot be reached.
+
+    Without this, huggingface_hub retries each file for about 25 s before giving up; with it, a
+    cached model loads at once and a missing one fails at once with a clear message.
+    """
+    try:
+        import huggingface_hub.constants as hf_constants  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - open_clip then downloads by URL itself
+        yield
+        return
+    if hf_constants.HF_HUB_OFFLINE or _reachable(host, timeout_s):
+        yield
+        return
+    hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = False
+
+
+def _reachable(host: str, timeout_s: float) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def quiet_library_logs() -> Iterator[None]:
+    """Hold back open_clip's and huggingface_hub's log lines (the core reports through errors)."""
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.setLevel(old)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

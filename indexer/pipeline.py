@@ -1,0 +1,323 @@
+"""decode -> embed -> commit: index files into a store.
+
+"Work on one video" (:func:`embed_video`, decode + embed -> a :class:`~indexer.store.VideoRecord`)
+is kept apart from "commit a result" (:class:`~indexer.store.Writer`, the single writer), so the
+first can move to worker processes without touching the second.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .decode import DecodeStats, probe, sample_frames
+from .discover import discover
+from .encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, ModelSpec, resolve_spec
+from .errors import ArchiveError, ModelMismatch, VideoOpenError
+from .store import FrameRecord, VideoRecord, Writer, fingerprint, known_files, read_meta
+
+DEFAULT_FPS = 2.0
+DEFAULT_BATCH = 32
+COMMIT_INTERVAL_S = 5.0
+
+
+@dataclass
+class Progress:
+    """One progress event. ``kind`` is one of: ``plan`` (``total`` files to embed, ``seconds``
+    of video), ``model`` (loading weights), ``start`` (a file begins), ``frames`` (``done``
+    video seconds of the current file so far), ``done``, ``skip``, ``fail`` (``message``)."""
+
+    kind: str
+    path: str = ""
+    total: int = 0
+    seconds: float = 0.0
+    done: float = 0.0
+    frames: int = 0
+    message: str = ""
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class IndexReport:
+    """What an index run did. Times in seconds."""
+
+    store: str
+    model: str
+    pretrained: str
+    files_seen: int = 0
+    indexed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    frames: int = 0
+    video_seconds: float = 0.0
+    wall_s: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # indexed before, gone from disk now
+    repaired: list[str] = field(default_factory=list)  # dropped for re-embedding by reconciliation
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def _noop(_: Progress) -> None:
+    return None
+
+
+def embed_video(
+    path: str,
+    encoder: Encoder,
+    fps: float = DEFAULT_FPS,
+    batch_size: int = DEFAULT_BATCH,
+    progress: ProgressFn = _noop,
+) -> VideoRecord:
+    """Decode one video, sample ``fps`` frames per second of video time, embed them.
+
+    Returns:
+        A record ready for :meth:`Writer.commit`: frame times, vectors and the file's metadata.
+
+    Raises:
+        VideoOpenError: the file is not a decodable video.
+    """
+    import torch  # noqa: PLC0415
+
+    st = os.stat(path)
+    fp = fingerprint(path)
+    info = probe(path)
+    stats = DecodeStats()
+    times: list[float] = []
+    chunks: list[np.ndarray] = []
+    batch: list[torch.Tensor] = []
+    for frame in sample_frames(path, fps, short_side=encoder.image_size, stats=stats):
+        times.append(frame.ts_s)
+        batch.append(encoder.preprocess_array(frame.rgb))
+        if len(batch) >= batch_size:
+            chunks.append(encoder.encode_batch(torch.stack(batch)))
+            batch = []
+            progress(Progress("frames", path=path, done=frame.ts_s, frames=len(times)))
+    if batch:
+        chunks.append(encoder.encode_batch(torch.stack(batch)))
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
+    duration = max(stats.duration_s, times[-1] if times else 0.0)
+    ends = times[1:] + [duration]
+    notes = list(stats.notes)
+    if stats.error:
+        notes.insert(0, f"partly decoded: kept {len(times)} frames up to {stats.last_ts_s:.2f} s; {stats.error}")
+    return VideoRecord(
+        path=path,
+        size_bytes=st.st_size,
+        mtime=st.st_mtime,
+        fingerprint=fp,
+        duration_s=duration,
+        fps=info.fps,
+        width=info.width,
+        height=info.height,
+        codec=info.codec,
+        sample_fps=fps,
+        decoded_frames=stats.decoded_frames,
+        frames=[FrameRecord(t, e) for t, e in zip(times, ends)],
+        vectors=vectors,
+        note="; ".join(notes) or None,
+    )
+
+
+def _plan(
+    files: Sequence[str], known: dict[str, tuple[int, float, str, float]], fps: float
+) -> tuple[list[str], list[str], list[tuple[str, float]], list[tuple[str, str]]]:
+    """Split files into (to embed, unchanged, [(unchanged but touched, new mtime)], [(unreadable, why)])."""
+    todo: list[str] = []
+    same: list[str] = []
+    touched: list[tuple[str, float]] = []
+    bad: list[tuple[str, str]] = []
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError as exc:
+            bad.append((f, f"cannot read ({exc.strerror})"))
+            continue
+        old = known.get(f)
+        if old is None or old[3] != fps or old[0] != st.st_size:
+            todo.append(f)
+        elif old[1] == st.st_mtime:
+            same.append(f)
+        else:
+            try:
+                unchanged = fingerprint(f) == old[2]
+            except OSError as exc:
+                bad.append((f, f"cannot read ({exc.strerror})"))
+                continue
+            if unchanged:
+                same.append(f)
+                touched.append((f, st.st_mtime))
+            else:
+                todo.append(f)
+    return todo, same, touched, bad
+
+
+def index_paths(
+    paths: Sequence[str | os.PathLike[str]],
+    store_dir: str | os.PathLike[str],
+    model: str | None = None,
+    pretrained: str | None = None,
+    fps: float = DEFAULT_FPS,
+    batch_size: int = DEFAULT_BATCH,
+    device: str = "auto",
+    progress: ProgressFn = _noop,
+    encoder: Encoder | None = None,
+) -> IndexReport:
+    """Index video files and folders into a store; unchanged files are skipped.
+
+    Args:
+        paths: files and/or folders (walked recursively).
+        store_dir: the store folder (created if missing).
+        model, pretrained: open_clip model and weights; None means the store's own, or the
+            defaults (``ViT-B-32`` / ``laion2b_s34b_b79k``) for a new store.
+        fps: samples per second of video time.
+        batch_size: frames per model call.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        progress: called with :class:`Progress` events.
+        encoder: an already loaded encoder to use (its model must match the store).
+
+    Returns:
+        An :class:`IndexReport`; bad files are in ``failures``, not raised.
+
+    Raises:
+        StoreLocked: another index run is writing this store.
+        ModelMismatch: the store was built with another model.
+        ModelLoadError: the model or weights cannot be loaded.
+    """
+    if fps <= 0 or fps > 1000:
+        raise ArchiveError(f"--fps must be between 0 and 1000 samples per second, not {fps}.")
+    if batch_size < 1:
+        raise ArchiveError(f"--batch-size must be at least 1, not {batch_size}.")
+    t0 = time.perf_counter()
+    store_dir = Path(store_dir)
+    spec = _choose_spec(store_dir, model, pretrained, encoder)
+    report = IndexReport(store=str(store_dir.resolve()), model=spec.name, pretrained=spec.pretrained)
+    files, problems = discover(paths)
+    report.files_seen = len(files)
+
+    with Writer(store_dir) as writer:  # fails at once when another writer runs
+        if (store_dir / "catalog.duckdb").is_file():
+            writer.attach(spec, int(read_meta(store_dir)["dim"]))  # reconciles before planning
+            report.repaired = writer.repaired
+        known = known_files(store_dir)
+        todo, same, touched, bad = _plan(files, known, fps)
+        problems.extend(bad)
+        report.skipped = len(same)
+        report.missing = sorted(p for p in known if not os.path.exists(p))
+        for p in same:
+            progress(Progress("skip", path=p))
+        seconds = 0.0
+        for f in todo:
+            try:
+                seconds += probe(f).duration_s
+            except VideoOpenError:
+                pass
+        progress(Progress("plan", total=len(todo), seconds=seconds))
+        if todo and encoder is None:
+            progress(Progress("model", message=f"{spec.name} ({spec.pretrained})"))
+            encoder = Encoder.load(spec.name, spec.pretrained, device)
+        if todo and writer.spec is None:
+            assert encoder is not None
+            writer.attach(spec, encoder.dim)
+        if writer.spec is not None:
+            for p, mtime in touched:
+                writer.touch(p, mtime)
+            _run(writer, todo, encoder, fps, batch_size, progress, report, problems)
+        else:  # nothing to embed and no catalog to record failures in
+            for p, why in problems:
+                progress(Progress("fail", path=p, message=why))
+            report.failures.extend(problems)
+            report.failed += len(problems)
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def _run(
+    writer: Writer,
+    todo: Sequence[str],
+    encoder: Encoder | None,
+    fps: float,
+    batch_size: int,
+    progress: ProgressFn,
+    report: IndexReport,
+    problems: list[tuple[str, str]],
+) -> None:
+    pending: list[VideoRecord] = []
+    last_commit = time.monotonic()
+    for p, why in problems:
+        progress(Progress("fail", path=p, message=why))
+    failures: list[tuple[str, str]] = list(problems)
+
+    def flush() -> None:
+        nonlocal pending, failures, last_commit
+        writer.commit(pending, failures)
+        for rec in pending:
+            report.indexed += 1
+            report.frames += len(rec.frames)
+            report.video_seconds += rec.duration_s
+            if rec.note:
+                report.notes.append((rec.path, rec.note))
+        report.failures.extend(failures)
+        report.failed += len(failures)
+        pending, failures = [], []
+        last_commit = time.monotonic()
+
+    try:
+        for path in todo:
+            progress(Progress("start", path=path))
+            try:
+                assert encoder is not None
+                rec = embed_video(path, encoder, fps, batch_size, progress)
+            except VideoOpenError as exc:
+                failures.append((path, str(exc).removeprefix(f"{path}: ")))
+                progress(Progress("fail", path=path, message=failures[-1][1]))
+                continue
+            except OSError as exc:
+                failures.append((path, f"cannot read ({exc.strerror or exc})"))
+                progress(Progress("fail", path=path, message=failures[-1][1]))
+                continue
+            pending.append(rec)
+            progress(Progress("done", path=path, frames=len(rec.frames), seconds=rec.duration_s))
+            if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                flush()
+    finally:
+        flush()  # on Ctrl-C too: finished videos are kept
+
+
+def _choose_spec(
+    store_dir: Path, model: str | None, pretrained: str | None, encoder: Encoder | None
+) -> ModelSpec:
+    """The model for this run: asked for, else the store's, else the defaults; checked against the store."""
+    existing: ModelSpec | None = None
+    if (store_dir / "catalog.duckdb").is_file():
+        meta = read_meta(store_dir)
+        existing = ModelSpec(meta["model"], meta["pretrained"])
+    if encoder is not None:
+        spec = encoder.spec
+    elif existing is not None and model in (None, existing.name) and (
+        pretrained is None
+        or pretrained == existing.pretrained
+        or (existing.random_weights and pretrained.strip().lower() in {"none", "random"})
+    ):
+        return existing  # the store's own model: no need to import open_clip to check it
+    else:
+        name = model or (existing.name if existing else DEFAULT_MODEL)
+        if pretrained is None:
+            pretrained = existing.pretrained if existing and existing.name == name else DEFAULT_PRETRAINED
+        spec = resolve_spec(name, pretrained)
+    if existing is not None and spec != existing:
+        raise ModelMismatch(
+            f"the store {store_dir} was built with {existing.name} ({existing.pretrained}), not "
+            f"{spec.name} ({spec.pretrained}); drop --model/--pretrained to use the store's, or use another --store."
+        )
+    return spec

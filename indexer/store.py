@@ -1,0 +1,613 @@
+"""The archive on disk: ``catalog.duckdb`` (DuckDB) and ``frames.faiss`` (FAISS).
+
+Layout of a store folder::
+
+    catalog.duckdb   meta, videos, frames, failures  (the source of truth)
+    frames.faiss     IndexIDMap2(IndexFlatIP): one L2-normalised vector per frame, id = frames.frame_id
+    writer.lock      held (flock) by the one process that writes
+
+Commit protocol, one batch of finished videos at a time (each video is all-or-nothing):
+
+1. vectors are added to the in-memory FAISS index (old vectors of re-indexed videos removed),
+   written to ``frames.faiss.tmp``, fsynced and renamed over ``frames.faiss``;
+2. one DuckDB transaction replaces the videos' rows and inserts their frames.
+
+A crash between 1 and 2 leaves vectors whose ids the catalog does not know (dropped when a writer
+next opens the store) or, for a re-indexed video, catalog frames without vectors (the video is
+dropped from the catalog then, so the next run embeds it again). Readers use only frames present
+in both, so they never see half a video.
+
+DuckDB allows one read-write process or many read-only ones per file. The writer opens the catalog
+only for the length of a commit, and readers open it read-only with a short retry, so search works
+while an index run is going.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .encoder import ModelSpec
+from .errors import ModelMismatch, StoreError, StoreLocked, StoreNotFound
+
+CATALOG = "catalog.duckdb"
+VECTORS = "frames.faiss"
+LOCK = "writer.lock"
+SCHEMA_VERSION = 1
+_OPEN_RETRY_S = 15.0
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    """CREATE TABLE IF NOT EXISTS videos (
+        video_id INTEGER PRIMARY KEY,
+        path VARCHAR NOT NULL UNIQUE,   -- absolute path when indexed
+        name VARCHAR,                   -- file name
+        size_bytes BIGINT,
+        mtime DOUBLE,                   -- seconds since the epoch
+        fingerprint VARCHAR,            -- blake2b of size + head + tail of the file
+        duration_s DOUBLE,              -- from the first frame's start to the last frame's end
+        fps DOUBLE,                     -- native frame rate (average, as the container states it)
+        width INTEGER,
+        height INTEGER,
+        codec VARCHAR,
+        n_frames INTEGER,               -- sampled (and embedded) frames
+        sample_fps DOUBLE,              -- samples per second asked for at index time
+        decoded_frames INTEGER,
+        note VARCHAR,                   -- partial decode and other remarks, NULL when clean
+        indexed_at TIMESTAMP
+    )""",
+    """CREATE TABLE IF NOT EXISTS frames (
+        frame_id BIGINT NOT NULL,       -- = the vector's id in frames.faiss
+        video_id INTEGER NOT NULL,
+        ts_s DOUBLE NOT NULL,           -- presentation time of the sampled frame, seconds
+        end_s DOUBLE NOT NULL           -- this sample stands for [ts_s, end_s): next sample or video end
+    )""",
+    """CREATE TABLE IF NOT EXISTS failures (
+        path VARCHAR NOT NULL,
+        error VARCHAR NOT NULL,
+        seen_at TIMESTAMP NOT NULL
+    )""",
+]
+
+
+@dataclass
+class FrameRecord:
+    ts_s: float
+    end_s: float
+
+
+@dataclass
+class VideoRecord:
+    """One finished video ready to commit: its catalog row and its frames' vectors."""
+
+    path: str
+    size_bytes: int
+    mtime: float
+    fingerprint: str
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    sample_fps: float
+    decoded_frames: int
+    frames: list[FrameRecord]
+    vectors: np.ndarray  # (len(frames), dim) float32, unit length
+    note: str | None = None
+
+
+@dataclass
+class StoreInfo:
+    """Numbers about a store, as ``archive info`` shows them."""
+
+    path: str
+    videos: int
+    frames: int
+    seconds: float
+    model: str
+    pretrained: str
+    dim: int
+    bytes: int
+    schema_version: int
+    failures: int = 0
+    vectors: int = 0
+
+
+@dataclass
+class FrameTable:
+    """The frames in scope, sorted by (video_id, ts_s), and where their vectors are.
+
+    ``vectors`` is the whole vector matrix of the store (memory-mapped); ``row[i]`` is the row
+    of frame ``i``. Only frames present in both the catalog and the vector file are listed.
+    """
+
+    frame_id: np.ndarray  # int64
+    video_id: np.ndarray  # int64
+    ts_s: np.ndarray  # float64
+    end_s: np.ndarray  # float64
+    row: np.ndarray  # int64, into vectors
+    vectors: np.ndarray  # (N, dim) float32
+    videos: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _keepalive: Any = None  # the FAISS index that owns the memory behind ``vectors``
+
+    def __len__(self) -> int:
+        return len(self.frame_id)
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """Cosine scores ``(n_frames, n_queries)`` of unit query vectors against the frames."""
+        q = np.ascontiguousarray(queries, dtype=np.float32).T
+        if len(self.row) == 0:
+            return np.zeros((0, q.shape[1]), np.float32)
+        if len(self.row) * 2 < len(self.vectors):  # small scope: gather, then multiply
+            return self.vectors[self.row] @ q
+        return (self.vectors @ q)[self.row]
+
+
+def fingerprint(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """A fast content fingerprint: blake2b over the size, the first and the last MiB."""
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(size).encode())
+    with open(p, "rb") as fh:
+        h.update(fh.read(chunk))
+        if size > 2 * chunk:
+            fh.seek(-chunk, os.SEEK_END)
+            h.update(fh.read(chunk))
+    return h.hexdigest()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _connect(path: Path, read_only: bool, retry_s: float = _OPEN_RETRY_S) -> Any:
+    """Open the catalog, waiting out another process's short-lived lock."""
+    import duckdb  # noqa: PLC0415
+
+    deadline = time.monotonic() + retry_s
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise StoreError(f"cannot open {path}: {str(exc).splitlines()[0]}") from exc
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _write_atomic_index(index: Any, dest: Path) -> None:
+    import faiss  # noqa: PLC0415
+
+    tmp = dest.with_name(dest.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+    dir_fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_index(path: Path, mmap: bool) -> Any:
+    import faiss  # noqa: PLC0415
+
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    try:
+        index = faiss.read_index(str(path), flags)
+    except RuntimeError as exc:
+        raise StoreError(
+            f"the vector file {path} is damaged ({str(exc).splitlines()[0][:120]}). "
+            "Delete it and run `archive index` again on the same folders to re-embed."
+        ) from exc
+    return index
+
+
+def _index_arrays(index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) views of an IndexIDMap2(IndexFlat) without copying."""
+    import faiss  # noqa: PLC0415
+
+    n = index.ntotal
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, index.d), np.float32)
+    flat = faiss.downcast_index(index.index)
+    vecs = faiss.rev_swig_ptr(flat.get_xb(), n * index.d).reshape(n, index.d)
+    ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+    return ids, vecs
+
+
+def read_meta(store_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``meta`` table of an existing store (model, pretrained, dim, schema_version).
+
+    Raises:
+        StoreNotFound: no catalog in that folder.
+    """
+    with read_connection(store_dir) as con:
+        return dict(con.execute("SELECT key, value FROM meta").fetchall())
+
+
+def store_spec(store_dir: str | os.PathLike[str]) -> ModelSpec:
+    """Which model made the store's vectors."""
+    meta = read_meta(store_dir)
+    return ModelSpec(meta["model"], meta["pretrained"])
+
+
+def _catalog_path(store_dir: str | os.PathLike[str]) -> Path:
+    catalog = Path(store_dir) / CATALOG
+    if not catalog.is_file():
+        raise StoreNotFound(
+            f"no archive at {Path(store_dir).resolve()}: run `archive index PATH` first, or pass --store DIR."
+        )
+    return catalog
+
+
+@contextlib.contextmanager
+def read_connection(store_dir: str | os.PathLike[str]) -> Iterator[Any]:
+    """A read-only DuckDB connection to the catalog (works while an index run is going).
+
+    Raises:
+        StoreNotFound: no archive in that folder.
+    """
+    con = _connect(_catalog_path(store_dir), read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | None = None) -> FrameTable:
+    """Everything a query needs, without opening any video: frames, their vectors, video rows.
+
+    Args:
+        store_dir: the store folder.
+        video_ids: limit to these videos (None: all).
+
+    Raises:
+        StoreNotFound: no archive there.
+        StoreError: the vector file is missing or damaged while the catalog lists frames.
+    """
+    with read_connection(store_dir) as con:
+        where, params = "", []
+        if video_ids is not None:
+            if not video_ids:
+                video_ids = [-1]
+            where = f" WHERE video_id IN ({', '.join('?' for _ in video_ids)})"
+            params = list(video_ids)
+        cols = con.execute(
+            f"SELECT frame_id, video_id, ts_s, end_s FROM frames{where} ORDER BY video_id, ts_s", params
+        ).fetchnumpy()
+        vrows = con.execute(f"SELECT * FROM videos{where}", params)
+        names = [d[0] for d in vrows.description]
+        videos = {int(r[0]): dict(zip(names, r)) for r in vrows.fetchall()}
+        dim = int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
+    frame_id = np.asarray(cols["frame_id"], np.int64)
+    path = Path(store_dir) / VECTORS
+    if not path.exists():
+        if len(frame_id):
+            raise StoreError(
+                f"the vector file {path} is missing. Run `archive index` again on the same folders "
+                "to re-embed what it held."
+            )
+        ids, vecs, index = np.zeros(0, np.int64), np.zeros((0, dim), np.float32), None
+    else:
+        index = _read_index(path, mmap=True)
+        ids, vecs = _index_arrays(index)
+    order = np.argsort(ids, kind="stable")
+    pos = np.searchsorted(ids[order], frame_id)
+    pos_c = np.minimum(pos, max(len(ids) - 1, 0))
+    ok = (pos < len(ids)) & (ids[order][pos_c] == frame_id) if len(ids) else np.zeros(len(frame_id), bool)
+    row = order[pos_c][ok] if len(ids) else np.zeros(0, np.int64)
+    return FrameTable(
+        frame_id=frame_id[ok],
+        video_id=np.asarray(cols["video_id"], np.int64)[ok],
+        ts_s=np.asarray(cols["ts_s"], np.float64)[ok],
+        end_s=np.asarray(cols["end_s"], np.float64)[ok],
+        row=row.astype(np.int64),
+        vectors=vecs,
+        videos=videos,
+        _keepalive=index,
+    )
+
+
+def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
+    """Counts, model and size on disk of a store.
+
+    Raises:
+        StoreNotFound: no archive there.
+    """
+    with read_connection(store_dir) as con:
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        videos, seconds = con.execute("SELECT count(*), coalesce(sum(duration_s), 0) FROM videos").fetchone()
+        frames = con.execute("SELECT count(*) FROM frames").fetchone()[0]
+        failures = con.execute("SELECT count(DISTINCT path) FROM failures").fetchone()[0]
+    root = Path(store_dir)
+    size = sum(p.stat().st_size for p in root.iterdir() if p.is_file())
+    vectors = 0
+    if (root / VECTORS).exists():
+        vectors = _read_index(root / VECTORS, mmap=True).ntotal
+    return StoreInfo(
+        path=str(root.resolve()),
+        videos=int(videos),
+        frames=int(frames),
+        seconds=round(float(seconds), 3),
+        model=meta["model"],
+        pretrained=meta["pretrained"],
+        dim=int(meta["dim"]),
+        bytes=int(size),
+        schema_version=int(meta["schema_version"]),
+        failures=int(failures),
+        vectors=int(vectors),
+    )
+
+
+def known_files(store_dir: str | os.PathLike[str]) -> dict[str, tuple[int, float, str, float]]:
+    """path -> (size_bytes, mtime, fingerprint, sample_fps) of every indexed video ({} if no store)."""
+    if not (Path(store_dir) / CATALOG).is_file():
+        return {}
+    with read_connection(store_dir) as con:
+        rows = con.execute("SELECT path, size_bytes, mtime, fingerprint, sample_fps FROM videos").fetchall()
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+class Writer:
+    """The single writer of a store. Use as a context manager; it holds ``writer.lock``.
+
+    Raises:
+        StoreLocked: another process is writing.
+        ModelMismatch: the store was made with another model or weights.
+    """
+
+    def __init__(self, store_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(store_dir)
+        self.spec: ModelSpec | None = None
+        self.dim = 0
+        self._lock_fh: Any = None
+        self._index: Any = None
+        self._next_video_id = 0
+        self._next_frame_id = 0
+        self.repaired: list[str] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> "Writer":
+        self.lock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def lock(self) -> None:
+        """Become the store's one writer (creating the folder if needed).
+
+        Raises:
+            StoreLocked: another process holds the lock.
+        """
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store folder {self.dir}: {exc.strerror}") from exc
+        self._take_lock()
+
+    def attach(self, spec: ModelSpec, dim: int) -> None:
+        """Create or open the catalog and vectors for this model, and reconcile the two.
+
+        Raises:
+            ModelMismatch: the store was made with another model or weights.
+        """
+        self.spec, self.dim = spec, dim
+        with self._catalog() as con:
+            self._init_schema(con)
+            self._check_model(con)
+        self._load_and_reconcile()
+
+    def close(self) -> None:
+        self._index = None
+        if self._lock_fh is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def _take_lock(self) -> None:
+        path = self.dir / LOCK
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise StoreLocked(
+                f"the store {self.dir.resolve()} is being written by {holder}; wait for it to finish "
+                "(search, sql and info work meanwhile)."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._lock_fh = fh
+
+    @contextlib.contextmanager
+    def _catalog(self) -> Iterator[Any]:
+        con = _connect(self.dir / CATALOG, read_only=False)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _init_schema(self, con: Any) -> None:
+        assert self.spec is not None
+        for stmt in _SCHEMA:
+            con.execute(stmt)
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        if not meta:
+            rows = [
+                ("schema_version", str(SCHEMA_VERSION)),
+                ("model", self.spec.name),
+                ("pretrained", self.spec.pretrained),
+                ("dim", str(self.dim)),
+                ("created_at", _now().isoformat(timespec="seconds")),
+            ]
+            con.executemany("INSERT INTO meta VALUES (?, ?)", rows)
+        elif int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.dir} has schema version {meta['schema_version']}, newer than this "
+                f"program knows ({SCHEMA_VERSION}): upgrade the archive tool."
+            )
+
+    def _check_model(self, con: Any) -> None:
+        assert self.spec is not None
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        if (meta["model"], meta["pretrained"]) != (self.spec.name, self.spec.pretrained):
+            raise ModelMismatch(
+                f"the store {self.dir} was built with {meta['model']} ({meta['pretrained']}), not "
+                f"{self.spec.name} ({self.spec.pretrained}); use the same model, or another --store."
+            )
+
+    def _load_and_reconcile(self) -> None:
+        """Load the vectors and make them agree with the catalog (see the module docstring)."""
+        import faiss  # noqa: PLC0415
+
+        path = self.dir / VECTORS
+        if path.exists():
+            self._index = _read_index(path, mmap=False)
+            if self._index.d != self.dim:
+                raise ModelMismatch(f"{path} holds {self._index.d}-d vectors, the model makes {self.dim}-d ones.")
+        else:
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        ids, _ = _index_arrays(self._index)
+        with self._catalog() as con:
+            cat_ids = con.execute("SELECT frame_id FROM frames").fetchnumpy()["frame_id"]
+            cat_ids = np.asarray(cat_ids, np.int64)
+            orphans = np.setdiff1d(ids, cat_ids, assume_unique=False)
+            missing = np.setdiff1d(cat_ids, ids, assume_unique=False)
+            if len(missing):
+                con.register("missing_ids", {"frame_id": missing.astype(np.int64)})
+                broken = con.execute(
+                    "SELECT DISTINCT v.video_id, v.path FROM videos v JOIN frames f USING (video_id) "
+                    "JOIN missing_ids m USING (frame_id)"
+                ).fetchall()
+                self._delete_videos(con, [vid for vid, _ in broken])
+                self.repaired = [p for _, p in broken]
+                stale = con.execute("SELECT frame_id FROM frames").fetchnumpy()["frame_id"]
+                orphans = np.setdiff1d(ids, np.asarray(stale, np.int64))
+            if len(orphans):
+                self._index.remove_ids(orphans.astype(np.int64))
+                _write_atomic_index(self._index, path)
+            self._next_video_id = int(con.execute("SELECT coalesce(max(video_id), -1) + 1 FROM videos").fetchone()[0])
+        ids, _ = _index_arrays(self._index)
+        self._next_frame_id = int(ids.max()) + 1 if len(ids) else 0
+
+    @staticmethod
+    def _delete_videos(con: Any, video_ids: Sequence[int]) -> None:
+        if not video_ids:
+            return
+        con.execute("BEGIN TRANSACTION")
+        for vid in video_ids:
+            con.execute("DELETE FROM frames WHERE video_id = ?", [vid])
+            con.execute("DELETE FROM videos WHERE video_id = ?", [vid])
+        con.execute("COMMIT")
+
+    # -- reads the writer needs -----------------------------------------------------------------
+    def known_files(self) -> dict[str, tuple[int, float, str, float]]:
+        """path -> (size_bytes, mtime, fingerprint, sample_fps) of every indexed video."""
+        return known_files(self.dir)
+
+    def touch(self, path: str, mtime: float) -> None:
+        """Record a new mtime for a file whose content fingerprint did not change."""
+        with self._catalog() as con:
+            con.execute("UPDATE videos SET mtime = ? WHERE path = ?", [mtime, path])
+
+    # -- the commit -----------------------------------------------------------------------------
+    def commit(self, records: Sequence[VideoRecord], failures: Sequence[tuple[str, str]] = ()) -> None:
+        """Commit finished videos (each all-or-nothing) and failure rows. Re-indexed paths replace
+        their old rows and vectors."""
+        if not records and not failures:
+            return
+        paths = [r.path for r in records]
+        with self._catalog() as con:
+            old_ids: list[int] = []
+            old_frames = np.zeros(0, np.int64)
+            if paths:
+                placeholders = ", ".join("?" for _ in paths)
+                old_ids = [
+                    r[0] for r in con.execute(f"SELECT video_id FROM videos WHERE path IN ({placeholders})", paths).fetchall()
+                ]
+                if old_ids:
+                    ph = ", ".join("?" for _ in old_ids)
+                    got = con.execute(f"SELECT frame_id FROM frames WHERE video_id IN ({ph})", old_ids).fetchnumpy()
+                    old_frames = np.asarray(got["frame_id"], np.int64)
+
+            # 1. vectors: new ones in, replaced ones out, file swapped atomically.
+            frame_rows: list[tuple[int, int, float, float]] = []
+            video_rows: list[tuple[Any, ...]] = []
+            if records:
+                all_vecs = []
+                all_ids = []
+                for rec in records:
+                    vid = self._next_video_id
+                    self._next_video_id += 1
+                    n = len(rec.frames)
+                    ids = np.arange(self._next_frame_id, self._next_frame_id + n, dtype=np.int64)
+                    self._next_frame_id += n
+                    all_ids.append(ids)
+                    all_vecs.append(np.ascontiguousarray(rec.vectors, dtype=np.float32))
+                    frame_rows.extend((int(i), vid, f.ts_s, f.end_s) for i, f in zip(ids, rec.frames))
+                    video_rows.append((
+                        vid, rec.path, Path(rec.path).name, rec.size_bytes, rec.mtime, rec.fingerprint,
+                        rec.duration_s, rec.fps, rec.width, rec.height, rec.codec, n, rec.sample_fps,
+                        rec.decoded_frames, rec.note, _now(),
+                    ))
+                if len(old_frames):
+                    self._index.remove_ids(old_frames)
+                vecs = np.concatenate(all_vecs) if all_vecs else np.zeros((0, self.dim), np.float32)
+                if len(vecs):
+                    self._index.add_with_ids(vecs, np.concatenate(all_ids))
+                _write_atomic_index(self._index, self.dir / VECTORS)
+
+            # 2. catalog, in one transaction.
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for vid in old_ids:
+                    con.execute("DELETE FROM frames WHERE video_id = ?", [vid])
+                    con.execute("DELETE FROM videos WHERE video_id = ?", [vid])
+                if video_rows:
+                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 16)})", video_rows)
+                if frame_rows:
+                    _insert_frames(con, frame_rows)
+                if paths:
+                    con.execute(f"DELETE FROM failures WHERE path IN ({', '.join('?' for _ in paths)})", paths)
+                if failures:
+                    now = _now()
+                    con.executemany("INSERT INTO failures VALUES (?, ?, ?)", [(p, e, now) for p, e in failures])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+
+def _insert_frames(con: Any, rows: list[tuple[int, int, float, float]]) -> None:
+    """Bulk insert from numpy columns (DuckDB's executemany is slow: ~1.5k rows/s)."""
+    arr = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    cols = {
+        "frame_id": np.array([r[0] for r in rows], dtype=np.int64),
+        "video_id": arr[:, 1].astype(np.int32),
+        "ts_s": arr[:, 2].copy(),
+        "end_s": arr[:, 3].copy(),
+    }
+    con.register("_new_frames", cols)
+    try:
+        con.execute("INSERT INTO frames SELECT frame_id, video_id, ts_s, end_s FROM _new_frames")
+    finally:
+        con.unregister("_new_frames")

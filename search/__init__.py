@@ -1,0 +1,4 @@
+"""The read path: query -> scores over the stored frame vectors -> per-video timings.
+
+No video file is opened here.
+"""

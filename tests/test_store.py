@@ -1,0 +1,100 @@
+import os
+
+import duckdb
+import numpy as np
+import pytest
+
+from indexer.encoder import ModelSpec
+from indexer.errors import ModelMismatch, StoreError, StoreLocked, StoreNotFound
+from indexer.store import FrameRecord, VideoRecord, Writer, load_frames, store_info
+
+SPEC = ModelSpec("ViT-S-32-alt", "none")
+DIM = 8
+
+
+def record(path, n, seed, fps=2.0):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, DIM)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    ts = [i / fps for i in range(n)]
+    return VideoRecord(
+        path=path, size_bytes=100, mtime=1.0, fingerprint=f"fp{seed}", duration_s=n / fps, fps=25.0,
+        width=320, height=240, codec="h264", sample_fps=fps, decoded_frames=n * 12,
+        frames=[FrameRecord(t, t + 1 / fps) for t in ts], vectors=v,
+    )
+
+
+def test_commit_and_read_back(tmp_path):
+    recs = [record("/v/a.mp4", 5, 1), record("/v/b.mp4", 3, 2)]
+    with Writer(tmp_path) as w:
+        w.attach(SPEC, DIM)
+        w.commit(recs)
+    t = load_frames(tmp_path)
+    assert len(t) == 8
+    assert sorted(v["path"] for v in t.videos.values()) == ["/v/a.mp4", "/v/b.mp4"]
+    # each frame's vector is the one committed for it
+    by_path = {v["path"]: vid for vid, v in t.videos.items()}
+    a = t.video_id == by_path["/v/a.mp4"]
+    assert np.allclose(t.vectors[t.row[a]], recs[0].vectors)
+    assert np.all(np.diff(t.ts_s[a]) > 0)
+    info = store_info(tmp_path)
+    assert (info.videos, info.frames, info.dim, info.model) == (2, 8, DIM, "ViT-S-32-alt")
+    assert info.seconds == pytest.approx(4.0)
+
+
+def test_recommit_replaces_old_rows_and_vectors(tmp_path):
+    with Writer(tmp_path) as w:
+        w.attach(SPEC, DIM)
+        w.commit([record("/v/a.mp4", 5, 1)])
+        w.commit([record("/v/a.mp4", 2, 9)])
+    t = load_frames(tmp_path)
+    assert len(t) == 2 and len(t.videos) == 1
+    assert store_info(tmp_path).vectors == 2
+
+
+def test_catalog_opens_in_a_plain_duckdb_client(tmp_path):
+    with Writer(tmp_path) as w:
+        w.attach(SPEC, DIM)
+        w.commit([record("/v/a.mp4", 4, 1)])
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM frames JOIN videos USING (video_id)").fetchone()[0] == 4
+    con.close()
+
+
+def test_second_writer_is_refused_with_the_holder(tmp_path):
+    with Writer(tmp_path) as w:
+        w.attach(SPEC, DIM)
+        with pytest.raises(StoreLocked, match=f"pid {os.getpid()}"):
+            Writer(tmp_path).lock()
+    Writer(tmp_path).lock()  # free again
+
+
+def test_other_model_is_a_clear_error(tmp_path):
+    with Writer(tmp_path) as w:
+        w.attach(SPEC, DIM)
+    with Writer(tmp_path) as w, pytest.raises(ModelMismatch, match="ViT-S-32-alt"):
+        w.attach(ModelSpec("ViT-B-32", "none"), DIM)
+
+
+def test_missing_store_and_missing_vectors(tmp_path):
+    with pytest.raises(StoreNotFound, match="archive index"):
+        load_frames(tmp_path / "nowhere")
+    with Writer(tmp_path) as w:
+        w.attach(SPEC, DIM)
+        w.commit([record("/v/a.mp4", 4, 1)])
+    (tmp_path / "frames.faiss").unlink()
+    with pytest.raises(StoreError, match="archive index"):
+        load_frames(tmp_path)
+
+
+def test_writer_reconciles_vectors_with_catalog(tmp_path):
+    with Writer(tmp_path) as w:
+        w.attach(SPEC, DIM)
+        w.commit([record("/v/a.mp4", 4, 1), record("/v/b.mp4", 3, 2)])
+    # Lose the vector file: every catalog video now lacks vectors and is dropped for re-embedding.
+    (tmp_path / "frames.faiss").unlink()
+    with Writer(tmp_path) as w:
+        w.attach(SPEC, DIM)
+        assert sorted(w.repaired) == ["/v/a.mp4", "/v/b.mp4"]
+    assert store_info(tmp_path).videos == 0
+    assert len(load_frames(tmp_path)) == 0
