@@ -129,9 +129,27 @@ def search(
     if top < 1:
         _fail(f"--top must be at least 1, not {top}.", 2)
     arc = _archive(store, device)
+    _warn_if_random(arc)
     results = _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
                                        top=top, threshold=threshold))
     print_search(results, as_json)
+
+
+def _warn_if_random(arc: Any) -> None:
+    from indexer.store import read_meta  # noqa: PLC0415
+
+    from .render import err  # noqa: PLC0415
+
+    try:
+        pretrained = read_meta(arc.store).get("pretrained")
+    except ArchiveError:
+        return  # the search itself will say what is wrong
+    if pretrained == "none":
+        err.print(
+            "[yellow]warning:[/] this store was built with random weights (--pretrained none): text scores mean "
+            "nothing; only query by image is meaningful.",
+            highlight=False,
+        )
 
 
 @app.command()

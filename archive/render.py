@@ -46,25 +46,25 @@ def search_table(res: QueryResult) -> Table:
     present = sum(r.present for r in res.results)
     t = Table(
         title=f"[bold]{res.query}[/]  ({res.kind} query, threshold {res.threshold:.3g}; "
-        f"present in {present} of {len(res.results)} shown, {res.videos_searched} searched)",
+        f"present in {present} of {len(res.results)} shown, {res.videos_searched} searched; times in s)",
         title_justify="left",
     )
-    t.add_column("#", justify="right")
-    t.add_column("video", overflow="fold")
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("video", overflow="fold", max_width=40)
     t.add_column("present")
-    t.add_column("first seen (s)", justify="right")
-    t.add_column("on screen (s)", justify="right")
-    t.add_column("segments (s)", overflow="fold")
-    t.add_column("best at (s)", justify="right")
+    t.add_column("first", justify="right")
+    t.add_column("on screen", justify="right")
+    t.add_column("best at", justify="right")
     t.add_column("score", justify="right")
+    t.add_column("segments", overflow="fold", min_width=10)
     for i, r in enumerate(res.results, 1):
         segs = ", ".join(f"{s.start_s:.2f}-{s.end_s:.2f}" for s in r.segments[:6])
         if len(r.segments) > 6:
             segs += f", +{len(r.segments) - 6} more"
         t.add_row(
             str(i), os.path.basename(r.video), "[green]yes[/]" if r.present else "no",
-            fmt_s(r.first_seen_s), fmt_s(r.duration_s) if r.present else "-", segs or "-",
-            fmt_s(r.best_s), f"{r.score:.3f}",
+            fmt_s(r.first_seen_s), fmt_s(r.duration_s) if r.present else "-",
+            fmt_s(r.best_s), f"{r.score:.3f}", segs or "-",
         )
     return t
 
