@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .errors import VideoOpenError
+from .shots import THUMB_H, THUMB_W, ShotDetector, ShotSpan
 
 # Consecutive undecodable packets after which a file is given up as broken.
 MAX_CONSECUTIVE_BAD_PACKETS = 200
@@ -43,6 +44,7 @@ class SampledFrame:
 
     ts_s: float
     rgb: np.ndarray
+    shot: int = 0  # index of its shot in DecodeStats.shots
 
 
 @dataclass
@@ -56,6 +58,7 @@ class DecodeStats:
     bad_packets: int = 0
     error: str | None = None  # set when decoding stopped early: the frames before it are kept
     notes: list[str] = field(default_factory=list)
+    shots: list[ShotSpan] = field(default_factory=list)  # complete once decoding has ended
 
     @property
     def duration_s(self) -> float:
@@ -126,16 +129,29 @@ def output_size(width: int, height: int, short_side: int | None) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def scale_like_frames(rgb: np.ndarray, short_side: int) -> np.ndarray:
+    """Scale an RGB image the way :func:`sample_frames` scales video frames (swscale)."""
+    import av  # noqa: PLC0415
+
+    h, w = rgb.shape[:2]
+    ow, oh = output_size(w, h, short_side)
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:, :, :3]), format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=ow, height=oh)
+
+
 def sample_frames(
     path: str | Path,
     fps: float,
     short_side: int | None = None,
     stats: DecodeStats | None = None,
 ) -> Iterator[SampledFrame]:
-    """Yield the frame on screen at every ``1/fps`` seconds of video time.
+    """Yield the frame on screen at every ``1/fps`` seconds of video time, and the first frame
+    of every shot.
 
     A frame is taken when it is the first one at or after a sampling instant ``k / fps``; a
-    frame held across several instants (variable frame rate, held stills) is taken once.
+    frame held across several instants (variable frame rate, held stills) is taken once. Every
+    decoded frame also goes through shot detection (:mod:`indexer.shots`), and the first frame of
+    each shot is always taken, so no shot goes unsampled and sample intervals end on cuts.
 
     Args:
         path: the video file.
@@ -161,22 +177,28 @@ def sample_frames(
         size = output_size(stream.codec_context.width, stream.codec_context.height, short_side)
         next_k = 0
         eps = 1e-6
+        detector = ShotDetector()
+        stats.shots = detector.shots
         for ts, frame in _frames_in_presentation_order(container, stream, time_base, native_fps, stats, av):
             if origin is None:
                 origin = ts
             t = max(ts - origin, 0.0)
             stats.last_ts_s = max(stats.last_ts_s, t)
             stats.decoded_frames += 1
+            new_shot = detector.push(t, frame.to_ndarray(format="rgb24", width=THUMB_W, height=THUMB_H))
             k = math.floor((t + eps) * fps)
-            if k < next_k:
+            if k < next_k and not new_shot:
                 continue
-            next_k = k + 1
+            next_k = max(next_k, k + 1)
             w, h = size if size[0] and size[1] else (frame.width, frame.height)
             rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
             stats.sampled_frames += 1
-            yield SampledFrame(ts_s=t, rgb=rgb)
+            yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1)
     finally:
         container.close()
+        detector_end = stats.duration_s
+        if stats.shots:
+            stats.shots[-1].end_s = max(detector_end, stats.shots[-1].start_s)
     if stats.decoded_frames == 0:
         raise VideoOpenError(f"{path}: no frame could be decoded ({stats.error or 'empty video stream'})")
 

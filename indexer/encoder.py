@@ -185,6 +185,9 @@ class Encoder:
     def encode_image_file(self, path: str | os.PathLike[str]) -> np.ndarray:
         """An image file (JPEG, PNG, ...) -> one ``(dim,)`` unit vector.
 
+        The image is scaled by the same scaler (FFmpeg's swscale) as indexed frames, so a still
+        taken from an indexed video embeds like the frame itself.
+
         Raises:
             QueryError: the file is missing or not an image.
         """
@@ -198,7 +201,9 @@ class Encoder:
                 rgb = np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError) as exc:
             raise QueryError(f"not a readable image: {path} ({_first_line(exc)})") from exc
-        return self.encode_images([rgb])[0]
+        from .decode import scale_like_frames  # noqa: PLC0415
+
+        return self.encode_images([scale_like_frames(rgb, self.image_size)])[0]
 
     # -- text -----------------------------------------------------------------------------------
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

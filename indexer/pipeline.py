@@ -19,7 +19,7 @@ from .decode import DecodeStats, probe, sample_frames
 from .discover import discover
 from .encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, ModelSpec, resolve_spec
 from .errors import ArchiveError, ModelMismatch, VideoOpenError
-from .store import FrameRecord, VideoRecord, Writer, fingerprint, known_files, read_meta
+from .store import FrameRecord, ShotRecord, VideoRecord, Writer, fingerprint, known_files, read_meta
 
 DEFAULT_FPS = 2.0
 DEFAULT_BATCH = 32
@@ -94,10 +94,12 @@ def embed_video(
     info = probe(path)
     stats = DecodeStats()
     times: list[float] = []
+    shot_of: list[int] = []
     chunks: list[np.ndarray] = []
     batch: list[torch.Tensor] = []
     for frame in sample_frames(path, fps, short_side=encoder.image_size, stats=stats):
         times.append(frame.ts_s)
+        shot_of.append(frame.shot)
         batch.append(encoder.preprocess_array(frame.rgb))
         if len(batch) >= batch_size:
             chunks.append(encoder.encode_batch(torch.stack(batch)))
@@ -123,9 +125,10 @@ def embed_video(
         codec=info.codec,
         sample_fps=fps,
         decoded_frames=stats.decoded_frames,
-        frames=[FrameRecord(t, e) for t, e in zip(times, ends)],
+        frames=[FrameRecord(t, e, s) for t, e, s in zip(times, ends, shot_of)],
         vectors=vectors,
         note="; ".join(notes) or None,
+        shots=[ShotRecord(s.start_s, s.end_s, s.kind) for s in stats.shots],
     )
 
 

@@ -69,7 +69,15 @@ _SCHEMA = [
         frame_id BIGINT NOT NULL,       -- = the vector's id in frames.faiss
         video_id INTEGER NOT NULL,
         ts_s DOUBLE NOT NULL,           -- presentation time of the sampled frame, seconds
-        end_s DOUBLE NOT NULL           -- this sample stands for [ts_s, end_s): next sample or video end
+        end_s DOUBLE NOT NULL,          -- this sample stands for [ts_s, end_s): next sample or video end
+        shot_id BIGINT NOT NULL         -- the shot it belongs to
+    )""",
+    """CREATE TABLE IF NOT EXISTS shots (
+        shot_id BIGINT NOT NULL,
+        video_id INTEGER NOT NULL,
+        start_s DOUBLE NOT NULL,        -- first frame's presentation time
+        end_s DOUBLE NOT NULL,          -- next shot's first frame, or the video's end
+        kind VARCHAR NOT NULL           -- content, black or blank (blank shots never match)
     )""",
     """CREATE TABLE IF NOT EXISTS failures (
         path VARCHAR NOT NULL,
@@ -83,6 +91,14 @@ _SCHEMA = [
 class FrameRecord:
     ts_s: float
     end_s: float
+    shot: int = 0  # index into VideoRecord.shots
+
+
+@dataclass
+class ShotRecord:
+    start_s: float
+    end_s: float
+    kind: str = "content"
 
 
 @dataclass
@@ -103,6 +119,7 @@ class VideoRecord:
     frames: list[FrameRecord]
     vectors: np.ndarray  # (len(frames), dim) float32, unit length
     note: str | None = None
+    shots: list[ShotRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -134,6 +151,9 @@ class FrameTable:
     video_id: np.ndarray  # int64
     ts_s: np.ndarray  # float64
     end_s: np.ndarray  # float64
+    shot_id: np.ndarray  # int64
+    shot_len_s: np.ndarray  # float64, length of the frame's shot
+    blank: np.ndarray  # bool, the frame's shot is black/blank/slate
     row: np.ndarray  # int64, into vectors
     vectors: np.ndarray  # (N, dim) float32
     videos: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -285,8 +305,12 @@ def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | No
                 video_ids = [-1]
             where = f" WHERE video_id IN ({', '.join('?' for _ in video_ids)})"
             params = list(video_ids)
+        fwhere = where.replace("video_id", "f.video_id")
         cols = con.execute(
-            f"SELECT frame_id, video_id, ts_s, end_s FROM frames{where} ORDER BY video_id, ts_s", params
+            "SELECT f.frame_id, f.video_id, f.ts_s, f.end_s, f.shot_id, s.end_s - s.start_s AS shot_len_s, "
+            f"s.kind <> 'content' AS blank FROM frames f JOIN shots s USING (shot_id){fwhere} "
+            "ORDER BY f.video_id, f.ts_s",
+            params,
         ).fetchnumpy()
         vrows = con.execute(f"SELECT * FROM videos{where}", params)
         names = [d[0] for d in vrows.description]
@@ -314,6 +338,9 @@ def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | No
         video_id=np.asarray(cols["video_id"], np.int64)[ok],
         ts_s=np.asarray(cols["ts_s"], np.float64)[ok],
         end_s=np.asarray(cols["end_s"], np.float64)[ok],
+        shot_id=np.asarray(cols["shot_id"], np.int64)[ok],
+        shot_len_s=np.asarray(cols["shot_len_s"], np.float64)[ok],
+        blank=np.asarray(cols["blank"], bool)[ok],
         row=row.astype(np.int64),
         vectors=vecs,
         videos=videos,
@@ -377,6 +404,7 @@ class Writer:
         self._index: Any = None
         self._next_video_id = 0
         self._next_frame_id = 0
+        self._next_shot_id = 0
         self.repaired: list[str] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -506,6 +534,7 @@ class Writer:
                 self._index.remove_ids(orphans.astype(np.int64))
                 _write_atomic_index(self._index, path)
             self._next_video_id = int(con.execute("SELECT coalesce(max(video_id), -1) + 1 FROM videos").fetchone()[0])
+            self._next_shot_id = int(con.execute("SELECT coalesce(max(shot_id), -1) + 1 FROM shots").fetchone()[0])
         ids, _ = _index_arrays(self._index)
         self._next_frame_id = int(ids.max()) + 1 if len(ids) else 0
 
@@ -516,6 +545,7 @@ class Writer:
         con.execute("BEGIN TRANSACTION")
         for vid in video_ids:
             con.execute("DELETE FROM frames WHERE video_id = ?", [vid])
+            con.execute("DELETE FROM shots WHERE video_id = ?", [vid])
             con.execute("DELETE FROM videos WHERE video_id = ?", [vid])
         con.execute("COMMIT")
 
@@ -550,7 +580,8 @@ class Writer:
                     old_frames = np.asarray(got["frame_id"], np.int64)
 
             # 1. vectors: new ones in, replaced ones out, file swapped atomically.
-            frame_rows: list[tuple[int, int, float, float]] = []
+            frame_rows: list[tuple[int, int, float, float, int]] = []
+            shot_rows: list[tuple[int, int, float, float, str]] = []
             video_rows: list[tuple[Any, ...]] = []
             if records:
                 all_vecs = []
@@ -563,7 +594,15 @@ class Writer:
                     self._next_frame_id += n
                     all_ids.append(ids)
                     all_vecs.append(np.ascontiguousarray(rec.vectors, dtype=np.float32))
-                    frame_rows.extend((int(i), vid, f.ts_s, f.end_s) for i, f in zip(ids, rec.frames))
+                    shots = rec.shots or [ShotRecord(0.0, rec.duration_s)]
+                    first_shot = self._next_shot_id
+                    self._next_shot_id += len(shots)
+                    shot_rows.extend(
+                        (first_shot + k, vid, s.start_s, s.end_s, s.kind) for k, s in enumerate(shots)
+                    )
+                    frame_rows.extend(
+                        (int(i), vid, f.ts_s, f.end_s, first_shot + f.shot) for i, f in zip(ids, rec.frames)
+                    )
                     video_rows.append((
                         vid, rec.path, Path(rec.path).name, rec.size_bytes, rec.mtime, rec.fingerprint,
                         rec.duration_s, rec.fps, rec.width, rec.height, rec.codec, n, rec.sample_fps,
@@ -581,11 +620,12 @@ class Writer:
             try:
                 for vid in old_ids:
                     con.execute("DELETE FROM frames WHERE video_id = ?", [vid])
+                    con.execute("DELETE FROM shots WHERE video_id = ?", [vid])
                     con.execute("DELETE FROM videos WHERE video_id = ?", [vid])
                 if video_rows:
                     con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 16)})", video_rows)
                 if frame_rows:
-                    _insert_frames(con, frame_rows)
+                    _insert_frames(con, frame_rows, shot_rows)
                 if paths:
                     con.execute(f"DELETE FROM failures WHERE path IN ({', '.join('?' for _ in paths)})", paths)
                 if failures:
@@ -597,17 +637,29 @@ class Writer:
                 raise
 
 
-def _insert_frames(con: Any, rows: list[tuple[int, int, float, float]]) -> None:
+def _insert_frames(
+    con: Any, frames: list[tuple[int, int, float, float, int]], shots: list[tuple[int, int, float, float, str]]
+) -> None:
     """Bulk insert from numpy columns (DuckDB's executemany is slow: ~1.5k rows/s)."""
-    arr = np.array(rows, dtype=np.float64).reshape(-1, 4)
-    cols = {
-        "frame_id": np.array([r[0] for r in rows], dtype=np.int64),
-        "video_id": arr[:, 1].astype(np.int32),
-        "ts_s": arr[:, 2].copy(),
-        "end_s": arr[:, 3].copy(),
+    fcols = {
+        "frame_id": np.array([r[0] for r in frames], dtype=np.int64),
+        "video_id": np.array([r[1] for r in frames], dtype=np.int32),
+        "ts_s": np.array([r[2] for r in frames], dtype=np.float64),
+        "end_s": np.array([r[3] for r in frames], dtype=np.float64),
+        "shot_id": np.array([r[4] for r in frames], dtype=np.int64),
     }
-    con.register("_new_frames", cols)
+    scols = {
+        "shot_id": np.array([r[0] for r in shots], dtype=np.int64),
+        "video_id": np.array([r[1] for r in shots], dtype=np.int32),
+        "start_s": np.array([r[2] for r in shots], dtype=np.float64),
+        "end_s": np.array([r[3] for r in shots], dtype=np.float64),
+        "kind": np.array([r[4] for r in shots], dtype=object),
+    }
+    con.register("_new_frames", fcols)
+    con.register("_new_shots", scols)
     try:
-        con.execute("INSERT INTO frames SELECT frame_id, video_id, ts_s, end_s FROM _new_frames")
+        con.execute("INSERT INTO frames SELECT frame_id, video_id, ts_s, end_s, shot_id FROM _new_frames")
+        con.execute("INSERT INTO shots SELECT shot_id, video_id, start_s, end_s, kind FROM _new_shots")
     finally:
         con.unregister("_new_frames")
+        con.unregister("_new_shots")

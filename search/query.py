@@ -1,9 +1,7 @@
 """Text or image -> vector -> one pass over the stored vectors in scope -> ranked per-video answers.
 
-How "present" is decided: a frame matches a query when its cosine score is at least the
-threshold; a video is present when any of its frames matches. The default threshold depends on
-the kind of query (``DEFAULT_TEXT_THRESHOLD`` for text, ``DEFAULT_IMAGE_THRESHOLD`` for an example
-image) and is calibrated for pretrained CLIP weights; ``threshold=`` overrides it.
+How "present" is decided is :mod:`search.presence`'s rule; ``threshold=`` replaces it with a plain
+cosine cut.
 """
 
 from __future__ import annotations
@@ -19,10 +17,10 @@ from indexer.encoder import Encoder
 from indexer.errors import QueryError
 from indexer.store import FrameTable, load_frames, read_connection, store_spec
 
+from . import presence
+from .presence import Rule
 from .timeline import Segment, summarise
 
-DEFAULT_TEXT_THRESHOLD = 0.25
-DEFAULT_IMAGE_THRESHOLD = 0.80
 DEFAULT_TOP = 20
 
 
@@ -39,6 +37,7 @@ class VideoResult:
     best_s: float | None  # time of the best-matching frame
     score: float  # best frame's cosine score
     video_duration_s: float
+    match: float = 0.0  # best match strength under the rule (text: probability against the backgrounds)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +52,7 @@ class VideoResult:
             ],
             "best_s": _r(self.best_s),
             "score": _r(self.score, 4),
+            "match": _r(self.match if np.isfinite(self.match) else None, 4),
             "video_duration_s": _r(self.video_duration_s),
         }
 
@@ -63,8 +63,9 @@ class QueryResult:
 
     query: str
     kind: str  # "text" or "image"
-    threshold: float
+    threshold: float  # the level a frame's strength must reach (rule.enter)
     results: list[VideoResult] = field(default_factory=list)
+    rule: str = ""
     videos_searched: int = 0
     frames_searched: int = 0
 
@@ -72,7 +73,8 @@ class QueryResult:
         return {
             "query": self.query,
             "kind": self.kind,
-            "threshold": self.threshold,
+            "threshold": round(self.threshold, 6),
+            "rule": self.rule,
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -103,47 +105,85 @@ def resolve_scope(store_dir: str | os.PathLike[str], videos: Sequence[str] | Non
     return sorted(set(ids))
 
 
+def rules_for(
+    kinds: Sequence[str],
+    table: FrameTable,
+    threshold: float | None = None,
+    merge_gap_s: float = 0.0,
+    min_duration_s: float = 0.0,
+) -> list[Rule]:
+    """The rule of each query: the text rule, the image rule calibrated on ``table``, or a plain cut."""
+    if threshold is not None:
+        return [Rule("threshold", threshold, threshold, min_duration_s, merge_gap_s) for _ in kinds]
+    calib = None
+    if "image" in kinds:
+        calib = presence.calibrate_images(table.vectors, table.row, table.shot_id, table.blank)
+    out = []
+    for k in kinds:
+        if k == "text":
+            out.append(Rule("text", presence.TEXT_ENTER, presence.TEXT_STAY, min_duration_s, merge_gap_s))
+        else:
+            assert calib is not None
+            level = calib.threshold()
+            out.append(Rule("image", level, level, min_duration_s, merge_gap_s))
+    return out
+
+
+def strengths(raw: np.ndarray, background: np.ndarray | None, rule: Rule, table: FrameTable) -> np.ndarray:
+    """Per-frame match strength for one query, at shot level (see :func:`presence.shot_level`)."""
+    s = presence.text_probability(raw, background) if rule.kind == "text" and background is not None else raw
+    return presence.shot_level(s, table.shot_id, table.shot_len_s, table.blank)
+
+
 def rank(
     table: FrameTable,
-    queries: np.ndarray,
+    raw: np.ndarray,
+    background: np.ndarray | None,
     labels: Sequence[str],
     kinds: Sequence[str],
-    thresholds: Sequence[float],
+    rules: Sequence[Rule],
     top: int | None = DEFAULT_TOP,
 ) -> list[QueryResult]:
-    """Score every frame in ``table`` against every query in one pass, then build timelines.
+    """Per-video answers for each query from its raw scores.
 
     Args:
-        table: frames in scope with their vectors.
-        queries: ``(q, dim)`` unit vectors.
-        labels, kinds, thresholds: per query, its text (or image name), kind and threshold.
-        top: keep this many videos per query (None: all).
+        table: frames in scope.
+        raw: ``(n_frames, n_queries)`` cosine scores.
+        background: ``(n_frames, n_backgrounds)`` cosine scores with the background prompts.
+        labels, kinds, rules: per query, its label, kind and rule.
+        top: keep this many videos per query, best first (None: all).
     """
-    scores = table.scores(queries) if len(queries) else np.zeros((len(table), 0), np.float32)
     vid = table.video_id
-    # Group boundaries: frames are sorted by video, so each video is one contiguous slice.
-    bounds = np.flatnonzero(np.diff(vid)) + 1 if len(vid) else np.zeros(0, np.int64)
-    starts = np.concatenate([[0], bounds]).astype(np.int64) if len(vid) else np.zeros(0, np.int64)
-    stops = np.concatenate([bounds, [len(vid)]]).astype(np.int64) if len(vid) else np.zeros(0, np.int64)
+    if len(vid):
+        bounds = np.flatnonzero(np.diff(vid)) + 1
+        starts = np.concatenate([[0], bounds]).astype(np.int64)
+        stops = np.concatenate([bounds, [len(vid)]]).astype(np.int64)
+    else:
+        starts = stops = np.zeros(0, np.int64)
     out: list[QueryResult] = []
-    for j, (label, kind, thr) in enumerate(zip(labels, kinds, thresholds)):
-        col = scores[:, j]
-        best = np.maximum.reduceat(col, starts) if len(starts) else np.zeros(0)
-        hits = np.maximum.reduceat((col >= thr).astype(np.int8), starts) if len(starts) else np.zeros(0)
-        # present first, then by best score
-        order = np.lexsort((-best, -hits))
-        if top is not None:
-            order = order[:top]
-        res = QueryResult(query=label, kind=kind, threshold=float(thr), videos_searched=len(starts), frames_searched=len(vid))
+    for j, (label, kind, rule) in enumerate(zip(labels, kinds, rules)):
+        col = raw[:, j]
+        st = strengths(col, background, rule, table)
+        res = QueryResult(query=label, kind=kind, threshold=float(rule.enter), rule=rule.describe(),
+                          videos_searched=len(starts), frames_searched=len(vid))
+        if len(starts):
+            best_raw = np.maximum.reduceat(col, starts)
+            best_st = np.maximum.reduceat(st, starts)
+            hits = np.maximum.reduceat((st >= rule.enter).astype(np.int8), starts)
+            order = np.lexsort((-best_raw, -np.nan_to_num(best_st, neginf=-1e9), -hits))
+            order = order[:top] if top is not None else order
+        else:
+            order = np.zeros(0, np.int64)
         for g in order:
             a, b = starts[g], stops[g]
-            tl = summarise(table.ts_s[a:b], table.end_s[a:b], col[a:b], thr)
+            tl = summarise(table.ts_s[a:b], table.end_s[a:b], st[a:b], rule.enter, rule.stay,
+                           rule.merge_gap_s, rule.min_duration_s, scores=col[a:b])
             v = table.videos[int(vid[a])]
             res.results.append(
                 VideoResult(
                     video_id=int(vid[a]), video=v["path"], present=tl.present, first_seen_s=tl.first_seen_s,
                     duration_s=tl.duration_s, segments=tl.segments, best_s=tl.best_s, score=tl.score,
-                    video_duration_s=float(v["duration_s"] or 0.0),
+                    video_duration_s=float(v["duration_s"] or 0.0), match=float(np.max(st[a:b])),
                 )
             )
         out.append(res)
@@ -161,10 +201,29 @@ class Searcher:
             print(v.video, v.present, v.first_seen_s, v.duration_s)
     """
 
-    def __init__(self, store_dir: str | os.PathLike[str], device: str = "auto", encoder: Encoder | None = None) -> None:
+    def __init__(
+        self,
+        store_dir: str | os.PathLike[str],
+        device: str = "auto",
+        encoder: Encoder | None = None,
+        templates: Sequence[str] = presence.TEMPLATES,
+        backgrounds: Sequence[str] = presence.BACKGROUND_PROMPTS,
+    ) -> None:
         self.store_dir = Path(store_dir)
         self.device = device
         self._encoder = encoder
+        self.templates = tuple(templates)
+        self.backgrounds = tuple(backgrounds)
+        self._bg: np.ndarray | None = None
+        for t in self.templates:
+            if t.count("{}") != 1:
+                raise QueryError(f"prompt template {t!r} must contain one {{}} where the query goes.")
+
+    def background_vectors(self) -> np.ndarray:
+        """The background prompts' unit vectors (the "something else" class), embedded once."""
+        if self._bg is None:
+            self._bg = self.encoder.encode_texts(list(self.backgrounds))
+        return self._bg
 
     @property
     def encoder(self) -> Encoder:
@@ -180,6 +239,8 @@ class Searcher:
         videos: Sequence[str] | None = None,
         top: int | None = DEFAULT_TOP,
         threshold: float | None = None,
+        merge_gap_s: float = 0.0,
+        min_duration_s: float = 0.0,
     ) -> list[QueryResult]:
         """Answer text and/or image queries; one :class:`QueryResult` per query, in order.
 
@@ -188,7 +249,9 @@ class Searcher:
             images: example image files (query by example).
             videos: limit to these indexed files, folders or names (None: the whole archive).
             top: videos per query, best first (None: all).
-            threshold: the score at which a frame matches (None: the default for the query kind).
+            threshold: a plain cosine cut instead of the presence rule (:mod:`search.presence`).
+            merge_gap_s: join segments at most this many seconds apart.
+            min_duration_s: drop segments shorter than this.
 
         Raises:
             QueryError: no query, an empty text, a missing image, an unknown --video.
@@ -211,14 +274,16 @@ class Searcher:
         enc = self.encoder
         vecs = []
         if texts:
-            vecs.append(enc.encode_texts(texts))
+            vecs.append(presence.ensemble([[t] for t in texts], enc.encode_texts, self.templates))
         for i in images:
             vecs.append(enc.encode_image_file(i)[None, :])
-        q = np.concatenate(vecs) if vecs else np.zeros((0, enc.dim), np.float32)
+        n_q = len(texts) + len(images)
+        if texts:
+            vecs.append(self.background_vectors())
+        allv = np.concatenate(vecs) if vecs else np.zeros((0, enc.dim), np.float32)
+        scores = table.scores(allv)
+        raw, background = scores[:, :n_q], (scores[:, n_q:] if texts else None)
         kinds = ["text"] * len(texts) + ["image"] * len(images)
-        thresholds = [
-            threshold if threshold is not None else (DEFAULT_TEXT_THRESHOLD if k == "text" else DEFAULT_IMAGE_THRESHOLD)
-            for k in kinds
-        ]
+        rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
         labels = texts + [f"image:{Path(i).name}" for i in images]
-        return rank(table, q, labels, kinds, thresholds, top)
+        return rank(table, raw, background, labels, kinds, rules, top)

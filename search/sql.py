@@ -1,8 +1,8 @@
 """Read-only SQL over the catalog, for ``archive sql`` and notebooks.
 
 Besides the tables (``videos``, ``frames``, ``failures``, ``meta``) the SQL can call
-``clip_score(frame_id, 'text')``: the cosine score of a frame against a text, the same number
-``archive search`` uses. Vectors come from ``frames.faiss``; the model is loaded only when a
+``clip_score(frame_id, 'text')``: the cosine score of a frame against a text (through the same
+prompt templates), the same number ``archive search`` reports as ``score``. Vectors come from ``frames.faiss``; the model is loaded only when a
 statement uses the function.
 """
 
@@ -18,6 +18,8 @@ import numpy as np
 from indexer.encoder import Encoder
 from indexer.errors import QueryError
 from indexer.store import load_frames, read_connection
+
+from .presence import ensemble
 
 # Statement types that only read. Everything else (INSERT, DROP, ATTACH, COPY, SET, ...) is refused.
 _READ_TYPES = {"SELECT", "EXPLAIN"}
@@ -65,7 +67,7 @@ class _ClipScore:
 
     def _text_vector(self, text: str) -> np.ndarray:
         if text not in self._texts:
-            self._texts[text] = self._encoder().encode_texts([text])[0]
+            self._texts[text] = ensemble([[text]], self._encoder().encode_texts)[0]
         return self._texts[text]
 
 

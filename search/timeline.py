@@ -64,36 +64,61 @@ def runs(mask: np.ndarray, group: np.ndarray | None = None) -> tuple[np.ndarray,
 def segments(
     ts_s: np.ndarray,
     end_s: np.ndarray,
-    scores: np.ndarray,
-    threshold: float,
+    strength: np.ndarray,
+    enter: float,
+    stay: float | None = None,
     merge_gap_s: float = 0.0,
+    min_duration_s: float = 0.0,
+    scores: np.ndarray | None = None,
 ) -> list[Segment]:
-    """Segments of one video where ``scores >= threshold``.
+    """Segments of one video where the query is on screen.
+
+    A segment is a run of frames with ``strength >= stay`` that reaches ``strength >= enter`` at
+    least once (hysteresis; ``stay`` defaults to ``enter``). Segments separated by at most
+    ``merge_gap_s`` are joined, then segments shorter than ``min_duration_s`` are dropped.
 
     Args:
         ts_s, end_s: each sampled frame's interval, sorted by time.
-        scores: each frame's score.
-        threshold: a frame matches at or above it.
-        merge_gap_s: join segments separated by at most this many seconds.
+        strength: each frame's match strength (a probability, or a cosine score).
+        enter, stay: the levels to start and to keep a segment.
+        merge_gap_s: join segments at most this far apart (seconds).
+        min_duration_s: drop shorter segments (after merging).
+        scores: the raw scores reported as ``peak_score`` (default: ``strength``).
     """
-    starts, ends = runs(np.asarray(scores) >= threshold)
+    strength = np.asarray(strength, np.float64)
+    scores = strength if scores is None else np.asarray(scores)
+    stay = enter if stay is None else min(stay, enter)
+    starts, ends = runs(strength >= stay)
     out: list[Segment] = []
     for a, b in zip(starts, ends):
+        if not np.any(strength[a:b] >= enter):
+            continue
         seg = Segment(float(ts_s[a]), float(end_s[b - 1]), float(np.max(scores[a:b])))
         if out and seg.start_s - out[-1].end_s <= merge_gap_s:
             last = out[-1]
             out[-1] = Segment(last.start_s, seg.end_s, max(last.peak_score, seg.peak_score))
         else:
             out.append(seg)
-    return out
+    return [sg for sg in out if sg.duration_s >= min_duration_s]
 
 
-def summarise(ts_s: np.ndarray, end_s: np.ndarray, scores: np.ndarray, threshold: float) -> Timeline:
-    """One video's timeline: segments, first appearance, total time on screen, best moment."""
-    scores = np.asarray(scores)
+def summarise(
+    ts_s: np.ndarray,
+    end_s: np.ndarray,
+    strength: np.ndarray,
+    enter: float,
+    stay: float | None = None,
+    merge_gap_s: float = 0.0,
+    min_duration_s: float = 0.0,
+    scores: np.ndarray | None = None,
+) -> Timeline:
+    """One video's timeline: segments (see :func:`segments`), first appearance, total time on
+    screen, and the best moment by raw score."""
+    strength = np.asarray(strength, np.float64)
+    scores = strength if scores is None else np.asarray(scores)
     if scores.size == 0:
         return Timeline(False, None, 0.0, None, float("nan"))
-    segs = segments(ts_s, end_s, scores, threshold)
+    segs = segments(ts_s, end_s, strength, enter, stay, merge_gap_s, min_duration_s, scores)
     best = int(np.argmax(scores))
     return Timeline(
         present=bool(segs),

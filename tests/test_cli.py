@@ -77,7 +77,8 @@ def test_index_search_sql_info_end_to_end(tmp_path, store_with_clips):
     info = json.loads(run(["info", "--json"], tmp_path, check=0).stdout)
     assert {"videos", "frames", "seconds", "model", "pretrained", "dim", "bytes"} <= info.keys()
     assert (info["videos"], info["model"], info["pretrained"], info["dim"]) == (2, "ViT-S-32-alt", "none", 256)
-    assert info["frames"] == 23 + 7 and info["bytes"] > 0
+    # 2 samples/s plus the first frame of each shot: Megamind 23 + 4 cuts, the ad 7 + 1 cut
+    assert info["frames"] == (23 + 4) + (7 + 1) and info["bytes"] > 0
     assert info["seconds"] == pytest.approx(11.30 + 100 / 29.97, abs=0.02)
 
     out = run(["search", "a cartoon", "a beach", "--image", DATA / "megamind_frame.png",
@@ -94,9 +95,9 @@ def test_index_search_sql_info_end_to_end(tmp_path, store_with_clips):
     assert "a cartoon" in table.stdout and "Megamind" in table.stdout
 
     rows = json.loads(run(["sql", "SELECT name, n_frames FROM videos ORDER BY name", "--json"], tmp_path, check=0).stdout)
-    assert rows == [{"name": "Megamind.avi", "n_frames": 23}, {"name": "ad one.mp4", "n_frames": 7}]
+    assert rows == [{"name": "Megamind.avi", "n_frames": 27}, {"name": "ad one.mp4", "n_frames": 8}]
     csv = run(["sql", "SELECT count(*) AS n FROM frames", "--csv"], tmp_path, check=0).stdout
-    assert csv.splitlines() == ["n", "30"]
+    assert csv.splitlines() == ["n", "35"]
 
 
 def test_search_works_with_videos_moved_away(tmp_path, store_with_clips):

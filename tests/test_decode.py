@@ -37,8 +37,14 @@ def test_megamind_times_come_from_the_container():
     frames = list(sample_frames(DATA / "Megamind.avi", 2.0, 64, stats))
     ts = [f.ts_s for f in frames]
     assert ts == sorted(ts)
-    assert len(frames) == 23
     assert stats.decoded_frames == 270
+    # one black frame, then cuts at frames 99, 155 and 201 (checked by eye): each shot is sampled
+    # at its first frame, on top of the 2-per-second grid
+    content = [s for s in stats.shots if not s.blank]
+    assert [round(s.start_s * 23.976) for s in content] == [2, 99, 155, 201]
+    assert stats.shots[0].kind == "black"
+    assert all(any(abs(t - s.start_s) < 1e-9 for t in ts) for s in stats.shots)
+    assert len(frames) == 23 + 4
     assert stats.duration_s == pytest.approx(271 / 23.976, abs=0.01)  # first frame has pts 1
 
 

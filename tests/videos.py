@@ -20,10 +20,13 @@ RATES = {
 
 @dataclass
 class Shot:
-    """A shot of ``frames`` frames showing pattern ``look``."""
+    """A shot of ``frames`` frames showing pattern ``look`` (0: black), optionally fading in from
+    and out to black over ``fade_in`` / ``fade_out`` frames."""
 
     look: int
     frames: int
+    fade_in: int = 0
+    fade_out: int = 0
 
 
 @dataclass
@@ -42,7 +45,10 @@ class Truth:
 
 
 def pattern(look: int, width: int = 320, height: int = 240) -> np.ndarray:
-    """A distinct picture per ``look``: coloured blocks, stripes and a disc, seeded by ``look``."""
+    """A distinct picture per ``look``: coloured blocks, stripes and a disc, seeded by ``look``.
+    Look 0 is black."""
+    if look == 0:
+        return np.zeros((height, width, 3), np.uint8)
     rng = np.random.default_rng(1000 + look)
     gy, gx = rng.integers(3, 8, size=2)
     blocks = rng.integers(0, 256, size=(gy, gx, 3), dtype=np.uint8)
@@ -89,8 +95,16 @@ def make_video(
             for k in range(s.frames):
                 # a small moving marker, so frames within a shot are not byte-identical
                 frame_img = img.copy()
-                x = (k * 3) % (w - 8)
-                frame_img[4:12, x : x + 8] = 255
+                if s.look:
+                    x = (k * 3) % (w - 8)
+                    frame_img[4:12, x : x + 8] = 255
+                gain = 1.0
+                if s.fade_in and k < s.fade_in:
+                    gain = k / s.fade_in
+                if s.fade_out and k >= s.frames - s.fade_out:
+                    gain = min(gain, (s.frames - 1 - k) / s.fade_out)
+                if gain < 1.0:
+                    frame_img = (frame_img.astype(np.float32) * gain).astype(np.uint8)
                 frame = av.VideoFrame.from_ndarray(frame_img, format="rgb24")
                 frame.pts = i
                 frame.time_base = 1 / rate
