@@ -19,8 +19,11 @@ import os
 from typing import Sequence
 
 from indexer.encoder import Encoder
+from indexer.errors import ArchiveError
 from indexer.pipeline import DEFAULT_BATCH, DEFAULT_FPS, IndexReport, ProgressFn, index_paths
-from indexer.store import StoreInfo, store_info, store_spec
+from indexer.store import StoreInfo, Writer, read_labels, read_meta, store_info, store_spec
+from search import labels as labels_mod
+from search.labels import LabelSummary, VideoClass
 from search.query import DEFAULT_TOP, QueryResult, Searcher
 from search.sql import SqlResult, run_sql
 
@@ -63,6 +66,8 @@ class Archive:
             paths, self.store, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
             device=self.device, progress=progress or (lambda _e: None), encoder=enc,
         )
+        if (report.indexed or report.repaired) and read_labels(self.store):
+            labels_mod.materialise(self.store, self._store_encoder())  # label tables follow the videos
         return report
 
     def search(
@@ -72,6 +77,8 @@ class Archive:
         videos: Sequence[str] | None = None,
         top: int | None = DEFAULT_TOP,
         threshold: float | None = None,
+        merge_gap_s: float = 0.0,
+        min_duration_s: float = 0.0,
     ) -> list[QueryResult]:
         """Answer each text (and each example image): one :class:`QueryResult` per query.
 
@@ -81,9 +88,47 @@ class Archive:
         if image is not None:
             images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
         searcher = Searcher(self.store, self.device, encoder=self._loaded_encoder())
-        results = searcher.search(texts, images, videos=videos, top=top, threshold=threshold)
+        results = searcher.search(texts, images, videos=videos, top=top, threshold=threshold,
+                                  merge_gap_s=merge_gap_s, min_duration_s=min_duration_s)
         self._encoder = searcher.encoder
         return results
+
+    def label_add(self, name: str, prompts: Sequence[str] = (), threshold: float | None = None) -> int:
+        """Save a label (a category) and materialise its answers for every video.
+
+        Args:
+            name: the label's name (no commas).
+            prompts: texts that describe it (default: the name itself).
+            threshold: a plain cosine cut instead of the presence rule.
+
+        Returns:
+            How many videos show it.
+        """
+        name = (name or "").strip()
+        if not name or "," in name:
+            raise ArchiveError(f"label name {name!r}: give a non-empty name without commas.")
+        prompts = [p.strip() for p in prompts if p and p.strip()] or [name]
+        read_meta(self.store)  # StoreNotFound before anything else
+        enc = self._store_encoder()
+        with Writer(self.store) as w:
+            w.save_label(name, prompts, threshold)
+            labels_mod.materialise(self.store, enc, writer=w)
+        return next(lab.videos_present for lab in self.labels() if lab.name == name)
+
+    def label_remove(self, name: str) -> None:
+        """Remove a saved label and its rows in ``segments`` and ``video_labels``."""
+        read_meta(self.store)
+        with Writer(self.store) as w:
+            if not w.remove_label(name):
+                raise ArchiveError(f"no label named {name!r}; see `archive label list`.")
+
+    def labels(self) -> list[LabelSummary]:
+        """Saved labels, with how many videos show each and for how many seconds in all."""
+        return labels_mod.list_labels(self.store)
+
+    def classify(self, videos: Sequence[str] | None = None, labels: Sequence[str] | None = None) -> list[VideoClass]:
+        """Which saved label best describes each video, with each label's share of screen time."""
+        return labels_mod.classify(self.store, self._store_encoder(), videos, labels)
 
     def sql(self, query: str) -> SqlResult:
         """Run one read-only SQL statement on the catalog; ``clip_score(frame_id, 'text')`` is available."""

@@ -115,8 +115,10 @@ def search(
     top: int = typer.Option(20, "--top", help="Videos per query, best first."),
     threshold: Optional[float] = typer.Option(
         None, "--threshold", show_default=False,
-        help="Cosine score at which a frame matches. [default: 0.25 for text, 0.80 for images]",
+        help="A plain cosine cut instead of the presence rule (see README). [default: the rule]",
     ),
+    merge_gap: float = typer.Option(0.0, "--merge-gap", help="Join segments at most this many seconds apart."),
+    min_duration: float = typer.Option(0.0, "--min-duration", help="Drop segments shorter than this (seconds)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per query: {query, results}."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     store: Optional[Path] = StoreOpt,
@@ -130,8 +132,11 @@ def search(
         _fail(f"--top must be at least 1, not {top}.", 2)
     arc = _archive(store, device)
     _warn_if_random(arc)
+    if merge_gap < 0 or min_duration < 0:
+        _fail("--merge-gap and --min-duration take seconds >= 0.", 2)
     results = _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
-                                       top=top, threshold=threshold))
+                                       top=top, threshold=threshold, merge_gap_s=merge_gap,
+                                       min_duration_s=min_duration))
     print_search(results, as_json)
 
 
@@ -152,6 +157,75 @@ def _warn_if_random(arc: Any) -> None:
         )
 
 
+label_app = typer.Typer(help="Saved categories: add, list, remove. Their answers are kept in SQL tables.",
+                        no_args_is_help=True)
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("add")
+def label_add(
+    name: str = typer.Argument(..., help="The label's name, e.g. beach.", show_default=False),
+    prompt: Optional[List[str]] = typer.Option(
+        None, "--prompt", "-p", help="A text that describes it; repeatable. [default: the name]", show_default=False
+    ),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="A plain cosine cut instead of the presence rule.", show_default=False
+    ),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Save a label and work out, from the stored vectors, where it appears in every video."""
+    from .render import err  # noqa: PLC0415
+
+    arc = _archive(store)
+    n = _call(lambda: arc.label_add(name, prompt or [], threshold))
+    err.print(f"label [bold]{name}[/]: present in {n} video{'s' if n != 1 else ''}. "
+              "See `archive sql \"SELECT * FROM video_labels\"`.", highlight=False)
+
+
+@label_app.command("list")
+def label_list(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """List saved labels with their prompts and how many videos show them."""
+    from .render import print_labels  # noqa: PLC0415
+
+    arc = _archive(store)
+    print_labels(_call(arc.labels), as_json)
+
+
+@label_app.command("remove")
+def label_remove(
+    name: str = typer.Argument(..., help="The label to remove.", show_default=False),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Remove a saved label and its rows in segments and video_labels."""
+    from .render import err  # noqa: PLC0415
+
+    arc = _archive(store)
+    _call(lambda: arc.label_remove(name))
+    err.print(f"removed label {name}.", highlight=False)
+
+
+@app.command()
+def classify(
+    videos: Optional[List[str]] = typer.Argument(
+        None, help="Indexed files, folders or names. [default: all]", show_default=False
+    ),
+    labels: Optional[str] = typer.Option(
+        None, "--labels", help="Comma-separated saved labels to choose from. [default: all saved]", show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per video."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Which saved label best describes each video, and each label's share of screen time."""
+    from .render import print_classes  # noqa: PLC0415
+
+    arc = _archive(store)
+    names = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    print_classes(_call(lambda: arc.classify(videos or None, names)), as_json)
+
+
 @app.command()
 def sql(
     query: str = typer.Argument(..., help="One read-only SQL statement, e.g. \"SELECT * FROM videos\".", show_default=False),
@@ -159,7 +233,7 @@ def sql(
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV with a header row."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Run read-only SQL on the catalog (tables: videos, frames, failures, meta)."""
+    """Run read-only SQL on the catalog (videos, frames, shots, segments, video_labels, labels, failures, meta)."""
     from .render import print_sql  # noqa: PLC0415
 
     if as_json and as_csv:

@@ -97,6 +97,39 @@ def print_sql(res: SqlResult, fmt: str) -> None:
         err.print(f"{len(res.rows)} row{'s' if len(res.rows) != 1 else ''}", style="dim")
 
 
+def print_labels(labels: Sequence[Any], as_json: bool) -> None:
+    if as_json:
+        print(dumps([{"label": lab.name, "prompts": lab.prompts, "threshold": lab.threshold,
+                      "videos_present": lab.videos_present, "seconds": round(lab.seconds, 3)} for lab in labels]))
+        return
+    t = Table(title="labels", title_justify="left")
+    for c in ("label", "prompts", "rule", "videos", "on screen (s)"):
+        t.add_column(c, overflow="fold")
+    for lab in labels:
+        rule = "presence rule" if lab.threshold is None else f"cosine >= {lab.threshold:g}"
+        t.add_row(lab.name, "; ".join(lab.prompts), rule, str(lab.videos_present), f"{lab.seconds:.2f}")
+    out.print(t)
+
+
+def print_classes(classes: Sequence[Any], as_json: bool) -> None:
+    if as_json:
+        for c in classes:
+            print(dumps(c.to_dict()))
+        return
+    if not classes:
+        err.print("no videos in scope.")
+        return
+    names = list(classes[0].shares)
+    t = Table(title="share of screen time per label", title_justify="left")
+    t.add_column("video", overflow="fold", max_width=40)
+    t.add_column("best")
+    for n in names:
+        t.add_column(n, justify="right")
+    for c in classes:
+        t.add_row(os.path.basename(c.video), f"[bold]{c.best}[/]", *[f"{100 * c.shares[n]:.0f}%" for n in names])
+    out.print(t)
+
+
 def info_dict(info: StoreInfo) -> dict[str, Any]:
     return {
         "videos": info.videos,

@@ -79,6 +79,29 @@ _SCHEMA = [
         end_s DOUBLE NOT NULL,          -- next shot's first frame, or the video's end
         kind VARCHAR NOT NULL           -- content, black or blank (blank shots never match)
     )""",
+    """CREATE TABLE IF NOT EXISTS labels (
+        label VARCHAR PRIMARY KEY,
+        prompts VARCHAR[] NOT NULL,     -- texts whose template ensemble defines the label
+        threshold DOUBLE,               -- NULL: the presence rule; else a plain cosine cut
+        created_at TIMESTAMP NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS segments (   -- materialised: each label's segments per video
+        label VARCHAR NOT NULL,
+        video_id INTEGER NOT NULL,
+        start_s DOUBLE NOT NULL,
+        end_s DOUBLE NOT NULL,
+        peak_score DOUBLE NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS video_labels (   -- materialised: each label's answer per video
+        video_id INTEGER NOT NULL,
+        label VARCHAR NOT NULL,
+        present BOOLEAN NOT NULL,
+        first_seen_s DOUBLE,
+        duration_s DOUBLE NOT NULL,
+        n_segments INTEGER NOT NULL,
+        best_s DOUBLE,
+        score DOUBLE
+    )""",
     """CREATE TABLE IF NOT EXISTS failures (
         path VARCHAR NOT NULL,
         error VARCHAR NOT NULL,
@@ -379,6 +402,13 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
     )
 
 
+def read_labels(store_dir: str | os.PathLike[str]) -> list[tuple[str, list[str], float | None]]:
+    """Saved labels: (name, prompts, threshold or None), sorted by name."""
+    with read_connection(store_dir) as con:
+        rows = con.execute("SELECT label, prompts, threshold FROM labels ORDER BY label").fetchall()
+    return [(r[0], list(r[1]), r[2]) for r in rows]
+
+
 def known_files(store_dir: str | os.PathLike[str]) -> dict[str, tuple[int, float, str, float]]:
     """path -> (size_bytes, mtime, fingerprint, sample_fps) of every indexed video ({} if no store)."""
     if not (Path(store_dir) / CATALOG).is_file():
@@ -558,6 +588,61 @@ class Writer:
         """Record a new mtime for a file whose content fingerprint did not change."""
         with self._catalog() as con:
             con.execute("UPDATE videos SET mtime = ? WHERE path = ?", [mtime, path])
+
+    # -- labels ---------------------------------------------------------------------------------
+    def save_label(self, name: str, prompts: Sequence[str], threshold: float | None) -> None:
+        """Add or replace a label."""
+        with self._catalog() as con:
+            con.execute("DELETE FROM labels WHERE label = ?", [name])
+            con.execute("INSERT INTO labels VALUES (?, ?, ?, ?)", [name, list(prompts), threshold, _now()])
+
+    def remove_label(self, name: str) -> bool:
+        """Remove a label and its results; False when there was none."""
+        with self._catalog() as con:
+            n = con.execute("SELECT count(*) FROM labels WHERE label = ?", [name]).fetchone()[0]
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM labels WHERE label = ?", [name])
+            con.execute("DELETE FROM segments WHERE label = ?", [name])
+            con.execute("DELETE FROM video_labels WHERE label = ?", [name])
+            con.execute("COMMIT")
+        return bool(n)
+
+    def replace_label_results(self, segment_rows: Sequence[tuple[Any, ...]], video_rows: Sequence[tuple[Any, ...]]) -> None:
+        """Swap in freshly computed ``segments`` and ``video_labels`` in one transaction."""
+        with self._catalog() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM segments")
+                con.execute("DELETE FROM video_labels")
+                if segment_rows:
+                    cols = list(zip(*segment_rows))
+                    con.register("_seg", {
+                        "label": np.array(cols[0], dtype=object), "video_id": np.array(cols[1], np.int32),
+                        "start_s": np.array(cols[2], np.float64), "end_s": np.array(cols[3], np.float64),
+                        "peak_score": np.array(cols[4], np.float64),
+                    })
+                    con.execute("INSERT INTO segments SELECT * FROM _seg")
+                    con.unregister("_seg")
+                if video_rows:
+                    cols = list(zip(*video_rows))
+                    con.register("_vl", {
+                        "video_id": np.array(cols[0], np.int32), "label": np.array(cols[1], dtype=object),
+                        "present": np.array(cols[2], bool),
+                        "first_seen_s": np.array([np.nan if x is None else x for x in cols[3]], np.float64),
+                        "duration_s": np.array(cols[4], np.float64), "n_segments": np.array(cols[5], np.int32),
+                        "best_s": np.array([np.nan if x is None else x for x in cols[6]], np.float64),
+                        "score": np.array(cols[7], np.float64),
+                    })
+                    con.execute(
+                        "INSERT INTO video_labels SELECT video_id, label, present, "
+                        "CASE WHEN isnan(first_seen_s) THEN NULL ELSE first_seen_s END, duration_s, n_segments, "
+                        "CASE WHEN isnan(best_s) THEN NULL ELSE best_s END, score FROM _vl"
+                    )
+                    con.unregister("_vl")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     # -- the commit -----------------------------------------------------------------------------
     def commit(self, records: Sequence[VideoRecord], failures: Sequence[tuple[str, str]] = ()) -> None:

@@ -12,7 +12,7 @@ from conftest import DATA, IMAGE_THRESHOLD, env_for_cli
 from videos import Shot, make_video
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
-COMMANDS = ["index", "search", "sql", "info"]
+COMMANDS = ["index", "search", "sql", "info", "classify", ["label", "add"], ["label", "list"], ["label", "remove"]]
 
 
 def run(args, tmp_path, env=None, check=None):
@@ -34,8 +34,9 @@ def one_line_error(p):
 def test_help_for_every_command_without_loading_torch(tmp_path):
     top = run(["--help"], tmp_path, check=0)
     for cmd in COMMANDS:
-        assert cmd in top.stdout
-        h = run([cmd, "--help"], tmp_path, check=0)
+        cmd = cmd if isinstance(cmd, list) else [cmd]
+        assert cmd[0] in top.stdout
+        h = run(cmd + ["--help"], tmp_path, check=0)
         assert "--store" in h.stdout and len(h.stdout) > 200
     # `archive --help` answers without importing torch or open_clip
     probe = subprocess.run(
@@ -98,6 +99,27 @@ def test_index_search_sql_info_end_to_end(tmp_path, store_with_clips):
     assert rows == [{"name": "Megamind.avi", "n_frames": 27}, {"name": "ad one.mp4", "n_frames": 8}]
     csv = run(["sql", "SELECT count(*) AS n FROM frames", "--csv"], tmp_path, check=0).stdout
     assert csv.splitlines() == ["n", "35"]
+
+
+def test_labels_and_classify_from_the_cli(tmp_path, store_with_clips):
+    run(["label", "add", "cartoon", "--prompt", "a cartoon", "--prompt", "an animated film"], tmp_path, check=0)
+    run(["label", "add", "anything", "--threshold", "-1"], tmp_path, check=0)
+    labels = json.loads(run(["label", "list", "--json"], tmp_path, check=0).stdout)
+    assert [(x["label"], x["prompts"]) for x in labels] == [("anything", ["anything"]),
+                                                          ("cartoon", ["a cartoon", "an animated film"])]
+    assert labels[0]["videos_present"] == 2
+    vl = json.loads(run(["sql", "SELECT label, count(*) AS n FROM video_labels GROUP BY label ORDER BY label",
+                         "--json"], tmp_path, check=0).stdout)
+    assert vl == [{"label": "anything", "n": 2}, {"label": "cartoon", "n": 2}]
+    lines = run(["classify", "--labels", "cartoon,anything", "--json"], tmp_path, check=0).stdout.splitlines()
+    assert len(lines) == 2
+    for ln in lines:
+        d = json.loads(ln)
+        assert set(d["shares"]) == {"cartoon", "anything", "something else"}
+        assert sum(d["shares"].values()) == pytest.approx(1.0, abs=1e-3)
+    run(["label", "remove", "anything"], tmp_path, check=0)
+    assert "no label" in one_line_error(run(["label", "remove", "anything"], tmp_path))
+    assert "unknown label" in one_line_error(run(["classify", "--labels", "nope"], tmp_path))
 
 
 def test_search_works_with_videos_moved_away(tmp_path, store_with_clips):
