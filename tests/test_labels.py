@@ -95,3 +95,35 @@ def test_classify_shares(arc):
     assert [c.video.endswith("a.mp4") for c in only] == [True] and set(only[0].shares) == {"site", "something else"}
     with pytest.raises(QueryError, match="unknown label"):
         a.classify(labels=["nope"])
+
+
+def readme_sql():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```sql\n(.*?)```", text, re.S):
+        cur: list[str] = []
+        for line in block.splitlines():
+            if line.startswith("--"):
+                if cur:
+                    out.append(" ".join(cur))
+                cur = []
+            elif line.strip():
+                cur.append(line.strip())
+        if cur:
+            out.append(" ".join(cur))
+    return out
+
+
+def test_every_sql_example_in_the_readme_runs(arc):
+    a, _ = arc
+    for name in ("alcohol", "football", "beach", "car", "logo"):
+        a.label_add(name, threshold=-1.0 if name in ("car", "beach") else None)
+    queries = readme_sql()
+    assert len(queries) >= 13
+    for q in queries:
+        a.sql(q.rstrip(";"))  # raises QueryError on any mistake
+    both = a.sql(queries[6].rstrip(";")).records()  # car and beach: everything non-blank matches both
+    assert len(both) == 2
