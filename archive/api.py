@@ -79,15 +79,18 @@ class Archive:
         threshold: float | None = None,
         merge_gap_s: float = 0.0,
         min_duration_s: float = 0.0,
+        templates: Sequence[str] | None = None,
     ) -> list[QueryResult]:
         """Answer each text (and each example image): one :class:`QueryResult` per query.
 
+        ``templates`` replaces the prompt templates of text queries (each with one ``{}``).
         See :meth:`search.query.Searcher.search`.
         """
         images: list[str | os.PathLike[str]] = []
         if image is not None:
             images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
-        searcher = Searcher(self.store, self.device, encoder=self._loaded_encoder())
+        searcher = Searcher(self.store, self.device, encoder=self._loaded_encoder(),
+                            **({"templates": templates} if templates else {}))
         results = searcher.search(texts, images, videos=videos, top=top, threshold=threshold,
                                   merge_gap_s=merge_gap_s, min_duration_s=min_duration_s)
         self._encoder = searcher.encoder

@@ -118,6 +118,10 @@ def search(
         help="A plain cosine cut instead of the presence rule (see README). [default: the rule]",
     ),
     merge_gap: float = typer.Option(0.0, "--merge-gap", help="Join segments at most this many seconds apart."),
+    template: Optional[List[str]] = typer.Option(
+        None, "--template", show_default=False,
+        help="Prompt template for text queries, with {} for the text; repeatable. [default: a built-in ensemble]",
+    ),
     min_duration: float = typer.Option(0.0, "--min-duration", help="Drop segments shorter than this (seconds)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per query: {query, results}."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
@@ -136,7 +140,7 @@ def search(
         _fail("--merge-gap and --min-duration take seconds >= 0.", 2)
     results = _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
                                        top=top, threshold=threshold, merge_gap_s=merge_gap,
-                                       min_duration_s=min_duration))
+                                       min_duration_s=min_duration, templates=template or None))
     print_search(results, as_json)
 
 

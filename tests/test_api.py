@@ -113,6 +113,17 @@ def test_several_text_queries_in_one_call(indexed):
         assert -1.0 <= r.results[0].score <= 1.0
 
 
+def test_prompt_templates_can_be_changed(indexed):
+    arc, _, _ = indexed
+    [plain] = arc.search("a red car", templates=["{}"])
+    [photo] = arc.search("a red car", templates=["a photo of {}."])
+    [default] = arc.search("a red car")
+    scores = {plain.results[0].score, photo.results[0].score, default.results[0].score}
+    assert len(scores) == 3  # each template set embeds the text differently
+    with pytest.raises(QueryError, match="template"):
+        arc.search("a red car", templates=["no placeholder"])
+
+
 def test_bad_queries_raise_clear_errors(indexed, tmp_path):
     arc, _, _ = indexed
     with pytest.raises(QueryError, match="empty"):
