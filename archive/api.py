@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+from indexer.check import CheckReport, check_store, prune
 from indexer.encoder import Encoder
 from indexer.errors import ArchiveError
 from indexer.pipeline import DEFAULT_BATCH, DEFAULT_FPS, IndexReport, ProgressFn, index_paths
@@ -132,6 +133,14 @@ class Archive:
     def classify(self, videos: Sequence[str] | None = None, labels: Sequence[str] | None = None) -> list[VideoClass]:
         """Which saved label best describes each video, with each label's share of screen time."""
         return labels_mod.classify(self.store, self._store_encoder(), videos, labels)
+
+    def check(self) -> CheckReport:
+        """Verify that the catalog and the vector file agree; each problem says how to fix it."""
+        return check_store(self.store)
+
+    def prune(self, dry_run: bool = False) -> list[str]:
+        """Remove indexed videos whose files are gone; returns their paths."""
+        return prune(self.store, dry_run)
 
     def sql(self, query: str) -> SqlResult:
         """Run one read-only SQL statement on the catalog; ``clip_score(frame_id, 'text')`` is available."""

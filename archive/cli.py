@@ -259,6 +259,38 @@ def info(
     print_info(_call(arc.info), as_json)
 
 
+@app.command()
+def check(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Verify that the catalog and the vector file agree; explain any mismatch and its fix."""
+    from .render import print_check  # noqa: PLC0415
+
+    rep = _call(_archive(store).check)
+    print_check(rep, as_json)
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the removed paths as JSON."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Remove indexed videos whose files no longer exist."""
+    from .render import dumps, err  # noqa: PLC0415
+
+    gone = _call(lambda: _archive(store).prune(dry_run))
+    if as_json:
+        print(dumps({"removed": [] if dry_run else gone, "would_remove": gone if dry_run else []}))
+        return
+    for p in gone:
+        err.print(f"{'would remove' if dry_run else 'removed'} {p}", highlight=False)
+    err.print(f"{len(gone)} video(s) {'would be ' if dry_run else ''}removed.", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

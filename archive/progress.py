@@ -48,6 +48,9 @@ class IndexProgress:
         if ev.kind == "fail":
             err.print(f"[red]skipped[/] {ev.path}: {ev.message}", highlight=False)
             return
+        if ev.kind == "partial":
+            err.print(f"[yellow]partly[/] {ev.path}: {ev.message}", highlight=False)
+            return
         if ev.kind == "model" and self.enabled:
             err.print(f"loading model {ev.message} ...", style="dim", highlight=False)
             return

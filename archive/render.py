@@ -170,11 +170,12 @@ def report_dict(r: IndexReport) -> dict[str, Any]:
         "indexed": r.indexed,
         "skipped": r.skipped,
         "failed": r.failed,
+        "partial": r.partial,
         "frames": r.frames,
         "video_seconds": round(r.video_seconds, 3),
         "wall_s": round(r.wall_s, 3),
         "failures": [{"path": p, "error": e} for p, e in r.failures],
-        "notes": [{"path": p, "note": n} for p, n in r.notes],
+        "partly": [{"path": p, "error": n} for p, n in r.notes],
         "missing": r.missing,
     }
 
@@ -185,14 +186,33 @@ def print_report(r: IndexReport, as_json: bool) -> None:
         return
     speed = f", {r.frames / r.wall_s:.1f} frames/s" if r.frames and r.wall_s > 0 else ""
     err.print(
-        f"[bold]indexed {r.indexed} video{'s' if r.indexed != 1 else ''}[/], skipped {r.skipped} unchanged, "
+        f"[bold]indexed {r.indexed} video{'s' if r.indexed != 1 else ''}[/]"
+        f"{f' ({r.partial} partly)' if r.partial else ''}, skipped {r.skipped} unchanged, "
         f"[{'red' if r.failed else 'default'}]{r.failed} failed[/]: {r.frames} frames from "
         f"{r.video_seconds:.1f} s of video in {r.wall_s:.1f} s{speed}."
     )
-    for p, n in r.notes:
-        err.print(f"note: {p}: {n}", style="yellow")
     if r.missing:
         err.print(f"{len(r.missing)} indexed file(s) no longer exist on disk (still searchable), e.g. {r.missing[0]}", style="yellow")
+    if r.damaged_file:
+        err.print(f"the vector file was unreadable: moved to {r.damaged_file} and rebuilt.", style="yellow")
     if r.repaired:
-        err.print(f"re-embedded {len(r.repaired)} video(s) whose vectors were missing.", style="yellow")
+        left = [p for p in r.repaired if p not in set(r.indexed_paths)]
+        err.print(f"{len(r.repaired)} video(s) had lost their vectors; {len(r.repaired) - len(left)} re-embedded now.",
+                  style="yellow")
+        if left:
+            err.print(f"index their files again to restore the rest, e.g. archive index {left[0]!r}", style="yellow")
     err.print(f"store: {r.store} ({r.model}, {r.pretrained})", style="dim")
+
+
+def print_check(rep: Any, as_json: bool) -> None:
+    if as_json:
+        print(dumps({"ok": rep.ok, "store": rep.store, "videos": rep.videos, "frames": rep.frames,
+                     "vectors": rep.vectors, "problems": rep.problems, "notes": rep.notes}))
+        return
+    for p in rep.problems:
+        err.print(f"[red]problem:[/] {p}", highlight=False)
+    for n in rep.notes:
+        err.print(f"note: {n}", style="yellow", highlight=False)
+    verdict = "[green]ok[/]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/]"
+    err.print(f"{verdict}: {rep.videos} videos, {rep.frames} frames in the catalog, {rep.vectors} vectors in the file.",
+              highlight=False)

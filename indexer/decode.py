@@ -56,6 +56,8 @@ class DecodeStats:
     last_ts_s: float = 0.0
     frame_duration_s: float = 0.0
     bad_packets: int = 0
+    corrupt_frames: int = 0  # frames the decoder flagged as damaged (concealed errors)
+    header_frames: int = 0  # frame count the container announces (0: not stated)
     error: str | None = None  # set when decoding stopped early: the frames before it are kept
     notes: list[str] = field(default_factory=list)
     shots: list[ShotSpan] = field(default_factory=list)  # complete once decoding has ended
@@ -179,12 +181,15 @@ def sample_frames(
         eps = 1e-6
         detector = ShotDetector()
         stats.shots = detector.shots
+        stats.header_frames = int(stream.frames or 0)
         for ts, frame in _frames_in_presentation_order(container, stream, time_base, native_fps, stats, av):
             if origin is None:
                 origin = ts
             t = max(ts - origin, 0.0)
             stats.last_ts_s = max(stats.last_ts_s, t)
             stats.decoded_frames += 1
+            if getattr(frame, "is_corrupt", False):
+                stats.corrupt_frames += 1
             new_shot = detector.push(t, frame.to_ndarray(format="rgb24", width=THUMB_W, height=THUMB_H))
             k = math.floor((t + eps) * fps)
             if k < next_k and not new_shot:
@@ -196,11 +201,26 @@ def sample_frames(
             yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1)
     finally:
         container.close()
+        _judge(stats)
         detector_end = stats.duration_s
         if stats.shots:
             stats.shots[-1].end_s = max(detector_end, stats.shots[-1].start_s)
     if stats.decoded_frames == 0:
         raise VideoOpenError(f"{path}: no frame could be decoded ({stats.error or 'empty video stream'})")
+
+
+def _judge(stats: DecodeStats) -> None:
+    """Add notes for damage the decoder concealed: flagged frames, frames missing against the header."""
+    if stats.corrupt_frames:
+        stats.notes.append(f"{stats.corrupt_frames} frame(s) decoded with errors")
+    # Frames can be fewer than announced without loss (AVI drops repeated frames), so it is the
+    # timeline falling short of the announced length that says the file ends early.
+    announced_s = stats.header_frames * stats.frame_duration_s
+    if announced_s and stats.duration_s < 0.95 * announced_s - stats.frame_duration_s:
+        stats.notes.append(
+            f"decoding ends at {stats.duration_s:.2f} s of the {announced_s:.2f} s the header announces "
+            "(truncated or damaged file)"
+        )
 
 
 def _frames_in_presentation_order(
@@ -257,5 +277,8 @@ def _frames_in_presentation_order(
 
 
 def _reason(exc: BaseException) -> str:
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return str(strerror)[:200]
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]

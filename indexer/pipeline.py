@@ -30,7 +30,8 @@ COMMIT_INTERVAL_S = 5.0
 class Progress:
     """One progress event. ``kind`` is one of: ``plan`` (``total`` files to embed, ``seconds``
     of video), ``model`` (loading weights), ``start`` (a file begins), ``frames`` (``done``
-    video seconds of the current file so far), ``done``, ``skip``, ``fail`` (``message``)."""
+    video seconds of the current file so far), ``done``, ``skip``, ``fail`` (``message``),
+    ``partial`` (indexed, but not all of it decoded: ``message``)."""
 
     kind: str
     path: str = ""
@@ -55,17 +56,21 @@ class IndexReport:
     indexed: int = 0
     skipped: int = 0
     failed: int = 0
+    partial: int = 0  # indexed, but only partly decodable (also in failures)
     frames: int = 0
     video_seconds: float = 0.0
     wall_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # indexed before, gone from disk now
-    repaired: list[str] = field(default_factory=list)  # dropped for re-embedding by reconciliation
+    indexed_paths: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # lost their vectors; re-embedded when indexed again
+    damaged_file: str | None = None  # an unreadable vector file, moved aside
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        """True when every file was indexed whole."""
+        return self.failed == 0 and self.partial == 0
 
 
 def _noop(_: Progress) -> None:
@@ -110,9 +115,12 @@ def embed_video(
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
     duration = max(stats.duration_s, times[-1] if times else 0.0)
     ends = times[1:] + [duration]
-    notes = list(stats.notes)
+    problems = list(stats.notes)
     if stats.error:
-        notes.insert(0, f"partly decoded: kept {len(times)} frames up to {stats.last_ts_s:.2f} s; {stats.error}")
+        problems.insert(0, stats.error)
+    problem = None
+    if problems:
+        problem = f"partly decoded: kept {len(times)} frames up to {duration:.2f} s; " + "; ".join(problems)
     return VideoRecord(
         path=path,
         size_bytes=st.st_size,
@@ -127,7 +135,7 @@ def embed_video(
         decoded_frames=stats.decoded_frames,
         frames=[FrameRecord(t, e, s) for t, e, s in zip(times, ends, shot_of)],
         vectors=vectors,
-        note="; ".join(notes) or None,
+        note=problem,
         shots=[ShotRecord(s.start_s, s.end_s, s.kind) for s in stats.shots],
     )
 
@@ -211,7 +219,7 @@ def index_paths(
     with Writer(store_dir) as writer:  # fails at once when another writer runs
         if (store_dir / "catalog.duckdb").is_file():
             writer.attach(spec, int(read_meta(store_dir)["dim"]))  # reconciles before planning
-            report.repaired = writer.repaired
+            report.repaired, report.damaged_file = writer.repaired, writer.damaged_file
         known = known_files(store_dir)
         todo, same, touched, bad = _plan(files, known, fps)
         problems.extend(bad)
@@ -263,13 +271,15 @@ def _run(
 
     def flush() -> None:
         nonlocal pending, failures, last_commit
-        writer.commit(pending, failures)
+        partial = [(rec.path, rec.note) for rec in pending if rec.note]
+        writer.commit(pending, failures + partial)
         for rec in pending:
             report.indexed += 1
+            report.indexed_paths.append(rec.path)
             report.frames += len(rec.frames)
             report.video_seconds += rec.duration_s
-            if rec.note:
-                report.notes.append((rec.path, rec.note))
+        report.notes.extend(partial)
+        report.partial += len(partial)
         report.failures.extend(failures)
         report.failed += len(failures)
         pending, failures = [], []
@@ -290,6 +300,8 @@ def _run(
                 progress(Progress("fail", path=path, message=failures[-1][1]))
                 continue
             pending.append(rec)
+            if rec.note:
+                progress(Progress("partial", path=path, message=rec.note))
             progress(Progress("done", path=path, frames=len(rec.frames), seconds=rec.duration_s))
             if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                 flush()

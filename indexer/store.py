@@ -42,8 +42,23 @@ from .errors import ModelMismatch, StoreError, StoreLocked, StoreNotFound
 CATALOG = "catalog.duckdb"
 VECTORS = "frames.faiss"
 LOCK = "writer.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _OPEN_RETRY_S = 15.0
+
+
+def _migrate_1_to_2(con: Any) -> None:
+    """v2 adds shots: each existing video becomes one content shot (re-index it for real shots)."""
+    con.execute(
+        "CREATE TABLE shots (shot_id BIGINT NOT NULL, video_id INTEGER NOT NULL, start_s DOUBLE NOT NULL, "
+        "end_s DOUBLE NOT NULL, kind VARCHAR NOT NULL)"
+    )
+    con.execute("INSERT INTO shots SELECT video_id, video_id, 0.0, coalesce(duration_s, 0.0), 'content' FROM videos")
+    con.execute("ALTER TABLE frames ADD COLUMN shot_id BIGINT")
+    con.execute("UPDATE frames SET shot_id = video_id")
+
+
+# MIGRATIONS[v] turns a version-v catalog into version v + 1, inside one transaction.
+MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2}
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
@@ -274,11 +289,16 @@ def _index_arrays(index: Any) -> tuple[np.ndarray, np.ndarray]:
 def read_meta(store_dir: str | os.PathLike[str]) -> dict[str, str]:
     """The ``meta`` table of an existing store (model, pretrained, dim, schema_version).
 
+    Works on catalogs of any schema version (the writer reads it before migrating).
+
     Raises:
         StoreNotFound: no catalog in that folder.
     """
-    with read_connection(store_dir) as con:
+    con = _connect(_catalog_path(store_dir), read_only=True)
+    try:
         return dict(con.execute("SELECT key, value FROM meta").fetchall())
+    finally:
+        con.close()
 
 
 def store_spec(store_dir: str | os.PathLike[str]) -> ModelSpec:
@@ -302,12 +322,29 @@ def read_connection(store_dir: str | os.PathLike[str]) -> Iterator[Any]:
 
     Raises:
         StoreNotFound: no archive in that folder.
+        StoreError: the catalog's schema is older or newer than this program's.
     """
     con = _connect(_catalog_path(store_dir), read_only=True)
     try:
+        _require_schema(con, store_dir)
         yield con
     finally:
         con.close()
+
+
+def _require_schema(con: Any, store_dir: str | os.PathLike[str]) -> None:
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"the store {store_dir} has schema version {version}, older than this program's ({SCHEMA_VERSION}): "
+            "run `archive index` once on any folder to upgrade it (nothing is re-embedded)."
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store {store_dir} has schema version {version}, newer than this program knows "
+            f"({SCHEMA_VERSION}): upgrade the archive tool."
+        )
 
 
 def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | None = None) -> FrameTable:
@@ -435,7 +472,9 @@ class Writer:
         self._next_video_id = 0
         self._next_frame_id = 0
         self._next_shot_id = 0
-        self.repaired: list[str] = []
+        self.repaired: list[str] = []  # videos dropped because their vectors were missing
+        self.damaged_file: str | None = None  # where an unreadable vector file was moved
+        self.migrated_to: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "Writer":
@@ -506,6 +545,7 @@ class Writer:
 
     def _init_schema(self, con: Any) -> None:
         assert self.spec is not None
+        self._migrate(con)
         for stmt in _SCHEMA:
             con.execute(stmt)
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
@@ -524,6 +564,28 @@ class Writer:
                 f"program knows ({SCHEMA_VERSION}): upgrade the archive tool."
             )
 
+    def _migrate(self, con: Any) -> None:
+        """Bring an older catalog up to SCHEMA_VERSION, one numbered migration at a time."""
+        has_meta = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchone()[0]
+        if not has_meta:
+            return
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else SCHEMA_VERSION
+        while version < SCHEMA_VERSION:
+            step = MIGRATIONS[version]
+            con.execute("BEGIN TRANSACTION")
+            try:
+                step(con)
+                con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version + 1)])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            version += 1
+            self.migrated_to = version
+
     def _check_model(self, con: Any) -> None:
         assert self.spec is not None
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
@@ -538,11 +600,20 @@ class Writer:
         import faiss  # noqa: PLC0415
 
         path = self.dir / VECTORS
+        self._index = None
         if path.exists():
-            self._index = _read_index(path, mmap=False)
-            if self._index.d != self.dim:
-                raise ModelMismatch(f"{path} holds {self._index.d}-d vectors, the model makes {self.dim}-d ones.")
-        else:
+            try:
+                self._index = _read_index(path, mmap=False)
+            except StoreError:
+                # Unreadable: keep it aside for inspection and start afresh; the videos whose vectors
+                # it held are dropped below and re-embedded when their files are indexed again.
+                aside = path.with_name(f"{VECTORS}.damaged-{int(time.time())}")
+                os.replace(path, aside)
+                self.damaged_file = str(aside)
+            else:
+                if self._index.d != self.dim:
+                    raise ModelMismatch(f"{path} holds {self._index.d}-d vectors, the model makes {self.dim}-d ones.")
+        if self._index is None:
             self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         ids, _ = _index_arrays(self._index)
         with self._catalog() as con:
@@ -588,6 +659,27 @@ class Writer:
         """Record a new mtime for a file whose content fingerprint did not change."""
         with self._catalog() as con:
             con.execute("UPDATE videos SET mtime = ? WHERE path = ?", [mtime, path])
+
+    def remove_videos(self, paths: Sequence[str]) -> int:
+        """Remove videos (rows, shots, label rows and vectors). Vectors go first, as in a commit."""
+        if not paths:
+            return 0
+        with self._catalog() as con:
+            ph = ", ".join("?" for _ in paths)
+            vids = [r[0] for r in con.execute(f"SELECT video_id FROM videos WHERE path IN ({ph})", list(paths)).fetchall()]
+            if not vids:
+                return 0
+            vph = ", ".join("?" for _ in vids)
+            fids = np.asarray(con.execute(f"SELECT frame_id FROM frames WHERE video_id IN ({vph})", vids)
+                              .fetchnumpy()["frame_id"], np.int64)
+            if len(fids):
+                self._index.remove_ids(fids)
+                _write_atomic_index(self._index, self.dir / VECTORS)
+            con.execute("BEGIN TRANSACTION")
+            for table in ("frames", "shots", "segments", "video_labels", "videos"):
+                con.execute(f"DELETE FROM {table} WHERE video_id IN ({vph})", vids)
+            con.execute("COMMIT")
+        return len(vids)
 
     # -- labels ---------------------------------------------------------------------------------
     def save_label(self, name: str, prompts: Sequence[str], threshold: float | None) -> None:
