@@ -39,19 +39,19 @@ def check_store(store_dir: str | os.PathLike[str]) -> CheckReport:
     rep = CheckReport(store=str(root.resolve()))
     with read_connection(root) as con:
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        rep.videos = con.execute("SELECT count(*) FROM videos").fetchone()[0]
+        rep.videos = con.execute("SELECT count(*) FROM videos").fetchall()[0][0]
         frame_ids = np.asarray(con.execute("SELECT frame_id FROM frames").fetchnumpy()["frame_id"], np.int64)
         rep.frames = len(frame_ids)
-        dup_frames = con.execute("SELECT count(*) FROM (SELECT frame_id FROM frames GROUP BY 1 HAVING count(*) > 1)").fetchone()[0]
+        dup_frames = con.execute("SELECT count(*) FROM (SELECT frame_id FROM frames GROUP BY 1 HAVING count(*) > 1)").fetchall()[0][0]
         orphan_frames = con.execute(
             "SELECT count(*) FROM frames f WHERE NOT EXISTS (SELECT 1 FROM videos v WHERE v.video_id = f.video_id)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         no_shot = con.execute(
             "SELECT count(*) FROM frames f WHERE NOT EXISTS (SELECT 1 FROM shots s WHERE s.shot_id = f.shot_id)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         empty_videos = con.execute(
             "SELECT count(*) FROM videos v WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.video_id = v.video_id)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         paths = [r[0] for r in con.execute("SELECT path FROM videos").fetchall()]
     if dup_frames:
         rep.problems.append(f"{dup_frames} frame id(s) appear twice in the catalog; run `archive index` to reconcile.")

@@ -333,7 +333,7 @@ def read_connection(store_dir: str | os.PathLike[str]) -> Iterator[Any]:
 
 
 def _require_schema(con: Any, store_dir: str | os.PathLike[str]) -> None:
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    row = next(iter(con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()), None)
     version = int(row[0]) if row else 0
     if version < SCHEMA_VERSION:
         raise StoreError(
@@ -416,9 +416,9 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
     """
     with read_connection(store_dir) as con:
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        videos, seconds = con.execute("SELECT count(*), coalesce(sum(duration_s), 0) FROM videos").fetchone()
-        frames = con.execute("SELECT count(*) FROM frames").fetchone()[0]
-        failures = con.execute("SELECT count(DISTINCT path) FROM failures").fetchone()[0]
+        videos, seconds = con.execute("SELECT count(*), coalesce(sum(duration_s), 0) FROM videos").fetchall()[0]
+        frames = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
+        failures = con.execute("SELECT count(DISTINCT path) FROM failures").fetchall()[0][0]
     root = Path(store_dir)
     size = sum(p.stat().st_size for p in root.iterdir() if p.is_file())
     vectors = 0
@@ -568,10 +568,10 @@ class Writer:
         """Bring an older catalog up to SCHEMA_VERSION, one numbered migration at a time."""
         has_meta = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if not has_meta:
             return
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        row = next(iter(con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()), None)
         version = int(row[0]) if row else SCHEMA_VERSION
         while version < SCHEMA_VERSION:
             step = MIGRATIONS[version]
@@ -634,8 +634,8 @@ class Writer:
             if len(orphans):
                 self._index.remove_ids(orphans.astype(np.int64))
                 _write_atomic_index(self._index, path)
-            self._next_video_id = int(con.execute("SELECT coalesce(max(video_id), -1) + 1 FROM videos").fetchone()[0])
-            self._next_shot_id = int(con.execute("SELECT coalesce(max(shot_id), -1) + 1 FROM shots").fetchone()[0])
+            self._next_video_id = int(con.execute("SELECT coalesce(max(video_id), -1) + 1 FROM videos").fetchall()[0][0])
+            self._next_shot_id = int(con.execute("SELECT coalesce(max(shot_id), -1) + 1 FROM shots").fetchall()[0][0])
         ids, _ = _index_arrays(self._index)
         self._next_frame_id = int(ids.max()) + 1 if len(ids) else 0
 
@@ -691,7 +691,7 @@ class Writer:
     def remove_label(self, name: str) -> bool:
         """Remove a label and its results; False when there was none."""
         with self._catalog() as con:
-            n = con.execute("SELECT count(*) FROM labels WHERE label = ?", [name]).fetchone()[0]
+            n = con.execute("SELECT count(*) FROM labels WHERE label = ?", [name]).fetchall()[0][0]
             con.execute("BEGIN TRANSACTION")
             con.execute("DELETE FROM labels WHERE label = ?", [name])
             con.execute("DELETE FROM segments WHERE label = ?", [name])
