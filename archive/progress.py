@@ -49,7 +49,8 @@ class IndexProgress:
             err.print(f"[red]skipped[/] {ev.path}: {ev.message}", highlight=False)
             return
         if ev.kind == "partial":
-            err.print(f"[yellow]partly[/] {ev.path}: {ev.message}", highlight=False)
+            err.print(f"[yellow]partly decoded[/] {ev.path}: {ev.message.removeprefix('partly decoded: ')}",
+                      highlight=False)
             return
         if ev.kind == "model" and self.enabled:
             err.print(f"loading model {ev.message} ...", style="dim", highlight=False)

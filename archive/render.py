@@ -19,7 +19,7 @@ from search.query import QueryResult
 from search.sql import SqlResult
 
 out = Console(soft_wrap=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay one line each, whatever the width
 
 
 def _default(o: Any) -> Any:
@@ -71,6 +71,8 @@ def search_table(res: QueryResult) -> Table:
 
 def print_search(results: Sequence[QueryResult], as_json: bool) -> None:
     for res in results:
+        for w in res.warnings:
+            err.print(f"[yellow]warning:[/] {res.query[:60]}{'...' if len(res.query) > 60 else ''}: {w}", highlight=False)
         if as_json:
             print(dumps(res.to_dict()), flush=True)
         else:

@@ -92,9 +92,9 @@ def check_store(store_dir: str | os.PathLike[str]) -> CheckReport:
             "run `archive index` on their folders to re-embed them."
         )
     if len(extra):
-        rep.problems.append(
-            f"{len(extra)} vector(s) belong to no catalog frame (left by an interrupted commit): "
-            "the next `archive index` run drops them."
+        rep.notes.append(
+            f"{len(extra)} vector(s) belong to no catalog frame (left by an interrupted or replacing commit): "
+            "harmless, readers ignore them and the next `archive index` run drops them."
         )
     if len(np.unique(ids)) != len(ids):
         rep.problems.append("the vector file repeats some ids: delete it and run `archive index` to re-embed.")

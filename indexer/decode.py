@@ -58,6 +58,7 @@ class DecodeStats:
     bad_packets: int = 0
     corrupt_frames: int = 0  # frames the decoder flagged as damaged (concealed errors)
     header_frames: int = 0  # frame count the container announces (0: not stated)
+    rotation: int = 0  # degrees counter-clockwise the frames are turned for display (phone videos)
     error: str | None = None  # set when decoding stopped early: the frames before it are kept
     notes: list[str] = field(default_factory=list)
     shots: list[ShotSpan] = field(default_factory=list)  # complete once decoding has ended
@@ -74,6 +75,11 @@ def _open(path: str | Path) -> tuple[Any, Any]:
     p = Path(path)
     if p.is_dir():
         raise VideoOpenError(f"{path}: is a directory, not a video file")
+    try:
+        if p.stat().st_size == 0:
+            raise VideoOpenError(f"{path}: empty file (0 bytes)")
+    except OSError as exc:
+        raise VideoOpenError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
         container = av.open(str(p), mode="r", timeout=30)
     except FileNotFoundError as exc:
@@ -197,6 +203,10 @@ def sample_frames(
             next_k = max(next_k, k + 1)
             w, h = size if size[0] and size[1] else (frame.width, frame.height)
             rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+            turn = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+            if turn:  # display orientation, as players show it
+                stats.rotation = turn * 90
+                rgb = np.ascontiguousarray(np.rot90(rgb, k=turn))
             stats.sampled_frames += 1
             yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1)
     finally:

@@ -225,6 +225,16 @@ class Encoder:
             emb = torch.nn.functional.normalize(emb.float(), dim=-1)
         return emb.cpu().numpy().astype(np.float32, copy=False)
 
+    def too_long(self, text: str) -> bool:
+        """True when ``text`` (with start/end tokens) exceeds the model's context and will be cut."""
+        encode = getattr(self.tokenizer, "encode", None)
+        if encode is None:
+            return False
+        try:
+            return len(encode(text)) + 2 > self.context_length
+        except Exception:  # noqa: BLE001 - a tokenizer without a plain encode(); nothing to warn about
+            return False
+
     def _probe_dim(self) -> int:
         proj = getattr(self.model, "text_projection", None)
         if proj is not None and hasattr(proj, "shape"):

@@ -23,7 +23,7 @@ from .store import FrameRecord, ShotRecord, VideoRecord, Writer, fingerprint, kn
 
 DEFAULT_FPS = 2.0
 DEFAULT_BATCH = 32
-COMMIT_INTERVAL_S = 5.0
+COMMIT_INTERVAL_S = 5.0  # at most this much finished work waits for its commit (env ARCHIVE_COMMIT_INTERVAL_S)
 
 
 @dataclass
@@ -128,8 +128,8 @@ def embed_video(
         fingerprint=fp,
         duration_s=duration,
         fps=info.fps,
-        width=info.width,
-        height=info.height,
+        width=info.height if stats.rotation % 180 else info.width,  # as displayed
+        height=info.width if stats.rotation % 180 else info.height,
         codec=info.codec,
         sample_fps=fps,
         decoded_frames=stats.decoded_frames,
@@ -303,10 +303,17 @@ def _run(
             if rec.note:
                 progress(Progress("partial", path=path, message=rec.note))
             progress(Progress("done", path=path, frames=len(rec.frames), seconds=rec.duration_s))
-            if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+            if time.monotonic() - last_commit >= _commit_interval():
                 flush()
     finally:
         flush()  # on Ctrl-C too: finished videos are kept
+
+
+def _commit_interval() -> float:
+    try:
+        return max(0.0, float(os.environ.get("ARCHIVE_COMMIT_INTERVAL_S", COMMIT_INTERVAL_S)))
+    except ValueError:
+        return COMMIT_INTERVAL_S
 
 
 def _choose_spec(

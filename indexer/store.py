@@ -8,14 +8,15 @@ Layout of a store folder::
 
 Commit protocol, one batch of finished videos at a time (each video is all-or-nothing):
 
-1. vectors are added to the in-memory FAISS index (old vectors of re-indexed videos removed),
-   written to ``frames.faiss.tmp``, fsynced and renamed over ``frames.faiss``;
-2. one DuckDB transaction replaces the videos' rows and inserts their frames.
+1. the new vectors are added to the in-memory FAISS index, written to ``frames.faiss.tmp``,
+   fsynced and renamed over ``frames.faiss``;
+2. one DuckDB transaction replaces the videos' rows and inserts their frames;
+3. the old vectors of re-indexed videos are dropped (persisted by the next vector write).
 
-A crash between 1 and 2 leaves vectors whose ids the catalog does not know (dropped when a writer
-next opens the store) or, for a re-indexed video, catalog frames without vectors (the video is
-dropped from the catalog then, so the next run embeds it again). Readers use only frames present
-in both, so they never see half a video.
+Vectors are only ever removed after the catalog stops pointing at them, so a crash at any point
+leaves, at worst, vectors whose ids the catalog does not know: harmless orphans that readers
+ignore and the next writer drops. Every catalog frame always has its vector. (If the vector file
+itself is lost or damaged, the videos it held are dropped from the catalog and re-embedded.)
 
 DuckDB allows one read-write process or many read-only ones per file. The writer opens the catalog
 only for the length of a commit, and readers open it read-only with a short retry, so search works
@@ -475,6 +476,7 @@ class Writer:
         self.repaired: list[str] = []  # videos dropped because their vectors were missing
         self.damaged_file: str | None = None  # where an unreadable vector file was moved
         self.migrated_to: int | None = None
+        self._dirty = False  # in-memory vectors differ from the file (replaced vectors dropped)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "Writer":
@@ -509,6 +511,10 @@ class Writer:
         self._load_and_reconcile()
 
     def close(self) -> None:
+        if self._index is not None and self._dirty:
+            with contextlib.suppress(OSError):
+                _write_atomic_index(self._index, self.dir / VECTORS)  # drop replaced vectors now
+        self._dirty = False
         self._index = None
         if self._lock_fh is not None:
             with contextlib.suppress(OSError):
@@ -661,7 +667,7 @@ class Writer:
             con.execute("UPDATE videos SET mtime = ? WHERE path = ?", [mtime, path])
 
     def remove_videos(self, paths: Sequence[str]) -> int:
-        """Remove videos (rows, shots, label rows and vectors). Vectors go first, as in a commit."""
+        """Remove videos (rows, shots, label rows, then vectors)."""
         if not paths:
             return 0
         with self._catalog() as con:
@@ -672,13 +678,13 @@ class Writer:
             vph = ", ".join("?" for _ in vids)
             fids = np.asarray(con.execute(f"SELECT frame_id FROM frames WHERE video_id IN ({vph})", vids)
                               .fetchnumpy()["frame_id"], np.int64)
-            if len(fids):
-                self._index.remove_ids(fids)
-                _write_atomic_index(self._index, self.dir / VECTORS)
             con.execute("BEGIN TRANSACTION")
             for table in ("frames", "shots", "segments", "video_labels", "videos"):
                 con.execute(f"DELETE FROM {table} WHERE video_id IN ({vph})", vids)
             con.execute("COMMIT")
+        if len(fids):  # after the catalog, as in a commit: a crash leaves only orphans
+            self._index.remove_ids(fids)
+            _write_atomic_index(self._index, self.dir / VECTORS)
         return len(vids)
 
     # -- labels ---------------------------------------------------------------------------------
@@ -785,12 +791,11 @@ class Writer:
                         rec.duration_s, rec.fps, rec.width, rec.height, rec.codec, n, rec.sample_fps,
                         rec.decoded_frames, rec.note, _now(),
                     ))
-                if len(old_frames):
-                    self._index.remove_ids(old_frames)
                 vecs = np.concatenate(all_vecs) if all_vecs else np.zeros((0, self.dim), np.float32)
                 if len(vecs):
                     self._index.add_with_ids(vecs, np.concatenate(all_ids))
                 _write_atomic_index(self._index, self.dir / VECTORS)
+                self._dirty = False
 
             # 2. catalog, in one transaction.
             con.execute("BEGIN TRANSACTION")
@@ -812,6 +817,11 @@ class Writer:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        # 3. the replaced videos' old vectors are now unreferenced: drop them from memory; the
+        # next vector write persists that (until then they are harmless orphans).
+        if len(old_frames):
+            self._index.remove_ids(old_frames)
+            self._dirty = True
 
 
 def _insert_frames(

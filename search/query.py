@@ -66,6 +66,7 @@ class QueryResult:
     threshold: float  # the level a frame's strength must reach (rule.enter)
     results: list[VideoResult] = field(default_factory=list)
     rule: str = ""
+    warnings: list[str] = field(default_factory=list)
     videos_searched: int = 0
     frames_searched: int = 0
 
@@ -75,6 +76,7 @@ class QueryResult:
             "kind": self.kind,
             "threshold": round(self.threshold, 6),
             "rule": self.rule,
+            "warnings": self.warnings,
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -286,4 +288,10 @@ class Searcher:
         kinds = ["text"] * len(texts) + ["image"] * len(images)
         rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
         labels = texts + [f"image:{Path(i).name}" for i in images]
-        return rank(table, raw, background, labels, kinds, rules, top)
+        results = rank(table, raw, background, labels, kinds, rules, top)
+        for res, text in zip(results, texts):
+            if enc.too_long(text):
+                res.warnings.append(
+                    f"the query is longer than the model's {enc.context_length}-token context; only its start was used."
+                )
+        return results

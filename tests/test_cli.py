@@ -122,6 +122,13 @@ def test_labels_and_classify_from_the_cli(tmp_path, store_with_clips):
     assert "unknown label" in one_line_error(run(["classify", "--labels", "nope"], tmp_path))
 
 
+def test_very_long_query_is_cut_with_a_warning(tmp_path, store_with_clips):
+    long = "a red car driving along a beach at sunset " * 20
+    p = run(["search", long, "--json"], tmp_path, check=0)
+    assert "token context" in p.stderr and "Traceback" not in p.stderr
+    assert json.loads(p.stdout)["warnings"]
+
+
 def test_search_works_with_videos_moved_away(tmp_path, store_with_clips):
     folder, _ = store_with_clips
     moved = tmp_path / "moved"
