@@ -45,6 +45,7 @@ class SampledFrame:
     ts_s: float
     rgb: np.ndarray
     shot: int = 0  # index of its shot in DecodeStats.shots
+    thumb: np.ndarray | None = None  # the 48x27 thumbnail shot detection saw
 
 
 @dataclass
@@ -196,7 +197,8 @@ def sample_frames(
             stats.decoded_frames += 1
             if getattr(frame, "is_corrupt", False):
                 stats.corrupt_frames += 1
-            new_shot = detector.push(t, frame.to_ndarray(format="rgb24", width=THUMB_W, height=THUMB_H))
+            thumb = frame.to_ndarray(format="rgb24", width=THUMB_W, height=THUMB_H)
+            new_shot = detector.push(t, thumb)
             k = math.floor((t + eps) * fps)
             if k < next_k and not new_shot:
                 continue
@@ -208,7 +210,7 @@ def sample_frames(
                 stats.rotation = turn * 90
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=turn))
             stats.sampled_frames += 1
-            yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1)
+            yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1, thumb=thumb)
     finally:
         container.close()
         _judge(stats)

@@ -97,6 +97,33 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def native_bf16(device: str) -> bool:
+    """Does this device do bf16 arithmetic natively (so bf16 is faster, not emulated)?"""
+    import torch  # noqa: PLC0415
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    if device != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_precision(precision: str = "auto", device: str = "cpu") -> str:
+    """``auto`` -> ``bf16`` where native (see :func:`native_bf16`), else ``fp32``; env ARCHIVE_PRECISION."""
+    p = (precision or "auto").lower()
+    if p == "auto":
+        p = (os.environ.get("ARCHIVE_PRECISION") or "auto").lower()
+    if p == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if p not in {"fp32", "bf16"}:
+        raise ModelLoadError(f"unknown precision '{precision}': use auto, fp32 or bf16.")
+    return p
+
+
 class Encoder:
     """An open_clip model ready to embed images and texts into L2-normalised float32 vectors.
 
@@ -113,6 +140,7 @@ class Encoder:
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.context_length = int(getattr(model, "context_length", 77) or 77)
         self.dim = int(self._probe_dim())
+        self.precision = "fp32"  # of the image tower; set by load()
 
     @classmethod
     def load(
@@ -121,6 +149,7 @@ class Encoder:
         pretrained: str = DEFAULT_PRETRAINED,
         device: str = "auto",
         cache_dir: str | None = None,
+        precision: str = "auto",
     ) -> "Encoder":
         """Build the model and load its weights.
 
@@ -129,6 +158,9 @@ class Encoder:
             pretrained: a tag, a local checkpoint path, or ``none`` for seeded random weights.
             device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
             cache_dir: where open_clip caches downloads (default: its own, or ``ARCHIVE_MODEL_DIR``).
+            precision: ``fp32``, ``bf16`` or ``auto`` (env ``ARCHIVE_PRECISION``): the image tower
+                runs in bf16 where the hardware does bf16 natively (CPUs with AVX512-BF16/AMX,
+                CUDA GPUs that support it), else fp32. Text always runs in fp32.
 
         Raises:
             ModelLoadError: unknown model or tag, missing file, or weights that cannot be fetched.
@@ -155,8 +187,15 @@ class Encoder:
                 "or use --pretrained none for random weights."
             ) from exc
         model = model.to(dev).eval()
+        prec = pick_precision(precision, dev)
+        if prec == "bf16":
+            import torch  # noqa: PLC0415
+
+            model.visual.to(torch.bfloat16)
         tokenizer = open_clip.get_tokenizer(spec.name)
-        return cls(spec, model, preprocess, tokenizer, dev)
+        enc = cls(spec, model, preprocess, tokenizer, dev)
+        enc.precision = prec
+        return enc
 
     # -- images ---------------------------------------------------------------------------------
     def preprocess_array(self, rgb: np.ndarray) -> "torch.Tensor":
@@ -170,7 +209,10 @@ class Encoder:
         import torch  # noqa: PLC0415
 
         with torch.inference_mode():
-            emb = self.model.encode_image(batch.to(self.device))
+            x = batch.to(self.device)
+            if self.precision == "bf16":
+                x = x.to(torch.bfloat16)
+            emb = self.model.encode_image(x)
             emb = torch.nn.functional.normalize(emb.float(), dim=-1)
         return emb.cpu().numpy().astype(np.float32, copy=False)
 

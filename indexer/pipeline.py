@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -64,6 +64,7 @@ class IndexReport:
     notes: list[tuple[str, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # indexed before, gone from disk now
     indexed_paths: list[str] = field(default_factory=list)
+    stages: StageTimes = field(default_factory=lambda: StageTimes())
     repaired: list[str] = field(default_factory=list)  # lost their vectors; re-embedded when indexed again
     damaged_file: str | None = None  # an unreadable vector file, moved aside
 
@@ -77,14 +78,41 @@ def _noop(_: Progress) -> None:
     return None
 
 
+@dataclass
+class StageTimes:
+    """Seconds spent per indexing stage (decode includes shot detection and scaling)."""
+
+    decode: float = 0.0
+    preprocess: float = 0.0
+    embed: float = 0.0
+    write: float = 0.0
+    frames: int = 0
+    reused: int = 0  # near-identical samples that reused the previous embedding
+
+    def add(self, other: "StageTimes") -> None:
+        for k in ("decode", "preprocess", "embed", "write", "frames", "reused"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+# A sample whose thumbnail differs from the previous sample of the same shot by less than this
+# (mean absolute difference, 0-255) reuses its embedding: held frames, static packshots, logos.
+NEAR_DUPLICATE = 1.0
+_END = object()
+
+
 def embed_video(
     path: str,
     encoder: Encoder,
     fps: float = DEFAULT_FPS,
     batch_size: int = DEFAULT_BATCH,
     progress: ProgressFn = _noop,
+    times_out: StageTimes | None = None,
 ) -> VideoRecord:
     """Decode one video, sample ``fps`` frames per second of video time, embed them.
+
+    Decoding and preprocessing run in a background thread, one batch ahead of the model. A
+    sample nearly identical to the previous one of its shot reuses that embedding (its frame row
+    is still stored, so answers do not change).
 
     Returns:
         A record ready for :meth:`Writer.commit`: frame times, vectors and the file's metadata.
@@ -92,27 +120,89 @@ def embed_video(
     Raises:
         VideoOpenError: the file is not a decodable video.
     """
+    import queue  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
 
     st = os.stat(path)
     fp = fingerprint(path)
     info = probe(path)
     stats = DecodeStats()
+    tm = StageTimes()
     times: list[float] = []
     shot_of: list[int] = []
+    owner: list[int] = []  # per sample: index into the embedded vectors
+    q: "queue.Queue[Any]" = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        batch: list[torch.Tensor] = []
+        prev_thumb: np.ndarray | None = None
+        prev_shot = -1
+        n_embedded = 0
+        try:
+            t0 = time.perf_counter()
+            for frame in sample_frames(path, fps, short_side=encoder.image_size, stats=stats):
+                t1 = time.perf_counter()
+                tm.decode += t1 - t0
+                times.append(frame.ts_s)
+                shot_of.append(frame.shot)
+                thumb = frame.thumb.astype(np.int16) if frame.thumb is not None else None
+                same = (
+                    thumb is not None and prev_thumb is not None and frame.shot == prev_shot
+                    and float(np.mean(np.abs(thumb - prev_thumb))) < NEAR_DUPLICATE
+                )
+                if same:
+                    owner.append(n_embedded - 1)
+                    tm.reused += 1
+                else:
+                    batch.append(encoder.preprocess_array(frame.rgb))
+                    owner.append(n_embedded)
+                    n_embedded += 1
+                    prev_thumb = thumb
+                prev_shot = frame.shot
+                t0 = time.perf_counter()
+                tm.preprocess += t0 - t1
+                if len(batch) >= batch_size:
+                    q.put((torch.stack(batch), frame.ts_s, len(times)))
+                    batch = []
+                if stop.is_set():
+                    return
+            if batch:
+                q.put((torch.stack(batch), times[-1], len(times)))
+            q.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            q.put(exc)
+
+    worker = threading.Thread(target=produce, name="decode", daemon=True)
+    worker.start()
     chunks: list[np.ndarray] = []
-    batch: list[torch.Tensor] = []
-    for frame in sample_frames(path, fps, short_side=encoder.image_size, stats=stats):
-        times.append(frame.ts_s)
-        shot_of.append(frame.shot)
-        batch.append(encoder.preprocess_array(frame.rgb))
-        if len(batch) >= batch_size:
-            chunks.append(encoder.encode_batch(torch.stack(batch)))
-            batch = []
-            progress(Progress("frames", path=path, done=frame.ts_s, frames=len(times)))
-    if batch:
-        chunks.append(encoder.encode_batch(torch.stack(batch)))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            batch_t, ts, n = item
+            t0 = time.perf_counter()
+            chunks.append(encoder.encode_batch(batch_t))
+            tm.embed += time.perf_counter() - t0
+            progress(Progress("frames", path=path, done=ts, frames=n))
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            worker.join(timeout=0.05)
+    embedded = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
+    vectors = embedded[np.asarray(owner, np.int64)] if owner else np.zeros((0, encoder.dim), np.float32)
+    tm.frames = len(times)
+    if times_out is not None:
+        times_out.add(tm)
     duration = max(stats.duration_s, times[-1] if times else 0.0)
     ends = times[1:] + [duration]
     problems = list(stats.notes)
@@ -272,7 +362,9 @@ def _run(
     def flush() -> None:
         nonlocal pending, failures, last_commit
         partial = [(rec.path, rec.note) for rec in pending if rec.note]
+        t0 = time.perf_counter()
         writer.commit(pending, failures + partial)
+        report.stages.write += time.perf_counter() - t0
         for rec in pending:
             report.indexed += 1
             report.indexed_paths.append(rec.path)
@@ -290,7 +382,7 @@ def _run(
             progress(Progress("start", path=path))
             try:
                 assert encoder is not None
-                rec = embed_video(path, encoder, fps, batch_size, progress)
+                rec = embed_video(path, encoder, fps, batch_size, progress, times_out=report.stages)
             except VideoOpenError as exc:
                 failures.append((path, str(exc).removeprefix(f"{path}: ")))
                 progress(Progress("fail", path=path, message=failures[-1][1]))

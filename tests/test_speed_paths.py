@@ -1,0 +1,64 @@
+"""The fast paths change no answers: bf16 image tower, near-duplicate reuse, decode prefetch."""
+
+import numpy as np
+import pytest
+import torch
+
+from archive import Archive
+from conftest import DATA, TEST_MODEL
+from indexer.decode import sample_frames
+from indexer.encoder import Encoder, native_bf16
+from indexer.pipeline import StageTimes, embed_video
+from test_timings import ad_shots, frame_at
+from videos import Shot, make_video
+
+
+@pytest.fixture(scope="module")
+def fp32():
+    return Encoder.load(TEST_MODEL, "none", "cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def bf16():
+    return Encoder.load(TEST_MODEL, "none", "cpu", precision="bf16")
+
+
+def test_bf16_embeddings_match_fp32_on_real_frames(fp32, bf16):
+    frames = [f.rgb for f in sample_frames(DATA / "Megamind.avi", 2.0, fp32.image_size)]
+    batch = torch.stack([fp32.preprocess_array(f) for f in frames])
+    a, b = fp32.encode_batch(batch), bf16.encode_batch(batch)
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
+    assert float(np.min(np.sum(a * b, axis=1))) >= 0.99
+
+
+def test_bf16_gives_the_same_timings(fp32, bf16, tmp_path):
+    truth = make_video(tmp_path / "ad.mp4", ad_shots("25"), "25")
+    q = frame_at(truth, 2)
+    answers = []
+    for enc in (fp32, bf16):
+        a = Archive(tmp_path / f"store_{enc.precision}")
+        a._encoder = enc
+        a.index([truth.path])
+        [res] = a.search(image=q)
+        answers.append([(r.video_id, r.present, r.first_seen_s, r.duration_s,
+                         [(s.start_s, s.end_s) for s in r.segments]) for r in res.results])
+    assert answers[0] == answers[1]
+
+
+def test_auto_precision_follows_the_hardware():
+    enc = Encoder.load(TEST_MODEL, "none", "cpu")
+    assert enc.precision == ("bf16" if native_bf16("cpu") else "fp32")
+
+
+def test_near_duplicate_samples_reuse_the_embedding(fp32, tmp_path):
+    # a 4 s shot of one still picture, then a different shot: the still is embedded once
+    v = make_video(tmp_path / "still.mp4", [Shot(1, 100), Shot(2, 50)], "25")
+    tm = StageTimes()
+    rec = embed_video(str(v.path), fp32, 2.0, times_out=tm)
+    assert tm.frames == len(rec.frames) and tm.reused >= 5
+    first_shot = [i for i, f in enumerate(rec.frames) if f.shot == rec.frames[0].shot]
+    assert len(first_shot) >= 8
+    # every stored vector is still a faithful embedding of its own frame
+    frames = list(sample_frames(v.path, 2.0, fp32.image_size))
+    direct = fp32.encode_images([f.rgb for f in frames])
+    assert float(np.min(np.sum(direct * rec.vectors, axis=1))) > 0.995
