@@ -260,6 +260,42 @@ def info(
 
 
 @app.command()
+def bench(
+    index_paths: Optional[List[Path]] = typer.Option(
+        None, "--index", help="Time a real index run of these files/folders (temporary store).", show_default=False
+    ),
+    naive: bool = typer.Option(False, "--naive", help="With --index: also time the naive per-frame loop."),
+    frames: int = typer.Option(0, "--frames", help="Build a synthetic store of N frames and time queries on it."),
+    queries: int = typer.Option(20, "--queries", help="Text queries to time with --frames."),
+    model: str = typer.Option("ViT-B-32", "--model", help="open_clip model."),
+    pretrained: str = typer.Option("none", "--pretrained", help="Weights (timings do not depend on them)."),
+    precision: str = typer.Option("auto", "--precision", help="Image tower precision: auto, fp32 or bf16."),
+    fps: float = typer.Option(2.0, "--fps", help="Samples per second for --index."),
+    keep: Optional[Path] = typer.Option(None, "--keep", help="With --frames: build the store here and keep it.",
+                                        show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per benchmark)."),
+) -> None:
+    """Measure indexing (frames/s, stage split, RSS) and query latency (p50/p95) on this machine."""
+    from . import bench as b  # noqa: PLC0415
+    from .render import dumps, out  # noqa: PLC0415
+
+    if not index_paths and frames <= 0:
+        _fail("give --index PATH... and/or --frames N.", 2)
+    results = []
+    if index_paths:
+        results.append(_call(lambda: b.bench_index([str(p) for p in index_paths], model, pretrained, fps,
+                                                   precision=precision, naive=naive)))
+    if frames > 0:
+        results.append(_call(lambda: b.bench_query_mode(frames, queries, model, pretrained,
+                                                        str(keep) if keep else None)))
+    for r in results:
+        if as_json:
+            print(dumps(r))
+        else:
+            out.print_json(dumps(r))
+
+
+@app.command()
 def check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     store: Optional[Path] = StoreOpt,

@@ -7,6 +7,7 @@ cosine cut.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -192,6 +193,18 @@ def rank(
     return out
 
 
+def _store_stamp(store_dir: Path) -> tuple[Any, ...]:
+    """Changes whenever a commit touches the catalog or the vectors."""
+    out = []
+    for name in ("catalog.duckdb", "catalog.duckdb.wal", "frames.faiss"):
+        try:
+            st = (store_dir / name).stat()
+            out.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((name, None, None))
+    return tuple(out)
+
+
 class Searcher:
     """Answers queries over one store. Loads the store's model once, on first use.
 
@@ -217,9 +230,20 @@ class Searcher:
         self.templates = tuple(templates)
         self.backgrounds = tuple(backgrounds)
         self._bg: np.ndarray | None = None
+        self._table: tuple[Any, list[int] | None, FrameTable] | None = None
+        self.last_timings: dict[str, float] = {}
         for t in self.templates:
             if t.count("{}") != 1:
                 raise QueryError(f"prompt template {t!r} must contain one {{}} where the query goes.")
+
+    def frames(self, scope: list[int] | None) -> FrameTable:
+        """The frame table for ``scope``, kept between calls until the store changes on disk."""
+        key = _store_stamp(self.store_dir)
+        if self._table is not None and self._table[0] == key and self._table[1] == scope:
+            return self._table[2]
+        table = load_frames(self.store_dir, scope)
+        self._table = (key, scope, table)
+        return table
 
     def background_vectors(self) -> np.ndarray:
         """The background prompts' unit vectors (the "something else" class), embedded once."""
@@ -271,8 +295,10 @@ class Searcher:
                 raise QueryError(f"image file not found: {i}")
         if top is not None and top < 1:
             raise QueryError(f"--top must be at least 1, not {top}.")
+        t0 = time.perf_counter()
         scope = resolve_scope(self.store_dir, videos)
-        table = load_frames(self.store_dir, scope)
+        table = self.frames(scope)
+        t1 = time.perf_counter()
         enc = self.encoder
         vecs = []
         if texts:
@@ -283,12 +309,15 @@ class Searcher:
         if texts:
             vecs.append(self.background_vectors())
         allv = np.concatenate(vecs) if vecs else np.zeros((0, enc.dim), np.float32)
+        t2 = time.perf_counter()
         scores = table.scores(allv)
+        t3 = time.perf_counter()
         raw, background = scores[:, :n_q], (scores[:, n_q:] if texts else None)
         kinds = ["text"] * len(texts) + ["image"] * len(images)
         rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
         labels = texts + [f"image:{Path(i).name}" for i in images]
         results = rank(table, raw, background, labels, kinds, rules, top)
+        self.last_timings = {"load": t1 - t0, "embed": t2 - t1, "scan": t3 - t2, "timeline": time.perf_counter() - t3}
         for res, text in zip(results, texts):
             if enc.too_long(text):
                 res.warnings.append(

@@ -1,0 +1,206 @@
+"""`archive bench`: measured numbers for indexing and for queries, as JSON.
+
+    archive bench --index PATH... [--naive]      a real index run into a temporary store
+    archive bench --frames N --queries Q         a synthetic store of N frames, Q real text queries
+
+Numbers are for the machine it runs on; README's performance section says which machine gave
+the published ones and the commands that reproduce them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+QUERIES = [
+    "a beach", "football", "a construction site", "alcohol", "a car on a road", "a family at dinner",
+    "a city at night", "a dog", "a smartphone", "a logo on a white background", "people dancing",
+    "a supermarket", "snow in the mountains", "a kitchen", "a doctor", "a stadium crowd",
+]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_index(
+    paths: Sequence[str], model: str, pretrained: str, fps: float = 2.0, batch_size: int = 32,
+    precision: str = "auto", naive: bool = False,
+) -> dict[str, Any]:
+    """Index ``paths`` into a temporary store and time it; with ``naive``, also time the naive
+    per-frame loop (OpenCV reads every frame, keeps every Nth, PIL, fp32 batches of 32) on the
+    same files and model."""
+    from indexer.encoder import Encoder
+    from indexer.pipeline import index_paths
+
+    t0 = time.perf_counter()
+    enc = Encoder.load(model, pretrained, "cpu", precision=precision)
+    load_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = index_paths(paths, tmp, encoder=enc, fps=fps, batch_size=batch_size)
+        store_bytes = sum(p.stat().st_size for p in Path(tmp).iterdir() if p.is_file())
+    st = rep.stages
+    out: dict[str, Any] = {
+        "mode": "index",
+        "model": model, "pretrained": pretrained, "precision": enc.precision, "fps": fps,
+        "threads": _threads(),
+        "videos": rep.indexed, "failed": rep.failed, "frames": rep.frames, "reused_frames": st.reused,
+        "video_seconds": round(rep.video_seconds, 3),
+        "wall_s": round(rep.wall_s, 3), "model_load_s": round(load_s, 3),
+        "frames_per_s": round(rep.frames / rep.wall_s, 2) if rep.wall_s else None,
+        "video_seconds_per_s": round(rep.video_seconds / rep.wall_s, 2) if rep.wall_s else None,
+        # decode and preprocess run in a thread alongside embed, so they overlap the embed time
+        "stages_s": {"decode": round(st.decode, 3), "preprocess": round(st.preprocess, 3),
+                     "embed": round(st.embed, 3), "write": round(st.write, 3)},
+        "bytes_per_frame": round(store_bytes / rep.frames, 1) if rep.frames else None,
+    }
+    if naive:
+        nv = naive_loop(paths, model, pretrained, fps)
+        out["naive"] = nv
+        out["speedup_vs_naive"] = round(nv["wall_s"] / rep.wall_s, 2) if rep.wall_s else None
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return out
+
+
+def naive_loop(paths: Sequence[str], model: str, pretrained: str, fps: float) -> dict[str, Any]:
+    """The loop we replace: every frame read with OpenCV, every Nth kept, PIL, fp32, batches of 32."""
+    import cv2
+    import torch
+    from PIL import Image
+
+    from indexer.discover import discover
+    from indexer.encoder import Encoder
+
+    enc = Encoder.load(model, pretrained, "cpu", precision="fp32")
+    files, _ = discover(paths)
+    t0 = time.perf_counter()
+    frames = 0
+    for f in files:
+        cap = cv2.VideoCapture(f)
+        if not cap.isOpened():
+            continue
+        step = max(1, round((cap.get(cv2.CAP_PROP_FPS) or 25.0) / fps))
+        batch: list[Any] = []
+        i = 0
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            if i % step == 0:
+                batch.append(enc.preprocess(Image.fromarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))))
+                if len(batch) == 32:
+                    with torch.inference_mode():
+                        enc.model.encode_image(torch.stack(batch))
+                    frames += len(batch)
+                    batch = []
+            i += 1
+        if batch:
+            with torch.inference_mode():
+                enc.model.encode_image(torch.stack(batch))
+            frames += len(batch)
+        cap.release()
+    wall = time.perf_counter() - t0
+    return {"frames": frames, "wall_s": round(wall, 3), "frames_per_s": round(frames / wall, 2) if wall else None,
+            "precision": "fp32"}
+
+
+def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: int = 0) -> dict[str, Any]:
+    """A store of ``frames`` random unit vectors with ad-like metadata (30 s videos at 2 samples/s,
+    2 s shots), written through the real store code."""
+    from indexer.encoder import Encoder, ModelSpec
+    from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer
+
+    enc = Encoder.load(model, pretrained, "cpu")
+    dim = enc.dim
+    rng = np.random.default_rng(seed)
+    per_video = 60
+    n_videos = max(1, frames // per_video)
+    t0 = time.perf_counter()
+    with Writer(store) as w:
+        w.attach(ModelSpec(enc.spec.name, enc.spec.pretrained), dim)
+        done = 0
+        chunk: list[VideoRecord] = []
+        for v in range(n_videos):
+            n = per_video if v < n_videos - 1 else frames - done
+            vec = rng.standard_normal((n, dim), dtype=np.float32)
+            vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+            ts = np.arange(n) * 0.5
+            shots = [ShotRecord(float(a), float(min(a + 2.0, n * 0.5))) for a in np.arange(0, n * 0.5, 2.0)]
+            chunk.append(VideoRecord(
+                path=f"/synthetic/brand{v % 50:02d}/ad{v:06d}.mp4", size_bytes=5_000_000, mtime=0.0,
+                fingerprint=f"{v:032x}", duration_s=n * 0.5, fps=25.0, width=1920, height=1080, codec="h264",
+                sample_fps=2.0, decoded_frames=n * 12,
+                frames=[FrameRecord(float(t), float(t + 0.5), int(t // 2.0)) for t in ts], vectors=vec, shots=shots,
+            ))
+            done += n
+            if len(chunk) >= 2000:
+                w.commit(chunk)
+                chunk = []
+        if chunk:
+            w.commit(chunk)
+    build_s = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in Path(store).iterdir() if p.is_file())
+    return {"frames": frames, "videos": n_videos, "build_s": round(build_s, 2), "bytes_on_disk": size,
+            "bytes_per_frame": round(size / frames, 1)}
+
+
+def bench_queries(store: str, queries: int) -> dict[str, Any]:
+    """Run ``queries`` real text queries one at a time against ``store``, model loaded first."""
+    from search.query import Searcher
+
+    s = Searcher(store)
+    _ = s.encoder
+    s.background_vectors()
+    texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(queries)]
+    s.search([texts[0]])  # warm: loads the frame table once, as a notebook or a server keeps it
+    lat, parts = [], []
+    for t in texts:
+        t0 = time.perf_counter()
+        s.search([t])
+        lat.append((time.perf_counter() - t0) * 1000)
+        parts.append(dict(s.last_timings))
+    lat_a = np.array(lat)
+    split = {k: round(float(np.median([p[k] for p in parts])) * 1000, 2) for k in parts[0]}
+    return {"queries": queries, "p50_ms": round(float(np.percentile(lat_a, 50)), 2),
+            "p95_ms": round(float(np.percentile(lat_a, 95)), 2), "split_p50_ms": split,
+            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": _threads()}
+
+
+def bench_query_mode(frames: int, queries: int, model: str, pretrained: str, keep: str | None = None) -> dict[str, Any]:
+    """Build a synthetic store, then time queries in a fresh process (so its peak RSS is the
+    searcher's own, not the builder's)."""
+    tmp = None
+    store = keep
+    if store is None:
+        tmp = tempfile.TemporaryDirectory()
+        store = tmp.name
+    try:
+        built = build_synthetic(store, frames, model, pretrained)
+        p = subprocess.run([sys.executable, "-m", "archive.bench", store, str(queries)],
+                           capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            raise RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "query bench failed")
+        q = json.loads(p.stdout)
+        return {"mode": "query", "model": model, "pretrained": pretrained, **built, **q}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+if __name__ == "__main__":  # the query-timing child process
+    print(json.dumps(bench_queries(sys.argv[1], int(sys.argv[2]))))
