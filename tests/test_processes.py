@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import duckdb
 import pytest
 
 from conftest import env_for_cli
@@ -55,25 +56,49 @@ def wait_for_lock(store, proc, timeout=120):
     raise AssertionError("index run never took the lock")
 
 
+def committed_videos(store):
+    """Videos in the catalog now (read-only; waits out a commit in progress)."""
+    for _ in range(200):
+        try:
+            con = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+        except duckdb.Error:
+            time.sleep(0.02)
+            continue
+        try:
+            return con.execute("SELECT count(*) FROM videos").fetchall()[0][0]
+        except duckdb.Error:
+            return 0  # tables not created yet
+        finally:
+            con.close()
+    raise AssertionError("catalog stayed locked")
+
+
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(folder, reference, tmp_path):
     env = env_for_cli(tmp_path)
     env["ARCHIVE_COMMIT_INTERVAL_S"] = "0"  # commit after every video: many commit points to hit
     store = tmp_path / "store"
     rng = random.Random(20261126)
     seen = []
-    for _ in range(4):
+    done = 0
+    while done < len(reference) - 2:
+        # kill once `target` videos are committed, plus a random delay: mid-video, mid-commit, anywhere
+        target = min(done + rng.randint(1, 2), len(reference) - 1)
         p = start(["index", folder, "-q"], env)
         wait_for_lock(store, p)
-        time.sleep(rng.uniform(0.0, 4.0))
+        while p.poll() is None and committed_videos(store) < target:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         chk = run(["check", "--json"], env)
         rep = json.loads(chk.stdout)
         assert rep["ok"], rep  # the two stores agree after every crash
-        seen.append(rep["videos"])
+        assert rep["videos"] >= done  # nothing committed is ever lost
+        done = rep["videos"]
+        seen.append(done)
         info = run(["info", "--json"], env)
         assert info.returncode == 0, info.stderr
-    assert any(0 < n < len(reference) for n in seen), seen  # some kills landed mid-run
+    assert any(0 < n < len(reference) for n in seen), seen  # the kills landed mid-run
     final = run(["index", folder, "-q", "--json"], env)
     assert final.returncode == 0, final.stderr
     rep = json.loads(final.stdout)
