@@ -69,12 +69,12 @@ def materialise(store_dir: str | os.PathLike[str], encoder: Encoder, writer: Wri
         q = _label_vectors(labels, encoder)
         bg = encoder.encode_texts(list(presence.BACKGROUND_PROMPTS))
         scores = table.scores(np.concatenate([q, bg]))
-        raw, background = scores[:, : len(labels)], scores[:, len(labels):]
+        raw, bg_lse = scores[:, : len(labels)], presence.background_lse(scores[:, len(labels):])
         rules = [
             Rule("threshold", t, t) if t is not None else Rule("text", presence.TEXT_ENTER, presence.TEXT_STAY)
             for _, _, t in labels
         ]
-        results = rank(table, raw, background, [n for n, _, _ in labels], ["text"] * len(labels), rules, top=None)
+        results = rank(table, raw, bg_lse, [n for n, _, _ in labels], ["text"] * len(labels), rules, top=None)
         for (name, _, _), res in zip(labels, results):
             for r in res.results:
                 vid_rows.append((r.video_id, name, r.present, r.first_seen_s, r.duration_s, len(r.segments),

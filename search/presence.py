@@ -108,18 +108,25 @@ def ensemble(texts_by_query: Sequence[Sequence[str]], encode: "callable", templa
     return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
-def text_probability(query_scores: np.ndarray, background_scores: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
+def background_lse(background_scores: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
+    """Per frame, ``log(sum_b exp(scale * s_b))`` over the background prompts: all the rule needs
+    of them, so it is computed once per store and kept."""
+    z = scale * np.asarray(background_scores, np.float64)
+    if z.size == 0:
+        return np.full(len(z), -np.inf)
+    m = z.max(axis=1)
+    return m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+
+
+def text_probability(query_scores: np.ndarray, bg_lse: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
     """p(query) under a softmax over [query, backgrounds...] for each frame.
 
     Args:
         query_scores: ``(n,)`` cosine of each frame with the query.
-        background_scores: ``(n, b)`` cosine of each frame with each background prompt.
+        bg_lse: ``(n,)`` :func:`background_lse` of each frame.
     """
-    d = scale * (background_scores - query_scores[:, None])
-    m = np.maximum(d.max(axis=1), 0.0) if d.size else np.zeros(len(query_scores))
-    # 1 / (1 + sum exp(d)), computed stably
-    denom = np.exp(-m) + np.exp(d - m[:, None]).sum(axis=1)
-    return (np.exp(-m) / denom).astype(np.float64)
+    z = scale * np.asarray(query_scores, np.float64) - bg_lse
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def same_shot_cosine(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,

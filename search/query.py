@@ -132,16 +132,16 @@ def rules_for(
     return out
 
 
-def strengths(raw: np.ndarray, background: np.ndarray | None, rule: Rule, table: FrameTable) -> np.ndarray:
+def strengths(raw: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, table: FrameTable) -> np.ndarray:
     """Per-frame match strength for one query, at shot level (see :func:`presence.shot_level`)."""
-    s = presence.text_probability(raw, background) if rule.kind == "text" and background is not None else raw
+    s = presence.text_probability(raw, bg_lse) if rule.kind == "text" and bg_lse is not None else raw
     return presence.shot_level(s, table.shot_id, table.shot_len_s, table.blank)
 
 
 def rank(
     table: FrameTable,
     raw: np.ndarray,
-    background: np.ndarray | None,
+    bg_lse: np.ndarray | None,
     labels: Sequence[str],
     kinds: Sequence[str],
     rules: Sequence[Rule],
@@ -152,7 +152,7 @@ def rank(
     Args:
         table: frames in scope.
         raw: ``(n_frames, n_queries)`` cosine scores.
-        background: ``(n_frames, n_backgrounds)`` cosine scores with the background prompts.
+        bg_lse: per frame, :func:`presence.background_lse` of the background prompts' scores.
         labels, kinds, rules: per query, its label, kind and rule.
         top: keep this many videos per query, best first (None: all).
     """
@@ -166,7 +166,7 @@ def rank(
     out: list[QueryResult] = []
     for j, (label, kind, rule) in enumerate(zip(labels, kinds, rules)):
         col = raw[:, j]
-        st = strengths(col, background, rule, table)
+        st = strengths(col, bg_lse, rule, table)
         res = QueryResult(query=label, kind=kind, threshold=float(rule.enter), rule=rule.describe(),
                           videos_searched=len(starts), frames_searched=len(vid))
         if len(starts):
@@ -231,6 +231,7 @@ class Searcher:
         self.backgrounds = tuple(backgrounds)
         self._bg: np.ndarray | None = None
         self._table: tuple[Any, list[int] | None, FrameTable] | None = None
+        self._lse: tuple[FrameTable, np.ndarray] | None = None
         self.last_timings: dict[str, float] = {}
         for t in self.templates:
             if t.count("{}") != 1:
@@ -244,6 +245,12 @@ class Searcher:
         table = load_frames(self.store_dir, scope)
         self._table = (key, scope, table)
         return table
+
+    def background_lse(self, scope: list[int] | None, table: FrameTable) -> np.ndarray:
+        """Per-frame background term of the text rule, computed once per frame table."""
+        if self._lse is None or self._lse[0] is not table:
+            self._lse = (table, presence.background_lse(table.scores(self.background_vectors())))
+        return self._lse[1]
 
     def background_vectors(self) -> np.ndarray:
         """The background prompts' unit vectors (the "something else" class), embedded once."""
@@ -306,17 +313,15 @@ class Searcher:
         for i in images:
             vecs.append(enc.encode_image_file(i)[None, :])
         n_q = len(texts) + len(images)
-        if texts:
-            vecs.append(self.background_vectors())
         allv = np.concatenate(vecs) if vecs else np.zeros((0, enc.dim), np.float32)
+        bg_lse = self.background_lse(scope, table) if texts else None
         t2 = time.perf_counter()
-        scores = table.scores(allv)
+        raw = table.scores(allv)
         t3 = time.perf_counter()
-        raw, background = scores[:, :n_q], (scores[:, n_q:] if texts else None)
         kinds = ["text"] * len(texts) + ["image"] * len(images)
         rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
         labels = texts + [f"image:{Path(i).name}" for i in images]
-        results = rank(table, raw, background, labels, kinds, rules, top)
+        results = rank(table, raw, bg_lse, labels, kinds, rules, top)
         self.last_timings = {"load": t1 - t0, "embed": t2 - t1, "scan": t3 - t2, "timeline": time.perf_counter() - t3}
         for res, text in zip(results, texts):
             if enc.too_long(text):

@@ -1,18 +1,20 @@
 import numpy as np
 import pytest
 
-from search.presence import ImageCalibration, calibrate_images, ensemble, same_shot_cosine, shot_level, text_probability
+from search.presence import (
+    ImageCalibration, background_lse, calibrate_images, ensemble, same_shot_cosine, shot_level, text_probability,
+)
 
 
 def test_text_probability_is_a_softmax_against_backgrounds():
     q = np.array([0.30, 0.20, 0.25])
     bg = np.array([[0.20, 0.21], [0.30, 0.29], [0.25, 0.10]])
-    p = text_probability(q, bg)
+    p = text_probability(q, background_lse(bg))
     e = np.exp(100 * np.column_stack([q, bg]))
     assert p == pytest.approx(e[:, 0] / e.sum(axis=1))
     assert p[0] > 0.99 and p[1] < 0.01 and p[2] == pytest.approx(0.5, abs=1e-6)
     # stable for large differences
-    assert np.all(np.isfinite(text_probability(np.array([1.0, -1.0]), np.array([[-1.0], [1.0]]))))
+    assert np.all(np.isfinite(text_probability(np.array([1.0, -1.0]), background_lse(np.array([[-1.0], [1.0]])))))
 
 
 def test_shot_level_spreads_the_best_sample_over_short_shots():
