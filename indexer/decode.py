@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import stat
 from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -77,10 +78,13 @@ def _open(path: str | Path) -> tuple[Any, Any]:
     if p.is_dir():
         raise VideoOpenError(f"{path}: is a directory, not a video file")
     try:
-        if p.stat().st_size == 0:
-            raise VideoOpenError(f"{path}: empty file (0 bytes)")
+        st = p.stat()
     except OSError as exc:
         raise VideoOpenError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise VideoOpenError(f"{path}: not a regular file (a pipe, socket or device)")
+    if st.st_size == 0:
+        raise VideoOpenError(f"{path}: empty file (0 bytes)")
     try:
         container = av.open(str(p), mode="r", timeout=30)
     except FileNotFoundError as exc:

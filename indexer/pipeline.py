@@ -8,6 +8,7 @@ first can move to worker processes without touching the second.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +244,13 @@ def _plan(
             st = os.stat(f)
         except OSError as exc:
             bad.append((f, f"cannot read ({exc.strerror})"))
+            continue
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the decoder forever
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a pipe, socket or device"
+            bad.append((f, f"not a regular file ({kind})"))
+            continue
+        if not os.access(f, os.R_OK):
+            bad.append((f, "cannot read (permission denied)"))
             continue
         old = known.get(f)
         if old is None or old[3] != fps or old[0] != st.st_size:

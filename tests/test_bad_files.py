@@ -125,3 +125,44 @@ def test_messy_folder(tmp_path):
                                                 "--json"], env=env, capture_output=True, text=True).stdout)
     assert [v["name"] for v in vids] == ["bugy.avi", "eight_k.mp4", "spaces and ünïcödé ✓.mp4", "truncated.avi"]
     assert vids[1]["width"] == 7680
+
+
+def test_fifo_does_not_hang_the_run(tmp_path):
+    d = tmp_path / "pipes"
+    d.mkdir()
+    os.mkfifo(d / "stream.mp4")
+    make_video(d / "good.mp4", [Shot(1, 25)], "25")
+    p = subprocess.run(ARCHIVE + ["index", str(d), "-q", "--json"], env=env_for_cli(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    rep = json.loads(p.stdout)
+    assert p.returncode == 1 and rep["indexed"] == 1
+    assert rep["failures"] == [{"path": str(d / "stream.mp4"), "error": "not a regular file (a pipe, socket or device)"}]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"),
+                    reason="needs root to run the CLI as another user")
+def test_unreadable_file_as_an_ordinary_user():
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="archive-perm-")
+    try:
+        os.chmod(root, 0o777)
+        d = os.path.join(root, "videos")
+        os.mkdir(d)
+        os.chmod(d, 0o777)
+        make_video(os.path.join(d, "good.mp4"), [Shot(1, 25)], "25")
+        secret = os.path.join(d, "secret.mp4")
+        make_video(secret, [Shot(2, 25)], "25")
+        os.chmod(secret, 0o000)
+        env = env_for_cli(__import__("pathlib").Path(root))
+        env.update(HOME=root, XDG_CACHE_HOME=root, TORCH_HOME=root, HF_HOME=root)
+        cmd = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + ARCHIVE + [
+            "index", d, "-q", "--json"]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert "Traceback" not in p.stderr, p.stderr
+        rep = json.loads(p.stdout)
+        assert p.returncode == 1 and rep["indexed"] == 1
+        assert rep["failures"] == [{"path": secret, "error": "cannot read (permission denied)"}]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
