@@ -87,8 +87,9 @@ def check_store(store_dir: str | os.PathLike[str]) -> CheckReport:
             affected = con.execute(
                 "SELECT DISTINCT v.path FROM frames f JOIN m USING (frame_id) JOIN videos v USING (video_id) ORDER BY 1"
             ).fetchall()
+        example = f" (e.g. {affected[0][0]})" if affected else ""
         rep.problems.append(
-            f"{len(missing)} frame(s) of {len(affected)} video(s) have no vector (e.g. {affected[0][0]}): "
+            f"{len(missing)} frame(s) of {len(affected)} video(s) have no vector{example}: "
             "run `archive index` on their folders to re-embed them."
         )
     if len(extra):
@@ -114,7 +115,10 @@ def _finish(rep: CheckReport, paths: list[str], root: Path) -> CheckReport:
             "`archive prune` removes them)."
         )
     for leftover in sorted(root.glob(f"{VECTORS}.*")):
-        rep.notes.append(f"leftover file {leftover.name} (from an interrupted write or a repair); safe to delete.")
+        rep.notes.append(
+            f"extra file {leftover.name}: left by an interrupted write or a repair (safe to delete), "
+            "or a write in progress."
+        )
     return rep
 
 

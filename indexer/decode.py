@@ -253,11 +253,22 @@ def _frames_in_presentation_order(
     last = -math.inf
     step = 1.0 / native_fps if native_fps else 0.04
 
+    pushed = -math.inf  # the latest time handed to the reorder window
+    offset = 0.0  # added after a timestamp reset (concatenated streams), so time keeps going
+
     def stamp(frame: Any) -> float:
-        nonlocal last
-        if frame.pts is not None:
-            return float(frame.pts * time_base)
-        return last + step if last > -math.inf else 0.0
+        nonlocal pushed, offset
+        if frame.pts is None:  # raw elementary streams carry no pts: count frames
+            t = pushed + step if pushed > -math.inf else 0.0
+        else:
+            t = float(frame.pts * time_base) + offset
+            if pushed > -math.inf and t < pushed - 1.0:  # a reset, not B-frame reordering
+                offset += pushed + step - t
+                t = pushed + step
+                if "timestamps restart" not in " ".join(stats.notes):
+                    stats.notes.append("timestamps restart mid-file (joined streams?): times continue from the reset")
+        pushed = max(pushed, t)
+        return t
 
     def release() -> tuple[float, Any]:
         nonlocal last

@@ -241,6 +241,12 @@ def _plan(
     bad: list[tuple[str, str]] = []
     for f in files:
         try:
+            f.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(f).decode("utf-8", "backslashreplace")
+            bad.append((shown, "the file name is not valid UTF-8: rename the file to index it"))
+            continue
+        try:
             st = os.stat(f)
         except OSError as exc:
             bad.append((f, f"cannot read ({exc.strerror})"))

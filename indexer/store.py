@@ -58,6 +58,9 @@ def _migrate_1_to_2(con: Any) -> None:
     con.execute("UPDATE frames SET shot_id = video_id")
 
 
+# Everything keyed by video_id, deleted together when a video is replaced or removed.
+_PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "videos")
+
 # MIGRATIONS[v] turns a version-v catalog into version v + 1, inside one transaction.
 MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2}
 
@@ -263,9 +266,18 @@ def _write_atomic_index(index: Any, dest: Path) -> None:
     import faiss  # noqa: PLC0415
 
     tmp = dest.with_name(dest.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    try:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    except (RuntimeError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "disk full, file too large or not writable"
+        raise StoreError(
+            f"could not write the vector file {dest} ({reason}); nothing of this commit was recorded: "
+            "run `archive index` again once there is room."
+        ) from exc
     os.replace(tmp, dest)
     dir_fd = os.open(dest.parent, os.O_RDONLY)
     try:
@@ -435,7 +447,11 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         frames = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
         failures = con.execute("SELECT count(DISTINCT path) FROM failures").fetchall()[0][0]
     root = Path(store_dir)
-    size = sum(p.stat().st_size for p in root.iterdir() if p.is_file())
+    size = 0
+    for p in root.iterdir():  # an index run may rename or delete files meanwhile
+        with contextlib.suppress(OSError):
+            if p.is_file():
+                size += p.stat().st_size
     vectors = 0
     if (root / VECTORS).exists():
         vectors = _read_index(root / VECTORS, mmap=True).ntotal
@@ -525,20 +541,25 @@ class Writer:
         self._load_and_reconcile()
 
     def close(self) -> None:
-        if self._index is not None and self._dirty:
-            with contextlib.suppress(OSError):
-                _write_atomic_index(self._index, self.dir / VECTORS)  # drop replaced vectors now
-        self._dirty = False
-        self._index = None
-        if self._lock_fh is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-            self._lock_fh.close()
-            self._lock_fh = None
+        try:
+            if self._index is not None and self._dirty:
+                with contextlib.suppress(StoreError, OSError):
+                    _write_atomic_index(self._index, self.dir / VECTORS)  # drop replaced vectors now
+        finally:
+            self._dirty = False
+            self._index = None
+            if self._lock_fh is not None:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+                self._lock_fh.close()
+                self._lock_fh = None
 
     def _take_lock(self) -> None:
         path = self.dir / LOCK
-        fh = open(path, "a+")
+        try:
+            fh = open(path, "a+")
+        except OSError as exc:
+            raise StoreError(f"cannot write to the store {self.dir.resolve()}: {exc.strerror}") from exc
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -665,9 +686,8 @@ class Writer:
             return
         con.execute("BEGIN TRANSACTION")
         for vid in video_ids:
-            con.execute("DELETE FROM frames WHERE video_id = ?", [vid])
-            con.execute("DELETE FROM shots WHERE video_id = ?", [vid])
-            con.execute("DELETE FROM videos WHERE video_id = ?", [vid])
+            for table in _PER_VIDEO_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE video_id = ?", [vid])
         con.execute("COMMIT")
 
     # -- reads the writer needs -----------------------------------------------------------------
@@ -693,7 +713,7 @@ class Writer:
             fids = np.asarray(con.execute(f"SELECT frame_id FROM frames WHERE video_id IN ({vph})", vids)
                               .fetchnumpy()["frame_id"], np.int64)
             con.execute("BEGIN TRANSACTION")
-            for table in ("frames", "shots", "segments", "video_labels", "videos"):
+            for table in _PER_VIDEO_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE video_id IN ({vph})", vids)
             con.execute("COMMIT")
         if len(fids):  # after the catalog, as in a commit: a crash leaves only orphans
@@ -815,9 +835,8 @@ class Writer:
             con.execute("BEGIN TRANSACTION")
             try:
                 for vid in old_ids:
-                    con.execute("DELETE FROM frames WHERE video_id = ?", [vid])
-                    con.execute("DELETE FROM shots WHERE video_id = ?", [vid])
-                    con.execute("DELETE FROM videos WHERE video_id = ?", [vid])
+                    for table in _PER_VIDEO_TABLES:
+                        con.execute(f"DELETE FROM {table} WHERE video_id = ?", [vid])
                 if video_rows:
                     con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 16)})", video_rows)
                 if frame_rows:

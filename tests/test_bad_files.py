@@ -166,3 +166,19 @@ def test_unreadable_file_as_an_ordinary_user():
         assert rep["failures"] == [{"path": secret, "error": "cannot read (permission denied)"}]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_non_utf8_file_name_is_one_failure_and_the_rest_is_indexed(tmp_path):
+    d = tmp_path / "names"
+    d.mkdir()
+    make_video(d / "a.mp4", [Shot(1, 25)], "25")
+    make_video(d / "c.mp4", [Shot(2, 25)], "25")
+    bad = os.path.join(os.fsencode(d), b"bad\xff.mp4")
+    with open(bad, "wb") as fh:
+        fh.write((d / "a.mp4").read_bytes())
+    p = subprocess.run(ARCHIVE + ["index", str(d), "-q", "--json"], env=env_for_cli(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in p.stderr, p.stderr
+    rep = json.loads(p.stdout)
+    assert p.returncode == 1 and rep["indexed"] == 2
+    assert [f["error"] for f in rep["failures"]] == ["the file name is not valid UTF-8: rename the file to index it"]

@@ -90,3 +90,32 @@ def test_discover_walks_folders_by_extension(tmp_path):
     assert sorted(Path(f).name for f in files) == ["clip.bin", "one.MP4", "two.mov"]
     assert all(Path(f).is_absolute() for f in files)
     assert problems == [(str(tmp_path / "missing"), "no such file or folder")]
+
+
+def test_raw_h264_without_pts_is_timed_by_frame_count(tmp_path):
+    import av
+
+    t = make_video(tmp_path / "cuts.mp4", [Shot(1, 50), Shot(2, 50), Shot(3, 50)], "25")
+    raw = tmp_path / "cuts.h264"
+    with av.open(str(t.path)) as src, av.open(str(raw), "w", format="h264") as out:
+        ist = src.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        for pkt in src.demux(ist):
+            if pkt.dts is not None:
+                pkt.stream = ost
+                out.mux(pkt)
+    stats = DecodeStats()
+    frames = list(sample_frames(raw, 2.0, 64, stats))
+    assert len(frames) == 12 and stats.duration_s == pytest.approx(6.0, abs=0.05)
+    assert [round(s.start_s, 2) for s in stats.shots] == [0.0, 2.0, 4.0]
+
+
+def test_joined_streams_keep_counting_after_a_timestamp_reset(tmp_path):
+    parts = [make_video(tmp_path / f"p{i}.ts", [Shot(5 + i, 100)], "25") for i in range(2)]
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.path.read_bytes() for p in parts))
+    stats = DecodeStats()
+    frames = list(sample_frames(joined, 2.0, 64, stats))
+    assert stats.duration_s == pytest.approx(8.0, abs=0.1) and len(frames) == 16
+    assert [round(s.start_s, 1) for s in stats.shots] == [0.0, 4.0]
+    assert any("restart" in n for n in stats.notes)

@@ -129,3 +129,49 @@ def test_partly_decodable_files_keep_their_frames_and_say_so(tmp_path, encoder):
     # the damaged clip from the shared test data decodes whole (its header claims 30 fps)
     bugy = a.sql("SELECT fps, n_frames, note FROM videos WHERE name = 'bugy.avi'").records()[0]
     assert bugy["fps"] == 30.0 and bugy["note"] is None
+
+
+def test_reindex_leaves_no_label_rows_for_old_video_ids(store):
+    from indexer.pipeline import index_paths
+
+    a, folder = store
+    a.label_add("anything", threshold=-1.0)
+    index_paths([folder], a.store, fps=3.0)  # the core alone: no label refresh afterwards
+    dangling = a.sql("SELECT count(*) AS n FROM video_labels l LEFT JOIN videos v USING (video_id) "
+                     "WHERE v.video_id IS NULL").records()
+    assert dangling == [{"n": 0}]
+
+
+def test_unwritable_store_is_one_clear_error(store):
+    from indexer.errors import StoreError
+
+    a, folder = store
+    lock = a.store / "writer.lock"
+    lock.unlink()
+    lock.mkdir()  # the lock cannot be opened for writing
+    with pytest.raises(StoreError, match="cannot write to the store"):
+        a.index([folder])
+
+
+def test_disk_full_during_a_commit_is_one_line_and_leaves_no_temp_file(tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import DATA, env_for_cli
+
+    def limit():  # files may not grow past 3 MB: the catalog fits, the vector file does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for i in range(20):  # 2000 samples at --fps 25: 4 MB of 512-d vectors
+        make_video(folder / f"c{i}.mp4", [Shot(i + 1, 50), Shot(i + 40, 50)], "25", size=(160, 120))
+    env = env_for_cli(tmp_path)
+    env["ARCHIVE_MODEL"] = "ViT-B-32"  # 512-d vectors: the file outgrows the limit sooner
+    p = subprocess.run([sys.executable, "-m", "archive.cli", "index", str(folder), "-q", "--fps", "25"],
+                       env=env, capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error:")
+    assert not list((tmp_path / "store").glob("*.tmp"))
