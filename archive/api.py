@@ -54,6 +54,7 @@ class Archive:
         pretrained: str | None = None,
         batch_size: int = DEFAULT_BATCH,
         progress: ProgressFn | None = None,
+        precision: str = "auto",
     ) -> IndexReport:
         """Index video files and folders. See :func:`indexer.pipeline.index_paths`.
 
@@ -65,7 +66,7 @@ class Archive:
         enc = self._encoder if self._encoder is not None and model is None and pretrained is None else None
         report = index_paths(
             paths, self.store, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
-            device=self.device, progress=progress or (lambda _e: None), encoder=enc,
+            device=self.device, progress=progress or (lambda _e: None), encoder=enc, precision=precision,
         )
         if (report.indexed or report.repaired) and read_labels(self.store):
             labels_mod.materialise(self.store, self._store_encoder())  # label tables follow the videos

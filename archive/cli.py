@@ -70,6 +70,10 @@ def index(
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Frames per model call."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option(
+        "auto", "--precision", envvar="ARCHIVE_PRECISION",
+        help="Image model precision: auto (bf16 where the hardware does it natively), bf16 or fp32.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     store: Optional[Path] = StoreOpt,
@@ -92,7 +96,8 @@ def index(
 
     def run() -> Any:
         with IndexProgress(enabled=not quiet and not as_json) as bar:
-            return arc.index(paths, fps=fps, model=model, pretrained=pretrained, batch_size=batch_size, progress=bar)
+            return arc.index(paths, fps=fps, model=model, pretrained=pretrained, batch_size=batch_size,
+                             progress=bar, precision=precision)
 
     report = _call(run)
     print_report(report, as_json)

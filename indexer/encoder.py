@@ -168,6 +168,7 @@ class Encoder:
         """
         spec = resolve_spec(name, pretrained)
         dev = pick_device(device)
+        prec = pick_precision(precision, dev)  # checked before the (slow) model build
         import open_clip  # noqa: PLC0415
 
         cache_dir = cache_dir or os.environ.get("ARCHIVE_MODEL_DIR") or None
@@ -188,7 +189,6 @@ class Encoder:
                 "or use --pretrained none for random weights."
             ) from exc
         model = model.to(dev).eval()
-        prec = pick_precision(precision, dev)
         if prec == "bf16":
             import torch  # noqa: PLC0415
 

@@ -287,6 +287,7 @@ def index_paths(
     device: str = "auto",
     progress: ProgressFn = _noop,
     encoder: Encoder | None = None,
+    precision: str = "auto",
 ) -> IndexReport:
     """Index video files and folders into a store; unchanged files are skipped.
 
@@ -300,6 +301,7 @@ def index_paths(
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         progress: called with :class:`Progress` events.
         encoder: an already loaded encoder to use (its model must match the store).
+        precision: image tower precision, ``auto`` (bf16 where native), ``bf16`` or ``fp32``.
 
     Returns:
         An :class:`IndexReport`; bad files are in ``failures``, not raised.
@@ -340,7 +342,7 @@ def index_paths(
         progress(Progress("plan", total=len(todo), seconds=seconds))
         if todo and encoder is None:
             progress(Progress("model", message=f"{spec.name} ({spec.pretrained})"))
-            encoder = Encoder.load(spec.name, spec.pretrained, device)
+            encoder = Encoder.load(spec.name, spec.pretrained, device, precision=precision)
         if todo and writer.spec is None:
             assert encoder is not None
             writer.attach(spec, encoder.dim)

@@ -197,6 +197,15 @@ def test_bad_files_are_reported_and_the_run_goes_on(tmp_path):
     assert json.loads(run(["info", "--json"], tmp_path, check=0).stdout)["videos"] == 1
 
 
+def test_precision_flag(tmp_path):
+    clip = tmp_path / "c.mp4"
+    make_video(clip, [Shot(1, 25)], "25")
+    p = run(["index", clip, "--precision", "fp32", "--json"], tmp_path, check=0)
+    assert json.loads(p.stdout)["indexed"] == 1
+    bad = run(["index", clip, "--precision", "fp8", "--store", tmp_path / "s2"], tmp_path)
+    assert "unknown precision" in one_line_error(bad)
+
+
 def test_usage_errors_exit_2(tmp_path):
     assert run(["search"], tmp_path).returncode == 2
     assert run(["index", tmp_path, "--fps", "0"], tmp_path).returncode == 2
