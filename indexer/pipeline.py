@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .decode import DecodeStats, probe, sample_frames
+from .decode import DecodeStats, VideoInfo, probe, sample_frames
 from .discover import discover
 from .encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, ModelSpec, resolve_spec
 from .errors import ArchiveError, ModelMismatch, VideoOpenError
@@ -108,6 +108,7 @@ def embed_video(
     batch_size: int = DEFAULT_BATCH,
     progress: ProgressFn = _noop,
     times_out: StageTimes | None = None,
+    info: VideoInfo | None = None,
 ) -> VideoRecord:
     """Decode one video, sample ``fps`` frames per second of video time, embed them.
 
@@ -128,7 +129,7 @@ def embed_video(
 
     st = os.stat(path)
     fp = fingerprint(path)
-    info = probe(path)
+    info = info or probe(path)  # the planning step has usually read the header already
     stats = DecodeStats()
     tm = StageTimes()
     times: list[float] = []
@@ -333,12 +334,13 @@ def index_paths(
         report.missing = sorted(p for p in known if not os.path.exists(p))
         for p in same:
             progress(Progress("skip", path=p))
-        seconds = 0.0
+        infos: dict[str, VideoInfo] = {}
         for f in todo:
             try:
-                seconds += probe(f).duration_s
+                infos[f] = probe(f)
             except VideoOpenError:
-                pass
+                pass  # embed_video reports it
+        seconds = sum(i.duration_s for i in infos.values())
         progress(Progress("plan", total=len(todo), seconds=seconds))
         if todo and encoder is None:
             progress(Progress("model", message=f"{spec.name} ({spec.pretrained})"))
@@ -349,7 +351,7 @@ def index_paths(
         if writer.spec is not None:
             for p, mtime in touched:
                 writer.touch(p, mtime)
-            _run(writer, todo, encoder, fps, batch_size, progress, report, problems)
+            _run(writer, todo, encoder, fps, batch_size, progress, report, problems, infos)
         else:  # nothing to embed and no catalog to record failures in
             for p, why in problems:
                 progress(Progress("fail", path=p, message=why))
@@ -368,6 +370,7 @@ def _run(
     progress: ProgressFn,
     report: IndexReport,
     problems: list[tuple[str, str]],
+    infos: dict[str, VideoInfo] | None = None,
 ) -> None:
     pending: list[VideoRecord] = []
     last_commit = time.monotonic()
@@ -398,7 +401,8 @@ def _run(
             progress(Progress("start", path=path))
             try:
                 assert encoder is not None
-                rec = embed_video(path, encoder, fps, batch_size, progress, times_out=report.stages)
+                rec = embed_video(path, encoder, fps, batch_size, progress, times_out=report.stages,
+                                  info=(infos or {}).get(path))
             except VideoOpenError as exc:
                 failures.append((path, str(exc).removeprefix(f"{path}: ")))
                 progress(Progress("fail", path=path, message=failures[-1][1]))

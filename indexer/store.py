@@ -505,7 +505,6 @@ class Writer:
         self._next_shot_id = 0
         self.repaired: list[str] = []  # videos dropped because their vectors were missing
         self.damaged_file: str | None = None  # where an unreadable vector file was moved
-        self.migrated_to: int | None = None
         self._dirty = False  # in-memory vectors differ from the file (replaced vectors dropped)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -625,7 +624,6 @@ class Writer:
                 con.execute("ROLLBACK")
                 raise
             version += 1
-            self.migrated_to = version
 
     def _check_model(self, con: Any) -> None:
         assert self.spec is not None
@@ -691,10 +689,6 @@ class Writer:
         con.execute("COMMIT")
 
     # -- reads the writer needs -----------------------------------------------------------------
-    def known_files(self) -> dict[str, tuple[int, float, str, float]]:
-        """path -> (size_bytes, mtime, fingerprint, sample_fps) of every indexed video."""
-        return known_files(self.dir)
-
     def touch(self, path: str, mtime: float) -> None:
         """Record a new mtime for a file whose content fingerprint did not change."""
         with self._catalog() as con:

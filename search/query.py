@@ -312,7 +312,6 @@ class Searcher:
             vecs.append(presence.ensemble([[t] for t in texts], enc.encode_texts, self.templates))
         for i in images:
             vecs.append(enc.encode_image_file(i)[None, :])
-        n_q = len(texts) + len(images)
         allv = np.concatenate(vecs) if vecs else np.zeros((0, enc.dim), np.float32)
         bg_lse = self.background_lse(scope, table) if texts else None
         t2 = time.perf_counter()

@@ -41,7 +41,7 @@ class _ClipScore:
     def __init__(self, store_dir: str | os.PathLike[str], encoder: Callable[[], Encoder]) -> None:
         table = load_frames(store_dir)
         self._vectors = table.vectors
-        self._keep = table
+        self._keep = table  # owns the memory behind self._vectors
         top = int(table.frame_id.max()) + 1 if len(table) else 0
         self._row = np.full(top, -1, np.int64)
         self._row[table.frame_id] = table.row
