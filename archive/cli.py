@@ -278,15 +278,22 @@ def bench(
     fps: float = typer.Option(2.0, "--fps", help="Samples per second for --index."),
     keep: Optional[Path] = typer.Option(None, "--keep", help="With --frames: build the store here and keep it.",
                                         show_default=False),
+    make_ads: Optional[Path] = typer.Option(
+        None, "--make-ads", show_default=False,
+        help="First write ad-like 720p H.264 clips (real footage from tests/data, cut into shots) into this folder.",
+    ),
+    ads: int = typer.Option(6, "--ads", help="How many 30 s clips --make-ads writes."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per benchmark)."),
 ) -> None:
     """Measure indexing (frames/s, stage split, RSS) and query latency (p50/p95) on this machine."""
     from . import bench as b  # noqa: PLC0415
     from .render import dumps, out  # noqa: PLC0415
 
-    if not index_paths and frames <= 0:
-        _fail("give --index PATH... and/or --frames N.", 2)
+    if not index_paths and frames <= 0 and make_ads is None:
+        _fail("give --index PATH... and/or --frames N (or --make-ads DIR to write test clips).", 2)
     results = []
+    if make_ads is not None:
+        results.append(_call(lambda: {"mode": "make-ads", **b.make_ads(str(make_ads), ads)}))
     if index_paths:
         results.append(_call(lambda: b.bench_index([str(p) for p in index_paths], model, pretrained, fps,
                                                    precision=precision, naive=naive)))

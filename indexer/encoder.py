@@ -140,7 +140,7 @@ class Encoder:
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.context_length = int(getattr(model, "context_length", 77) or 77)
         self.dim = int(self._probe_dim())
-        self.precision = "fp32"  # of the image tower; set by load()
+        self.precision = "fp32"  # set by load()
         self._trim_text: bool | None = None  # trimmed text path verified against encode_text
 
     @classmethod
@@ -159,9 +159,10 @@ class Encoder:
             pretrained: a tag, a local checkpoint path, or ``none`` for seeded random weights.
             device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
             cache_dir: where open_clip caches downloads (default: its own, or ``ARCHIVE_MODEL_DIR``).
-            precision: ``fp32``, ``bf16`` or ``auto`` (env ``ARCHIVE_PRECISION``): the image tower
+            precision: ``fp32``, ``bf16`` or ``auto`` (env ``ARCHIVE_PRECISION``): the model
                 runs in bf16 where the hardware does bf16 natively (CPUs with AVX512-BF16/AMX,
-                CUDA GPUs that support it), else fp32. Text always runs in fp32.
+                CUDA GPUs that support it), else fp32. Vectors come out as float32 either way;
+                bf16 ones have cosine >= 0.9999 to fp32 ones (tests/test_speed_paths.py).
 
         Raises:
             ModelLoadError: unknown model or tag, missing file, or weights that cannot be fetched.
@@ -189,12 +190,13 @@ class Encoder:
                 "or use --pretrained none for random weights."
             ) from exc
         model = model.to(dev).eval()
+        tokenizer = open_clip.get_tokenizer(spec.name)
+        enc = cls(spec, model, preprocess, tokenizer, dev)
         if prec == "bf16":
             import torch  # noqa: PLC0415
 
-            model.visual.to(torch.bfloat16)
-        tokenizer = open_clip.get_tokenizer(spec.name)
-        enc = cls(spec, model, preprocess, tokenizer, dev)
+            enc._trim_text = _trimmed_text_matches(model, tokenizer, dev)  # checked in fp32, exactly
+            model.to(torch.bfloat16)
         enc.precision = prec
         return enc
 

@@ -181,12 +181,18 @@ class StoreInfo:
     vectors: int = 0
 
 
+#: Frame tables at least this large are ranked from a bf16 copy of their vectors (half the memory
+#: and scan time of fp32); the videos shown are then rescored exactly. Env ARCHIVE_BF16_SCAN_FRAMES.
+BF16_SCAN_FRAMES = 50_000
+
+
 @dataclass
 class FrameTable:
     """The frames in scope, sorted by (video_id, ts_s), and where their vectors are.
 
-    ``vectors`` is the whole vector matrix of the store (memory-mapped); ``row[i]`` is the row
-    of frame ``i``. Only frames present in both the catalog and the vector file are listed.
+    ``vectors`` is the whole vector matrix of the store, memory-mapped from ``frames.faiss``;
+    ``row[i]`` is the row of frame ``i``. Only frames present in both the catalog and the vector
+    file are listed.
     """
 
     frame_id: np.ndarray  # int64
@@ -199,33 +205,101 @@ class FrameTable:
     row: np.ndarray  # int64, into vectors
     vectors: np.ndarray  # (N, dim) float32
     videos: dict[int, dict[str, Any]] = field(default_factory=dict)
-    _keepalive: Any = None  # the FAISS index that owns the memory behind ``vectors``
+    _keepalive: Any = None  # what owns the memory behind ``vectors`` (an mmap or a FAISS index)
+    _bf16: Any = None  # torch bf16 (len(self), dim), in frame order; built on first approximate scan
 
     def __len__(self) -> int:
         return len(self.frame_id)
 
-    def scores(self, queries: np.ndarray) -> np.ndarray:
-        """Cosine scores ``(n_frames, n_queries)`` of unit query vectors against the frames."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        if len(self.row) == 0:
-            return np.zeros((0, len(q)), np.float32)
-        mat = self.vectors[self.row] if len(self.row) * 2 < len(self.vectors) else self.vectors
-        # One matrix-vector pass per query: here (2 cores) a 1M x 512 product with 11 columns took
-        # 0.3-1.1 s, one column 0.1 s (memory-bound), so skinny products go column by column.
-        # torch, not numpy: the encoder runs in torch's thread pool, and OpenBLAS threads left
-        # spinning after a numpy product slowed the next text embedding 2-3x on 2 cores.
-        import warnings  # noqa: PLC0415
+    @property
+    def approximate(self) -> bool:
+        """Whether :meth:`fast_scores` ranks from bf16 (large tables) rather than exactly."""
+        limit = int(os.environ.get("ARCHIVE_BF16_SCAN_FRAMES") or BF16_SCAN_FRAMES)
+        return len(self) >= max(limit, 1)
 
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """Exact cosine scores ``(n_frames, n_queries)`` of unit query vectors against the frames."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        rows = self.row
+        in_file_order = len(rows) == len(self.vectors) and np.array_equal(rows, np.arange(len(rows)))
+        out = np.empty((len(rows), len(q)), np.float32)
+        step = 65536
+        for a in range(0, len(rows), step):
+            chunk = self.vectors[a : a + step] if in_file_order else np.asarray(self.vectors[rows[a : a + step]])
+            out[a : a + step] = _matvecs(chunk, q)
+            self._release()
+        return out
+
+    def scores_at(self, idx: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Exact scores ``(len(idx), n_queries)`` of the frames at positions ``idx`` only."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        vecs = np.asarray(self.vectors[self.row[np.asarray(idx, np.int64)]], np.float32)
+        self._release()
+        return _matvecs(vecs, q)
+
+    def _release(self) -> None:
+        """Unmap the vector file's pages from this process (they stay in the OS page cache), so
+        reading vectors does not grow resident memory: a query touches only a few of them.
+        Only for large tables; smaller ones keep the pages for the next exact scan."""
+        import mmap  # noqa: PLC0415
+
+        if self.approximate and isinstance(self._keepalive, mmap.mmap) and hasattr(self._keepalive, "madvise"):
+            self._keepalive.madvise(mmap.MADV_DONTNEED)
+
+    def fast_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Scores for ranking: exact for tables below ``BF16_SCAN_FRAMES``, else from a bf16 copy of
+        the vectors (absolute error about 1e-3 at most), which is kept and reused."""
+        if not self.approximate:
+            return self.scores(queries)
         import torch  # noqa: PLC0415
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # read-only (memory-mapped) arrays
-            m = torch.from_numpy(mat)
-        out = np.empty((len(mat), len(q)), np.float32)
+        if self._bf16 is None:
+            self._bf16 = self._to_bf16()
+        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(torch.bfloat16)
+        out = np.empty((len(self), len(q)), np.float32)
         with torch.inference_mode():
             for j in range(len(q)):
-                out[:, j] = torch.mv(m, torch.from_numpy(q[j])).numpy()
-        return out if mat is not self.vectors else out[self.row]
+                out[:, j] = torch.mv(self._bf16, q[j]).float().numpy()
+        return out
+
+    def _to_bf16(self) -> Any:
+        """The vectors in frame order as bf16, converted in chunks; mapped file pages are handed
+        back as it goes, so the fp32 file never sits in memory whole."""
+        import torch  # noqa: PLC0415
+
+        out = torch.empty((len(self), self.vectors.shape[1]), dtype=torch.bfloat16)
+        step = 16384
+        for a in range(0, len(self), step):
+            b = min(a + step, len(self))
+            out[a:b] = torch.from_numpy(np.ascontiguousarray(self.vectors[self.row[a:b]])).to(torch.bfloat16)
+            self._release()
+        return out
+
+
+def _matvecs(mat: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``mat @ q.T`` through torch, one matrix-vector product per query.
+
+    Here (2 cores) a 1M x 512 product with 11 columns took 0.3-1.1 s, one column 0.1 s
+    (memory-bound), so skinny products go column by column. torch, not numpy: the encoder runs in
+    torch's thread pool, and OpenBLAS threads left spinning after a numpy product slowed the next
+    text embedding 2-3x on 2 cores.
+    """
+    import warnings  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    out = np.empty((len(mat), len(q)), np.float32)
+    if len(mat) == 0:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only (memory-mapped) arrays
+        m = torch.from_numpy(mat)
+    with torch.inference_mode():
+        if len(mat) <= 8192:  # small (a query's rescoring): one product
+            return torch.mm(m, torch.from_numpy(q).T).numpy()
+        for j in range(len(q)):
+            out[:, j] = torch.mv(m, torch.from_numpy(q[j])).numpy()
+    return out
 
 
 def fingerprint(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -311,6 +385,43 @@ def _index_arrays(index: Any) -> tuple[np.ndarray, np.ndarray]:
     vecs = faiss.rev_swig_ptr(flat.get_xb(), n * index.d).reshape(n, index.d)
     ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
     return ids, vecs
+
+
+def _map_vectors(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(ids, vectors, owner) of a vector file, memory-mapped read-only rather than read.
+
+    ``frames.faiss`` is FAISS's serialisation of IndexIDMap2(IndexFlat): two index headers, the
+    float32 vectors, then the int64 ids. Mapping it costs nothing up front and only the pages a
+    query touches are read (faiss.read_index copies the whole file into memory, 2 GB at 1M
+    frames). A file of any other layout is read through FAISS instead.
+    """
+    import mmap  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    head = 4 + 33  # fourcc + d, ntotal, 2 dummies, is_trained, metric_type
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw = fh.read(2 * head + 8)
+            if len(raw) == 2 * head + 8 and raw[:4] in (b"IxM2", b"IxMp") and raw[head : head + 4] in (b"IxFI", b"IxF2"):
+                d, n, _, _, _, metric = struct.unpack("<iqqqBi", raw[4:head])
+                d2, n2, _, _, _, _ = struct.unpack("<iqqqBi", raw[head + 4 : 2 * head])
+                (count,) = struct.unpack("<Q", raw[2 * head :])
+                vec_at = 2 * head + 8
+                ids_at = vec_at + 4 * count + 8
+                if (d, n) == (d2, n2) and metric in (0, 1) and count == n * d and size == ids_at + 8 * n and n > 0:
+                    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                    (nids,) = struct.unpack("<Q", mm[ids_at - 8 : ids_at])
+                    if nids == n:
+                        vecs = np.frombuffer(mm, np.float32, count=n * d, offset=vec_at).reshape(n, d)
+                        ids = np.frombuffer(mm, np.int64, count=n, offset=ids_at)
+                        return ids, vecs, mm
+                    mm.close()
+    except OSError as exc:
+        raise StoreError(f"cannot read the vector file {path}: {exc.strerror or exc}") from exc
+    index = _read_index(path, mmap=True)
+    ids, vecs = _index_arrays(index)
+    return ids, vecs, index
 
 
 def read_meta(store_dir: str | os.PathLike[str]) -> dict[str, str]:
@@ -413,8 +524,7 @@ def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | No
             )
         ids, vecs, index = np.zeros(0, np.int64), np.zeros((0, dim), np.float32), None
     else:
-        index = _read_index(path, mmap=True)
-        ids, vecs = _index_arrays(index)
+        ids, vecs, index = _map_vectors(path)
     order = np.argsort(ids, kind="stable")
     pos = np.searchsorted(ids[order], frame_id)
     pos_c = np.minimum(pos, max(len(ids) - 1, 0))
@@ -454,7 +564,7 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
                 size += p.stat().st_size
     vectors = 0
     if (root / VECTORS).exists():
-        vectors = _read_index(root / VECTORS, mmap=True).ntotal
+        vectors = len(_map_vectors(root / VECTORS)[0])
     return StoreInfo(
         path=str(root.resolve()),
         videos=int(videos),

@@ -111,11 +111,15 @@ def ensemble(texts_by_query: Sequence[Sequence[str]], encode: "callable", templa
 def background_lse(background_scores: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
     """Per frame, ``log(sum_b exp(scale * s_b))`` over the background prompts: all the rule needs
     of them, so it is computed once per store and kept."""
-    z = scale * np.asarray(background_scores, np.float64)
-    if z.size == 0:
-        return np.full(len(z), -np.inf)
-    m = z.max(axis=1)
-    return m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+    scores = np.asarray(background_scores)
+    out = np.full(len(scores), -np.inf)
+    if scores.size == 0:
+        return out
+    for a in range(0, len(scores), 65536):  # in chunks: a few MB of temporaries at any size
+        z = scale * np.asarray(scores[a : a + 65536], np.float64)
+        m = z.max(axis=1)
+        out[a : a + 65536] = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+    return out
 
 
 def text_probability(query_scores: np.ndarray, bg_lse: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:

@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -132,10 +132,44 @@ def rules_for(
     return out
 
 
-def strengths(raw: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, table: FrameTable) -> np.ndarray:
+def strengths(raw: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, shot_id: np.ndarray,
+              shot_len_s: np.ndarray, blank: np.ndarray) -> np.ndarray:
     """Per-frame match strength for one query, at shot level (see :func:`presence.shot_level`)."""
     s = presence.text_probability(raw, bg_lse) if rule.kind == "text" and bg_lse is not None else raw
-    return presence.shot_level(s, table.shot_id, table.shot_len_s, table.blank)
+    return presence.shot_level(s, shot_id, shot_len_s, blank)
+
+
+def _bounds(video_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and stop positions of each video's run of frames."""
+    if not len(video_id):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cuts = np.flatnonzero(np.diff(video_id)) + 1
+    return np.concatenate([[0], cuts]).astype(np.int64), np.concatenate([cuts, [len(video_id)]]).astype(np.int64)
+
+
+def _order(col: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, blank: np.ndarray,
+           starts: np.ndarray) -> np.ndarray:
+    """Videos (indices into ``starts``) best first: those that match, then by best strength, then
+    by best raw score.
+
+    One vectorised pass: a video's best shot-level strength is its best non-blank frame's
+    strength, and the text rule's probability rises with ``100 * score - background``, so the
+    maximum is taken before the probability.
+    """
+    if not len(starts):
+        return np.zeros(0, np.int64)
+    text = rule.kind == "text" and bg_lse is not None
+    z = presence.LOGIT_SCALE * np.asarray(col, np.float64) - bg_lse if text else np.asarray(col, np.float64)
+    z = np.where(blank, -np.inf, z)
+    best_z = np.maximum.reduceat(z, starts)
+    best_st = presence.text_probability(best_z, 0.0, 1.0) if text else best_z
+    best_st = np.where(np.isneginf(best_z), -np.inf, best_st)
+    best_raw = np.maximum.reduceat(col, starts)
+    hits = (best_st >= rule.enter).astype(np.int8)
+    return np.lexsort((-best_raw, -np.nan_to_num(best_st, neginf=-1e9), -hits))
+
+
+Exact = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray | None]"]
 
 
 def rank(
@@ -146,6 +180,7 @@ def rank(
     kinds: Sequence[str],
     rules: Sequence[Rule],
     top: int | None = DEFAULT_TOP,
+    exact: Exact | None = None,
 ) -> list[QueryResult]:
     """Per-video answers for each query from its raw scores.
 
@@ -155,38 +190,41 @@ def rank(
         bg_lse: per frame, :func:`presence.background_lse` of the background prompts' scores.
         labels, kinds, rules: per query, its label, kind and rule.
         top: keep this many videos per query, best first (None: all).
+        exact: when ``raw`` and ``bg_lse`` are approximate (bf16), a function giving the exact
+            ``(raw, bg_lse)`` of the frames at given positions. The best ``2 * top + 10`` videos
+            by the approximate scores are then rescored exactly, re-ranked, and cut to ``top``.
     """
-    vid = table.video_id
-    if len(vid):
-        bounds = np.flatnonzero(np.diff(vid)) + 1
-        starts = np.concatenate([[0], bounds]).astype(np.int64)
-        stops = np.concatenate([bounds, [len(vid)]]).astype(np.int64)
-    else:
-        starts = stops = np.zeros(0, np.int64)
+    starts, stops = _bounds(table.video_id)
     out: list[QueryResult] = []
     for j, (label, kind, rule) in enumerate(zip(labels, kinds, rules)):
         col = raw[:, j]
-        st = strengths(col, bg_lse, rule, table)
         res = QueryResult(query=label, kind=kind, threshold=float(rule.enter), rule=rule.describe(),
-                          videos_searched=len(starts), frames_searched=len(vid))
-        if len(starts):
-            best_raw = np.maximum.reduceat(col, starts)
-            best_st = np.maximum.reduceat(st, starts)
-            hits = np.maximum.reduceat((st >= rule.enter).astype(np.int8), starts)
-            order = np.lexsort((-best_raw, -np.nan_to_num(best_st, neginf=-1e9), -hits))
-            order = order[:top] if top is not None else order
+                          videos_searched=len(starts), frames_searched=len(table))
+        order = _order(col, bg_lse, rule, table.blank, starts)
+        if exact is not None and len(order):
+            cand = order if top is None else order[: 2 * top + 10]
+            idx = np.concatenate([np.arange(starts[g], stops[g]) for g in cand])
+            ex_raw, ex_lse = exact(idx)
+            c_stops = np.cumsum(stops[cand] - starts[cand])
+            c_starts = np.concatenate([[0], c_stops[:-1]]).astype(np.int64)
+            sub = _order(ex_raw[:, j], ex_lse, rule, table.blank[idx], c_starts)
+            picks = [(int(cand[k]), ex_raw[c_starts[k] : c_stops[k], j],
+                      None if ex_lse is None else ex_lse[c_starts[k] : c_stops[k]]) for k in sub]
         else:
-            order = np.zeros(0, np.int64)
-        for g in order:
+            picks = [(int(g), col[starts[g] : stops[g]], None if bg_lse is None else bg_lse[starts[g] : stops[g]])
+                     for g in order]
+        for g, c, lse in picks[:top] if top is not None else picks:
             a, b = starts[g], stops[g]
-            tl = summarise(table.ts_s[a:b], table.end_s[a:b], st[a:b], rule.enter, rule.stay,
-                           rule.merge_gap_s, rule.min_duration_s, scores=col[a:b])
-            v = table.videos[int(vid[a])]
+            st = strengths(c, lse, rule, table.shot_id[a:b], table.shot_len_s[a:b], table.blank[a:b])
+            tl = summarise(table.ts_s[a:b], table.end_s[a:b], st, rule.enter, rule.stay,
+                           rule.merge_gap_s, rule.min_duration_s, scores=c)
+            v = table.videos[int(table.video_id[a])]
             res.results.append(
                 VideoResult(
-                    video_id=int(vid[a]), video=v["path"], present=tl.present, first_seen_s=tl.first_seen_s,
-                    duration_s=tl.duration_s, segments=tl.segments, best_s=tl.best_s, score=tl.score,
-                    video_duration_s=float(v["duration_s"] or 0.0), match=float(np.max(st[a:b])),
+                    video_id=int(table.video_id[a]), video=v["path"], present=tl.present,
+                    first_seen_s=tl.first_seen_s, duration_s=tl.duration_s, segments=tl.segments,
+                    best_s=tl.best_s, score=tl.score, video_duration_s=float(v["duration_s"] or 0.0),
+                    match=float(np.max(st)),
                 )
             )
         out.append(res)
@@ -223,8 +261,10 @@ class Searcher:
         encoder: Encoder | None = None,
         templates: Sequence[str] = presence.TEMPLATES,
         backgrounds: Sequence[str] = presence.BACKGROUND_PROMPTS,
+        exact: bool = False,
     ) -> None:
         self.store_dir = Path(store_dir)
+        self.exact = exact  # rank large archives from exact fp32 scores too (slower; for checks)
         self.device = device
         self._encoder = encoder
         self.templates = tuple(templates)
@@ -232,6 +272,7 @@ class Searcher:
         self._bg: np.ndarray | None = None
         self._table: tuple[Any, list[int] | None, FrameTable] | None = None
         self._lse: tuple[FrameTable, np.ndarray] | None = None
+        self._text_cache: dict[str, np.ndarray] = {}
         self.last_timings: dict[str, float] = {}
         for t in self.templates:
             if t.count("{}") != 1:
@@ -247,10 +288,23 @@ class Searcher:
         return table
 
     def background_lse(self, scope: list[int] | None, table: FrameTable) -> np.ndarray:
-        """Per-frame background term of the text rule, computed once per frame table."""
+        """Per-frame background term of the text rule, computed once per frame table (from the
+        ranking scores: bf16 for large tables, whose shown videos are then rescored exactly)."""
         if self._lse is None or self._lse[0] is not table:
-            self._lse = (table, presence.background_lse(table.scores(self.background_vectors())))
+            scan = table.scores if self.exact else table.fast_scores
+            self._lse = (table, presence.background_lse(scan(self.background_vectors())))
         return self._lse[1]
+
+    def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's template-ensemble unit vector; recent ones are remembered."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if todo:
+            vecs = presence.ensemble([[t] for t in todo], self.encoder.encode_texts, self.templates)
+            for t, v in zip(todo, vecs):
+                self._text_cache[t] = v
+            while len(self._text_cache) > 512:
+                self._text_cache.pop(next(iter(self._text_cache)))
+        return np.stack([self._text_cache[t] for t in texts])
 
     def background_vectors(self) -> np.ndarray:
         """The background prompts' unit vectors (the "something else" class), embedded once."""
@@ -309,18 +363,26 @@ class Searcher:
         enc = self.encoder
         vecs = []
         if texts:
-            vecs.append(presence.ensemble([[t] for t in texts], enc.encode_texts, self.templates))
+            vecs.append(self.text_vectors(texts))
         for i in images:
             vecs.append(enc.encode_image_file(i)[None, :])
         allv = np.concatenate(vecs) if vecs else np.zeros((0, enc.dim), np.float32)
         bg_lse = self.background_lse(scope, table) if texts else None
         t2 = time.perf_counter()
-        raw = table.scores(allv)
+        raw = table.scores(allv) if self.exact else table.fast_scores(allv)
         t3 = time.perf_counter()
         kinds = ["text"] * len(texts) + ["image"] * len(images)
         rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
         labels = texts + [f"image:{Path(i).name}" for i in images]
-        results = rank(table, raw, bg_lse, labels, kinds, rules, top)
+        exact = None
+        if table.approximate and not self.exact:
+            both = np.concatenate([allv, self.background_vectors()]) if texts else allv
+
+            def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                s = table.scores_at(idx, both)
+                return s[:, : len(allv)], presence.background_lse(s[:, len(allv) :]) if texts else None
+
+        results = rank(table, raw, bg_lse, labels, kinds, rules, top, exact)
         self.last_timings = {"load": t1 - t0, "embed": t2 - t1, "scan": t3 - t2, "timeline": time.perf_counter() - t3}
         for res, text in zip(results, texts):
             if enc.too_long(text):

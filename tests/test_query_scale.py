@@ -1,0 +1,97 @@
+"""Large-archive query path: the vector file is memory-mapped, ranking uses bf16 vectors and the
+shown videos are rescored exactly, so answers equal the brute-force exact ones."""
+
+import mmap
+
+import faiss
+import numpy as np
+import pytest
+
+from archive import Archive
+from conftest import IMAGE_THRESHOLD
+from indexer.encoder import ModelSpec
+from indexer.errors import StoreError
+from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, load_frames
+from search.query import Searcher
+from test_timings import ad_shots, frame_at
+from videos import Shot, make_video
+
+SPEC = ModelSpec("ViT-S-32-alt", "none")
+
+
+def synthetic(store, encoder, videos=120, per_video=24, seed=0):
+    """Random unit vectors with ad-like metadata (2 samples/s, 3 s shots, a black first shot)."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for v in range(videos):
+        vec = rng.standard_normal((per_video, encoder.dim)).astype(np.float32)
+        vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+        ts = np.arange(per_video) * 0.5
+        dur = per_video * 0.5
+        shots = [ShotRecord(0.0, 1.0, "black")] + [ShotRecord(float(a), float(min(a + 3.0, dur)))
+                                                   for a in np.arange(1.0, dur, 3.0)]
+        frames = [FrameRecord(float(t), float(t + 0.5), 0 if t < 1.0 else int((t - 1.0) // 3.0) + 1) for t in ts]
+        recs.append(VideoRecord(
+            path=f"/ads/ad{v:04d}.mp4", size_bytes=1000, mtime=0.0, fingerprint=f"{seed}-{v}", duration_s=dur,
+            fps=25.0, width=640, height=360, codec="h264", sample_fps=2.0, decoded_frames=per_video * 12,
+            frames=frames, vectors=vec, shots=shots))
+    with Writer(store) as w:
+        w.attach(SPEC, encoder.dim)
+        w.commit(recs[: videos // 2])
+        w.commit(recs[videos // 2 :])
+        w.remove_videos([recs[3].path])  # leaves a hole: rows no longer line up with frames
+    return recs
+
+
+def shown(results):
+    return [[(r.video_id, r.present, r.first_seen_s, r.duration_s, r.best_s,
+              [(s.start_s, s.end_s) for s in r.segments], round(r.score, 5)) for r in q.results] for q in results]
+
+
+def test_vector_file_is_mapped_and_matches_faiss(tmp_path, encoder):
+    synthetic(tmp_path, encoder)
+    t = load_frames(tmp_path)
+    assert isinstance(t._keepalive, mmap.mmap)  # mapped, not read into memory
+    index = faiss.read_index(str(tmp_path / "frames.faiss"))
+    ref = index.index.reconstruct_n(0, index.ntotal)
+    ids = faiss.vector_to_array(index.id_map)
+    by_id = dict(zip(ids.tolist(), range(len(ids))))
+    assert len(t) == 119 * 24
+    assert np.array_equal(t.vectors[t.row], ref[[by_id[f] for f in t.frame_id.tolist()]])
+
+
+def test_damaged_vector_file_is_one_clear_error(tmp_path, encoder):
+    synthetic(tmp_path, encoder, videos=4)
+    path = tmp_path / "frames.faiss"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(StoreError, match="damaged"):
+        load_frames(tmp_path)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.12])
+def test_bf16_ranking_gives_the_exact_answers(tmp_path, encoder, monkeypatch, threshold):
+    synthetic(tmp_path, encoder)
+    texts = ["a beach", "football", "a construction site", "alcohol", "a red car", "a family at dinner"]
+    exact = Searcher(tmp_path, encoder=encoder, exact=True).search(texts, top=5, threshold=threshold)
+    monkeypatch.setenv("ARCHIVE_BF16_SCAN_FRAMES", "1")
+    s = Searcher(tmp_path, encoder=encoder)
+    fast = s.search(texts, top=5, threshold=threshold)
+    assert s.frames(None).approximate and s.frames(None)._bf16 is not None
+    assert shown(fast) == shown(exact)
+    if threshold is not None:
+        assert sum(r.present for q in exact for r in q.results) >= 10  # the cut does find frames
+
+
+def test_bf16_ranking_on_real_video_finds_the_same_timings(tmp_path, encoder, monkeypatch):
+    truth = make_video(tmp_path / "ad.mp4", ad_shots("25"), "25")
+    other = make_video(tmp_path / "other.mp4", [Shot(5, 40), Shot(6, 30), Shot(7, 50)], "25")
+    a = Archive(tmp_path / "store")
+    a._encoder = encoder
+    a.index([truth.path, other.path])
+    q = frame_at(truth, 2)
+    exact = Searcher(tmp_path / "store", encoder=encoder, exact=True).search(images=[q], top=1)
+    monkeypatch.setenv("ARCHIVE_BF16_SCAN_FRAMES", "1")
+    fast = Searcher(tmp_path / "store", encoder=encoder).search(images=[q], top=1)
+    assert shown(fast) == shown(exact)
+    [best] = fast[0].results
+    assert best.video == str(truth.path) and best.present and fast[0].threshold > IMAGE_THRESHOLD - 0.05
