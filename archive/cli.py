@@ -6,6 +6,7 @@ Errors the user can fix end as one line on stderr and exit status 1; usage error
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional, TypeVar
@@ -266,9 +267,10 @@ def info(
 
 @app.command()
 def bench(
-    index_paths: Optional[List[Path]] = typer.Option(
-        None, "--index", help="Time a real index run of these files/folders (temporary store).", show_default=False
+    index_paths: Optional[List[Path]] = typer.Argument(
+        None, help="With --index: the files/folders to index.", show_default=False
     ),
+    index: bool = typer.Option(False, "--index", help="Time a real index run of PATHS (into a temporary store)."),
     naive: bool = typer.Option(False, "--naive", help="With --index: also time the naive per-frame loop."),
     frames: int = typer.Option(0, "--frames", help="Build a synthetic store of N frames and time queries on it."),
     queries: int = typer.Option(20, "--queries", help="Text queries to time with --frames."),
@@ -283,18 +285,27 @@ def bench(
         help="First write ad-like 720p H.264 clips (real footage from tests/data, cut into shots) into this folder.",
     ),
     ads: int = typer.Option(6, "--ads", help="How many 30 s clips --make-ads writes."),
+    ads_size: str = typer.Option("1280x720", "--ads-size", help="Frame size of the --make-ads clips, WxH."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per benchmark)."),
 ) -> None:
     """Measure indexing (frames/s, stage split, RSS) and query latency (p50/p95) on this machine."""
     from . import bench as b  # noqa: PLC0415
     from .render import dumps, out  # noqa: PLC0415
 
-    if not index_paths and frames <= 0 and make_ads is None:
+    if index and not index_paths:
+        _fail("--index needs the files or folders to index: archive bench --index PATH...", 2)
+    if index_paths and not index:
+        _fail("paths are for --index: archive bench --index PATH...", 2)
+    if not index and frames <= 0 and make_ads is None:
         _fail("give --index PATH... and/or --frames N (or --make-ads DIR to write test clips).", 2)
     results = []
     if make_ads is not None:
-        results.append(_call(lambda: {"mode": "make-ads", **b.make_ads(str(make_ads), ads)}))
-    if index_paths:
+        m = re.fullmatch(r"(\d+)x(\d+)", ads_size.strip())
+        if not m or int(m[1]) < 64 or int(m[2]) < 64 or int(m[1]) % 2 or int(m[2]) % 2:
+            _fail(f"--ads-size {ads_size}: give an even WIDTHxHEIGHT of at least 64x64, e.g. 1280x720.", 2)
+        size = (int(m[1]), int(m[2]))
+        results.append(_call(lambda: {"mode": "make-ads", **b.make_ads(str(make_ads), ads, size=size)}))
+    if index:
         results.append(_call(lambda: b.bench_index([str(p) for p in index_paths], model, pretrained, fps,
                                                    precision=precision, naive=naive)))
     if frames > 0:

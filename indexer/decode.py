@@ -152,6 +152,34 @@ def scale_like_frames(rgb: np.ndarray, short_side: int) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=ow, height=oh)
 
 
+_PLANAR_YUV = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
+
+
+def thumbnail(frame: Any) -> np.ndarray:
+    """The frame as a ``THUMB_H x THUMB_W`` RGB thumbnail for shot detection.
+
+    Every decoded frame needs one, so it is made cheaply: for 8-bit planar YUV (nearly all
+    video) each plane is point-sampled down to about 4x the thumbnail, area-averaged to it, and
+    converted with the BT.601 matrix, as swscale does by default (0.3 ms for a 720p frame here,
+    against 1.4 ms through swscale at full size). Other formats go through swscale.
+    """
+    import cv2  # noqa: PLC0415
+
+    if frame.format.name not in _PLANAR_YUV or frame.width < 4 * THUMB_W or frame.height < 4 * THUMB_H:
+        return frame.to_ndarray(format="rgb24", width=THUMB_W, height=THUMB_H)
+    yuv = []
+    for plane in frame.planes[:3]:
+        a = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+        step = max(1, min(plane.height // (4 * THUMB_H), plane.width // (4 * THUMB_W)))
+        small = np.ascontiguousarray(a[::step, ::step])
+        yuv.append(cv2.resize(small, (THUMB_W, THUMB_H), interpolation=cv2.INTER_AREA).astype(np.float32))
+    y, u, v = yuv[0], yuv[1] - 128.0, yuv[2] - 128.0
+    if not frame.format.name.startswith("yuvj") and int(getattr(frame, "color_range", 0) or 0) != 2:
+        y, u, v = (y - 16.0) * (255.0 / 219.0), u * (255.0 / 224.0), v * (255.0 / 224.0)  # limited range
+    rgb = np.stack([y + 1.402 * v, y - 0.344136 * u - 0.714136 * v, y + 1.772 * u], axis=-1)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
 def sample_frames(
     path: str | Path,
     fps: float,
@@ -201,7 +229,7 @@ def sample_frames(
             stats.decoded_frames += 1
             if getattr(frame, "is_corrupt", False):
                 stats.corrupt_frames += 1
-            thumb = frame.to_ndarray(format="rgb24", width=THUMB_W, height=THUMB_H)
+            thumb = thumbnail(frame)
             new_shot = detector.push(t, thumb)
             k = math.floor((t + eps) * fps)
             if k < next_k and not new_shot:

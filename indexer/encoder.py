@@ -142,6 +142,7 @@ class Encoder:
         self.dim = int(self._probe_dim())
         self.precision = "fp32"  # set by load()
         self._trim_text: bool | None = None  # trimmed text path verified against encode_text
+        self._fast_norm: Any = None  # (mean, std) when preprocess is open_clip's plain pipeline
 
     @classmethod
     def load(
@@ -202,7 +203,23 @@ class Encoder:
 
     # -- images ---------------------------------------------------------------------------------
     def preprocess_array(self, rgb: np.ndarray) -> "torch.Tensor":
-        """One HxWx3 uint8 RGB frame -> the model's input tensor (resize, crop, normalise)."""
+        """One HxWx3 uint8 RGB frame -> the model's input tensor (resize, crop, normalise).
+
+        Frames the decoder already scaled to the model's size skip PIL: open_clip's resize is then
+        a no-op, and the centre crop and normalisation are done on the array directly, with the
+        same numbers (tests/test_speed_paths.py compares them).
+        """
+        if self._fast_norm is None:
+            self._fast_norm = _plain_transform(self.preprocess, self.image_size) or False
+        h, w = rgb.shape[:2]
+        if self._fast_norm and min(h, w) == self.image_size and rgb.ndim == 3 and rgb.shape[2] == 3:
+            import torch  # noqa: PLC0415
+
+            mean, std = self._fast_norm
+            s = self.image_size
+            top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+            x = torch.from_numpy(np.ascontiguousarray(rgb[top : top + s, left : left + s])).permute(2, 0, 1)
+            return (x.float().div_(255.0) - mean).div_(std)
         from PIL import Image  # noqa: PLC0415
 
         return self.preprocess(Image.fromarray(rgb))
@@ -292,6 +309,25 @@ class Encoder:
         if proj is not None and hasattr(proj, "shape"):
             return int(proj.shape[-1])
         return int(self.encode_texts(["probe"]).shape[1])
+
+
+def _plain_transform(preprocess: Any, size: int) -> tuple[Any, Any] | None:
+    """(mean, std) tensors when ``preprocess`` is open_clip's usual Resize(size) -> CenterCrop(size)
+    -> RGB -> ToTensor -> Normalize; None for anything else (which then goes through PIL)."""
+    import torch  # noqa: PLC0415
+
+    steps = list(getattr(preprocess, "transforms", []))
+    names = [type(t).__name__ for t in steps]
+    if names != ["Resize", "CenterCrop", "MaybeConvertMode", "MaybeToTensor", "Normalize"] and \
+            names != ["Resize", "CenterCrop", "_convert_to_rgb", "ToTensor", "Normalize"]:
+        return None
+    resize, crop, norm = steps[0], steps[1], steps[-1]
+    rs = resize.size if isinstance(resize.size, int) else (resize.size[0] if len(resize.size) == 1 else None)
+    if rs != size or tuple(crop.size) != (size, size) or getattr(resize, "max_size", None):
+        return None
+    mean = torch.tensor(norm.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(norm.std, dtype=torch.float32).view(3, 1, 1)
+    return mean, std
 
 
 def _create(spec: ModelSpec, cache_dir: str | None) -> tuple[Any, Any]:

@@ -101,6 +101,90 @@ NEAR_DUPLICATE = 1.0
 _END = object()
 
 
+class _Decoder:
+    """Decode, sample and preprocess one video in a background thread, one or two batches ahead
+    of the model. Started early (while the previous video's last batches are embedded), it keeps
+    the decoder busy across video boundaries."""
+
+    def __init__(self, path: str, encoder: Encoder, fps: float, batch_size: int) -> None:
+        import queue  # noqa: PLC0415
+
+        self.path, self.encoder, self.fps, self.batch_size = path, encoder, fps, batch_size
+        self.stats = DecodeStats()
+        self.tm = StageTimes()
+        self.times: list[float] = []
+        self.shot_of: list[int] = []
+        self.owner: list[int] = []  # per sample: index into the embedded vectors
+        self.q: "queue.Queue[Any]" = queue.Queue(maxsize=2)
+        self.on_done: Callable[[], None] | None = None  # called in the thread when decoding ends
+        import threading  # noqa: PLC0415
+
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="decode", daemon=True)
+
+    def start(self, on_done: Callable[[], None] | None = None) -> "_Decoder":
+        self.on_done = on_done
+        self.thread.start()
+        return self
+
+    def _produce(self) -> None:
+        import torch  # noqa: PLC0415
+
+        batch: list[torch.Tensor] = []
+        prev_thumb: np.ndarray | None = None
+        prev_shot = -1
+        n_embedded = 0
+        tm, times = self.tm, self.times
+        try:
+            t0 = time.perf_counter()
+            for frame in sample_frames(self.path, self.fps, short_side=self.encoder.image_size, stats=self.stats):
+                t1 = time.perf_counter()
+                tm.decode += t1 - t0
+                times.append(frame.ts_s)
+                self.shot_of.append(frame.shot)
+                thumb = frame.thumb.astype(np.int16) if frame.thumb is not None else None
+                same = (
+                    thumb is not None and prev_thumb is not None and frame.shot == prev_shot
+                    and float(np.mean(np.abs(thumb - prev_thumb))) < NEAR_DUPLICATE
+                )
+                if same:
+                    self.owner.append(n_embedded - 1)
+                    tm.reused += 1
+                else:
+                    batch.append(self.encoder.preprocess_array(frame.rgb))
+                    self.owner.append(n_embedded)
+                    n_embedded += 1
+                    prev_thumb = thumb
+                prev_shot = frame.shot
+                t0 = time.perf_counter()
+                tm.preprocess += t0 - t1
+                if len(batch) >= self.batch_size:
+                    self.q.put((torch.stack(batch), frame.ts_s, len(times)))
+                    batch = []
+                if self.stop.is_set():
+                    return
+            if batch:
+                self.q.put((torch.stack(batch), times[-1], len(times)))
+            self.q.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self.q.put(exc)
+        finally:
+            if self.on_done is not None and not self.stop.is_set():
+                self.on_done()
+
+    def close(self) -> None:
+        """Stop the thread (after the last batch, or on an error) and wait for it."""
+        import queue  # noqa: PLC0415
+
+        self.stop.set()
+        while self.thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                pass
+            self.thread.join(timeout=0.05)
+
+
 def embed_video(
     path: str,
     encoder: Encoder,
@@ -109,12 +193,13 @@ def embed_video(
     progress: ProgressFn = _noop,
     times_out: StageTimes | None = None,
     info: VideoInfo | None = None,
+    decoder: _Decoder | None = None,
 ) -> VideoRecord:
     """Decode one video, sample ``fps`` frames per second of video time, embed them.
 
-    Decoding and preprocessing run in a background thread, one batch ahead of the model. A
-    sample nearly identical to the previous one of its shot reuses that embedding (its frame row
-    is still stored, so answers do not change).
+    Decoding and preprocessing run in a background thread, one batch ahead of the model (the
+    caller may hand in a decoder it started earlier). A sample nearly identical to the previous
+    one of its shot reuses that embedding (its frame row is still stored, so answers do not change).
 
     Returns:
         A record ready for :meth:`Writer.commit`: frame times, vectors and the file's metadata.
@@ -122,67 +207,16 @@ def embed_video(
     Raises:
         VideoOpenError: the file is not a decodable video.
     """
-    import queue  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
-
-    st = os.stat(path)
-    fp = fingerprint(path)
-    info = info or probe(path)  # the planning step has usually read the header already
-    stats = DecodeStats()
-    tm = StageTimes()
-    times: list[float] = []
-    shot_of: list[int] = []
-    owner: list[int] = []  # per sample: index into the embedded vectors
-    q: "queue.Queue[Any]" = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def produce() -> None:
-        batch: list[torch.Tensor] = []
-        prev_thumb: np.ndarray | None = None
-        prev_shot = -1
-        n_embedded = 0
-        try:
-            t0 = time.perf_counter()
-            for frame in sample_frames(path, fps, short_side=encoder.image_size, stats=stats):
-                t1 = time.perf_counter()
-                tm.decode += t1 - t0
-                times.append(frame.ts_s)
-                shot_of.append(frame.shot)
-                thumb = frame.thumb.astype(np.int16) if frame.thumb is not None else None
-                same = (
-                    thumb is not None and prev_thumb is not None and frame.shot == prev_shot
-                    and float(np.mean(np.abs(thumb - prev_thumb))) < NEAR_DUPLICATE
-                )
-                if same:
-                    owner.append(n_embedded - 1)
-                    tm.reused += 1
-                else:
-                    batch.append(encoder.preprocess_array(frame.rgb))
-                    owner.append(n_embedded)
-                    n_embedded += 1
-                    prev_thumb = thumb
-                prev_shot = frame.shot
-                t0 = time.perf_counter()
-                tm.preprocess += t0 - t1
-                if len(batch) >= batch_size:
-                    q.put((torch.stack(batch), frame.ts_s, len(times)))
-                    batch = []
-                if stop.is_set():
-                    return
-            if batch:
-                q.put((torch.stack(batch), times[-1], len(times)))
-            q.put(_END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            q.put(exc)
-
-    worker = threading.Thread(target=produce, name="decode", daemon=True)
-    worker.start()
-    chunks: list[np.ndarray] = []
+    dec = decoder
     try:
+        st = os.stat(path)
+        fp = fingerprint(path)
+        info = info or probe(path)  # the planning step has usually read the header already
+        if dec is None:
+            dec = _Decoder(path, encoder, fps, batch_size).start()
+        chunks: list[np.ndarray] = []
         while True:
-            item = q.get()
+            item = dec.q.get()
             if item is _END:
                 break
             if isinstance(item, BaseException):
@@ -190,16 +224,12 @@ def embed_video(
             batch_t, ts, n = item
             t0 = time.perf_counter()
             chunks.append(encoder.encode_batch(batch_t))
-            tm.embed += time.perf_counter() - t0
+            dec.tm.embed += time.perf_counter() - t0
             progress(Progress("frames", path=path, done=ts, frames=n))
     finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            worker.join(timeout=0.05)
+        if dec is not None:
+            dec.close()
+    stats, tm, times, shot_of, owner = dec.stats, dec.tm, dec.times, dec.shot_of, dec.owner
     embedded = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
     vectors = embedded[np.asarray(owner, np.int64)] if owner else np.zeros((0, encoder.dim), np.float32)
     tm.frames = len(times)
@@ -396,13 +426,31 @@ def _run(
         pending, failures = [], []
         last_commit = time.monotonic()
 
+    import threading  # noqa: PLC0415
+
+    decoders: dict[int, _Decoder] = {}
+    lock = threading.Lock()
+
+    def start(i: int) -> None:
+        """Start decoding video ``i``; when it is decoded, start video ``i + 1``, so the decoder
+        works on the next file while the model finishes this one."""
+        with lock:
+            if i < len(todo) and i not in decoders and i not in started:
+                assert encoder is not None
+                started.add(i)
+                decoders[i] = _Decoder(todo[i], encoder, fps, batch_size)
+                decoders[i].start(on_done=lambda: start(i + 1))
+
+    started: set[int] = set()
+
     try:
-        for path in todo:
+        for i, path in enumerate(todo):
             progress(Progress("start", path=path))
+            start(i)
             try:
                 assert encoder is not None
                 rec = embed_video(path, encoder, fps, batch_size, progress, times_out=report.stages,
-                                  info=(infos or {}).get(path))
+                                  info=(infos or {}).get(path), decoder=_take(decoders, lock, i))
             except VideoOpenError as exc:
                 failures.append((path, str(exc).removeprefix(f"{path}: ")))
                 progress(Progress("fail", path=path, message=failures[-1][1]))
@@ -418,7 +466,14 @@ def _run(
             if time.monotonic() - last_commit >= _commit_interval():
                 flush()
     finally:
+        for dec in list(decoders.values()):  # a video started ahead of an interruption
+            dec.close()
         flush()  # on Ctrl-C too: finished videos are kept
+
+
+def _take(decoders: dict[int, _Decoder], lock: Any, i: int) -> _Decoder | None:
+    with lock:
+        return decoders.pop(i, None)
 
 
 def _commit_interval() -> float:

@@ -45,10 +45,17 @@ def blank_kind(
     dark_level: float = 40.0,
 ) -> str:
     """``content``, ``black`` or ``blank`` for one RGB thumbnail."""
-    grey = thumb.astype(np.float32).mean(axis=2)
-    if float(np.percentile(grey, 95)) < dark_level:
+    grey = thumb.astype(np.float32).mean(axis=2).ravel()
+    n = grey.size
+    # the 95th percentile and the median (numpy's linear interpolation) from one partial sort
+    k95, f95 = divmod(0.95 * (n - 1), 1.0)
+    k50, f50 = divmod(0.5 * (n - 1), 1.0)
+    ks = sorted({int(k95), min(int(k95) + 1, n - 1), int(k50), min(int(k50) + 1, n - 1)})
+    part = np.partition(grey, ks)
+    p95 = part[int(k95)] + f95 * (part[min(int(k95) + 1, n - 1)] - part[int(k95)])
+    if float(p95) < dark_level:
         return "black"
-    med = float(np.median(grey))
+    med = float(part[int(k50)] + f50 * (part[min(int(k50) + 1, n - 1)] - part[int(k50)]))
     if float(np.mean(np.abs(grey - med) <= tolerance)) < fraction:
         return "content"
     return "black" if med < black_level else "blank"

@@ -69,3 +69,17 @@ def test_bf16_text_vectors_match_fp32(fp32, bf16):
     a, b = fp32.encode_texts(texts), bf16.encode_texts(texts)
     assert float(np.min(np.sum(a * b, axis=1))) >= 0.9999
     assert bf16._trim_text  # the short text path stays on in bf16 (checked in fp32 at load)
+
+
+def test_direct_preprocess_equals_open_clips(fp32):
+    frames = [f.rgb for f in sample_frames(DATA / "Megamind.avi", 2.0, fp32.image_size)][:6]
+    frames += [np.ascontiguousarray(np.rot90(f)) for f in frames[:2]]  # portrait too
+    from PIL import Image
+
+    assert fp32._fast_norm is not False
+    for f in frames:
+        assert min(f.shape[:2]) == fp32.image_size
+        direct = fp32.preprocess_array(f)
+        ref = fp32.preprocess(Image.fromarray(f))
+        assert direct.shape == ref.shape and torch.allclose(direct, ref, atol=1e-6)
+    assert fp32._fast_norm  # the fast path was the one taken
