@@ -284,8 +284,9 @@ def bench(
         None, "--make-ads", show_default=False,
         help="First write ad-like 720p H.264 clips (real footage from tests/data, cut into shots) into this folder.",
     ),
-    ads: int = typer.Option(6, "--ads", help="How many 30 s clips --make-ads writes."),
+    ads: int = typer.Option(6, "--ads", help="How many clips --make-ads writes."),
     ads_size: str = typer.Option("1280x720", "--ads-size", help="Frame size of the --make-ads clips, WxH."),
+    ads_seconds: float = typer.Option(30.0, "--ads-seconds", help="Length of each --make-ads clip."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per benchmark)."),
 ) -> None:
     """Measure indexing (frames/s, stage split, RSS) and query latency (p50/p95) on this machine."""
@@ -304,7 +305,9 @@ def bench(
         if not m or int(m[1]) < 64 or int(m[2]) < 64 or int(m[1]) % 2 or int(m[2]) % 2:
             _fail(f"--ads-size {ads_size}: give an even WIDTHxHEIGHT of at least 64x64, e.g. 1280x720.", 2)
         size = (int(m[1]), int(m[2]))
-        results.append(_call(lambda: {"mode": "make-ads", **b.make_ads(str(make_ads), ads, size=size)}))
+        if ads < 1 or not 0 < ads_seconds <= 3600:
+            _fail("--ads must be at least 1 and --ads-seconds between 0 and 3600.", 2)
+        results.append(_call(lambda: {"mode": "make-ads", **b.make_ads(str(make_ads), ads, seconds=ads_seconds, size=size)}))
     if index:
         results.append(_call(lambda: b.bench_index([str(p) for p in index_paths], model, pretrained, fps,
                                                    precision=precision, naive=naive)))

@@ -28,3 +28,24 @@ def test_bench_index_and_query_report_json(tmp_path):
 def test_bench_needs_something_to_measure(tmp_path):
     p = subprocess.run(ARCHIVE + ["bench"], env=env_for_cli(tmp_path), capture_output=True, text=True)
     assert p.returncode == 2 and "--index" in p.stderr
+
+
+def test_make_ads_writes_h264_clips_with_cuts(tmp_path):
+    import av
+
+    d = tmp_path / "ads"
+    p = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d), "--ads", "2", "--ads-size", "320x180",
+                                  "--ads-seconds", "4", "--json"],
+                       env=env_for_cli(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    made = json.loads(p.stdout)
+    assert made["mode"] == "make-ads" and len(made["files"]) == 2 and made["shots"] >= 2
+    for f in made["files"]:
+        with av.open(f) as c:
+            s = c.streams.video[0]
+            n = sum(1 for _ in c.decode(s))
+            assert (s.codec_context.name, s.width, s.height, n) == ("h264", 320, 180, 100)
+            assert float(s.average_rate) == 25.0
+    bad = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d), "--ads-size", "big"],
+                         env=env_for_cli(tmp_path), capture_output=True, text=True)
+    assert bad.returncode == 2 and "--ads-size" in bad.stderr and "Traceback" not in bad.stderr
