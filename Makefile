@@ -13,7 +13,7 @@ TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 endif
 DEMO_STORE ?= data
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test clean-demo browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,17 @@ demo: install
 	$(BIN)/archive index tests/data --store $(DEMO_STORE)
 	$(BIN)/archive info --store $(DEMO_STORE)
 	$(BIN)/archive search "a cartoon character" "a tree" --image tests/data/megamind_frame.png --top 3 --store $(DEMO_STORE)
+	@echo "Now look instead of read: $(BIN)/archive serve --store $(DEMO_STORE)  (then open http://127.0.0.1:8000/)"
 
-test: install
+# The browser test drives Debian's Chromium (Playwright with executablePath); installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ -n "$$ARCHIVE_CHROMIUM" ] || { \
+	  echo "installing chromium for the browser test (apt-get)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 clean-demo:
-	rm -f $(DEMO_STORE)/catalog.duckdb $(DEMO_STORE)/frames.faiss $(DEMO_STORE)/writer.lock
+	rm -f $(DEMO_STORE)/catalog.duckdb $(DEMO_STORE)/frames.faiss $(DEMO_STORE)/thumbs.bin $(DEMO_STORE)/writer.lock

@@ -353,6 +353,37 @@ def prune(
     err.print(f"{len(gone)} video(s) {'would be ' if dry_run else ''}removed.", highlight=False)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every network)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Serve a search page with thumbnails, timelines and playback, and its JSON API (/docs)."""
+    from . import config  # noqa: PLC0415
+    from .render import err  # noqa: PLC0415
+
+    if not 0 <= port <= 65535:
+        _fail(f"--port {port}: give a port between 0 and 65535.", 2)
+    store_dir = config.store_dir(store)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can search the "
+                  "archive and play its videos.", highlight=False, soft_wrap=True)
+    err.print(f"loading the model and {store_dir} ...", highlight=False)
+
+    def ready(url: str) -> None:
+        err.print(f"serving {store_dir} at [bold]{url}[/]  (API: {url}docs; Ctrl-C to stop)", highlight=False,
+                  soft_wrap=True)
+
+    from .server import serve as run  # noqa: PLC0415
+
+    try:
+        _call(lambda: run(store_dir, host, port, device, ready=ready))
+    except KeyboardInterrupt:  # pragma: no cover - uvicorn handles Ctrl-C itself
+        pass
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -179,6 +179,7 @@ def report_dict(r: IndexReport) -> dict[str, Any]:
         "failures": [{"path": p, "error": e} for p, e in r.failures],
         "partly": [{"path": p, "error": n} for p, n in r.notes],
         "missing": r.missing,
+        "thumbnails_added": r.thumbnails_added,
     }
 
 
@@ -193,6 +194,9 @@ def print_report(r: IndexReport, as_json: bool) -> None:
         f"[{'red' if r.failed else 'default'}]{r.failed} failed[/]: {r.frames} frames from "
         f"{r.video_seconds:.1f} s of video in {r.wall_s:.1f} s{speed}."
     )
+    if r.thumbnails_added:
+        err.print(f"added thumbnails to {r.thumbnails_added} frames of videos indexed before thumbnails existed "
+                  "(nothing re-embedded).", highlight=False)
     if r.missing:
         err.print(f"{len(r.missing)} indexed file(s) no longer exist on disk (still searchable), e.g. {r.missing[0]}", style="yellow")
     if r.damaged_file:

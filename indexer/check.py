@@ -10,7 +10,7 @@ import numpy as np
 
 from .encoder import ModelSpec
 from .errors import StoreError
-from .store import VECTORS, Writer, _index_arrays, _read_index, read_connection, read_meta
+from .store import THUMBS, VECTORS, Writer, _index_arrays, _read_index, read_connection, read_meta
 
 
 @dataclass
@@ -107,7 +107,30 @@ def check_store(store_dir: str | os.PathLike[str]) -> CheckReport:
     return _finish(rep, paths, root)
 
 
+def _check_thumbnails(rep: CheckReport, root: Path) -> None:
+    """Thumbnails must lie inside thumbs.bin; frames without one are noted (the next index run adds them)."""
+    with read_connection(root) as con:
+        none, end = con.execute(
+            "SELECT count(*) FILTER (WHERE thumb_bytes IS NULL), coalesce(max(thumb_offset + thumb_bytes), 0) FROM frames"
+        ).fetchall()[0]
+        short_videos = con.execute(
+            "SELECT count(DISTINCT video_id) FROM frames WHERE thumb_bytes IS NULL").fetchall()[0][0]
+    size = (root / THUMBS).stat().st_size if (root / THUMBS).exists() else 0
+    if end > size:
+        rep.problems.append(
+            f"the thumbnail file {root / THUMBS} is shorter than the catalog says ({size} of {end} bytes): "
+            "the search page shows no picture for some frames; delete the store's thumbnails by re-indexing "
+            "those folders into a new store."
+        )
+    if none:
+        rep.notes.append(
+            f"{none} frame(s) of {short_videos} video(s) have no thumbnail yet (indexed by an older version): "
+            "run `archive index` on their folders to add them."
+        )
+
+
 def _finish(rep: CheckReport, paths: list[str], root: Path) -> CheckReport:
+    _check_thumbnails(rep, root)
     gone = [p for p in paths if not os.path.exists(p)]
     if gone:
         rep.notes.append(

@@ -20,7 +20,7 @@ from .decode import DecodeStats, VideoInfo, probe, sample_frames
 from .discover import discover
 from .encoder import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, ModelSpec, resolve_spec
 from .errors import ArchiveError, ModelMismatch, VideoOpenError
-from .store import FrameRecord, ShotRecord, VideoRecord, Writer, fingerprint, known_files, read_meta
+from .store import FrameRecord, ShotRecord, VideoRecord, Writer, fingerprint, known_files, read_connection, read_meta
 
 DEFAULT_FPS = 2.0
 DEFAULT_BATCH = 32
@@ -68,6 +68,7 @@ class IndexReport:
     stages: StageTimes = field(default_factory=lambda: StageTimes())
     repaired: list[str] = field(default_factory=list)  # lost their vectors; re-embedded when indexed again
     damaged_file: str | None = None  # an unreadable vector file, moved aside
+    thumbnails_added: int = 0  # frames of already indexed videos that got their thumbnail this run
 
     @property
     def ok(self) -> bool:
@@ -95,6 +96,24 @@ class StageTimes:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
 
+THUMB_LONG_SIDE = 256  # stored thumbnails: 256x144 for 16:9, about 6 KB each (README: Store)
+THUMB_QUALITY = 80
+
+
+def jpeg_thumbnail(rgb: np.ndarray, long_side: int = THUMB_LONG_SIDE, quality: int = THUMB_QUALITY) -> bytes:
+    """A sampled frame (RGB, upright) as a small JPEG for the search page."""
+    import cv2  # noqa: PLC0415
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, long_side / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else rgb
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(small[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # pragma: no cover - OpenCV's JPEG encoder does not fail on uint8 RGB
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
 # A sample whose thumbnail differs from the previous sample of the same shot by less than this
 # (mean absolute difference, 0-255) reuses its embedding: held frames, static packshots, logos.
 NEAR_DUPLICATE = 1.0
@@ -115,6 +134,7 @@ class _Decoder:
         self.times: list[float] = []
         self.shot_of: list[int] = []
         self.owner: list[int] = []  # per sample: index into the embedded vectors
+        self.thumbs: list[bytes] = []  # per sample: its JPEG thumbnail
         self.q: "queue.Queue[Any]" = queue.Queue(maxsize=2)
         self.on_done: Callable[[], None] | None = None  # called in the thread when decoding ends
         import threading  # noqa: PLC0415
@@ -142,6 +162,7 @@ class _Decoder:
                 tm.decode += t1 - t0
                 times.append(frame.ts_s)
                 self.shot_of.append(frame.shot)
+                self.thumbs.append(jpeg_thumbnail(frame.rgb))
                 thumb = frame.thumb.astype(np.int16) if frame.thumb is not None else None
                 same = (
                     thumb is not None and prev_thumb is not None and frame.shot == prev_shot
@@ -259,11 +280,12 @@ def embed_video(
         vectors=vectors,
         note=problem,
         shots=[ShotRecord(s.start_s, s.end_s, s.kind) for s in stats.shots],
+        thumbs=dec.thumbs,
     )
 
 
 def _plan(
-    files: Sequence[str], known: dict[str, tuple[int, float, str, float]], fps: float
+    files: Sequence[str], known: dict[str, tuple[int, float, str, float, bool]], fps: float
 ) -> tuple[list[str], list[str], list[tuple[str, float]], list[tuple[str, str]]]:
     """Split files into (to embed, unchanged, [(unchanged but touched, new mtime)], [(unreadable, why)])."""
     todo: list[str] = []
@@ -364,6 +386,7 @@ def index_paths(
         report.missing = sorted(p for p in known if not os.path.exists(p))
         for p in same:
             progress(Progress("skip", path=p))
+        no_thumbs = [p for p in same if not known[p][4]]
         infos: dict[str, VideoInfo] = {}
         for f in todo:
             try:
@@ -382,6 +405,8 @@ def index_paths(
             for p, mtime in touched:
                 writer.touch(p, mtime)
             _run(writer, todo, encoder, fps, batch_size, progress, report, problems, infos)
+            for p in no_thumbs:
+                report.thumbnails_added += add_thumbnails(writer, p, progress)
         else:  # nothing to embed and no catalog to record failures in
             for p, why in problems:
                 progress(Progress("fail", path=p, message=why))
@@ -469,6 +494,36 @@ def _run(
         for dec in list(decoders.values()):  # a video started ahead of an interruption
             dec.close()
         flush()  # on Ctrl-C too: finished videos are kept
+
+
+def add_thumbnails(writer: Writer, path: str, progress: ProgressFn = _noop) -> int:
+    """Give an indexed, unchanged video's frames their thumbnails (for stores indexed before
+    thumbnails existed). The video is decoded again, but nothing is embedded and its frames keep
+    their ids, vectors and times. Returns how many frames got one.
+
+    Samples are matched by time: the sampling is the same as at index time, so nearly all match;
+    a frame with no decoded match keeps no thumbnail (the page shows none for it).
+    """
+    with read_connection(writer.dir) as con:
+        rows = con.execute(
+            "SELECT f.frame_id, f.ts_s, v.sample_fps FROM frames f JOIN videos v USING (video_id) "
+            "WHERE v.path = ? AND f.thumb_bytes IS NULL ORDER BY f.ts_s", [path]).fetchall()
+    if not rows:
+        return 0
+    want = {round(ts, 4): fid for fid, ts, _ in rows}
+    progress(Progress("thumbs", path=path, frames=len(rows)))
+    ids: list[int] = []
+    jpegs: list[bytes] = []
+    try:
+        for frame in sample_frames(path, float(rows[0][2]), short_side=THUMB_LONG_SIDE):
+            fid = want.pop(round(frame.ts_s, 4), None)
+            if fid is not None:
+                ids.append(fid)
+                jpegs.append(jpeg_thumbnail(frame.rgb))
+    except (VideoOpenError, OSError):
+        pass  # unreadable now: its frames stay without pictures; everything else is unchanged
+    writer.set_thumbnails(ids, jpegs)
+    return len(ids)
 
 
 def _take(decoders: dict[int, _Decoder], lock: Any, i: int) -> _Decoder | None:

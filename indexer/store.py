@@ -42,8 +42,9 @@ from .errors import ModelMismatch, StoreError, StoreLocked, StoreNotFound
 
 CATALOG = "catalog.duckdb"
 VECTORS = "frames.faiss"
+THUMBS = "thumbs.bin"
 LOCK = "writer.lock"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _OPEN_RETRY_S = 15.0
 
 
@@ -61,8 +62,14 @@ def _migrate_1_to_2(con: Any) -> None:
 # Everything keyed by video_id, deleted together when a video is replaced or removed.
 _PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "videos")
 
+def _migrate_2_to_3(con: Any) -> None:
+    """v3 adds each frame's thumbnail (bytes in thumbs.bin); NULL until the video is indexed again."""
+    con.execute("ALTER TABLE frames ADD COLUMN IF NOT EXISTS thumb_offset BIGINT")
+    con.execute("ALTER TABLE frames ADD COLUMN IF NOT EXISTS thumb_bytes INTEGER")
+
+
 # MIGRATIONS[v] turns a version-v catalog into version v + 1, inside one transaction.
-MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
@@ -89,7 +96,9 @@ _SCHEMA = [
         video_id INTEGER NOT NULL,
         ts_s DOUBLE NOT NULL,           -- presentation time of the sampled frame, seconds
         end_s DOUBLE NOT NULL,          -- this sample stands for [ts_s, end_s): next sample or video end
-        shot_id BIGINT NOT NULL         -- the shot it belongs to
+        shot_id BIGINT NOT NULL,        -- the shot it belongs to
+        thumb_offset BIGINT,            -- its JPEG thumbnail in thumbs.bin (NULL: none yet)
+        thumb_bytes INTEGER
     )""",
     """CREATE TABLE IF NOT EXISTS shots (
         shot_id BIGINT NOT NULL,
@@ -162,6 +171,7 @@ class VideoRecord:
     vectors: np.ndarray  # (len(frames), dim) float32, unit length
     note: str | None = None
     shots: list[ShotRecord] = field(default_factory=list)
+    thumbs: list[bytes] | None = None  # a JPEG per frame (None: no thumbnails)
 
 
 @dataclass
@@ -204,6 +214,8 @@ class FrameTable:
     blank: np.ndarray  # bool, the frame's shot is black/blank/slate
     row: np.ndarray  # int64, into vectors
     vectors: np.ndarray  # (N, dim) float32
+    thumb_offset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: no thumbnail
+    thumb_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     videos: dict[int, dict[str, Any]] = field(default_factory=dict)
     _keepalive: Any = None  # what owns the memory behind ``vectors`` (an mmap or a FAISS index)
     _bf16: Any = None  # torch bf16 (len(self), dim), in frame order; built on first approximate scan
@@ -506,7 +518,8 @@ def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | No
         fwhere = where.replace("video_id", "f.video_id")
         cols = con.execute(
             "SELECT f.frame_id, f.video_id, f.ts_s, f.end_s, f.shot_id, s.end_s - s.start_s AS shot_len_s, "
-            f"s.kind <> 'content' AS blank FROM frames f JOIN shots s USING (shot_id){fwhere} "
+            "s.kind <> 'content' AS blank, coalesce(f.thumb_offset, -1) AS thumb_offset, "
+            f"coalesce(f.thumb_bytes, 0) AS thumb_bytes FROM frames f JOIN shots s USING (shot_id){fwhere} "
             "ORDER BY f.video_id, f.ts_s",
             params,
         ).fetchnumpy()
@@ -539,6 +552,8 @@ def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | No
         shot_len_s=np.asarray(cols["shot_len_s"], np.float64)[ok],
         blank=np.asarray(cols["blank"], bool)[ok],
         row=row.astype(np.int64),
+        thumb_offset=np.asarray(cols["thumb_offset"], np.int64)[ok],
+        thumb_bytes=np.asarray(cols["thumb_bytes"], np.int64)[ok],
         vectors=vecs,
         videos=videos,
         _keepalive=index,
@@ -587,13 +602,35 @@ def read_labels(store_dir: str | os.PathLike[str]) -> list[tuple[str, list[str],
     return [(r[0], list(r[1]), r[2]) for r in rows]
 
 
-def known_files(store_dir: str | os.PathLike[str]) -> dict[str, tuple[int, float, str, float]]:
-    """path -> (size_bytes, mtime, fingerprint, sample_fps) of every indexed video ({} if no store)."""
+def known_files(store_dir: str | os.PathLike[str]) -> dict[str, tuple[int, float, str, float, bool]]:
+    """path -> (size_bytes, mtime, fingerprint, sample_fps, has_thumbnails) of every indexed video
+    ({} if no store)."""
     if not (Path(store_dir) / CATALOG).is_file():
         return {}
     with read_connection(store_dir) as con:
-        rows = con.execute("SELECT path, size_bytes, mtime, fingerprint, sample_fps FROM videos").fetchall()
-    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+        rows = con.execute(
+            "SELECT v.path, v.size_bytes, v.mtime, v.fingerprint, v.sample_fps, "
+            "bool_and(f.thumb_bytes IS NOT NULL) IS NOT FALSE "
+            "FROM videos v LEFT JOIN frames f USING (video_id) GROUP BY ALL"
+        ).fetchall()
+    return {r[0]: (r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
+
+
+def read_thumbnail(store_dir: str | os.PathLike[str], offset: int, length: int) -> bytes:
+    """One frame's JPEG thumbnail from thumbs.bin.
+
+    Raises:
+        StoreError: the thumbnail file is missing or shorter than the catalog says.
+    """
+    path = Path(store_dir) / THUMBS
+    try:
+        with open(path, "rb") as fh:
+            data = os.pread(fh.fileno(), length, offset)
+    except OSError as exc:
+        raise StoreError(f"cannot read thumbnails from {path}: {exc.strerror or exc}") from exc
+    if len(data) != length:
+        raise StoreError(f"{path} is shorter than the catalog says: run `archive index` again on the same folders.")
+    return data
 
 
 class Writer:
@@ -880,7 +917,52 @@ class Writer:
                 con.execute("ROLLBACK")
                 raise
 
+    def set_thumbnails(self, frame_ids: Sequence[int], jpegs: Sequence[bytes]) -> None:
+        """Store thumbnails for frames already in the catalog (appended, then pointed at)."""
+        if not frame_ids:
+            return
+        (offs, lens), = self._append_thumbs([VideoRecord(
+            path="", size_bytes=0, mtime=0.0, fingerprint="", duration_s=0.0, fps=0.0, width=0, height=0, codec="",
+            sample_fps=0.0, decoded_frames=0, frames=[FrameRecord(0.0, 0.0)] * len(frame_ids),
+            vectors=np.zeros((0, 0), np.float32), thumbs=list(jpegs))])
+        with self._catalog() as con:
+            con.register("_thumbs", {"frame_id": np.asarray(frame_ids, np.int64), "o": np.asarray(offs, np.int64),
+                                     "b": np.asarray(lens, np.int32)})
+            try:
+                con.execute("UPDATE frames SET thumb_offset = t.o, thumb_bytes = t.b FROM _thumbs t "
+                            "WHERE frames.frame_id = t.frame_id")
+            finally:
+                con.unregister("_thumbs")
+
     # -- the commit -----------------------------------------------------------------------------
+    def _append_thumbs(self, records: Sequence[VideoRecord]) -> list[tuple[list[int | None], list[int | None]]]:
+        """Append the records' thumbnails to thumbs.bin (fsynced); per record, each frame's
+        (offsets, lengths), None where a frame has none."""
+        out: list[tuple[list[int | None], list[int | None]]] = []
+        blobs = [rec.thumbs for rec in records]
+        if not any(blobs):
+            return [([None] * len(r.frames), [None] * len(r.frames)) for r in records]
+        path = self.dir / THUMBS
+        try:
+            with open(path, "ab") as fh:
+                pos = fh.seek(0, os.SEEK_END)
+                for rec, thumbs in zip(records, blobs):
+                    if not thumbs or len(thumbs) != len(rec.frames):
+                        out.append(([None] * len(rec.frames), [None] * len(rec.frames)))
+                        continue
+                    offs, lens = [], []
+                    for jpeg in thumbs:
+                        fh.write(jpeg)
+                        offs.append(pos)
+                        lens.append(len(jpeg))
+                        pos += len(jpeg)
+                    out.append((offs, lens))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise StoreError(f"cannot write thumbnails to {path}: {exc.strerror or exc}") from exc
+        return out
+
     def commit(self, records: Sequence[VideoRecord], failures: Sequence[tuple[str, str]] = ()) -> None:
         """Commit finished videos (each all-or-nothing) and failure rows. Re-indexed paths replace
         their old rows and vectors."""
@@ -900,14 +982,17 @@ class Writer:
                     got = con.execute(f"SELECT frame_id FROM frames WHERE video_id IN ({ph})", old_ids).fetchnumpy()
                     old_frames = np.asarray(got["frame_id"], np.int64)
 
+            # 0. thumbnails: appended to thumbs.bin (bytes no catalog row points at are harmless).
+            thumb_at = self._append_thumbs(records)
+
             # 1. vectors: new ones in, replaced ones out, file swapped atomically.
-            frame_rows: list[tuple[int, int, float, float, int]] = []
+            frame_rows: list[tuple[int, int, float, float, int, int | None, int | None]] = []
             shot_rows: list[tuple[int, int, float, float, str]] = []
             video_rows: list[tuple[Any, ...]] = []
             if records:
                 all_vecs = []
                 all_ids = []
-                for rec in records:
+                for rec, (t_off, t_len) in zip(records, thumb_at):
                     vid = self._next_video_id
                     self._next_video_id += 1
                     n = len(rec.frames)
@@ -922,7 +1007,8 @@ class Writer:
                         (first_shot + k, vid, s.start_s, s.end_s, s.kind) for k, s in enumerate(shots)
                     )
                     frame_rows.extend(
-                        (int(i), vid, f.ts_s, f.end_s, first_shot + f.shot) for i, f in zip(ids, rec.frames)
+                        (int(i), vid, f.ts_s, f.end_s, first_shot + f.shot, o, b)
+                        for i, f, o, b in zip(ids, rec.frames, t_off, t_len)
                     )
                     video_rows.append((
                         vid, rec.path, Path(rec.path).name, rec.size_bytes, rec.mtime, rec.fingerprint,
@@ -962,7 +1048,8 @@ class Writer:
 
 
 def _insert_frames(
-    con: Any, frames: list[tuple[int, int, float, float, int]], shots: list[tuple[int, int, float, float, str]]
+    con: Any, frames: list[tuple[int, int, float, float, int, int | None, int | None]],
+    shots: list[tuple[int, int, float, float, str]],
 ) -> None:
     """Bulk insert from numpy columns (DuckDB's executemany is slow: ~1.5k rows/s)."""
     fcols = {
@@ -971,6 +1058,8 @@ def _insert_frames(
         "ts_s": np.array([r[2] for r in frames], dtype=np.float64),
         "end_s": np.array([r[3] for r in frames], dtype=np.float64),
         "shot_id": np.array([r[4] for r in frames], dtype=np.int64),
+        "thumb_offset": np.array([-1 if r[5] is None else r[5] for r in frames], dtype=np.int64),
+        "thumb_bytes": np.array([0 if r[6] is None else r[6] for r in frames], dtype=np.int32),
     }
     scols = {
         "shot_id": np.array([r[0] for r in shots], dtype=np.int64),
@@ -982,7 +1071,11 @@ def _insert_frames(
     con.register("_new_frames", fcols)
     con.register("_new_shots", scols)
     try:
-        con.execute("INSERT INTO frames SELECT frame_id, video_id, ts_s, end_s, shot_id FROM _new_frames")
+        con.execute(
+            "INSERT INTO frames SELECT frame_id, video_id, ts_s, end_s, shot_id, "
+            "CASE WHEN thumb_bytes > 0 THEN thumb_offset END, CASE WHEN thumb_bytes > 0 THEN thumb_bytes END "
+            "FROM _new_frames"
+        )
         con.execute("INSERT INTO shots SELECT shot_id, video_id, start_s, end_s, kind FROM _new_shots")
     finally:
         con.unregister("_new_frames")

@@ -39,6 +39,8 @@ class VideoResult:
     score: float  # best frame's cosine score
     video_duration_s: float
     match: float = 0.0  # best match strength under the rule (text: probability against the backgrounds)
+    best_frame_id: int | None = None  # the best frame (its thumbnail: /api/thumbnails/{id})
+    segment_frame_ids: list[int] = field(default_factory=list)  # each segment's best frame
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,10 +50,12 @@ class VideoResult:
             "first_seen_s": _r(self.first_seen_s),
             "duration_s": _r(self.duration_s),
             "segments": [
-                {"start_s": _r(s.start_s), "end_s": _r(s.end_s), "peak_score": _r(s.peak_score, 4)}
-                for s in self.segments
+                {"start_s": _r(s.start_s), "end_s": _r(s.end_s), "peak_score": _r(s.peak_score, 4),
+                 "peak_frame_id": f}
+                for s, f in zip(self.segments, self.segment_frame_ids or [None] * len(self.segments))
             ],
             "best_s": _r(self.best_s),
+            "best_frame_id": self.best_frame_id,
             "score": _r(self.score, 4),
             "match": _r(self.match if np.isfinite(self.match) else None, 4),
             "video_duration_s": _r(self.video_duration_s),
@@ -225,6 +229,8 @@ def rank(
                     first_seen_s=tl.first_seen_s, duration_s=tl.duration_s, segments=tl.segments,
                     best_s=tl.best_s, score=tl.score, video_duration_s=float(v["duration_s"] or 0.0),
                     match=float(np.max(st)),
+                    best_frame_id=int(table.frame_id[a + tl.best_index]) if tl.best_index >= 0 else None,
+                    segment_frame_ids=[int(table.frame_id[a + sg.peak_index]) for sg in tl.segments],
                 )
             )
         out.append(res)

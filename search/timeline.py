@@ -19,6 +19,7 @@ class Segment:
     start_s: float
     end_s: float
     peak_score: float
+    peak_index: int = -1  # position of its best frame in the arrays given to segments()
 
     @property
     def duration_s(self) -> float:
@@ -35,6 +36,7 @@ class Timeline:
     best_s: float | None
     score: float
     segments: list[Segment] = field(default_factory=list)
+    best_index: int = -1  # position of the best frame
 
 
 def runs(mask: np.ndarray, group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -93,10 +95,12 @@ def segments(
     for a, b in zip(starts, ends):
         if not np.any(strength[a:b] >= enter):
             continue
-        seg = Segment(float(ts_s[a]), float(end_s[b - 1]), float(np.max(scores[a:b])))
+        k = int(a + np.argmax(scores[a:b]))
+        seg = Segment(float(ts_s[a]), float(end_s[b - 1]), float(scores[k]), k)
         if out and seg.start_s - out[-1].end_s <= merge_gap_s:
             last = out[-1]
-            out[-1] = Segment(last.start_s, seg.end_s, max(last.peak_score, seg.peak_score))
+            top = last if last.peak_score >= seg.peak_score else seg
+            out[-1] = Segment(last.start_s, seg.end_s, top.peak_score, top.peak_index)
         else:
             out.append(seg)
     return [sg for sg in out if sg.duration_s >= min_duration_s]
@@ -127,4 +131,5 @@ def summarise(
         best_s=float(ts_s[best]),
         score=float(scores[best]),
         segments=segs,
+        best_index=best,
     )

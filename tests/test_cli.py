@@ -89,7 +89,7 @@ def test_index_search_sql_info_end_to_end(tmp_path, store_with_clips):
     img = lines[2]["results"]
     assert Path(img[0]["video"]).name == "Megamind.avi" and img[0]["present"]
     assert set(img[0]) >= {"video", "present", "first_seen_s", "duration_s", "segments", "best_s", "score"}
-    assert img[0]["segments"][0].keys() == {"start_s", "end_s", "peak_score"}
+    assert img[0]["segments"][0].keys() == {"start_s", "end_s", "peak_score", "peak_frame_id"}
     assert not img[1]["present"]
 
     table = run(["search", "a cartoon"], tmp_path, check=0)

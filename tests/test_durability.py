@@ -91,6 +91,8 @@ def test_old_schema_is_migrated_by_the_next_index_run(store):
     con = duckdb.connect(str(a.store / "catalog.duckdb"))
     con.execute("DROP TABLE shots")
     con.execute("ALTER TABLE frames DROP COLUMN shot_id")
+    con.execute("ALTER TABLE frames DROP COLUMN thumb_offset")
+    con.execute("ALTER TABLE frames DROP COLUMN thumb_bytes")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     with pytest.raises(StoreError, match="older"):

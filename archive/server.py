@@ -1,0 +1,316 @@
+"""`archive serve`: a local search page and a JSON API over one store.
+
+    GET  /                         the search page (``/?q=beach``)
+    GET  /api/search?q=            the same result shape as ``archive search --json``
+    POST /api/search/image         query by example: the request body is an image file
+    GET  /api/videos               every indexed video, with its labels
+    GET  /api/videos/{id}          one video: shots, label segments, failures
+    GET  /api/thumbnails/{frame}   a sampled frame's JPEG (made at index time)
+    GET  /api/media/{id}           the video file itself, with HTTP range requests
+    GET  /api/stats                the archive's numbers and saved labels
+    GET  /docs                     OpenAPI page
+
+Only files listed in the catalog are ever served: paths come from the catalog, never from the
+request. The model is loaded once at start. Video files are never decoded here: thumbnails and
+timings come from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from indexer.errors import ArchiveError, QueryError, StoreError, StoreNotFound
+from indexer.store import read_connection, read_thumbnail, store_info
+from search.labels import list_labels
+from search.query import Searcher
+
+WEB = Path(__file__).resolve().parent / "web"
+MAX_UPLOAD = 20 << 20  # bytes of an example image
+_VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
+                ".mkv": "video/x-matroska", ".ogv": "video/ogg", ".avi": "video/x-msvideo", ".ts": "video/mp2t",
+                ".mpg": "video/mpeg", ".mpeg": "video/mpeg", ".mxf": "application/mxf"}
+# What a browser's <video> plays (the page offers the file for download otherwise).
+_PLAYABLE = {"h264", "vp8", "vp9", "av1", "theora", "hevc"}
+
+
+def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Searcher | None = None) -> Any:
+    """The FastAPI application for ``store``. The model loads on the first search (call
+    :func:`warm` to load it now)."""
+    store_dir = Path(store)
+    s = searcher or Searcher(store_dir, device)
+    lock = threading.Lock()  # one search at a time: the searcher's caches are not thread-safe
+    app = FastAPI(
+        title="Video archive",
+        description="Search an indexed video collection by text or example image: per video, present / "
+                    "first seen / time on screen / segments. Only indexed files are served.",
+        version="1",
+    )
+    app.state.searcher = s
+    app.state.store = store_dir
+
+    # -- errors: a status and one message, never a stack trace ---------------------------------
+    @app.exception_handler(QueryError)
+    async def _query_error(_: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(StoreNotFound)
+    async def _no_store(_: Request, exc: StoreNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(ArchiveError)
+    async def _archive_error(_: Request, exc: ArchiveError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409 if isinstance(exc, StoreError) else 400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path", "body"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logging.getLogger("archive.serve").error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server's log"}, status_code=500)
+
+    # -- pages ------------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+    # -- search -----------------------------------------------------------------------------------
+    @app.get("/api/search", summary="Search by text: the same result shape as `archive search --json`")
+    def search(
+        q: str = Query(..., description="The text to search for, e.g. 'a beach'."),
+        top: int = Query(20, ge=1, le=1000, description="Videos to return, best first."),
+        video: Optional[list[str]] = Query(None, description="Only these indexed files, folders or names."),
+        threshold: Optional[float] = Query(None, ge=-1.0, le=1.0, description="A plain cosine cut instead of the rule."),
+        merge_gap: float = Query(0.0, ge=0.0, description="Join segments at most this many seconds apart."),
+        min_duration: float = Query(0.0, ge=0.0, description="Drop shorter segments (seconds)."),
+    ) -> dict[str, Any]:
+        if not q.strip():
+            raise QueryError("empty query: type words to search for, or upload an example image.")
+        t0 = time.perf_counter()
+        with lock:
+            [res] = s.search([q], videos=video, top=top, threshold=threshold, merge_gap_s=merge_gap,
+                             min_duration_s=min_duration)
+        return _result(res, t0)
+
+    @app.post(
+        "/api/search/image",
+        summary="Search by example image (the request body is the image file)",
+        openapi_extra={"requestBody": {"required": True, "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}},
+    )
+    async def search_image(
+        request: Request,
+        top: int = Query(20, ge=1, le=1000),
+        video: Optional[list[str]] = Query(None),
+        threshold: Optional[float] = Query(None, ge=-1.0, le=1.0),
+        name: str = Query("upload", description="The image's file name, shown as the query."),
+    ) -> dict[str, Any]:
+        body = await request.body()
+        if not body:
+            raise QueryError("no image in the request body: send the image file's bytes.")
+        if len(body) > MAX_UPLOAD:
+            raise HTTPException(413, f"image too large ({len(body)} bytes; at most {MAX_UPLOAD}).")
+        _check_image(body, name)
+        suffix = Path(name).suffix if Path(name).suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"} else ".img"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / (Path(name).stem[:60] + suffix if Path(name).stem else "upload" + suffix)
+            path.write_bytes(body)
+            t0 = time.perf_counter()
+
+            def run() -> Any:
+                with lock:
+                    return s.search(images=[path], videos=video, top=top, threshold=threshold)
+
+            [res] = await run_in_threadpool(run)
+        return _result(res, t0)
+
+    # -- the catalog --------------------------------------------------------------------------------
+    @app.get("/api/videos", summary="Every indexed video, with its saved labels")
+    def videos() -> dict[str, Any]:
+        with read_connection(store_dir) as con:
+            cur = con.execute(
+                "SELECT v.video_id, v.name, v.path, v.duration_s, v.fps, v.width, v.height, v.codec, v.n_frames, "
+                "v.note, (SELECT count(*) FROM shots s WHERE s.video_id = v.video_id) AS shots, "
+                "(SELECT min(f.frame_id) FILTER (WHERE f.thumb_bytes IS NOT NULL) FROM frames f JOIN shots s "
+                " USING (shot_id) WHERE f.video_id = v.video_id AND s.kind = 'content') AS thumbnail_frame_id "
+                "FROM videos v ORDER BY v.path"
+            )
+            rows = _records(cur)
+            labs = _records(con.execute(
+                "SELECT video_id, label, present, first_seen_s, duration_s, n_segments FROM video_labels ORDER BY label"
+            ))
+        by_video: dict[int, list[dict[str, Any]]] = {}
+        for lab in labs:
+            by_video.setdefault(lab.pop("video_id"), []).append(lab)
+        for r in rows:
+            r["labels"] = by_video.get(r["video_id"], [])
+            r["playable"] = _playable(r)
+        return {"videos": rows}
+
+    @app.get("/api/videos/{video_id}", summary="One video: its shots, label segments and any failure note")
+    def video(video_id: int) -> dict[str, Any]:
+        with read_connection(store_dir) as con:
+            rows = _records(con.execute("SELECT * FROM videos WHERE video_id = ?", [video_id]))
+            if not rows:
+                raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
+            v = rows[0]
+            v["shots"] = _records(con.execute(
+                "SELECT shot_id, start_s, end_s, kind FROM shots WHERE video_id = ? ORDER BY start_s", [video_id]))
+            v["labels"] = _records(con.execute(
+                "SELECT label, present, first_seen_s, duration_s, n_segments, best_s, score FROM video_labels "
+                "WHERE video_id = ? ORDER BY label", [video_id]))
+            v["segments"] = _records(con.execute(
+                "SELECT label, start_s, end_s, peak_score FROM segments WHERE video_id = ? ORDER BY label, start_s",
+                [video_id]))
+            v["failures"] = _records(con.execute("SELECT error, seen_at FROM failures WHERE path = ?", [v["path"]]))
+        v["playable"] = _playable(v)
+        v["file_present"] = Path(v["path"]).is_file()
+        return _jsonable(v)
+
+    @app.get(
+        "/api/thumbnails/{frame_id}", summary="A sampled frame's JPEG thumbnail", response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def thumbnail(frame_id: int) -> Response:
+        with read_connection(store_dir) as con:
+            row = con.execute("SELECT thumb_offset, thumb_bytes FROM frames WHERE frame_id = ?", [frame_id]).fetchall()
+        if not row:
+            raise HTTPException(404, f"no frame with id {frame_id}.")
+        offset, length = row[0]
+        if offset is None or not length:
+            raise HTTPException(404, f"frame {frame_id} has no thumbnail yet: run `archive index` on its folder again.")
+        data = read_thumbnail(store_dir, int(offset), int(length))
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    @app.get(
+        "/api/media/{video_id}", summary="The indexed video file (supports HTTP range requests)",
+        response_class=FileResponse, responses={200: {"content": {"video/*": {}}}, 206: {"description": "a byte range"}},
+    )
+    def media(video_id: int) -> FileResponse:
+        with read_connection(store_dir) as con:
+            row = con.execute("SELECT path FROM videos WHERE video_id = ?", [video_id]).fetchall()
+        if not row:
+            raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
+        path = Path(row[0][0])
+        if not path.is_file():
+            raise HTTPException(410, f"the indexed file is no longer at {path}; its timings are still searchable.")
+        kind = _VIDEO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=kind, filename=path.name, content_disposition_type="inline")
+
+    @app.get("/api/stats", summary="The archive's numbers and its saved labels")
+    def stats() -> dict[str, Any]:
+        info = store_info(store_dir)
+        labels = [
+            {"name": lab.name, "prompts": lab.prompts, "threshold": lab.threshold,
+             "videos_present": lab.videos_present, "seconds": round(float(lab.seconds), 3)}
+            for lab in list_labels(store_dir)
+        ]
+        return {"store": str(store_dir.resolve()), "videos": info.videos, "frames": info.frames,
+                "seconds": round(info.seconds, 3), "model": info.model, "pretrained": info.pretrained,
+                "dim": info.dim, "bytes": info.bytes, "failures": info.failures, "labels": labels}
+
+    return app
+
+
+def warm(app: Any) -> None:
+    """Load the model and the frame table now, so the first search is as fast as the rest."""
+    s: Searcher = app.state.searcher
+    _ = s.encoder
+    s.background_vectors()
+    s.background_lse(None, s.frames(None))
+
+
+def _check_image(body: bytes, name: str) -> None:
+    """Raise QueryError unless ``body`` is an image PIL can read."""
+    import io  # noqa: PLC0415
+
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+    try:
+        with Image.open(io.BytesIO(body)) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise QueryError(f"{name}: not a readable image; upload a PNG, JPEG or WebP file.") from exc
+
+
+def _result(res: Any, t0: float) -> dict[str, Any]:
+    out = res.to_dict()
+    out["videos_searched"] = res.videos_searched
+    out["frames_searched"] = res.frames_searched
+    out["took_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return out
+
+
+def _records(cur: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [_jsonable(dict(zip(names, r))) for r in cur.fetchall()]
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    import datetime as dt  # noqa: PLC0415
+
+    return {k: (v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v) for k, v in d.items()}
+
+
+def _playable(v: dict[str, Any]) -> bool:
+    """Whether a browser's <video> is likely to play this file (H.264/VP9/AV1 in MP4/WebM/MOV)."""
+    return str(v.get("codec") or "").lower() in _PLAYABLE and Path(v["path"]).suffix.lower() in {
+        ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".ogv"}
+
+
+def serve(store: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          ready: Any = None) -> None:
+    """Run the server until Ctrl-C. ``ready(url)`` is called once it listens.
+
+    Raises:
+        StoreNotFound: no archive in ``store``.
+        ArchiveError: the address cannot be bound (port in use, no such host).
+    """
+    import socket  # noqa: PLC0415
+
+    import uvicorn  # noqa: PLC0415
+
+    store_info(store)  # StoreNotFound before anything slow
+    app = create_app(store, device)
+    warm(app)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "already in use: pick another with --port" if exc.errno == 98 else (exc.strerror or str(exc))
+        raise ArchiveError(f"cannot listen on {host}:{port}: {why}.") from exc
+    sock.listen(128)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    if ready is not None:
+        ready(f"http://{shown}:{bound}/")
+    server.run(sockets=[sock])

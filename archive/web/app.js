@@ -1,0 +1,221 @@
+// The search page: plain DOM code, no build step. Talks to the JSON API of `archive serve`.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const videos = new Map(); // video_id -> /api/videos row (name, labels, playable, ...)
+
+function el(tag, attrs = {}, ...children) {
+  const n = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") n.className = v;
+    else if (k === "style") n.style.cssText = v;
+    else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
+    else n.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) n.append(c);
+  return n;
+}
+
+function fmt(s) {
+  if (s === null || s === undefined) return "–";
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  return `${m}:${(s - 60 * m).toFixed(1).padStart(4, "0")}`;
+}
+
+function basename(p) { return p.split(/[\\/]/).pop(); }
+
+async function api(url, opts) {
+  const r = await fetch(url, opts);
+  let body = null;
+  try { body = await r.json(); } catch (e) { /* not JSON */ }
+  if (!r.ok) throw new Error((body && body.detail) || `${r.status} ${r.statusText}`);
+  return body;
+}
+
+function status(...parts) { $("#status").replaceChildren(...parts); }
+function fail(e) { status(el("span", { class: "error" }, `Error: ${e.message}`)); }
+
+async function loadStats() {
+  try {
+    const s = await api("/api/stats");
+    const hours = s.seconds >= 3600 ? `${(s.seconds / 3600).toFixed(1)} h` : fmt(s.seconds);
+    $("#stats").textContent = `${s.videos} videos · ${s.frames.toLocaleString()} frames · ${hours} of video · ` +
+      `${s.model} (${s.pretrained})` + (s.failures ? ` · ${s.failures} file(s) could not be indexed` : "");
+    const list = $("#label-list");
+    list.replaceChildren(...s.labels.map((l) =>
+      el("li", { title: `prompts: ${l.prompts.join("; ")}` },
+        `${l.name}: in ${l.videos_present} video${l.videos_present === 1 ? "" : "s"}, ${fmt(l.seconds)}`)));
+    $("#labels").hidden = s.labels.length === 0;
+  } catch (e) { fail(e); }
+}
+
+async function loadVideos() {
+  const body = await api("/api/videos");
+  for (const v of body.videos) videos.set(v.video_id, v);
+  return body.videos;
+}
+
+function labelChips(videoId) {
+  const v = videos.get(videoId);
+  const present = v ? v.labels.filter((l) => l.present) : [];
+  if (!present.length) return null;
+  return el("p", { class: "vlabels" }, "Labels: ",
+    present.map((l) => el("span", {}, `${l.label} ${fmt(l.duration_s)}`)));
+}
+
+function thumbButton(videoId, name, frameId, at) {
+  if (frameId === null || frameId === undefined) {
+    return el("div", { class: "thumb none" }, "no thumbnail");
+  }
+  return el("button", {
+    class: "thumb", type: "button", "aria-label": `Play ${name} from ${fmt(at || 0)}`,
+    onclick: () => play(videoId, at || 0),
+  },
+  el("img", { src: `/api/thumbnails/${frameId}`, alt: `${name} at ${fmt(at || 0)}`, loading: "lazy" }),
+  el("span", { class: "at" }, fmt(at || 0)));
+}
+
+function timeline(r) {
+  const total = Math.max(r.video_duration_s || 0, ...r.segments.map((s) => s.end_s), 0.001);
+  const name = basename(r.video);
+  const bar = el("div", { class: "timeline", role: "group", "aria-label": `Where it appears in ${name}` });
+  r.segments.forEach((s, i) => {
+    const left = (100 * s.start_s) / total;
+    const width = (100 * (s.end_s - s.start_s)) / total;
+    const label = `${fmt(s.start_s)} – ${fmt(s.end_s)}`;
+    bar.append(el("button", {
+      class: "seg", type: "button", style: `left:${left}%;width:${width}%`,
+      "aria-label": `Play from ${fmt(s.start_s)} (segment ${i + 1}: ${label})`,
+      "data-start": s.start_s, onclick: () => play(r.video_id, s.start_s),
+    }, el("span", { class: "tip" }, label)));
+  });
+  return [bar, el("div", { class: "axis muted", "aria-hidden": "true" }, el("span", {}, "0"), el("span", {}, fmt(total)))];
+}
+
+function resultCard(r) {
+  const name = basename(r.video);
+  const facts = r.present
+    ? [el("span", { class: "badge present" }, "present"),
+       `first seen ${fmt(r.first_seen_s)} · on screen ${fmt(r.duration_s)} of ${fmt(r.video_duration_s)} · ` +
+       `${r.segments.length} segment${r.segments.length === 1 ? "" : "s"}`]
+    : [el("span", { class: "badge absent" }, "not found"),
+       `best moment ${fmt(r.best_s)} of ${fmt(r.video_duration_s)}`];
+  return el("li", { class: "result" },
+    thumbButton(r.video_id, name, r.best_frame_id, r.best_s),
+    el("div", { class: "body" },
+      el("h3", {}, name),
+      el("p", { class: "path muted" }, r.video),
+      el("p", { class: "facts" }, facts, el("span", { class: "muted" }, ` · score ${r.score.toFixed(3)}`)),
+      timeline(r),
+      labelChips(r.video_id)));
+}
+
+function videoCard(v) {
+  return el("li", { class: "result" },
+    thumbButton(v.video_id, v.name, v.thumbnail_frame_id, 0),
+    el("div", { class: "body" },
+      el("h3", {}, v.name),
+      el("p", { class: "path muted" }, v.path),
+      el("p", { class: "facts" }, `${fmt(v.duration_s)} · ${v.width}×${v.height} · ${v.codec} · ${v.shots} shots` +
+        (v.note ? ` · ${v.note}` : "")),
+      labelChips(v.video_id)));
+}
+
+function showResults(res) {
+  const shown = res.results.filter((r) => r.present).length;
+  const what = res.kind === "image" ? "the example image" : `“${res.query}”`;
+  const parts = [`${shown} of ${res.results.length} videos shown contain ${what}` +
+    ` (${res.videos_searched} videos, ${res.frames_searched.toLocaleString()} frames searched in ${res.took_ms} ms)`];
+  for (const w of res.warnings || []) parts.push(el("div", { class: "muted" }, `Note: ${w}`));
+  status(...parts);
+  $("#results").replaceChildren(...res.results.map(resultCard));
+}
+
+async function browse() {
+  status("Loading…");
+  try {
+    const list = await loadVideos();
+    status(list.length ? `${list.length} videos. Type a search above, or search by an example image.`
+      : "The archive is empty: run `archive index FOLDER` first.");
+    $("#results").replaceChildren(...list.map(videoCard));
+  } catch (e) { fail(e); }
+}
+
+async function search(q, push = true) {
+  q = q.trim();
+  if (!q) return browse();
+  $("#q").value = q;
+  if (push) history.pushState({ q }, "", `/?q=${encodeURIComponent(q)}`);
+  document.title = `${q} – Video archive`;
+  status(`Searching for “${q}”…`);
+  try {
+    if (!videos.size) await loadVideos();
+    showResults(await api(`/api/search?q=${encodeURIComponent(q)}`));
+  } catch (e) { fail(e); }
+}
+
+async function searchImage(file) {
+  if (!file) return;
+  const url = URL.createObjectURL(file);
+  $("#q").value = "";
+  document.title = `${file.name} – Video archive`;
+  status(el("img", { src: url, alt: "" }), `Searching for ${file.name}…`);
+  try {
+    if (!videos.size) await loadVideos();
+    const res = await api(`/api/search/image?name=${encodeURIComponent(file.name)}`, {
+      method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
+    });
+    history.pushState({ image: file.name }, "", "/");
+    showResults(res);
+    $("#status").prepend(el("img", { src: url, alt: `example: ${file.name}` }));
+  } catch (e) { fail(e); }
+}
+
+function play(videoId, at) {
+  const v = videos.get(videoId);
+  const dlg = $("#player");
+  const video = $("#video");
+  const note = $("#player-note");
+  $("#player-title").textContent = `${v ? v.name : "video " + videoId} from ${fmt(at)}`;
+  note.replaceChildren();
+  if (v && !v.playable) {
+    note.append(`Browsers may not play this file (${v.codec}, ${v.path.split(".").pop()}). `,
+      el("a", { href: `/api/media/${videoId}`, download: v.name }, "Download it"), " to open it in a player.");
+  }
+  video.onerror = () => {
+    note.replaceChildren(`This browser cannot play ${v ? v.name : "this file"}. `,
+      el("a", { href: `/api/media/${videoId}`, download: v ? v.name : true }, "Download it"),
+      ` and open it at ${fmt(at)}.`);
+  };
+  const seek = () => { video.currentTime = at; video.play().catch(() => {}); };
+  const src = `/api/media/${videoId}`;
+  if (video.getAttribute("src") === src && video.readyState >= 1) seek();
+  else { video.onloadedmetadata = seek; video.src = src; }
+  if (!dlg.open) dlg.showModal();
+  video.focus();
+}
+
+function closePlayer() {
+  const video = $("#video");
+  video.pause();
+  $("#player").close();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#search").addEventListener("submit", (e) => { e.preventDefault(); search($("#q").value); });
+  $("#image").addEventListener("change", (e) => { searchImage(e.target.files[0]); e.target.value = ""; });
+  $("#image-label").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("#image").click(); }
+  });
+  $("#player-close").addEventListener("click", closePlayer);
+  $("#player").addEventListener("close", () => $("#video").pause());
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "/" && document.activeElement.tagName !== "INPUT") { e.preventDefault(); $("#q").focus(); }
+  });
+  window.addEventListener("popstate", () => search(new URLSearchParams(location.search).get("q") || "", false));
+  loadStats();
+  const q = new URLSearchParams(location.search).get("q");
+  if (q) search(q, false); else browse();
+});

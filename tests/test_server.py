@@ -1,0 +1,279 @@
+"""`archive serve`: the JSON API on a real server on loopback, and the page in a real browser
+(Debian's Chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from archive import Archive
+from conftest import DATA, env_for_cli
+from test_timings import ad_shots, frame_at
+from videos import make_video
+
+ARCHIVE = [sys.executable, "-m", "archive.cli"]
+
+
+def get(url: str, headers: dict[str, str] | None = None, data: bytes | None = None, method: str | None = None):
+    """(status, headers, body) of one request; 4xx/5xx are returned, not raised."""
+    req = urllib.request.Request(url, headers=headers or {}, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def start_server(store: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    p = subprocess.Popen(ARCHIVE + ["serve", "--port", "0", "--store", str(store), *extra],
+                         env=env_for_cli(tmp_path, store), stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    lines = []
+    while time.time() < deadline:
+        line = p.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"at (http://\S+/)", line)
+        if m:
+            return p, m[1]
+    p.kill()
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def stop(p: subprocess.Popen) -> None:
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A store with a generated H.264 ad (known shots) and tree.avi, served on loopback."""
+    root = tmp_path_factory.mktemp("served")
+    clips = root / "clips"
+    clips.mkdir()
+    ad = make_video(clips / "spot.mp4", ad_shots("25"), "25")
+    shutil.copy(DATA / "tree.avi", clips / "tree.avi")
+    store = root / "store"
+    env = env_for_cli(root, store)
+    subprocess.run(ARCHIVE + ["index", str(clips)], env=env, check=True, capture_output=True, timeout=600)
+    p, url = start_server(store, root)
+    yield {"url": url, "store": store, "ad": ad, "clips": clips, "root": root, "look2": frame_at(ad, 2)}
+    stop(p)
+
+
+def test_binds_to_loopback_and_serves_the_page(served):
+    assert served["url"].startswith("http://127.0.0.1:")
+    code, headers, body = get(served["url"])
+    assert code == 200 and headers["content-type"].startswith("text/html") and b'id="results"' in body
+    code, _, js = get(served["url"] + "static/app.js")
+    assert code == 200 and b"/api/search" in js
+    code, _, spec = get(served["url"] + "openapi.json")
+    paths = json.loads(spec)["paths"]
+    for p in ("/api/search", "/api/search/image", "/api/videos", "/api/videos/{video_id}",
+              "/api/thumbnails/{frame_id}", "/api/media/{video_id}", "/api/stats"):
+        assert p in paths
+    assert get(served["url"] + "docs")[0] == 200
+
+
+def test_text_search_has_the_cli_shape(served):
+    code, _, body = get(served["url"] + "api/search?q=a%20red%20car&top=5")
+    assert code == 200
+    api = json.loads(body)
+    cli = subprocess.run(ARCHIVE + ["search", "a red car", "--top", "5", "--json"],
+                         env=env_for_cli(served["root"], served["store"]), capture_output=True, text=True, check=True)
+    ref = json.loads(cli.stdout)
+    assert {k: api[k] for k in ref} == ref  # same fields, same answers; the API adds counts and timing
+    assert api["videos_searched"] == 2 and api["took_ms"] > 0
+
+
+def test_image_search_finds_the_shot_with_its_thumbnails(served):
+    png = Path(served["look2"]).read_bytes()
+    code, _, body = get(served["url"] + "api/search/image?name=look2.png", data=png,
+                        headers={"Content-Type": "image/png"}, method="POST")
+    assert code == 200, body
+    res = json.loads(body)
+    assert res["kind"] == "image" and res["query"] == "image:look2.png"
+    top = res["results"][0]
+    assert top["video"].endswith("spot.mp4") and top["present"]
+    spans = served["ad"].spans(2)  # shot B at 2.0-2.4 s and again later
+    assert [(round(s["start_s"], 2), round(s["end_s"], 2)) for s in top["segments"]] == \
+        [(round(a, 2), round(b, 2)) for a, b in spans]
+    for fid in [top["best_frame_id"]] + [s["peak_frame_id"] for s in top["segments"]]:
+        code, headers, jpeg = get(served["url"] + f"api/thumbnails/{fid}")
+        assert code == 200 and headers["content-type"] == "image/jpeg"
+        with Image.open(io.BytesIO(jpeg)) as im:
+            assert im.format == "JPEG" and max(im.size) == 256
+
+
+def test_videos_and_one_video(served):
+    code, _, body = get(served["url"] + "api/videos")
+    vids = json.loads(body)["videos"]
+    assert code == 200 and sorted(v["name"] for v in vids) == ["spot.mp4", "tree.avi"]
+    spot = next(v for v in vids if v["name"] == "spot.mp4")
+    assert spot["playable"] and spot["shots"] == 7 and spot["thumbnail_frame_id"] is not None
+    assert not next(v for v in vids if v["name"] == "tree.avi")["playable"]  # MPEG-4 part 2 in AVI
+    code, _, body = get(served["url"] + f"api/videos/{spot['video_id']}")
+    one = json.loads(body)
+    assert code == 200 and len(one["shots"]) == 7 and one["file_present"] and one["path"] == spot["path"]
+    code, _, body = get(served["url"] + "api/videos/9999")
+    assert code == 404 and "no video with id 9999" in json.loads(body)["detail"]
+
+
+def test_media_is_served_with_ranges_from_the_catalog_only(served):
+    vids = json.loads(get(served["url"] + "api/videos")[2])["videos"]
+    spot = next(v for v in vids if v["name"] == "spot.mp4")
+    data = Path(spot["path"]).read_bytes()
+    code, headers, body = get(served["url"] + f"api/media/{spot['video_id']}", headers={"Range": "bytes=100-1099"})
+    assert code == 206 and body == data[100:1100]
+    assert headers["content-range"] == f"bytes 100-1099/{len(data)}" and headers["content-type"] == "video/mp4"
+    code, headers, body = get(served["url"] + f"api/media/{spot['video_id']}")
+    assert code == 200 and body == data and headers["accept-ranges"] == "bytes"
+    for bad in ("api/media/..%2F..%2Fetc%2Fpasswd", "api/media/%2Fetc%2Fpasswd", "api/media/-1", "api/media/42"):
+        code, _, body = get(served["url"] + bad)
+        assert code in (404, 422) and b"root:" not in body
+
+
+def test_bad_requests_get_a_4xx_with_a_message(served):
+    cases = [
+        ("api/search?q=beach&top=0", None, 422, "top"),
+        ("api/search?q=%20", None, 400, "empty query"),
+        ("api/search", None, 422, "q"),
+        ("api/search?q=beach&video=nope.mp4", None, 400, "--video nope.mp4"),
+        ("api/search/image?name=x.png", b"not an image", 400, "not a readable image"),
+        ("api/search/image", b"", 400, "no image"),
+        ("api/thumbnails/99999999", None, 404, "no frame"),
+        ("api/thumbnails/abc", None, 422, "frame_id"),
+    ]
+    for path, data, status, words in cases:
+        code, headers, body = get(served["url"] + path, data=data, method="POST" if data is not None else None)
+        detail = json.loads(body)["detail"]
+        assert code == status and words in detail, (path, code, detail)
+        assert "Traceback" not in detail and "/tmp/" not in detail
+
+
+def test_moved_file_is_410_and_search_still_works(served, tmp_path):
+    vids = json.loads(get(served["url"] + "api/videos")[2])["videos"]
+    tree = next(v for v in vids if v["name"] == "tree.avi")
+    moved = Path(tree["path"]).with_suffix(".moved")
+    os.rename(tree["path"], moved)
+    try:
+        code, _, body = get(served["url"] + f"api/media/{tree['video_id']}")
+        assert code == 410 and "no longer at" in json.loads(body)["detail"]
+        assert get(served["url"] + "api/search?q=a%20tree")[0] == 200
+    finally:
+        os.rename(moved, tree["path"])
+
+
+def test_serve_errors_are_one_line(served, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        p = subprocess.run(ARCHIVE + ["serve", "--port", str(port), "--store", str(served["store"])],
+                           env=env_for_cli(tmp_path, served["store"]), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "already in use" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run(ARCHIVE + ["serve", "--store", str(tmp_path / "none")], env=env_for_cli(tmp_path),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "no archive at" in p.stderr and "Traceback" not in p.stderr
+
+
+def chromium() -> str:
+    path = os.environ.get("ARCHIVE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("the browser test needs Chromium: apt-get install chromium (or set ARCHIVE_CHROMIUM)")
+    return path
+
+
+def test_page_in_a_real_browser(served, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url = served["url"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            # a text search typed with the keyboard
+            page.goto(url)
+            page.wait_for_selector(".result")
+            page.keyboard.press("/")
+            page.keyboard.type("a red car")
+            page.keyboard.press("Enter")
+            page.wait_for_function("document.querySelector('#status').textContent.includes('a red car')")
+            assert page.url.endswith("/?q=a%20red%20car")
+            assert page.locator(".result").count() == 2
+            # query by example: upload a frame of shot B, see its two segments and thumbnails
+            page.set_input_files("#image", str(served["look2"]))
+            page.wait_for_function("document.querySelector('#status').textContent.includes('example image')")
+            first = page.locator(".result").first
+            assert "spot.mp4" in first.locator("h3").inner_text()
+            page.wait_for_function(
+                "Array.from(document.querySelectorAll('.result img')).every(i => i.complete && i.naturalWidth > 0)")
+            segs = first.locator(".seg")
+            assert segs.count() == 2
+            start = float(segs.nth(1).get_attribute("data-start"))
+            assert abs(start - served["ad"].spans(2)[1][0]) < 0.05
+            # keyboard only: focus the second segment and press Enter; the video plays from there
+            segs.nth(1).focus()
+            page.keyboard.press("Enter")
+            page.wait_for_function("document.querySelector('#video').readyState >= 2", timeout=20000)
+            t = page.evaluate("document.querySelector('#video').currentTime")
+            assert start - 0.05 <= t <= start + 3.0
+            assert page.evaluate("document.querySelector('#video').error") is None
+            page.screenshot(path=str(tmp_path / "page.png"))
+            page.keyboard.press("Escape")
+            assert not page.locator("#player").evaluate("d => d.open")
+            # phone width: one column, nothing wider than the screen
+            phone = browser.new_page(viewport={"width": 390, "height": 844})
+            phone.goto(url + "?q=a%20red%20car")
+            phone.wait_for_selector(".result")
+            assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_older_store_gets_thumbnails_on_the_next_index_run(tmp_path):
+    import duckdb
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(DATA / "Megamind.avi", clips / "Megamind.avi")
+    a = Archive(tmp_path / "store")
+    a.index([clips])
+    con = duckdb.connect(str(tmp_path / "store" / "catalog.duckdb"))
+    con.execute("UPDATE frames SET thumb_offset = NULL, thumb_bytes = NULL")  # as a v2 store migrated to v3
+    con.close()
+    assert any("no thumbnail yet" in n for n in a.check().notes)
+    before = a.sql("SELECT frame_id, ts_s FROM frames ORDER BY frame_id").rows
+    rep = a.index([clips])
+    assert (rep.indexed, rep.skipped, rep.thumbnails_added) == (0, 1, len(before))  # nothing re-embedded
+    assert a.sql("SELECT frame_id, ts_s FROM frames ORDER BY frame_id").rows == before
+    [[missing]] = a.sql("SELECT count(*) FROM frames WHERE thumb_bytes IS NULL").rows
+    assert missing == 0 and a.check().ok
+    [(off, size)] = a.sql("SELECT thumb_offset, thumb_bytes FROM frames ORDER BY frame_id LIMIT 1").rows
+    raw = (tmp_path / "store" / "thumbs.bin").read_bytes()[off : off + size]
+    with Image.open(io.BytesIO(raw)) as im:
+        assert im.format == "JPEG" and max(im.size) == 256
+    assert not any("thumbnail" in n for n in a.check().notes)
+    again = a.index([clips])
+    assert (again.skipped, again.thumbnails_added) == (1, 0)  # and then nothing to do
