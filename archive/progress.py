@@ -52,6 +52,10 @@ class IndexProgress:
             err.print(f"[yellow]partly decoded[/] {ev.path}: {ev.message.removeprefix('partly decoded: ')}",
                       highlight=False)
             return
+        if ev.kind == "thumbs" and self.enabled:
+            err.print(f"adding thumbnails to {ev.path} ({ev.frames} frames; decoding it again, nothing re-embedded)",
+                      style="dim", highlight=False)
+            return
         if ev.kind == "model" and self.enabled:
             err.print(f"loading model {ev.message} ...", style="dim", highlight=False)
             return

@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as Path_
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -40,6 +42,8 @@ from search.query import Searcher
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD = 20 << 20  # bytes of an example image
+MAX_PIXELS = 40_000_000  # ... and its pixels
+ID = 2**63 - 1  # ids are BIGINT
 _VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
                 ".mkv": "video/x-matroska", ".ogv": "video/ogg", ".avi": "video/x-msvideo", ".ts": "video/mp2t",
                 ".mpg": "video/mpeg", ".mpeg": "video/mpeg", ".mxf": "application/mxf"}
@@ -47,12 +51,20 @@ _VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quickti
 _PLAYABLE = {"h264", "vp8", "vp9", "av1", "theora", "hevc"}
 
 
-def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Searcher | None = None) -> Any:
+def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Searcher | None = None,
+               host: str = "127.0.0.1") -> Any:
     """The FastAPI application for ``store``. The model loads on the first search (call
-    :func:`warm` to load it now)."""
+    :func:`warm` to load it now).
+
+    Requests must name this machine as their Host (loopback names, or ``host``), so a web page
+    elsewhere cannot reach the archive through DNS rebinding; listening on every address
+    (0.0.0.0 or ::) accepts any Host.
+    """
+    from starlette.middleware.trustedhost import TrustedHostMiddleware  # noqa: PLC0415
     store_dir = Path(store)
     s = searcher or Searcher(store_dir, device)
     lock = threading.Lock()  # one search at a time: the searcher's caches are not thread-safe
+    by_id: dict[str, Any] = {}  # the frame table's ids, sorted, for thumbnail lookups
     app = FastAPI(
         title="Video archive",
         description="Search an indexed video collection by text or example image: per video, present / "
@@ -61,6 +73,9 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
     )
     app.state.searcher = s
     app.state.store = store_dir
+    if host not in ("0.0.0.0", "::", ""):
+        app.add_middleware(TrustedHostMiddleware,
+                           allowed_hosts=sorted({"localhost", "127.0.0.1", "[::1]", "::1", host, f"[{host}]"}))
 
     # -- errors: a status and one message, never a stack trace ---------------------------------
     @app.exception_handler(QueryError)
@@ -129,15 +144,23 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
         threshold: Optional[float] = Query(None, ge=-1.0, le=1.0),
         name: str = Query("upload", description="The image's file name, shown as the query."),
     ) -> dict[str, Any]:
-        body = await request.body()
+        too_big = HTTPException(413, f"image too large: at most {MAX_UPLOAD >> 20} MB.")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_UPLOAD:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_UPLOAD:
+                raise too_big
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        name = name.replace("\x00", "")[:200] or "upload"
         if not body:
             raise QueryError("no image in the request body: send the image file's bytes.")
-        if len(body) > MAX_UPLOAD:
-            raise HTTPException(413, f"image too large ({len(body)} bytes; at most {MAX_UPLOAD}).")
         _check_image(body, name)
-        suffix = Path(name).suffix if Path(name).suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"} else ".img"
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / (Path(name).stem[:60] + suffix if Path(name).stem else "upload" + suffix)
+            path = Path(tmp) / "upload"  # the name is only shown, never used as a path
             path.write_bytes(body)
             t0 = time.perf_counter()
 
@@ -146,6 +169,7 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
                     return s.search(images=[path], videos=video, top=top, threshold=threshold)
 
             [res] = await run_in_threadpool(run)
+        res.query = f"image:{name}"
         return _result(res, t0)
 
     # -- the catalog --------------------------------------------------------------------------------
@@ -172,7 +196,7 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
         return {"videos": rows}
 
     @app.get("/api/videos/{video_id}", summary="One video: its shots, label segments and any failure note")
-    def video(video_id: int) -> dict[str, Any]:
+    def video(video_id: int = Path_(..., ge=0, le=ID)) -> dict[str, Any]:
         with read_connection(store_dir) as con:
             rows = _records(con.execute("SELECT * FROM videos WHERE video_id = ?", [video_id]))
             if not rows:
@@ -195,22 +219,31 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
         "/api/thumbnails/{frame_id}", summary="A sampled frame's JPEG thumbnail", response_class=Response,
         responses={200: {"content": {"image/jpeg": {}}}},
     )
-    def thumbnail(frame_id: int) -> Response:
-        with read_connection(store_dir) as con:
-            row = con.execute("SELECT thumb_offset, thumb_bytes FROM frames WHERE frame_id = ?", [frame_id]).fetchall()
-        if not row:
+    def thumbnail(frame_id: int = Path_(..., ge=0, le=ID)) -> Response:
+        with lock:  # offsets come from the searcher's frame table: no catalog open per picture
+            table = s.frames(None)
+            if by_id.get("table") is not table:
+                order = np.argsort(table.frame_id)
+                by_id.update(table=table, ids=(table.frame_id[order], order))
+            ids = by_id["ids"]
+        k = int(np.searchsorted(ids[0], frame_id))
+        if k >= len(ids[0]) or ids[0][k] != frame_id:
             raise HTTPException(404, f"no frame with id {frame_id}.")
-        offset, length = row[0]
-        if offset is None or not length:
+        i = ids[1][k]
+        offset, length = int(table.thumb_offset[i]), int(table.thumb_bytes[i])
+        if offset < 0 or length <= 0:
             raise HTTPException(404, f"frame {frame_id} has no thumbnail yet: run `archive index` on its folder again.")
-        data = read_thumbnail(store_dir, int(offset), int(length))
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+        try:
+            data = read_thumbnail(store_dir, offset, length)
+        except StoreError as exc:
+            raise HTTPException(503, str(exc)) from exc
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
     @app.get(
         "/api/media/{video_id}", summary="The indexed video file (supports HTTP range requests)",
         response_class=FileResponse, responses={200: {"content": {"video/*": {}}}, 206: {"description": "a byte range"}},
     )
-    def media(video_id: int) -> FileResponse:
+    def media(video_id: int = Path_(..., ge=0, le=ID)) -> FileResponse:
         with read_connection(store_dir) as con:
             row = con.execute("SELECT path FROM videos WHERE video_id = ?", [video_id]).fetchall()
         if not row:
@@ -252,8 +285,11 @@ def _check_image(body: bytes, name: str) -> None:
 
     try:
         with Image.open(io.BytesIO(body)) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise QueryError(f"{name}: {im.size[0]}x{im.size[1]} is too large; use an image under "
+                                 f"{MAX_PIXELS // 1_000_000} megapixels.")
             im.verify()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise QueryError(f"{name}: not a readable image; upload a PNG, JPEG or WebP file.") from exc
 
 
@@ -295,7 +331,7 @@ def serve(store: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 80
     import uvicorn  # noqa: PLC0415
 
     store_info(store)  # StoreNotFound before anything slow
-    app = create_app(store, device)
+    app = create_app(store, device, host=host)
     warm(app)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -510,19 +510,25 @@ def add_thumbnails(writer: Writer, path: str, progress: ProgressFn = _noop) -> i
             "WHERE v.path = ? AND f.thumb_bytes IS NULL ORDER BY f.ts_s", [path]).fetchall()
     if not rows:
         return 0
-    want = {round(ts, 4): fid for fid, ts, _ in rows}
+    want: dict[float, list[int]] = {}
+    for fid, ts, _ in rows:
+        want.setdefault(round(ts, 4), []).append(fid)
     progress(Progress("thumbs", path=path, frames=len(rows)))
     ids: list[int] = []
     jpegs: list[bytes] = []
     try:
         for frame in sample_frames(path, float(rows[0][2]), short_side=THUMB_LONG_SIDE):
-            fid = want.pop(round(frame.ts_s, 4), None)
-            if fid is not None:
-                ids.append(fid)
-                jpegs.append(jpeg_thumbnail(frame.rgb))
+            fids = want.pop(round(frame.ts_s, 4), None)
+            if fids:
+                jpeg = jpeg_thumbnail(frame.rgb)
+                ids.extend(fids)
+                jpegs.extend([jpeg] * len(fids))
     except (VideoOpenError, OSError):
         pass  # unreadable now: its frames stay without pictures; everything else is unchanged
-    writer.set_thumbnails(ids, jpegs)
+    # frames with no match are marked as tried (no picture, thumb_bytes = 0), so later runs do not
+    # decode the video again for them
+    tried = [fid for fids in want.values() for fid in fids]
+    writer.set_thumbnails(ids + tried, jpegs + [b""] * len(tried))
     return len(ids)
 
 

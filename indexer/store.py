@@ -928,9 +928,9 @@ class Writer:
         with self._catalog() as con:
             con.register("_thumbs", {"frame_id": np.asarray(frame_ids, np.int64), "o": np.asarray(offs, np.int64),
                                      "b": np.asarray(lens, np.int32)})
-            try:
-                con.execute("UPDATE frames SET thumb_offset = t.o, thumb_bytes = t.b FROM _thumbs t "
-                            "WHERE frames.frame_id = t.frame_id")
+            try:  # an empty picture: tried, none found (thumb_bytes = 0, no offset)
+                con.execute("UPDATE frames SET thumb_offset = CASE WHEN t.b > 0 THEN t.o END, thumb_bytes = t.b "
+                            "FROM _thumbs t WHERE frames.frame_id = t.frame_id")
             finally:
                 con.unregister("_thumbs")
 
@@ -943,6 +943,7 @@ class Writer:
         if not any(blobs):
             return [([None] * len(r.frames), [None] * len(r.frames)) for r in records]
         path = self.dir / THUMBS
+        new_file = not path.exists()
         try:
             with open(path, "ab") as fh:
                 pos = fh.seek(0, os.SEEK_END)
@@ -959,6 +960,12 @@ class Writer:
                     out.append((offs, lens))
                 fh.flush()
                 os.fsync(fh.fileno())
+            if new_file:  # the file's name must be on disk before a catalog row points into it
+                fd = os.open(self.dir, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             raise StoreError(f"cannot write thumbnails to {path}: {exc.strerror or exc}") from exc
         return out

@@ -169,6 +169,44 @@ def test_bad_requests_get_a_4xx_with_a_message(served):
         assert "Traceback" not in detail and "/tmp/" not in detail
 
 
+def _png_header(w: int, h: int) -> bytes:
+    import struct
+    import zlib
+
+    chunk = b"IHDR" + struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def test_hostile_requests_are_refused(served):
+    url = served["url"]
+    # DNS rebinding: a page elsewhere reaching 127.0.0.1 under its own name
+    code, _, body = get(url + "api/videos", headers={"Host": "evil.example"})
+    assert code == 400 and b"spot.mp4" not in body
+    cases = [
+        ("api/search/image?name=a%00b.png", Path(served["look2"]).read_bytes(), 200),
+        ("api/search/image?name=big.png", _png_header(20000, 20000), 400),
+        ("api/videos/100000000000000000000000", None, 422),
+        ("api/thumbnails/100000000000000000000000", None, 422),
+        ("api/media/100000000000000000000000", None, 422),
+    ]
+    for path, data, status in cases:
+        code, _, body = get(url + path, data=data, method="POST" if data is not None else None)
+        assert code == status, (path, code, body[:200])
+    # a huge upload is refused from its declared length, before the body is read
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.putrequest("POST", "/api/search/image")
+    conn.putheader("Content-Length", str(30 << 20))
+    conn.putheader("Content-Type", "image/png")
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 413 and "too large" in json.loads(r.read())["detail"]
+    conn.close()
+
+
 def test_moved_file_is_410_and_search_still_works(served, tmp_path):
     vids = json.loads(get(served["url"] + "api/videos")[2])["videos"]
     tree = next(v for v in vids if v["name"] == "tree.avi")
