@@ -185,6 +185,7 @@ def sample_frames(
     fps: float,
     short_side: int | None = None,
     stats: DecodeStats | None = None,
+    threads: int = 0,
 ) -> Iterator[SampledFrame]:
     """Yield the frame on screen at every ``1/fps`` seconds of video time, and the first frame
     of every shot.
@@ -199,6 +200,7 @@ def sample_frames(
         fps: samples per second of video time (e.g. ``2.0``).
         short_side: convert sampled frames so their shorter side has this many pixels.
         stats: filled in as decoding goes: decoded frames, duration, partial-decode errors.
+        threads: decoder threads (0: FFmpeg's choice, about one per core).
 
     Raises:
         VideoOpenError: the file cannot be opened, or not one frame decodes.
@@ -210,6 +212,8 @@ def sample_frames(
     stats = stats if stats is not None else DecodeStats()
     container, stream = _open(path)
     try:
+        if threads > 0:
+            stream.thread_count = threads
         stream.thread_type = "AUTO"
         time_base = stream.time_base or Fraction(1, 1000)
         native_fps = _fps(stream)

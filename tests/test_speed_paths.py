@@ -83,3 +83,25 @@ def test_direct_preprocess_equals_open_clips(fp32):
         ref = fp32.preprocess(Image.fromarray(f))
         assert direct.shape == ref.shape and torch.allclose(direct, ref, atol=1e-6)
     assert fp32._fast_norm  # the fast path was the one taken
+
+
+def test_parallel_decoders_give_the_same_store(fp32, tmp_path, monkeypatch):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for k, rate in enumerate(["25", "29.97", "23.976"]):
+        make_video(clips / f"ad{k}.mp4", ad_shots(rate), rate)
+    stores = []
+    for n in ("1", "3"):
+        monkeypatch.setenv("ARCHIVE_DECODERS", n)
+        a = Archive(tmp_path / f"store{n}")
+        a._encoder = fp32
+        rep = a.index([clips])
+        assert rep.indexed == 3 and rep.ok
+        stores.append(a)
+    rows = [a.sql("SELECT v.name, f.ts_s, f.end_s, s.start_s, s.kind, f.thumb_bytes > 0 AS thumb FROM frames f "
+                  "JOIN videos v USING (video_id) JOIN shots s USING (shot_id) ORDER BY 1, 2").rows for a in stores]
+    assert rows[0] == rows[1] and len(rows[0]) > 30
+    from indexer.store import load_frames
+
+    t = [load_frames(a.store) for a in stores]
+    assert np.allclose(t[0].vectors[t[0].row], t[1].vectors[t[1].row], atol=1e-6)
