@@ -72,7 +72,6 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
         version="1",
     )
     app.state.searcher = s
-    app.state.store = store_dir
     if host not in ("0.0.0.0", "::", ""):
         app.add_middleware(TrustedHostMiddleware,
                            allowed_hosts=sorted({"localhost", "127.0.0.1", "[::1]", "::1", host, f"[{host}]"}))

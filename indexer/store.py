@@ -921,10 +921,7 @@ class Writer:
         """Store thumbnails for frames already in the catalog (appended, then pointed at)."""
         if not frame_ids:
             return
-        (offs, lens), = self._append_thumbs([VideoRecord(
-            path="", size_bytes=0, mtime=0.0, fingerprint="", duration_s=0.0, fps=0.0, width=0, height=0, codec="",
-            sample_fps=0.0, decoded_frames=0, frames=[FrameRecord(0.0, 0.0)] * len(frame_ids),
-            vectors=np.zeros((0, 0), np.float32), thumbs=list(jpegs))])
+        (offs, lens), = self._append_thumbs([(len(frame_ids), jpegs)])
         with self._catalog() as con:
             con.register("_thumbs", {"frame_id": np.asarray(frame_ids, np.int64), "o": np.asarray(offs, np.int64),
                                      "b": np.asarray(lens, np.int32)})
@@ -935,21 +932,22 @@ class Writer:
                 con.unregister("_thumbs")
 
     # -- the commit -----------------------------------------------------------------------------
-    def _append_thumbs(self, records: Sequence[VideoRecord]) -> list[tuple[list[int | None], list[int | None]]]:
-        """Append the records' thumbnails to thumbs.bin (fsynced); per record, each frame's
-        (offsets, lengths), None where a frame has none."""
+    def _append_thumbs(
+        self, groups: Sequence[tuple[int, Sequence[bytes] | None]]
+    ) -> list[tuple[list[int | None], list[int | None]]]:
+        """Append groups of thumbnails (a video's frames: ``(n_frames, jpegs or None)``) to
+        thumbs.bin, fsynced; per group, each frame's (offsets, lengths), None where it has none."""
         out: list[tuple[list[int | None], list[int | None]]] = []
-        blobs = [rec.thumbs for rec in records]
-        if not any(blobs):
-            return [([None] * len(r.frames), [None] * len(r.frames)) for r in records]
+        if not any(thumbs for _, thumbs in groups):
+            return [([None] * n, [None] * n) for n, _ in groups]
         path = self.dir / THUMBS
         new_file = not path.exists()
         try:
             with open(path, "ab") as fh:
                 pos = fh.seek(0, os.SEEK_END)
-                for rec, thumbs in zip(records, blobs):
-                    if not thumbs or len(thumbs) != len(rec.frames):
-                        out.append(([None] * len(rec.frames), [None] * len(rec.frames)))
+                for n, thumbs in groups:
+                    if not thumbs or len(thumbs) != n:
+                        out.append(([None] * n, [None] * n))
                         continue
                     offs, lens = [], []
                     for jpeg in thumbs:
@@ -990,7 +988,7 @@ class Writer:
                     old_frames = np.asarray(got["frame_id"], np.int64)
 
             # 0. thumbnails: appended to thumbs.bin (bytes no catalog row points at are harmless).
-            thumb_at = self._append_thumbs(records)
+            thumb_at = self._append_thumbs([(len(r.frames), r.thumbs) for r in records])
 
             # 1. vectors: new ones in, replaced ones out, file swapped atomically.
             frame_rows: list[tuple[int, int, float, float, int, int | None, int | None]] = []
