@@ -18,17 +18,17 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from indexer.check import CheckReport, check_store, prune
+from indexer import settings
 from indexer.encoder import Encoder
 from indexer.errors import ArchiveError
-from indexer.pipeline import DEFAULT_BATCH, DEFAULT_FPS, IndexReport, ProgressFn, index_paths
-from indexer.store import StoreInfo, Writer, read_labels, read_meta, store_info, store_spec
+from indexer.pipeline import IndexReport, ProgressFn, index_paths
+from indexer.store import (
+    CheckReport, StoreInfo, Writer, check_store, prune, read_labels, read_meta, store_info, store_spec,
+)
 from search import labels as labels_mod
 from search.labels import LabelSummary, VideoClass
-from search.query import DEFAULT_TOP, QueryResult, Searcher
+from search.query import QueryResult, Searcher
 from search.sql import SqlResult, run_sql
-
-from . import config
 
 
 class Archive:
@@ -37,47 +37,55 @@ class Archive:
     Args:
         store: the store folder; None means ``$ARCHIVE_STORE`` or ``./data``.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` for the model.
+        encoder: an already loaded :class:`~indexer.encoder.Encoder` to use (tests and notebooks
+            share one); it is used when it is the store's model, and otherwise loaded on first use.
 
     The model is loaded once, on first use, and kept for later calls.
     """
 
-    def __init__(self, store: str | os.PathLike[str] | None = None, device: str = "auto") -> None:
-        self.store = config.store_dir(store)
+    def __init__(self, store: str | os.PathLike[str] | None = None, device: str = settings.DEFAULT_DEVICE,
+                 encoder: Encoder | None = None) -> None:
+        self.store = settings.store_dir(store)
         self.device = device
-        self._encoder: Encoder | None = None
+        self._encoder: Encoder | None = encoder
 
     def index(
         self,
         paths: Sequence[str | os.PathLike[str]],
-        fps: float = DEFAULT_FPS,
+        fps: float = settings.DEFAULT_FPS,
         model: str | None = None,
         pretrained: str | None = None,
-        batch_size: int = DEFAULT_BATCH,
+        batch_size: int = settings.DEFAULT_BATCH,
         progress: ProgressFn | None = None,
-        precision: str = "auto",
+        precision: str = settings.DEFAULT_PRECISION,
     ) -> IndexReport:
         """Index video files and folders. See :func:`indexer.pipeline.index_paths`.
 
         ``model``/``pretrained`` default to ``$ARCHIVE_MODEL``/``$ARCHIVE_PRETRAINED``, then the
         store's own, then ViT-B-32 / laion2b_s34b_b79k.
         """
-        model = model or config.env_model()
-        pretrained = pretrained or config.env_pretrained()
+        model = model or settings.env_model()
+        pretrained = pretrained or settings.env_pretrained()
         enc = self._encoder if self._encoder is not None and model is None and pretrained is None else None
         report = index_paths(
             paths, self.store, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
             device=self.device, progress=progress or (lambda _e: None), encoder=enc, precision=precision,
         )
         if (report.indexed or report.repaired) and read_labels(self.store):
-            labels_mod.materialise(self.store, self._store_encoder())  # label tables follow the videos
+            with Writer(self.store) as w:  # label tables follow the videos
+                self._refresh_labels(w)
         return report
+
+    def _refresh_labels(self, writer: Writer) -> None:
+        """Recompute every label's rows (read path) and commit them (the writer, which holds the lock)."""
+        writer.replace_label_results(labels_mod.label_results(self.store, self._store_encoder()))
 
     def search(
         self,
         *texts: str,
         image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         videos: Sequence[str] | None = None,
-        top: int | None = DEFAULT_TOP,
+        top: int | None = settings.DEFAULT_TOP,
         threshold: float | None = None,
         merge_gap_s: float = 0.0,
         min_duration_s: float = 0.0,
@@ -114,10 +122,10 @@ class Archive:
             raise ArchiveError(f"label name {name!r}: give a non-empty name without commas.")
         prompts = [p.strip() for p in prompts if p and p.strip()] or [name]
         read_meta(self.store)  # StoreNotFound before anything else
-        enc = self._store_encoder()
+        self._store_encoder()  # ModelLoadError before the label is saved
         with Writer(self.store) as w:
             w.save_label(name, prompts, threshold)
-            labels_mod.materialise(self.store, enc, writer=w)
+            self._refresh_labels(w)
         return next(lab.videos_present for lab in self.labels() if lab.name == name)
 
     def label_remove(self, name: str) -> None:

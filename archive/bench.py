@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from indexer import settings
+
 QUERIES = [
     "a beach", "football", "a construction site", "alcohol", "a car on a road", "a family at dinner",
     "a city at night", "a dog", "a smartphone", "a logo on a white background", "people dancing",
@@ -33,8 +35,8 @@ def peak_rss_mb() -> float:
 
 
 def bench_index(
-    paths: Sequence[str], model: str, pretrained: str, fps: float = 2.0, batch_size: int = 32,
-    precision: str = "auto", naive: bool = False,
+    paths: Sequence[str], model: str, pretrained: str, fps: float = settings.DEFAULT_FPS,
+    batch_size: int = settings.DEFAULT_BATCH, precision: str = settings.DEFAULT_PRECISION, naive: bool = False,
 ) -> dict[str, Any]:
     """Index ``paths`` into a temporary store and time it; with ``naive``, also time the naive
     per-frame loop (OpenCV reads every frame, keeps every Nth, PIL, fp32 batches of 32) on the
@@ -225,14 +227,14 @@ def bench_queries(store: str, queries: int) -> dict[str, Any]:
     out = {"queries": queries, "p50_ms": round(float(np.percentile(lat_a, 50)), 2),
            "p95_ms": round(float(np.percentile(lat_a, 95)), 2), "split_p50_ms": split,
            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": _threads()}
-    table = s.frames(None)
-    out["scan"] = "bf16, shown videos rescored exactly" if table.approximate else "exact fp32"
-    if table.approximate:  # after peak RSS is read: the exact pass reads every vector
+    approximate = s.scanner(None).approximate
+    out["scan"] = "bf16, shown videos rescored exactly" if approximate else "exact fp32"
+    if approximate:  # after peak RSS is read: the exact pass reads every vector
         out.update(recall_vs_exact(s, texts))
     return out
 
 
-def recall_vs_exact(fast: Any, texts: Sequence[str], top: int = 20) -> dict[str, Any]:
+def recall_vs_exact(fast: Any, texts: Sequence[str], top: int = settings.DEFAULT_TOP) -> dict[str, Any]:
     """How the bf16-ranked answers compare with brute-force exact ones: the share of the exact
     top ``top`` videos that the fast ranking also shows, and of shown videos with equal answers."""
     from search.query import Searcher

@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional, TypeVar
 
 import typer
 
+from indexer import settings
 from indexer.errors import ArchiveError
 
 app = typer.Typer(
@@ -27,9 +28,10 @@ app = typer.Typer(
 T = TypeVar("T")
 
 StoreOpt = typer.Option(
-    None, "--store", envvar="ARCHIVE_STORE", help="Store folder (catalog.duckdb + frames.faiss). [default: ./data]",
+    None, "--store", help="Store folder (catalog.duckdb + frames.faiss). [default: $ARCHIVE_STORE, else ./data]",
     show_default=False,
 )
+DeviceOpt = typer.Option(settings.DEFAULT_DEVICE, "--device", help="auto, cpu, cuda or mps.")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -40,17 +42,17 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _call(fn: Callable[[], T]) -> T:
-    """Run one core call; typed errors become one line and exit status 1."""
+    """Run one core call; typed errors become one line and their exit status (1, or 2 for usage)."""
     try:
         return fn()
     except ArchiveError as exc:
-        _fail(str(exc))
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; everything committed so far is kept.", 130)
     raise AssertionError("unreachable")
 
 
-def _archive(store: Optional[Path], device: str = "auto") -> Any:
+def _archive(store: Optional[Path], device: str = settings.DEFAULT_DEVICE) -> Any:
     from .api import Archive  # noqa: PLC0415  (lazy: pulls in numpy and the store)
 
     return Archive(store, device=device)
@@ -59,21 +61,22 @@ def _archive(store: Optional[Path], device: str = "auto") -> Any:
 @app.command()
 def index(
     paths: List[Path] = typer.Argument(..., help="Video files and/or folders (walked recursively).", show_default=False),
-    fps: float = typer.Option(2.0, "--fps", help="Frames sampled per second of video time."),
+    fps: float = typer.Option(settings.DEFAULT_FPS, "--fps", help="Frames sampled per second of video time."),
     model: Optional[str] = typer.Option(
-        None, "--model", envvar="ARCHIVE_MODEL", show_default=False,
-        help="open_clip model. [default: the store's, else ViT-B-32]",
+        None, "--model", show_default=False,
+        help="open_clip model. [default: $ARCHIVE_MODEL, else the store's, else ViT-B-32]",
     ),
     pretrained: Optional[str] = typer.Option(
-        None, "--pretrained", envvar="ARCHIVE_PRETRAINED", show_default=False,
+        None, "--pretrained", show_default=False,
         help="Weights: an open_clip tag (laion2b_s34b_b79k, openai, ...), a checkpoint FILE, or 'none' for "
-        "random weights (tests). [default: the store's, else laion2b_s34b_b79k]",
+        "random weights (tests). [default: $ARCHIVE_PRETRAINED, else the store's, else laion2b_s34b_b79k]",
     ),
-    batch_size: int = typer.Option(32, "--batch-size", help="Frames per model call."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    batch_size: int = typer.Option(settings.DEFAULT_BATCH, "--batch-size", help="Frames per model call."),
+    device: str = DeviceOpt,
     precision: str = typer.Option(
-        "auto", "--precision", envvar="ARCHIVE_PRECISION",
-        help="Image model precision: auto (bf16 where the hardware does it natively), bf16 or fp32.",
+        settings.DEFAULT_PRECISION, "--precision",
+        help="Image model precision: auto (bf16 where the hardware does it natively; $ARCHIVE_PRECISION), "
+        "bf16 or fp32.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -83,11 +86,9 @@ def index(
     from .progress import IndexProgress  # noqa: PLC0415
     from .render import err, print_report  # noqa: PLC0415
 
-    if fps <= 0:
-        _fail(f"--fps must be greater than 0, not {fps}.", 2)
-    if batch_size < 1:
-        _fail(f"--batch-size must be at least 1, not {batch_size}.", 2)
-    if pretrained is not None and pretrained.strip().lower() in {"none", "random"}:
+    _call(lambda: (settings.check_fps(fps), settings.check_batch_size(batch_size)))
+    weights = pretrained or settings.env_pretrained()
+    if weights is not None and weights.strip().lower() in {"none", "random"}:
         err.print(
             "[yellow]warning:[/] --pretrained none: random weights. They tell shots apart (query by image works) "
             "but do not understand text; use them for tests and demos only.",
@@ -118,7 +119,7 @@ def search(
     video: Optional[List[str]] = typer.Option(
         None, "--video", help="Only these indexed files, folders or file names. Repeatable.", show_default=False
     ),
-    top: int = typer.Option(20, "--top", help="Videos per query, best first."),
+    top: int = typer.Option(settings.DEFAULT_TOP, "--top", help="Videos per query, best first."),
     threshold: Optional[float] = typer.Option(
         None, "--threshold", show_default=False,
         help="A plain cosine cut instead of the presence rule (see README). [default: the rule]",
@@ -130,23 +131,17 @@ def search(
     ),
     min_duration: float = typer.Option(0.0, "--min-duration", help="Drop segments shorter than this (seconds)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per query: {query, results}."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: str = DeviceOpt,
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Search the archive by text or example image: per video, present / first seen / time on screen."""
     from .render import print_search  # noqa: PLC0415
 
-    if not texts and not image:
-        _fail("nothing to search for: give a text query, or --image FILE.", 2)
-    if top < 1:
-        _fail(f"--top must be at least 1, not {top}.", 2)
     arc = _archive(store, device)
-    _warn_if_random(arc)
-    if merge_gap < 0 or min_duration < 0:
-        _fail("--merge-gap and --min-duration take seconds >= 0.", 2)
     results = _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
                                        top=top, threshold=threshold, merge_gap_s=merge_gap,
                                        min_duration_s=min_duration, templates=template or None))
+    _warn_if_random(arc)
     print_search(results, as_json)
 
 
@@ -274,10 +269,10 @@ def bench(
     naive: bool = typer.Option(False, "--naive", help="With --index: also time the naive per-frame loop."),
     frames: int = typer.Option(0, "--frames", help="Build a synthetic store of N frames and time queries on it."),
     queries: int = typer.Option(20, "--queries", help="Text queries to time with --frames."),
-    model: str = typer.Option("ViT-B-32", "--model", help="open_clip model."),
+    model: str = typer.Option(settings.DEFAULT_MODEL, "--model", help="open_clip model."),
     pretrained: str = typer.Option("none", "--pretrained", help="Weights (timings do not depend on them)."),
-    precision: str = typer.Option("auto", "--precision", help="Image tower precision: auto, fp32 or bf16."),
-    fps: float = typer.Option(2.0, "--fps", help="Samples per second for --index."),
+    precision: str = typer.Option(settings.DEFAULT_PRECISION, "--precision", help="Image tower precision: auto, fp32 or bf16."),
+    fps: float = typer.Option(settings.DEFAULT_FPS, "--fps", help="Samples per second for --index."),
     keep: Optional[Path] = typer.Option(None, "--keep", help="With --frames: build the store here and keep it.",
                                         show_default=False),
     make_ads: Optional[Path] = typer.Option(
@@ -355,18 +350,16 @@ def prune(
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every network)."),
-    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    host: str = typer.Option(settings.DEFAULT_HOST, "--host", help="Address to listen on (0.0.0.0: every network)."),
+    port: int = typer.Option(settings.DEFAULT_PORT, "--port", help="Port to listen on (0: any free port)."),
+    device: str = DeviceOpt,
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Serve a search page with thumbnails, timelines and playback, and its JSON API (/docs)."""
-    from . import config  # noqa: PLC0415
     from .render import err  # noqa: PLC0415
 
-    if not 0 <= port <= 65535:
-        _fail(f"--port {port}: give a port between 0 and 65535.", 2)
-    store_dir = config.store_dir(store)
+    _call(lambda: settings.check_port(port))
+    store_dir = settings.store_dir(store)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can search the "
                   "archive and play its videos.", highlight=False, soft_wrap=True)

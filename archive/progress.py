@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from indexer.pipeline import Progress as Event
+from indexer.report import Progress as Event
 
 from .render import err
 

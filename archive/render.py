@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from indexer.pipeline import IndexReport
+from indexer.report import IndexReport
 from indexer.store import StoreInfo
 from search.query import QueryResult
 from search.sql import SqlResult

@@ -35,8 +35,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from indexer import settings
 from indexer.errors import ArchiveError, QueryError, StoreError, StoreNotFound
-from indexer.store import read_connection, read_thumbnail, store_info
+from indexer.store import list_videos, read_thumbnail, store_info, video_detail, video_path
 from search.labels import list_labels
 from search.query import Searcher
 
@@ -51,8 +52,8 @@ _VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quickti
 _PLAYABLE = {"h264", "vp8", "vp9", "av1", "theora", "hevc"}
 
 
-def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Searcher | None = None,
-               host: str = "127.0.0.1") -> Any:
+def create_app(store: str | os.PathLike[str], device: str = settings.DEFAULT_DEVICE,
+               searcher: Searcher | None = None, host: str = settings.DEFAULT_HOST) -> Any:
     """The FastAPI application for ``store``. The model loads on the first search (call
     :func:`warm` to load it now).
 
@@ -117,14 +118,12 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
     @app.get("/api/search", summary="Search by text: the same result shape as `archive search --json`")
     def search(
         q: str = Query(..., description="The text to search for, e.g. 'a beach'."),
-        top: int = Query(20, ge=1, le=1000, description="Videos to return, best first."),
+        top: int = Query(settings.DEFAULT_TOP, ge=1, le=1000, description="Videos to return, best first."),
         video: Optional[list[str]] = Query(None, description="Only these indexed files, folders or names."),
         threshold: Optional[float] = Query(None, ge=-1.0, le=1.0, description="A plain cosine cut instead of the rule."),
         merge_gap: float = Query(0.0, ge=0.0, description="Join segments at most this many seconds apart."),
         min_duration: float = Query(0.0, ge=0.0, description="Drop shorter segments (seconds)."),
     ) -> dict[str, Any]:
-        if not q.strip():
-            raise QueryError("empty query: type words to search for, or upload an example image.")
         t0 = time.perf_counter()
         with lock:
             [res] = s.search([q], videos=video, top=top, threshold=threshold, merge_gap_s=merge_gap,
@@ -138,7 +137,7 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
     )
     async def search_image(
         request: Request,
-        top: int = Query(20, ge=1, le=1000),
+        top: int = Query(settings.DEFAULT_TOP, ge=1, le=1000),
         video: Optional[list[str]] = Query(None),
         threshold: Optional[float] = Query(None, ge=-1.0, le=1.0),
         name: str = Query("upload", description="The image's file name, shown as the query."),
@@ -174,42 +173,17 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
     # -- the catalog --------------------------------------------------------------------------------
     @app.get("/api/videos", summary="Every indexed video, with its saved labels")
     def videos() -> dict[str, Any]:
-        with read_connection(store_dir) as con:
-            cur = con.execute(
-                "SELECT v.video_id, v.name, v.path, v.duration_s, v.fps, v.width, v.height, v.codec, v.n_frames, "
-                "v.note, (SELECT count(*) FROM shots s WHERE s.video_id = v.video_id) AS shots, "
-                "(SELECT min(f.frame_id) FILTER (WHERE f.thumb_bytes IS NOT NULL) FROM frames f JOIN shots s "
-                " USING (shot_id) WHERE f.video_id = v.video_id AND s.kind = 'content') AS thumbnail_frame_id "
-                "FROM videos v ORDER BY v.path"
-            )
-            rows = _records(cur)
-            labs = _records(con.execute(
-                "SELECT video_id, label, present, first_seen_s, duration_s, n_segments FROM video_labels ORDER BY label"
-            ))
-        by_video: dict[int, list[dict[str, Any]]] = {}
-        for lab in labs:
-            by_video.setdefault(lab.pop("video_id"), []).append(lab)
+        rows = [_jsonable(r) for r in list_videos(store_dir)]
         for r in rows:
-            r["labels"] = by_video.get(r["video_id"], [])
             r["playable"] = _playable(r)
         return {"videos": rows}
 
     @app.get("/api/videos/{video_id}", summary="One video: its shots, label segments and any failure note")
     def video(video_id: int = Path_(..., ge=0, le=ID)) -> dict[str, Any]:
-        with read_connection(store_dir) as con:
-            rows = _records(con.execute("SELECT * FROM videos WHERE video_id = ?", [video_id]))
-            if not rows:
-                raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
-            v = rows[0]
-            v["shots"] = _records(con.execute(
-                "SELECT shot_id, start_s, end_s, kind FROM shots WHERE video_id = ? ORDER BY start_s", [video_id]))
-            v["labels"] = _records(con.execute(
-                "SELECT label, present, first_seen_s, duration_s, n_segments, best_s, score FROM video_labels "
-                "WHERE video_id = ? ORDER BY label", [video_id]))
-            v["segments"] = _records(con.execute(
-                "SELECT label, start_s, end_s, peak_score FROM segments WHERE video_id = ? ORDER BY label, start_s",
-                [video_id]))
-            v["failures"] = _records(con.execute("SELECT error, seen_at FROM failures WHERE path = ?", [v["path"]]))
+        v = video_detail(store_dir, video_id)
+        if v is None:
+            raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
+        v["failures"] = [_jsonable(f) for f in v["failures"]]
         v["playable"] = _playable(v)
         v["file_present"] = Path(v["path"]).is_file()
         return _jsonable(v)
@@ -243,11 +217,10 @@ def create_app(store: str | os.PathLike[str], device: str = "auto", searcher: Se
         response_class=FileResponse, responses={200: {"content": {"video/*": {}}}, 206: {"description": "a byte range"}},
     )
     def media(video_id: int = Path_(..., ge=0, le=ID)) -> FileResponse:
-        with read_connection(store_dir) as con:
-            row = con.execute("SELECT path FROM videos WHERE video_id = ?", [video_id]).fetchall()
-        if not row:
+        found = video_path(store_dir, video_id)
+        if found is None:
             raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
-        path = Path(row[0][0])
+        path = Path(found)
         if not path.is_file():
             raise HTTPException(410, f"the indexed file is no longer at {path}; its timings are still searchable.")
         kind = _VIDEO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -273,7 +246,7 @@ def warm(app: Any) -> None:
     s: Searcher = app.state.searcher
     _ = s.encoder
     s.background_vectors()
-    s.background_lse(None, s.frames(None))
+    s.background_lse(s.scanner(None))
 
 
 def _check_image(body: bytes, name: str) -> None:
@@ -300,11 +273,6 @@ def _result(res: Any, t0: float) -> dict[str, Any]:
     return out
 
 
-def _records(cur: Any) -> list[dict[str, Any]]:
-    names = [d[0] for d in cur.description]
-    return [_jsonable(dict(zip(names, r))) for r in cur.fetchall()]
-
-
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     import datetime as dt  # noqa: PLC0415
 
@@ -317,8 +285,8 @@ def _playable(v: dict[str, Any]) -> bool:
         ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".ogv"}
 
 
-def serve(store: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
-          ready: Any = None) -> None:
+def serve(store: str | os.PathLike[str], host: str = settings.DEFAULT_HOST, port: int = settings.DEFAULT_PORT,
+          device: str = settings.DEFAULT_DEVICE, ready: Any = None) -> None:
     """Run the server until Ctrl-C. ``ready(url)`` is called once it listens.
 
     Raises:
@@ -329,6 +297,7 @@ def serve(store: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 80
 
     import uvicorn  # noqa: PLC0415
 
+    settings.check_port(port)
     store_info(store)  # StoreNotFound before anything slow
     app = create_app(store, device, host=host)
     warm(app)

@@ -211,6 +211,8 @@ def sample_frames(
         raise ValueError("fps must be > 0")
     stats = stats if stats is not None else DecodeStats()
     container, stream = _open(path)
+    detector = ShotDetector()
+    stats.shots = detector.shots
     try:
         if threads > 0:
             stream.thread_count = threads
@@ -222,8 +224,6 @@ def sample_frames(
         size = output_size(stream.codec_context.width, stream.codec_context.height, short_side)
         next_k = 0
         eps = 1e-6
-        detector = ShotDetector()
-        stats.shots = detector.shots
         stats.header_frames = int(stream.frames or 0)
         for ts, frame in _frames_in_presentation_order(container, stream, time_base, native_fps, stats, av):
             if origin is None:
@@ -250,9 +250,7 @@ def sample_frames(
     finally:
         container.close()
         _judge(stats)
-        detector_end = stats.duration_s
-        if stats.shots:
-            stats.shots[-1].end_s = max(detector_end, stats.shots[-1].start_s)
+        detector.close(stats.duration_s)
     if stats.decoded_frames == 0:
         raise VideoOpenError(f"{path}: no frame could be decoded ({stats.error or 'empty video stream'})")
 

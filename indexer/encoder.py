@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from . import settings
 from .errors import ModelLoadError, QueryError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+DEFAULT_MODEL = settings.DEFAULT_MODEL
+DEFAULT_PRETRAINED = settings.DEFAULT_PRETRAINED
 RANDOM_SEED = 0
 _NONE_WORDS = {"none", "random", ""}
 
@@ -77,11 +78,11 @@ def resolve_spec(name: str, pretrained: str) -> ModelSpec:
     )
 
 
-def pick_device(device: str = "auto") -> str:
+def pick_device(device: str = settings.DEFAULT_DEVICE) -> str:
     """``auto`` -> ``cuda`` if available, else ``mps``, else ``cpu``; an explicit choice is checked."""
     import torch  # noqa: PLC0415
 
-    device = (device or "auto").lower()
+    device = (device or settings.DEFAULT_DEVICE).lower()
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -112,11 +113,9 @@ def native_bf16(device: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def pick_precision(precision: str = "auto", device: str = "cpu") -> str:
+def pick_precision(precision: str = settings.DEFAULT_PRECISION, device: str = "cpu") -> str:
     """``auto`` -> ``bf16`` where native (see :func:`native_bf16`), else ``fp32``; env ARCHIVE_PRECISION."""
-    p = (precision or "auto").lower()
-    if p == "auto":
-        p = (os.environ.get("ARCHIVE_PRECISION") or "auto").lower()
+    p = settings.precision(precision)
     if p == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     if p not in {"fp32", "bf16"}:
@@ -149,9 +148,9 @@ class Encoder:
         cls,
         name: str = DEFAULT_MODEL,
         pretrained: str = DEFAULT_PRETRAINED,
-        device: str = "auto",
+        device: str = settings.DEFAULT_DEVICE,
         cache_dir: str | None = None,
-        precision: str = "auto",
+        precision: str = settings.DEFAULT_PRECISION,
     ) -> "Encoder":
         """Build the model and load its weights.
 
@@ -173,7 +172,7 @@ class Encoder:
         prec = pick_precision(precision, dev)  # checked before the (slow) model build
         import open_clip  # noqa: PLC0415
 
-        cache_dir = cache_dir or os.environ.get("ARCHIVE_MODEL_DIR") or None
+        cache_dir = cache_dir or settings.model_dir()
         try:
             with quiet_library_logs():
                 model, preprocess = _create(spec, cache_dir)
@@ -277,8 +276,7 @@ class Encoder:
         import torch  # noqa: PLC0415
 
         for t in texts:
-            if not t or not t.strip():
-                raise QueryError("empty query text: give words to search for, or --image FILE.")
+            settings.check_query_text(t)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         tokens = self.tokenizer(list(texts)).to(self.device)

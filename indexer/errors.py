@@ -4,7 +4,18 @@ from __future__ import annotations
 
 
 class ArchiveError(Exception):
-    """Base class of every error a user can cause or fix. ``str(err)`` is one line: what and what to do."""
+    """Base class of every error a user can cause or fix. ``str(err)`` is one line: what and what to do.
+
+    ``exit_code`` is the CLI's exit status for it: 1, or 2 for a usage error.
+    """
+
+    exit_code = 1
+
+
+class UsageError(ArchiveError):
+    """An option or argument has a value the command cannot take (``--fps 0``, ``--top 0``)."""
+
+    exit_code = 2
 
 
 class StoreError(ArchiveError):
@@ -33,3 +44,9 @@ class VideoOpenError(ArchiveError):
 
 class QueryError(ArchiveError):
     """A search or SQL query is malformed (empty text, missing image, bad SQL, a write)."""
+
+
+class NothingToSearch(QueryError):
+    """A search was given neither a text nor an example image (a usage error)."""
+
+    exit_code = 2

@@ -3,15 +3,18 @@
 Each frame is seen as a tiny RGB thumbnail (48x27). Two cheap signals:
 
 * **cut**: the mean absolute difference to the previous thumbnail (0-255) is at least
-  ``cut_threshold`` and at least ``adaptive_ratio`` times the recent average difference, so a
-  hard cut fires and fast motion (high differences all along) does not;
+  ``cut_threshold`` and at least ``adaptive_ratio`` times the recent average difference of this
+  shot's frames, so a hard cut fires and fast motion (high differences all along) does not. A cut
+  needs at least one earlier difference in the shot: the frame right after a cut never cuts
+  again, so fast motion after a cut is not a cut on every frame (a content shot of a single frame
+  is therefore not split off);
 * **blank**: at least ``blank_fraction`` of the thumbnail's pixels lie within ``blank_tolerance``
   grey levels of its median: black frames, flat colour frames, and slates (a few words on a
   plain ground). Blank frames are ``black`` when the median is below ``black_level``. A frame
   whose 95th-percentile grey level is below ``dark_level`` is ``black`` too (the last and first
   frames of a fade).
 
-A new shot starts at a cut, and wherever frames turn blank or stop being blank, so a fade to
+Every threshold is a field of :class:`ShotParams`. A new shot starts at a cut, and wherever frames turn blank or stop being blank, so a fade to
 black ends a shot when the picture is gone and a fade in starts one when it comes back. Blank
 shots are flagged and never count as a match. Cross-dissolves between two pictures are not
 detected as such: the cut fires mid-dissolve, or not at all when the dissolve is slow.
@@ -27,6 +30,22 @@ import numpy as np
 THUMB_W, THUMB_H = 48, 27
 
 
+@dataclass(frozen=True)
+class ShotParams:
+    """Every threshold of shot and blank detection, in one place (grey levels are 0-255)."""
+
+    cut_threshold: float = 30.0  # mean absolute thumbnail difference for a cut ...
+    adaptive_ratio: float = 3.0  # ... and at least this many times the recent average difference
+    window: int = 8  # frames in that recent average
+    blank_fraction: float = 0.9  # a frame is blank when this share of its pixels ...
+    blank_tolerance: float = 12.0  # ... lies within this many grey levels of its median
+    black_level: float = 24.0  # a blank frame is black when its median is below this
+    dark_level: float = 40.0  # a frame whose 95th percentile is below this is black (fades)
+
+
+DEFAULT_PARAMS = ShotParams()
+
+
 @dataclass
 class ShotSpan:
     """A shot: ``[start_s, end_s)`` in video time, and its kind: content, black or blank."""
@@ -40,11 +59,10 @@ class ShotSpan:
         return self.kind != "content"
 
 
-def blank_kind(
-    thumb: np.ndarray, fraction: float = 0.9, tolerance: float = 12.0, black_level: float = 24.0,
-    dark_level: float = 40.0,
-) -> str:
+def blank_kind(thumb: np.ndarray, params: ShotParams = DEFAULT_PARAMS) -> str:
     """``content``, ``black`` or ``blank`` for one RGB thumbnail."""
+    fraction, tolerance = params.blank_fraction, params.blank_tolerance
+    black_level, dark_level = params.black_level, params.dark_level
     grey = thumb.astype(np.float32).mean(axis=2).ravel()
     n = grey.size
     # the 95th percentile and the median (numpy's linear interpolation) from one partial sort
@@ -64,19 +82,11 @@ def blank_kind(
 class ShotDetector:
     """Feed it every frame in order with :meth:`push`; read :attr:`shots` after :meth:`close`."""
 
-    def __init__(
-        self,
-        cut_threshold: float = 30.0,
-        adaptive_ratio: float = 3.0,
-        window: int = 8,
-        blank_fraction: float = 0.9,
-        blank_tolerance: float = 12.0,
-        black_level: float = 24.0,
-    ) -> None:
-        self.cut_threshold = cut_threshold
-        self.adaptive_ratio = adaptive_ratio
-        self.blank_args = (blank_fraction, blank_tolerance, black_level)
-        self._recent: deque[float] = deque(maxlen=window)
+    def __init__(self, params: ShotParams = DEFAULT_PARAMS) -> None:
+        self.params = params
+        self.cut_threshold = params.cut_threshold
+        self.adaptive_ratio = params.adaptive_ratio
+        self._recent: deque[float] = deque(maxlen=params.window)
         self._prev: np.ndarray | None = None
         self.shots: list[ShotSpan] = []
         self.kind = "content"
@@ -84,12 +94,16 @@ class ShotDetector:
     def push(self, ts_s: float, thumb: np.ndarray) -> bool:
         """Add a frame shown from ``ts_s``. Returns True when it starts a new shot (the first frame too)."""
         cur = thumb.astype(np.int16)
-        kind = blank_kind(thumb, *self.blank_args)
+        kind = blank_kind(thumb, self.params)
         new = self._prev is None
         if not new:
             diff = float(np.mean(np.abs(cur - self._prev)))
             base = sum(self._recent) / len(self._recent) if self._recent else 0.0
-            cut = diff >= self.cut_threshold and diff >= self.adaptive_ratio * base
+            # A cut needs some history of this shot to compare with: with none (the frame right
+            # after a cut, or the video's second frame) fast motion, whose differences are as large
+            # as a cut's frame after frame, would otherwise cut on every frame. The price: a
+            # content shot of a single frame is not split off (a blank one still is, by its kind).
+            cut = bool(self._recent) and diff >= self.cut_threshold and diff >= self.adaptive_ratio * base
             new = cut or kind != self.kind
             if new:
                 self._recent.clear()

@@ -1,8 +1,12 @@
-"""Saved categories (labels): their per-video answers, materialised from the stored vectors, and
+"""Saved categories (labels): their per-video answers computed from the stored vectors, and
 ``classify``: which label best describes each video, with each label's share of screen time.
 
 A label is a name and one or more prompts. Its query vector is the template ensemble of all its
 prompts, so a label with the single prompt "a beach" answers exactly as ``archive search "a beach"``.
+
+This is read-path work: :func:`label_results` computes the rows of the ``segments`` and
+``video_labels`` tables, and the caller commits them through the writer
+(:meth:`indexer.store.Writer.replace_label_results`).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import numpy as np
 
 from indexer.encoder import Encoder
 from indexer.errors import QueryError
-from indexer.store import Writer, load_frames, read_labels
+from indexer.store import LabelDef, LabelResults, SegmentRow, VideoLabelRow, label_stats, load_frames, read_labels
 
 from . import presence
 from .query import Rule, rank, resolve_scope
+from .scan import Scanner
 
 SOMETHING_ELSE = "something else"
 
@@ -46,62 +51,47 @@ class VideoClass:
                 "shares": {k: round(v, 4) for k, v in self.shares.items()}}
 
 
-def _label_vectors(labels: Sequence[tuple[str, list[str], float | None]], encoder: Encoder) -> np.ndarray:
-    return presence.ensemble([p for _, p, _ in labels], encoder.encode_texts)
-
-
-def materialise(store_dir: str | os.PathLike[str], encoder: Encoder, writer: Writer | None = None) -> int:
-    """Recompute the ``segments`` and ``video_labels`` tables for every saved label.
+def label_results(store_dir: str | os.PathLike[str], encoder: Encoder) -> LabelResults:
+    """The ``segments`` and ``video_labels`` rows of every saved label, from the stored vectors.
 
     Args:
         store_dir: the store.
         encoder: the store's encoder (for the labels' prompts and the background prompts).
-        writer: a writer already holding the store's lock (None: take it here).
-
-    Returns:
-        The number of (label, video) rows written.
     """
     labels = read_labels(store_dir)
-    seg_rows: list[tuple[Any, ...]] = []
-    vid_rows: list[tuple[Any, ...]] = []
-    if labels:
-        table = load_frames(store_dir)
-        q = _label_vectors(labels, encoder)
-        bg = encoder.encode_texts(list(presence.BACKGROUND_PROMPTS))
-        scores = table.scores(np.concatenate([q, bg]))
-        raw, bg_lse = scores[:, : len(labels)], presence.background_lse(scores[:, len(labels):])
-        rules = [
-            Rule("threshold", t, t) if t is not None else Rule("text", presence.TEXT_ENTER, presence.TEXT_STAY)
-            for _, _, t in labels
-        ]
-        results = rank(table, raw, bg_lse, [n for n, _, _ in labels], ["text"] * len(labels), rules, top=None)
-        for (name, _, _), res in zip(labels, results):
-            for r in res.results:
-                vid_rows.append((r.video_id, name, r.present, r.first_seen_s, r.duration_s, len(r.segments),
-                                 r.best_s, r.score))
-                seg_rows.extend((name, r.video_id, s.start_s, s.end_s, s.peak_score) for s in r.segments)
-    if writer is not None:
-        writer.replace_label_results(seg_rows, vid_rows)
-    else:
-        with Writer(store_dir) as w:
-            w.replace_label_results(seg_rows, vid_rows)
-    return len(vid_rows)
+    out = LabelResults()
+    if not labels:
+        return out
+    scanner = Scanner(load_frames(store_dir))
+    q = presence.ensemble([lab.prompts for lab in labels], encoder.encode_texts)
+    bg = encoder.encode_texts(list(presence.BACKGROUND_PROMPTS))
+    scores = scanner.scores(np.concatenate([q, bg]))
+    raw, bg_lse = scores[:, : len(labels)], presence.background_lse(scores[:, len(labels):])
+    rules = [_rule(lab) for lab in labels]
+    results = rank(scanner.table, raw, bg_lse, [lab.name for lab in labels], ["text"] * len(labels), rules, top=None)
+    for lab, res in zip(labels, results):
+        for r in res.results:
+            out.videos.append(VideoLabelRow(r.video_id, lab.name, r.present, r.first_seen_s, r.duration_s,
+                                            len(r.segments), r.best_s, r.score))
+            out.segments.extend(SegmentRow(lab.name, r.video_id, s.start_s, s.end_s, s.peak_score)
+                                for s in r.segments)
+    return out
+
+
+def _rule(label: LabelDef) -> Rule:
+    if label.threshold is not None:
+        return Rule("threshold", label.threshold, label.threshold)
+    return Rule("text", presence.TEXT_ENTER, presence.TEXT_STAY)
 
 
 def list_labels(store_dir: str | os.PathLike[str]) -> list[LabelSummary]:
     """Saved labels with how many videos show them and for how long in all."""
-    from indexer.store import read_connection  # noqa: PLC0415
-
-    out = [LabelSummary(n, p, t) for n, p, t in read_labels(store_dir)]
-    with read_connection(store_dir) as con:
-        stats = dict(
-            (r[0], (r[1], r[2]))
-            for r in con.execute(
-                "SELECT label, count(*) FILTER (WHERE present), coalesce(sum(duration_s), 0) FROM video_labels GROUP BY label"
-            ).fetchall()
-        )
-    for lab in out:
-        lab.videos_present, lab.seconds = stats.get(lab.name, (0, 0.0))
+    stats = label_stats(store_dir)
+    out = []
+    for lab in read_labels(store_dir):
+        st = stats.get(lab.name)
+        out.append(LabelSummary(lab.name, lab.prompts, lab.threshold,
+                                st.videos_present if st else 0, st.seconds if st else 0.0))
     return out
 
 
@@ -121,17 +111,18 @@ def classify(
     Raises:
         QueryError: no labels saved, or an unknown label name.
     """
-    saved = {n: (p, t) for n, p, t in read_labels(store_dir)}
+    saved = {lab.name: lab for lab in read_labels(store_dir)}
     names = list(labels) if labels else sorted(saved)
     if not names:
         raise QueryError("no labels saved: add some with `archive label add NAME --prompt TEXT`.")
     unknown = [n for n in names if n not in saved]
     if unknown:
         raise QueryError(f"unknown label(s): {', '.join(unknown)}; see `archive label list`.")
-    table = load_frames(store_dir, resolve_scope(store_dir, videos))
-    q = presence.ensemble([saved[n][0] for n in names], encoder.encode_texts)
+    scanner = Scanner(load_frames(store_dir, resolve_scope(store_dir, videos)))
+    table = scanner.table
+    q = presence.ensemble([saved[n].prompts for n in names], encoder.encode_texts)
     bg = encoder.encode_texts(list(presence.BACKGROUND_PROMPTS))
-    scores = table.scores(np.concatenate([q, bg])).astype(np.float64)
+    scores = scanner.scores(np.concatenate([q, bg])).astype(np.float64)
     logits = presence.LOGIT_SCALE * scores
     # background prompts pool into one "something else" class (log-sum-exp of their logits)
     lab = logits[:, : len(names)]

@@ -14,15 +14,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from indexer import settings
 from indexer.encoder import Encoder
 from indexer.errors import QueryError
-from indexer.store import FrameTable, load_frames, read_connection, store_spec
+from indexer.store import CATALOG, VECTORS, FrameTable, load_frames, store_spec, video_refs
 
 from . import presence
 from .presence import Rule
+from .scan import Scanner
 from .timeline import Segment, summarise
 
-DEFAULT_TOP = 20
+DEFAULT_TOP = settings.DEFAULT_TOP
 
 
 @dataclass
@@ -99,13 +101,12 @@ def resolve_scope(store_dir: str | os.PathLike[str], videos: Sequence[str] | Non
     """
     if not videos:
         return None
-    with read_connection(store_dir) as con:
-        rows = con.execute("SELECT video_id, path, name FROM videos").fetchall()
+    refs = video_refs(store_dir)
     ids: list[int] = []
     for v in videos:
         absv = os.path.abspath(os.path.expanduser(v))
         prefix = absv.rstrip(os.sep) + os.sep
-        hit = [vid for vid, path, name in rows if path == absv or path.startswith(prefix) or name == v]
+        hit = [r.video_id for r in refs if r.path == absv or r.path.startswith(prefix) or r.name == v]
         if not hit:
             raise QueryError(f"--video {v}: no indexed video has that path, folder or name (see `archive sql \"SELECT path FROM videos\"`).")
         ids.extend(hit)
@@ -240,7 +241,7 @@ def rank(
 def _store_stamp(store_dir: Path) -> tuple[Any, ...]:
     """Changes whenever a commit touches the catalog or the vectors."""
     out = []
-    for name in ("catalog.duckdb", "catalog.duckdb.wal", "frames.faiss"):
+    for name in (CATALOG, CATALOG + ".wal", VECTORS):
         try:
             st = (store_dir / name).stat()
             out.append((name, st.st_mtime_ns, st.st_size))
@@ -263,7 +264,7 @@ class Searcher:
     def __init__(
         self,
         store_dir: str | os.PathLike[str],
-        device: str = "auto",
+        device: str = settings.DEFAULT_DEVICE,
         encoder: Encoder | None = None,
         templates: Sequence[str] = presence.TEMPLATES,
         backgrounds: Sequence[str] = presence.BACKGROUND_PROMPTS,
@@ -276,7 +277,7 @@ class Searcher:
         self.templates = tuple(templates)
         self.backgrounds = tuple(backgrounds)
         self._bg: np.ndarray | None = None
-        self._table: tuple[Any, list[int] | None, FrameTable] | None = None
+        self._table: tuple[Any, list[int] | None, Scanner] | None = None
         self._lse: tuple[FrameTable, np.ndarray] | None = None
         self._text_cache: dict[str, np.ndarray] = {}
         self.last_timings: dict[str, float] = {}
@@ -286,19 +287,24 @@ class Searcher:
 
     def frames(self, scope: list[int] | None) -> FrameTable:
         """The frame table for ``scope``, kept between calls until the store changes on disk."""
+        return self.scanner(scope).table
+
+    def scanner(self, scope: list[int] | None) -> Scanner:
+        """A scanner over the frame table for ``scope`` (kept, with its bf16 copy, until the store
+        changes on disk)."""
         key = _store_stamp(self.store_dir)
         if self._table is not None and self._table[0] == key and self._table[1] == scope:
             return self._table[2]
-        table = load_frames(self.store_dir, scope)
-        self._table = (key, scope, table)
-        return table
+        scanner = Scanner(load_frames(self.store_dir, scope))
+        self._table = (key, scope, scanner)
+        return scanner
 
-    def background_lse(self, scope: list[int] | None, table: FrameTable) -> np.ndarray:
+    def background_lse(self, scanner: Scanner) -> np.ndarray:
         """Per-frame background term of the text rule, computed once per frame table (from the
         ranking scores: bf16 for large tables, whose shown videos are then rescored exactly)."""
-        if self._lse is None or self._lse[0] is not table:
-            scan = table.scores if self.exact else table.fast_scores
-            self._lse = (table, presence.background_lse(scan(self.background_vectors())))
+        if self._lse is None or self._lse[0] is not scanner.table:
+            scan = scanner.scores if self.exact else scanner.fast_scores
+            self._lse = (scanner.table, presence.background_lse(scan(self.background_vectors())))
         return self._lse[1]
 
     def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
@@ -352,19 +358,14 @@ class Searcher:
         """
         texts = list(texts)
         images = [str(i) for i in images]
-        if not texts and not images:
-            raise QueryError("nothing to search for: give a text query, or --image FILE.")
-        for t in texts:
-            if not t.strip():
-                raise QueryError("empty query text: give words to search for, or --image FILE.")
-        for i in images:
-            if not Path(i).expanduser().is_file():
-                raise QueryError(f"image file not found: {i}")
-        if top is not None and top < 1:
-            raise QueryError(f"--top must be at least 1, not {top}.")
+        settings.check_queries(texts, images)
+        settings.check_top(top)
+        settings.check_seconds("--merge-gap", merge_gap_s)
+        settings.check_seconds("--min-duration", min_duration_s)
         t0 = time.perf_counter()
         scope = resolve_scope(self.store_dir, videos)
-        table = self.frames(scope)
+        scanner = self.scanner(scope)
+        table = scanner.table
         t1 = time.perf_counter()
         enc = self.encoder
         vecs = []
@@ -373,19 +374,19 @@ class Searcher:
         for i in images:
             vecs.append(enc.encode_image_file(i)[None, :])
         allv = np.concatenate(vecs) if vecs else np.zeros((0, enc.dim), np.float32)
-        bg_lse = self.background_lse(scope, table) if texts else None
+        bg_lse = self.background_lse(scanner) if texts else None
         t2 = time.perf_counter()
-        raw = table.scores(allv) if self.exact else table.fast_scores(allv)
+        raw = scanner.scores(allv) if self.exact else scanner.fast_scores(allv)
         t3 = time.perf_counter()
         kinds = ["text"] * len(texts) + ["image"] * len(images)
         rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
         labels = texts + [f"image:{Path(i).name}" for i in images]
         exact = None
-        if table.approximate and not self.exact:
+        if scanner.approximate and not self.exact:
             both = np.concatenate([allv, self.background_vectors()]) if texts else allv
 
             def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-                s = table.scores_at(idx, both)
+                s = scanner.scores_at(idx, both)
                 return s[:, : len(allv)], presence.background_lse(s[:, len(allv) :]) if texts else None
 
         results = rank(table, raw, bg_lse, labels, kinds, rules, top, exact)

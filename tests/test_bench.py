@@ -4,6 +4,9 @@ import json
 import subprocess
 import sys
 
+import cv2
+import pytest
+
 from conftest import DATA, TEST_MODEL, env_for_cli
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
@@ -16,13 +19,25 @@ def test_bench_index_and_query_report_json(tmp_path):
                        env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     idx, qry = [json.loads(ln) for ln in p.stdout.splitlines()]
-    assert idx["mode"] == "index" and idx["videos"] == 1 and idx["frames"] > 0
+    # the index run embeds what `archive index` embeds for this clip
+    run = subprocess.run(ARCHIVE + ["index", str(DATA / "tree.avi"), "--json", "-q"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert idx["mode"] == "index" and idx["videos"] == 1 and idx["frames"] == json.loads(run.stdout)["frames"]
     assert set(idx["stages_s"]) == {"decode", "preprocess", "embed", "write"}
-    assert idx["naive"]["frames"] > 0 and idx["speedup_vs_naive"] > 0 and idx["peak_rss_mb"] > 0
-    assert qry["mode"] == "query" and qry["frames"] == 3000 and qry["queries"] == 3
-    assert 0 < qry["p50_ms"] <= qry["p95_ms"]
+    # the naive loop keeps every Nth frame OpenCV reads, N = round(native fps / fps)
+    cap = cv2.VideoCapture(str(DATA / "tree.avi"))
+    step = max(1, round(cap.get(cv2.CAP_PROP_FPS) / 2.0))
+    n_read = 0
+    while cap.read()[0]:
+        n_read += 1
+    cap.release()
+    assert idx["naive"]["frames"] == len(range(0, n_read, step))
+    assert idx["speedup_vs_naive"] == pytest.approx(idx["naive"]["wall_s"] / idx["wall_s"], abs=0.011)
+    assert idx["frames_per_s"] == pytest.approx(idx["frames"] / idx["wall_s"], abs=0.011)
+    assert qry["mode"] == "query" and qry["frames"] == 3000 and qry["videos"] == 50 and qry["queries"] == 3
+    assert 0 < qry["p50_ms"] <= qry["p95_ms"] and qry["scan"] == "exact fp32"  # 3,000 frames: below bf16 size
     assert set(qry["split_p50_ms"]) == {"load", "embed", "scan", "timeline"}
-    assert qry["bytes_per_frame"] > 0 and qry["peak_rss_mb"] > 0
+    assert qry["bytes_per_frame"] == pytest.approx(qry["bytes_on_disk"] / 3000, abs=0.051)
 
 
 def test_bench_needs_something_to_measure(tmp_path):

@@ -133,9 +133,11 @@ def test_search_works_with_videos_moved_away(tmp_path, store_with_clips):
     folder, _ = store_with_clips
     moved = tmp_path / "moved"
     shutil.move(folder, moved)
-    out = run(["search", "--image", DATA / "megamind_frame.png", "--json"], tmp_path, check=0)
-    assert len(json.loads(out.stdout)["results"]) == 2
-    shutil.move(moved, folder)  # the module's other tests use the folder
+    try:
+        out = run(["search", "--image", DATA / "megamind_frame.png", "--json"], tmp_path, check=0)
+        assert len(json.loads(out.stdout)["results"]) == 2
+    finally:
+        shutil.move(moved, folder)  # the module's other tests use the folder
 
 
 @pytest.mark.parametrize(

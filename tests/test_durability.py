@@ -19,8 +19,7 @@ def store(tmp_path, encoder):
     folder.mkdir()
     make_video(folder / "a.mp4", [Shot(1, 30), Shot(2, 20)], "25")
     make_video(folder / "b b é.mp4", [Shot(3, 40)], "30")
-    a = Archive(tmp_path / "store")
-    a._encoder = encoder
+    a = Archive(tmp_path / "store", encoder=encoder)
     assert a.index([folder]).ok
     return a, folder
 
@@ -120,8 +119,7 @@ def test_partly_decodable_files_keep_their_frames_and_say_so(tmp_path, encoder):
     folder.mkdir()
     (folder / "truncated.avi").write_bytes(src[: len(src) // 2])
     shutil.copy(os.path.join(os.path.dirname(__file__), "data", "Megamind_bugy.avi"), folder / "bugy.avi")
-    a = Archive(tmp_path / "store")
-    a._encoder = encoder
+    a = Archive(tmp_path / "store", encoder=encoder)
     report = a.index([folder])
     assert report.indexed == 2 and report.partial == 1 and not report.ok
     rows = a.sql("SELECT v.name, v.n_frames, v.duration_s, f.error FROM videos v JOIN failures f USING (path)").records()

@@ -14,8 +14,7 @@ def arc(tmp_path, encoder):
     folder.mkdir()
     make_video(folder / "a.mp4", [Shot(1, 30), Shot(2, 10), Shot(3, 40), Shot(2, 15)], "25")
     make_video(folder / "b.mp4", [Shot(4, 45), Shot(0, 15), Shot(5, 30)], "29.97")
-    a = Archive(tmp_path / "store")
-    a._encoder = encoder
+    a = Archive(tmp_path / "store", encoder=encoder)
     a.index([folder])
     return a, folder
 

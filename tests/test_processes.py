@@ -1,20 +1,27 @@
-"""Real processes: kill -9 an index run at random moments, two writers, reads during a write."""
+"""Real processes: kill -9 an index run at named points, two writers, reads during a write.
+
+The moments are controlled, not guessed: the test hook ``ARCHIVE_TEST_PAUSE=POINT[:N]=FILE``
+(indexer/hooks.py) stops the index run the N-th time it reaches POINT and writes FILE; the test
+then kills it (or deletes FILE to let it go on). So every kill lands where the test says, on a
+machine of any speed.
+"""
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 
-import duckdb
+import faiss
+import numpy as np
 import pytest
 
 from conftest import env_for_cli
 from videos import Shot, make_video
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
+WAIT_S = 300  # generous: a slow machine takes longer to get there, never to a different place
 
 
 def start(args, env):
@@ -24,6 +31,31 @@ def start(args, env):
 
 def run(args, env, timeout=300):
     return subprocess.run(ARCHIVE + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def paused_at(env, point, marker):
+    """An env whose index run stops at ``point`` (``name`` or ``name:N``) and writes ``marker``."""
+    e = dict(env)
+    e["ARCHIVE_TEST_PAUSE"] = f"{point}={marker}"
+    return e
+
+
+def wait_for_pause(proc, marker):
+    """Block until the run has stopped at its pause point; return what the marker says."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < WAIT_S:
+        if marker.exists():
+            return marker.read_text().strip()
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (status {proc.returncode}) before its pause point:\n"
+                                 + proc.stderr.read())
+        time.sleep(0.02)
+    raise AssertionError("the run never reached its pause point")
+
+
+def kill(proc):
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -44,94 +76,131 @@ def reference(folder, tmp_path_factory):
     return {r["name"]: r["n_frames"] for r in rows}
 
 
-def wait_for_lock(store, proc, timeout=120):
-    lock = store / "writer.lock"
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if lock.exists() and lock.read_text().startswith("pid") and (store / "catalog.duckdb").exists():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read())
-        time.sleep(0.05)
-    raise AssertionError("index run never took the lock")
+def state(env, store):
+    """(check report, catalog frame ids, vector ids, thumbs.bin size) of the store now."""
+    chk = run(["check", "--json"], env)
+    rep = json.loads(chk.stdout)
+    ids = json.loads(run(["sql", "SELECT frame_id FROM frames", "--json"], env).stdout)
+    cat = sorted(r["frame_id"] for r in ids)
+    vec = []
+    if (store / "frames.faiss").exists():
+        index = faiss.read_index(str(store / "frames.faiss"))
+        vec = sorted(faiss.vector_to_array(index.id_map).tolist())
+    thumbs = (store / "thumbs.bin").stat().st_size if (store / "thumbs.bin").exists() else 0
+    return rep, cat, vec, thumbs
 
 
-def committed_videos(store):
-    """Videos in the catalog now (read-only; waits out a commit in progress)."""
-    for _ in range(200):
-        try:
-            con = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
-        except duckdb.Error:
-            time.sleep(0.02)
-            continue
-        try:
-            return con.execute("SELECT count(*) FROM videos").fetchall()[0][0]
-        except duckdb.Error:
-            return 0  # tables not created yet
-        finally:
-            con.close()
-    raise AssertionError("catalog stayed locked")
+# Each round kills a run at one named point; the run before it has committed `before` videos.
+# (point, videos committed after the kill, what the vector file holds against the catalog)
+ROUNDS = [
+    ("embed.batch", 0, "same"),     # mid-video: nothing committed yet
+    ("video.done", 0, "same"),      # a video finished, not committed
+    ("commit.thumbs", 0, "same"),   # thumbnails appended, no vector or row
+    ("commit.vectors:2", 1, "more"),  # 1st commit whole; 2nd wrote its vectors, not its rows
+    ("commit.catalog", 2, "same"),  # the next video's rows are in: committed
+    ("commit.vectors", 2, "more"),  # (the orphans of the round before last are dropped first)
+    ("video.done:3", 4, "same"),    # two more committed, the third finished and lost
+]
 
 
-def test_kill_9_at_random_moments_loses_and_doubles_nothing(folder, reference, tmp_path):
+def test_kill_9_at_named_points_loses_and_doubles_nothing(folder, reference, tmp_path):
     env = env_for_cli(tmp_path)
     env["ARCHIVE_COMMIT_INTERVAL_S"] = "0"  # commit after every video: many commit points to hit
     store = tmp_path / "store"
-    rng = random.Random(20261126)
-    seen = []
-    done = 0
-    while done < len(reference) - 2:
-        # kill once `target` videos are committed, plus a random delay: mid-video, mid-commit, anywhere
-        target = min(done + rng.randint(1, 2), len(reference) - 1)
-        p = start(["index", folder, "-q"], env)
-        wait_for_lock(store, p)
-        while p.poll() is None and committed_videos(store) < target:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.0))
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        chk = run(["check", "--json"], env)
-        rep = json.loads(chk.stdout)
-        assert rep["ok"], rep  # the two stores agree after every crash
+    done, thumbs_before = 0, 0
+    for k, (point, after, vectors) in enumerate(ROUNDS):
+        marker = tmp_path / f"paused{k}"
+        p = start(["index", folder, "-q"], paused_at(env, point, marker))
+        assert wait_for_pause(p, marker) == f"{point.split(':')[0]} {point.split(':')[1] if ':' in point else 1}"
+        kill(p)
+        rep, cat, vec, thumbs = state(env, store) if (store / "catalog.duckdb").exists() else ({}, [], [], 0)
+        if not rep:  # killed before the first commit created the catalog
+            assert after == 0, point
+            continue
+        assert rep["ok"], (point, rep)  # the two stores agree after every crash
+        assert rep["videos"] == after, (point, rep["videos"])  # landed where it was told to
         assert rep["videos"] >= done  # nothing committed is ever lost
-        done = rep["videos"]
-        seen.append(done)
-        info = run(["info", "--json"], env)
-        assert info.returncode == 0, info.stderr
-    assert any(0 < n < len(reference) for n in seen), seen  # the kills landed mid-run
+        assert set(cat) <= set(vec)  # every catalog frame has its vector
+        if vectors == "more":
+            assert len(vec) > len(cat) and any("belong to no catalog frame" in n for n in rep["notes"])
+        else:
+            assert vec == cat
+        if point == "commit.thumbs":
+            assert thumbs > thumbs_before  # the pictures were written, nothing points at them yet
+        done, thumbs_before = rep["videos"], thumbs
+        assert run(["info", "--json"], env).returncode == 0
     final = run(["index", folder, "-q", "--json"], env)
     assert final.returncode == 0, final.stderr
     rep = json.loads(final.stdout)
-    assert rep["indexed"] + rep["skipped"] == len(reference)
-    assert rep["skipped"] == seen[-1]  # what was committed before the last kill is kept
+    assert rep["skipped"] == done and rep["indexed"] == len(reference) - done
     rows = json.loads(run(["sql", "SELECT name, n_frames FROM videos ORDER BY name", "--json"], env).stdout)
     assert {r["name"]: r["n_frames"] for r in rows} == reference  # nothing lost, nothing doubled
-    chk = json.loads(run(["check", "--json"], env).stdout)
-    assert chk["ok"] and chk["frames"] == chk["vectors"] == sum(reference.values())
+    chk, cat, vec, _ = state(env, store)
+    assert chk["ok"] and not chk["notes"] and cat == vec and len(cat) == sum(reference.values())
 
 
-def test_second_writer_exits_at_once_and_readers_keep_working(folder, tmp_path):
+def test_kill_after_a_replacing_commit_keeps_the_new_version_only(folder, reference, tmp_path):
+    env = env_for_cli(tmp_path)
+    store = tmp_path / "store"
+    work = tmp_path / "videos"
+    work.mkdir()
+    make_video(work / "ad.mp4", [Shot(1, 50), Shot(2, 50)], "25")
+    assert run(["index", work, "-q"], env).returncode == 0
+    _, old_ids, _, _ = state(env, store)
+    make_video(work / "ad.mp4", [Shot(3, 40), Shot(4, 40), Shot(5, 40)], "25")  # the file changes
+    marker = tmp_path / "paused"
+    p = start(["index", work, "-q"], paused_at(env, "commit.catalog", marker))
+    assert wait_for_pause(p, marker) == "commit.catalog 1"
+    kill(p)
+    rep, cat, vec, _ = state(env, store)
+    assert rep["ok"] and rep["videos"] == 1
+    assert not set(cat) & set(old_ids)  # the catalog holds the new version only ...
+    assert set(old_ids) <= set(vec)  # ... while the replaced vectors are still in the file
+    again = json.loads(run(["index", work, "-q", "--json"], env).stdout)
+    assert again["skipped"] == 1 and again["indexed"] == 0
+    rep, cat2, vec2, _ = state(env, store)
+    assert rep["ok"] and cat2 == cat and vec2 == cat  # the next run dropped the orphans
+
+
+def test_second_writer_exits_at_once_and_readers_keep_working(folder, reference, tmp_path):
     env = env_for_cli(tmp_path)
     env["ARCHIVE_COMMIT_INTERVAL_S"] = "0"
-    store = tmp_path / "store"
-    first = start(["index", folder, "-q"], env)
+    marker = tmp_path / "paused"
+    first = start(["index", folder, "-q"], paused_at(env, "commit.catalog:3", marker))
     try:
-        wait_for_lock(store, first)
+        assert wait_for_pause(first, marker) == "commit.catalog 3"  # 3 videos committed, lock held
         t0 = time.time()
         second = run(["index", folder, "-q"], env)
-        assert second.returncode == 1 and time.time() - t0 < 30
+        assert second.returncode == 1 and time.time() - t0 < 60
         assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
-        counts = []
-        while first.poll() is None:  # search, sql and info work during the run
-            info = run(["info", "--json"], env)
-            assert info.returncode == 0, info.stderr
-            counts.append(json.loads(info.stdout)["videos"])
-            q = run(["sql", "SELECT count(*) AS n FROM frames f JOIN videos v USING (video_id)", "--json"], env)
-            assert q.returncode == 0, q.stderr
-        assert first.wait() == 0
-        assert counts == sorted(counts)  # they see each committed video, never a partial one
+        # readers see the three committed videos while the writer holds the lock
+        info = run(["info", "--json"], env)
+        assert info.returncode == 0, info.stderr
+        assert json.loads(info.stdout)["videos"] == 3
+        q = run(["sql", "SELECT count(DISTINCT video_id) AS n FROM frames", "--json"], env)
+        assert json.loads(q.stdout) == [{"n": 3}]
         res = run(["search", "anything", "--json", "--top", "50"], env)
-        assert res.returncode == 0 and len(json.loads(res.stdout)["results"]) == 8
+        assert res.returncode == 0 and len(json.loads(res.stdout)["results"]) == 3
+        marker.unlink()  # let the writer go on
+        assert first.wait(timeout=WAIT_S) == 0, first.stderr.read()
+        assert json.loads(run(["info", "--json"], env).stdout)["videos"] == len(reference)
+        res = run(["search", "anything", "--json", "--top", "50"], env)
+        assert len(json.loads(res.stdout)["results"]) == len(reference)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+
+
+def test_pause_hook_rejects_an_unknown_point(tmp_path, folder):
+    env = paused_at(env_for_cli(tmp_path), "nowhere", tmp_path / "m")
+    p = run(["index", folder / "ad00.mp4", "-q"], env)
+    assert p.returncode != 0 and "ARCHIVE_TEST_PAUSE" in p.stderr
+
+
+def test_vectors_and_catalog_agree_to_the_id(folder, reference, tmp_path):
+    """The uninterrupted store: the catalog's frame ids are exactly the vector file's ids."""
+    env = env_for_cli(tmp_path)
+    assert run(["index", folder, "-q"], env).returncode == 0
+    rep, cat, vec, _ = state(env, tmp_path / "store")
+    assert rep["ok"] and cat == vec and len(cat) == sum(reference.values())
+    assert np.all(np.diff(cat) > 0)

@@ -13,8 +13,7 @@ from indexer.encoder import ModelSpec
 from indexer.errors import StoreError
 from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, load_frames
 from search.query import Searcher
-from test_timings import ad_shots, frame_at
-from videos import Shot, make_video
+from videos import Shot, ad_shots, frame_at, make_video
 
 SPEC = ModelSpec("ViT-S-32-alt", "none")
 
@@ -76,7 +75,7 @@ def test_bf16_ranking_gives_the_exact_answers(tmp_path, encoder, monkeypatch, th
     monkeypatch.setenv("ARCHIVE_BF16_SCAN_FRAMES", "1")
     s = Searcher(tmp_path, encoder=encoder)
     fast = s.search(texts, top=5, threshold=threshold)
-    assert s.frames(None).approximate and s.frames(None)._bf16 is not None
+    assert s.scanner(None).approximate and s.scanner(None)._bf16 is not None
     assert shown(fast) == shown(exact)
     if threshold is not None:
         assert sum(r.present for q in exact for r in q.results) >= 10  # the cut does find frames
@@ -85,8 +84,7 @@ def test_bf16_ranking_gives_the_exact_answers(tmp_path, encoder, monkeypatch, th
 def test_bf16_ranking_on_real_video_finds_the_same_timings(tmp_path, encoder, monkeypatch):
     truth = make_video(tmp_path / "ad.mp4", ad_shots("25"), "25")
     other = make_video(tmp_path / "other.mp4", [Shot(5, 40), Shot(6, 30), Shot(7, 50)], "25")
-    a = Archive(tmp_path / "store")
-    a._encoder = encoder
+    a = Archive(tmp_path / "store", encoder=encoder)
     a.index([truth.path, other.path])
     q = frame_at(truth, 2)
     exact = Searcher(tmp_path / "store", encoder=encoder, exact=True).search(images=[q], top=1)

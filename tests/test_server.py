@@ -22,8 +22,7 @@ from PIL import Image
 
 from archive import Archive
 from conftest import DATA, env_for_cli
-from test_timings import ad_shots, frame_at
-from videos import make_video
+from videos import ad_shots, frame_at, make_video
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
 

@@ -9,8 +9,7 @@ from conftest import DATA, TEST_MODEL
 from indexer.decode import sample_frames
 from indexer.encoder import Encoder, native_bf16
 from indexer.pipeline import StageTimes, embed_video
-from test_timings import ad_shots, frame_at
-from videos import Shot, make_video
+from videos import Shot, ad_shots, frame_at, make_video
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +35,7 @@ def test_bf16_gives_the_same_timings(fp32, bf16, tmp_path):
     q = frame_at(truth, 2)
     answers = []
     for enc in (fp32, bf16):
-        a = Archive(tmp_path / f"store_{enc.precision}")
-        a._encoder = enc
+        a = Archive(tmp_path / f"store_{enc.precision}", encoder=enc)
         a.index([truth.path])
         [res] = a.search(image=q)
         answers.append([(r.video_id, r.present, r.first_seen_s, r.duration_s,
@@ -93,8 +91,7 @@ def test_parallel_decoders_give_the_same_store(fp32, tmp_path, monkeypatch):
     stores = []
     for n in ("1", "3"):
         monkeypatch.setenv("ARCHIVE_DECODERS", n)
-        a = Archive(tmp_path / f"store{n}")
-        a._encoder = fp32
+        a = Archive(tmp_path / f"store{n}", encoder=fp32)
         rep = a.index([clips])
         assert rep.indexed == 3 and rep.ok
         stores.append(a)

@@ -9,34 +9,7 @@ from PIL import Image
 
 from archive import Archive
 from indexer.decode import DecodeStats, sample_frames
-from videos import RATES, Shot, make_video, pattern, seconds_to_frames
-
-
-def ad_shots(rate):
-    f = lambda s: seconds_to_frames(s, rate)  # noqa: E731
-    return [
-        Shot(1, f(2.0)),                      # A  0.0 - 2.0
-        Shot(2, f(0.4)),                      # B  a 0.4 s shot
-        Shot(3, f(1.6), fade_out=f(0.4)),     # C  fades to black
-        Shot(0, f(0.6)),                      # black
-        Shot(4, f(1.6), fade_in=f(0.4)),      # D  fades in from black
-        Shot(2, f(0.52)),                     # B comes back
-        Shot(5, f(1.2)),                      # E
-    ]
-
-
-def frame_at(truth, look, index_in_shot=2):
-    """The decoded frame `index_in_shot` frames into the first shot of `look`, as a PNG path."""
-    import av
-
-    start_frame = round(truth.spans(look)[0][0] * float(truth.rate))
-    with av.open(str(truth.path)) as c:
-        for i, fr in enumerate(c.decode(video=0)):
-            if i == start_frame + index_in_shot:
-                dest = truth.path.with_suffix(f".look{look}.png")
-                fr.to_image().save(dest)
-                return dest
-    raise AssertionError
+from videos import RATES, Shot, ad_shots, frame_at, make_video, pattern, seconds_to_frames
 
 
 @pytest.fixture(scope="module", params=["25", "29.97", "23.976"])
@@ -44,8 +17,7 @@ def ad(request, tmp_path_factory, encoder):
     rate = request.param
     d = tmp_path_factory.mktemp(f"ad{rate}")
     truth = make_video(d / "ad.mp4", ad_shots(rate), rate)
-    arc = Archive(d / "store")
-    arc._encoder = encoder
+    arc = Archive(d / "store", encoder=encoder)
     assert arc.index([truth.path]).indexed == 1
     return arc, truth, 1 / float(RATES[rate])
 

@@ -120,3 +120,32 @@ def make_video(
 def seconds_to_frames(seconds: float, rate: Fraction | str) -> int:
     rate = RATES[rate] if isinstance(rate, str) else rate
     return int(round(seconds * float(rate)))
+
+
+def ad_shots(rate: Fraction | str) -> list[Shot]:
+    """An ad-like sequence with known truth: a 0.4 s shot, a fade to and from black, a shot
+    that comes back."""
+    f = lambda s: seconds_to_frames(s, rate)  # noqa: E731
+    return [
+        Shot(1, f(2.0)),                      # A  0.0 - 2.0
+        Shot(2, f(0.4)),                      # B  a 0.4 s shot
+        Shot(3, f(1.6), fade_out=f(0.4)),     # C  fades to black
+        Shot(0, f(0.6)),                      # black
+        Shot(4, f(1.6), fade_in=f(0.4)),      # D  fades in from black
+        Shot(2, f(0.52)),                     # B comes back
+        Shot(5, f(1.2)),                      # E
+    ]
+
+
+def frame_at(truth: Truth, look: int, index_in_shot: int = 2) -> Path:
+    """The decoded frame `index_in_shot` frames into the first shot of `look`, as a PNG path."""
+    import av
+
+    start_frame = round(truth.spans(look)[0][0] * float(truth.rate))
+    with av.open(str(truth.path)) as c:
+        for i, fr in enumerate(c.decode(video=0)):
+            if i == start_frame + index_in_shot:
+                dest = truth.path.with_suffix(f".look{look}.png")
+                fr.to_image().save(dest)
+                return dest
+    raise AssertionError

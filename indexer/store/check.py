@@ -1,4 +1,5 @@
-"""Verify a store: do the catalog and the vector file agree, and is each sound on its own?"""
+"""Verify a store (do the catalog and the vector file agree, and is each sound on its own?) and
+prune it (forget videos whose files are gone)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoder import ModelSpec
-from .errors import StoreError
-from .store import THUMBS, VECTORS, Writer, _index_arrays, _read_index, read_connection, read_meta
+from ..encoder import ModelSpec
+from ..errors import StoreError
+from . import vectors as vecfile
+from .layout import THUMBS, VECTORS
+from .reader import read_connection, read_meta
+from .writer import Writer
 
 
 @dataclass
@@ -71,14 +75,14 @@ def check_store(store_dir: str | os.PathLike[str]) -> CheckReport:
             )
         return _finish(rep, paths, root)
     try:
-        index = _read_index(vec_path, mmap=True)
+        ids, vecs, _owner = vecfile.map_file(vec_path)
     except StoreError as exc:
         rep.problems.append(str(exc))
         return _finish(rep, paths, root)
-    ids, vecs = _index_arrays(index)
     rep.vectors = len(ids)
-    if index.d != int(meta.get("dim", index.d)):
-        rep.problems.append(f"the vector file holds {index.d}-d vectors, the catalog says {meta['dim']}-d.")
+    dim = vecs.shape[1]
+    if dim != int(meta.get("dim", dim)):
+        rep.problems.append(f"the vector file holds {dim}-d vectors, the catalog says {meta['dim']}-d.")
     missing = np.setdiff1d(frame_ids, ids)
     extra = np.setdiff1d(ids, frame_ids)
     if len(missing):

@@ -1,0 +1,101 @@
+"""Work on one video: decode + embed a file into a :class:`~indexer.store.VideoRecord`.
+
+This is the pure per-video step (file in, record out; nothing is written), so a runner can map it
+over files in threads today or in worker processes elsewhere, and hand the records to the single
+writer (:mod:`indexer.pipeline`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from . import hooks, settings
+from .decode import VideoInfo, probe
+from .discover import fingerprint
+from .encoder import Encoder
+from .prefetch import END, FramePrefetch
+from .report import Progress, ProgressFn, StageTimes, no_progress
+from .store import FrameRecord, ShotRecord, VideoRecord
+
+
+def embed_video(
+    path: str,
+    encoder: Encoder,
+    fps: float = settings.DEFAULT_FPS,
+    batch_size: int = settings.DEFAULT_BATCH,
+    progress: ProgressFn = no_progress,
+    times_out: StageTimes | None = None,
+    info: VideoInfo | None = None,
+    decoder: FramePrefetch | None = None,
+) -> VideoRecord:
+    """Decode one video, sample ``fps`` frames per second of video time, embed them.
+
+    Decoding and preprocessing run in a background thread, one batch ahead of the model (the
+    caller may hand in a :class:`~indexer.prefetch.FramePrefetch` it started earlier). A sample
+    nearly identical to the previous one of its shot reuses that embedding (:mod:`indexer.neardup`).
+
+    Returns:
+        A record ready for :meth:`Writer.commit`: frame times, vectors and the file's metadata.
+
+    Raises:
+        VideoOpenError: the file is not a decodable video.
+        OSError: the file cannot be read.
+    """
+    dec = decoder
+    try:
+        st = os.stat(path)
+        fp = fingerprint(path)
+        info = info or probe(path)  # the planning step has usually read the header already
+        if dec is None:
+            dec = FramePrefetch(path, encoder, fps, batch_size).start()
+        chunks: list[np.ndarray] = []
+        while True:
+            item = dec.q.get()
+            if item is END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            batch_t, ts, n = item
+            t0 = time.perf_counter()
+            chunks.append(encoder.encode_batch(batch_t))
+            dec.tm.embed += time.perf_counter() - t0
+            progress(Progress("frames", path=path, done=ts, frames=n))
+            hooks.pause("embed.batch")
+    finally:
+        if dec is not None:
+            dec.close()
+    stats, tm, times, shot_of, owner = dec.stats, dec.tm, dec.times, dec.shot_of, dec.owner
+    embedded = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
+    vectors = embedded[np.asarray(owner, np.int64)] if owner else np.zeros((0, encoder.dim), np.float32)
+    tm.frames = len(times)
+    if times_out is not None:
+        times_out.add(tm)
+    duration = max(stats.duration_s, times[-1] if times else 0.0)
+    ends = times[1:] + [duration]
+    problems = list(stats.notes)
+    if stats.error:
+        problems.insert(0, stats.error)
+    problem = None
+    if problems:
+        problem = f"partly decoded: kept {len(times)} frames up to {duration:.2f} s; " + "; ".join(problems)
+    return VideoRecord(
+        path=path,
+        size_bytes=st.st_size,
+        mtime=st.st_mtime,
+        fingerprint=fp,
+        duration_s=duration,
+        fps=info.fps,
+        width=info.height if stats.rotation % 180 else info.width,  # as displayed
+        height=info.width if stats.rotation % 180 else info.height,
+        codec=info.codec,
+        sample_fps=fps,
+        decoded_frames=stats.decoded_frames,
+        frames=[FrameRecord(t, e, s) for t, e, s in zip(times, ends, shot_of)],
+        vectors=vectors,
+        note=problem,
+        shots=[ShotRecord(s.start_s, s.end_s, s.kind) for s in stats.shots],
+        thumbs=dec.thumbs,
+    )

@@ -1,0 +1,115 @@
+"""Decoding ahead of the model: one video is decoded, sampled, thumbnailed and preprocessed in a
+background thread, one or two batches ahead of the model, so decoder and model overlap.
+
+A :class:`FramePrefetch` started early (while the previous video's last batches are embedded)
+keeps the decoder busy across video boundaries; :func:`decoder_plan` says how many run at once.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from . import settings
+from .decode import DecodeStats, sample_frames
+from .encoder import Encoder
+from .neardup import same_picture
+from .report import StageTimes
+from .thumbs import jpeg_thumbnail
+
+END = object()  # put on the queue after the last batch
+
+
+class FramePrefetch:
+    """Decode, sample and preprocess one video in a background thread.
+
+    The consumer reads ``q``: ``(batch tensor, ts_s of its last sample, samples so far)`` items,
+    then :data:`END`, or the exception that stopped decoding. Per sample the thread records its
+    time (``times``), shot (``shot_of``), the embedded vector it uses (``owner``: a near-duplicate
+    sample points at the previous one's) and its JPEG thumbnail (``thumbs``).
+    """
+
+    def __init__(self, path: str, encoder: Encoder, fps: float, batch_size: int, threads: int = 0) -> None:
+        self.path, self.encoder, self.fps, self.batch_size = path, encoder, fps, batch_size
+        self.threads = threads
+        self.stats = DecodeStats()
+        self.tm = StageTimes()
+        self.times: list[float] = []
+        self.shot_of: list[int] = []
+        self.owner: list[int] = []  # per sample: index into the embedded vectors
+        self.thumbs: list[bytes] = []  # per sample: its JPEG thumbnail
+        self.q: "queue.Queue[Any]" = queue.Queue(maxsize=2)
+        self.on_done: Callable[[], None] | None = None  # called in the thread when decoding ends
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="decode", daemon=True)
+
+    def start(self, on_done: Callable[[], None] | None = None) -> "FramePrefetch":
+        self.on_done = on_done
+        self.thread.start()
+        return self
+
+    def _produce(self) -> None:
+        import torch  # noqa: PLC0415
+
+        batch: list[torch.Tensor] = []
+        prev_thumb: np.ndarray | None = None
+        prev_shot = -1
+        n_embedded = 0
+        tm, times = self.tm, self.times
+        try:
+            t0 = time.perf_counter()
+            for frame in sample_frames(self.path, self.fps, short_side=self.encoder.image_size, stats=self.stats,
+                                       threads=self.threads):
+                t1 = time.perf_counter()
+                tm.decode += t1 - t0
+                times.append(frame.ts_s)
+                self.shot_of.append(frame.shot)
+                self.thumbs.append(jpeg_thumbnail(frame.rgb))
+                thumb = frame.thumb.astype(np.int16) if frame.thumb is not None else None
+                if same_picture(thumb, prev_thumb, frame.shot, prev_shot):
+                    self.owner.append(n_embedded - 1)
+                    tm.reused += 1
+                else:
+                    batch.append(self.encoder.preprocess_array(frame.rgb))
+                    self.owner.append(n_embedded)
+                    n_embedded += 1
+                    prev_thumb = thumb
+                prev_shot = frame.shot
+                t0 = time.perf_counter()
+                tm.preprocess += t0 - t1
+                if len(batch) >= self.batch_size:
+                    self.q.put((torch.stack(batch), frame.ts_s, len(times)))
+                    batch = []
+                if self.stop.is_set():
+                    return
+            if batch:
+                self.q.put((torch.stack(batch), times[-1], len(times)))
+            self.q.put(END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self.q.put(exc)
+        finally:
+            if self.on_done is not None and not self.stop.is_set():
+                self.on_done()
+
+    def close(self) -> None:
+        """Stop the thread (after the last batch, or on an error) and wait for it."""
+        self.stop.set()
+        while self.thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                pass
+            self.thread.join(timeout=0.05)
+
+
+def decoder_plan() -> tuple[int, int]:
+    """(videos decoded at once, threads each). Two single-threaded decoders on two cores did
+    more work per CPU-second than one decoder with two threads (FFmpeg's frame threading costs
+    about 30% more CPU); env ARCHIVE_DECODERS sets how many run at once."""
+    ahead = settings.decoders()
+    return ahead, max(1, (os.cpu_count() or 2) // ahead)

@@ -1,0 +1,77 @@
+"""What an index run tells its caller: progress events while it runs, and a report at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Progress:
+    """One progress event. ``kind`` is one of: ``plan`` (``total`` files to embed, ``seconds``
+    of video), ``model`` (loading weights), ``start`` (a file begins), ``frames`` (``done``
+    video seconds of the current file so far), ``done``, ``skip``, ``fail`` (``message``),
+    ``partial`` (indexed, but not all of it decoded: ``message``), ``thumbs`` (an indexed
+    video is decoded again for its thumbnails: ``frames``)."""
+
+    kind: str
+    path: str = ""
+    total: int = 0
+    seconds: float = 0.0
+    done: float = 0.0
+    frames: int = 0
+    message: str = ""
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def no_progress(_: Progress) -> None:
+    """The default progress callback: report nothing."""
+    return None
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per indexing stage (decode includes shot detection and scaling)."""
+
+    decode: float = 0.0
+    preprocess: float = 0.0
+    embed: float = 0.0
+    write: float = 0.0
+    frames: int = 0
+    reused: int = 0  # near-identical samples that reused the previous embedding
+
+    def add(self, other: "StageTimes") -> None:
+        for k in ("decode", "preprocess", "embed", "write", "frames", "reused"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+@dataclass
+class IndexReport:
+    """What an index run did. Times in seconds."""
+
+    store: str
+    model: str
+    pretrained: str
+    files_seen: int = 0
+    indexed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    partial: int = 0  # indexed, but only partly decodable (also in failures)
+    frames: int = 0
+    video_seconds: float = 0.0
+    wall_s: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, partial-decode note)
+    missing: list[str] = field(default_factory=list)  # indexed before, gone from disk now
+    indexed_paths: list[str] = field(default_factory=list)
+    stages: StageTimes = field(default_factory=StageTimes)
+    repaired: list[str] = field(default_factory=list)  # lost their vectors; re-embedded when indexed again
+    damaged_file: str | None = None  # an unreadable vector file, moved aside
+    thumbnails_added: int = 0  # frames of already indexed videos that got their thumbnail this run
+
+    @property
+    def ok(self) -> bool:
+        """True when every file was indexed whole."""
+        return self.failed == 0 and self.partial == 0

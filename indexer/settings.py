@@ -1,0 +1,168 @@
+"""Every setting and default in one place: the ``ARCHIVE_*`` environment variables, the defaults
+of the CLI, the API and the server, and the checks on user-given values (one wording each).
+
+No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variables:
+
+==============================  =============================================================
+``ARCHIVE_STORE``               the store folder (default ``./data``)
+``ARCHIVE_MODEL``               open_clip model for a new store (default: the store's, else ViT-B-32)
+``ARCHIVE_PRETRAINED``          weights: a tag, a checkpoint file or ``none`` (default: the store's,
+                                else laion2b_s34b_b79k)
+``ARCHIVE_MODEL_DIR``           where open_clip caches downloaded weights
+``ARCHIVE_PRECISION``           ``auto`` (bf16 where native), ``bf16`` or ``fp32``
+``ARCHIVE_COMMIT_INTERVAL_S``   finished videos wait at most this long for their commit (5)
+``ARCHIVE_DECODERS``            videos decoded at once during indexing (2)
+``ARCHIVE_BF16_SCAN_FRAMES``    archives of at least this many frames rank from bf16 (50,000)
+``ARCHIVE_TEST_PAUSE``          test hook: stop at a named point of an index run (see
+                                :mod:`indexer.hooks`); never set it in normal use
+==============================  =============================================================
+
+Values are read when asked for (not at import), so a test or a notebook can change them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UsageError
+
+DEFAULT_STORE = "data"
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+DEFAULT_FPS = 2.0  # samples per second of video time
+MAX_FPS = 1000.0
+DEFAULT_BATCH = 32  # frames per model call
+DEFAULT_TOP = 20  # videos per query
+DEFAULT_PRECISION = "auto"
+PRECISIONS = ("auto", "bf16", "fp32")
+DEFAULT_DEVICE = "auto"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+COMMIT_INTERVAL_S = 5.0
+DEFAULT_DECODERS = 2
+BF16_SCAN_FRAMES = 50_000
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def store_dir(store: str | os.PathLike[str] | None = None) -> Path:
+    """``store`` if given, else ``$ARCHIVE_STORE``, else ``./data``."""
+    return Path(store or _env("ARCHIVE_STORE") or DEFAULT_STORE).expanduser()
+
+
+def env_model() -> str | None:
+    """``$ARCHIVE_MODEL`` (None: the store's model, or ViT-B-32 for a new store)."""
+    return _env("ARCHIVE_MODEL")
+
+
+def env_pretrained() -> str | None:
+    """``$ARCHIVE_PRETRAINED`` (None: the store's weights, or laion2b_s34b_b79k for a new store)."""
+    return _env("ARCHIVE_PRETRAINED")
+
+
+def model_dir() -> str | None:
+    """``$ARCHIVE_MODEL_DIR``: open_clip's download cache (None: its own default)."""
+    return _env("ARCHIVE_MODEL_DIR")
+
+
+def precision(asked: str | None = None) -> str:
+    """The precision asked for, or ``$ARCHIVE_PRECISION`` when that is ``auto``/None; lower case."""
+    p = (asked or DEFAULT_PRECISION).lower()
+    if p == "auto":
+        p = (_env("ARCHIVE_PRECISION") or "auto").lower()
+    return p
+
+
+def commit_interval_s() -> float:
+    """Seconds finished videos may wait for their commit (``$ARCHIVE_COMMIT_INTERVAL_S``)."""
+    try:
+        return max(0.0, float(_env("ARCHIVE_COMMIT_INTERVAL_S") or COMMIT_INTERVAL_S))
+    except ValueError:
+        return COMMIT_INTERVAL_S
+
+
+def decoders() -> int:
+    """Videos decoded at once while indexing (``$ARCHIVE_DECODERS``, at least 1)."""
+    try:
+        return max(1, int(_env("ARCHIVE_DECODERS") or DEFAULT_DECODERS))
+    except ValueError:
+        return DEFAULT_DECODERS
+
+
+def bf16_scan_frames() -> int:
+    """Frame tables at least this large rank from bf16 (``$ARCHIVE_BF16_SCAN_FRAMES``, at least 1)."""
+    try:
+        return max(1, int(_env("ARCHIVE_BF16_SCAN_FRAMES") or BF16_SCAN_FRAMES))
+    except ValueError:
+        return BF16_SCAN_FRAMES
+
+
+def pause_hook() -> str | None:
+    """``$ARCHIVE_TEST_PAUSE``: the test hook's ``point[:n]=marker-file`` (None: off)."""
+    return _env("ARCHIVE_TEST_PAUSE")
+
+
+# -- checks on values users give (the CLI and the server only translate the errors) --------------
+def check_fps(fps: float) -> float:
+    """Raises UsageError unless ``0 < fps <= 1000``."""
+    if not 0 < fps <= MAX_FPS:
+        raise UsageError(f"--fps must be more than 0 and at most {MAX_FPS:g} samples per second, not {fps:g}.")
+    return float(fps)
+
+
+def check_batch_size(batch_size: int) -> int:
+    """Raises UsageError unless ``batch_size >= 1``."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {batch_size}.")
+    return int(batch_size)
+
+
+def check_top(top: int | None) -> int | None:
+    """Raises UsageError unless ``top`` is None (all) or at least 1."""
+    if top is not None and top < 1:
+        raise UsageError(f"--top must be at least 1, not {top}.")
+    return top
+
+
+def check_seconds(option: str, value: float) -> float:
+    """Raises UsageError unless ``value`` is a number of seconds >= 0 (``option`` names it)."""
+    if not value >= 0:
+        raise UsageError(f"{option} takes seconds >= 0, not {value:g}.")
+    return float(value)
+
+
+EMPTY_QUERY = "empty query: give words to search for, or an example image."
+
+
+def check_query_text(text: str) -> str:
+    """Raises QueryError for an empty or blank query text."""
+    from .errors import QueryError  # noqa: PLC0415
+
+    if not text or not text.strip():
+        raise QueryError(EMPTY_QUERY)
+    return text
+
+
+def check_queries(texts: "list[str]", images: "list[str]") -> None:
+    """Raises NothingToSearch when there is neither a text nor an image, QueryError for an empty
+    text or a missing image file."""
+    from .errors import NothingToSearch, QueryError  # noqa: PLC0415
+
+    if not texts and not images:
+        raise NothingToSearch("nothing to search for: give a text query, or --image FILE.")
+    for t in texts:
+        check_query_text(t)
+    for i in images:
+        if not Path(i).expanduser().is_file():
+            raise QueryError(f"image file not found: {i}")
+
+
+def check_port(port: int) -> int:
+    """Raises UsageError unless ``0 <= port <= 65535`` (0: any free port)."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: give a port between 0 and 65535.")
+    return int(port)

@@ -1,0 +1,59 @@
+"""The archive on disk: ``catalog.duckdb`` (DuckDB, the source of truth), ``frames.faiss``
+(FAISS vectors, ids = ``frames.frame_id``) and ``thumbs.bin`` (JPEG thumbnails).
+
+Everything above reads and writes a store through this package; no other module runs SQL on the
+catalog (except the user's own read-only statements in :mod:`search.sql`). One module per job:
+
+* :mod:`.layout`: file names, connecting, transactions, fsync;
+* :mod:`.schema`: tables, schema version, numbered migrations;
+* :mod:`.records`: the named types that cross this boundary;
+* :mod:`.vectors`: the vector file (atomic writes, memory-mapped reads);
+* :mod:`.reader`: every read (frame tables for queries, info, labels, the server's rows);
+* :mod:`.writer`: the single writer (lock, reconcile, commit, delete, labels, thumbnails);
+* :mod:`.check`: verifying and pruning a store.
+"""
+
+from .check import CheckReport, check_store, prune
+from .layout import CATALOG, LOCK, THUMBS, VECTORS, has_catalog
+from .reader import (
+    FrameTable,
+    known_files,
+    label_stats,
+    list_videos,
+    load_frames,
+    read_connection,
+    read_labels,
+    read_meta,
+    read_thumbnail,
+    store_info,
+    store_spec,
+    thumbs_todo,
+    video_detail,
+    video_path,
+    video_refs,
+)
+from .records import (
+    FrameRecord,
+    KnownFile,
+    LabelDef,
+    LabelResults,
+    LabelStats,
+    SegmentRow,
+    ShotRecord,
+    StoreInfo,
+    ThumbTodo,
+    VideoLabelRow,
+    VideoRecord,
+    VideoRef,
+)
+from .schema import MIGRATIONS, SCHEMA_VERSION
+from .writer import Writer
+
+__all__ = [
+    "CATALOG", "LOCK", "THUMBS", "VECTORS", "MIGRATIONS", "SCHEMA_VERSION",
+    "CheckReport", "FrameRecord", "FrameTable", "KnownFile", "LabelDef", "LabelResults", "LabelStats",
+    "SegmentRow", "ShotRecord", "StoreInfo", "ThumbTodo", "VideoLabelRow", "VideoRecord", "VideoRef", "Writer",
+    "check_store", "has_catalog", "known_files", "label_stats", "list_videos", "load_frames", "prune",
+    "read_connection", "read_labels", "read_meta", "read_thumbnail", "store_info", "store_spec", "thumbs_todo",
+    "video_detail", "video_path", "video_refs",
+]

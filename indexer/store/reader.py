@@ -1,0 +1,304 @@
+"""Reading a store: everything the read path, the server and the planner need, without a writer.
+
+Readers open the catalog read-only (waiting out a commit's short lock), so they work while an
+index run is going, and refuse a catalog of another schema version with a message saying what to
+do. Vectors come memory-mapped from the vector file; no video file is opened here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..encoder import ModelSpec
+from ..errors import StoreError
+from . import vectors as vecfile
+from .layout import THUMBS, VECTORS, bytes_on_disk, catalog_path, connect, has_catalog
+from .records import KnownFile, LabelDef, LabelStats, Row, StoreInfo, ThumbTodo, VideoRef
+from .schema import require_current
+
+
+def read_meta(store_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``meta`` table of an existing store (model, pretrained, dim, schema_version).
+
+    Works on catalogs of any schema version (the writer reads it before migrating).
+
+    Raises:
+        StoreNotFound: no catalog in that folder.
+    """
+    con = connect(catalog_path(store_dir), read_only=True)
+    try:
+        return dict(con.execute("SELECT key, value FROM meta").fetchall())
+    finally:
+        con.close()
+
+
+def store_spec(store_dir: str | os.PathLike[str]) -> ModelSpec:
+    """Which model made the store's vectors."""
+    meta = read_meta(store_dir)
+    return ModelSpec(meta["model"], meta["pretrained"])
+
+
+@contextlib.contextmanager
+def read_connection(store_dir: str | os.PathLike[str]) -> Iterator[Any]:
+    """A read-only DuckDB connection to the catalog (works while an index run is going).
+
+    Raises:
+        StoreNotFound: no archive in that folder.
+        StoreError: the catalog's schema is older or newer than this program's.
+    """
+    con = connect(catalog_path(store_dir), read_only=True)
+    try:
+        require_current(con, store_dir)
+        yield con
+    finally:
+        con.close()
+
+
+@dataclass
+class FrameTable:
+    """The frames in scope, sorted by (video_id, ts_s), and where their vectors are.
+
+    ``vectors`` is the whole vector matrix of the store, memory-mapped from ``frames.faiss``;
+    ``row[i]`` is the row of frame ``i``. Only frames present in both the catalog and the vector
+    file are listed. Scoring them is the read path's job (:mod:`search.scan`).
+    """
+
+    frame_id: np.ndarray  # int64
+    video_id: np.ndarray  # int64
+    ts_s: np.ndarray  # float64
+    end_s: np.ndarray  # float64
+    shot_id: np.ndarray  # int64
+    shot_len_s: np.ndarray  # float64, length of the frame's shot
+    blank: np.ndarray  # bool, the frame's shot is black/blank/slate
+    row: np.ndarray  # int64, into vectors
+    vectors: np.ndarray  # (N, dim) float32
+    thumb_offset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: no thumbnail
+    thumb_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    videos: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _keepalive: Any = None  # what owns the memory behind ``vectors`` (an mmap or a FAISS index)
+
+    def __len__(self) -> int:
+        return len(self.frame_id)
+
+    @property
+    def in_file_order(self) -> bool:
+        """True when frame ``i`` is vector row ``i`` for every row (a scan can read rows in place)."""
+        return len(self.row) == len(self.vectors) and bool(np.array_equal(self.row, np.arange(len(self.row))))
+
+    def release_pages(self) -> None:
+        """Hand the mapped vector pages back to the OS page cache (resident memory stays flat)."""
+        vecfile.release_pages(self._keepalive)
+
+
+def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | None = None) -> FrameTable:
+    """Everything a query needs, without opening any video: frames, their vectors, video rows.
+
+    Args:
+        store_dir: the store folder.
+        video_ids: limit to these videos (None: all).
+
+    Raises:
+        StoreNotFound: no archive there.
+        StoreError: the vector file is missing or damaged while the catalog lists frames.
+    """
+    with read_connection(store_dir) as con:
+        where, params = "", []
+        if video_ids is not None:
+            if not video_ids:
+                video_ids = [-1]
+            where = f" WHERE video_id IN ({', '.join('?' for _ in video_ids)})"
+            params = list(video_ids)
+        fwhere = where.replace("video_id", "f.video_id")
+        cols = con.execute(
+            "SELECT f.frame_id, f.video_id, f.ts_s, f.end_s, f.shot_id, s.end_s - s.start_s AS shot_len_s, "
+            "s.kind <> 'content' AS blank, coalesce(f.thumb_offset, -1) AS thumb_offset, "
+            f"coalesce(f.thumb_bytes, 0) AS thumb_bytes FROM frames f JOIN shots s USING (shot_id){fwhere} "
+            "ORDER BY f.video_id, f.ts_s",
+            params,
+        ).fetchnumpy()
+        vrows = con.execute(f"SELECT * FROM videos{where}", params)
+        names = [d[0] for d in vrows.description]
+        videos = {int(r[0]): dict(zip(names, r)) for r in vrows.fetchall()}
+        dim = int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
+    frame_id = np.asarray(cols["frame_id"], np.int64)
+    path = Path(store_dir) / VECTORS
+    if not path.exists():
+        if len(frame_id):
+            raise StoreError(
+                f"the vector file {path} is missing. Run `archive index` again on the same folders "
+                "to re-embed what it held."
+            )
+        ids, vecs, owner = np.zeros(0, np.int64), np.zeros((0, dim), np.float32), None
+    else:
+        ids, vecs, owner = vecfile.map_file(path)
+    order = np.argsort(ids, kind="stable")
+    pos = np.searchsorted(ids[order], frame_id)
+    pos_c = np.minimum(pos, max(len(ids) - 1, 0))
+    ok = (pos < len(ids)) & (ids[order][pos_c] == frame_id) if len(ids) else np.zeros(len(frame_id), bool)
+    row = order[pos_c][ok] if len(ids) else np.zeros(0, np.int64)
+    return FrameTable(
+        frame_id=frame_id[ok],
+        video_id=np.asarray(cols["video_id"], np.int64)[ok],
+        ts_s=np.asarray(cols["ts_s"], np.float64)[ok],
+        end_s=np.asarray(cols["end_s"], np.float64)[ok],
+        shot_id=np.asarray(cols["shot_id"], np.int64)[ok],
+        shot_len_s=np.asarray(cols["shot_len_s"], np.float64)[ok],
+        blank=np.asarray(cols["blank"], bool)[ok],
+        row=row.astype(np.int64),
+        thumb_offset=np.asarray(cols["thumb_offset"], np.int64)[ok],
+        thumb_bytes=np.asarray(cols["thumb_bytes"], np.int64)[ok],
+        vectors=vecs,
+        videos=videos,
+        _keepalive=owner,
+    )
+
+
+def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
+    """Counts, model and size on disk of a store.
+
+    Raises:
+        StoreNotFound: no archive there.
+    """
+    with read_connection(store_dir) as con:
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        videos, seconds = con.execute("SELECT count(*), coalesce(sum(duration_s), 0) FROM videos").fetchall()[0]
+        frames = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
+        failures = con.execute("SELECT count(DISTINCT path) FROM failures").fetchall()[0][0]
+    root = Path(store_dir)
+    n_vectors = len(vecfile.map_file(root / VECTORS)[0]) if (root / VECTORS).exists() else 0
+    return StoreInfo(
+        path=str(root.resolve()),
+        videos=int(videos),
+        frames=int(frames),
+        seconds=round(float(seconds), 3),
+        model=meta["model"],
+        pretrained=meta["pretrained"],
+        dim=int(meta["dim"]),
+        bytes=bytes_on_disk(root),
+        schema_version=int(meta["schema_version"]),
+        failures=int(failures),
+        vectors=int(n_vectors),
+    )
+
+
+def read_labels(store_dir: str | os.PathLike[str]) -> list[LabelDef]:
+    """Saved labels, sorted by name."""
+    with read_connection(store_dir) as con:
+        rows = con.execute("SELECT label, prompts, threshold FROM labels ORDER BY label").fetchall()
+    return [LabelDef(r[0], list(r[1]), r[2]) for r in rows]
+
+
+def label_stats(store_dir: str | os.PathLike[str]) -> dict[str, LabelStats]:
+    """Per saved label with results: how many videos show it, and for how many seconds in all."""
+    with read_connection(store_dir) as con:
+        rows = con.execute(
+            "SELECT label, count(*) FILTER (WHERE present), coalesce(sum(duration_s), 0) FROM video_labels GROUP BY label"
+        ).fetchall()
+    return {r[0]: LabelStats(int(r[1]), float(r[2])) for r in rows}
+
+
+def known_files(store_dir: str | os.PathLike[str]) -> dict[str, KnownFile]:
+    """Every indexed video by path ({} when there is no store yet)."""
+    if not has_catalog(store_dir):
+        return {}
+    with read_connection(store_dir) as con:
+        rows = con.execute(
+            "SELECT v.path, v.size_bytes, v.mtime, v.fingerprint, v.sample_fps, "
+            "bool_and(f.thumb_bytes IS NOT NULL) IS NOT FALSE "
+            "FROM videos v LEFT JOIN frames f USING (video_id) GROUP BY ALL"
+        ).fetchall()
+    return {r[0]: KnownFile(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
+
+
+def video_refs(store_dir: str | os.PathLike[str]) -> list[VideoRef]:
+    """Every indexed video's id, path and name."""
+    with read_connection(store_dir) as con:
+        rows = con.execute("SELECT video_id, path, name FROM videos ORDER BY video_id").fetchall()
+    return [VideoRef(int(r[0]), r[1], r[2]) for r in rows]
+
+
+def thumbs_todo(store_dir: str | os.PathLike[str], path: str) -> list[ThumbTodo]:
+    """The frames of the video indexed from ``path`` that have no thumbnail yet, by time."""
+    with read_connection(store_dir) as con:
+        rows = con.execute(
+            "SELECT f.frame_id, f.ts_s, v.sample_fps FROM frames f JOIN videos v USING (video_id) "
+            "WHERE v.path = ? AND f.thumb_bytes IS NULL ORDER BY f.ts_s", [path]).fetchall()
+    return [ThumbTodo(int(r[0]), float(r[1]), float(r[2])) for r in rows]
+
+
+def read_thumbnail(store_dir: str | os.PathLike[str], offset: int, length: int) -> bytes:
+    """One frame's JPEG thumbnail from thumbs.bin.
+
+    Raises:
+        StoreError: the thumbnail file is missing or shorter than the catalog says.
+    """
+    path = Path(store_dir) / THUMBS
+    try:
+        with open(path, "rb") as fh:
+            data = os.pread(fh.fileno(), length, offset)
+    except OSError as exc:
+        raise StoreError(f"cannot read thumbnails from {path}: {exc.strerror or exc}") from exc
+    if len(data) != length:
+        raise StoreError(f"{path} is shorter than the catalog says: run `archive index` again on the same folders.")
+    return data
+
+
+# -- catalog rows for the search page's API (JSON-shaped: dicts by column name) ------------------
+def _records(cur: Any) -> list[Row]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def list_videos(store_dir: str | os.PathLike[str]) -> list[Row]:
+    """Every video with its shot count, a thumbnail frame (its first content frame that has one)
+    and its label answers (``labels``: label, present, first_seen_s, duration_s, n_segments)."""
+    with read_connection(store_dir) as con:
+        rows = _records(con.execute(
+            "SELECT v.video_id, v.name, v.path, v.duration_s, v.fps, v.width, v.height, v.codec, v.n_frames, "
+            "v.note, (SELECT count(*) FROM shots s WHERE s.video_id = v.video_id) AS shots, "
+            "(SELECT min(f.frame_id) FILTER (WHERE f.thumb_bytes IS NOT NULL) FROM frames f JOIN shots s "
+            " USING (shot_id) WHERE f.video_id = v.video_id AND s.kind = 'content') AS thumbnail_frame_id "
+            "FROM videos v ORDER BY v.path"
+        ))
+        labs = _records(con.execute(
+            "SELECT video_id, label, present, first_seen_s, duration_s, n_segments FROM video_labels ORDER BY label"
+        ))
+    by_video: dict[int, list[Row]] = {}
+    for lab in labs:
+        by_video.setdefault(lab.pop("video_id"), []).append(lab)
+    for r in rows:
+        r["labels"] = by_video.get(r["video_id"], [])
+    return rows
+
+
+def video_detail(store_dir: str | os.PathLike[str], video_id: int) -> Row | None:
+    """One video's row with its ``shots``, ``labels`` (answers), label ``segments`` and
+    ``failures`` notes; None when there is no such video."""
+    with read_connection(store_dir) as con:
+        rows = _records(con.execute("SELECT * FROM videos WHERE video_id = ?", [video_id]))
+        if not rows:
+            return None
+        v = rows[0]
+        v["shots"] = _records(con.execute(
+            "SELECT shot_id, start_s, end_s, kind FROM shots WHERE video_id = ? ORDER BY start_s", [video_id]))
+        v["labels"] = _records(con.execute(
+            "SELECT label, present, first_seen_s, duration_s, n_segments, best_s, score FROM video_labels "
+            "WHERE video_id = ? ORDER BY label", [video_id]))
+        v["segments"] = _records(con.execute(
+            "SELECT label, start_s, end_s, peak_score FROM segments WHERE video_id = ? ORDER BY label, start_s",
+            [video_id]))
+        v["failures"] = _records(con.execute("SELECT error, seen_at FROM failures WHERE path = ?", [v["path"]]))
+    return v
+
+
+def video_path(store_dir: str | os.PathLike[str], video_id: int) -> str | None:
+    """The path a video was indexed from (None: no such video)."""
+    with read_connection(store_dir) as con:
+        row = con.execute("SELECT path FROM videos WHERE video_id = ?", [video_id]).fetchall()
+    return row[0][0] if row else None

@@ -1,0 +1,148 @@
+"""The named types that cross the store's boundary: what a writer commits and what readers get.
+
+Times are in seconds (``_s``) from the start of the video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class FrameRecord:
+    """One sampled frame: it stands for ``[ts_s, end_s)``."""
+
+    ts_s: float
+    end_s: float
+    shot: int = 0  # index into VideoRecord.shots
+
+
+@dataclass
+class ShotRecord:
+    start_s: float
+    end_s: float
+    kind: str = "content"  # content, black or blank
+
+
+@dataclass
+class VideoRecord:
+    """One finished video ready to commit: its catalog row and its frames' vectors."""
+
+    path: str
+    size_bytes: int
+    mtime: float
+    fingerprint: str
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    sample_fps: float
+    decoded_frames: int
+    frames: list[FrameRecord]
+    vectors: np.ndarray  # (len(frames), dim) float32, unit length
+    note: str | None = None
+    shots: list[ShotRecord] = field(default_factory=list)
+    thumbs: list[bytes] | None = None  # a JPEG per frame (None: no thumbnails)
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """What the catalog remembers of an indexed file, to decide whether to index it again."""
+
+    size_bytes: int
+    mtime: float
+    fingerprint: str
+    sample_fps: float
+    has_thumbnails: bool
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """An indexed video's id, path (as indexed) and file name."""
+
+    video_id: int
+    path: str
+    name: str
+
+
+@dataclass(frozen=True)
+class LabelDef:
+    """A saved label: the texts whose template ensemble defines it, and an optional plain cut."""
+
+    name: str
+    prompts: list[str]
+    threshold: float | None  # None: the presence rule
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """A row of ``segments``: one label's segment in one video."""
+
+    label: str
+    video_id: int
+    start_s: float
+    end_s: float
+    peak_score: float
+
+
+@dataclass(frozen=True)
+class VideoLabelRow:
+    """A row of ``video_labels``: one label's answer for one video."""
+
+    video_id: int
+    label: str
+    present: bool
+    first_seen_s: float | None
+    duration_s: float
+    n_segments: int
+    best_s: float | None
+    score: float
+
+
+@dataclass
+class LabelResults:
+    """Freshly computed label tables, for all labels or for some videos only."""
+
+    segments: list[SegmentRow] = field(default_factory=list)
+    videos: list[VideoLabelRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """How many videos show a label, and for how many seconds in all."""
+
+    videos_present: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ThumbTodo:
+    """A frame of an indexed video that has no thumbnail yet (its video's sampling rate too)."""
+
+    frame_id: int
+    ts_s: float
+    sample_fps: float
+
+
+@dataclass
+class StoreInfo:
+    """Numbers about a store, as ``archive info`` shows them."""
+
+    path: str
+    videos: int
+    frames: int
+    seconds: float
+    model: str
+    pretrained: str
+    dim: int
+    bytes: int
+    schema_version: int
+    failures: int = 0
+    vectors: int = 0
+
+
+Row = dict[str, Any]  # a catalog row by column name, as the server's JSON shows it

@@ -1,0 +1,195 @@
+"""The catalog's tables, its schema version and the numbered migrations between versions.
+
+``MIGRATIONS[v]`` turns a version-``v`` catalog into version ``v + 1`` inside one transaction; the
+writer runs them in order when it opens an older store. Readers refuse a catalog of another
+version with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ..errors import ModelMismatch, StoreError
+from .layout import now, transaction
+
+SCHEMA_VERSION = 3
+
+# Everything keyed by video_id, deleted together when a video is replaced or removed.
+PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "videos")
+
+TABLES = [
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    """CREATE TABLE IF NOT EXISTS videos (
+        video_id INTEGER PRIMARY KEY,
+        path VARCHAR NOT NULL UNIQUE,   -- absolute path when indexed
+        name VARCHAR,                   -- file name
+        size_bytes BIGINT,
+        mtime DOUBLE,                   -- seconds since the epoch
+        fingerprint VARCHAR,            -- blake2b of size + head + tail of the file
+        duration_s DOUBLE,              -- from the first frame's start to the last frame's end
+        fps DOUBLE,                     -- native frame rate (average, as the container states it)
+        width INTEGER,
+        height INTEGER,
+        codec VARCHAR,
+        n_frames INTEGER,               -- sampled (and embedded) frames
+        sample_fps DOUBLE,              -- samples per second asked for at index time
+        decoded_frames INTEGER,
+        note VARCHAR,                   -- partial decode and other remarks, NULL when clean
+        indexed_at TIMESTAMP
+    )""",
+    """CREATE TABLE IF NOT EXISTS frames (
+        frame_id BIGINT NOT NULL,       -- = the vector's id in frames.faiss
+        video_id INTEGER NOT NULL,
+        ts_s DOUBLE NOT NULL,           -- presentation time of the sampled frame, seconds
+        end_s DOUBLE NOT NULL,          -- this sample stands for [ts_s, end_s): next sample or video end
+        shot_id BIGINT NOT NULL,        -- the shot it belongs to
+        thumb_offset BIGINT,            -- its JPEG thumbnail in thumbs.bin (NULL: none yet)
+        thumb_bytes INTEGER
+    )""",
+    """CREATE TABLE IF NOT EXISTS shots (
+        shot_id BIGINT NOT NULL,
+        video_id INTEGER NOT NULL,
+        start_s DOUBLE NOT NULL,        -- first frame's presentation time
+        end_s DOUBLE NOT NULL,          -- next shot's first frame, or the video's end
+        kind VARCHAR NOT NULL           -- content, black or blank (blank shots never match)
+    )""",
+    """CREATE TABLE IF NOT EXISTS labels (
+        label VARCHAR PRIMARY KEY,
+        prompts VARCHAR[] NOT NULL,     -- texts whose template ensemble defines the label
+        threshold DOUBLE,               -- NULL: the presence rule; else a plain cosine cut
+        created_at TIMESTAMP NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS segments (   -- materialised: each label's segments per video
+        label VARCHAR NOT NULL,
+        video_id INTEGER NOT NULL,
+        start_s DOUBLE NOT NULL,
+        end_s DOUBLE NOT NULL,
+        peak_score DOUBLE NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS video_labels (   -- materialised: each label's answer per video
+        video_id INTEGER NOT NULL,
+        label VARCHAR NOT NULL,
+        present BOOLEAN NOT NULL,
+        first_seen_s DOUBLE,
+        duration_s DOUBLE NOT NULL,
+        n_segments INTEGER NOT NULL,
+        best_s DOUBLE,
+        score DOUBLE
+    )""",
+    """CREATE TABLE IF NOT EXISTS failures (
+        path VARCHAR NOT NULL,
+        error VARCHAR NOT NULL,
+        seen_at TIMESTAMP NOT NULL
+    )""",
+]
+
+
+def _has_table(con: Any, table: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0])
+
+
+def _has_column(con: Any, table: str, column: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+        [table, column]).fetchall()[0][0])
+
+
+def _migrate_1_to_2(con: Any) -> None:
+    """v2 adds shots: each existing video becomes one content shot (re-index it for real shots).
+
+    The last two releases that wrote version 1 already had real shots (``shots`` and
+    ``frames.shot_id``): their catalogs keep them.
+    """
+    if not _has_table(con, "shots"):
+        con.execute(
+            "CREATE TABLE shots (shot_id BIGINT NOT NULL, video_id INTEGER NOT NULL, start_s DOUBLE NOT NULL, "
+            "end_s DOUBLE NOT NULL, kind VARCHAR NOT NULL)"
+        )
+        con.execute("INSERT INTO shots SELECT video_id, video_id, 0.0, coalesce(duration_s, 0.0), 'content' FROM videos")
+    if not _has_column(con, "frames", "shot_id"):
+        con.execute("ALTER TABLE frames ADD COLUMN shot_id BIGINT")
+        con.execute("UPDATE frames SET shot_id = video_id")
+
+
+def _migrate_2_to_3(con: Any) -> None:
+    """v3 adds each frame's thumbnail (bytes in thumbs.bin); NULL until the video is indexed again."""
+    con.execute("ALTER TABLE frames ADD COLUMN IF NOT EXISTS thumb_offset BIGINT")
+    con.execute("ALTER TABLE frames ADD COLUMN IF NOT EXISTS thumb_bytes INTEGER")
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+
+
+def version(con: Any) -> int | None:
+    """The catalog's schema version; None for a new catalog (no meta table, or no version in it yet).
+    Readers take a missing version for 0 (too old); the writer leaves such a catalog as it is."""
+    if not _has_table(con, "meta"):
+        return None
+    row = next(iter(con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()), None)
+    return int(row[0]) if row else None
+
+
+def require_current(con: Any, store_dir: str | os.PathLike[str]) -> None:
+    """Raises StoreError unless the catalog is of this program's schema version (readers)."""
+    v = version(con) or 0
+    if v < SCHEMA_VERSION:
+        raise StoreError(
+            f"the store {store_dir} has schema version {v}, older than this program's ({SCHEMA_VERSION}): "
+            "run `archive index` once on any folder to upgrade it (nothing is re-embedded)."
+        )
+    if v > SCHEMA_VERSION:
+        raise _newer(store_dir, v)
+
+
+def _newer(store_dir: str | os.PathLike[str], v: int) -> StoreError:
+    return StoreError(
+        f"the store {store_dir} has schema version {v}, newer than this program knows "
+        f"({SCHEMA_VERSION}): upgrade the archive tool."
+    )
+
+
+def migrate(con: Any, store_dir: str | os.PathLike[str]) -> None:
+    """Bring an older catalog up to SCHEMA_VERSION, one numbered migration at a time.
+
+    Raises:
+        StoreError: the catalog is newer than this program.
+    """
+    v = version(con)
+    if v is None:
+        return
+    if v > SCHEMA_VERSION:
+        raise _newer(store_dir, v)
+    while v < SCHEMA_VERSION:
+        with transaction(con):
+            MIGRATIONS[v](con)
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(v + 1)])
+        v += 1
+
+
+def create(con: Any, store_dir: str | os.PathLike[str], model: str, pretrained: str, dim: int) -> None:
+    """Migrate an older catalog, create missing tables, and write ``meta`` for a new one.
+
+    Raises:
+        StoreError: the catalog is newer than this program.
+        ModelMismatch: the store was built with another model or weights.
+    """
+    migrate(con, store_dir)
+    for stmt in TABLES:
+        con.execute(stmt)
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    if not meta:
+        rows = [
+            ("schema_version", str(SCHEMA_VERSION)),
+            ("model", model),
+            ("pretrained", pretrained),
+            ("dim", str(dim)),
+            ("created_at", now().isoformat(timespec="seconds")),
+        ]
+        con.executemany("INSERT INTO meta VALUES (?, ?)", rows)
+    elif (meta["model"], meta["pretrained"]) != (model, pretrained):
+        raise ModelMismatch(
+            f"the store {store_dir} was built with {meta['model']} ({meta['pretrained']}), not "
+            f"{model} ({pretrained}); use the same model, or another --store."
+        )

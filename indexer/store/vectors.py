@@ -1,0 +1,154 @@
+"""The vector file ``frames.faiss``: an ``IndexIDMap2(IndexFlatIP)`` of unit vectors, ids =
+``frames.frame_id``. Written whole and atomically (temp file, fsync, rename, directory fsync);
+read memory-mapped, so opening it costs nothing up front.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError
+from .layout import fsync_dir
+
+
+def empty(dim: int) -> Any:
+    """A new, empty in-memory vector index of ``dim``-d vectors."""
+    import faiss  # noqa: PLC0415
+
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def write_atomic(index: Any, dest: Path) -> None:
+    """Write ``index`` to ``dest`` so that a crash leaves the old file or the new one, never half.
+
+    Raises:
+        StoreError: the disk is full or the folder is not writable (nothing was replaced).
+    """
+    import faiss  # noqa: PLC0415
+
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    except (RuntimeError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "disk full, file too large or not writable"
+        raise StoreError(
+            f"could not write the vector file {dest} ({reason}); nothing of this commit was recorded: "
+            "run `archive index` again once there is room."
+        ) from exc
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
+
+
+def read(path: Path, mmap: bool = False) -> Any:
+    """The vector index in ``path`` (a copy in memory, or memory-mapped read-only).
+
+    Raises:
+        StoreError: the file is damaged (says how to rebuild it).
+    """
+    import faiss  # noqa: PLC0415
+
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    try:
+        return faiss.read_index(str(path), flags)
+    except RuntimeError as exc:
+        raise StoreError(
+            f"the vector file {path} is damaged ({str(exc).splitlines()[0][:120]}). "
+            "Delete it and run `archive index` again on the same folders to re-embed."
+        ) from exc
+
+
+def read_or_move_aside(path: Path, dim: int) -> tuple[Any, str | None]:
+    """The writer's copy of the vector index: read whole, or a new empty one when there is no file.
+
+    An unreadable file is moved aside (``frames.faiss.damaged-<time>``) for inspection and an
+    empty index returned with the new name; the videos whose vectors it held must be re-embedded.
+
+    Raises:
+        ModelMismatch: the file holds vectors of another dimension.
+    """
+    from ..errors import ModelMismatch  # noqa: PLC0415
+
+    if not path.exists():
+        return empty(dim), None
+    try:
+        index = read(path)
+    except StoreError:
+        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        os.replace(path, aside)
+        return empty(dim), str(aside)
+    if index.d != dim:
+        raise ModelMismatch(f"{path} holds {index.d}-d vectors, the model makes {dim}-d ones.")
+    return index, None
+
+
+def arrays(index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) views of an IndexIDMap2(IndexFlat) without copying."""
+    import faiss  # noqa: PLC0415
+
+    n = index.ntotal
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, index.d), np.float32)
+    flat = faiss.downcast_index(index.index)
+    vecs = faiss.rev_swig_ptr(flat.get_xb(), n * index.d).reshape(n, index.d)
+    ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+    return ids, vecs
+
+
+def map_file(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(ids, vectors, owner) of a vector file, memory-mapped read-only rather than read.
+
+    ``frames.faiss`` is FAISS's serialisation of IndexIDMap2(IndexFlat): two index headers, the
+    float32 vectors, then the int64 ids. Mapping it costs nothing up front and only the pages a
+    query touches are read (faiss.read_index copies the whole file into memory, 2 GB at 1M
+    frames). A file of any other layout is read through FAISS instead. ``owner`` keeps the memory
+    alive (an ``mmap.mmap`` or a FAISS index).
+
+    Raises:
+        StoreError: unreadable or damaged.
+    """
+    import mmap  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    head = 4 + 33  # fourcc + d, ntotal, 2 dummies, is_trained, metric_type
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw = fh.read(2 * head + 8)
+            if len(raw) == 2 * head + 8 and raw[:4] in (b"IxM2", b"IxMp") and raw[head : head + 4] in (b"IxFI", b"IxF2"):
+                d, n, _, _, _, metric = struct.unpack("<iqqqBi", raw[4:head])
+                d2, n2, _, _, _, _ = struct.unpack("<iqqqBi", raw[head + 4 : 2 * head])
+                (count,) = struct.unpack("<Q", raw[2 * head :])
+                vec_at = 2 * head + 8
+                ids_at = vec_at + 4 * count + 8
+                if (d, n) == (d2, n2) and metric in (0, 1) and count == n * d and size == ids_at + 8 * n and n > 0:
+                    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                    (nids,) = struct.unpack("<Q", mm[ids_at - 8 : ids_at])
+                    if nids == n:
+                        vecs = np.frombuffer(mm, np.float32, count=n * d, offset=vec_at).reshape(n, d)
+                        ids = np.frombuffer(mm, np.int64, count=n, offset=ids_at)
+                        return ids, vecs, mm
+                    mm.close()
+    except OSError as exc:
+        raise StoreError(f"cannot read the vector file {path}: {exc.strerror or exc}") from exc
+    index = read(path, mmap=True)
+    ids, vecs = arrays(index)
+    return ids, vecs, index
+
+
+def release_pages(owner: Any) -> None:
+    """Unmap a mapped vector file's pages from this process (they stay in the OS page cache), so
+    scanning vectors does not grow resident memory. A no-op for anything but an ``mmap``."""
+    import mmap  # noqa: PLC0415
+
+    if isinstance(owner, mmap.mmap) and hasattr(owner, "madvise"):
+        owner.madvise(mmap.MADV_DONTNEED)
