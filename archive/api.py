@@ -19,11 +19,11 @@ import os
 from typing import Sequence
 
 from indexer import settings
-from indexer.encoder import Encoder
+from indexer.encoder import Encoder, ModelSpec, TextEncoder
 from indexer.errors import ArchiveError
 from indexer.pipeline import IndexReport, ProgressFn, index_paths
 from indexer.store import (
-    CheckReport, StoreInfo, Writer, check_store, prune, read_labels, read_meta, store_info, store_spec,
+    CheckReport, MergeReport, StoreInfo, Writer, check_store, prune, read_labels, read_meta, store_info, store_spec,
 )
 from search import labels as labels_mod
 from search.labels import LabelSummary, VideoClass
@@ -48,6 +48,7 @@ class Archive:
         self.store = settings.store_dir(store)
         self.device = device
         self._encoder: Encoder | None = encoder
+        self._text: TextEncoder | None = None
 
     def index(
         self,
@@ -71,14 +72,18 @@ class Archive:
             paths, self.store, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
             device=self.device, progress=progress or (lambda _e: None), encoder=enc, precision=precision,
         )
-        if (report.indexed or report.repaired) and read_labels(self.store):
-            with Writer(self.store) as w:  # label tables follow the videos
-                self._refresh_labels(w)
+        if report.encoder is not None:
+            self._encoder = report.encoder  # the model is loaded once per Archive
+        if report.indexed_ids and read_labels(self.store):
+            with Writer(self.store) as w:  # label tables follow the new videos (theirs only)
+                self._refresh_labels(w, report.indexed_ids)
         return report
 
-    def _refresh_labels(self, writer: Writer) -> None:
-        """Recompute every label's rows (read path) and commit them (the writer, which holds the lock)."""
-        writer.replace_label_results(labels_mod.label_results(self.store, self._store_encoder()))
+    def _refresh_labels(self, writer: Writer, video_ids: Sequence[int] | None = None) -> None:
+        """Compute label rows (read path) for ``video_ids`` (None: all) and commit them through the
+        writer, which holds the lock."""
+        rows = labels_mod.label_results(self.store, self._texts(), video_ids)
+        writer.replace_label_results(rows, video_ids)
 
     def search(
         self,
@@ -103,7 +108,7 @@ class Archive:
                             **({"templates": templates} if templates else {}))
         results = searcher.search(texts, images, videos=videos, top=top, threshold=threshold,
                                   merge_gap_s=merge_gap_s, min_duration_s=min_duration_s)
-        self._encoder = searcher.encoder
+        self._encoder = searcher.loaded_encoder or self._encoder  # kept for later calls
         return results
 
     def label_add(self, name: str, prompts: Sequence[str] = (), threshold: float | None = None) -> int:
@@ -122,7 +127,7 @@ class Archive:
             raise ArchiveError(f"label name {name!r}: give a non-empty name without commas.")
         prompts = [p.strip() for p in prompts if p and p.strip()] or [name]
         read_meta(self.store)  # StoreNotFound before anything else
-        self._store_encoder()  # ModelLoadError before the label is saved
+        self._texts()  # ModelLoadError before the label is saved
         with Writer(self.store) as w:
             w.save_label(name, prompts, threshold)
             self._refresh_labels(w)
@@ -141,11 +146,22 @@ class Archive:
 
     def classify(self, videos: Sequence[str] | None = None, labels: Sequence[str] | None = None) -> list[VideoClass]:
         """Which saved label best describes each video, with each label's share of screen time."""
-        return labels_mod.classify(self.store, self._store_encoder(), videos, labels)
+        return labels_mod.classify(self.store, self._texts(), videos, labels)
 
-    def check(self) -> CheckReport:
-        """Verify that the catalog and the vector file agree; each problem says how to fix it."""
-        return check_store(self.store)
+    def check(self, repair: bool = False) -> CheckReport:
+        """Verify that the catalog and every vector segment agree; each problem says how to fix it.
+        ``repair`` first does what the writer does on opening a store: orphan segment files are
+        deleted, damaged ones moved aside, and videos whose vectors are lost dropped (index their
+        folders again to re-embed them)."""
+        return check_store(self.store, repair=repair)
+
+    def optimize(self) -> MergeReport:
+        """Merge the vector segments into as few as possible and drop dead rows (replaced and
+        removed videos). Searches keep working meanwhile."""
+        meta = read_meta(self.store)
+        with Writer(self.store) as w:
+            w.attach(ModelSpec(meta["model"], meta["pretrained"]), int(meta["dim"]))
+            return w.optimize()
 
     def prune(self, dry_run: bool = False) -> list[str]:
         """Remove indexed videos whose files are gone; returns their paths."""
@@ -153,19 +169,24 @@ class Archive:
 
     def sql(self, query: str) -> SqlResult:
         """Run one read-only SQL statement on the catalog; ``clip_score(frame_id, 'text')`` is available."""
-        return run_sql(self.store, query, encoder=self._store_encoder)
+        return run_sql(self.store, query, encoder=self._texts)
 
     def info(self) -> StoreInfo:
         """Videos, frames, seconds indexed, model, weights, dimension and bytes on disk."""
         return store_info(self.store)
 
-    def _store_encoder(self) -> Encoder:
-        """The store's encoder, loaded once."""
+    def _texts(self) -> Encoder | TextEncoder:
+        """What embeds texts for the store: its loaded model, else the numpy text tower (no torch),
+        else the model, loaded once."""
         enc = self._loaded_encoder()
-        if enc is None:
-            enc = Searcher(self.store, self.device).encoder
-            self._encoder = enc
-        return enc
+        if enc is not None:
+            return enc
+        if self._text is None or self._text.spec != store_spec(self.store):
+            self._text = TextEncoder.open(store_spec(self.store))
+        if self._text is not None:
+            return self._text
+        self._encoder = Searcher(self.store, self.device).encoder
+        return self._encoder
 
     def _loaded_encoder(self) -> Encoder | None:
         if self._encoder is None:

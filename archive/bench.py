@@ -2,6 +2,8 @@
 
     archive bench --index PATH... [--naive]      a real index run into a temporary store
     archive bench --frames N --queries Q         a synthetic store of N frames, Q real text queries
+    archive bench --add CLIP --store DIR         `archive index CLIP` into a kept store, and one commit
+    archive bench --cold TEXT --store DIR        `archive search TEXT` as fresh processes
 
 Numbers are for the machine it runs on; README's performance section says which machine gave
 the published ones and the commands that reproduce them.
@@ -169,12 +171,17 @@ def make_ads(dest: str, count: int = 6, seconds: float = 30.0, size: tuple[int, 
 
 def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: int = 0) -> dict[str, Any]:
     """A store of ``frames`` random unit vectors with ad-like metadata (30 s videos at 2 samples/s,
-    2 s shots), written through the real store code."""
+    2 s shots) and their background terms, written through the real store code, 2,000 videos a
+    commit (so a segment of 120,000 vectors each)."""
+    from indexer import terms
     from indexer.encoder import Encoder, ModelSpec
     from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer
 
     enc = Encoder.load(model, pretrained, "cpu")
     dim = enc.dim
+    from indexer.pipeline import background_vectors
+
+    bg, key = background_vectors(enc)
     rng = np.random.default_rng(seed)
     per_video = 60
     n_videos = max(1, frames // per_video)
@@ -194,6 +201,7 @@ def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: 
                 fingerprint=f"{v:032x}", duration_s=n * 0.5, fps=25.0, width=1920, height=1080, codec="h264",
                 sample_fps=2.0, decoded_frames=n * 12,
                 frames=[FrameRecord(float(t), float(t + 0.5), int(t // 2.0)) for t in ts], vectors=vec, shots=shots,
+                bg_lse=terms.background_lse(vec @ bg.T), bg_key=key,
             ))
             done += n
             if len(chunk) >= 2000:
@@ -202,7 +210,9 @@ def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: 
         if chunk:
             w.commit(chunk)
     build_s = time.perf_counter() - t0
-    size = sum(p.stat().st_size for p in Path(store).iterdir() if p.is_file())
+    from indexer.store import store_info
+
+    size = store_info(store).bytes
     return {"frames": frames, "videos": n_videos, "build_s": round(build_s, 2), "bytes_on_disk": size,
             "bytes_per_frame": round(size / frames, 1)}
 
@@ -216,6 +226,7 @@ def bench_queries(store: str, queries: int) -> dict[str, Any]:
     s.background_vectors()
     texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(queries)]
     s.search([texts[0]])  # warm: loads the frame table once, as a notebook or a server keeps it
+    s.search([texts[1]])  # ... and (large stores) builds the bf16 copy the later queries rank from
     lat, parts = [], []
     for t in texts:
         t0 = time.perf_counter()
@@ -275,6 +286,86 @@ def bench_query_mode(frames: int, queries: int, model: str, pretrained: str, kee
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _child(cmd: Sequence[str]) -> tuple[float, float, str, int]:
+    """Run ``cmd`` as users do (a fresh process, compiled-bytecode caches allowed): (wall s, its
+    peak RSS MB, stdout, exit status)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    out = p.stdout.read() if p.stdout else ""
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024.0, out, p.returncode
+
+
+def _archive_cmd() -> list[str]:
+    return [sys.executable, "-m", "archive.cli"]
+
+
+def _wchar() -> int:
+    """Bytes this process has passed to write() so far (Linux)."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def bench_add(store: str, clip: str) -> dict[str, Any]:
+    """Adding one clip to a kept store, as users pay it: ``archive index CLIP`` in a fresh process
+    (wall, peak RSS); then, in this process, one commit of a synthetic 60-frame video (seconds and
+    bytes written), which is removed again."""
+    from indexer.encoder import ModelSpec
+    from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, read_meta, store_info
+
+    before = store_info(store)
+    wall, rss, out, code = _child(_archive_cmd() + ["index", clip, "--store", store, "--json", "-q"])
+    if code not in (0, 1) or not out.strip():
+        raise RuntimeError(f"archive index {clip} failed (exit status {code})")
+    rep = json.loads(out)
+    meta = read_meta(store)
+    dim = int(meta["dim"])
+    rng = np.random.default_rng(1)
+    vec = rng.standard_normal((60, dim), dtype=np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    rec = VideoRecord(path="/bench/one-more-video.mp4", size_bytes=1, mtime=0.0, fingerprint="bench", duration_s=30.0,
+                      fps=25.0, width=1920, height=1080, codec="h264", sample_fps=2.0, decoded_frames=750,
+                      frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, t // 4) for t in range(60)], vectors=vec,
+                      shots=[ShotRecord(a * 2.0, a * 2.0 + 2.0) for a in range(15)])
+    with Writer(store) as w:
+        t0 = time.perf_counter()
+        w.attach(ModelSpec(meta["model"], meta["pretrained"]), dim)
+        attach_s = time.perf_counter() - t0
+        b0, t0 = _wchar(), time.perf_counter()
+        w.commit([rec])
+        commit_s, written = time.perf_counter() - t0, _wchar() - b0
+        w.remove_videos([rec.path])
+    return {"mode": "add", "store_frames": before.frames, "store_segments": before.segments, "clip": clip,
+            "indexed": rep.get("indexed"), "clip_frames": rep.get("frames"), "index_wall_s": round(wall, 3),
+            "index_peak_rss_mb": round(rss, 1), "writer_attach_s": round(attach_s, 3),
+            "commit_s": round(commit_s, 4), "commit_bytes_written": written, "commit_frames": 60}
+
+
+def bench_cold(store: str, text: str, runs: int = 3) -> dict[str, Any]:
+    """``archive search TEXT`` as ``runs`` fresh processes: wall and peak RSS of each."""
+    from indexer.store import store_info
+
+    walls, rss = [], []
+    for _ in range(runs):
+        wall, peak, out, code = _child(_archive_cmd() + ["search", text, "--store", store, "--json"])
+        if code != 0:
+            raise RuntimeError(f"archive search failed (exit status {code})")
+        walls.append(wall)
+        rss.append(peak)
+    return {"mode": "cold-query", "store_frames": store_info(store).frames, "query": text, "runs": runs,
+            "wall_s": [round(x, 3) for x in walls], "wall_s_median": round(float(np.median(walls)), 3),
+            "peak_rss_mb": round(max(rss), 1)}
 
 
 def _threads() -> int:

@@ -282,6 +282,17 @@ def bench(
     ads: int = typer.Option(6, "--ads", help="How many clips --make-ads writes."),
     ads_size: str = typer.Option("1280x720", "--ads-size", help="Frame size of the --make-ads clips, WxH."),
     ads_seconds: float = typer.Option(30.0, "--ads-seconds", help="Length of each --make-ads clip."),
+    add: Optional[Path] = typer.Option(
+        None, "--add", show_default=False,
+        help="Time `archive index CLIP` into the kept store --store (fresh process), and one commit.",
+    ),
+    cold: Optional[str] = typer.Option(
+        None, "--cold", show_default=False, help="Time `archive search TEXT` on --store as fresh processes.",
+    ),
+    runs: int = typer.Option(3, "--runs", help="Fresh processes to time with --cold."),
+    store: Optional[Path] = typer.Option(
+        None, "--store", show_default=False, help="The kept store for --add and --cold (e.g. one --keep built).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per benchmark)."),
 ) -> None:
     """Measure indexing (frames/s, stage split, RSS) and query latency (p50/p95) on this machine."""
@@ -292,8 +303,10 @@ def bench(
         _fail("--index needs the files or folders to index: archive bench --index PATH...", 2)
     if index_paths and not index:
         _fail("paths are for --index: archive bench --index PATH...", 2)
-    if not index and frames <= 0 and make_ads is None:
-        _fail("give --index PATH... and/or --frames N (or --make-ads DIR to write test clips).", 2)
+    if not index and frames <= 0 and make_ads is None and add is None and cold is None:
+        _fail("give --index PATH... and/or --frames N (or --make-ads DIR, --add CLIP, --cold TEXT).", 2)
+    if (add is not None or cold is not None) and store is None:
+        _fail("--add and --cold measure a kept store: give it with --store DIR.", 2)
     results = []
     if make_ads is not None:
         m = re.fullmatch(r"(\d+)x(\d+)", ads_size.strip())
@@ -309,6 +322,10 @@ def bench(
     if frames > 0:
         results.append(_call(lambda: b.bench_query_mode(frames, queries, model, pretrained,
                                                         str(keep) if keep else None)))
+    if add is not None:
+        results.append(_call(lambda: b.bench_add(str(store), str(add))))
+    if cold is not None:
+        results.append(_call(lambda: b.bench_cold(str(store), cold, max(1, runs))))
     for r in results:
         if as_json:
             print(dumps(r))
@@ -318,16 +335,31 @@ def bench(
 
 @app.command()
 def check(
+    repair: bool = typer.Option(
+        False, "--repair", help="First delete leftover segment files, move damaged ones aside and drop videos "
+        "whose vectors are lost (index their folders again to re-embed them).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Verify that the catalog and the vector file agree; explain any mismatch and its fix."""
+    """Verify that the catalog and the vector segments agree; explain any mismatch and its fix."""
     from .render import print_check  # noqa: PLC0415
 
-    rep = _call(_archive(store).check)
+    rep = _call(lambda: _archive(store).check(repair=repair))
     print_check(rep, as_json)
     if not rep.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def optimize(
+    as_json: bool = typer.Option(False, "--json", help="Print what was merged as JSON."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Merge the vector segments into few large ones and drop the vectors of replaced or removed videos."""
+    from .render import print_optimize  # noqa: PLC0415
+
+    print_optimize(_call(_archive(store).optimize), as_json)
 
 
 @app.command()

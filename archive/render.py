@@ -144,6 +144,7 @@ def info_dict(info: StoreInfo) -> dict[str, Any]:
         "store": info.path,
         "failures": info.failures,
         "schema_version": info.schema_version,
+        "segments": info.segments,
     }
 
 
@@ -213,12 +214,28 @@ def print_report(r: IndexReport, as_json: bool) -> None:
 def print_check(rep: Any, as_json: bool) -> None:
     if as_json:
         print(dumps({"ok": rep.ok, "store": rep.store, "videos": rep.videos, "frames": rep.frames,
-                     "vectors": rep.vectors, "problems": rep.problems, "notes": rep.notes}))
+                     "vectors": rep.vectors, "segments": rep.segments, "problems": rep.problems,
+                     "notes": rep.notes, "repaired": rep.repaired}))
         return
+    for r in rep.repaired:
+        err.print(f"repaired: {r}", highlight=False)
     for p in rep.problems:
         err.print(f"[red]problem:[/] {p}", highlight=False)
     for n in rep.notes:
         err.print(f"note: {n}", style="yellow", highlight=False)
     verdict = "[green]ok[/]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/]"
-    err.print(f"{verdict}: {rep.videos} videos, {rep.frames} frames in the catalog, {rep.vectors} vectors in the file.",
-              highlight=False)
+    err.print(f"{verdict}: {rep.videos} videos, {rep.frames} frames in the catalog, {rep.vectors} vectors in "
+              f"{rep.segments} segment{'s' if rep.segments != 1 else ''}.", highlight=False)
+
+
+def print_optimize(rep: Any, as_json: bool) -> None:
+    d = {"merged": rep.merged, "written": rep.written, "rows_copied": rep.rows_copied,
+         "dead_dropped": rep.dead_dropped}
+    if as_json:
+        print(dumps(d))
+        return
+    if not rep.merged:
+        err.print("nothing to merge: the vector segments are already few and hold no dead rows.", highlight=False)
+        return
+    err.print(f"merged {rep.merged} segments into {rep.written}: {rep.rows_copied} vectors kept, "
+              f"{rep.dead_dropped} dead rows dropped.", highlight=False)

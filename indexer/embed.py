@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import hooks, settings
+from . import hooks, settings, terms
 from .decode import VideoInfo, probe
 from .discover import fingerprint
 from .encoder import Encoder
@@ -30,12 +30,15 @@ def embed_video(
     times_out: StageTimes | None = None,
     info: VideoInfo | None = None,
     decoder: FramePrefetch | None = None,
+    background: tuple[np.ndarray, str] | None = None,
 ) -> VideoRecord:
     """Decode one video, sample ``fps`` frames per second of video time, embed them.
 
     Decoding and preprocessing run in a background thread, one batch ahead of the model (the
     caller may hand in a :class:`~indexer.prefetch.FramePrefetch` it started earlier). A sample
     nearly identical to the previous one of its shot reuses that embedding (:mod:`indexer.neardup`).
+    With ``background`` (the background prompts' unit vectors and their key), each frame's
+    background term (:mod:`indexer.terms`) is computed too, to be stored with its vector.
 
     Returns:
         A record ready for :meth:`Writer.commit`: frame times, vectors and the file's metadata.
@@ -81,6 +84,10 @@ def embed_video(
     problem = None
     if problems:
         problem = f"partly decoded: kept {len(times)} frames up to {duration:.2f} s; " + "; ".join(problems)
+    bg_lse = bg_key = None
+    if background is not None:
+        bg_vecs, bg_key = background
+        bg_lse = terms.background_lse(vectors @ bg_vecs.T)
     return VideoRecord(
         path=path,
         size_bytes=st.st_size,
@@ -98,4 +105,6 @@ def embed_video(
         note=problem,
         shots=[ShotRecord(s.start_s, s.end_s, s.kind) for s in stats.shots],
         thumbs=dec.thumbs,
+        bg_lse=bg_lse,
+        bg_key=bg_key,
     )

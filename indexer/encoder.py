@@ -139,9 +139,15 @@ class Encoder:
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.context_length = int(getattr(model, "context_length", 77) or 77)
         self.dim = int(self._probe_dim())
-        self.precision = "fp32"  # set by load()
+        self.precision = "fp32"  # of the image tower; set by load()
         self._trim_text: bool | None = None  # trimmed text path verified against encode_text
         self._fast_norm: Any = None  # (mean, std) when preprocess is open_clip's plain pipeline
+        self.text_np: Any = None  # the verified numpy text tower (indexer.textfast), when there is one
+
+    @property
+    def text_precision(self) -> str:
+        """The precision texts are embedded in: always fp32 (only the image tower runs in bf16)."""
+        return "fp32"
 
     @classmethod
     def load(
@@ -159,10 +165,11 @@ class Encoder:
             pretrained: a tag, a local checkpoint path, or ``none`` for seeded random weights.
             device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
             cache_dir: where open_clip caches downloads (default: its own, or ``ARCHIVE_MODEL_DIR``).
-            precision: ``fp32``, ``bf16`` or ``auto`` (env ``ARCHIVE_PRECISION``): the model
-                runs in bf16 where the hardware does bf16 natively (CPUs with AVX512-BF16/AMX,
+            precision: ``fp32``, ``bf16`` or ``auto`` (env ``ARCHIVE_PRECISION``) for the image
+                tower: bf16 where the hardware does bf16 natively (CPUs with AVX512-BF16/AMX,
                 CUDA GPUs that support it), else fp32. Vectors come out as float32 either way;
-                bf16 ones have cosine >= 0.9999 to fp32 ones (tests/test_speed_paths.py).
+                bf16 ones have cosine >= 0.9999 to fp32 ones (tests/test_speed_paths.py). The
+                text tower always runs in fp32.
 
         Raises:
             ModelLoadError: unknown model or tag, missing file, or weights that cannot be fetched.
@@ -173,6 +180,8 @@ class Encoder:
         import open_clip  # noqa: PLC0415
 
         cache_dir = cache_dir or settings.model_dir()
+        from . import textfast  # noqa: PLC0415
+
         try:
             with quiet_library_logs():
                 model, preprocess = _create(spec, cache_dir)
@@ -189,14 +198,20 @@ class Encoder:
                 "~/.cache/huggingface, or ARCHIVE_MODEL_DIR), or pass a checkpoint with --pretrained FILE, "
                 "or use --pretrained none for random weights."
             ) from exc
-        model = model.to(dev).eval()
+        model = model.eval()
         tokenizer = open_clip.get_tokenizer(spec.name)
+        # the numpy text tower: exported once from these fp32 weights (before any bf16 cast)
+        text_np = textfast.NumpyTextTower.open(spec.name, spec.pretrained) or textfast.export(
+            model, tokenizer, spec.name, spec.pretrained)
+        model = model.to(dev)
         enc = cls(spec, model, preprocess, tokenizer, dev)
+        enc.text_np = text_np
         if prec == "bf16":
             import torch  # noqa: PLC0415
 
-            enc._trim_text = _trimmed_text_matches(model, tokenizer, dev)  # checked in fp32, exactly
-            model.to(torch.bfloat16)
+            # The image tower only: texts stay in fp32, so every process embeds a text the same
+            # way (a text query without torch uses the fp32 numpy export of this tower).
+            model.visual.to(torch.bfloat16)
         enc.precision = prec
         return enc
 
@@ -307,6 +322,43 @@ class Encoder:
         if proj is not None and hasattr(proj, "shape"):
             return int(proj.shape[-1])
         return int(self.encode_texts(["probe"]).shape[1])
+
+
+class TextEncoder:
+    """Texts only, on the numpy text tower (:mod:`indexer.textfast`) in fp32: no torch, no
+    open_clip, so a text query starts in a fraction of a second. The text half of
+    :class:`Encoder`'s interface. (A loaded :class:`Encoder` keeps embedding texts with its own
+    torch tower, which is faster once loaded: 25-60 ms against about 140 ms for five prompts.)"""
+
+    precision = "fp32"
+    text_precision = "fp32"
+
+    def __init__(self, spec: ModelSpec, tower: Any) -> None:
+        self.spec = spec
+        self.text_np = tower
+        self.dim = int(tower.dim)
+        self.context_length = int(tower.context_length)
+
+    @classmethod
+    def open(cls, spec: ModelSpec) -> "TextEncoder | None":
+        """The text encoder of ``spec`` when its tower was exported on this machine, else None."""
+        from . import textfast  # noqa: PLC0415
+
+        tower = textfast.NumpyTextTower.open(spec.name, spec.pretrained)
+        return cls(spec, tower) if tower is not None else None
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> ``(n, dim)`` unit vectors (as :meth:`Encoder.encode_texts`).
+
+        Raises:
+            QueryError: a text is empty.
+        """
+        for t in texts:
+            settings.check_query_text(t)
+        return self.text_np.encode(list(texts))
+
+    def too_long(self, text: str) -> bool:
+        return bool(self.text_np.too_long(text))
 
 
 def _plain_transform(preprocess: Any, size: int) -> tuple[Any, Any] | None:

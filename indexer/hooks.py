@@ -11,8 +11,11 @@ The points, in the order an index run meets them:
 ``embed.batch``     a batch of a video's frames was embedded (the video is half done)
 ``video.done``      a video is decoded and embedded, waiting for its commit
 ``commit.thumbs``   a commit appended its thumbnails; no vector or catalog row written yet
-``commit.vectors``  a commit wrote the vector file; the catalog does not know the new vectors yet
-``commit.catalog``  a commit's catalog transaction is done; replaced vectors are still in the file
+``segment.written`` a new vector segment is written and fsynced under its temporary name
+``commit.vectors``  a commit's segment is in place; the catalog does not know it yet
+``commit.catalog``  a commit's catalog transaction is done (the videos are committed)
+``merge.written``   a merge wrote its new segment; the catalog still lists the old ones
+``merge.swapped``   a merge's registrations are swapped; the old files are not deleted yet
 ==================  ===========================================================================
 """
 
@@ -24,7 +27,8 @@ import time
 from . import settings
 from .errors import UsageError
 
-POINTS = ("embed.batch", "video.done", "commit.thumbs", "commit.vectors", "commit.catalog")
+POINTS = ("embed.batch", "video.done", "commit.thumbs", "segment.written", "commit.vectors", "commit.catalog",
+          "merge.written", "merge.swapped")
 _seen: dict[str, int] = {}
 
 

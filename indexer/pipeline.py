@@ -13,9 +13,9 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from . import hooks, settings
+from . import hooks, settings, terms
 from .decode import VideoInfo, probe
 from .discover import discover
 from .embed import embed_video
@@ -103,16 +103,30 @@ def index_paths(
         if writer.spec is not None:
             for p, mtime in plan.touched:
                 writer.touch(p, mtime)
-            _Runner(writer, encoder, fps, batch_size, progress, report).run(plan.todo, problems, infos)
+            background = None
+            if plan.todo and encoder is not None:
+                background = background_vectors(encoder)
+            _Runner(writer, encoder, fps, batch_size, progress, report, background).run(plan.todo, problems, infos)
             for p in no_thumbs:
                 report.thumbnails_added += add_thumbnails(writer, p, progress)
+            if report.indexed:
+                report.segments_merged = writer.auto_merge().merged
         else:  # nothing to embed and no catalog to record failures in
             for p, why in problems:
                 progress(Progress("fail", path=p, message=why))
             report.failures.extend(problems)
             report.failed += len(problems)
+    report.encoder = encoder
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def background_vectors(encoder: Encoder) -> tuple[Any, str]:
+    """The background prompts' vectors the stored per-frame term is computed with (fp32, as every
+    process embeds texts), and the term's key."""
+    spec = encoder.spec
+    return (encoder.encode_texts(list(terms.BACKGROUND_PROMPTS)),
+            terms.background_key(spec.name, spec.pretrained, encoder.text_precision))
 
 
 class _Runner:
@@ -120,9 +134,9 @@ class _Runner:
     committing at most every ``ARCHIVE_COMMIT_INTERVAL_S`` seconds (and on the way out, Ctrl-C too)."""
 
     def __init__(self, writer: Writer, encoder: Encoder | None, fps: float, batch_size: int,
-                 progress: ProgressFn, report: IndexReport) -> None:
+                 progress: ProgressFn, report: IndexReport, background: tuple[Any, str] | None = None) -> None:
         self.writer, self.encoder, self.fps, self.batch_size = writer, encoder, fps, batch_size
-        self.progress, self.report = progress, report
+        self.progress, self.report, self.background = progress, report, background
         self.pending: list[VideoRecord] = []
         self.failures: list[tuple[str, str]] = []
         self.last_commit = time.monotonic()
@@ -132,7 +146,7 @@ class _Runner:
         rep = self.report
         partial = [(rec.path, rec.note) for rec in self.pending if rec.note]
         t0 = time.perf_counter()
-        self.writer.commit(self.pending, self.failures + partial)
+        rep.indexed_ids.extend(self.writer.commit(self.pending, self.failures + partial))
         rep.stages.write += time.perf_counter() - t0
         for rec in self.pending:
             rep.indexed += 1
@@ -178,7 +192,8 @@ class _Runner:
                 assert encoder is not None
                 try:
                     rec = embed_video(path, encoder, self.fps, self.batch_size, self.progress,
-                                      times_out=self.report.stages, info=infos.get(path), decoder=take(i))
+                                      times_out=self.report.stages, info=infos.get(path), decoder=take(i),
+                                      background=self.background)
                 except VideoOpenError as exc:
                     self._fail(path, str(exc).removeprefix(f"{path}: "))
                     continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 
 @dataclass
@@ -70,6 +70,9 @@ class IndexReport:
     repaired: list[str] = field(default_factory=list)  # lost their vectors; re-embedded when indexed again
     damaged_file: str | None = None  # an unreadable vector file, moved aside
     thumbnails_added: int = 0  # frames of already indexed videos that got their thumbnail this run
+    indexed_ids: list[int] = field(default_factory=list)  # the new video ids of indexed_paths
+    segments_merged: int = 0  # vector segments merged after the run
+    encoder: Any = field(default=None, repr=False, compare=False)  # the model the run loaded, to reuse
 
     @property
     def ok(self) -> bool:

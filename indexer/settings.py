@@ -9,6 +9,9 @@ No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variab
 ``ARCHIVE_PRETRAINED``          weights: a tag, a checkpoint file or ``none`` (default: the store's,
                                 else laion2b_s34b_b79k)
 ``ARCHIVE_MODEL_DIR``           where open_clip caches downloaded weights
+``ARCHIVE_CACHE_DIR``           this tool's cache: exported text towers (default ~/.cache/archive)
+``ARCHIVE_TEXT_TOWER``          ``auto`` (numpy export where one verified, see indexer.textfast)
+                                or ``torch`` (always open_clip's own)
 ``ARCHIVE_PRECISION``           ``auto`` (bf16 where native), ``bf16`` or ``fp32``
 ``ARCHIVE_COMMIT_INTERVAL_S``   finished videos wait at most this long for their commit (5)
 ``ARCHIVE_DECODERS``            videos decoded at once during indexing (2)
@@ -67,6 +70,20 @@ def env_pretrained() -> str | None:
 def model_dir() -> str | None:
     """``$ARCHIVE_MODEL_DIR``: open_clip's download cache (None: its own default)."""
     return _env("ARCHIVE_MODEL_DIR")
+
+
+def cache_dir() -> Path:
+    """``$ARCHIVE_CACHE_DIR``, else ``$XDG_CACHE_HOME/archive``, else ``~/.cache/archive``."""
+    explicit = _env("ARCHIVE_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(_env("XDG_CACHE_HOME") or Path.home() / ".cache") / "archive"
+
+
+def text_tower() -> str:
+    """``$ARCHIVE_TEXT_TOWER``: ``auto`` (the numpy export where there is one) or ``torch``."""
+    value = (_env("ARCHIVE_TEXT_TOWER") or "auto").lower()
+    return value if value in ("auto", "torch") else "auto"
 
 
 def precision(asked: str | None = None) -> str:

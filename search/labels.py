@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from indexer import terms
 from indexer.encoder import Encoder
 from indexer.errors import QueryError
 from indexer.store import LabelDef, LabelResults, SegmentRow, VideoLabelRow, label_stats, load_frames, read_labels
@@ -51,24 +52,34 @@ class VideoClass:
                 "shares": {k: round(v, 4) for k, v in self.shares.items()}}
 
 
-def label_results(store_dir: str | os.PathLike[str], encoder: Encoder) -> LabelResults:
+def label_results(store_dir: str | os.PathLike[str], encoder: Encoder,
+                  video_ids: Sequence[int] | None = None) -> LabelResults:
     """The ``segments`` and ``video_labels`` rows of every saved label, from the stored vectors.
+
+    Each video's answer depends on that video's frames only, so the rows of new videos are
+    computed for them alone (``video_ids``) and added to the tables as they are.
 
     Args:
         store_dir: the store.
         encoder: the store's encoder (for the labels' prompts and the background prompts).
+        video_ids: only these videos (None: all).
     """
     labels = read_labels(store_dir)
     out = LabelResults()
-    if not labels:
+    if not labels or (video_ids is not None and not video_ids):
         return out
-    scanner = Scanner(load_frames(store_dir))
+    scanner = Scanner(load_frames(store_dir, video_ids))
+    table = scanner.table
     q = presence.ensemble([lab.prompts for lab in labels], encoder.encode_texts)
-    bg = encoder.encode_texts(list(presence.BACKGROUND_PROMPTS))
-    scores = scanner.scores(np.concatenate([q, bg]))
-    raw, bg_lse = scores[:, : len(labels)], presence.background_lse(scores[:, len(labels):])
+    key = terms.background_key(encoder.spec.name, encoder.spec.pretrained, encoder.text_precision)
+    if table.bg_lse is not None and table.bg_key == key:
+        raw, bg_lse = scanner.scores(q), table.bg_lse
+    else:
+        bg = encoder.encode_texts(list(presence.BACKGROUND_PROMPTS))
+        scores = scanner.scores(np.concatenate([q, bg]))
+        raw, bg_lse = scores[:, : len(labels)], presence.background_lse(scores[:, len(labels):])
     rules = [_rule(lab) for lab in labels]
-    results = rank(scanner.table, raw, bg_lse, [lab.name for lab in labels], ["text"] * len(labels), rules, top=None)
+    results = rank(table, raw, bg_lse, [lab.name for lab in labels], ["text"] * len(labels), rules, top=None)
     for lab, res in zip(labels, results):
         for r in res.results:
             out.videos.append(VideoLabelRow(r.video_id, lab.name, r.present, r.first_seen_s, r.duration_s,

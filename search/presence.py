@@ -41,6 +41,11 @@ from typing import Sequence
 
 import numpy as np
 
+from indexer.terms import BACKGROUND_PROMPTS, LOGIT_SCALE, background_lse
+
+__all__ = ["BACKGROUND_PROMPTS", "LOGIT_SCALE", "TEMPLATES", "Rule", "background_lse", "calibrate_images",
+           "ensemble", "shot_level", "text_probability"]
+
 TEMPLATES: tuple[str, ...] = (
     "{}",
     "a photo of {}.",
@@ -48,19 +53,6 @@ TEMPLATES: tuple[str, ...] = (
     "a still from a video showing {}.",
     "a picture of {}.",
 )
-BACKGROUND_PROMPTS: tuple[str, ...] = (
-    "a photo.",
-    "a video frame.",
-    "a picture of something.",
-    "an image.",
-    "a still from a video.",
-    "a blurry photo.",
-    "a close-up photo.",
-    "a photo of a scene.",
-    "a photo of an object.",
-    "a screenshot.",
-)
-LOGIT_SCALE = 100.0
 TEXT_ENTER = 0.5  # probability against the backgrounds to start a segment
 TEXT_STAY = 0.35  # ... and to stay in one
 IMAGE_SPREAD = 4.0  # level 1: distance at most 4x that of two samples of one shot
@@ -106,20 +98,6 @@ def ensemble(texts_by_query: Sequence[Sequence[str]], encode: "callable", templa
     emb = encode(filled)
     out = np.stack([emb[a:b].mean(axis=0) for a, b in spans]) if spans else np.zeros((0, emb.shape[1]), np.float32)
     return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
-
-
-def background_lse(background_scores: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
-    """Per frame, ``log(sum_b exp(scale * s_b))`` over the background prompts: all the rule needs
-    of them, so it is computed once per store and kept."""
-    scores = np.asarray(background_scores)
-    out = np.full(len(scores), -np.inf)
-    if scores.size == 0:
-        return out
-    for a in range(0, len(scores), 65536):  # in chunks: a few MB of temporaries at any size
-        z = scale * np.asarray(scores[a : a + 65536], np.float64)
-        m = z.max(axis=1)
-        out[a : a + 65536] = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
-    return out
 
 
 def text_probability(query_scores: np.ndarray, bg_lse: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from indexer import settings
-from indexer.encoder import Encoder
+from indexer import settings, terms
+from indexer.encoder import Encoder, TextEncoder
 from indexer.errors import QueryError
 from indexer.store import CATALOG, VECTORS, FrameTable, load_frames, store_spec, video_refs
 
@@ -269,11 +269,14 @@ class Searcher:
         templates: Sequence[str] = presence.TEMPLATES,
         backgrounds: Sequence[str] = presence.BACKGROUND_PROMPTS,
         exact: bool = False,
+        text_encoder: TextEncoder | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.exact = exact  # rank large archives from exact fp32 scores too (slower; for checks)
         self.device = device
         self._encoder = encoder
+        # what embeds texts when no whole model is loaded (None: looked for on first use; False: none)
+        self._text_encoder: TextEncoder | bool | None = text_encoder
         self.templates = tuple(templates)
         self.backgrounds = tuple(backgrounds)
         self._bg: np.ndarray | None = None
@@ -300,18 +303,29 @@ class Searcher:
         return scanner
 
     def background_lse(self, scanner: Scanner) -> np.ndarray:
-        """Per-frame background term of the text rule, computed once per frame table (from the
-        ranking scores: bf16 for large tables, whose shown videos are then rescored exactly)."""
-        if self._lse is None or self._lse[0] is not scanner.table:
-            scan = scanner.scores if self.exact else scanner.fast_scores
-            self._lse = (scanner.table, presence.background_lse(scan(self.background_vectors())))
+        """Per-frame background term of the text rule: the one stored at index time when it was
+        computed as this searcher would (same model, weights, precision and prompts), else
+        computed once per frame table (exactly)."""
+        table = scanner.table
+        if self._lse is None or self._lse[0] is not table:
+            if table.bg_lse is not None and table.bg_key == self.background_key():
+                self._lse = (table, table.bg_lse)
+            else:
+                self._lse = (table, presence.background_lse(scanner.scores(self.background_vectors())))
         return self._lse[1]
+
+    def background_key(self) -> str | None:
+        """The key a stored background term must have to be used here (None: never use one)."""
+        if tuple(self.backgrounds) != tuple(presence.BACKGROUND_PROMPTS):
+            return None
+        enc = self.text_encoder
+        return terms.background_key(enc.spec.name, enc.spec.pretrained, enc.text_precision)
 
     def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Each text's template-ensemble unit vector; recent ones are remembered."""
         todo = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         if todo:
-            vecs = presence.ensemble([[t] for t in todo], self.encoder.encode_texts, self.templates)
+            vecs = presence.ensemble([[t] for t in todo], self.text_encoder.encode_texts, self.templates)
             for t, v in zip(todo, vecs):
                 self._text_cache[t] = v
             while len(self._text_cache) > 512:
@@ -321,15 +335,31 @@ class Searcher:
     def background_vectors(self) -> np.ndarray:
         """The background prompts' unit vectors (the "something else" class), embedded once."""
         if self._bg is None:
-            self._bg = self.encoder.encode_texts(list(self.backgrounds))
+            self._bg = self.text_encoder.encode_texts(list(self.backgrounds))
         return self._bg
 
     @property
     def encoder(self) -> Encoder:
+        """The store's whole model (image and text towers), loaded on first use."""
         if self._encoder is None:
             spec = store_spec(self.store_dir)
             self._encoder = Encoder.load(spec.name, spec.pretrained, self.device)
         return self._encoder
+
+    @property
+    def loaded_encoder(self) -> Encoder | None:
+        """The whole model if this searcher has loaded it (or was given it), else None."""
+        return self._encoder
+
+    @property
+    def text_encoder(self) -> Encoder | TextEncoder:
+        """What embeds texts: the whole model when it is loaded, else the numpy text tower when
+        this machine has its export (no torch is imported), else the whole model."""
+        if self._encoder is not None:
+            return self._encoder
+        if self._text_encoder is None:
+            self._text_encoder = TextEncoder.open(store_spec(self.store_dir)) or False
+        return self._text_encoder or self.encoder
 
     def search(
         self,
@@ -367,7 +397,7 @@ class Searcher:
         scanner = self.scanner(scope)
         table = scanner.table
         t1 = time.perf_counter()
-        enc = self.encoder
+        enc = self.encoder if images else self.text_encoder  # a text query needs no image tower
         vecs = []
         if texts:
             vecs.append(self.text_vectors(texts))
@@ -382,12 +412,9 @@ class Searcher:
         rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
         labels = texts + [f"image:{Path(i).name}" for i in images]
         exact = None
-        if scanner.approximate and not self.exact:
-            both = np.concatenate([allv, self.background_vectors()]) if texts else allv
-
+        if not self.exact and not scanner.last_exact:
             def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-                s = scanner.scores_at(idx, both)
-                return s[:, : len(allv)], presence.background_lse(s[:, len(allv) :]) if texts else None
+                return scanner.scores_at(idx, allv), None if bg_lse is None else bg_lse[idx]
 
         results = rank(table, raw, bg_lse, labels, kinds, rules, top, exact)
         self.last_timings = {"load": t1 - t0, "embed": t2 - t1, "scan": t3 - t2, "timeline": time.perf_counter() - t3}

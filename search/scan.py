@@ -1,9 +1,11 @@
 """One pass of query vectors over the stored frame vectors: cosine scores, exact or for ranking.
 
 A :class:`Scanner` wraps a :class:`~indexer.store.FrameTable` (the frames in scope and their
-memory-mapped vectors). Tables of at least ``ARCHIVE_BF16_SCAN_FRAMES`` frames (50,000) are ranked
-from a bf16 copy of their vectors (half the memory and scan time of fp32, absolute error about
-1e-3); the videos shown are then rescored exactly, so answers are exact.
+memory-mapped vectors). On tables of at least ``ARCHIVE_BF16_SCAN_FRAMES`` frames (50,000), every
+query after the first is ranked from a bf16 copy of the vectors (half the memory and scan time of
+fp32, absolute error about 1e-3), and the videos shown are then rescored exactly, so answers are
+exact. The first query scans the fp32 vectors directly: building the copy reads them all anyway,
+so a one-shot process (a CLI query) never pays for a copy it would use once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ class Scanner:
 
     def __init__(self, table: FrameTable) -> None:
         self.table = table
-        self._bf16: Any = None  # torch bf16 (len(table), dim), in frame order; built on first use
+        self._bf16: Any = None  # torch bf16 (len(table), dim), in frame order; built for the 2nd query
+        self.queries = 0  # fast_scores calls so far
+        self.last_exact = True  # whether the last fast_scores call was exact
 
     @property
     def approximate(self) -> bool:
@@ -57,8 +61,11 @@ class Scanner:
         return matvecs(vecs, q)
 
     def fast_scores(self, queries: np.ndarray) -> np.ndarray:
-        """Scores for ranking: exact below the bf16 size, else from the bf16 copy (kept)."""
-        if not self.approximate:
+        """Scores for ranking: exact below the bf16 size and for the first call; after that from
+        the bf16 copy (built once and kept). :attr:`last_exact` says which it was."""
+        self.queries += 1
+        self.last_exact = not self.approximate or (self._bf16 is None and self.queries == 1)
+        if self.last_exact:
             return self.scores(queries)
         import torch  # noqa: PLC0415
 
@@ -87,20 +94,27 @@ class Scanner:
 
 
 def matvecs(mat: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``mat @ q.T`` through torch, one matrix-vector product per query.
+    """``mat @ q.T``: through torch (one matrix-vector product per query) when torch is loaded,
+    else through numpy in row chunks.
 
-    Here (2 cores) a 1M x 512 product with 11 columns took 0.3-1.1 s, one column 0.1 s
-    (memory-bound), so skinny products go column by column. torch, not numpy: the encoder runs in
-    torch's thread pool, and OpenBLAS threads left spinning after a numpy product slowed the next
-    text embedding 2-3x on 2 cores.
+    Here (2 cores) a 1M x 512 product with 11 columns took 0.3-1.1 s through torch, one column
+    0.1 s (memory-bound), so skinny products go column by column. torch when the model is loaded:
+    the encoder runs in torch's thread pool, and OpenBLAS threads left spinning after a numpy
+    product slowed the next torch text embedding 2-3x on 2 cores. A text query on the numpy text
+    tower has no torch to share the cores with, and importing torch would cost more than the scan.
     """
+    import sys  # noqa: PLC0415
     import warnings  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
 
     out = np.empty((len(mat), len(q)), np.float32)
     if len(mat) == 0:
         return out
+    if "torch" not in sys.modules:  # a text query on the numpy text tower: do not import torch for this
+        for a in range(0, len(mat), 65536):
+            np.matmul(mat[a : a + 65536], q.T, out=out[a : a + 65536])
+        return out
+    import torch  # noqa: PLC0415
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only (memory-mapped) arrays
         m = torch.from_numpy(mat)

@@ -11,6 +11,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Exported text towers (indexer/textfast.py) go to a cache of this test session, not the user's.
+if "ARCHIVE_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["ARCHIVE_CACHE_DIR"] = tempfile.mkdtemp(prefix="archive-test-cache-")
+
 from videos import Shot, Truth, make_video, seconds_to_frames  # noqa: E402
 
 TEST_MODEL = "ViT-S-32-alt"  # 43 M params, 256-d, builds with random weights and no network

@@ -30,10 +30,15 @@ def test_check_is_clean_after_indexing(store):
     assert rep.ok and rep.videos == 2 and rep.frames == rep.vectors > 0
 
 
+def segment(a):
+    [path] = sorted((a.store / "vectors").glob("*.faiss"))
+    return path
+
+
 def test_lost_vector_file_is_named_and_repaired_by_indexing(store):
     a, folder = store
     frames = a.info().frames
-    (a.store / "frames.faiss").unlink()
+    segment(a).unlink()
     with pytest.raises(StoreError, match="archive index"):
         a.search("a beach")  # any read of the vectors names the fix
     rep = a.check()
@@ -46,7 +51,7 @@ def test_lost_vector_file_is_named_and_repaired_by_indexing(store):
 
 def test_damaged_vector_file_is_moved_aside_and_rebuilt(store):
     a, folder = store
-    vec = a.store / "frames.faiss"
+    vec = segment(a)
     data = bytearray(vec.read_bytes())
     vec.write_bytes(bytes(data[: len(data) // 3]))  # torn write
     rep = a.check()
@@ -56,9 +61,9 @@ def test_damaged_vector_file_is_moved_aside_and_rebuilt(store):
     assert report.indexed == 2 and a.check().ok
 
 
-def test_orphan_vectors_from_an_interrupted_commit_are_dropped(store, tmp_path):
+def test_dead_vector_rows_are_skipped_and_dropped_by_optimize(store, tmp_path):
     a, folder = store
-    # Simulate a crash between the two steps of a commit: vectors written, catalog rows not.
+    # A video's rows leave the catalog (as when it is replaced or pruned): its vectors are dead rows.
     con = duckdb.connect(str(a.store / "catalog.duckdb"))
     vid = con.execute("SELECT video_id FROM videos WHERE path LIKE '%a.mp4'").fetchone()[0]
     for t in ("frames", "shots", "videos"):
@@ -69,8 +74,27 @@ def test_orphan_vectors_from_an_interrupted_commit_are_dropped(store, tmp_path):
     report = a.index([folder])
     assert (report.indexed, report.skipped) == (1, 1)
     rep = a.check()
+    assert rep.ok and rep.vectors > rep.frames and rep.segments == 2
+    before = [(r.video, r.present, r.first_seen_s, r.duration_s) for r in a.search(image=_still(folder, tmp_path))[0].results]
+    merged = a.optimize()
+    assert merged.merged == 2 and merged.written == 1 and merged.dead_dropped == rep.vectors - rep.frames
+    rep = a.check()
     assert rep.ok and not any("no catalog frame" in n for n in rep.notes)
-    assert rep.frames == rep.vectors
+    assert rep.frames == rep.vectors and rep.segments == 1
+    after = [(r.video, r.present, r.first_seen_s, r.duration_s) for r in a.search(image=_still(folder, tmp_path))[0].results]
+    assert after == before and any(p for _, p, _, _ in after)
+    assert a.optimize().merged == 0  # nothing left to do
+
+
+def _still(folder, tmp_path):
+    """A frame of a.mp4's second shot, as an example image."""
+    from indexer.decode import sample_frames
+    from PIL import Image
+
+    frame = [f for f in sample_frames(folder / "a.mp4", 2.0)][-1]
+    path = tmp_path / "still.png"
+    Image.fromarray(frame.rgb).save(path)
+    return path
 
 
 def test_prune_removes_videos_whose_files_are_gone(store):
@@ -80,7 +104,10 @@ def test_prune_removes_videos_whose_files_are_gone(store):
     assert a.prune(dry_run=True) == [str(folder / "a.mp4")]
     assert a.info().videos == 2
     assert a.prune() == [str(folder / "a.mp4")]
-    assert a.info().videos == 1 and a.check().ok and not a.check().notes
+    rep = a.check()  # its vectors are dead rows now, until a merge
+    assert a.info().videos == 1 and rep.ok and [n for n in rep.notes if "belong to no catalog frame" in n]
+    a.optimize()
+    assert a.check().ok and not a.check().notes
     assert a.sql("SELECT count(*) AS n FROM shots s WHERE NOT EXISTS "
                  "(SELECT 1 FROM videos v WHERE v.video_id = s.video_id)").records() == [{"n": 0}]
 

@@ -44,6 +44,9 @@ FIXTURES: dict[str, dict[str, Any]] = {
     # 7c6f1da: the last commit writing v1; it already has shots (since 59ce3bb) and labels.
     "v1-shots": {"commit": "7c6f1da", "version": 1, "videos": 1, "frames": 58, "shots": True,
                  "labels": ["leaves", "tree"]},
+    # 98deb9d: the last commit writing v3 (thumbnails; one vector file, frames.faiss).
+    "v3": {"commit": "98deb9d", "version": 3, "videos": 1, "frames": 58, "shots": True, "labels": ["leaves", "tree"],
+           "thumbs": True},
 }
 
 # Catalogs written by 59ce3bb and 7c6f1da say schema version 1 but already have the shots table
@@ -57,7 +60,8 @@ UPGRADABLE = list(FIXTURES)
 def _copy_fixture(name: str, tmp_path: Path) -> Path:
     dest = tmp_path / f"store-{name}"
     shutil.copytree(STORES / name, dest)
-    assert sorted(p.name for p in dest.iterdir()) == ["catalog.duckdb", "frames.faiss"]
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == ["catalog.duckdb", "frames.faiss"] + (["thumbs.bin"] if FIXTURES[name].get("thumbs") else [])
     return dest
 
 
@@ -96,7 +100,7 @@ def _before(store: Path) -> dict[str, Any]:
         }
         frame_cols = {r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'frames'").fetchall()}
-        assert not frame_cols & {"thumb_offset", "thumb_bytes"}, "an old fixture cannot have thumbnails"
+        snap["has_thumb_columns"] = bool(frame_cols & {"thumb_offset", "thumb_bytes"})
     finally:
         con.close()
     return snap
@@ -107,13 +111,18 @@ def _rows(a: Archive, query: str) -> list[tuple[Any, ...]]:
 
 
 def _vectors(store: Path) -> dict[int, np.ndarray]:
-    """frame id -> vector, read from frames.faiss with FAISS."""
-    index = faiss.read_index(str(store / "frames.faiss"))
-    ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-    flat = faiss.downcast_index(index.index)
-    vecs = flat.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
-    assert len(set(ids.tolist())) == len(ids), "repeated ids in frames.faiss"
-    return {int(i): np.asarray(v, np.float32).copy() for i, v in zip(ids, vecs)}
+    """frame id -> vector, read with FAISS: from frames.faiss (schema 3 and older) or from every
+    vector segment (schema 4)."""
+    files = [store / "frames.faiss"] if (store / "frames.faiss").exists() else sorted((store / "vectors").glob("*.faiss"))
+    out: dict[int, np.ndarray] = {}
+    for path in files:
+        index = faiss.read_index(str(path))
+        ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        flat = faiss.downcast_index(index.index)
+        vecs = flat.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
+        assert len(set(ids.tolist()) | set(out)) == len(ids) + len(out), f"repeated ids in {path.name}"
+        out.update({int(i): np.asarray(v, np.float32).copy() for i, v in zip(ids, vecs)})
+    return out
 
 
 def _check_fixture(name: str, snap: dict[str, Any], vectors: dict[int, np.ndarray]) -> None:
@@ -124,6 +133,7 @@ def _check_fixture(name: str, snap: dict[str, Any], vectors: dict[int, np.ndarra
     assert all(os.path.isabs(v[1]) and v[2] == "tree.avi" for v in snap["videos"])
     assert (snap["shots"] is not None) == want["shots"]
     assert [lab[0] for lab in snap["labels"]] == want["labels"]
+    assert snap["has_thumb_columns"] == bool(want.get("thumbs")), "only v3 fixtures have thumbnails"
     assert sorted(vectors) == [f[0] for f in snap["frames"]], "catalog and vector file of the fixture disagree"
 
 
@@ -144,6 +154,8 @@ def _upgrade(name: str, tmp_path: Path, encoder: Any) -> tuple[Archive, Path, di
     """Copy the fixture, read it as it is, and upgrade it with `index` on an empty folder."""
     store = _copy_fixture(name, tmp_path)
     before, vectors = _before(store), _vectors(store)
+    before["vector_file"] = (store / "frames.faiss").read_bytes()
+    before["thumbs_bin"] = (store / "thumbs.bin").read_bytes() if (store / "thumbs.bin").exists() else None
     _check_fixture(name, before, vectors)
     empty = tmp_path / "nothing-to-index"
     empty.mkdir()
@@ -195,7 +207,10 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
     assert _rows(a, Q_VIDEOS) == before["videos"]
     assert _rows(a, Q_FRAMES) == before["frames"]
 
-    # Nothing re-embedded: the vector file holds the same ids with the same vectors.
+    # Nothing re-embedded or rewritten: the old vector file became segment 0 as it was, byte for byte.
+    assert not (store / "frames.faiss").exists()
+    assert sorted(p.name for p in (store / "vectors").iterdir()) == ["seg-00000000.faiss"]
+    assert (store / "vectors" / "seg-00000000.faiss").read_bytes() == before["vector_file"]
     after = _vectors(store)
     assert sorted(after) == sorted(vectors)
     for fid, vec in vectors.items():
@@ -213,9 +228,13 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
                     "WHERE s.shot_id IS NULL OR s.video_id <> f.video_id") == [(0,)]
     assert len({s[0] for s in shots}) == len(shots), "shot ids repeat"
 
-    # No thumbnails until the videos are indexed again.
-    assert _rows(a, "SELECT count(*) FROM frames WHERE thumb_offset IS NOT NULL OR thumb_bytes IS NOT NULL") == [(0,)]
-    assert not (store / "thumbs.bin").exists()
+    # Thumbnails: kept as they were (v3); none for older stores until their videos are indexed again.
+    if FIXTURES[name].get("thumbs"):
+        assert _rows(a, "SELECT count(*) FROM frames WHERE thumb_bytes > 0") == [(len(before["frames"]),)]
+        assert (store / "thumbs.bin").read_bytes() == before["thumbs_bin"]
+    else:
+        assert _rows(a, "SELECT count(*) FROM frames WHERE thumb_offset IS NOT NULL OR thumb_bytes IS NOT NULL") == [(0,)]
+        assert not (store / "thumbs.bin").exists()
 
     # Labels and their materialised answers survive as they were.
     assert _rows(a, Q_LABELS) == before["labels"]
@@ -274,7 +293,7 @@ def test_reindex_after_upgrade_adds_thumbnails_only(name, tmp_path, encoder):
     report = a.index([folder])
     assert report.ok and report.missing == []
     assert (report.indexed, report.skipped, report.failed) == (0, 1, 0)
-    assert report.thumbnails_added == len(before["frames"])
+    assert report.thumbnails_added == (0 if FIXTURES[name].get("thumbs") else len(before["frames"]))
 
     assert a.info().schema_version == SCHEMA_VERSION
     assert _rows(a, Q_FRAMES) == before["frames"]

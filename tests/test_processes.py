@@ -76,30 +76,40 @@ def reference(folder, tmp_path_factory):
     return {r["name"]: r["n_frames"] for r in rows}
 
 
+def vector_ids(store, registered_only=False, env=None):
+    """The frame ids in the store's vector segment files (all files, or the registered ones)."""
+    files = sorted((store / "vectors").glob("*.faiss")) if (store / "vectors").exists() else []
+    if registered_only:
+        rows = json.loads(run(["sql", "SELECT file FROM vector_segments", "--json"], env).stdout)
+        files = [store / "vectors" / r["file"] for r in rows]
+    ids = []
+    for f in files:
+        index = faiss.read_index(str(f))  # kept alive while its id map is read
+        ids += faiss.vector_to_array(index.id_map).tolist()
+    return sorted(ids)
+
+
 def state(env, store):
-    """(check report, catalog frame ids, vector ids, thumbs.bin size) of the store now."""
+    """(check report, catalog frame ids, ids in every vector file, thumbs.bin size) of the store now."""
     chk = run(["check", "--json"], env)
     rep = json.loads(chk.stdout)
     ids = json.loads(run(["sql", "SELECT frame_id FROM frames", "--json"], env).stdout)
     cat = sorted(r["frame_id"] for r in ids)
-    vec = []
-    if (store / "frames.faiss").exists():
-        index = faiss.read_index(str(store / "frames.faiss"))
-        vec = sorted(faiss.vector_to_array(index.id_map).tolist())
     thumbs = (store / "thumbs.bin").stat().st_size if (store / "thumbs.bin").exists() else 0
-    return rep, cat, vec, thumbs
+    return rep, cat, vector_ids(store), thumbs
 
 
-# Each round kills a run at one named point; the run before it has committed `before` videos.
-# (point, videos committed after the kill, what the vector file holds against the catalog)
+# Each round kills a run at one named point.
+# (point, videos committed after the kill, what the vector files hold against the catalog)
 ROUNDS = [
-    ("embed.batch", 0, "same"),     # mid-video: nothing committed yet
-    ("video.done", 0, "same"),      # a video finished, not committed
-    ("commit.thumbs", 0, "same"),   # thumbnails appended, no vector or row
-    ("commit.vectors:2", 1, "more"),  # 1st commit whole; 2nd wrote its vectors, not its rows
-    ("commit.catalog", 2, "same"),  # the next video's rows are in: committed
-    ("commit.vectors", 2, "more"),  # (the orphans of the round before last are dropped first)
-    ("video.done:3", 4, "same"),    # two more committed, the third finished and lost
+    ("embed.batch", 0, "same"),       # mid-video: nothing committed yet
+    ("video.done", 0, "same"),        # a video finished, not committed
+    ("commit.thumbs", 0, "same"),     # thumbnails appended, no vector or row
+    ("segment.written", 0, "same"),   # a segment written under its temporary name only
+    ("commit.vectors:2", 1, "more"),  # 1st commit whole; 2nd wrote its segment, not its rows
+    ("commit.catalog", 2, "same"),    # the next video's rows are in: committed
+    ("commit.vectors", 2, "more"),    # (the orphan of the round before last is deleted first)
+    ("video.done:3", 4, "same"),      # two more committed, the third finished and lost
 ]
 
 
@@ -121,12 +131,15 @@ def test_kill_9_at_named_points_loses_and_doubles_nothing(folder, reference, tmp
         assert rep["videos"] == after, (point, rep["videos"])  # landed where it was told to
         assert rep["videos"] >= done  # nothing committed is ever lost
         assert set(cat) <= set(vec)  # every catalog frame has its vector
-        if vectors == "more":
-            assert len(vec) > len(cat) and any("belong to no catalog frame" in n for n in rep["notes"])
+        if vectors == "more":  # a segment file the catalog does not list: never read, deleted next time
+            assert len(vec) > len(cat) and any("extra file vectors/" in n for n in rep["notes"])
+            assert vector_ids(store, registered_only=True, env=env) == cat
         else:
             assert vec == cat
         if point == "commit.thumbs":
             assert thumbs > thumbs_before  # the pictures were written, nothing points at them yet
+        if point == "segment.written":
+            assert list((store / "vectors").glob("*.tmp")), "the segment's temporary file is there"
         done, thumbs_before = rep["videos"], thumbs
         assert run(["info", "--json"], env).returncode == 0
     final = run(["index", folder, "-q", "--json"], env)
@@ -137,6 +150,55 @@ def test_kill_9_at_named_points_loses_and_doubles_nothing(folder, reference, tmp
     assert {r["name"]: r["n_frames"] for r in rows} == reference  # nothing lost, nothing doubled
     chk, cat, vec, _ = state(env, store)
     assert chk["ok"] and not chk["notes"] and cat == vec and len(cat) == sum(reference.values())
+    assert not list((store / "vectors").glob("*.tmp"))
+    assert chk["segments"] < len(reference)  # the run's small segments were merged at its end
+
+
+def test_kill_9_inside_a_merge_loses_and_doubles_nothing(folder, reference, tmp_path):
+    env = env_for_cli(tmp_path)
+    env["ARCHIVE_COMMIT_INTERVAL_S"] = "0"
+    store = tmp_path / "store"
+    # Stop the first run in its end-of-run merge of the 8 one-video segments, new segment written.
+    marker = tmp_path / "written"
+    p = start(["index", folder, "-q"], paused_at(env, "merge.written", marker))
+    assert wait_for_pause(p, marker) == "merge.written 1"
+    kill(p)
+    rep, cat, vec, _ = state(env, store)
+    assert rep["ok"] and rep["videos"] == len(reference) and rep["segments"] == len(reference)
+    assert vector_ids(store, registered_only=True, env=env) == cat  # the old 8 are what readers use
+    assert len(vec) == 2 * len(cat) and any("extra file vectors/" in n for n in rep["notes"])
+    answers = run(["search", "--image", frame_png(folder, tmp_path), "--json", "--top", "50"], env)
+    before = [(r["video"], r["present"], r["segments"]) for r in json.loads(answers.stdout)["results"]]
+    assert sum(present for _, present, _ in before) >= 1
+
+    # `archive optimize` merges again; stop it after the registrations were swapped.
+    marker = tmp_path / "swapped"
+    p = start(["optimize"], paused_at(env, "merge.swapped", marker))
+    assert wait_for_pause(p, marker) == "merge.swapped 1"
+    kill(p)
+    rep, cat, vec, _ = state(env, store)
+    assert rep["ok"] and rep["videos"] == len(reference) and rep["segments"] == 1
+    assert vector_ids(store, registered_only=True, env=env) == cat  # the merged one, complete
+    assert any("extra file vectors/" in n for n in rep["notes"])  # the old files, not yet deleted
+    answers = run(["search", "--image", frame_png(folder, tmp_path), "--json", "--top", "50"], env)
+    assert [(r["video"], r["present"], r["segments"]) for r in json.loads(answers.stdout)["results"]] == before
+
+    repaired = json.loads(run(["check", "--repair", "--json"], env).stdout)
+    assert repaired["ok"] and not repaired["notes"] and any("deleted" in r for r in repaired["repaired"])
+    assert vector_ids(store) == cat
+
+
+def frame_png(folder, tmp_path):
+    """A frame of ad03.mp4's second shot, as an example image."""
+    from PIL import Image
+
+    from indexer.decode import sample_frames
+
+    path = tmp_path / "ad03.png"
+    if not path.exists():
+        frame = next(f for f in sample_frames(folder / "ad03.mp4", 2.0) if f.ts_s >= 2.5)
+        Image.fromarray(frame.rgb).save(path)
+    return path
 
 
 def test_kill_after_a_replacing_commit_keeps_the_new_version_only(folder, reference, tmp_path):
@@ -159,7 +221,10 @@ def test_kill_after_a_replacing_commit_keeps_the_new_version_only(folder, refere
     again = json.loads(run(["index", work, "-q", "--json"], env).stdout)
     assert again["skipped"] == 1 and again["indexed"] == 0
     rep, cat2, vec2, _ = state(env, store)
-    assert rep["ok"] and cat2 == cat and vec2 == cat  # the next run dropped the orphans
+    assert rep["ok"] and cat2 == cat and set(old_ids) <= set(vec2)  # dead rows, skipped by readers
+    assert run(["optimize"], env).returncode == 0
+    rep, cat3, vec3, _ = state(env, store)
+    assert rep["ok"] and cat3 == cat and vec3 == cat  # optimize dropped them
 
 
 def test_second_writer_exits_at_once_and_readers_keep_working(folder, reference, tmp_path):

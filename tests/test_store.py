@@ -42,14 +42,29 @@ def test_commit_and_read_back(tmp_path):
     assert info.seconds == pytest.approx(4.0)
 
 
+def segment_files(store):
+    return sorted((store / "vectors").glob("*.faiss"))
+
+
 def test_recommit_replaces_old_rows_and_vectors(tmp_path):
+    new = record("/v/a.mp4", 2, 9)
     with Writer(tmp_path) as w:
         w.attach(SPEC, DIM)
         w.commit([record("/v/a.mp4", 5, 1)])
-        w.commit([record("/v/a.mp4", 2, 9)])
+        w.commit([new])
     t = load_frames(tmp_path)
     assert len(t) == 2 and len(t.videos) == 1
-    assert store_info(tmp_path).vectors == 2
+    assert np.allclose(t.vectors[t.row], new.vectors)
+    info = store_info(tmp_path)
+    assert (info.vectors, info.segments) == (7, 2)  # the old 5 are dead rows until a merge
+    with Writer(tmp_path) as w:
+        w.attach(SPEC, DIM)
+        rep = w.optimize()
+    assert (rep.merged, rep.written, rep.rows_copied, rep.dead_dropped) == (2, 1, 2, 5)
+    info = store_info(tmp_path)
+    assert (info.vectors, info.segments, info.frames) == (2, 1, 2) and len(segment_files(tmp_path)) == 1
+    t2 = load_frames(tmp_path)
+    assert np.array_equal(t2.frame_id, t.frame_id) and np.allclose(t2.vectors[t2.row], new.vectors)
 
 
 def test_catalog_opens_in_a_plain_duckdb_client(tmp_path):
@@ -82,7 +97,8 @@ def test_missing_store_and_missing_vectors(tmp_path):
     with Writer(tmp_path) as w:
         w.attach(SPEC, DIM)
         w.commit([record("/v/a.mp4", 4, 1)])
-    (tmp_path / "frames.faiss").unlink()
+    for p in segment_files(tmp_path):
+        p.unlink()
     with pytest.raises(StoreError, match="archive index"):
         load_frames(tmp_path)
 
@@ -91,8 +107,9 @@ def test_writer_reconciles_vectors_with_catalog(tmp_path):
     with Writer(tmp_path) as w:
         w.attach(SPEC, DIM)
         w.commit([record("/v/a.mp4", 4, 1), record("/v/b.mp4", 3, 2)])
-    # Lose the vector file: every catalog video now lacks vectors and is dropped for re-embedding.
-    (tmp_path / "frames.faiss").unlink()
+    # Lose the vectors: every catalog video now lacks them and is dropped for re-embedding.
+    for p in segment_files(tmp_path):
+        p.unlink()
     with Writer(tmp_path) as w:
         w.attach(SPEC, DIM)
         assert sorted(w.repaired) == ["/v/a.mp4", "/v/b.mp4"]

@@ -1,5 +1,5 @@
-"""The archive on disk: ``catalog.duckdb`` (DuckDB, the source of truth), ``frames.faiss``
-(FAISS vectors, ids = ``frames.frame_id``) and ``thumbs.bin`` (JPEG thumbnails).
+"""The archive on disk: ``catalog.duckdb`` (DuckDB, the source of truth), ``vectors/`` (FAISS
+vector segments, ids = ``frames.frame_id``) and ``thumbs.bin`` (JPEG thumbnails).
 
 Everything above reads and writes a store through this package; no other module runs SQL on the
 catalog (except the user's own read-only statements in :mod:`search.sql`). One module per job:
@@ -7,14 +7,15 @@ catalog (except the user's own read-only statements in :mod:`search.sql`). One m
 * :mod:`.layout`: file names, connecting, transactions, fsync;
 * :mod:`.schema`: tables, schema version, numbered migrations;
 * :mod:`.records`: the named types that cross this boundary;
-* :mod:`.vectors`: the vector file (atomic writes, memory-mapped reads);
+* :mod:`.vectors`: one FAISS vector file (memory-mapped reads);
+* :mod:`.segments`: the vector layer (append-only segments, merges, the background term);
 * :mod:`.reader`: every read (frame tables for queries, info, labels, the server's rows);
 * :mod:`.writer`: the single writer (lock, reconcile, commit, delete, labels, thumbnails);
 * :mod:`.check`: verifying and pruning a store.
 """
 
 from .check import CheckReport, check_store, prune
-from .layout import CATALOG, LOCK, THUMBS, VECTORS, has_catalog
+from .layout import CATALOG, LOCK, SEGMENTS_DIR, THUMBS, VECTORS, has_catalog
 from .reader import (
     FrameTable,
     known_files,
@@ -38,6 +39,7 @@ from .records import (
     LabelDef,
     LabelResults,
     LabelStats,
+    MergeReport,
     SegmentRow,
     ShotRecord,
     StoreInfo,
@@ -47,12 +49,14 @@ from .records import (
     VideoRef,
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION
+from .segments import SegmentRef, VectorView
 from .writer import Writer
 
 __all__ = [
-    "CATALOG", "LOCK", "THUMBS", "VECTORS", "MIGRATIONS", "SCHEMA_VERSION",
-    "CheckReport", "FrameRecord", "FrameTable", "KnownFile", "LabelDef", "LabelResults", "LabelStats",
-    "SegmentRow", "ShotRecord", "StoreInfo", "ThumbTodo", "VideoLabelRow", "VideoRecord", "VideoRef", "Writer",
+    "CATALOG", "LOCK", "SEGMENTS_DIR", "THUMBS", "VECTORS", "MIGRATIONS", "SCHEMA_VERSION",
+    "CheckReport", "FrameRecord", "FrameTable", "KnownFile", "LabelDef", "LabelResults", "LabelStats", "MergeReport",
+    "SegmentRef", "SegmentRow", "ShotRecord", "StoreInfo", "ThumbTodo", "VectorView", "VideoLabelRow", "VideoRecord",
+    "VideoRef", "Writer",
     "check_store", "has_catalog", "known_files", "label_stats", "list_videos", "load_frames", "prune",
     "read_connection", "read_labels", "read_meta", "read_thumbnail", "store_info", "store_spec", "thumbs_todo",
     "video_detail", "video_path", "video_refs",

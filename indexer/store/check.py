@@ -11,8 +11,9 @@ import numpy as np
 
 from ..encoder import ModelSpec
 from ..errors import StoreError
+from . import segments
 from . import vectors as vecfile
-from .layout import THUMBS, VECTORS
+from .layout import SEGMENTS_DIR, THUMBS, VECTORS
 from .reader import read_connection, read_meta
 from .writer import Writer
 
@@ -24,23 +25,39 @@ class CheckReport:
     store: str
     videos: int = 0
     frames: int = 0
-    vectors: int = 0
+    vectors: int = 0  # rows in the vector segments (live and dead)
+    segments: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # with repair: what was done
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def check_store(store_dir: str | os.PathLike[str]) -> CheckReport:
-    """Compare ``catalog.duckdb`` with ``frames.faiss`` and look for damage in each.
+def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> CheckReport:
+    """Compare the catalog with every vector segment and look for damage in each.
+
+    Args:
+        repair: first make the store consistent as the writer does when it opens it: delete orphan
+            segment files, move damaged ones aside, and drop the videos whose vectors are lost (so
+            the next ``archive index`` of their folders re-embeds them). Needs the writer's lock.
 
     Raises:
         StoreNotFound: no archive there.
+        StoreLocked: ``repair`` while an index run is writing.
     """
     root = Path(store_dir)
-    rep = CheckReport(store=str(root.resolve()))
+    done: list[str] = []
+    if repair:
+        meta = read_meta(root)
+        with Writer(root) as w:
+            w.attach(ModelSpec(meta["model"], meta["pretrained"]), int(meta["dim"]))
+            done = ([f"deleted {n}" for n in w.removed_files]
+                    + ([f"moved a damaged vector file to {w.damaged_file}"] if w.damaged_file else [])
+                    + [f"dropped {p} (its vectors were lost): index it again to re-embed it" for p in w.repaired])
+    rep = CheckReport(store=str(root.resolve()), repaired=done)
     with read_connection(root) as con:
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         rep.videos = con.execute("SELECT count(*) FROM videos").fetchall()[0][0]
@@ -66,23 +83,38 @@ def check_store(store_dir: str | os.PathLike[str]) -> CheckReport:
     if empty_videos:
         rep.notes.append(f"{empty_videos} video(s) have no frames (nothing decodable).")
 
-    vec_path = root / VECTORS
-    if not vec_path.exists():
-        if rep.frames:
-            rep.problems.append(
-                f"the vector file {vec_path} is missing while the catalog lists {rep.frames} frames: "
-                "run `archive index` on the same folders to re-embed them."
-            )
-        return _finish(rep, paths, root)
-    try:
-        ids, vecs, _owner = vecfile.map_file(vec_path)
-    except StoreError as exc:
-        rep.problems.append(str(exc))
-        return _finish(rep, paths, root)
-    rep.vectors = len(ids)
-    dim = vecs.shape[1]
-    if dim != int(meta.get("dim", dim)):
-        rep.problems.append(f"the vector file holds {dim}-d vectors, the catalog says {meta['dim']}-d.")
+    with read_connection(root) as con:
+        refs = segments.registered(con)
+    rep.segments = len(refs)
+    dim = int(meta.get("dim", 0))
+    all_ids = [np.zeros(0, np.int64)]
+    for ref in refs:
+        problem = segments.verify_header(root, ref, dim)
+        if problem is not None:
+            rep.problems.append(f"{problem}: run `archive check --repair`, then `archive index` on the same "
+                                "folders to re-embed what it held.")
+            continue
+        ids, vecs, _owner = vecfile.map_file(ref.path(root)) if ref.n_vectors else (np.zeros(0, np.int64), None, None)
+        rep.vectors += len(ids)
+        if len(ids) and (ids.min() < ref.min_frame_id or ids.max() > ref.max_frame_id):
+            rep.problems.append(f"the vector segment {ref.file} holds ids outside the range the catalog records: "
+                                "run `archive check --repair`.")
+        if len(np.unique(ids)) != len(ids):
+            rep.problems.append(f"the vector segment {ref.file} repeats some ids: run `archive check --repair`.")
+        if len(ids):
+            sample = vecs[np.linspace(0, len(ids) - 1, min(len(ids), 2000)).astype(np.int64)]
+            norms = np.linalg.norm(sample, axis=1)
+            if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1) > 1e-3):
+                rep.problems.append(f"the vector segment {ref.file} holds vectors that are not unit length (damaged): "
+                                    "run `archive check --repair`.")
+        if ref.bg_key is not None and not _bg_ok(root, ref):
+            rep.notes.append(f"the background-term file of {ref.file} is missing or short: queries compute the "
+                             "term themselves (slower); `archive optimize` does not need it.")
+        all_ids.append(np.asarray(ids, np.int64))
+    ranges = sorted((r.min_frame_id, r.max_frame_id) for r in refs if r.n_vectors)
+    if any(b[0] <= a[1] for a, b in zip(ranges, ranges[1:])):
+        rep.problems.append("two vector segments claim the same frame ids: run `archive check --repair`.")
+    ids = np.concatenate(all_ids)
     missing = np.setdiff1d(frame_ids, ids)
     extra = np.setdiff1d(ids, frame_ids)
     if len(missing):
@@ -93,22 +125,25 @@ def check_store(store_dir: str | os.PathLike[str]) -> CheckReport:
             ).fetchall()
         example = f" (e.g. {affected[0][0]})" if affected else ""
         rep.problems.append(
-            f"{len(missing)} frame(s) of {len(affected)} video(s) have no vector{example}: "
-            "run `archive index` on their folders to re-embed them."
+            f"{len(missing)} frame(s) of {len(affected)} video(s) have no vector{example}: run `archive check "
+            "--repair`, then `archive index` on their folders to re-embed them."
         )
     if len(extra):
         rep.notes.append(
-            f"{len(extra)} vector(s) belong to no catalog frame (left by an interrupted or replacing commit): "
-            "harmless, readers ignore them and the next `archive index` run drops them."
+            f"{len(extra)} vector row(s) belong to no catalog frame (replaced or removed videos, or an "
+            "interrupted commit): harmless, readers skip them; `archive optimize` reclaims the space."
         )
-    if len(np.unique(ids)) != len(ids):
-        rep.problems.append("the vector file repeats some ids: delete it and run `archive index` to re-embed.")
-    if len(ids):
-        sample = vecs[np.linspace(0, len(ids) - 1, min(len(ids), 2000)).astype(np.int64)]
-        norms = np.linalg.norm(sample, axis=1)
-        if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1) > 1e-3):
-            rep.problems.append("some vectors are not unit length (damaged file): delete it and run `archive index`.")
+    for p in segments.orphan_files(root, refs):
+        rep.notes.append(f"extra file vectors/{p.name}: left by an interrupted write or merge (the next "
+                         "`archive index`, `archive optimize` or `archive check --repair` deletes it).")
     return _finish(rep, paths, root)
+
+
+def _bg_ok(root: Path, ref: segments.SegmentRef) -> bool:
+    try:
+        return len(np.load(ref.bg_path(root), mmap_mode="r")) == ref.n_vectors
+    except (OSError, ValueError):
+        return False
 
 
 def _check_thumbnails(rep: CheckReport, root: Path) -> None:
@@ -141,10 +176,10 @@ def _finish(rep: CheckReport, paths: list[str], root: Path) -> CheckReport:
             f"{len(gone)} indexed file(s) no longer exist on disk, e.g. {gone[0]} (still searchable; "
             "`archive prune` removes them)."
         )
-    for leftover in sorted(root.glob(f"{VECTORS}.*")):
+    for leftover in sorted([*root.glob(f"{VECTORS}*"), *(root / SEGMENTS_DIR).glob("*.damaged-*")]):
         rep.notes.append(
-            f"extra file {leftover.name}: left by an interrupted write or a repair (safe to delete), "
-            "or a write in progress."
+            f"extra file {leftover.relative_to(root)}: a damaged vector file moved aside, or one left by an "
+            "older version (safe to delete once you have looked at it)."
         )
     return rep
 

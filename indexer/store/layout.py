@@ -2,11 +2,15 @@
 
 A store folder::
 
-    catalog.duckdb   meta, videos, frames, shots, labels, segments, video_labels, failures
-                     (the source of truth)
-    frames.faiss     IndexIDMap2(IndexFlatIP): one L2-normalised vector per frame, id = frames.frame_id
+    catalog.duckdb   meta, videos, frames, shots, labels, segments, video_labels, failures,
+                     vector_segments (the source of truth)
+    vectors/         the vector layer: immutable segment files, one L2-normalised vector per
+                     frame, id = frames.frame_id (see segments.py)
     thumbs.bin       the frames' JPEG thumbnails, appended (offsets in frames)
     writer.lock      held (flock) by the one process that writes
+
+(Stores of schema 3 and older kept all vectors in one file, ``frames.faiss``; the writer moves it
+into ``vectors/`` as segment 0.)
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any, Iterator
 from ..errors import StoreError, StoreNotFound
 
 CATALOG = "catalog.duckdb"
-VECTORS = "frames.faiss"
+VECTORS = "frames.faiss"  # schema 3 and older: the single vector file
+SEGMENTS_DIR = "vectors"
 THUMBS = "thumbs.bin"
 LOCK = "writer.lock"
 OPEN_RETRY_S = 15.0  # a reader waits this long for a commit's short-lived lock
@@ -92,9 +97,11 @@ def fsync_dir(path: Path) -> None:
 
 
 def bytes_on_disk(store_dir: str | os.PathLike[str]) -> int:
-    """Total size of the store folder's files (an index run may rename or delete some meanwhile)."""
+    """Total size of the store's files, the vector segments included (an index run may rename or
+    delete some meanwhile)."""
     size = 0
-    for p in Path(store_dir).iterdir():
+    root = Path(store_dir)
+    for p in [*root.iterdir(), *((root / SEGMENTS_DIR).iterdir() if (root / SEGMENTS_DIR).is_dir() else [])]:
         with contextlib.suppress(OSError):
             if p.is_file():
                 size += p.stat().st_size

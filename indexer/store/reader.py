@@ -17,10 +17,11 @@ import numpy as np
 
 from ..encoder import ModelSpec
 from ..errors import StoreError
-from . import vectors as vecfile
-from .layout import THUMBS, VECTORS, bytes_on_disk, catalog_path, connect, has_catalog
+from . import segments
+from .layout import THUMBS, bytes_on_disk, catalog_path, connect, has_catalog
 from .records import KnownFile, LabelDef, LabelStats, Row, StoreInfo, ThumbTodo, VideoRef
 from .schema import require_current
+from .segments import VectorView
 
 
 def read_meta(store_dir: str | os.PathLike[str]) -> dict[str, str]:
@@ -64,9 +65,10 @@ def read_connection(store_dir: str | os.PathLike[str]) -> Iterator[Any]:
 class FrameTable:
     """The frames in scope, sorted by (video_id, ts_s), and where their vectors are.
 
-    ``vectors`` is the whole vector matrix of the store, memory-mapped from ``frames.faiss``;
-    ``row[i]`` is the row of frame ``i``. Only frames present in both the catalog and the vector
-    file are listed. Scoring them is the read path's job (:mod:`search.scan`).
+    ``vectors`` is every vector of the store, memory-mapped from its segments and seen as one
+    matrix; ``row[i]`` is the row of frame ``i``. Only frames present in both the catalog and the
+    vector layer are listed. ``bg_lse`` is each frame's stored background term (None when any
+    segment has none), computed with ``bg_key``. Scoring is the read path's job (:mod:`search.scan`).
     """
 
     frame_id: np.ndarray  # int64
@@ -77,11 +79,12 @@ class FrameTable:
     shot_len_s: np.ndarray  # float64, length of the frame's shot
     blank: np.ndarray  # bool, the frame's shot is black/blank/slate
     row: np.ndarray  # int64, into vectors
-    vectors: np.ndarray  # (N, dim) float32
+    vectors: VectorView  # (N, dim) float32, memory-mapped
     thumb_offset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: no thumbnail
     thumb_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     videos: dict[int, dict[str, Any]] = field(default_factory=dict)
-    _keepalive: Any = None  # what owns the memory behind ``vectors`` (an mmap or a FAISS index)
+    bg_lse: np.ndarray | None = None  # float64 per frame (indexer.terms), or None
+    bg_key: str | None = None
 
     def __len__(self) -> int:
         return len(self.frame_id)
@@ -93,7 +96,7 @@ class FrameTable:
 
     def release_pages(self) -> None:
         """Hand the mapped vector pages back to the OS page cache (resident memory stays flat)."""
-        vecfile.release_pages(self._keepalive)
+        self.vectors.release_pages()
 
 
 def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | None = None) -> FrameTable:
@@ -107,6 +110,16 @@ def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | No
         StoreNotFound: no archive there.
         StoreError: the vector file is missing or damaged while the catalog lists frames.
     """
+    for attempt in (0, 1):
+        try:
+            return _load_frames(store_dir, video_ids)
+        except StoreError:
+            if attempt:  # a merge may have swapped segments between reading the list and the files
+                raise
+    raise AssertionError("unreachable")
+
+
+def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | None) -> FrameTable:
     with read_connection(store_dir) as con:
         where, params = "", []
         if video_ids is not None:
@@ -126,22 +139,18 @@ def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | No
         names = [d[0] for d in vrows.description]
         videos = {int(r[0]): dict(zip(names, r)) for r in vrows.fetchall()}
         dim = int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
+        refs = segments.registered(con)
     frame_id = np.asarray(cols["frame_id"], np.int64)
-    path = Path(store_dir) / VECTORS
-    if not path.exists():
-        if len(frame_id):
-            raise StoreError(
-                f"the vector file {path} is missing. Run `archive index` again on the same folders "
-                "to re-embed what it held."
-            )
-        ids, vecs, owner = np.zeros(0, np.int64), np.zeros((0, dim), np.float32), None
-    else:
-        ids, vecs, owner = vecfile.map_file(path)
+    vecs, ids, bgs = segments.open_segments(Path(store_dir), refs, dim)
     order = np.argsort(ids, kind="stable")
     pos = np.searchsorted(ids[order], frame_id)
     pos_c = np.minimum(pos, max(len(ids) - 1, 0))
     ok = (pos < len(ids)) & (ids[order][pos_c] == frame_id) if len(ids) else np.zeros(len(frame_id), bool)
     row = order[pos_c][ok] if len(ids) else np.zeros(0, np.int64)
+    keys = {r.bg_key for r in refs}
+    bg_lse, bg_key = None, None
+    if refs and len(keys) == 1 and None not in keys and all(b is not None for b in bgs):
+        bg_lse, bg_key = np.concatenate(bgs)[row], keys.pop()
     return FrameTable(
         frame_id=frame_id[ok],
         video_id=np.asarray(cols["video_id"], np.int64)[ok],
@@ -155,7 +164,8 @@ def load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | No
         thumb_bytes=np.asarray(cols["thumb_bytes"], np.int64)[ok],
         vectors=vecs,
         videos=videos,
-        _keepalive=owner,
+        bg_lse=bg_lse,
+        bg_key=bg_key,
     )
 
 
@@ -170,8 +180,9 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         videos, seconds = con.execute("SELECT count(*), coalesce(sum(duration_s), 0) FROM videos").fetchall()[0]
         frames = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
         failures = con.execute("SELECT count(DISTINCT path) FROM failures").fetchall()[0][0]
+        n_vectors, n_segments = con.execute(
+            "SELECT coalesce(sum(n_vectors), 0), count(*) FROM vector_segments").fetchall()[0]
     root = Path(store_dir)
-    n_vectors = len(vecfile.map_file(root / VECTORS)[0]) if (root / VECTORS).exists() else 0
     return StoreInfo(
         path=str(root.resolve()),
         videos=int(videos),
@@ -184,6 +195,7 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         schema_version=int(meta["schema_version"]),
         failures=int(failures),
         vectors=int(n_vectors),
+        segments=int(n_segments),
     )
 
 

@@ -47,6 +47,8 @@ class VideoRecord:
     note: str | None = None
     shots: list[ShotRecord] = field(default_factory=list)
     thumbs: list[bytes] | None = None  # a JPEG per frame (None: no thumbnails)
+    bg_lse: np.ndarray | None = None  # per frame, the background prompts' term (indexer.terms)
+    bg_key: str | None = None  # what bg_lse was computed with (indexer.terms.background_key)
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,25 @@ class StoreInfo:
     bytes: int
     schema_version: int
     failures: int = 0
-    vectors: int = 0
+    vectors: int = 0  # rows in the vector segments (live and dead)
+    segments: int = 0  # vector segments
+
+
+@dataclass
+class MergeReport:
+    """What merging vector segments did."""
+
+    merged: int = 0  # segments merged away
+    written: int = 0  # new segments written
+    rows_copied: int = 0  # live vector rows copied into them
+    dead_dropped: int = 0  # dead rows (replaced or removed videos) left behind
+
+    def add(self, run: Any, new: Any) -> None:
+        copied = new.n_vectors if new is not None else 0
+        self.merged += len(run)
+        self.written += new is not None
+        self.rows_copied += copied
+        self.dead_dropped += sum(r.n_vectors for r in run) - copied
 
 
 Row = dict[str, Any]  # a catalog row by column name, as the server's JSON shows it

@@ -13,10 +13,21 @@ from typing import Any, Callable
 from ..errors import ModelMismatch, StoreError
 from .layout import now, transaction
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Everything keyed by video_id, deleted together when a video is replaced or removed.
 PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "videos")
+
+VECTOR_SEGMENTS = """CREATE TABLE IF NOT EXISTS vector_segments (   -- the vector layer (indexer/store/segments.py)
+        segment_id INTEGER PRIMARY KEY,
+        file VARCHAR NOT NULL,          -- under vectors/
+        kind VARCHAR NOT NULL,          -- flat: IndexIDMap2(IndexFlatIP), fp32
+        n_vectors BIGINT NOT NULL,      -- rows in the file (live or dead)
+        min_frame_id BIGINT NOT NULL,   -- the ids it holds lie in [min, max]; ranges never overlap
+        max_frame_id BIGINT NOT NULL,
+        bg_key VARCHAR,                 -- key of its background-term sidecar (NULL: none)
+        created_at TIMESTAMP NOT NULL
+    )"""
 
 TABLES = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
@@ -77,6 +88,7 @@ TABLES = [
         best_s DOUBLE,
         score DOUBLE
     )""",
+    VECTOR_SEGMENTS,
     """CREATE TABLE IF NOT EXISTS failures (
         path VARCHAR NOT NULL,
         error VARCHAR NOT NULL,
@@ -119,7 +131,13 @@ def _migrate_2_to_3(con: Any) -> None:
     con.execute("ALTER TABLE frames ADD COLUMN IF NOT EXISTS thumb_bytes INTEGER")
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+def _migrate_3_to_4(con: Any) -> None:
+    """v4 keeps vectors in segments registered in ``vector_segments``. The v3 vector file
+    (``frames.faiss``) becomes segment 0 as it is, moved by the writer (nothing is re-embedded)."""
+    con.execute(VECTOR_SEGMENTS)
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 def version(con: Any) -> int | None:

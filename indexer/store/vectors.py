@@ -1,52 +1,16 @@
-"""The vector file ``frames.faiss``: an ``IndexIDMap2(IndexFlatIP)`` of unit vectors, ids =
-``frames.frame_id``. Written whole and atomically (temp file, fsync, rename, directory fsync);
-read memory-mapped, so opening it costs nothing up front.
+"""One FAISS vector file: an ``IndexIDMap2(IndexFlatIP)`` of unit vectors, ids = ``frames.frame_id``
+(a segment of the vector layer, or the single ``frames.faiss`` of a schema-3 store). Read
+memory-mapped, so opening it costs nothing up front; :mod:`.segments` writes them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import StoreError
-from .layout import fsync_dir
-
-
-def empty(dim: int) -> Any:
-    """A new, empty in-memory vector index of ``dim``-d vectors."""
-    import faiss  # noqa: PLC0415
-
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-
-
-def write_atomic(index: Any, dest: Path) -> None:
-    """Write ``index`` to ``dest`` so that a crash leaves the old file or the new one, never half.
-
-    Raises:
-        StoreError: the disk is full or the folder is not writable (nothing was replaced).
-    """
-    import faiss  # noqa: PLC0415
-
-    tmp = dest.with_name(dest.name + ".tmp")
-    try:
-        faiss.write_index(index, str(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-    except (RuntimeError, OSError) as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "disk full, file too large or not writable"
-        raise StoreError(
-            f"could not write the vector file {dest} ({reason}); nothing of this commit was recorded: "
-            "run `archive index` again once there is room."
-        ) from exc
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
 
 
 def read(path: Path, mmap: bool = False) -> Any:
@@ -65,30 +29,6 @@ def read(path: Path, mmap: bool = False) -> Any:
             f"the vector file {path} is damaged ({str(exc).splitlines()[0][:120]}). "
             "Delete it and run `archive index` again on the same folders to re-embed."
         ) from exc
-
-
-def read_or_move_aside(path: Path, dim: int) -> tuple[Any, str | None]:
-    """The writer's copy of the vector index: read whole, or a new empty one when there is no file.
-
-    An unreadable file is moved aside (``frames.faiss.damaged-<time>``) for inspection and an
-    empty index returned with the new name; the videos whose vectors it held must be re-embedded.
-
-    Raises:
-        ModelMismatch: the file holds vectors of another dimension.
-    """
-    from ..errors import ModelMismatch  # noqa: PLC0415
-
-    if not path.exists():
-        return empty(dim), None
-    try:
-        index = read(path)
-    except StoreError:
-        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
-        os.replace(path, aside)
-        return empty(dim), str(aside)
-    if index.d != dim:
-        raise ModelMismatch(f"{path} holds {index.d}-d vectors, the model makes {dim}-d ones.")
-    return index, None
 
 
 def arrays(index: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -1,17 +1,19 @@
-"""The single writer of a store: the lock, reconciling the two files, and every change to them.
+"""The single writer of a store: the lock, reconciling the catalog with the vector layer, and
+every change to them.
 
 Commit protocol, one batch of finished videos at a time (each video is all-or-nothing):
 
 0. their thumbnails are appended to ``thumbs.bin`` and fsynced;
-1. the new vectors are added to the in-memory FAISS index, written to ``frames.faiss.tmp``,
-   fsynced and renamed over ``frames.faiss``;
-2. one DuckDB transaction replaces the videos' rows and inserts their frames and shots;
-3. the old vectors of re-indexed videos are dropped (persisted by the next vector write).
+1. their vectors (and per-frame background terms) are written as one new, immutable segment
+   (temp file, fsync, rename; :mod:`.segments`); nothing already stored is read or rewritten;
+2. one DuckDB transaction replaces the videos' rows, inserts their frames and shots, and
+   registers the segment.
 
-Vectors are only ever removed after the catalog stops pointing at them, so a crash at any point
-leaves, at worst, vectors whose ids the catalog does not know: harmless orphans that readers
-ignore and the next writer drops. Every catalog frame always has its vector. (If the vector file
-itself is lost or damaged, the videos it held are dropped from the catalog and re-embedded.)
+A crash before step 2 leaves an unregistered segment file that no reader opens and the next
+writer deletes; after it, the videos are committed. Replaced and removed videos leave dead rows in
+their segments (readers skip them); merges (after an index run, or ``archive optimize``) drop them.
+If a segment file is lost or damaged, the videos it held are dropped from the catalog and are
+re-embedded by the next ``archive index`` of their folders.
 
 DuckDB allows one read-write process or many read-only ones per file. The writer opens the catalog
 only for the length of a change, so readers keep working while an index run goes on.
@@ -29,11 +31,12 @@ import numpy as np
 
 from .. import hooks
 from ..encoder import ModelSpec
-from ..errors import StoreError, StoreLocked
-from . import schema
+from ..errors import ModelMismatch, StoreError, StoreLocked
+from . import schema, segments
 from . import vectors as vecfile
-from .layout import CATALOG, LOCK, THUMBS, VECTORS, connect, fsync_dir, now, transaction
-from .records import LabelResults, ShotRecord, VideoRecord
+from .layout import CATALOG, LOCK, SEGMENTS_DIR, THUMBS, VECTORS, connect, fsync_dir, now, transaction
+from .records import LabelResults, MergeReport, ShotRecord, VideoRecord
+from .segments import SegmentRef
 
 
 def _delete_rows(con: Any, video_ids: Sequence[int]) -> None:
@@ -45,12 +48,6 @@ def _delete_rows(con: Any, video_ids: Sequence[int]) -> None:
         con.execute(f"DELETE FROM {table} WHERE video_id IN ({ph})", list(video_ids))
 
 
-def _frame_ids_of(con: Any, video_ids: Sequence[int]) -> np.ndarray:
-    if not video_ids:
-        return np.zeros(0, np.int64)
-    ph = ", ".join("?" for _ in video_ids)
-    got = con.execute(f"SELECT frame_id FROM frames WHERE video_id IN ({ph})", list(video_ids)).fetchnumpy()
-    return np.asarray(got["frame_id"], np.int64)
 
 
 def _video_ids_of(con: Any, paths: Sequence[str]) -> list[int]:
@@ -79,13 +76,13 @@ class Writer:
         self.spec: ModelSpec | None = None
         self.dim = 0
         self._lock_fh: Any = None
-        self._index: Any = None
         self._next_video_id = 0
         self._next_frame_id = 0
         self._next_shot_id = 0
+        self._next_segment_id = 0
         self.repaired: list[str] = []  # videos dropped because their vectors were missing
         self.damaged_file: str | None = None  # where an unreadable vector file was moved
-        self._dirty = False  # in-memory vectors differ from the file (replaced vectors dropped)
+        self.removed_files: list[str] = []  # orphan segment files deleted by reconcile
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "Writer":
@@ -136,21 +133,15 @@ class Writer:
         self.spec, self.dim = spec, dim
         with self._catalog() as con:
             schema.create(con, self.dir, spec.name, spec.pretrained, dim)
-        self._load_and_reconcile()
+        self._adopt_single_file()
+        self._reconcile()
 
     def close(self) -> None:
-        try:
-            if self._index is not None and self._dirty:
-                with contextlib.suppress(StoreError, OSError):
-                    vecfile.write_atomic(self._index, self.dir / VECTORS)  # drop replaced vectors now
-        finally:
-            self._dirty = False
-            self._index = None
-            if self._lock_fh is not None:
-                with contextlib.suppress(OSError):
-                    fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-                self._lock_fh.close()
-                self._lock_fh = None
+        if self._lock_fh is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
 
     @contextlib.contextmanager
     def _catalog(self) -> Iterator[Any]:
@@ -160,34 +151,75 @@ class Writer:
         finally:
             con.close()
 
-    def _load_and_reconcile(self) -> None:
-        """Load the vectors and make them agree with the catalog (see the module docstring)."""
-        path = self.dir / VECTORS
-        self._index, self.damaged_file = vecfile.read_or_move_aside(path, self.dim)
-        ids, _ = vecfile.arrays(self._index)
+    def _move_aside(self, path: Path) -> str:
+        aside = segments.damaged_name(path)
+        os.replace(path, aside)
+        return str(aside)
+
+    def _adopt_single_file(self) -> None:
+        """A store of schema 3 or older kept every vector in ``frames.faiss``: it becomes segment
+        0 as it is (registered first, then moved, so a crash in between is finished next time)."""
+        legacy = self.dir / VECTORS
+        if not legacy.exists():
+            return
+        try:
+            ids, vecs, _owner = vecfile.map_file(legacy)
+        except StoreError:
+            self.damaged_file = self._move_aside(legacy)  # its videos are dropped by _reconcile
+            return
+        if len(ids) and vecs.shape[1] != self.dim:
+            raise ModelMismatch(f"{legacy} holds {vecs.shape[1]}-d vectors, the model makes {self.dim}-d ones.")
+        ref = SegmentRef(0, segments.file_name(0), segments.FLAT, len(ids), int(ids.min()) if len(ids) else 0,
+                         int(ids.max()) if len(ids) else -1, None)
+        del ids, vecs, _owner
         with self._catalog() as con:
-            cat_ids = np.asarray(con.execute("SELECT frame_id FROM frames").fetchnumpy()["frame_id"], np.int64)
-            orphans = np.setdiff1d(ids, cat_ids)
-            missing = np.setdiff1d(cat_ids, ids)
-            if len(missing):
-                con.register("missing_ids", {"frame_id": missing.astype(np.int64)})
-                broken = con.execute(
-                    "SELECT DISTINCT v.video_id, v.path FROM videos v JOIN frames f USING (video_id) "
-                    "JOIN missing_ids m USING (frame_id)"
-                ).fetchall()
-                con.unregister("missing_ids")
+            if not any(r.segment_id == 0 for r in segments.registered(con)) and ref.n_vectors:
+                with transaction(con):
+                    segments.register(con, ref)
+        if ref.n_vectors:
+            ref.path(self.dir).parent.mkdir(exist_ok=True)
+            os.replace(legacy, ref.path(self.dir))
+            fsync_dir(ref.path(self.dir).parent)
+        else:
+            legacy.unlink()
+        fsync_dir(self.dir)
+
+    def _reconcile(self) -> None:
+        """Make the catalog and the vector layer agree, in time proportional to the number of
+        segments (see the module docstring): orphan files are deleted, a missing or damaged
+        segment is unregistered (a damaged file is moved aside), and videos with frames no
+        segment holds are dropped, to be re-embedded by the next index run of their folders."""
+        with self._catalog() as con:
+            refs = segments.registered(con)
+            for p in segments.orphan_files(self.dir, refs):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    self.removed_files.append(p.name)
+            bad = []
+            for ref in refs:
+                problem = segments.verify_header(self.dir, ref, self.dim)
+                if problem is None:
+                    continue
+                if ref.path(self.dir).exists():
+                    self.damaged_file = self._move_aside(ref.path(self.dir))
+                bad.append(ref.segment_id)
+            if bad:
+                with transaction(con):
+                    segments.unregister(con, bad)
+            broken = con.execute(
+                "SELECT DISTINCT v.video_id, v.path FROM videos v JOIN frames f USING (video_id) WHERE NOT EXISTS "
+                "(SELECT 1 FROM vector_segments s WHERE f.frame_id BETWEEN s.min_frame_id AND s.max_frame_id)"
+            ).fetchall()
+            if broken:
                 with transaction(con):
                     _delete_rows(con, [vid for vid, _ in broken])
                 self.repaired = [p for _, p in broken]
-                kept = np.asarray(con.execute("SELECT frame_id FROM frames").fetchnumpy()["frame_id"], np.int64)
-                orphans = np.setdiff1d(ids, kept)
-            if len(orphans):
-                self._index.remove_ids(orphans.astype(np.int64))
-                vecfile.write_atomic(self._index, path)
-            self._next_video_id = int(con.execute("SELECT coalesce(max(video_id), -1) + 1 FROM videos").fetchall()[0][0])
-            self._next_shot_id = int(con.execute("SELECT coalesce(max(shot_id), -1) + 1 FROM shots").fetchall()[0][0])
-        ids, _ = vecfile.arrays(self._index)
-        self._next_frame_id = int(ids.max()) + 1 if len(ids) else 0
+            one = lambda sql: int(con.execute(sql).fetchall()[0][0])  # noqa: E731
+            self._next_video_id = one("SELECT coalesce(max(video_id), -1) + 1 FROM videos")
+            self._next_shot_id = one("SELECT coalesce(max(shot_id), -1) + 1 FROM shots")
+            self._next_frame_id = max(one("SELECT coalesce(max(frame_id), -1) + 1 FROM frames"),
+                                      one("SELECT coalesce(max(max_frame_id), -1) + 1 FROM vector_segments"))
+            self._next_segment_id = one("SELECT coalesce(max(segment_id), -1) + 1 FROM vector_segments")
 
     # -- small changes --------------------------------------------------------------------------
     def touch(self, path: str, mtime: float) -> None:
@@ -203,12 +235,8 @@ class Writer:
             vids = _video_ids_of(con, paths)
             if not vids:
                 return 0
-            fids = _frame_ids_of(con, vids)
             with transaction(con):
-                _delete_rows(con, vids)
-        if len(fids):  # after the catalog, as in a commit: a crash leaves only orphans
-            self._index.remove_ids(fids)
-            vecfile.write_atomic(self._index, self.dir / VECTORS)
+                _delete_rows(con, vids)  # their vectors become dead rows, dropped by merges
         return len(vids)
 
     # -- labels ---------------------------------------------------------------------------------
@@ -227,12 +255,18 @@ class Writer:
                     con.execute(f"DELETE FROM {table} WHERE label = ?", [name])
         return bool(n)
 
-    def replace_label_results(self, results: LabelResults) -> None:
-        """Swap in freshly computed ``segments`` and ``video_labels`` in one transaction."""
+    def replace_label_results(self, results: LabelResults, video_ids: Sequence[int] | None = None) -> None:
+        """Swap in freshly computed ``segments`` and ``video_labels`` rows in one transaction: for
+        every video, or (``video_ids``) for those videos only."""
         seg, vl = results.segments, results.videos
         with self._catalog() as con, transaction(con):
-            con.execute("DELETE FROM segments")
-            con.execute("DELETE FROM video_labels")
+            if video_ids is None:
+                con.execute("DELETE FROM segments")
+                con.execute("DELETE FROM video_labels")
+            elif video_ids:
+                ph = ", ".join("?" for _ in video_ids)
+                con.execute(f"DELETE FROM segments WHERE video_id IN ({ph})", list(video_ids))
+                con.execute(f"DELETE FROM video_labels WHERE video_id IN ({ph})", list(video_ids))
             if seg:
                 con.register("_seg", {
                     "label": np.array([r.label for r in seg], dtype=object),
@@ -311,34 +345,41 @@ class Writer:
         return out
 
     # -- the commit -----------------------------------------------------------------------------
-    def commit(self, records: Sequence[VideoRecord], failures: Sequence[tuple[str, str]] = ()) -> None:
+    def commit(self, records: Sequence[VideoRecord], failures: Sequence[tuple[str, str]] = ()) -> list[int]:
         """Commit finished videos (each all-or-nothing) and ``(path, error)`` failure rows.
-        Re-indexed paths replace their old rows and vectors."""
+        Re-indexed paths replace their old rows (their old vectors become dead rows).
+
+        Returns:
+            The new videos' ids, in the order of ``records``.
+        """
         if not records and not failures:
-            return
+            return []
         paths = [r.path for r in records]
         with self._catalog() as con:
             old_ids = _video_ids_of(con, paths)
-            old_frames = _frame_ids_of(con, old_ids)
 
             # 0. thumbnails: appended to thumbs.bin (bytes no catalog row points at are harmless).
             thumb_at = self._append_thumbs([(len(r.frames), r.thumbs) for r in records])
             if records:
                 hooks.pause("commit.thumbs")
 
-            # 1. vectors: the new ones in, the file swapped atomically.
+            # 1. vectors: one new segment with these videos' vectors only.
             rows = _Rows()
-            if records:
-                all_vecs, all_ids = [], []
-                for rec, (t_off, t_len) in zip(records, thumb_at):
-                    ids = self._take_ids(rec, t_off, t_len, rows)
-                    all_ids.append(ids)
-                    all_vecs.append(np.ascontiguousarray(rec.vectors, dtype=np.float32))
-                vecs = np.concatenate(all_vecs) if all_vecs else np.zeros((0, self.dim), np.float32)
-                if len(vecs):
-                    self._index.add_with_ids(vecs, np.concatenate(all_ids))
-                vecfile.write_atomic(self._index, self.dir / VECTORS)
-                self._dirty = False
+            all_vecs, all_ids, all_bg = [], [], []
+            for rec, (t_off, t_len) in zip(records, thumb_at):
+                all_ids.append(self._take_ids(rec, t_off, t_len, rows))
+                all_vecs.append(np.ascontiguousarray(rec.vectors, dtype=np.float32))
+                all_bg.append(rec.bg_lse)
+            keys = {rec.bg_key for rec in records}
+            bg_key = keys.pop() if len(keys) == 1 and all(b is not None for b in all_bg) else None
+            seg = None
+            n = sum(len(i) for i in all_ids)
+            if n:
+                ids = np.concatenate(all_ids)
+                bg = np.concatenate(all_bg) if bg_key is not None else None
+                seg = segments.write_segment(self.dir, self._next_segment_id, self.dim,
+                                             iter([(ids, np.concatenate(all_vecs), bg)]), bg_key)
+                self._next_segment_id += 1
                 hooks.pause("commit.vectors")
 
             # 2. catalog, in one transaction.
@@ -348,17 +389,75 @@ class Writer:
                     con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 16)})", rows.videos)
                 if rows.frames:
                     rows.insert_frames_and_shots(con)
+                if seg is not None:
+                    segments.register(con, seg)
                 if paths:
                     con.execute(f"DELETE FROM failures WHERE path IN ({', '.join('?' for _ in paths)})", paths)
                 if failures:
                     stamp = now()
                     con.executemany("INSERT INTO failures VALUES (?, ?, ?)", [(p, e, stamp) for p, e in failures])
         hooks.pause("commit.catalog")
-        # 3. the replaced videos' old vectors are now unreferenced: drop them from memory; the
-        # next vector write persists that (until then they are harmless orphans).
-        if len(old_frames):
-            self._index.remove_ids(old_frames)
-            self._dirty = True
+        return [r[0] for r in rows.videos]
+
+    # -- merging ----------------------------------------------------------------------------------
+    def _live_counts(self, con: Any) -> tuple[list[SegmentRef], dict[int, int]]:
+        refs = segments.registered(con)
+        counts = dict(con.execute(
+            "SELECT s.segment_id, count(f.frame_id) FROM vector_segments s LEFT JOIN frames f "
+            "ON f.frame_id BETWEEN s.min_frame_id AND s.max_frame_id GROUP BY 1"
+        ).fetchall())
+        return refs, {int(k): int(v) for k, v in counts.items()}
+
+    def merge(self, run: Sequence[SegmentRef]) -> SegmentRef | None:
+        """Copy the live rows of consecutive segments ``run`` into one new segment (streamed:
+        memory stays bounded), swap the registrations in one transaction, delete the old files.
+        Returns the new segment (None: no live rows were left, so none was written)."""
+        lo, hi = min(r.min_frame_id for r in run), max(r.max_frame_id for r in run)
+        keys = {r.bg_key for r in run}
+        bg_key = keys.pop() if len(keys) == 1 else None
+        with self._catalog() as con:
+            live = np.sort(np.asarray(con.execute(
+                "SELECT frame_id FROM frames WHERE frame_id BETWEEN ? AND ?", [lo, hi]).fetchnumpy()["frame_id"],
+                np.int64))
+        new = None
+        if len(live):
+            new = segments.write_segment(self.dir, self._next_segment_id, self.dim,
+                                         segments.stream_live(self.dir, run, live, bg_key is not None, self.dim),
+                                         bg_key)
+            self._next_segment_id += 1
+            hooks.pause("merge.written")
+        with self._catalog() as con, transaction(con):
+            segments.unregister(con, [r.segment_id for r in run])
+            if new is not None:
+                segments.register(con, new)
+        hooks.pause("merge.swapped")
+        for ref in run:  # no longer registered: readers that mapped them keep their mapping
+            for p in (ref.path(self.dir), ref.bg_path(self.dir)):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        return new
+
+    def auto_merge(self) -> MergeReport:
+        """After an index run: merge the newest runs of small segments (see
+        :func:`segments.auto_merge_run`), cascading while there are runs to merge."""
+        rep = MergeReport()
+        while True:
+            with self._catalog() as con:
+                refs, live = self._live_counts(con)
+            run = segments.auto_merge_run(refs, live)
+            if not run:
+                return rep
+            rep.add(run, self.merge(run))
+
+    def optimize(self, max_vectors: int = segments.OPTIMIZE_MAX_VECTORS) -> MergeReport:
+        """Merge consecutive segments into as few as possible (each up to ``max_vectors``) and
+        drop every dead row."""
+        with self._catalog() as con:
+            refs, live = self._live_counts(con)
+        rep = MergeReport()
+        for run in segments.optimize_runs(refs, live, max_vectors):
+            rep.add(run, self.merge(run))
+        return rep
 
     def _take_ids(self, rec: VideoRecord, t_off: list[int | None], t_len: list[int | None], rows: "_Rows") -> np.ndarray:
         """Give a record its video, shot and frame ids, and add its catalog rows to ``rows``."""

@@ -1,0 +1,371 @@
+"""The vector layer: immutable segment files, registered in the catalog's ``vector_segments`` table.
+
+::
+
+    vectors/seg-00000042.faiss     IndexIDMap2(IndexFlatIP) of unit vectors, ids = frames.frame_id
+    vectors/seg-00000042.bg.npy    optional: per vector row, the background prompts' term (float64)
+
+**Append.** A commit writes one new segment holding only its own videos' vectors (temp file,
+fsync, rename, folder fsync) and registers it in the same catalog transaction that inserts the
+frames' rows. Nothing that is already there is rewritten or read again, so a commit costs what
+its videos cost. A crash before the transaction leaves an unregistered file: readers never open
+it (they list segments from the catalog, in the same read as the frames) and the next writer
+deletes it. Readers therefore never see a half-written segment.
+
+**Delete.** Removing or replacing a video never touches a segment: its rows leave the catalog,
+and its vectors become dead rows that readers skip (vectors are looked up by the catalog's frame
+ids). Merges drop dead rows.
+
+**Merge.** Consecutive segments (in frame-id order, so the id ranges of registered segments never
+overlap) are copied, live rows only, into one new segment, streamed in chunks so memory stays
+bounded whatever their size; one transaction swaps the registrations, then the old files are
+deleted. A crash leaves either the old segments registered (the new file is an orphan) or the
+new one (the old files are orphans).
+
+**Kinds.** Each segment records its ``kind``; ``flat`` (fp32, exact, memory-mapped) is the only one
+written today. Compressed or clustered kinds (SQ8/fp16 codes, IVF lists for very large archives)
+are further kinds of the same layer: new segments of another kind, read through FAISS, with the
+same registration, merge and crash rules.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .. import hooks
+from ..errors import StoreError
+from . import vectors as vecfile
+from .layout import SEGMENTS_DIR, fsync_dir, now
+
+FLAT = "flat"
+# Auto-merge after an index run: when the newest segments include MERGE_FANIN consecutive ones of
+# the same size class (each class MERGE_FANIN times the one below), they become one. A vector is
+# rewritten about log_8(N) times over its life; larger merges are `archive optimize`'s.
+MERGE_FANIN = 8
+AUTO_MERGE_MAX_VECTORS = 1 << 18  # auto-merges never build a segment larger than this
+OPTIMIZE_MAX_VECTORS = 1 << 22  # `archive optimize` builds segments up to this many vectors
+STREAM_ROWS = 1 << 14  # rows copied at a time while merging
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """A registered segment: its id, file (under ``vectors/``), kind, size and id range."""
+
+    segment_id: int
+    file: str
+    kind: str
+    n_vectors: int
+    min_frame_id: int
+    max_frame_id: int
+    bg_key: str | None  # the key of its background-term sidecar (None: it has none)
+
+    def path(self, store_dir: Path) -> Path:
+        return store_dir / SEGMENTS_DIR / self.file
+
+    def bg_path(self, store_dir: Path) -> Path:
+        return store_dir / SEGMENTS_DIR / self.file.replace(".faiss", ".bg.npy")
+
+
+def file_name(segment_id: int) -> str:
+    return f"seg-{segment_id:08d}.faiss"
+
+
+def registered(con: Any) -> list[SegmentRef]:
+    """Every registered segment, in frame-id order."""
+    rows = con.execute(
+        "SELECT segment_id, file, kind, n_vectors, min_frame_id, max_frame_id, bg_key FROM vector_segments "
+        "ORDER BY min_frame_id, segment_id"
+    ).fetchall()
+    return [SegmentRef(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), r[6]) for r in rows]
+
+
+def register(con: Any, seg: SegmentRef) -> None:
+    """Record a written segment (inside the commit's transaction)."""
+    con.execute(
+        "INSERT INTO vector_segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [seg.segment_id, seg.file, seg.kind, seg.n_vectors, seg.min_frame_id, seg.max_frame_id, seg.bg_key, now()],
+    )
+
+
+def unregister(con: Any, segment_ids: Sequence[int]) -> None:
+    if segment_ids:
+        con.execute(f"DELETE FROM vector_segments WHERE segment_id IN ({', '.join('?' for _ in segment_ids)})",
+                    list(segment_ids))
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _header(dim: int, n: int) -> bytes:
+    """FAISS's serialisation of IndexIDMap2(IndexFlatIP) up to the vectors (see vectors.map_file)."""
+    head = struct.pack("<iqqqBi", dim, n, 1 << 20, 1 << 20, 1, 0)  # d, ntotal, 2 dummies, is_trained, metric IP
+    return b"IxM2" + head + b"IxFI" + head + struct.pack("<Q", n * dim)
+
+
+def write_segment(
+    store_dir: Path, segment_id: int, dim: int, parts: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    bg_key: str | None = None,
+) -> SegmentRef:
+    """Write a new segment from ``(ids, vectors, bg or None)`` chunks, streamed, then make it
+    durable (temp file, fsync, rename, folder fsync).
+
+    Raises:
+        StoreError: the disk is full or the folder is not writable (nothing is left behind).
+    """
+    folder = store_dir / SEGMENTS_DIR
+    name = file_name(segment_id)
+    dest, tmp = folder / name, folder / (name + ".tmp")
+    bg_dest = folder / name.replace(".faiss", ".bg.npy")
+    bg_tmp = folder / (bg_dest.name + ".tmp")
+    ids_tmp = folder / (name + ".ids.tmp")
+    n, lo, hi, with_bg = 0, None, None, bg_key is not None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh, open(ids_tmp, "w+b") as ids_fh, open(bg_tmp, "wb") if with_bg else _Null() as bg_fh:
+            fh.write(_header(dim, 0))  # rewritten with the real count at the end
+            bg_parts: list[np.ndarray] = []
+            for ids, vecs, bg in parts:
+                if not len(ids):
+                    continue
+                vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+                if vecs.shape != (len(ids), dim):
+                    raise StoreError(f"segment {name}: vectors of shape {vecs.shape}, expected ({len(ids)}, {dim}).")
+                fh.write(vecs.tobytes())
+                ids_fh.write(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+                lo = int(ids.min()) if lo is None else min(lo, int(ids.min()))
+                hi = int(ids.max()) if hi is None else max(hi, int(ids.max()))
+                n += len(ids)
+                if with_bg:
+                    if bg is None:
+                        raise StoreError(f"segment {name}: a chunk has no background term")
+                    bg_parts.append(np.asarray(bg, np.float64))
+            fh.write(struct.pack("<Q", n))
+            ids_fh.seek(0)
+            while chunk := ids_fh.read(1 << 20):
+                fh.write(chunk)
+            fh.seek(0)
+            fh.write(_header(dim, n))
+            fh.flush()
+            os.fsync(fh.fileno())
+            if with_bg:
+                np.save(bg_fh, np.concatenate(bg_parts) if bg_parts else np.zeros(0, np.float64))
+                bg_fh.flush()
+                os.fsync(bg_fh.fileno())
+        hooks.pause("segment.written")
+        if with_bg:
+            os.replace(bg_tmp, bg_dest)
+        os.replace(tmp, dest)
+        fsync_dir(folder)
+    except OSError as exc:
+        for p in (tmp, bg_tmp):
+            p.unlink(missing_ok=True)
+        reason = exc.strerror or "disk full, file too large or not writable"
+        raise StoreError(
+            f"could not write the vector segment {dest} ({reason}); nothing of this commit was recorded: "
+            "run `archive index` again once there is room."
+        ) from exc
+    finally:
+        ids_tmp.unlink(missing_ok=True)
+    return SegmentRef(segment_id, name, FLAT, n, lo if lo is not None else -1, hi if hi is not None else -1, bg_key)
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# -- reading -----------------------------------------------------------------------------------
+class VectorView:
+    """The vectors of several segments seen as one ``(N, dim)`` float32 matrix, memory-mapped.
+
+    Row ``r`` is row ``r - offset[k]`` of segment ``k``. ``view[a:b]`` and ``view[rows]`` give
+    float32 arrays (a slice inside one segment without copying).
+    """
+
+    def __init__(self, parts: Sequence[np.ndarray], owners: Sequence[Any], dim: int) -> None:
+        self.parts = list(parts)
+        self.owners = list(owners)
+        self.dim = dim
+        sizes = np.array([len(p) for p in self.parts], np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.offsets[-1]), self.dim
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            a, b, step = key.indices(len(self))
+            if step != 1:
+                return self.take(np.arange(a, b, step))
+            k = int(np.searchsorted(self.offsets, a, side="right")) - 1
+            if 0 <= k < len(self.parts) and b <= self.offsets[k + 1]:
+                return self.parts[k][a - self.offsets[k] : b - self.offsets[k]]
+            return self.take(np.arange(a, b))
+        rows = np.asarray(key, np.int64)
+        if rows.ndim == 0:  # one row: a (dim,) vector
+            return self.take(rows[None])[0]
+        return self.take(rows)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The rows ``rows`` (global), in that order, as one float32 array."""
+        rows = np.asarray(rows, np.int64)
+        out = np.empty((len(rows), self.dim), np.float32)
+        if not len(rows):
+            return out
+        seg = np.searchsorted(self.offsets, rows, side="right") - 1
+        for k in np.unique(seg):
+            sel = np.flatnonzero(seg == k)
+            out[sel] = self.parts[k][rows[sel] - self.offsets[k]]
+        return out
+
+    def release_pages(self) -> None:
+        for owner in self.owners:
+            vecfile.release_pages(owner)
+
+
+def open_segments(store_dir: Path, refs: Sequence[SegmentRef], dim: int) -> tuple[VectorView, np.ndarray, list[np.ndarray | None]]:
+    """Map every segment: (the vectors as one view, every row's frame id, each segment's
+    background term or None).
+
+    Raises:
+        StoreError: a registered segment is missing or damaged (says how to repair).
+    """
+    parts, owners, ids, bgs = [], [], [], []
+    for ref in refs:
+        path = ref.path(store_dir)
+        if not path.exists():
+            raise StoreError(
+                f"the vector segment {path} is missing. Run `archive check --repair`, then `archive index` "
+                "on the same folders to re-embed what it held."
+            )
+        seg_ids, vecs, owner = vecfile.map_file(path) if ref.n_vectors else (np.zeros(0, np.int64), np.zeros((0, dim), np.float32), None)
+        if vecs.shape[1] != dim or len(seg_ids) != ref.n_vectors:
+            raise StoreError(
+                f"the vector segment {path} does not match the catalog ({len(seg_ids)} vectors of "
+                f"{vecs.shape[1]} dimensions, expected {ref.n_vectors} of {dim}): run `archive check --repair`."
+            )
+        parts.append(vecs)
+        owners.append(owner)
+        ids.append(seg_ids)
+        bg = None
+        if ref.bg_key is not None:
+            try:
+                bg = np.load(ref.bg_path(store_dir), mmap_mode="r")
+            except (OSError, ValueError):
+                bg = None
+            if bg is not None and len(bg) != ref.n_vectors:
+                bg = None
+        bgs.append(bg)
+    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    return VectorView(parts, owners, dim), all_ids.astype(np.int64, copy=False), bgs
+
+
+# -- merging -----------------------------------------------------------------------------------
+def size_class(n: int) -> int:
+    """0 for the smallest segments, one more for each MERGE_FANIN times larger."""
+    c = 0
+    limit = 512
+    while n >= limit:
+        c += 1
+        limit *= MERGE_FANIN
+    return c
+
+
+def auto_merge_run(refs: Sequence[SegmentRef], live: dict[int, int]) -> list[SegmentRef]:
+    """The segments an index run should merge now (empty: none): the newest run of MERGE_FANIN
+    consecutive segments of one size class (by live rows), if the result stays under
+    AUTO_MERGE_MAX_VECTORS; a segment whose rows are at least half dead counts as the smallest."""
+    if len(refs) < MERGE_FANIN:
+        return []
+    classes = [size_class(live.get(r.segment_id, 0)) if live.get(r.segment_id, 0) * 2 >= r.n_vectors else 0
+               for r in refs]
+    for end in range(len(refs), MERGE_FANIN - 1, -1):
+        run = refs[end - MERGE_FANIN : end]
+        cls = classes[end - MERGE_FANIN : end]
+        if len(set(cls)) == 1 and sum(live.get(r.segment_id, 0) for r in run) <= AUTO_MERGE_MAX_VECTORS:
+            return list(run)
+    return []
+
+
+def optimize_runs(refs: Sequence[SegmentRef], live: dict[int, int],
+                  max_vectors: int = OPTIMIZE_MAX_VECTORS) -> list[list[SegmentRef]]:
+    """Runs of consecutive segments that `archive optimize` merges: greedy, each up to
+    ``max_vectors`` live rows; runs of one segment only when it has dead rows to drop."""
+    runs: list[list[SegmentRef]] = []
+    cur: list[SegmentRef] = []
+    total = 0
+    for r in refs:
+        n = live.get(r.segment_id, 0)
+        if cur and total + n > max_vectors:
+            runs.append(cur)
+            cur, total = [], 0
+        cur.append(r)
+        total += n
+    if cur:
+        runs.append(cur)
+    return [run for run in runs if len(run) > 1 or run[0].n_vectors != live.get(run[0].segment_id, 0)]
+
+
+def stream_live(store_dir: Path, run: Sequence[SegmentRef], live_ids: np.ndarray, with_bg: bool,
+                dim: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """The live rows of ``run`` (those whose id is in the sorted ``live_ids``) in chunks of
+    STREAM_ROWS, in id order, with their background term when every segment has one."""
+    for ref in run:
+        view, ids, bgs = open_segments(store_dir, [ref], dim)
+        bg = bgs[0]
+        try:
+            for a in range(0, len(ids), STREAM_ROWS):
+                chunk = ids[a : a + STREAM_ROWS]
+                pos = np.searchsorted(live_ids, chunk)
+                pos_c = np.minimum(pos, max(len(live_ids) - 1, 0))
+                keep = (live_ids[pos_c] == chunk) if len(live_ids) else np.zeros(len(chunk), bool)
+                sel = np.flatnonzero(keep)
+                if len(sel):
+                    rows = a + sel
+                    yield (chunk[sel].copy(), view.take(rows),
+                           np.asarray(bg[rows], np.float64) if with_bg and bg is not None else None)
+                view.release_pages()
+        finally:
+            del view
+
+
+def orphan_files(store_dir: Path, refs: Sequence[SegmentRef]) -> list[Path]:
+    """Files in ``vectors/`` that no registered segment owns (left by a crash or a merge);
+    damaged files moved aside (``*.damaged-*``) are kept for inspection."""
+    folder = store_dir / SEGMENTS_DIR
+    if not folder.is_dir():
+        return []
+    keep = {r.file for r in refs} | {r.file.replace(".faiss", ".bg.npy") for r in refs}
+    return sorted(p for p in folder.iterdir() if p.name not in keep and ".damaged-" not in p.name)
+
+
+def verify_header(store_dir: Path, ref: SegmentRef, dim: int) -> str | None:
+    """None when the segment's file is there and its layout matches the catalog (without reading
+    its vectors); else what is wrong."""
+    path = ref.path(store_dir)
+    if not path.exists():
+        return f"the vector segment {path} is missing"
+    try:
+        ids, vecs, _owner = vecfile.map_file(path)
+    except StoreError as exc:
+        return str(exc)
+    if len(ids) != ref.n_vectors or (len(ids) and vecs.shape[1] != dim):
+        return (f"the vector segment {path} holds {len(ids)} vectors of {vecs.shape[1]} dimensions; the catalog "
+                f"says {ref.n_vectors} of {dim}")
+    return None
+
+
+def damaged_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.damaged-{int(time.time())}")

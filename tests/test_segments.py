@@ -1,0 +1,238 @@
+"""The append-only vector layer: a commit costs what its videos cost, merges keep answers, stored
+per-frame terms give the answers computed ones give, label tables follow new videos only."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from archive import Archive
+from conftest import env_for_cli
+from indexer import settings, terms
+from indexer.encoder import Encoder, ModelSpec, TextEncoder
+from indexer.pipeline import background_vectors
+from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, load_frames, store_info
+from indexer.store import segments as segmod
+from indexer.store import vectors as vecfile
+from search.query import Searcher
+from videos import Shot, frame_at, make_video
+
+SPEC = ModelSpec("ViT-S-32-alt", "none")
+DIM = 64
+
+
+def record(i, n=60, dim=DIM, seed=None):
+    rng = np.random.default_rng(i if seed is None else seed)
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return VideoRecord(
+        path=f"/ads/ad{i:05d}.mp4", size_bytes=1, mtime=0.0, fingerprint=str(i), duration_s=n * 0.5, fps=25.0,
+        width=640, height=360, codec="h264", sample_fps=2.0, decoded_frames=n * 12,
+        frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, t // 4) for t in range(n)], vectors=v,
+        shots=[ShotRecord(a * 2.0, a * 2.0 + 2.0) for a in range((n + 3) // 4)],
+        bg_lse=np.full(n, 7.0), bg_key="k")
+
+
+def wchar():
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar")
+
+
+def build(store, videos, per_commit):
+    with Writer(store) as w:
+        w.attach(SPEC, DIM)
+        for a in range(0, videos, per_commit):
+            w.commit([record(i) for i in range(a, min(a + per_commit, videos))])
+
+
+def files_state(store):
+    return {p.name: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (store / "vectors").iterdir()}
+
+
+def commit_one_more(store, monkeypatch):
+    """Commit one 60-frame video; (bytes written, vector files read, files before, files after)."""
+    reads = []
+    real = vecfile.map_file
+    monkeypatch.setattr(vecfile, "map_file", lambda p: reads.append(p) or real(p))
+    with Writer(store) as w:
+        w.attach(SPEC, DIM)
+        before = files_state(store)
+        reads.clear()
+        b0 = wchar()
+        w.commit([record(99999)])
+        written = wchar() - b0
+    return written, list(reads), before, files_state(store)
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="counts bytes written through /proc/self/io")
+def test_a_commit_writes_the_same_whatever_the_store_holds(tmp_path, monkeypatch):
+    small, big = tmp_path / "small", tmp_path / "big"
+    build(small, 10, 5)  # 600 frames
+    build(big, 600, 50)  # 36,000 frames, 60 times more
+    out = {}
+    for name, store in (("small", small), ("big", big)):
+        written, reads, before, after = commit_one_more(store, monkeypatch)
+        assert reads == []  # the commit reads no stored vectors ...
+        assert all(after[f] == before[f] for f in before)  # ... and rewrites no stored file
+        new = set(after) - set(before)
+        assert len(new) == 2 and {n.split(".", 1)[1] for n in new} == {"faiss", "bg.npy"}  # one new segment
+        out[name] = written
+    vectors_bytes = 60 * DIM * 4
+    assert out["small"] > vectors_bytes  # the count sees the segment being written
+    # 60 times the frames, the same bytes written: the segment, its term, the catalog's new rows
+    assert out["big"] <= 1.5 * out["small"] + 256 * 1024, out
+
+
+def test_merges_keep_answers_and_drop_dead_rows(tmp_path):
+    store = tmp_path / "s"
+    build(store, 16, 1)  # 16 one-video segments
+    with Writer(store) as w:
+        w.attach(SPEC, DIM)
+        w.commit([record(3, seed=1003)])  # replaces video 3: its first vectors are dead rows
+    t0 = load_frames(store)
+    q = record(5).vectors[:3]
+    want = {int(f): v for f, v in zip(t0.frame_id, t0.vectors[t0.row] @ q.T)}
+    info = store_info(store)
+    assert (info.segments, info.vectors, info.frames) == (17, 17 * 60, 16 * 60)
+    with Writer(store) as w:
+        w.attach(SPEC, DIM)
+        auto = w.auto_merge()
+    # the newest runs of eight small segments became one each: 17 -> 3
+    assert (auto.merged, auto.written) == (16, 2) and store_info(store).segments == 3
+    with Writer(store) as w:
+        w.attach(SPEC, DIM)
+        opt = w.optimize()
+    info = store_info(store)
+    assert info.segments == 1 and info.vectors == info.frames == 16 * 60
+    assert auto.dead_dropped + opt.dead_dropped == 60
+    t1 = load_frames(store)
+    got = {int(f): v for f, v in zip(t1.frame_id, t1.vectors[t1.row] @ q.T)}
+    assert got.keys() == want.keys() and all(np.allclose(got[k], want[k]) for k in want)
+    assert t1.bg_lse is not None and np.allclose(t1.bg_lse, 7.0)  # the stored terms moved with their rows
+    assert [p.name for p in sorted((store / "vectors").iterdir())] == ["seg-00000019.bg.npy", "seg-00000019.faiss"]
+
+
+def test_auto_merge_policy_is_bounded():
+    ref = lambda i, n: segmod.SegmentRef(i, segmod.file_name(i), "flat", n, i * 10**6, i * 10**6 + n - 1, None)  # noqa: E731
+    small = [ref(i, 60) for i in range(8)]
+    assert segmod.auto_merge_run(small, {r.segment_id: 60 for r in small}) == small
+    assert segmod.auto_merge_run(small[:7], {r.segment_id: 60 for r in small}) == []  # not yet eight
+    big = [ref(i, 100_000) for i in range(8)]
+    assert segmod.auto_merge_run(big, {r.segment_id: 100_000 for r in big}) == []  # over the auto-merge cap
+
+
+@pytest.fixture()
+def ads(tmp_path):
+    d = tmp_path / "ads"
+    d.mkdir()
+    truths = [make_video(d / f"ad{i}.mp4", [Shot(1 + i, 30), Shot(10 + i, 40), Shot(20 + i, 30)], "25")
+              for i in range(3)]
+    return d, truths
+
+
+def shown(results):
+    return [[(r.video, r.present, r.first_seen_s, r.duration_s, [(s.start_s, s.end_s) for s in r.segments],
+              round(r.score, 5), round(r.match, 5)) for r in q.results] for q in results]
+
+
+def test_stored_background_term_gives_the_answers_computed_ones_give(ads, tmp_path, encoder):
+    folder, _ = ads
+    a = Archive(tmp_path / "store", encoder=encoder)
+    assert a.index([folder]).indexed == 3
+    table = load_frames(a.store)
+    bg, key = background_vectors(encoder)
+    assert table.bg_lse is not None and table.bg_key == key
+    np.testing.assert_allclose(table.bg_lse, terms.background_lse(table.vectors[table.row] @ bg.T), atol=1e-6)
+    texts = ["a beach", "a red car", "people dancing"]
+    text_only = TextEncoder.open(SPEC)  # fp32, as the stored term was computed: it is used
+    searcher = Searcher(a.store, text_encoder=text_only)
+    assert searcher.background_key() == key
+    stored = searcher.search(texts)
+    for p in (a.store / "vectors").glob("*.bg.npy"):
+        p.unlink()
+    assert load_frames(a.store).bg_lse is None
+    again = Searcher(a.store, text_encoder=text_only).search(texts)  # the term computed from the vectors instead
+    assert shown(stored) == shown(again)
+
+
+def test_label_tables_follow_new_videos_only(ads, tmp_path, encoder):
+    folder, truths = ads
+    a = Archive(tmp_path / "store", encoder=encoder)
+    first = folder / "first"
+    first.mkdir()
+    for t in truths[:2]:
+        os.replace(t.path, first / t.path.name)
+    a.index([first])
+    a.label_add("anything", threshold=-1.0)
+    a.label_add("strict", threshold=0.999)
+    rows = ("SELECT video_id, label, present, first_seen_s, duration_s, n_segments, best_s, round(score, 5) "
+            "FROM video_labels ORDER BY ALL")
+    segs = "SELECT * FROM segments ORDER BY ALL"
+    old_rows, old_segs = a.sql(rows).rows, a.sql(segs).rows
+    report = a.index([folder])
+    assert report.indexed == 1 and len(report.indexed_ids) == 1
+    new_id = report.indexed_ids[0]
+    now_rows = a.sql(rows).rows
+    assert [r for r in now_rows if r[0] != new_id] == old_rows  # the old videos' rows are as they were
+    assert sorted(r[1] for r in now_rows if r[0] == new_id) == ["anything", "strict"]
+    # the same as recomputing everything
+    a.label_add("anything", threshold=-1.0)
+    assert a.sql(rows).rows == now_rows and len(a.sql(segs).rows) >= len(old_segs)
+
+
+def test_an_index_run_with_labels_loads_the_model_once(ads, tmp_path, monkeypatch):
+    folder, _ = ads
+    store = tmp_path / "store"
+    Archive(store).index([folder / "ad0.mp4"])
+    Archive(store).label_add("anything", threshold=-1.0)
+    loads = []
+    real = Encoder.load.__func__
+    monkeypatch.setattr(Encoder, "load", classmethod(lambda cls, *a, **k: loads.append(a) or real(cls, *a, **k)))
+    report = Archive(store).index([folder])
+    assert report.indexed == 2 and len(loads) == 1
+
+
+def test_a_text_query_imports_neither_torch_nor_open_clip(ads, tmp_path, encoder):
+    folder, _ = ads
+    store = tmp_path / "store"
+    Archive(store, encoder=encoder).index([folder])  # the test session's model: its text tower is exported
+    code = ("import sys, json; from archive import Archive; [r] = Archive(sys.argv[1]).search('a beach'); "
+            "print(json.dumps([len(r.results), 'torch' in sys.modules, 'open_clip' in sys.modules]))")
+    p = subprocess.run([sys.executable, "-c", code, str(store)], env=env_for_cli(tmp_path, store),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == [3, False, False]
+    # the same answers as the whole model in fp32 gives
+    cli = subprocess.run([sys.executable, "-m", "archive.cli", "search", "a beach", "--json"],
+                         env=env_for_cli(tmp_path, store), capture_output=True, text=True, timeout=300)
+    fp32 = Encoder.load(SPEC.name, SPEC.pretrained, "cpu", precision="fp32")
+    [full] = Searcher(store, encoder=fp32).search(["a beach"])
+    got = json.loads(cli.stdout)["results"]
+    assert [(r["video"], r["present"], r["segments"]) for r in got] == \
+        [(r.video, r.present, [dict(s, peak_score=pytest.approx(s["peak_score"], abs=2e-4)) for s in r.to_dict()["segments"]])
+         for r in full.results]
+    assert [r["score"] for r in got] == pytest.approx([r.score for r in full.results], abs=2e-4)
+
+
+def test_image_queries_after_the_index_run_use_the_stored_vectors_only(ads, tmp_path, encoder):
+    folder, truths = ads
+    a = Archive(tmp_path / "store", encoder=encoder)
+    a.index([folder])
+    [res] = a.search(image=frame_at(truths[1], 11))
+    hit = [r for r in res.results if r.present]
+    assert [r.video for r in hit] == [str(truths[1].path)]
+    assert hit[0].first_seen_s == pytest.approx(truths[1].spans(11)[0][0], abs=1 / 25)
+
+
+def test_settings_cache_dir_defaults_and_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("ARCHIVE_CACHE_DIR", str(tmp_path / "c"))
+    assert settings.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("ARCHIVE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert settings.cache_dir() == tmp_path / "x" / "archive"
