@@ -269,7 +269,7 @@ def recall_vs_exact(fast: Any, texts: Sequence[str], top: int = settings.DEFAULT
 
 def bench_query_mode(frames: int, queries: int, model: str, pretrained: str, keep: str | None = None) -> dict[str, Any]:
     """Build a synthetic store, then time queries in a fresh process (so its peak RSS is the
-    searcher's own, not the builder's)."""
+    searcher's own, not the builder's); ``queries`` 0 only builds (with ``keep``, for --add)."""
     tmp = None
     store = keep
     if store is None:
@@ -277,6 +277,8 @@ def bench_query_mode(frames: int, queries: int, model: str, pretrained: str, kee
         store = tmp.name
     try:
         built = build_synthetic(store, frames, model, pretrained)
+        if queries <= 0:
+            return {"mode": "build", "model": model, "pretrained": pretrained, **built}
         p = subprocess.run([sys.executable, "-m", "archive.bench", store, str(queries)],
                            capture_output=True, text=True, check=False)
         if p.returncode != 0:
@@ -329,15 +331,22 @@ def bench_add(store: str, clip: str) -> dict[str, Any]:
     if code not in (0, 1) or not out.strip():
         raise RuntimeError(f"archive index {clip} failed (exit status {code})")
     rep = json.loads(out)
+    from indexer import terms
+    from indexer.encoder import TextEncoder
+
     meta = read_meta(store)
     dim = int(meta["dim"])
     rng = np.random.default_rng(1)
     vec = rng.standard_normal((60, dim), dtype=np.float32)
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    spec = ModelSpec(meta["model"], meta["pretrained"])
+    text = TextEncoder.open(spec)  # the index run above exported it
+    bg = dict(bg_lse=terms.background_lse(vec @ text.encode_texts(list(terms.BACKGROUND_PROMPTS)).T),
+              bg_key=terms.background_key(spec.name, spec.pretrained, "fp32")) if text else {}
     rec = VideoRecord(path="/bench/one-more-video.mp4", size_bytes=1, mtime=0.0, fingerprint="bench", duration_s=30.0,
                       fps=25.0, width=1920, height=1080, codec="h264", sample_fps=2.0, decoded_frames=750,
                       frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, t // 4) for t in range(60)], vectors=vec,
-                      shots=[ShotRecord(a * 2.0, a * 2.0 + 2.0) for a in range(15)])
+                      shots=[ShotRecord(a * 2.0, a * 2.0 + 2.0) for a in range(15)], **bg)
     with Writer(store) as w:
         t0 = time.perf_counter()
         w.attach(ModelSpec(meta["model"], meta["pretrained"]), dim)

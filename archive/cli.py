@@ -268,7 +268,7 @@ def bench(
     index: bool = typer.Option(False, "--index", help="Time a real index run of PATHS (into a temporary store)."),
     naive: bool = typer.Option(False, "--naive", help="With --index: also time the naive per-frame loop."),
     frames: int = typer.Option(0, "--frames", help="Build a synthetic store of N frames and time queries on it."),
-    queries: int = typer.Option(20, "--queries", help="Text queries to time with --frames."),
+    queries: int = typer.Option(20, "--queries", help="Text queries to time with --frames (0: only build the store)."),
     model: str = typer.Option(settings.DEFAULT_MODEL, "--model", help="open_clip model."),
     pretrained: str = typer.Option("none", "--pretrained", help="Weights (timings do not depend on them)."),
     precision: str = typer.Option(settings.DEFAULT_PRECISION, "--precision", help="Image tower precision: auto, fp32 or bf16."),

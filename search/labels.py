@@ -24,7 +24,7 @@ from indexer.store import LabelDef, LabelResults, SegmentRow, VideoLabelRow, lab
 
 from . import presence
 from .query import Rule, rank, resolve_scope
-from .scan import Scanner
+from .scan import Scanner, background_term
 
 SOMETHING_ELSE = "something else"
 
@@ -72,12 +72,8 @@ def label_results(store_dir: str | os.PathLike[str], encoder: Encoder,
     table = scanner.table
     q = presence.ensemble([lab.prompts for lab in labels], encoder.encode_texts)
     key = terms.background_key(encoder.spec.name, encoder.spec.pretrained, encoder.text_precision)
-    if table.bg_lse is not None and table.bg_key == key:
-        raw, bg_lse = scanner.scores(q), table.bg_lse
-    else:
-        bg = encoder.encode_texts(list(presence.BACKGROUND_PROMPTS))
-        scores = scanner.scores(np.concatenate([q, bg]))
-        raw, bg_lse = scores[:, : len(labels)], presence.background_lse(scores[:, len(labels):])
+    raw = scanner.scores(q)
+    bg_lse = background_term(scanner, key, lambda: encoder.encode_texts(list(presence.BACKGROUND_PROMPTS)))
     rules = [_rule(lab) for lab in labels]
     results = rank(table, raw, bg_lse, [lab.name for lab in labels], ["text"] * len(labels), rules, top=None)
     for lab, res in zip(labels, results):

@@ -21,7 +21,7 @@ from indexer.store import CATALOG, VECTORS, FrameTable, load_frames, store_spec,
 
 from . import presence
 from .presence import Rule
-from .scan import Scanner
+from .scan import Scanner, background_term
 from .timeline import Segment, summarise
 
 DEFAULT_TOP = settings.DEFAULT_TOP
@@ -308,10 +308,7 @@ class Searcher:
         computed once per frame table (exactly)."""
         table = scanner.table
         if self._lse is None or self._lse[0] is not table:
-            if table.bg_lse is not None and table.bg_key == self.background_key():
-                self._lse = (table, table.bg_lse)
-            else:
-                self._lse = (table, presence.background_lse(scanner.scores(self.background_vectors())))
+            self._lse = (table, background_term(scanner, self.background_key(), self.background_vectors))
         return self._lse[1]
 
     def background_key(self) -> str | None:

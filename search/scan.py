@@ -10,7 +10,7 @@ so a one-shot process (a CLI query) never pays for a copy it would use once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,6 +26,8 @@ class Scanner:
         self._bf16: Any = None  # torch bf16 (len(table), dim), in frame order; built for the 2nd query
         self.queries = 0  # fast_scores calls so far
         self.last_exact = True  # whether the last fast_scores call was exact
+        self._order: np.ndarray | None = None  # frame positions sorted by stored row
+        self._sorted_rows: np.ndarray | None = None
 
     @property
     def approximate(self) -> bool:
@@ -38,17 +40,38 @@ class Scanner:
         if self.approximate:
             self.table.release_pages()
 
+    def _blocks(self, step: int = 65536) -> Any:
+        """``(vectors, frame positions, rows in the block)`` for each block of stored rows, read in
+        file order (sequential pages, no gathering from the mapped files); blocks no frame in
+        scope uses are skipped."""
+        t = self.table
+        if self._order is None:
+            self._order = np.argsort(t.row, kind="stable")
+            self._sorted_rows = t.row[self._order]
+        for r0, block in t.vectors.blocks(step):
+            lo, hi = np.searchsorted(self._sorted_rows, [r0, r0 + len(block)])
+            if hi > lo:
+                yield block, self._order[lo:hi], self._sorted_rows[lo:hi] - r0
+
+    def _dense(self) -> bool:
+        """Whether the frames in scope use most stored rows (then blocks are read in file order;
+        else only their rows are gathered)."""
+        return 2 * len(self.table) >= len(self.table.vectors)
+
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """Exact cosine scores ``(n_frames, n_queries)`` of unit query vectors against the frames."""
         t = self.table
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        rows = t.row
-        in_order = t.in_file_order
-        out = np.empty((len(rows), len(q)), np.float32)
+        out = np.empty((len(t), len(q)), np.float32)
+        if self._dense():
+            for block, pos, local in self._blocks():
+                s = matvecs(block, q)
+                out[pos] = s[local]
+                self._release()
+            return out
         step = 65536
-        for a in range(0, len(rows), step):
-            chunk = t.vectors[a : a + step] if in_order else np.asarray(t.vectors[rows[a : a + step]])
-            out[a : a + step] = matvecs(chunk, q)
+        for a in range(0, len(t), step):
+            out[a : a + step] = matvecs(t.vectors.take(t.row[a : a + step]), q)
             self._release()
         return out
 
@@ -85,10 +108,20 @@ class Scanner:
 
         t = self.table
         out = torch.empty((len(t), t.vectors.shape[1]), dtype=torch.bfloat16)
+        if self._dense():
+            import warnings  # noqa: PLC0415
+
+            for block, pos, local in self._blocks(16384):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # read-only (memory-mapped) arrays
+                    b16 = torch.from_numpy(block).to(torch.bfloat16)  # read in file order
+                out[torch.from_numpy(pos)] = b16[torch.from_numpy(local)]
+                self._release()
+            return out
         step = 16384
         for a in range(0, len(t), step):
             b = min(a + step, len(t))
-            out[a:b] = torch.from_numpy(np.ascontiguousarray(t.vectors[t.row[a:b]])).to(torch.bfloat16)
+            out[a:b] = torch.from_numpy(t.vectors.take(t.row[a:b])).to(torch.bfloat16)
             self._release()
         return out
 
@@ -124,3 +157,19 @@ def matvecs(mat: np.ndarray, q: np.ndarray) -> np.ndarray:
         for j in range(len(q)):
             out[:, j] = torch.mv(m, torch.from_numpy(q[j])).numpy()
     return out
+
+
+def background_term(scanner: Scanner, key: str | None, vectors: Callable[[], np.ndarray]) -> np.ndarray:
+    """Per frame, the background prompts' term of the text rule (:mod:`indexer.terms`): the one
+    stored at index time where it was computed with ``key``, computed exactly from the stored
+    vectors for the other frames (``vectors()`` gives the background prompts' vectors)."""
+    from indexer.terms import background_lse  # noqa: PLC0415
+
+    t = scanner.table
+    if t.bg_lse is None or key is None or t.bg_key != key:
+        return background_lse(scanner.scores(vectors()))
+    lse = np.array(t.bg_lse, np.float64)
+    missing = np.flatnonzero(np.isnan(lse))
+    if len(missing):
+        lse[missing] = background_lse(scanner.scores_at(missing, vectors()))
+    return lse

@@ -236,3 +236,19 @@ def test_settings_cache_dir_defaults_and_override(monkeypatch, tmp_path):
     monkeypatch.delenv("ARCHIVE_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert settings.cache_dir() == tmp_path / "x" / "archive"
+
+
+def test_a_segment_without_its_stored_term_gets_it_computed_for_its_frames_only(ads, tmp_path, encoder):
+    folder, truths = ads
+    a = Archive(tmp_path / "store", encoder=encoder)
+    a.index([truths[0].path])
+    a.index([folder])  # a second segment
+    text_only = TextEncoder.open(SPEC)
+    texts = ["a beach", "a red car"]
+    all_stored = Searcher(a.store, text_encoder=text_only).search(texts)
+    first = sorted((a.store / "vectors").glob("*.bg.npy"))[0]
+    first.unlink()
+    table = load_frames(a.store)
+    missing = np.isnan(table.bg_lse)
+    assert missing.any() and not missing.all()  # the first segment's frames only
+    assert shown(Searcher(a.store, text_encoder=text_only).search(texts)) == shown(all_stored)

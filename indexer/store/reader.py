@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -83,7 +84,7 @@ class FrameTable:
     thumb_offset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: no thumbnail
     thumb_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     videos: dict[int, dict[str, Any]] = field(default_factory=dict)
-    bg_lse: np.ndarray | None = None  # float64 per frame (indexer.terms), or None
+    bg_lse: np.ndarray | None = None  # float64 per frame (indexer.terms; NaN: not stored), or None
     bg_key: str | None = None
 
     def __len__(self) -> int:
@@ -147,10 +148,12 @@ def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | N
     pos_c = np.minimum(pos, max(len(ids) - 1, 0))
     ok = (pos < len(ids)) & (ids[order][pos_c] == frame_id) if len(ids) else np.zeros(len(frame_id), bool)
     row = order[pos_c][ok] if len(ids) else np.zeros(0, np.int64)
-    keys = {r.bg_key for r in refs}
     bg_lse, bg_key = None, None
-    if refs and len(keys) == 1 and None not in keys and all(b is not None for b in bgs):
-        bg_lse, bg_key = np.concatenate(bgs)[row], keys.pop()
+    keyed = Counter(r.bg_key for r, b in zip(refs, bgs) if r.bg_key is not None and b is not None)
+    if keyed:  # the commonest key; frames of segments with another key, or none, get NaN
+        bg_key = keyed.most_common(1)[0][0]
+        parts = [b if b is not None and r.bg_key == bg_key else np.full(r.n_vectors, np.nan) for r, b in zip(refs, bgs)]
+        bg_lse = np.concatenate(parts)[row] if parts else np.zeros(0)
     return FrameTable(
         frame_id=frame_id[ok],
         video_id=np.asarray(cols["video_id"], np.int64)[ok],

@@ -230,6 +230,12 @@ class VectorView:
             out[sel] = self.parts[k][rows[sel] - self.offsets[k]]
         return out
 
+    def blocks(self, step: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first global row, rows)`` in order, each block inside one segment (a view, no copy)."""
+        for k, part in enumerate(self.parts):
+            for a in range(0, len(part), step):
+                yield int(self.offsets[k]) + a, part[a : a + step]
+
     def release_pages(self) -> None:
         for owner in self.owners:
             vecfile.release_pages(owner)
