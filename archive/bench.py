@@ -331,6 +331,8 @@ def bench_add(store: str, clip: str) -> dict[str, Any]:
     if code not in (0, 1) or not out.strip():
         raise RuntimeError(f"archive index {clip} failed (exit status {code})")
     rep = json.loads(out)
+    if rep.get("indexed") != 1:
+        raise RuntimeError(f"{clip} was not indexed (already in the store?): give a clip the store does not hold")
     from indexer import terms
     from indexer.encoder import TextEncoder
 

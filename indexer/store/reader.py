@@ -223,11 +223,15 @@ def known_files(store_dir: str | os.PathLike[str]) -> dict[str, KnownFile]:
     if not has_catalog(store_dir):
         return {}
     with read_connection(store_dir) as con:
-        rows = con.execute(
-            "SELECT v.path, v.size_bytes, v.mtime, v.fingerprint, v.sample_fps, "
-            "bool_and(f.thumb_bytes IS NOT NULL) IS NOT FALSE "
-            "FROM videos v LEFT JOIN frames f USING (video_id) GROUP BY ALL"
-        ).fetchall()
+        if con.execute("SELECT count(*) FROM frames WHERE thumb_bytes IS NULL").fetchall()[0][0]:
+            rows = con.execute(  # some frames lack thumbnails (older stores): which videos
+                "SELECT v.path, v.size_bytes, v.mtime, v.fingerprint, v.sample_fps, "
+                "bool_and(f.thumb_bytes IS NOT NULL) IS NOT FALSE "
+                "FROM videos v LEFT JOIN frames f USING (video_id) GROUP BY ALL"
+            ).fetchall()
+        else:  # the usual case, without reading the frames table
+            rows = con.execute(
+                "SELECT path, size_bytes, mtime, fingerprint, sample_fps, true FROM videos").fetchall()
     return {r[0]: KnownFile(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
 
 
