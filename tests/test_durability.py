@@ -1,6 +1,5 @@
 """Never lose work: migrations, damaged or lost vector files, check and prune, partial decodes."""
 
-import json
 import os
 import shutil
 
@@ -185,7 +184,7 @@ def test_disk_full_during_a_commit_is_one_line_and_leaves_no_temp_file(tmp_path)
     import subprocess
     import sys
 
-    from conftest import DATA, env_for_cli
+    from conftest import env_for_cli
 
     def limit():  # files may not grow past 3 MB: the catalog fits, the vector file does not
         resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))

@@ -1,15 +1,10 @@
 """Shot-accurate timings: generated videos with known cuts, a 0.4 s shot, fades, a returning shot."""
 
-import shutil
-from fractions import Fraction
-
-import numpy as np
 import pytest
 from PIL import Image
 
 from archive import Archive
-from indexer.decode import DecodeStats, sample_frames
-from videos import RATES, Shot, ad_shots, frame_at, make_video, pattern, seconds_to_frames
+from videos import RATES, ad_shots, frame_at, make_video, pattern
 
 
 @pytest.fixture(scope="module", params=["25", "29.97", "23.976"])

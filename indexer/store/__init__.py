@@ -11,6 +11,7 @@ catalog (except the user's own read-only statements in :mod:`search.sql`). One m
 * :mod:`.segments`: the vector layer (append-only segments, merges, the background term);
 * :mod:`.reader`: every read (frame tables for queries, info, labels, the server's rows);
 * :mod:`.writer`: the single writer (lock, reconcile, commit, delete, labels, thumbnails);
+* :mod:`.thumbfile`: appending thumbnails to ``thumbs.bin``;
 * :mod:`.check`: verifying and pruning a store.
 """
 

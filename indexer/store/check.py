@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from ..encoder import ModelSpec
-from ..errors import StoreError
 from . import segments
 from . import vectors as vecfile
 from .layout import SEGMENTS_DIR, THUMBS, VECTORS

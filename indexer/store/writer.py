@@ -32,9 +32,9 @@ import numpy as np
 from .. import hooks
 from ..encoder import ModelSpec
 from ..errors import ModelMismatch, StoreError, StoreLocked
-from . import schema, segments
+from . import schema, segments, thumbfile
 from . import vectors as vecfile
-from .layout import CATALOG, LOCK, SEGMENTS_DIR, THUMBS, VECTORS, connect, fsync_dir, now, transaction
+from .layout import CATALOG, LOCK, VECTORS, connect, fsync_dir, now, transaction
 from .records import LabelResults, MergeReport, ShotRecord, VideoRecord
 from .segments import SegmentRef
 
@@ -313,7 +313,7 @@ class Writer:
         picture means tried, none found (``thumb_bytes = 0``, no offset)."""
         if not frame_ids:
             return
-        (offs, lens), = self._append_thumbs([(len(frame_ids), jpegs)])
+        (offs, lens), = thumbfile.append(self.dir, [(len(frame_ids), jpegs)])
         with self._catalog() as con:
             con.register("_thumbs", {"frame_id": np.asarray(frame_ids, np.int64), "o": np.asarray(offs, np.int64),
                                      "b": np.asarray(lens, np.int32)})
@@ -322,38 +322,6 @@ class Writer:
                             "FROM _thumbs t WHERE frames.frame_id = t.frame_id")
             finally:
                 con.unregister("_thumbs")
-
-    def _append_thumbs(
-        self, groups: Sequence[tuple[int, Sequence[bytes] | None]]
-    ) -> list[tuple[list[int | None], list[int | None]]]:
-        """Append groups of thumbnails (a video's frames: ``(n_frames, jpegs or None)``) to
-        thumbs.bin, fsynced; per group, each frame's (offsets, lengths), None where it has none."""
-        out: list[tuple[list[int | None], list[int | None]]] = []
-        if not any(thumbs for _, thumbs in groups):
-            return [([None] * n, [None] * n) for n, _ in groups]
-        path = self.dir / THUMBS
-        new_file = not path.exists()
-        try:
-            with open(path, "ab") as fh:
-                pos = fh.seek(0, os.SEEK_END)
-                for n, thumbs in groups:
-                    if not thumbs or len(thumbs) != n:
-                        out.append(([None] * n, [None] * n))
-                        continue
-                    offs, lens = [], []
-                    for jpeg in thumbs:
-                        fh.write(jpeg)
-                        offs.append(pos)
-                        lens.append(len(jpeg))
-                        pos += len(jpeg)
-                    out.append((offs, lens))
-                fh.flush()
-                os.fsync(fh.fileno())
-            if new_file:  # the file's name must be on disk before a catalog row points into it
-                fsync_dir(self.dir)
-        except OSError as exc:
-            raise StoreError(f"cannot write thumbnails to {path}: {exc.strerror or exc}") from exc
-        return out
 
     # -- the commit -----------------------------------------------------------------------------
     def commit(self, records: Sequence[VideoRecord], failures: Sequence[tuple[str, str]] = ()) -> list[int]:
@@ -370,7 +338,7 @@ class Writer:
             old_ids = _video_ids_of(con, paths)
 
             # 0. thumbnails: appended to thumbs.bin (bytes no catalog row points at are harmless).
-            thumb_at = self._append_thumbs([(len(r.frames), r.thumbs) for r in records])
+            thumb_at = thumbfile.append(self.dir, [(len(r.frames), r.thumbs) for r in records])
             if records:
                 hooks.pause("commit.thumbs")
 
