@@ -90,11 +90,6 @@ class FrameTable:
     def __len__(self) -> int:
         return len(self.frame_id)
 
-    @property
-    def in_file_order(self) -> bool:
-        """True when frame ``i`` is vector row ``i`` for every row (a scan can read rows in place)."""
-        return len(self.row) == len(self.vectors) and bool(np.array_equal(self.row, np.arange(len(self.row))))
-
     def release_pages(self) -> None:
         """Hand the mapped vector pages back to the OS page cache (resident memory stays flat)."""
         self.vectors.release_pages()
