@@ -238,7 +238,7 @@ def sql(
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV with a header row."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Run read-only SQL on the catalog (videos, frames, shots, segments, video_labels, labels, failures, meta)."""
+    """Run read-only SQL on the catalog (videos, frames, shots, segments, video_labels, labels, failures, meta, vector_segments)."""
     from .render import print_sql  # noqa: PLC0415
 
     if as_json and as_csv:

@@ -2,7 +2,7 @@
 
 Besides the tables (``videos``, ``frames``, ``failures``, ``meta``) the SQL can call
 ``clip_score(frame_id, 'text')``: the cosine score of a frame against a text (through the same
-prompt templates), the same number ``archive search`` reports as ``score``. Vectors come from ``frames.faiss``; the model is loaded only when a
+prompt templates), the same number ``archive search`` reports as ``score``. Vectors come from the vector segments; the text model is loaded only when a
 statement uses the function.
 """
 

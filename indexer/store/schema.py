@@ -50,7 +50,7 @@ TABLES = [
         indexed_at TIMESTAMP
     )""",
     """CREATE TABLE IF NOT EXISTS frames (
-        frame_id BIGINT NOT NULL,       -- = the vector's id in frames.faiss
+        frame_id BIGINT NOT NULL,       -- = the vector's id in its segment under vectors/
         video_id INTEGER NOT NULL,
         ts_s DOUBLE NOT NULL,           -- presentation time of the sampled frame, seconds
         end_s DOUBLE NOT NULL,          -- this sample stands for [ts_s, end_s): next sample or video end

@@ -47,7 +47,7 @@ def arrays(index: Any) -> tuple[np.ndarray, np.ndarray]:
 def map_file(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
     """(ids, vectors, owner) of a vector file, memory-mapped read-only rather than read.
 
-    ``frames.faiss`` is FAISS's serialisation of IndexIDMap2(IndexFlat): two index headers, the
+    The file is FAISS's serialisation of IndexIDMap2(IndexFlat): two index headers, the
     float32 vectors, then the int64 ids. Mapping it costs nothing up front and only the pages a
     query touches are read (faiss.read_index copies the whole file into memory, 2 GB at 1M
     frames). A file of any other layout is read through FAISS instead. ``owner`` keeps the memory
