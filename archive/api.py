@@ -19,7 +19,7 @@ import os
 from typing import Sequence
 
 from indexer import settings
-from indexer.encoder import Encoder, ModelSpec, TextEncoder
+from indexer.encoder import Encoder, TextEncoder
 from indexer.errors import ArchiveError
 from indexer.pipeline import IndexReport, ProgressFn, index_paths
 from indexer.store import (
@@ -158,9 +158,9 @@ class Archive:
     def optimize(self) -> MergeReport:
         """Merge the vector segments into as few as possible and drop dead rows (replaced and
         removed videos). Searches keep working meanwhile."""
-        meta = read_meta(self.store)
+        read_meta(self.store)  # StoreNotFound before taking the lock
         with Writer(self.store) as w:
-            w.attach(ModelSpec(meta["model"], meta["pretrained"]), int(meta["dim"]))
+            w.attach_existing()
             return w.optimize()
 
     def prune(self, dry_run: bool = False) -> list[str]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..encoder import ModelSpec
 from . import segments
 from . import vectors as vecfile
 from .layout import SEGMENTS_DIR, THUMBS, VECTORS
@@ -50,9 +49,9 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
     root = Path(store_dir)
     done: list[str] = []
     if repair:
-        meta = read_meta(root)
+        read_meta(root)  # StoreNotFound before taking the lock
         with Writer(root) as w:
-            w.attach(ModelSpec(meta["model"], meta["pretrained"]), int(meta["dim"]))
+            w.attach_existing()
             done = ([f"deleted {n}" for n in w.removed_files]
                     + ([f"moved a damaged vector file to {w.damaged_file}"] if w.damaged_file else [])
                     + [f"dropped {p} (its vectors were lost): index it again to re-embed it" for p in w.repaired])
@@ -193,12 +192,12 @@ def prune(store_dir: str | os.PathLike[str], dry_run: bool = False) -> list[str]
         StoreNotFound: no archive there.
         StoreLocked: an index run is writing.
     """
-    meta = read_meta(store_dir)
+    read_meta(store_dir)  # StoreNotFound before taking the lock
     with Writer(store_dir) as w:
         with read_connection(store_dir) as con:
             paths = [r[0] for r in con.execute("SELECT path FROM videos ORDER BY path").fetchall()]
         gone = [p for p in paths if not os.path.exists(p)]
         if gone and not dry_run:
-            w.attach(ModelSpec(meta["model"], meta["pretrained"]), int(meta["dim"]))
+            w.attach_existing()
             w.remove_videos(gone)
     return gone

@@ -30,6 +30,7 @@ same registration, merge and crash rules.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import time
@@ -126,7 +127,8 @@ def write_segment(
     n, lo, hi, with_bg = 0, None, None, bg_key is not None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh, open(ids_tmp, "w+b") as ids_fh, open(bg_tmp, "wb") if with_bg else _Null() as bg_fh:
+        with open(tmp, "wb") as fh, open(ids_tmp, "w+b") as ids_fh, \
+                open(bg_tmp, "wb") if with_bg else contextlib.nullcontext() as bg_fh:
             fh.write(_header(dim, 0))  # rewritten with the real count at the end
             bg_parts: list[np.ndarray] = []
             for ids, vecs, bg in parts:
@@ -172,14 +174,6 @@ def write_segment(
     finally:
         ids_tmp.unlink(missing_ok=True)
     return SegmentRef(segment_id, name, FLAT, n, lo if lo is not None else -1, hi if hi is not None else -1, bg_key)
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # -- reading -----------------------------------------------------------------------------------

@@ -143,6 +143,17 @@ class Writer:
         self._adopt_single_file()
         self._reconcile()
 
+    def attach_existing(self) -> None:
+        """:meth:`attach` an existing store with the model its catalog records.
+
+        Raises:
+            StoreNotFound: no catalog there.
+        """
+        from .reader import read_meta  # noqa: PLC0415
+
+        meta = read_meta(self.dir)
+        self.attach(ModelSpec(meta["model"], meta["pretrained"]), int(meta["dim"]))
+
     def close(self) -> None:
         if self._lock_fh is not None:
             with contextlib.suppress(OSError):
