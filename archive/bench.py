@@ -84,7 +84,7 @@ def naive_loop(paths: Sequence[str], model: str, pretrained: str, fps: float) ->
     from indexer.discover import discover
     from indexer.encoder import Encoder
 
-    enc = Encoder.load(model, pretrained, "cpu", precision="fp32")
+    enc = Encoder.load(model, pretrained, "cpu", precision="fp32", full=True)
     files, _ = discover(paths)
     t0 = time.perf_counter()
     frames = 0

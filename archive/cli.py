@@ -417,6 +417,24 @@ def main() -> None:
     except BrokenPipeError:  # `archive sql ... | head`
         sys.stderr.close()
         sys.exit(0)
+    except SystemExit as exc:
+        if isinstance(exc.code, int) or exc.code is None:
+            _exit(exc.code or 0)
+        raise
+    _exit(0)
+
+
+def _exit(code: int) -> None:
+    """Leave at once once torch is loaded: the command is done, its stores are closed and its
+    output is flushed here, and torch's own teardown costs 0.5-0.9 s of every run on 2 cores."""
+    if "torch" not in sys.modules:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # a closed pipe: nothing left to say
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,7 +53,7 @@ def embed_video(
         fp = fingerprint(path)
         info = info or probe(path)  # the planning step has usually read the header already
         if dec is None:
-            dec = FramePrefetch(path, encoder, fps, batch_size).start()
+            dec = FramePrefetch(path, encoder.prep, fps, batch_size).start()
         chunks: list[np.ndarray] = []
         while True:
             item = dec.q.get()

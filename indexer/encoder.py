@@ -53,6 +53,14 @@ def resolve_spec(name: str, pretrained: str) -> ModelSpec:
     Raises:
         ModelLoadError: the name or tag is unknown, or a checkpoint path does not exist.
     """
+    plain = _plain_spec(name, pretrained)
+    from . import textfast  # noqa: PLC0415
+
+    try:
+        if (textfast.export_dir(plain.name, plain.pretrained) / "meta.json").is_file():
+            return plain  # exported from a model that loaded: name and weights were checked then
+    except OSError:  # another user's cache: checked against open_clip's lists instead
+        pass
     import open_clip  # noqa: PLC0415  (lazy: heavy import)
 
     name = name.strip()
@@ -76,6 +84,16 @@ def resolve_spec(name: str, pretrained: str) -> ModelSpec:
         f"'{p}' is neither a weights tag for {name} ({known}) nor a checkpoint file; "
         "give a tag, a checkpoint path, or 'none' for random weights."
     )
+
+
+def _plain_spec(name: str, pretrained: str) -> ModelSpec:
+    """What :func:`resolve_spec` gives for input that needs no checking against open_clip's lists:
+    ``none``, an existing checkpoint file (absolute), or the tag as typed."""
+    p = (pretrained or "").strip()
+    if p.lower() in _NONE_WORDS:
+        return ModelSpec(name.strip(), "none")
+    path = Path(p).expanduser()
+    return ModelSpec(name.strip(), str(path.resolve()) if path.is_file() else p)
 
 
 def pick_device(device: str = settings.DEFAULT_DEVICE) -> str:
@@ -123,26 +141,77 @@ def pick_precision(precision: str = settings.DEFAULT_PRECISION, device: str = "c
     return p
 
 
+class ImagePrep:
+    """Frames to the image tower's input, on numpy alone (so decoding threads need no torch):
+    an HxWx3 uint8 RGB frame -> a ``(3, size, size)`` float32 array.
+
+    A frame whose short side is already ``size`` (the decoder scales frames so) is centre-cropped
+    and normalised with ``mean``/``std`` directly. Other frames go through ``fallback`` (open_clip's
+    own PIL pipeline) when there is one, else are first scaled by the decoder's own scaler."""
+
+    def __init__(self, size: int, mean: Any, std: Any, fallback: Any = None) -> None:
+        self.image_size = int(size)
+        self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(3, 1, 1)
+        self.std = None if std is None else np.asarray(std, np.float32).reshape(3, 1, 1)
+        self.fallback = fallback
+
+    def same_input(self, other: "ImagePrep | None") -> bool:
+        """Whether decoded frames come out of both the same (size, mean and std)."""
+        return (other is not None and self.image_size == other.image_size and self.mean is not None
+                and other.mean is not None and np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std))
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        s = self.image_size
+        if self.mean is None or min(h, w) != s or rgb.ndim != 3 or rgb.shape[2] != 3:
+            if self.fallback is not None:
+                return self.fallback(rgb)
+            from .decode import scale_like_frames  # noqa: PLC0415
+
+            rgb = scale_like_frames(rgb, s)
+            h, w = rgb.shape[:2]
+        top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+        x = np.ascontiguousarray(rgb[top : top + s, left : left + s]).transpose(2, 0, 1).astype(np.float32)
+        x /= np.float32(255.0)
+        x -= self.mean
+        x /= self.std
+        return x
+
+
 class Encoder:
     """An open_clip model ready to embed images and texts into L2-normalised float32 vectors.
 
     Build it with :meth:`Encoder.load`. Vectors are ``np.ndarray`` of shape ``(n, dim)``.
     """
 
-    def __init__(self, spec: ModelSpec, model: Any, preprocess: Any, tokenizer: Any, device: str) -> None:
+    def __init__(self, spec: ModelSpec, model: Any, preprocess: Any, tokenizer: Any, device: str,
+                 image_tower: Any = None, text_np: Any = None) -> None:
         self.spec = spec
-        self.model = model
+        self.model = model  # the open_clip model; None when loaded from the exports
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.device = device
+        self.image_tower = image_tower  # the saved TorchScript image tower (indexer.imagefast), when used
+        self.text_np: Any = text_np  # the verified numpy text tower (indexer.textfast), when there is one
+        self._trim_text: bool | None = None  # trimmed text path verified against encode_text
+        self.precision = "fp32"  # of the image tower; set by load()
+        if image_tower is not None:
+            self.image_size = image_tower.image_size
+            self.context_length = int(text_np.context_length)
+            self.dim = image_tower.dim
+            self.prep = ImagePrep(self.image_size, image_tower.mean, image_tower.std)
+            return
         size = getattr(model.visual, "image_size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.context_length = int(getattr(model, "context_length", 77) or 77)
         self.dim = int(self._probe_dim())
-        self.precision = "fp32"  # of the image tower; set by load()
-        self._trim_text: bool | None = None  # trimmed text path verified against encode_text
-        self._fast_norm: Any = None  # (mean, std) when preprocess is open_clip's plain pipeline
-        self.text_np: Any = None  # the verified numpy text tower (indexer.textfast), when there is one
+        plain = _plain_transform(preprocess, self.image_size)  # (mean, std): open_clip's usual pipeline
+        self.prep = ImagePrep(self.image_size, *(plain or (None, None)), fallback=self._pil_prep)
+
+    def _pil_prep(self, rgb: np.ndarray) -> np.ndarray:
+        from PIL import Image  # noqa: PLC0415
+
+        return self.preprocess(Image.fromarray(rgb)).numpy()
 
     @property
     def text_precision(self) -> str:
@@ -157,8 +226,15 @@ class Encoder:
         device: str = settings.DEFAULT_DEVICE,
         cache_dir: str | None = None,
         precision: str = settings.DEFAULT_PRECISION,
+        full: bool = False,
     ) -> "Encoder":
-        """Build the model and load its weights.
+        """Build the model and load its weights, or load its exports.
+
+        On the CPU, once a model has been loaded in full, its image tower (:mod:`indexer.imagefast`)
+        and text tower (:mod:`indexer.textfast`) are exported to ``ARCHIVE_CACHE_DIR``; later loads
+        use those and give the same vectors without importing open_clip or building the model
+        (about 0.2 s instead of 2-15 s). ``full=True`` always builds the open_clip model (for
+        callers that need ``model``, ``preprocess`` or ``tokenizer``).
 
         Args:
             name: open_clip model name, e.g. ``ViT-B-32``.
@@ -170,13 +246,18 @@ class Encoder:
                 CUDA GPUs that support it), else fp32. Vectors come out as float32 either way;
                 bf16 ones have cosine >= 0.9999 to fp32 ones (tests/test_speed_paths.py). The
                 text tower always runs in fp32.
+            full: build the open_clip model even where exports exist.
 
         Raises:
             ModelLoadError: unknown model or tag, missing file, or weights that cannot be fetched.
         """
-        spec = resolve_spec(name, pretrained)
         dev = pick_device(device)
         prec = pick_precision(precision, dev)  # checked before the (slow) model build
+        if not full and dev == "cpu":
+            enc = cls._from_exports(_plain_spec(name, pretrained), prec)
+            if enc is not None:
+                return enc
+        spec = resolve_spec(name, pretrained)
         import open_clip  # noqa: PLC0415
 
         cache_dir = cache_dir or settings.model_dir()
@@ -213,6 +294,27 @@ class Encoder:
             # way (a text query without torch uses the fp32 numpy export of this tower).
             model.visual.to(torch.bfloat16)
         enc.precision = prec
+        if dev == "cpu" and text_np is not None:
+            from . import imagefast  # noqa: PLC0415
+
+            imagefast.export(model, spec.name, spec.pretrained, prec, enc.image_size,
+                             _plain_transform(preprocess, enc.image_size))
+        return enc
+
+    @classmethod
+    def _from_exports(cls, spec: ModelSpec, precision: str) -> "Encoder | None":
+        """An encoder on the exported image and text towers of ``spec``, or None when either is
+        missing (then the model is built by open_clip, which exports them)."""
+        from . import imagefast, textfast  # noqa: PLC0415
+
+        text_np = textfast.NumpyTextTower.open(spec.name, spec.pretrained)
+        if text_np is None:
+            return None
+        tower = imagefast.ImageTower.open(spec.name, spec.pretrained, precision)
+        if tower is None or tower.dim != text_np.dim:
+            return None
+        enc = cls(spec, None, None, None, "cpu", image_tower=tower, text_np=text_np)
+        enc.precision = precision
         return enc
 
     # -- images ---------------------------------------------------------------------------------
@@ -221,42 +323,31 @@ class Encoder:
 
         Frames the decoder already scaled to the model's size skip PIL: open_clip's resize is then
         a no-op, and the centre crop and normalisation are done on the array directly, with the
-        same numbers (tests/test_speed_paths.py compares them).
+        same numbers (tests/test_speed_paths.py compares them). See :class:`ImagePrep`.
         """
-        if self._fast_norm is None:
-            self._fast_norm = _plain_transform(self.preprocess, self.image_size) or False
-        h, w = rgb.shape[:2]
-        if self._fast_norm and min(h, w) == self.image_size and rgb.ndim == 3 and rgb.shape[2] == 3:
-            import torch  # noqa: PLC0415
-
-            mean, std = self._fast_norm
-            s = self.image_size
-            top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-            x = torch.from_numpy(np.ascontiguousarray(rgb[top : top + s, left : left + s])).permute(2, 0, 1)
-            return (x.float().div_(255.0) - mean).div_(std)
-        from PIL import Image  # noqa: PLC0415
-
-        return self.preprocess(Image.fromarray(rgb))
-
-    def encode_batch(self, batch: "torch.Tensor") -> np.ndarray:
-        """A preprocessed ``(n, 3, H, W)`` tensor -> ``(n, dim)`` unit vectors."""
         import torch  # noqa: PLC0415
 
+        return torch.from_numpy(self.prep(rgb))
+
+    def encode_batch(self, batch: "torch.Tensor | np.ndarray") -> np.ndarray:
+        """A preprocessed ``(n, 3, H, W)`` tensor or float32 array -> ``(n, dim)`` unit vectors."""
+        import torch  # noqa: PLC0415
+
+        if isinstance(batch, np.ndarray):
+            batch = torch.from_numpy(batch)
         with torch.inference_mode():
             x = batch.to(self.device)
             if self.precision == "bf16":
                 x = x.to(torch.bfloat16)
-            emb = self.model.encode_image(x)
+            emb = self.image_tower(x) if self.image_tower is not None else self.model.encode_image(x)
             emb = torch.nn.functional.normalize(emb.float(), dim=-1)
         return emb.cpu().numpy().astype(np.float32, copy=False)
 
     def encode_images(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 frames -> ``(n, dim)`` unit vectors."""
-        import torch  # noqa: PLC0415
-
         if not frames:
             return np.zeros((0, self.dim), np.float32)
-        return self.encode_batch(torch.stack([self.preprocess_array(f) for f in frames]))
+        return self.encode_batch(np.stack([self.prep(f) for f in frames]))
 
     def encode_image_file(self, path: str | os.PathLike[str]) -> np.ndarray:
         """An image file (JPEG, PNG, ...) -> one ``(dim,)`` unit vector.
@@ -288,17 +379,26 @@ class Encoder:
         Raises:
             QueryError: a text is empty.
         """
-        import torch  # noqa: PLC0415
-
         for t in texts:
             settings.check_query_text(t)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        if self.model is None:
+            return self.text_np.encode(list(texts))
+        import torch  # noqa: PLC0415
+
         tokens = self.tokenizer(list(texts)).to(self.device)
         with torch.inference_mode():
             emb = self._text_tower(tokens)
             emb = torch.nn.functional.normalize(emb.float(), dim=-1)
         return emb.cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_fixed(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`encode_texts` for texts the program always uses (the background prompts): from
+        the numpy export, which keeps them, where there is one."""
+        if self.text_np is not None:
+            return self.text_np.encode_fixed(list(texts))
+        return self.encode_texts(texts)
 
     def _text_tower(self, tokens: "torch.Tensor") -> "torch.Tensor":
         if self._trim_text is None:
@@ -309,6 +409,8 @@ class Encoder:
 
     def too_long(self, text: str) -> bool:
         """True when ``text`` (with start/end tokens) exceeds the model's context and will be cut."""
+        if self.model is None:
+            return bool(self.text_np.too_long(text))
         encode = getattr(self.tokenizer, "encode", None)
         if encode is None:
             return False
@@ -356,6 +458,10 @@ class TextEncoder:
         for t in texts:
             settings.check_query_text(t)
         return self.text_np.encode(list(texts))
+
+    def encode_fixed(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`encode_texts` for texts the program always uses, kept by the export."""
+        return self.text_np.encode_fixed(list(texts))
 
     def too_long(self, text: str) -> bool:
         return bool(self.text_np.too_long(text))

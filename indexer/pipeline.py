@@ -15,16 +15,16 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import hooks, settings, terms
+from . import hooks, imagefast, settings, terms
 from .decode import VideoInfo, probe
 from .discover import discover
 from .embed import embed_video
-from .encoder import Encoder
+from .encoder import Encoder, ImagePrep
 from .errors import VideoOpenError
 from .plan import choose_spec, plan_files
 from .prefetch import FramePrefetch, decoder_plan
 from .report import IndexReport, Progress, ProgressFn, StageTimes, no_progress
-from .store import VideoRecord, Writer, has_catalog, known_files, read_meta
+from .store import VideoRecord, Writer, has_catalog, indexed_paths, known_files, read_meta
 from .thumbs import add_thumbnails
 
 __all__ = ["IndexReport", "Progress", "ProgressFn", "StageTimes", "index_paths"]
@@ -79,11 +79,11 @@ def index_paths(
         if has_catalog(store_dir):
             writer.attach(spec, int(read_meta(store_dir)["dim"]))  # reconciles before planning
             report.repaired, report.damaged_file = writer.repaired, writer.damaged_file
-        known = known_files(store_dir)
+        known = known_files(store_dir, files)
         plan = plan_files(files, known, fps)
         problems.extend(plan.bad)
         report.skipped = len(plan.same)
-        report.missing = sorted(p for p in known if not os.path.exists(p))
+        report.missing = sorted(p for p in indexed_paths(store_dir) if not os.path.exists(p))
         for p in plan.same:
             progress(Progress("skip", path=p))
         no_thumbs = [p for p in plan.same if not known[p].has_thumbnails]
@@ -94,28 +94,36 @@ def index_paths(
             except VideoOpenError:
                 pass  # embed_video reports it
         progress(Progress("plan", total=len(plan.todo), seconds=sum(i.duration_s for i in infos.values())))
-        if plan.todo and encoder is None:
-            progress(Progress("model", message=f"{spec.name} ({spec.pretrained})"))
-            encoder = Encoder.load(spec.name, spec.pretrained, device, precision=precision)
-        if plan.todo and writer.spec is None:
-            assert encoder is not None
-            writer.attach(spec, encoder.dim)
-        if writer.spec is not None:
-            for p, mtime in plan.touched:
-                writer.touch(p, mtime)
-            background = None
-            if plan.todo and encoder is not None:
-                background = background_vectors(encoder)
-            _Runner(writer, encoder, fps, batch_size, progress, report, background).run(plan.todo, problems, infos)
-            for p in no_thumbs:
-                report.thumbnails_added += add_thumbnails(writer, p, progress)
-            if report.indexed:
-                report.segments_merged = writer.auto_merge().merged
-        else:  # nothing to embed and no catalog to record failures in
-            for p, why in problems:
-                progress(Progress("fail", path=p, message=why))
-            report.failures.extend(problems)
-            report.failed += len(problems)
+        runner = _Runner(writer, encoder, fps, batch_size, progress, report)
+        try:
+            if plan.todo and encoder is None:
+                # The first videos decode while the model loads (importing torch alone takes ~2 s).
+                early = imagefast.prep_for(spec.name, spec.pretrained)
+                if early is not None:
+                    runner.start_early(plan.todo, early)
+                progress(Progress("model", message=f"{spec.name} ({spec.pretrained})"))
+                encoder = Encoder.load(spec.name, spec.pretrained, device, precision=precision)
+                runner.encoder = encoder
+            if plan.todo and writer.spec is None:
+                assert encoder is not None
+                writer.attach(spec, encoder.dim)
+            if writer.spec is not None:
+                for p, mtime in plan.touched:
+                    writer.touch(p, mtime)
+                if plan.todo and encoder is not None:
+                    runner.background = background_vectors(encoder)
+                runner.run(plan.todo, problems, infos)
+                for p in no_thumbs:
+                    report.thumbnails_added += add_thumbnails(writer, p, progress)
+                if report.indexed:
+                    report.segments_merged = writer.auto_merge().merged
+            else:  # nothing to embed and no catalog to record failures in
+                for p, why in problems:
+                    progress(Progress("fail", path=p, message=why))
+                report.failures.extend(problems)
+                report.failed += len(problems)
+        finally:
+            runner.close_decoders()  # those started early for a run that then failed
     report.encoder = encoder
     report.wall_s = time.perf_counter() - t0
     return report
@@ -125,7 +133,7 @@ def background_vectors(encoder: Encoder) -> tuple[Any, str]:
     """The background prompts' vectors the stored per-frame term is computed with (fp32, as every
     process embeds texts), and the term's key."""
     spec = encoder.spec
-    return (encoder.encode_texts(list(terms.BACKGROUND_PROMPTS)),
+    return (encoder.encode_fixed(list(terms.BACKGROUND_PROMPTS)),
             terms.background_key(spec.name, spec.pretrained, encoder.text_precision))
 
 
@@ -140,6 +148,11 @@ class _Runner:
         self.pending: list[VideoRecord] = []
         self.failures: list[tuple[str, str]] = []
         self.last_commit = time.monotonic()
+        self.todo: list[str] = []
+        self.decoders: dict[int, FramePrefetch] = {}
+        self.started: set[int] = set()
+        self._lock = threading.Lock()
+        self._prep: ImagePrep | None = None
 
     def flush(self) -> None:
         """Commit what is finished: the pending videos and the failures seen so far."""
@@ -160,39 +173,57 @@ class _Runner:
         self.pending, self.failures = [], []
         self.last_commit = time.monotonic()
 
+    def start_early(self, todo: Sequence[str], prep: ImagePrep) -> None:
+        """Start decoding the first videos with ``prep`` before the model is loaded; :meth:`run`
+        keeps them when the model's preprocessing turns out the same."""
+        self._prep = prep
+        ahead, _ = decoder_plan()
+        self.todo = list(todo)
+        for k in range(min(ahead, len(todo))):
+            self._start(k)
+
+    def close_decoders(self) -> None:
+        """Stop every decoder, and start no more."""
+        with self._lock:
+            decs, self.decoders, self._prep = list(self.decoders.values()), {}, None
+        for dec in decs:
+            dec.close()
+
+    def _start(self, i: int) -> None:
+        """Start decoding video ``i``; when it is decoded, start the next one not started, so
+        decoders keep working while the model finishes earlier files."""
+        ahead, threads = decoder_plan()
+        with self._lock:
+            if i < len(self.todo) and i not in self.started and self._prep is not None:
+                self.started.add(i)
+                self.decoders[i] = FramePrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads)
+                self.decoders[i].start(on_done=lambda: self._start(i + ahead))
+
+    def _take(self, i: int) -> FramePrefetch | None:
+        with self._lock:
+            return self.decoders.pop(i, None)
+
     def run(self, todo: Sequence[str], problems: Sequence[tuple[str, str]], infos: dict[str, VideoInfo]) -> None:
         for p, why in problems:
             self.progress(Progress("fail", path=p, message=why))
         self.failures = list(problems)
-        decoders: dict[int, FramePrefetch] = {}
-        started: set[int] = set()
-        lock = threading.Lock()
-        ahead, threads = decoder_plan()
         encoder = self.encoder
-
-        def start(i: int) -> None:
-            """Start decoding video ``i``; when it is decoded, start the next one not started, so
-            decoders keep working while the model finishes earlier files."""
-            with lock:
-                if i < len(todo) and i not in started:
-                    assert encoder is not None
-                    started.add(i)
-                    decoders[i] = FramePrefetch(todo[i], encoder, self.fps, self.batch_size, threads)
-                    decoders[i].start(on_done=lambda: start(i + ahead))
-
-        def take(i: int) -> FramePrefetch | None:
-            with lock:
-                return decoders.pop(i, None)
-
+        if self._prep is not None and (encoder is None or not self._prep.same_input(encoder.prep)):
+            self.close_decoders()  # started for another input size: decoded again
+            self.started.clear()
+        self.todo = list(todo)
+        with self._lock:
+            self._prep = encoder.prep if encoder is not None else None
+        ahead, _ = decoder_plan()
         try:
             for i, path in enumerate(todo):
                 self.progress(Progress("start", path=path))
                 for k in range(i, i + ahead):
-                    start(k)
+                    self._start(k)
                 assert encoder is not None
                 try:
                     rec = embed_video(path, encoder, self.fps, self.batch_size, self.progress,
-                                      times_out=self.report.stages, info=infos.get(path), decoder=take(i),
+                                      times_out=self.report.stages, info=infos.get(path), decoder=self._take(i),
                                       background=self.background)
                 except VideoOpenError as exc:
                     self._fail(path, str(exc).removeprefix(f"{path}: "))
@@ -208,8 +239,7 @@ class _Runner:
                 if time.monotonic() - self.last_commit >= settings.commit_interval_s():
                     self.flush()
         finally:
-            for dec in list(decoders.values()):  # a video started ahead of an interruption
-                dec.close()
+            self.close_decoders()  # a video started ahead of an interruption
             self.flush()  # on Ctrl-C too: finished videos are kept
 
     def _fail(self, path: str, why: str) -> None:

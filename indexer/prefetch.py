@@ -1,5 +1,7 @@
 """Decoding ahead of the model: one video is decoded, sampled, thumbnailed and preprocessed in a
-background thread, one or two batches ahead of the model, so decoder and model overlap.
+background thread, one or two batches ahead of the model, so decoder and model overlap. The thread
+needs numpy only (:class:`~indexer.encoder.ImagePrep`), so the first videos can start decoding
+while the model is still loading.
 
 A :class:`FramePrefetch` started early (while the previous video's last batches are embedded)
 keeps the decoder busy across video boundaries; :func:`decoder_plan` says how many run at once.
@@ -17,7 +19,7 @@ import numpy as np
 
 from . import settings
 from .decode import DecodeStats, sample_frames
-from .encoder import Encoder
+from .encoder import ImagePrep
 from .neardup import same_picture
 from .report import StageTimes
 from .thumbs import jpeg_thumbnail
@@ -28,14 +30,14 @@ END = object()  # put on the queue after the last batch
 class FramePrefetch:
     """Decode, sample and preprocess one video in a background thread.
 
-    The consumer reads ``q``: ``(batch tensor, ts_s of its last sample, samples so far)`` items,
+    The consumer reads ``q``: ``(batch array, ts_s of its last sample, samples so far)`` items,
     then :data:`END`, or the exception that stopped decoding. Per sample the thread records its
     time (``times``), shot (``shot_of``), the embedded vector it uses (``owner``: a near-duplicate
     sample points at the previous one's) and its JPEG thumbnail (``thumbs``).
     """
 
-    def __init__(self, path: str, encoder: Encoder, fps: float, batch_size: int, threads: int = 0) -> None:
-        self.path, self.encoder, self.fps, self.batch_size = path, encoder, fps, batch_size
+    def __init__(self, path: str, prep: ImagePrep, fps: float, batch_size: int, threads: int = 0) -> None:
+        self.path, self.prep, self.fps, self.batch_size = path, prep, fps, batch_size
         self.threads = threads
         self.stats = DecodeStats()
         self.tm = StageTimes()
@@ -54,16 +56,14 @@ class FramePrefetch:
         return self
 
     def _produce(self) -> None:
-        import torch  # noqa: PLC0415
-
-        batch: list[torch.Tensor] = []
+        batch: list[np.ndarray] = []
         prev_thumb: np.ndarray | None = None
         prev_shot = -1
         n_embedded = 0
         tm, times = self.tm, self.times
         try:
             t0 = time.perf_counter()
-            for frame in sample_frames(self.path, self.fps, short_side=self.encoder.image_size, stats=self.stats,
+            for frame in sample_frames(self.path, self.fps, short_side=self.prep.image_size, stats=self.stats,
                                        threads=self.threads):
                 t1 = time.perf_counter()
                 tm.decode += t1 - t0
@@ -75,7 +75,7 @@ class FramePrefetch:
                     self.owner.append(n_embedded - 1)
                     tm.reused += 1
                 else:
-                    batch.append(self.encoder.preprocess_array(frame.rgb))
+                    batch.append(self.prep(frame.rgb))
                     self.owner.append(n_embedded)
                     n_embedded += 1
                     prev_thumb = thumb
@@ -83,12 +83,12 @@ class FramePrefetch:
                 t0 = time.perf_counter()
                 tm.preprocess += t0 - t1
                 if len(batch) >= self.batch_size:
-                    self.q.put((torch.stack(batch), frame.ts_s, len(times)))
+                    self.q.put((np.stack(batch), frame.ts_s, len(times)))
                     batch = []
                 if self.stop.is_set():
                     return
             if batch:
-                self.q.put((torch.stack(batch), times[-1], len(times)))
+                self.q.put((np.stack(batch), times[-1], len(times)))
             self.q.put(END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             self.q.put(exc)

@@ -9,9 +9,12 @@ No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variab
 ``ARCHIVE_PRETRAINED``          weights: a tag, a checkpoint file or ``none`` (default: the store's,
                                 else laion2b_s34b_b79k)
 ``ARCHIVE_MODEL_DIR``           where open_clip caches downloaded weights
-``ARCHIVE_CACHE_DIR``           this tool's cache: exported text towers (default ~/.cache/archive)
+``ARCHIVE_CACHE_DIR``           this tool's cache: exported text and image towers (default
+                                ~/.cache/archive)
 ``ARCHIVE_TEXT_TOWER``          ``auto`` (numpy export where one verified, see indexer.textfast)
                                 or ``torch`` (always open_clip's own)
+``ARCHIVE_IMAGE_TOWER``         ``auto`` (TorchScript export where one verified, see
+                                indexer.imagefast) or ``torch`` (always build the open_clip model)
 ``ARCHIVE_PRECISION``           ``auto`` (bf16 where native), ``bf16`` or ``fp32``
 ``ARCHIVE_COMMIT_INTERVAL_S``   finished videos wait at most this long for their commit (5)
 ``ARCHIVE_DECODERS``            videos decoded at once during indexing (2)
@@ -83,6 +86,13 @@ def cache_dir() -> Path:
 def text_tower() -> str:
     """``$ARCHIVE_TEXT_TOWER``: ``auto`` (the numpy export where there is one) or ``torch``."""
     value = (_env("ARCHIVE_TEXT_TOWER") or "auto").lower()
+    return value if value in ("auto", "torch") else "auto"
+
+
+def image_tower() -> str:
+    """``$ARCHIVE_IMAGE_TOWER``: ``auto`` (the saved TorchScript export where there is one) or
+    ``torch`` (always build the model with open_clip)."""
+    value = (_env("ARCHIVE_IMAGE_TOWER") or "auto").lower()
     return value if value in ("auto", "torch") else "auto"
 
 

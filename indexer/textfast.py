@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -143,6 +144,9 @@ class BPETokenizer:
 
 
 # -- the tower ---------------------------------------------------------------------------------
+_INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))  # a float32 scalar: a float64 one would turn every layer after it to float64
+
+
 def _erf(x: np.ndarray) -> np.ndarray:
     """erf to about 1e-7 (Abramowitz & Stegun 7.1.26): numpy has none, and exact GELU needs it."""
     s = np.sign(x)
@@ -191,6 +195,28 @@ class NumpyTextTower:
     def too_long(self, text: str) -> bool:
         return len(self.tokenizer.encode(text)) + 2 > self.context_length
 
+    def encode_fixed(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`encode` for a set of texts the program always uses (the background prompts),
+        kept beside the export after the first time, so a run reads 5 KB instead of embedding."""
+        texts = list(texts)
+        key = hashlib.blake2b("\0".join(texts).encode(), digest_size=8).hexdigest()
+        path = self.folder / f"fixed-{key}.npy"
+        try:
+            vecs = np.load(path)
+            if vecs.shape == (len(texts), self.dim) and vecs.dtype == np.float32:
+                return vecs
+        except (OSError, ValueError):
+            pass
+        vecs = self.encode(texts)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=self.folder)
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, vecs)
+            os.replace(tmp, path)
+        except OSError:  # a read-only cache: embedded again next time
+            pass
+        return vecs
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors of ``texts``, computed on the first L token positions only (L = the
         longest text: the tower is causal, so padding after the end token changes nothing)."""
@@ -223,7 +249,7 @@ class NumpyTextTower:
             x = x + o
             y = _layer_norm(x, self.w(p + "ln_2.w"), self.w(p + "ln_2.b"), eps)
             y = y @ self.w(p + "c_fc.wt") + self.w(p + "c_fc.b")
-            y = y * (1.0 / (1.0 + np.exp(-1.702 * y))) if m["act"] == "quick_gelu" else 0.5 * y * (1.0 + _erf(y / np.sqrt(2.0)))
+            y = y * (1.0 / (1.0 + np.exp(-1.702 * y))) if m["act"] == "quick_gelu" else 0.5 * y * (1.0 + _erf(y * _INV_SQRT2))
             y = y @ self.w(p + "c_proj.wt") + self.w(p + "c_proj.b")
             if m["layer_scale"]:
                 y = y * self.w(p + "ls_2")

@@ -73,7 +73,7 @@ def label_results(store_dir: str | os.PathLike[str], encoder: Encoder,
     q = presence.ensemble([lab.prompts for lab in labels], encoder.encode_texts)
     key = terms.background_key(encoder.spec.name, encoder.spec.pretrained, encoder.text_precision)
     raw = scanner.scores(q)
-    bg_lse = background_term(scanner, key, lambda: encoder.encode_texts(list(presence.BACKGROUND_PROMPTS)))
+    bg_lse = background_term(scanner, key, lambda: encoder.encode_fixed(list(presence.BACKGROUND_PROMPTS)))
     rules = [_rule(lab) for lab in labels]
     results = rank(table, raw, bg_lse, [lab.name for lab in labels], ["text"] * len(labels), rules, top=None)
     for lab, res in zip(labels, results):
@@ -128,7 +128,7 @@ def classify(
     scanner = Scanner(load_frames(store_dir, resolve_scope(store_dir, videos)))
     table = scanner.table
     q = presence.ensemble([saved[n].prompts for n in names], encoder.encode_texts)
-    bg = encoder.encode_texts(list(presence.BACKGROUND_PROMPTS))
+    bg = encoder.encode_fixed(list(presence.BACKGROUND_PROMPTS))
     scores = scanner.scores(np.concatenate([q, bg])).astype(np.float64)
     logits = presence.LOGIT_SCALE * scores
     # background prompts pool into one "something else" class (log-sum-exp of their logits)

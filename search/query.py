@@ -332,7 +332,7 @@ class Searcher:
     def background_vectors(self) -> np.ndarray:
         """The background prompts' unit vectors (the "something else" class), embedded once."""
         if self._bg is None:
-            self._bg = self.text_encoder.encode_texts(list(self.backgrounds))
+            self._bg = self.text_encoder.encode_fixed(list(self.backgrounds))
         return self._bg
 
     @property

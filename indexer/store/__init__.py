@@ -19,6 +19,7 @@ from .check import CheckReport, check_store, prune
 from .layout import CATALOG, LOCK, SEGMENTS_DIR, THUMBS, VECTORS, has_catalog
 from .reader import (
     FrameTable,
+    indexed_paths,
     known_files,
     label_stats,
     list_videos,
@@ -58,7 +59,7 @@ __all__ = [
     "CheckReport", "FrameRecord", "FrameTable", "KnownFile", "LabelDef", "LabelResults", "LabelStats", "MergeReport",
     "SegmentRef", "SegmentRow", "ShotRecord", "StoreInfo", "ThumbTodo", "VectorView", "VideoLabelRow", "VideoRecord",
     "VideoRef", "Writer",
-    "check_store", "has_catalog", "known_files", "label_stats", "list_videos", "load_frames", "prune",
+    "check_store", "has_catalog", "indexed_paths", "known_files", "label_stats", "list_videos", "load_frames", "prune",
     "read_connection", "read_labels", "read_meta", "read_thumbnail", "store_info", "store_spec", "thumbs_todo",
     "video_detail", "video_path", "video_refs",
 ]

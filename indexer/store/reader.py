@@ -213,21 +213,33 @@ def label_stats(store_dir: str | os.PathLike[str]) -> dict[str, LabelStats]:
     return {r[0]: LabelStats(int(r[1]), float(r[2])) for r in rows}
 
 
-def known_files(store_dir: str | os.PathLike[str]) -> dict[str, KnownFile]:
-    """Every indexed video by path ({} when there is no store yet)."""
+def known_files(store_dir: str | os.PathLike[str], paths: Sequence[str] | None = None) -> dict[str, KnownFile]:
+    """The indexed videos by path, all of them or those of ``paths`` ({} when there is no store yet).
+    Asking for ``paths`` reads only their rows of ``videos`` and, for the thumbnail check, only
+    their frames."""
     if not has_catalog(store_dir):
         return {}
+    if paths is not None and not paths:
+        return {}
     with read_connection(store_dir) as con:
-        if con.execute("SELECT count(*) FROM frames WHERE thumb_bytes IS NULL").fetchall()[0][0]:
-            rows = con.execute(  # some frames lack thumbnails (older stores): which videos
-                "SELECT v.path, v.size_bytes, v.mtime, v.fingerprint, v.sample_fps, "
-                "bool_and(f.thumb_bytes IS NOT NULL) IS NOT FALSE "
-                "FROM videos v LEFT JOIN frames f USING (video_id) GROUP BY ALL"
-            ).fetchall()
-        else:  # the usual case, without reading the frames table
-            rows = con.execute(
-                "SELECT path, size_bytes, mtime, fingerprint, sample_fps, true FROM videos").fetchall()
+        if paths is None:
+            con.execute("CREATE TEMP VIEW wanted AS SELECT * FROM videos")
+        else:
+            con.execute("CREATE TEMP TABLE wanted_paths AS SELECT unnest(?::VARCHAR[]) AS path", [list(paths)])
+            con.execute("CREATE TEMP TABLE wanted AS SELECT v.* FROM videos v JOIN wanted_paths USING (path)")
+        rows = con.execute(
+            "SELECT w.path, w.size_bytes, w.mtime, w.fingerprint, w.sample_fps, "
+            "NOT EXISTS (SELECT 1 FROM frames f WHERE f.video_id = w.video_id AND f.thumb_bytes IS NULL) "
+            "FROM wanted w").fetchall()
     return {r[0]: KnownFile(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
+
+
+def indexed_paths(store_dir: str | os.PathLike[str]) -> list[str]:
+    """Every indexed video's path ([] when there is no store yet)."""
+    if not has_catalog(store_dir):
+        return []
+    with read_connection(store_dir) as con:
+        return [r[0] for r in con.execute("SELECT path FROM videos").fetchall()]
 
 
 def video_refs(store_dir: str | os.PathLike[str]) -> list[VideoRef]:

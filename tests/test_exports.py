@@ -1,0 +1,116 @@
+"""Loading from the exports (indexer/imagefast.py, indexer/textfast.py) gives the model's own
+answers, without open_clip; a damaged or switched-off export falls back to building the model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from archive import Archive
+from conftest import DATA, TEST_MODEL
+from indexer import imagefast, textfast
+from indexer.decode import sample_frames
+from indexer.encoder import Encoder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache of this test's own, with the exports of a first, full load in it."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("ARCHIVE_CACHE_DIR", str(d))
+    return d
+
+
+def _store_rows(a: Archive) -> list[tuple]:
+    return a.sql("SELECT v.name, f.ts_s, f.end_s, s.start_s, s.end_s FROM frames f JOIN videos v USING (video_id) "
+                 "JOIN shots s USING (shot_id) ORDER BY 1, 2").rows
+
+
+def test_exported_towers_give_the_models_vectors_and_answers(cache, tmp_path, clips):
+    full = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
+    assert full.model is not None
+    lite = Encoder.load(TEST_MODEL, "none", "cpu", precision=full.precision)
+    assert lite.model is None and lite.image_tower is not None and lite.text_np is not None
+    assert (lite.dim, lite.image_size, lite.precision) == (full.dim, full.image_size, full.precision)
+
+    frames = [f.rgb for f in sample_frames(DATA / "Megamind.avi", 2.0, full.image_size)][:12]
+    a, b = full.encode_images(frames), lite.encode_images(frames)
+    assert float(np.min(np.sum(a * b, axis=1))) >= 0.9999
+    texts = ["a beach", "a cartoon character with a big blue head", "football"]
+    assert float(np.min(np.sum(full.encode_texts(texts) * lite.encode_texts(texts), axis=1))) >= 0.99999
+
+    # an index run that loads its own model (the exports; first videos decoded while it loads)
+    # stores what a run with the whole model stores, and answers an image query the same way
+    own = Archive(tmp_path / "own")
+    rep = own.index([clips])
+    assert rep.indexed == 2 and rep.encoder.model is None
+    whole = Archive(tmp_path / "whole", encoder=full)
+    assert whole.index([clips]).indexed == 2
+    assert _store_rows(own) == _store_rows(whole) and len(_store_rows(own)) > 50
+    still = DATA / "megamind_frame.png"
+    [r1], [r2] = own.search(image=still), whole.search(image=still)
+    key = [(r.video_id, r.present, r.first_seen_s, r.duration_s) for r in r1.results]
+    assert key == [(r.video_id, r.present, r.first_seen_s, r.duration_s) for r in r2.results]
+    assert any(r.present for r in r1.results)
+
+
+def test_a_fresh_process_embeds_without_open_clip(cache):
+    Encoder.load(TEST_MODEL, "none", "cpu", full=True)  # exports
+    code = (
+        "import json, sys\n"
+        "from indexer.encoder import Encoder\n"
+        "from indexer.decode import sample_frames\n"
+        f"e = Encoder.load({TEST_MODEL!r}, 'none', 'cpu')\n"
+        f"f = [x.rgb for x in sample_frames({str(DATA / 'tree.avi')!r}, 1.0, e.image_size)][:3]\n"
+        "v = e.encode_images(f)\n"
+        "print(json.dumps({'lite': e.model is None, 'n': len(v), 'open_clip': 'open_clip' in sys.modules,"
+        " 'torchvision': 'torchvision' in sys.modules}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"lite": True, "n": 3, "open_clip": False,
+                                                               "torchvision": False}
+
+
+def test_a_damaged_export_is_rebuilt_and_a_switched_off_one_unused(cache, monkeypatch):
+    full = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
+    folder = imagefast.export_dir(TEST_MODEL, "none", full.precision)
+    module = folder / "visual.pt"
+    module.write_bytes(module.read_bytes()[:1000])  # cut short
+    enc = Encoder.load(TEST_MODEL, "none", "cpu", precision=full.precision)
+    assert enc.model is not None  # built by open_clip, which wrote the export again
+    assert Encoder.load(TEST_MODEL, "none", "cpu", precision=full.precision).model is None
+    monkeypatch.setenv("ARCHIVE_IMAGE_TOWER", "torch")
+    assert Encoder.load(TEST_MODEL, "none", "cpu", precision=full.precision).model is not None
+    monkeypatch.setenv("ARCHIVE_TEXT_TOWER", "torch")
+    monkeypatch.delenv("ARCHIVE_IMAGE_TOWER")
+    assert textfast.NumpyTextTower.open(TEST_MODEL, "none") is None
+    assert Encoder.load(TEST_MODEL, "none", "cpu", precision=full.precision).model is not None
+
+
+def test_decoders_started_for_another_input_size_are_restarted(cache, tmp_path, clips):
+    full = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
+    # a verified export of the same model and weights that says frames are 160 px: found first
+    odd = imagefast.export_dir(TEST_MODEL, "none", full.precision).parent / (
+        f"{TEST_MODEL}-{textfast.cache_key(TEST_MODEL, 'none')}-0odd")
+    odd.mkdir(parents=True)
+    (odd / "meta.json").write_text(json.dumps({"verified": True, "image_size": 160, "mean": [0.5] * 3,
+                                               "std": [0.5] * 3}))
+    assert imagefast.prep_for(TEST_MODEL, "none").image_size == 160
+    own = Archive(tmp_path / "own")
+    assert own.index([clips]).indexed == 2
+    whole = Archive(tmp_path / "whole", encoder=full)
+    whole.index([clips])
+    assert _store_rows(own) == _store_rows(whole)
+    still = DATA / "megamind_frame.png"
+    [r1], [r2] = own.search(image=still), whole.search(image=still)
+    assert [(r.video_id, r.present, r.first_seen_s, round(r.score, 3)) for r in r1.results] == \
+        [(r.video_id, r.present, r.first_seen_s, round(r.score, 3)) for r in r2.results]
