@@ -20,7 +20,9 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,6 +35,7 @@ FORMAT = 2
 PROBES = ("a photo of a dog on a beach.", "football", "a still from a video showing a red car.",
           "Ünïcode &amp; punctuation!! 123", "a very " + "long " * 90 + "text")
 MIN_COSINE = 0.99999
+_ROWS = 1024  # token rows per pass of the tower (the attention is rows x rows per head)
 
 
 def cache_key(model: str, pretrained: str) -> str:
@@ -162,6 +165,24 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
     return (x - mu) / np.sqrt(var + eps) * w + b
 
 
+def _matmul() -> Any:
+    """The weight products: numpy's, or torch's where torch is already loaded (a process with the
+    model, ``archive serve``): OpenBLAS threads left spinning after a numpy product slow down the
+    torch scan that follows by half on 2 cores. Same float32 arithmetic either way."""
+    if "torch" not in sys.modules:
+        return np.matmul
+    import torch  # noqa: PLC0415
+
+    def mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only (memory-mapped) weights
+            tb = torch.from_numpy(b)
+        with torch.inference_mode():
+            return torch.mm(torch.from_numpy(np.ascontiguousarray(a)), tb).numpy()
+
+    return mm
+
+
 class NumpyTextTower:
     """An exported CLIP text tower: texts -> ``(n, dim)`` unit float32 vectors, on numpy."""
 
@@ -218,45 +239,75 @@ class NumpyTextTower:
         return vecs
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors of ``texts``, computed on the first L token positions only (L = the
-        longest text: the tower is causal, so padding after the end token changes nothing)."""
-        m = self.meta
+        """Unit vectors of ``texts``, as open_clip's ``encode_text`` gives them.
+
+        The tower is causal, so a token's states depend only on the tokens up to it: padding after
+        the end token is never computed, and a token prefix that several texts share ("a photo
+        of a ...", the start token) is computed once. Rows are the distinct prefixes of a batch;
+        each attends to its own prefix only. (Five templates of one query: 32 rows, not 5 x 11.)
+        """
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         tokens = self.tokenizer(list(texts))
-        length = max(1, int((tokens != 0).sum(axis=1).max()))
-        t = tokens[:, :length]
-        n = len(t)
-        # rows are (text, position) pairs: every linear layer is one matrix product
-        x = np.asarray(self.w("token_embedding")[t.ravel()], np.float32)
-        x = (x.reshape(n, length, -1) + self.w("positional_embedding")[:length]).reshape(n * length, -1)
+        ends = tokens.argmax(axis=1)  # the end token: the highest id, where the tower pools
+        out, chunk, size = [], [], 0
+        for i in range(len(tokens)):  # chunks of at most ~1024 token rows bound the attention's memory
+            if chunk and size + int(ends[i]) + 1 > _ROWS:
+                out.append(self._encode_rows(tokens[chunk], ends[chunk]))
+                chunk, size = [], 0
+            chunk.append(i)
+            size += int(ends[i]) + 1
+        out.append(self._encode_rows(tokens[chunk], ends[chunk]))
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def _encode_rows(self, tokens: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        m = self.meta
+        mm = _matmul()
+        node: dict[tuple[int, int], int] = {}  # (parent row, token) -> row
+        tok, pos, parent, pooled = [], [], [], []
+        for t, end in zip(tokens, ends):
+            prev = -1
+            for j in range(int(end) + 1):
+                key = (prev, int(t[j]))
+                r = node.get(key)
+                if r is None:
+                    r = node[key] = len(tok)
+                    tok.append(key[1]), pos.append(j), parent.append(prev)
+                prev = r
+            pooled.append(prev)
+        rows = len(tok)
+        mask = np.full((rows, rows), -np.inf, np.float32)  # a row sees itself and its prefix
+        for r in range(rows):
+            a = r
+            while a >= 0:
+                mask[r, a] = 0.0
+                a = parent[a]
+        x = np.asarray(self.w("token_embedding")[np.asarray(tok)], np.float32) + self.w("positional_embedding")[np.asarray(pos)]
         heads, eps = int(m["heads"]), float(m["eps"])
         width = x.shape[-1]
         hd = width // heads
-        mask = np.triu(np.full((length, length), -np.inf, np.float32), 1)
         for i in range(int(m["layers"])):
             p = f"b{i}."
             y = _layer_norm(x, self.w(p + "ln_1.w"), self.w(p + "ln_1.b"), eps)
-            qkv = (y @ self.w(p + "in_proj.wt") + self.w(p + "in_proj.b")).reshape(n, length, 3, heads, hd)
-            q, k, v = (qkv[:, :, j].transpose(0, 2, 1, 3) for j in range(3))
-            att = (q * (hd ** -0.5)) @ k.transpose(0, 1, 3, 2) + mask
+            qkv = (mm(y, self.w(p + "in_proj.wt")) + self.w(p + "in_proj.b")).reshape(rows, 3, heads, hd)
+            q, k, v = (qkv[:, j].transpose(1, 0, 2) for j in range(3))  # (heads, rows, hd)
+            att = (q * np.float32(hd ** -0.5)) @ k.transpose(0, 2, 1) + mask
             att = np.exp(att - att.max(-1, keepdims=True))
             att /= att.sum(-1, keepdims=True)
-            o = (att @ v).transpose(0, 2, 1, 3).reshape(n * length, width)
-            o = o @ self.w(p + "out_proj.wt") + self.w(p + "out_proj.b")
+            o = (att @ v).transpose(1, 0, 2).reshape(rows, width)
+            o = mm(o, self.w(p + "out_proj.wt")) + self.w(p + "out_proj.b")
             if m["layer_scale"]:
                 o = o * self.w(p + "ls_1")
             x = x + o
             y = _layer_norm(x, self.w(p + "ln_2.w"), self.w(p + "ln_2.b"), eps)
-            y = y @ self.w(p + "c_fc.wt") + self.w(p + "c_fc.b")
+            y = mm(y, self.w(p + "c_fc.wt")) + self.w(p + "c_fc.b")
             y = y * (1.0 / (1.0 + np.exp(-1.702 * y))) if m["act"] == "quick_gelu" else 0.5 * y * (1.0 + _erf(y * _INV_SQRT2))
-            y = y @ self.w(p + "c_proj.wt") + self.w(p + "c_proj.b")
+            y = mm(y, self.w(p + "c_proj.wt")) + self.w(p + "c_proj.b")
             if m["layer_scale"]:
                 y = y * self.w(p + "ls_2")
             x = x + y
-        x = _layer_norm(x, self.w("ln_final.w"), self.w("ln_final.b"), eps).reshape(n, length, width)
-        pooled = x[np.arange(n), t.argmax(axis=1)]
-        out = pooled @ self.w("text_projection")
+        x = _layer_norm(x[np.asarray(pooled)], self.w("ln_final.w"), self.w("ln_final.b"), eps)
+        out = mm(x, self.w("text_projection"))
         if "text_projection_bias" in m.get("extra", []):
             out = out + self.w("text_projection_bias")
         out = out / np.linalg.norm(out, axis=1, keepdims=True)

@@ -114,3 +114,21 @@ def test_decoders_started_for_another_input_size_are_restarted(cache, tmp_path, 
     [r1], [r2] = own.search(image=still), whole.search(image=still)
     assert [(r.video_id, r.present, r.first_seen_s, round(r.score, 3)) for r in r1.results] == \
         [(r.video_id, r.present, r.first_seen_s, round(r.score, 3)) for r in r2.results]
+
+
+def test_numpy_text_tower_gives_open_clips_vectors(cache, monkeypatch):
+    import torch
+
+    full = Encoder.load(TEST_MODEL, "none", "cpu", precision="fp32", full=True)
+    tower = textfast.NumpyTextTower.open(TEST_MODEL, "none")
+    assert tower is not None
+    # shared prefixes (templates), a text cut to the context, punctuation and unicode
+    texts = ["a beach", "a photo of a beach.", "a photo of a dog.", "a still from a video showing a beach.",
+             "stop! now", "Ünïcode &amp; text 123", "a very " + "long " * 100 + "text", "a"]
+    with torch.inference_mode():
+        want = torch.nn.functional.normalize(full.model.encode_text(full.tokenizer(texts)).float(), dim=-1).numpy()
+    for rows in (1024, 12):  # one pass; then passes of a few texts each
+        monkeypatch.setattr(textfast, "_ROWS", rows)
+        got = tower.encode(texts)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        assert float(np.min(np.sum(want * got, axis=1))) >= 0.99999
