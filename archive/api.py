@@ -59,6 +59,7 @@ class Archive:
         batch_size: int = settings.DEFAULT_BATCH,
         progress: ProgressFn | None = None,
         precision: str = settings.DEFAULT_PRECISION,
+        shots: str | None = None,
     ) -> IndexReport:
         """Index video files and folders. See :func:`indexer.pipeline.index_paths`.
 
@@ -71,6 +72,7 @@ class Archive:
         report = index_paths(
             paths, self.store, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
             device=self.device, progress=progress or (lambda _e: None), encoder=enc, precision=precision,
+            shots=shots,
         )
         if report.encoder is not None:
             self._encoder = report.encoder  # the model is loaded once per Archive

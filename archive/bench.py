@@ -39,10 +39,11 @@ def peak_rss_mb() -> float:
 def bench_index(
     paths: Sequence[str], model: str, pretrained: str, fps: float = settings.DEFAULT_FPS,
     batch_size: int = settings.DEFAULT_BATCH, precision: str = settings.DEFAULT_PRECISION, naive: bool = False,
+    shots: str | None = None,
 ) -> dict[str, Any]:
     """Index ``paths`` into a temporary store and time it; with ``naive``, also time the naive
     per-frame loop (OpenCV reads every frame, keeps every Nth, PIL, fp32 batches of 32) on the
-    same files and model."""
+    same files and model. ``shots``: the shot detector (``fast``, ``transnet``, ``auto``)."""
     from indexer.encoder import Encoder
     from indexer.pipeline import index_paths
 
@@ -50,12 +51,17 @@ def bench_index(
     enc = Encoder.load(model, pretrained, "cpu", precision=precision)
     load_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        rep = index_paths(paths, tmp, encoder=enc, fps=fps, batch_size=batch_size)
+        rep = index_paths(paths, tmp, encoder=enc, fps=fps, batch_size=batch_size, shots=shots)
         store_bytes = sum(p.stat().st_size for p in Path(tmp).iterdir() if p.is_file())
+        from indexer.store import read_connection  # noqa: PLC0415
+
+        with read_connection(tmp) as con:
+            kinds = dict(con.execute("SELECT coalesce(transition, '?'), count(*) FROM shots GROUP BY 1").fetchall())
     st = rep.stages
     out: dict[str, Any] = {
         "mode": "index",
         "model": model, "pretrained": pretrained, "precision": enc.precision, "fps": fps,
+        "shots": settings.shots(shots), "shot_transitions": kinds,
         "threads": _threads(),
         "videos": rep.indexed, "failed": rep.failed, "frames": rep.frames, "reused_frames": st.reused,
         "video_seconds": round(rep.video_seconds, 3),
@@ -326,6 +332,8 @@ def bench_add(store: str, clip: str) -> dict[str, Any]:
     from indexer.encoder import ModelSpec
     from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, read_meta, store_info
 
+    with Writer(store) as w:  # an older store is upgraded first, as `archive index` would
+        w.attach_existing()
     before = store_info(store)
     wall, rss, out, code = _child(_archive_cmd() + ["index", clip, "--store", store, "--json", "-q"])
     if code not in (0, 1) or not out.strip():

@@ -78,6 +78,12 @@ def index(
         help="Image model precision: auto (bf16 where the hardware does it natively; $ARCHIVE_PRECISION), "
         "bf16 or fp32.",
     ),
+    shots: Optional[str] = typer.Option(
+        None, "--shots", show_default=False,
+        help="Shot detector: auto (TransNetV2 where installed: dissolves and fades too), transnet, or fast "
+        "(frame differences: cuts and fades only). Asked for explicitly, it re-indexes videos another detector "
+        "made. [default: $ARCHIVE_SHOTS, else auto]",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     store: Optional[Path] = StoreOpt,
@@ -86,7 +92,7 @@ def index(
     from .progress import IndexProgress  # noqa: PLC0415
     from .render import err, print_report  # noqa: PLC0415
 
-    _call(lambda: (settings.check_fps(fps), settings.check_batch_size(batch_size)))
+    _call(lambda: (settings.check_fps(fps), settings.check_batch_size(batch_size), settings.shots(shots)))
     weights = pretrained or settings.env_pretrained()
     if weights is not None and weights.strip().lower() in {"none", "random"}:
         err.print(
@@ -99,7 +105,7 @@ def index(
     def run() -> Any:
         with IndexProgress(enabled=not quiet and not as_json) as bar:
             return arc.index(paths, fps=fps, model=model, pretrained=pretrained, batch_size=batch_size,
-                             progress=bar, precision=precision)
+                             progress=bar, precision=precision, shots=shots)
 
     report = _call(run)
     print_report(report, as_json)
@@ -273,6 +279,8 @@ def bench(
     pretrained: str = typer.Option("none", "--pretrained", help="Weights (timings do not depend on them)."),
     precision: str = typer.Option(settings.DEFAULT_PRECISION, "--precision", help="Image tower precision: auto, fp32 or bf16."),
     fps: float = typer.Option(settings.DEFAULT_FPS, "--fps", help="Samples per second for --index."),
+    shots: Optional[str] = typer.Option(
+        None, "--shots", show_default=False, help="With --index: shot detector, auto, transnet or fast. [default: auto]"),
     keep: Optional[Path] = typer.Option(None, "--keep", help="With --frames: build the store here and keep it.",
                                         show_default=False),
     make_ads: Optional[Path] = typer.Option(
@@ -318,7 +326,7 @@ def bench(
         results.append(_call(lambda: {"mode": "make-ads", **b.make_ads(str(make_ads), ads, seconds=ads_seconds, size=size)}))
     if index:
         results.append(_call(lambda: b.bench_index([str(p) for p in index_paths], model, pretrained, fps,
-                                                   precision=precision, naive=naive)))
+                                                   precision=precision, naive=naive, shots=shots)))
     if frames > 0:
         results.append(_call(lambda: b.bench_query_mode(frames, queries, model, pretrained,
                                                         str(keep) if keep else None)))

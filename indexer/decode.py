@@ -64,6 +64,7 @@ class DecodeStats:
     error: str | None = None  # set when decoding stopped early: the frames before it are kept
     notes: list[str] = field(default_factory=list)
     shots: list[ShotSpan] = field(default_factory=list)  # complete once decoding has ended
+    transnet_windows: tuple[int, int] = (0, 0)  # TransNetV2 windows run, of all windows
 
     @property
     def duration_s(self) -> float:
@@ -186,6 +187,7 @@ def sample_frames(
     short_side: int | None = None,
     stats: DecodeStats | None = None,
     threads: int = 0,
+    shots: str = "fast",
 ) -> Iterator[SampledFrame]:
     """Yield the frame on screen at every ``1/fps`` seconds of video time, and the first frame
     of every shot.
@@ -201,6 +203,10 @@ def sample_frames(
         short_side: convert sampled frames so their shorter side has this many pixels.
         stats: filled in as decoding goes: decoded frames, duration, partial-decode errors.
         threads: decoder threads (0: FFmpeg's choice, about one per core).
+        shots: ``fast`` (:mod:`indexer.shots` alone) or ``transnet`` (plus TransNetV2 for
+            dissolves, fades and missed cuts, :mod:`indexer.transnet`). With ``transnet`` the
+            final shots (``stats.shots``) are known only once decoding ends: a sample's ``shot``
+            is then the fast detector's, and callers place samples in shots by time.
 
     Raises:
         VideoOpenError: the file cannot be opened, or not one frame decodes.
@@ -213,6 +219,14 @@ def sample_frames(
     container, stream = _open(path)
     detector = ShotDetector()
     stats.shots = detector.shots
+    stream_tn = None
+    times: list[float] = []
+    black: list[bool] = []
+    if shots == "transnet":
+        from .encoder import native_bf16  # noqa: PLC0415
+        from .transnet import TransitionStream  # noqa: PLC0415
+
+        stream_tn = TransitionStream(bf16=native_bf16("cpu"))
     try:
         if threads > 0:
             stream.thread_count = threads
@@ -235,6 +249,10 @@ def sample_frames(
                 stats.corrupt_frames += 1
             thumb = thumbnail(frame)
             new_shot = detector.push(t, thumb)
+            if stream_tn is not None:
+                stream_tn.push(thumb)
+                times.append(t)
+                black.append(detector.last_kind == "black")
             k = math.floor((t + eps) * fps)
             if k < next_k and not new_shot:
                 continue
@@ -251,6 +269,14 @@ def sample_frames(
         container.close()
         _judge(stats)
         detector.close(stats.duration_s)
+        if stream_tn is not None and times:
+            from .shots import merge_transitions  # noqa: PLC0415
+            from .transnet import transitions  # noqa: PLC0415
+
+            single, many = stream_tn.close()
+            found = transitions(single, many, np.asarray(black, bool))
+            stats.shots = merge_transitions(detector.shots, times, found, stats.duration_s)
+            stats.transnet_windows = (stream_tn.windows_run, stream_tn.windows)
     if stats.decoded_frames == 0:
         raise VideoOpenError(f"{path}: no frame could be decoded ({stats.error or 'empty video stream'})")
 

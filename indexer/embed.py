@@ -7,6 +7,7 @@ writer (:mod:`indexer.pipeline`).
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 
@@ -31,6 +32,7 @@ def embed_video(
     info: VideoInfo | None = None,
     decoder: FramePrefetch | None = None,
     background: tuple[np.ndarray, str] | None = None,
+    shots: str = "fast",
 ) -> VideoRecord:
     """Decode one video, sample ``fps`` frames per second of video time, embed them.
 
@@ -39,6 +41,7 @@ def embed_video(
     nearly identical to the previous one of its shot reuses that embedding (:mod:`indexer.neardup`).
     With ``background`` (the background prompts' unit vectors and their key), each frame's
     background term (:mod:`indexer.terms`) is computed too, to be stored with its vector.
+    ``shots`` picks the shot detector (``fast`` or ``transnet``, see :func:`indexer.decode.sample_frames`).
 
     Returns:
         A record ready for :meth:`Writer.commit`: frame times, vectors and the file's metadata.
@@ -53,7 +56,7 @@ def embed_video(
         fp = fingerprint(path)
         info = info or probe(path)  # the planning step has usually read the header already
         if dec is None:
-            dec = FramePrefetch(path, encoder.prep, fps, batch_size).start()
+            dec = FramePrefetch(path, encoder.prep, fps, batch_size, shots=shots).start()
         chunks: list[np.ndarray] = []
         while True:
             item = dec.q.get()
@@ -70,7 +73,10 @@ def embed_video(
     finally:
         if dec is not None:
             dec.close()
-    stats, tm, times, shot_of, owner = dec.stats, dec.tm, dec.times, dec.shot_of, dec.owner
+    stats, tm, times, owner = dec.stats, dec.tm, dec.times, dec.owner
+    # each sample in the shot it lies in (TransNetV2's boundaries are known only now)
+    starts = [s.start_s for s in stats.shots]
+    shot_of = [max(0, bisect.bisect_right(starts, t) - 1) for t in times]
     embedded = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
     vectors = embedded[np.asarray(owner, np.int64)] if owner else np.zeros((0, encoder.dim), np.float32)
     tm.frames = len(times)
@@ -103,7 +109,9 @@ def embed_video(
         frames=[FrameRecord(t, e, s) for t, e, s in zip(times, ends, shot_of)],
         vectors=vectors,
         note=problem,
-        shots=[ShotRecord(s.start_s, s.end_s, s.kind) for s in stats.shots],
+        shots=[ShotRecord(s.start_s, s.end_s, s.kind, s.transition, s.trans_start_s, s.trans_end_s)
+               for s in stats.shots],
+        shot_detector=dec.shots,
         thumbs=dec.thumbs,
         bg_lse=bg_lse,
         bg_key=bg_key,

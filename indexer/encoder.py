@@ -118,9 +118,9 @@ def pick_device(device: str = settings.DEFAULT_DEVICE) -> str:
 
 def native_bf16(device: str) -> bool:
     """Does this device do bf16 arithmetic natively (so bf16 is faster, not emulated)?"""
-    import torch  # noqa: PLC0415
-
     if device.startswith("cuda"):
+        import torch  # noqa: PLC0415
+
         return bool(torch.cuda.is_bf16_supported())
     if device != "cpu":
         return False

@@ -41,6 +41,7 @@ def index_paths(
     progress: ProgressFn = no_progress,
     encoder: Encoder | None = None,
     precision: str = settings.DEFAULT_PRECISION,
+    shots: str | None = None,
 ) -> IndexReport:
     """Index video files and folders into a store; unchanged files are skipped.
 
@@ -55,6 +56,9 @@ def index_paths(
         progress: called with :class:`Progress` events.
         encoder: an already loaded encoder to use (its model must match the store).
         precision: image tower precision, ``auto`` (bf16 where native), ``bf16`` or ``fp32``.
+        shots: shot detector, ``auto`` (TransNetV2 where installed), ``transnet`` or ``fast``;
+            None: ``$ARCHIVE_SHOTS``, else ``auto``. Asked for explicitly (not ``auto``), it
+            re-indexes the videos whose shots another detector made.
 
     Returns:
         An :class:`IndexReport`; bad files are in ``failures``, not raised.
@@ -67,6 +71,7 @@ def index_paths(
     """
     fps = settings.check_fps(fps)
     batch_size = settings.check_batch_size(batch_size)
+    detector = settings.shots(shots)
     hooks.start_run()
     t0 = time.perf_counter()
     store_dir = Path(store_dir)
@@ -80,7 +85,10 @@ def index_paths(
             writer.attach(spec, int(read_meta(store_dir)["dim"]))  # reconciles before planning
             report.repaired, report.damaged_file = writer.repaired, writer.damaged_file
         known = known_files(store_dir, files)
-        plan = plan_files(files, known, fps)
+        # a detector asked for explicitly (--shots, ARCHIVE_SHOTS) re-indexes videos made by another
+        asked = (shots or os.environ.get("ARCHIVE_SHOTS") or "auto").strip().lower()
+        explicit = detector if asked != "auto" else None
+        plan = plan_files(files, known, fps, explicit)
         problems.extend(plan.bad)
         report.skipped = len(plan.same)
         report.missing = sorted(p for p in indexed_paths(store_dir) if not os.path.exists(p))
@@ -95,6 +103,7 @@ def index_paths(
                 pass  # embed_video reports it
         progress(Progress("plan", total=len(plan.todo), seconds=sum(i.duration_s for i in infos.values())))
         runner = _Runner(writer, encoder, fps, batch_size, progress, report)
+        runner.shots = detector
         try:
             if plan.todo and encoder is None:
                 # The first videos decode while the model loads (importing torch alone takes ~2 s).
@@ -153,6 +162,7 @@ class _Runner:
         self.started: set[int] = set()
         self._lock = threading.Lock()
         self._prep: ImagePrep | None = None
+        self.shots = "fast"  # the shot detector: fast or transnet
 
     def flush(self) -> None:
         """Commit what is finished: the pending videos and the failures seen so far."""
@@ -196,7 +206,8 @@ class _Runner:
         with self._lock:
             if i < len(self.todo) and i not in self.started and self._prep is not None:
                 self.started.add(i)
-                self.decoders[i] = FramePrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads)
+                self.decoders[i] = FramePrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads,
+                                                 self.shots)
                 self.decoders[i].start(on_done=lambda: self._start(i + ahead))
 
     def _take(self, i: int) -> FramePrefetch | None:
@@ -224,7 +235,7 @@ class _Runner:
                 try:
                     rec = embed_video(path, encoder, self.fps, self.batch_size, self.progress,
                                       times_out=self.report.stages, info=infos.get(path), decoder=self._take(i),
-                                      background=self.background)
+                                      background=self.background, shots=self.shots)
                 except VideoOpenError as exc:
                     self._fail(path, str(exc).removeprefix(f"{path}: "))
                     continue

@@ -24,9 +24,10 @@ class Plan:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, why it cannot be read)
 
 
-def plan_files(files: Sequence[str], known: dict[str, KnownFile], fps: float) -> Plan:
+def plan_files(files: Sequence[str], known: dict[str, KnownFile], fps: float, shots: str | None = None) -> Plan:
     """Decide per file: embed it, skip it (same size and mtime, or same content fingerprint, at
-    the same ``fps``), or report it (unreadable, not a regular file, a name that is not UTF-8)."""
+    the same ``fps``, and by the shot detector ``shots`` when one is asked for explicitly), or
+    report it (unreadable, not a regular file, a name that is not UTF-8)."""
     plan = Plan()
     for f in files:
         try:
@@ -48,7 +49,8 @@ def plan_files(files: Sequence[str], known: dict[str, KnownFile], fps: float) ->
             plan.bad.append((f, "cannot read (permission denied)"))
             continue
         old = known.get(f)
-        if old is None or old.sample_fps != fps or old.size_bytes != st.st_size:
+        if old is None or old.sample_fps != fps or old.size_bytes != st.st_size or (
+                shots is not None and old.shot_detector != shots):
             plan.todo.append(f)
         elif old.mtime == st.st_mtime:
             plan.same.append(f)

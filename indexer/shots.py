@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,13 +47,21 @@ class ShotParams:
 DEFAULT_PARAMS = ShotParams()
 
 
+TRANSITIONS = ("start", "cut", "dissolve", "fade")
+
+
 @dataclass
 class ShotSpan:
-    """A shot: ``[start_s, end_s)`` in video time, and its kind: content, black or blank."""
+    """A shot: ``[start_s, end_s)`` in video time, its kind (content, black or blank), and how it
+    begins: ``transition`` is ``start`` (the video's first shot), ``cut``, ``dissolve`` or
+    ``fade``, over ``[trans_start_s, trans_end_s]`` (a cut's span is its first frame's time)."""
 
     start_s: float
     end_s: float
     kind: str = "content"
+    transition: str = "cut"
+    trans_start_s: float | None = None
+    trans_end_s: float | None = None
 
     @property
     def blank(self) -> bool:
@@ -90,11 +99,13 @@ class ShotDetector:
         self._prev: np.ndarray | None = None
         self.shots: list[ShotSpan] = []
         self.kind = "content"
+        self.last_kind = "content"  # of the frame pushed last
 
     def push(self, ts_s: float, thumb: np.ndarray) -> bool:
         """Add a frame shown from ``ts_s``. Returns True when it starts a new shot (the first frame too)."""
         cur = thumb.astype(np.int16)
         kind = blank_kind(thumb, self.params)
+        self.last_kind = kind
         new = self._prev is None
         if not new:
             diff = float(np.mean(np.abs(cur - self._prev)))
@@ -113,7 +124,10 @@ class ShotDetector:
         if new:
             if self.shots:
                 self.shots[-1].end_s = ts_s
-            self.shots.append(ShotSpan(ts_s, ts_s, kind))
+                fade = "black" in (kind, self.kind)  # into or out of black: a fade's end
+                self.shots.append(ShotSpan(ts_s, ts_s, kind, "fade" if fade else "cut", ts_s, ts_s))
+            else:
+                self.shots.append(ShotSpan(ts_s, ts_s, kind, "start", ts_s, ts_s))
             self.kind = kind
         return new
 
@@ -122,3 +136,44 @@ class ShotDetector:
         if self.shots:
             self.shots[-1].end_s = max(end_s, self.shots[-1].start_s)
         return self.shots
+
+
+def merge_transitions(shots: list[ShotSpan], times: list[float], found: list[Any], end_s: float) -> list[ShotSpan]:
+    """The fast detector's ``shots`` with TransNetV2's transitions (:mod:`indexer.transnet`) put in.
+
+    ``times`` are the frames' times (the index ``found`` refers to). Cuts and changes to and from
+    blank frames stay where the fast detector put them (exact to the frame). A dissolve replaces
+    the cuts the fast detector fired inside it by one boundary at its middle; a cut or fade the
+    fast detector did not see adds a boundary; one it did see only gains its span.
+    """
+    import bisect  # noqa: PLC0415
+
+    if not shots or not times:
+        return shots
+    pad = 2  # frames of slack around a transition's span
+    bounds = [(bisect.bisect_left(times, s.start_s), s) for s in shots]
+    for tr in found:
+        lo, hi = tr.first - pad, tr.last + pad
+        near = [(i, s) for i, s in bounds[1:] if lo <= i <= hi]
+        span = (times[tr.first], times[tr.last])
+        if tr.kind == "dissolve":
+            if any(s.kind != "content" or s.transition == "fade" for _, s in near):
+                continue  # to or from a blank frame: the fast detector's fade boundaries hold
+            gone = {id(s) for _, s in near}
+            bounds = [(i, s) for i, s in bounds if id(s) not in gone]
+            k = bisect.bisect_right([i for i, _ in bounds], tr.start) - 1
+            kind = bounds[k][1].kind if k >= 0 else "content"
+            bounds.insert(k + 1, (tr.start, ShotSpan(times[tr.start], 0.0, kind, "dissolve", *span)))
+        elif near:
+            for _, s in near:
+                if tr.kind == "fade" or s.transition == "fade":
+                    s.transition, s.trans_start_s, s.trans_end_s = "fade", *span
+        elif tr.start > 0:
+            k = bisect.bisect_right([i for i, _ in bounds], tr.start) - 1
+            kind = bounds[k][1].kind if k >= 0 else "content"
+            bounds.insert(k + 1, (tr.start, ShotSpan(times[tr.start], 0.0, kind, tr.kind, *span)))
+    out = [s for _, s in bounds]
+    for a, b in zip(out, out[1:]):
+        a.end_s = b.start_s
+    out[-1].end_s = max(end_s, out[-1].start_s)
+    return out

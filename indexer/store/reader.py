@@ -229,9 +229,9 @@ def known_files(store_dir: str | os.PathLike[str], paths: Sequence[str] | None =
             con.execute("CREATE TEMP TABLE wanted AS SELECT v.* FROM videos v JOIN wanted_paths USING (path)")
         rows = con.execute(
             "SELECT w.path, w.size_bytes, w.mtime, w.fingerprint, w.sample_fps, "
-            "NOT EXISTS (SELECT 1 FROM frames f WHERE f.video_id = w.video_id AND f.thumb_bytes IS NULL) "
-            "FROM wanted w").fetchall()
-    return {r[0]: KnownFile(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
+            "NOT EXISTS (SELECT 1 FROM frames f WHERE f.video_id = w.video_id AND f.thumb_bytes IS NULL), "
+            "w.shot_detector FROM wanted w").fetchall()
+    return {r[0]: KnownFile(r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows}
 
 
 def indexed_paths(store_dir: str | os.PathLike[str]) -> list[str]:

@@ -25,6 +25,9 @@ class ShotRecord:
     start_s: float
     end_s: float
     kind: str = "content"  # content, black or blank
+    transition: str | None = None  # start, cut, dissolve or fade (None: not known)
+    trans_start_s: float | None = None
+    trans_end_s: float | None = None
 
 
 @dataclass
@@ -49,6 +52,7 @@ class VideoRecord:
     thumbs: list[bytes] | None = None  # a JPEG per frame (None: no thumbnails)
     bg_lse: np.ndarray | None = None  # per frame, the background prompts' term (indexer.terms)
     bg_key: str | None = None  # what bg_lse was computed with (indexer.terms.background_key)
+    shot_detector: str | None = None  # fast or transnet (indexer.shots, indexer.transnet)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class KnownFile:
     fingerprint: str
     sample_fps: float
     has_thumbnails: bool
+    shot_detector: str | None = None  # None: indexed before the store recorded it
 
 
 @dataclass(frozen=True)

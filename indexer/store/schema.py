@@ -13,7 +13,7 @@ from typing import Any, Callable
 from ..errors import ModelMismatch, StoreError
 from .layout import now, transaction
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Everything keyed by video_id, deleted together when a video is replaced or removed.
 PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "videos")
@@ -47,7 +47,8 @@ TABLES = [
         sample_fps DOUBLE,              -- samples per second asked for at index time
         decoded_frames INTEGER,
         note VARCHAR,                   -- partial decode and other remarks, NULL when clean
-        indexed_at TIMESTAMP
+        indexed_at TIMESTAMP,
+        shot_detector VARCHAR           -- fast or transnet (NULL: indexed before v5)
     )""",
     """CREATE TABLE IF NOT EXISTS frames (
         frame_id BIGINT NOT NULL,       -- = the vector's id in its segment under vectors/
@@ -63,7 +64,10 @@ TABLES = [
         video_id INTEGER NOT NULL,
         start_s DOUBLE NOT NULL,        -- first frame's presentation time
         end_s DOUBLE NOT NULL,          -- next shot's first frame, or the video's end
-        kind VARCHAR NOT NULL           -- content, black or blank (blank shots never match)
+        kind VARCHAR NOT NULL,          -- content, black or blank (blank shots never match)
+        transition VARCHAR,             -- how it begins: start, cut, dissolve or fade (NULL: before v5)
+        trans_start_s DOUBLE,           -- the transition's first frame (a cut: = start_s)
+        trans_end_s DOUBLE              -- ... and last frame
     )""",
     """CREATE TABLE IF NOT EXISTS labels (
         label VARCHAR PRIMARY KEY,
@@ -137,7 +141,17 @@ def _migrate_3_to_4(con: Any) -> None:
     con.execute(VECTOR_SEGMENTS)
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
+def _migrate_4_to_5(con: Any) -> None:
+    """v5 records how each shot begins (start, cut, dissolve, fade, and the transition's span) and
+    which detector made a video's shots; NULL for what older versions indexed."""
+    con.execute("ALTER TABLE shots ADD COLUMN IF NOT EXISTS transition VARCHAR")
+    con.execute("ALTER TABLE shots ADD COLUMN IF NOT EXISTS trans_start_s DOUBLE")
+    con.execute("ALTER TABLE shots ADD COLUMN IF NOT EXISTS trans_end_s DOUBLE")
+    con.execute("ALTER TABLE videos ADD COLUMN IF NOT EXISTS shot_detector VARCHAR")
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4,
+                                                4: _migrate_4_to_5}
 
 
 def version(con: Any) -> int | None:

@@ -376,7 +376,7 @@ class Writer:
             with transaction(con):
                 _delete_rows(con, old_ids)
                 if rows.videos:
-                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 16)})", rows.videos)
+                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 17)})", rows.videos)
                 if rows.frames:
                     rows.insert_frames_and_shots(con)
                 if seg is not None:
@@ -455,7 +455,8 @@ class Writer:
         shots = rec.shots or [ShotRecord(0.0, rec.duration_s)]
         first_shot = self._next_shot_id
         self._next_shot_id += len(shots)
-        rows.shots.extend((first_shot + k, vid, s.start_s, s.end_s, s.kind) for k, s in enumerate(shots))
+        rows.shots.extend((first_shot + k, vid, s.start_s, s.end_s, s.kind, s.transition, s.trans_start_s,
+                           s.trans_end_s) for k, s in enumerate(shots))
         rows.frames.extend(
             (int(i), vid, f.ts_s, f.end_s, first_shot + f.shot, o, b)
             for i, f, o, b in zip(ids, rec.frames, t_off, t_len)
@@ -463,7 +464,7 @@ class Writer:
         rows.videos.append((
             vid, rec.path, Path(rec.path).name, rec.size_bytes, rec.mtime, rec.fingerprint,
             rec.duration_s, rec.fps, rec.width, rec.height, rec.codec, n, rec.sample_fps,
-            rec.decoded_frames, rec.note, now(),
+            rec.decoded_frames, rec.note, now(), rec.shot_detector,
         ))
         return ids
 
@@ -474,7 +475,7 @@ class _Rows:
     def __init__(self) -> None:
         self.videos: list[tuple[Any, ...]] = []
         self.frames: list[tuple[int, int, float, float, int, int | None, int | None]] = []
-        self.shots: list[tuple[int, int, float, float, str]] = []
+        self.shots: list[tuple[Any, ...]] = []
 
     def insert_frames_and_shots(self, con: Any) -> None:
         """Bulk insert from numpy columns (DuckDB's executemany is slow: ~1.5k rows/s)."""
@@ -494,6 +495,9 @@ class _Rows:
             "start_s": np.array([r[2] for r in sh], dtype=np.float64),
             "end_s": np.array([r[3] for r in sh], dtype=np.float64),
             "kind": np.array([r[4] for r in sh], dtype=object),
+            "transition": np.array([r[5] for r in sh], dtype=object),
+            "trans_start_s": np.array([np.nan if r[6] is None else r[6] for r in sh], dtype=np.float64),
+            "trans_end_s": np.array([np.nan if r[7] is None else r[7] for r in sh], dtype=np.float64),
         })
         try:
             con.execute(
@@ -501,7 +505,9 @@ class _Rows:
                 "CASE WHEN thumb_bytes > 0 THEN thumb_offset END, CASE WHEN thumb_bytes > 0 THEN thumb_bytes END "
                 "FROM _new_frames"
             )
-            con.execute("INSERT INTO shots SELECT shot_id, video_id, start_s, end_s, kind FROM _new_shots")
+            con.execute("INSERT INTO shots SELECT shot_id, video_id, start_s, end_s, kind, transition, "
+                        "CASE WHEN isnan(trans_start_s) THEN NULL ELSE trans_start_s END, "
+                        "CASE WHEN isnan(trans_end_s) THEN NULL ELSE trans_end_s END FROM _new_shots")
         finally:
             con.unregister("_new_frames")
             con.unregister("_new_shots")

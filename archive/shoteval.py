@@ -1,0 +1,260 @@
+"""Shot-boundary evaluation on generated ad-like videos of real footage with exact truth.
+
+    python -m archive.shoteval [--videos 4] [--seconds 50] [--out DIR] [--json]
+
+Generates ``--videos`` held-out videos with ``tests/transitions.py`` (seeds ``--seed``,
+``--seed + 1``, ...; hard cuts, cross-dissolves, fades through black), runs each detector on them
+and prints a markdown table per detector: precision, recall, F1, hits per transition kind, the
+mean absolute error of matched boundaries and the detector's seconds.
+
+Matching: a predicted boundary frame matches a true transition when it lies in
+``[start_frame - 2, end_frame + 2]`` (a cut: within 2 frames of it). Pairs are taken greedily by
+the distance to the transition's :meth:`TransitionTruth.boundary_frame`, each transition and each
+prediction at most once; unmatched predictions are false positives. ``FP`` shows ``n (k in
+window)``: k of the n fell inside a transition's window that another prediction had matched
+(e.g. a fade reported both where the picture goes and where it comes back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = 2  # frames either side of a transition
+KINDS = ("cut", "dissolve", "fade")
+
+Detector = Callable[[Path, float], list[int]]  # (video, frame rate) -> boundary frame indexes
+
+
+class Unavailable(Exception):
+    """A detector that cannot run here (not installed, feature not there yet)."""
+
+
+def _transitions() -> Any:
+    """``tests/transitions.py``, imported from the repository's tests folder."""
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import transitions  # noqa: PLC0415
+
+    return transitions
+
+
+def ours(mode: str) -> Detector:
+    """Our decoder's shot detection (``indexer.decode.sample_frames``) in ``mode``."""
+
+    def run(path: Path, rate: float) -> list[int]:
+        from indexer.decode import DecodeStats, sample_frames  # noqa: PLC0415
+
+        kwargs: dict[str, str] = {}
+        if "shots" in inspect.signature(sample_frames).parameters:
+            kwargs["shots"] = mode
+        elif mode != "fast":
+            raise Unavailable("sample_frames() has no shots= keyword yet")
+        stats = DecodeStats()
+        try:
+            for _ in sample_frames(path, 2.0, short_side=224, stats=stats, **kwargs):
+                pass
+        except TypeError as e:  # a signature inspect could not see (wrappers)
+            raise Unavailable(f"sample_frames(shots={mode!r}): {e}") from e
+        return [round(s.start_s * rate) for s in stats.shots[1:]]
+
+    return run
+
+
+def scenedetect_version() -> str | None:
+    try:
+        import scenedetect  # noqa: PLC0415
+    except ImportError:
+        return None
+    return str(scenedetect.__version__)
+
+
+def pyscenedetect(name: str) -> Detector:
+    """PySceneDetect's ``AdaptiveDetector`` or ``ContentDetector`` with default parameters,
+    OpenCV backend; the start frames of its scenes after the first."""
+
+    def run(path: Path, rate: float) -> list[int]:
+        try:
+            import scenedetect  # noqa: PLC0415
+        except ImportError as e:
+            raise Unavailable("scenedetect is not installed (pip install scenedetect-headless)") from e
+        logging.getLogger("pyscenedetect").setLevel(logging.ERROR)
+        scenes = scenedetect.detect(str(path), getattr(scenedetect, name)(), backend="opencv")
+        starts = [getattr(a, "frame_num", None) for a, _ in scenes[1:]]
+        return [int(f) if f is not None else int(a.get_frames()) for f, (a, _) in zip(starts, scenes[1:])]
+
+    return run
+
+
+DETECTORS: dict[str, Detector] = {
+    "ours-fast": ours("fast"),
+    "ours-transnet": ours("transnet"),
+    "pyscenedetect-adaptive": pyscenedetect("AdaptiveDetector"),
+    "pyscenedetect-content": pyscenedetect("ContentDetector"),
+}
+
+
+@dataclass
+class Score:
+    """Totals of one detector over all videos."""
+
+    tp: int = 0
+    fp: int = 0
+    fp_in_window: int = 0
+    hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    errors: dict[str, list[int]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    seconds: float = 0.0
+    unavailable: str | None = None
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        n = sum(self.total.values())
+        return self.tp / n if n else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def mae(self, kind: str) -> float | None:
+        e = self.errors[kind]
+        return sum(e) / len(e) if e else None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.unavailable:
+            return {"unavailable": self.unavailable}
+        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "tp": self.tp,
+                "fp": self.fp, "fp_in_window": self.fp_in_window, "hits": self.hits, "total": self.total,
+                "mae_frames": {k: self.mae(k) for k in KINDS}, "seconds": self.seconds}
+
+
+def score(truth: Any, predictions: list[int], into: Score) -> None:
+    """Match ``predictions`` (frame indexes) against ``truth`` and add the result to ``into``."""
+    trans = truth.transitions
+    windows = [(t.start_frame - TOLERANCE, t.end_frame + TOLERANCE) for t in trans]
+    pairs = sorted(
+        (abs(p - truth.boundary_frame(t)), pi, ti)
+        for pi, p in enumerate(predictions)
+        for ti, t in enumerate(trans)
+        if windows[ti][0] <= p <= windows[ti][1]
+    )
+    used_p: set[int] = set()
+    used_t: set[int] = set()
+    for dist, pi, ti in pairs:
+        if pi in used_p or ti in used_t:
+            continue
+        used_p.add(pi)
+        used_t.add(ti)
+        into.hits[trans[ti].kind] += 1
+        into.errors[trans[ti].kind].append(dist)
+    for t in trans:
+        into.total[t.kind] += 1
+    into.tp += len(used_p)
+    unmatched = [p for pi, p in enumerate(predictions) if pi not in used_p]
+    into.fp += len(unmatched)
+    into.fp_in_window += sum(any(lo <= p <= hi for lo, hi in windows) for p in unmatched)
+
+
+def evaluate(videos: list[Any], names: list[str]) -> dict[str, Score]:
+    """Run each detector on each video and score it."""
+    scores: dict[str, Score] = {}
+    for name in names:
+        sc = scores[name] = Score()
+        for truth in videos:
+            t0 = time.perf_counter()
+            try:
+                predicted = DETECTORS[name](truth.path, float(truth.rate))
+            except Unavailable as e:
+                sc.unavailable = str(e)
+                break
+            except Exception as e:  # noqa: BLE001 - a failing detector is a row, not a traceback
+                sc.unavailable = f"failed: {type(e).__name__}: {e}"
+                break
+            sc.seconds += time.perf_counter() - t0
+            score(truth, sorted(set(predicted)), sc)
+    return scores
+
+
+def table(scores: dict[str, Score]) -> str:
+    """The markdown table of ``scores``."""
+    lines = ["| detector | precision | recall | F1 | cuts | dissolves | fades | FP (in window) "
+             "| mean \\|err\\| frames (cut/dissolve/fade) | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, s in scores.items():
+        if s.unavailable:
+            lines.append(f"| {name} | unavailable: {s.unavailable} | | | | | | | | |")
+            continue
+        hits = " | ".join(f"{s.hits[k]}/{s.total[k]}" for k in KINDS)
+        mae = "/".join("-" if s.mae(k) is None else f"{s.mae(k):.2f}" for k in KINDS)
+        lines.append(f"| {name} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {hits} "
+                     f"| {s.fp} ({s.fp_in_window}) | {mae} | {s.seconds:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m archive.shoteval", description=__doc__.split("\n")[0])
+    ap.add_argument("--videos", type=int, default=4, help="generated videos (default 4)")
+    ap.add_argument("--seconds", type=float, default=50.0, help="length of each video (default 50)")
+    ap.add_argument("--seed", type=int, default=1000, help="seed of the first video (default 1000, held out)")
+    ap.add_argument("--out", type=Path, help="keep the videos and their truth here (default: a temporary folder)")
+    ap.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated, of: " + ", ".join(DETECTORS))
+    ap.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown or args.videos < 1 or args.seconds <= 2:
+        ap.error(f"unknown detector(s): {', '.join(unknown)}" if unknown else "need --videos >= 1 and --seconds > 2")
+
+    tr = _transitions()
+    out = args.out or Path(tempfile.mkdtemp(prefix="shoteval-"))
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        videos = []
+        t0 = time.perf_counter()
+        for i in range(args.videos):
+            seed = args.seed + i
+            truth = tr.make_transition_video(out / f"shoteval_{seed}.mp4", seconds=args.seconds, seed=seed)
+            videos.append(truth)
+            if args.out:
+                (out / f"shoteval_{seed}.json").write_text(json.dumps({
+                    "rate": str(truth.rate), "n_frames": truth.n_frames, "shots": truth.shots,
+                    "transitions": [dict(vars(t), boundary=truth.boundary_frame(t)) for t in truth.transitions]}))
+        gen_s = time.perf_counter() - t0
+        scores = evaluate(videos, names)
+    finally:
+        if not args.out:
+            shutil.rmtree(out, ignore_errors=True)
+
+    counts = {k: sum(v.counts()[k] for v in videos) for k in KINDS}
+    version = scenedetect_version()
+    if args.json:
+        print(json.dumps({"videos": args.videos, "seconds": args.seconds, "seeds": [args.seed + i for i in range(args.videos)],
+                          "truth": counts, "scenedetect": version, "tolerance_frames": TOLERANCE,
+                          "detectors": {n: s.as_dict() for n, s in scores.items()}}, indent=2))
+        return 0
+    print(f"{args.videos} video(s) x {args.seconds:g} s at {videos[0].rate} fps, seeds {args.seed}.."
+          f"{args.seed + args.videos - 1}: {counts['cut']} cuts, {counts['dissolve']} dissolves, "
+          f"{counts['fade']} fades (generated in {gen_s:.1f} s); match within {TOLERANCE} frames of a transition")
+    print(f"scenedetect: {version or 'not installed'}\n")
+    print(table(scores))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

