@@ -145,6 +145,8 @@ def info_dict(info: StoreInfo) -> dict[str, Any]:
         "failures": info.failures,
         "schema_version": info.schema_version,
         "segments": info.segments,
+        "shot_detectors": info.shot_detectors,
+        "transitions": info.transitions,
     }
 
 
@@ -158,6 +160,8 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
     t.add_column("value")
     d["seconds"] = f"{info.seconds:.1f} ({info.seconds / 3600:.2f} h)"
     d["bytes"] = f"{info.bytes:,} ({info.bytes / 2**20:.1f} MiB)"
+    d["shot_detectors"] = ", ".join(f"{k} {v}" for k, v in info.shot_detectors.items()) or "-"
+    d["transitions"] = ", ".join(f"{k} {v}" for k, v in info.transitions.items()) or "-"
     for k, v in d.items():
         if k != "store":
             t.add_row(k, str(v))

@@ -97,3 +97,18 @@ def test_short_and_single_frame_videos(tmp_path):
         assert frames and len(st.shots) == n_shots
         assert [s.transition for s in st.shots] == ["start", "cut"][:n_shots]
         assert np.isclose(st.shots[-1].end_s, truth.duration_s, atol=0.05)
+
+
+def test_info_says_which_detector_made_the_shots(dissolve_video, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    a = Archive(tmp_path / "store")
+    a.index([dissolve_video.path])
+    out = subprocess.run([sys.executable, "-m", "archive.cli", "info", "--json", "--store", str(tmp_path / "store")],
+                         capture_output=True, text=True, check=True)
+    info = json.loads(out.stdout)
+    assert info["shot_detectors"] == {"transnet": 1}
+    assert info["transitions"]["dissolve"] >= 1 and info["transitions"]["start"] == 1
+    assert sum(info["transitions"].values()) == a.sql("SELECT count(*) FROM shots").rows[0][0]

@@ -180,6 +180,10 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         failures = con.execute("SELECT count(DISTINCT path) FROM failures").fetchall()[0][0]
         n_vectors, n_segments = con.execute(
             "SELECT coalesce(sum(n_vectors), 0), count(*) FROM vector_segments").fetchall()[0]
+        detectors = dict(con.execute(
+            "SELECT coalesce(shot_detector, 'unknown'), count(*) FROM videos GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        transitions = dict(con.execute(
+            "SELECT coalesce(transition, 'unknown'), count(*) FROM shots GROUP BY 1 ORDER BY 2 DESC").fetchall())
     root = Path(store_dir)
     return StoreInfo(
         path=str(root.resolve()),
@@ -194,6 +198,8 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         failures=int(failures),
         vectors=int(n_vectors),
         segments=int(n_segments),
+        shot_detectors={str(k): int(v) for k, v in detectors.items()},
+        transitions={str(k): int(v) for k, v in transitions.items()},
     )
 
 

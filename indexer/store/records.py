@@ -151,6 +151,8 @@ class StoreInfo:
     failures: int = 0
     vectors: int = 0  # rows in the vector segments (live and dead)
     segments: int = 0  # vector segments
+    shot_detectors: dict[str, int] = field(default_factory=dict)  # videos by detector ("unknown": before v5)
+    transitions: dict[str, int] = field(default_factory=dict)  # shots by how they begin
 
 
 @dataclass
