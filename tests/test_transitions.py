@@ -112,3 +112,42 @@ def test_info_says_which_detector_made_the_shots(dissolve_video, tmp_path):
     assert info["shot_detectors"] == {"transnet": 1}
     assert info["transitions"]["dissolve"] >= 1 and info["transitions"]["start"] == 1
     assert sum(info["transitions"].values()) == a.sql("SELECT count(*) FROM shots").rows[0][0]
+
+
+def _real_thumbs(n: int) -> list[np.ndarray]:
+    import av
+
+    from conftest import DATA
+    from indexer.decode import thumbnail
+
+    out = []
+    with av.open(str(DATA / "Megamind.avi")) as c:
+        for f in c.decode(video=0):
+            out.append(thumbnail(f))
+            if len(out) == n:
+                break
+    return out
+
+
+def test_the_gate_opens_on_a_blend_not_on_motion():
+    th = _real_thumbs(120)
+    a, b = th[30].astype(np.float32), th[110].astype(np.float32)  # two shots of the source
+    blend = [np.clip((1 - w) * a + w * b, 0, 255).astype(np.uint8) for w in np.linspace(0, 1, 14)]
+    s = transnet.TransitionStream()
+    opened = [s._gate(t) for t in [th[30]] * 10 + blend + [th[110]] * 10]
+    assert any(opened)
+    # a picture sliding sideways two pixels a frame: large differences, no blend
+    wide = np.concatenate([th[30], th[110]], axis=1)
+    s = transnet.TransitionStream()
+    assert not any(s._gate(np.ascontiguousarray(wide[:, k : k + 48])) for k in range(0, 48, 2))
+
+
+def test_memory_stays_bounded_on_a_long_video():
+    th = _real_thumbs(60)
+    s = transnet.TransitionStream()
+    n = 6000  # four minutes at 25 fps of held frames: no window opens
+    for k in range(n):
+        s.push(th[(k // 200) % len(th)])
+        assert len(s._buf) < transnet.WINDOW and len(s._hot) == len(s._buf)
+    single, many = s.close()
+    assert len(single) == len(many) == n and s.windows_run == 0 and s.windows == -(-n // transnet.STEP)
