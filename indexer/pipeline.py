@@ -86,8 +86,7 @@ def index_paths(
             report.repaired, report.damaged_file = writer.repaired, writer.damaged_file
         known = known_files(store_dir, files)
         # a detector asked for explicitly (--shots, ARCHIVE_SHOTS) re-indexes videos made by another
-        asked = (shots or os.environ.get("ARCHIVE_SHOTS") or "auto").strip().lower()
-        explicit = detector if asked != "auto" else None
+        explicit = detector if settings.shots_asked(shots) != "auto" else None
         plan = plan_files(files, known, fps, explicit)
         problems.extend(plan.bad)
         report.skipped = len(plan.same)

@@ -146,6 +146,13 @@ def check_fps(fps: float) -> float:
 SHOT_DETECTORS = ("auto", "transnet", "fast")
 
 
+def shots_asked(asked: str | None = None) -> str:
+    """The shot detector as asked for (``--shots``, else ``$ARCHIVE_SHOTS``, else ``auto``),
+    lower case and not yet resolved; an explicit choice (not ``auto``) re-indexes videos made by
+    another detector."""
+    return (asked or _env("ARCHIVE_SHOTS") or "auto").strip().lower()
+
+
 def shots(asked: str | None = None) -> str:
     """The shot detector asked for (``--shots``), else ``$ARCHIVE_SHOTS``, else ``auto``; lower case
     and checked. ``auto`` is TransNetV2 where its package is installed, else the fast detector.
@@ -153,7 +160,7 @@ def shots(asked: str | None = None) -> str:
     Raises:
         UsageError: not one of auto, transnet, fast; or transnet without its package.
     """
-    value = (asked or _env("ARCHIVE_SHOTS") or "auto").strip().lower()
+    value = shots_asked(asked)
     if value not in SHOT_DETECTORS:
         raise UsageError(f"--shots must be auto, transnet or fast, not '{value}'.")
     from . import transnet  # noqa: PLC0415
