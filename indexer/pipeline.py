@@ -101,8 +101,7 @@ def index_paths(
             except VideoOpenError:
                 pass  # embed_video reports it
         progress(Progress("plan", total=len(plan.todo), seconds=sum(i.duration_s for i in infos.values())))
-        runner = _Runner(writer, encoder, fps, batch_size, progress, report)
-        runner.shots = detector
+        runner = _Runner(writer, encoder, fps, batch_size, progress, report, shots=detector)
         try:
             if plan.todo and encoder is None:
                 # The first videos decode while the model loads (importing torch alone takes ~2 s).
@@ -150,7 +149,8 @@ class _Runner:
     committing at most every ``ARCHIVE_COMMIT_INTERVAL_S`` seconds (and on the way out, Ctrl-C too)."""
 
     def __init__(self, writer: Writer, encoder: Encoder | None, fps: float, batch_size: int,
-                 progress: ProgressFn, report: IndexReport, background: tuple[Any, str] | None = None) -> None:
+                 progress: ProgressFn, report: IndexReport, background: tuple[Any, str] | None = None,
+                 shots: str = "fast") -> None:
         self.writer, self.encoder, self.fps, self.batch_size = writer, encoder, fps, batch_size
         self.progress, self.report, self.background = progress, report, background
         self.pending: list[VideoRecord] = []
@@ -161,7 +161,7 @@ class _Runner:
         self.started: set[int] = set()
         self._lock = threading.Lock()
         self._prep: ImagePrep | None = None
-        self.shots = "fast"  # the shot detector: fast or transnet
+        self.shots = shots  # the shot detector: fast or transnet
 
     def flush(self) -> None:
         """Commit what is finished: the pending videos and the failures seen so far."""
