@@ -1,5 +1,6 @@
-# Quick start:  make demo   (index the sample clips, run a search)
-#               make test   (run the test suite)
+# Quick start:  make demo       (index the sample clips, run a search)
+#               make eval-demo  (measure the answers against labelled truth)
+#               make test       (run the test suite)
 # Offline (no model hub): ARCHIVE_PRETRAINED=none make demo
 
 PYTHON ?= python3
@@ -12,8 +13,9 @@ else
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 endif
 DEMO_STORE ?= data
+EVAL_DEMO ?= eval-demo
 
-.PHONY: install demo test clean-demo browser
+.PHONY: install demo eval-demo test clean-demo browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +31,14 @@ demo: install
 	$(BIN)/archive info --store $(DEMO_STORE)
 	$(BIN)/archive search "a cartoon character" "a tree" --image tests/data/megamind_frame.png --top 3 --store $(DEMO_STORE)
 	@echo "Now look instead of read: $(BIN)/archive serve --store $(DEMO_STORE)  (then open http://127.0.0.1:8000/)"
+
+# Four ads cut from the sample clips, a still of each shot, and two truth files (one right, one
+# with three mistakes); index them, then measure the answers against each truth file.
+eval-demo: install
+	$(BIN)/python tests/evalads.py $(EVAL_DEMO)
+	$(BIN)/archive index $(EVAL_DEMO)/ads --store $(EVAL_DEMO)/store --quiet
+	$(BIN)/archive eval $(EVAL_DEMO)/truth.csv --store $(EVAL_DEMO)/store --plot $(EVAL_DEMO)/eval.png
+	$(BIN)/archive eval $(EVAL_DEMO)/truth_with_mistakes.csv --store $(EVAL_DEMO)/store --plot $(EVAL_DEMO)/mistakes.png
 
 # The browser test drives Debian's Chromium (Playwright with executablePath); installed when missing.
 browser:

@@ -23,9 +23,11 @@ from indexer.encoder import Encoder, TextEncoder
 from indexer.errors import ArchiveError
 from indexer.pipeline import IndexReport, ProgressFn, index_paths
 from indexer.store import (
-    CheckReport, MergeReport, StoreInfo, Writer, check_store, prune, read_labels, read_meta, store_info, store_spec,
+    CheckReport, LabelCalibration, MergeReport, StoreInfo, Writer, check_store, prune, read_labels, read_meta, store_info, store_spec,
 )
+from search import evaluate as evaluate_mod
 from search import labels as labels_mod
+from search.evaluate import Calibration, EvalReport
 from search.labels import LabelSummary, VideoClass
 from search.query import QueryResult, Searcher
 from search.sql import SqlResult, run_sql
@@ -141,6 +143,44 @@ class Archive:
         with Writer(self.store) as w:
             if not w.remove_label(name):
                 raise ArchiveError(f"no label named {name!r}; see `archive label list`.")
+
+    def label_calibrate(self, name: str, truth: str | os.PathLike[str],
+                        target_precision: float | None = None) -> Calibration:
+        """Set a label's threshold from labelled truth and recompute its answers everywhere.
+
+        The threshold is the plain cosine cut of best F1 on the truth file's rows for
+        ``label:NAME`` (or for its name or prompts), or the lowest cut reaching
+        ``target_precision``. The ``labels`` table records it with the precision and recall it
+        measured, the videos judged and when; ``video_labels.rule`` becomes ``calibrated``.
+
+        Raises:
+            QueryError: no such label, no rows for it, fewer than 3 present videos in the truth, or
+                no cut reaching the target precision.
+        """
+        read_meta(self.store)
+        cal = evaluate_mod.calibrate(self._searcher(), name, truth, target_precision)
+        with Writer(self.store) as w:
+            w.calibrate_label(name, cal.threshold, LabelCalibration(
+                cal.precision, cal.recall, cal.judged, cal.positives, target_precision, cal.truth, None))
+            self._refresh_labels(w)
+        return cal
+
+    def evaluate(self, truth: str | os.PathLike[str], threshold: float | None = None,
+                 target_precision: float = evaluate_mod.DEFAULT_TARGET_PRECISION) -> EvalReport:
+        """Measure the answers against a truth file (``video,query,start_s,end_s``).
+
+        See :mod:`search.evaluate` for what is measured and :mod:`search.truth` for the file.
+        Bad rows do not stop the run: each is one line in ``report.problems``.
+        """
+        searcher = self._searcher()
+        report = evaluate_mod.evaluate(searcher, truth, threshold=threshold, target_precision=target_precision)
+        self._encoder = searcher.loaded_encoder or self._encoder
+        return report
+
+    def _searcher(self) -> Searcher:
+        return Searcher(self.store, self.device, encoder=self._loaded_encoder(),
+                        text_encoder=self._text if self._text is not None and self._text.spec == store_spec(self.store)
+                        else None)
 
     def labels(self) -> list[LabelSummary]:
         """Saved labels, with how many videos show each and for how many seconds in all."""

@@ -168,7 +168,7 @@ def _warn_if_random(arc: Any) -> None:
         )
 
 
-label_app = typer.Typer(help="Saved categories: add, list, remove. Their answers are kept in SQL tables.",
+label_app = typer.Typer(help="Saved categories: add, list, remove, calibrate on labelled truth. Their answers are kept in SQL tables.",
                         no_args_is_help=True)
 app.add_typer(label_app, name="label")
 
@@ -216,6 +216,61 @@ def label_remove(
     arc = _archive(store)
     _call(lambda: arc.label_remove(name))
     err.print(f"removed label {name}.", highlight=False)
+
+
+@label_app.command("calibrate")
+def label_calibrate(
+    name: str = typer.Argument(..., help="The saved label to calibrate.", show_default=False),
+    truth: Path = typer.Argument(
+        ..., help="Truth CSV (video,query,start_s,end_s) with rows for label:NAME, or for its name or prompts.",
+        show_default=False),
+    target_precision: Optional[float] = typer.Option(
+        None, "--target-precision", show_default=False,
+        help="Take the lowest cosine cut that reaches this precision on the truth. [default: the cut of best F1]"),
+    as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Set a label's threshold from labelled truth: best F1, or a target precision. Needs 3+ present videos."""
+    from .render import print_calibration  # noqa: PLC0415
+
+    arc = _archive(store)
+    print_calibration(_call(lambda: arc.label_calibrate(name, truth, target_precision)), as_json)
+
+
+@app.command("eval")
+def evaluate(
+    truth: Path = typer.Argument(
+        ..., help="Truth CSV with a header video,query,start_s,end_s: one row per on-screen interval; empty times "
+        "say absent. query: a text, image:PATH or label:NAME.", show_default=False),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", show_default=False,
+        help="Measure a plain cosine cut instead of the presence rule. [default: the rule]"),
+    target_precision: float = typer.Option(
+        0.95, "--target-precision", help="Report the lowest cosine cut that reaches this precision."),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot", show_default=False,
+        help="Draw the precision/recall curves (with the rule's point) and the first-seen errors into this image."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every number."),
+    device: str = DeviceOpt,
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Measure the answers against your labelled videos: presence P/R/F1, AP, timing errors, IoU, best threshold.
+
+    Rows that cannot be used are listed on stderr, one line each, and the rest is measured; the exit
+    status is then 1.
+    """
+    from .render import err, print_eval  # noqa: PLC0415
+
+    arc = _archive(store, device)
+    rep = _call(lambda: arc.evaluate(truth, threshold=threshold, target_precision=target_precision))
+    print_eval(rep, as_json)
+    if plot is not None:
+        from .plot import plot_eval  # noqa: PLC0415
+
+        where = _call(lambda: plot_eval(rep, plot))
+        err.print(f"plot written to {where}", highlight=False)
+    if rep.problems:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -297,13 +352,19 @@ def bench(
     cold: Optional[str] = typer.Option(
         None, "--cold", show_default=False, help="Time `archive search TEXT` on --store as fresh processes.",
     ),
-    runs: int = typer.Option(3, "--runs", help="Fresh processes to time with --cold."),
+    run_eval: bool = typer.Option(
+        False, "--eval", help="Time `archive eval TRUTH` on --store (fresh processes) with a generated truth file.",
+    ),
+    eval_videos: int = typer.Option(1000, "--eval-videos", help="With --eval: judged videos in the truth file."),
+    eval_queries: int = typer.Option(20, "--eval-queries", help="With --eval: text queries in the truth file."),
+    runs: int = typer.Option(3, "--runs", help="Fresh processes to time with --cold and --eval."),
     store: Optional[Path] = typer.Option(
-        None, "--store", show_default=False, help="The kept store for --add and --cold (e.g. one --keep built).",
+        None, "--store", show_default=False,
+        help="The kept store for --add, --cold and --eval (e.g. one --keep built).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per benchmark)."),
 ) -> None:
-    """Measure indexing (frames/s, stage split, RSS) and query latency (p50/p95) on this machine."""
+    """Measure indexing (frames/s, stage split, RSS), query latency (p50/p95) and `archive eval` on this machine."""
     from . import bench as b  # noqa: PLC0415
     from .render import dumps, out  # noqa: PLC0415
 
@@ -311,10 +372,13 @@ def bench(
         _fail("--index needs the files or folders to index: archive bench --index PATH...", 2)
     if index_paths and not index:
         _fail("paths are for --index: archive bench --index PATH...", 2)
-    if not index and frames <= 0 and make_ads is None and add is None and cold is None:
-        _fail("give --index PATH... and/or --frames N (or --make-ads DIR, --add CLIP, --cold TEXT).", 2)
-    if (add is not None or cold is not None) and store is None:
-        _fail("--add and --cold measure a kept store: give it with --store DIR.", 2)
+    if not index and frames <= 0 and make_ads is None and add is None and cold is None and not run_eval:
+        _fail("give --index PATH... and/or --frames N (or --make-ads DIR, --add CLIP, --cold TEXT, --eval).", 2)
+    if (add is not None or cold is not None or run_eval) and store is None:
+        _fail("--add, --cold and --eval measure a kept store: give it with --store DIR "
+              "(build one with archive bench --frames 100000 --queries 0 --keep DIR).", 2)
+    if run_eval and (eval_videos < 1 or eval_queries < 1 or runs < 1):
+        _fail("--eval-videos, --eval-queries and --runs must be at least 1.", 2)
     results = []
     if make_ads is not None:
         m = re.fullmatch(r"(\d+)x(\d+)", ads_size.strip())
@@ -334,6 +398,8 @@ def bench(
         results.append(_call(lambda: b.bench_add(str(store), str(add))))
     if cold is not None:
         results.append(_call(lambda: b.bench_cold(str(store), cold, max(1, runs))))
+    if run_eval:
+        results.append(_call(lambda: b.bench_eval(str(store), eval_videos, eval_queries, runs)))
     for r in results:
         if as_json:
             print(dumps(r))

@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any, Sequence
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -101,16 +102,117 @@ def print_sql(res: SqlResult, fmt: str) -> None:
 
 def print_labels(labels: Sequence[Any], as_json: bool) -> None:
     if as_json:
-        print(dumps([{"label": lab.name, "prompts": lab.prompts, "threshold": lab.threshold,
-                      "videos_present": lab.videos_present, "seconds": round(lab.seconds, 3)} for lab in labels]))
+        print(dumps([lab.to_dict() for lab in labels]))
         return
     t = Table(title="labels", title_justify="left")
     for c in ("label", "prompts", "rule", "videos", "on screen (s)"):
         t.add_column(c, overflow="fold")
     for lab in labels:
-        rule = "presence rule" if lab.threshold is None else f"cosine >= {lab.threshold:g}"
+        c = lab.calibration
+        if lab.threshold is None:
+            rule = "presence rule"
+        elif c is None:
+            rule = f"cosine >= {lab.threshold:g}"
+        else:
+            aim = "best F1" if c.target_precision is None else f"precision >= {c.target_precision:g}"
+            rule = (f"calibrated: cosine >= {lab.threshold:.4f} ({aim}; P {c.precision:.2f} R {c.recall:.2f} "
+                    f"on {c.videos} judged videos, {c.positives} present; "
+                    f"{c.calibrated_at:%Y-%m-%d})")
         t.add_row(lab.name, "; ".join(lab.prompts), rule, str(lab.videos_present), f"{lab.seconds:.2f}")
     out.print(t)
+
+
+def _p(x: float | None, nd: int = 2) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def _table(title: str, columns: Sequence[str]) -> Table:
+    """A compact table (no vertical rules) whose first column is the query; numbers never wrap."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    for i, c in enumerate(columns):
+        if i == 0:
+            t.add_column(c, overflow="fold", min_width=12, max_width=36)
+        else:
+            t.add_column(c, justify="right", no_wrap=True)
+    return t
+
+
+def _query_name(q: str) -> str:
+    """A query as a table shows it: an example image by its file name."""
+    kind, sep, rest = q.partition(":")
+    return f"image:{os.path.basename(rest)}" if sep and kind == "image" else q
+
+
+def print_eval(rep: Any, as_json: bool) -> None:
+    """The tables of ``archive eval``: presence and ranking, first seen, time on screen, and the
+    rule against plain cosine cuts."""
+    for p in rep.problems:
+        err.print(f"[yellow]skipped[/] {p}", highlight=False)
+    if as_json:
+        print(dumps(rep.to_dict()))
+        return
+    rule = "the presence rule" if rep.threshold is None else f"cosine >= {rep.threshold:g}"
+    out.print(f"[bold]{os.path.basename(rep.truth)}[/]: {len(rep.queries)} queries, {rep.judged_videos} judged videos, "
+              f"{rep.rows} rows read" + (f", {len(rep.problems)} skipped" if rep.problems else "") + f"; answers by {rule}.",
+              highlight=False, soft_wrap=True)
+    t = _table("presence per video (P precision, R recall) and ranking (AP)",
+               ("query", "judged", "present", "TP", "FP", "FN", "P", "R", "F1", "AP"))
+    for q in rep.queries:
+        c = q.counts
+        t.add_row(_query_name(q.query), str(q.judged), str(q.positives), str(c.tp), str(c.fp), str(c.fn),
+                  _p(c.precision), _p(c.recall), _p(c.f1), _p(q.ap))
+    m = rep.micro
+    t.add_section()
+    t.add_row("all (micro)", "", "", str(m.tp), str(m.fp), str(m.fn), _p(m.precision), _p(m.recall), _p(m.f1), "")
+    t.add_row("mean (macro)", "", "", "", "", "", _p(rep.macro_precision), _p(rep.macro_recall), _p(rep.macro_f1),
+              _p(rep.map))
+    out.print(t)
+
+    rows = [(_query_name(q.query), q.times) for q in rep.queries] + [("all", rep.times)]
+    t = _table("first seen: |predicted - true| on videos present in both truth and answer",
+               ("query", "videos", "mean s", "median s", "max s", "mean frames", "max frames"))
+    for i, (name, s_) in enumerate(rows):
+        if i == len(rows) - 1:
+            t.add_section()
+        t.add_row(name, str(s_.videos), _p(s_.first_mean_s, 3), _p(s_.first_median_s, 3), _p(s_.first_max_s, 3),
+                  _p(s_.first_mean_frames, 1), _p(s_.first_max_frames, 1))
+    out.print(t)
+    t = _table("time on screen: |predicted - true| duration, and temporal IoU",
+               ("query", "mean s", "max s", "mean rel", "IoU mean", "R@0.5", "R@0.7"))
+    for i, (name, s_) in enumerate(rows):
+        if i == len(rows) - 1:
+            t.add_section()
+        t.add_row(name, _p(s_.duration_mean_s, 3), _p(s_.duration_max_s, 3), _p(s_.duration_mean_rel),
+                  _p(s_.iou_mean), _p(s_.r_at_05), _p(s_.r_at_07))
+    out.print(t)
+
+    tp = rep.sweep.target_precision
+    t = _table(f"a plain cosine cut instead: the best-F1 cut, and the lowest cut with P >= {tp:g}",
+               ("query", "best cut", "P", "R", "F1", f"P>={tp:g} cut", "P", "R"))
+
+    def sweep_row(name: str, sw: Any) -> None:
+        b, g = sw.best, sw.target
+        t.add_row(name, f"{b.threshold:.4f}" if b else "-", _p(b.precision if b else None),
+                  _p(b.recall if b else None), _p(b.f1 if b else None), f"{g.threshold:.4f}" if g else "none",
+                  _p(g.precision if g else None), _p(g.recall if g else None))
+
+    for q in rep.queries:
+        sweep_row(_query_name(q.query), q.sweep)
+    t.add_section()
+    sweep_row("all (one cut)", rep.sweep)
+    out.print(t)
+
+
+def print_calibration(cal: Any, as_json: bool) -> None:
+    if as_json:
+        print(dumps(cal.to_dict()))
+        return
+    aim = "best F1" if cal.target_precision is None else f"the lowest cut with precision >= {cal.target_precision:g}"
+    b = cal.before
+    err.print(f"label [bold]{cal.label}[/]: threshold cosine >= {cal.threshold:.4f} ({aim}); on {cal.judged} judged "
+              f"videos ({cal.positives} present): precision {cal.precision:.3f}, recall {cal.recall:.3f}, "
+              f"F1 {cal.f1:.3f} (its rule before: {b.precision:.3f} / {b.recall:.3f} / {b.f1:.3f}). "
+              "Its answers in video_labels follow the new threshold.", highlight=False)
 
 
 def print_classes(classes: Sequence[Any], as_json: bool) -> None:

@@ -229,11 +229,7 @@ def create_app(store: str | os.PathLike[str], device: str = settings.DEFAULT_DEV
     @app.get("/api/stats", summary="The archive's numbers and its saved labels")
     def stats() -> dict[str, Any]:
         info = store_info(store_dir)
-        labels = [
-            {"name": lab.name, "prompts": lab.prompts, "threshold": lab.threshold,
-             "videos_present": lab.videos_present, "seconds": round(float(lab.seconds), 3)}
-            for lab in list_labels(store_dir)
-        ]
+        labels = [{"name": lab.name, **lab.to_dict()} for lab in list_labels(store_dir)]
         return {"store": str(store_dir.resolve()), "videos": info.videos, "frames": info.frames,
                 "seconds": round(info.seconds, 3), "model": info.model, "pretrained": info.pretrained,
                 "dim": info.dim, "bytes": info.bytes, "failures": info.failures, "labels": labels}

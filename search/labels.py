@@ -20,7 +20,9 @@ import numpy as np
 from indexer import terms
 from indexer.encoder import Encoder
 from indexer.errors import QueryError
-from indexer.store import LabelDef, LabelResults, SegmentRow, VideoLabelRow, label_stats, load_frames, read_labels
+from indexer.store import (
+    LabelCalibration, LabelDef, LabelResults, SegmentRow, VideoLabelRow, label_stats, load_frames, read_labels,
+)
 
 from . import presence
 from .query import Rule, rank, resolve_scope
@@ -36,6 +38,28 @@ class LabelSummary:
     threshold: float | None
     videos_present: int = 0
     seconds: float = 0.0
+    calibration: LabelCalibration | None = None  # set when the threshold was calibrated on a truth file
+
+    @property
+    def rule(self) -> str:
+        """presence, threshold or calibrated."""
+        return rule_name(self.threshold, self.calibration)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.calibration
+        return {"label": self.name, "prompts": self.prompts, "threshold": self.threshold, "rule": self.rule,
+                "videos_present": self.videos_present, "seconds": round(self.seconds, 3),
+                "calibration": None if c is None else {
+                    "precision": round(c.precision, 4), "recall": round(c.recall, 4), "judged_videos": c.videos,
+                    "present_videos": c.positives, "target_precision": c.target_precision, "truth": c.truth,
+                    "calibrated_at": c.calibrated_at.isoformat(timespec="seconds") if c.calibrated_at else None}}
+
+
+def rule_name(threshold: float | None, calibration: LabelCalibration | None) -> str:
+    """How a label decides presence: presence (the presence rule), threshold or calibrated."""
+    if threshold is None:
+        return "presence"
+    return "calibrated" if calibration is not None else "threshold"
 
 
 @dataclass
@@ -74,18 +98,20 @@ def label_results(store_dir: str | os.PathLike[str], encoder: Encoder,
     key = terms.background_key(encoder.spec.name, encoder.spec.pretrained, encoder.text_precision)
     raw = scanner.scores(q)
     bg_lse = background_term(scanner, key, lambda: encoder.encode_fixed(list(presence.BACKGROUND_PROMPTS)))
-    rules = [_rule(lab) for lab in labels]
+    rules = [rule_of(lab) for lab in labels]
     results = rank(table, raw, bg_lse, [lab.name for lab in labels], ["text"] * len(labels), rules, top=None)
     for lab, res in zip(labels, results):
         for r in res.results:
             out.videos.append(VideoLabelRow(r.video_id, lab.name, r.present, r.first_seen_s, r.duration_s,
-                                            len(r.segments), r.best_s, r.score))
+                                            len(r.segments), r.best_s, r.score,
+                                            rule_name(lab.threshold, lab.calibration)))
             out.segments.extend(SegmentRow(lab.name, r.video_id, s.start_s, s.end_s, s.peak_score)
                                 for s in r.segments)
     return out
 
 
-def _rule(label: LabelDef) -> Rule:
+def rule_of(label: LabelDef) -> Rule:
+    """The rule a saved label answers with: its threshold as a plain cut, else the presence rule."""
     if label.threshold is not None:
         return Rule("threshold", label.threshold, label.threshold)
     return Rule("text", presence.TEXT_ENTER, presence.TEXT_STAY)
@@ -98,7 +124,7 @@ def list_labels(store_dir: str | os.PathLike[str]) -> list[LabelSummary]:
     for lab in read_labels(store_dir):
         st = stats.get(lab.name)
         out.append(LabelSummary(lab.name, lab.prompts, lab.threshold,
-                                st.videos_present if st else 0, st.seconds if st else 0.0))
+                                st.videos_present if st else 0, st.seconds if st else 0.0, lab.calibration))
     return out
 
 

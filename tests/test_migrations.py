@@ -241,6 +241,12 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
     assert _rows(a, Q_SEGMENTS) == before["segments"]
     assert _rows(a, Q_VIDEO_LABELS) == before["video_labels"]
     assert sorted(lab.name for lab in a.labels()) == FIXTURES[name]["labels"]
+    # v6: no label is calibrated yet, and each answer says which rule gave it (the label's own).
+    assert all(lab.calibration is None and lab.rule in ("presence", "threshold") for lab in a.labels())
+    assert _rows(a, "SELECT count(*) FROM video_labels v JOIN labels l USING (label) WHERE v.rule IS DISTINCT FROM "
+                    "CASE WHEN l.threshold IS NULL THEN 'presence' ELSE 'threshold' END") == [(0,)]
+    assert _rows(a, "SELECT count(*) FROM labels WHERE calibrated_at IS NOT NULL OR calib_precision IS NOT NULL") \
+        == [(0,)]
 
     # The catalog and the vectors agree; notes (no thumbnails yet, files gone) are fine.
     check = a.check()

@@ -44,9 +44,14 @@ async function loadStats() {
     $("#stats").textContent = `${s.videos} videos · ${s.frames.toLocaleString()} frames · ${hours} of video · ` +
       `${s.model} (${s.pretrained})` + (s.failures ? ` · ${s.failures} file(s) could not be indexed` : "");
     const list = $("#label-list");
-    list.replaceChildren(...s.labels.map((l) =>
-      el("li", { title: `prompts: ${l.prompts.join("; ")}` },
-        `${l.name}: in ${l.videos_present} video${l.videos_present === 1 ? "" : "s"}, ${fmt(l.seconds)}`)));
+    list.replaceChildren(...s.labels.map((l) => {
+      const c = l.calibration;
+      const how = c ? ` · calibrated: precision ${c.precision.toFixed(2)}, recall ${c.recall.toFixed(2)} on ` +
+        `${c.judged_videos} judged videos` : "";
+      return el("li", { title: `prompts: ${l.prompts.join("; ")}` + (c ? `; threshold ${l.threshold.toFixed(4)}` +
+        ` calibrated ${c.calibrated_at} on ${c.truth}` : "") },
+        `${l.name}: in ${l.videos_present} video${l.videos_present === 1 ? "" : "s"}, ${fmt(l.seconds)}${how}`);
+    }));
     $("#labels").hidden = s.labels.length === 0;
   } catch (e) { fail(e); }
 }
@@ -62,7 +67,8 @@ function labelChips(videoId) {
   const present = v ? v.labels.filter((l) => l.present) : [];
   if (!present.length) return null;
   return el("p", { class: "vlabels" }, "Labels: ",
-    present.map((l) => el("span", {}, `${l.label} ${fmt(l.duration_s)}`)));
+    present.map((l) => el("span", l.rule === "calibrated" ? { title: "threshold calibrated on labelled truth" } : {},
+      `${l.label}${l.rule === "calibrated" ? " ✓" : ""} ${fmt(l.duration_s)}`)));
 }
 
 function thumbButton(videoId, name, frameId, at) {

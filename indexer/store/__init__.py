@@ -38,6 +38,7 @@ from .reader import (
 from .records import (
     FrameRecord,
     KnownFile,
+    LabelCalibration,
     LabelDef,
     LabelResults,
     LabelStats,
@@ -56,7 +57,7 @@ from .writer import Writer
 
 __all__ = [
     "CATALOG", "LOCK", "SEGMENTS_DIR", "THUMBS", "VECTORS", "MIGRATIONS", "SCHEMA_VERSION",
-    "CheckReport", "FrameRecord", "FrameTable", "KnownFile", "LabelDef", "LabelResults", "LabelStats", "MergeReport",
+    "CheckReport", "FrameRecord", "FrameTable", "KnownFile", "LabelCalibration", "LabelDef", "LabelResults", "LabelStats", "MergeReport",
     "SegmentRef", "SegmentRow", "ShotRecord", "StoreInfo", "ThumbTodo", "VectorView", "VideoLabelRow", "VideoRecord",
     "VideoRef", "Writer",
     "check_store", "has_catalog", "indexed_paths", "known_files", "label_stats", "list_videos", "load_frames", "prune",

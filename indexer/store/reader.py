@@ -20,7 +20,7 @@ from ..encoder import ModelSpec
 from ..errors import StoreError
 from . import segments
 from .layout import THUMBS, bytes_on_disk, catalog_path, connect, has_catalog
-from .records import KnownFile, LabelDef, LabelStats, Row, StoreInfo, ThumbTodo, VideoRef
+from .records import KnownFile, LabelCalibration, LabelDef, LabelStats, Row, StoreInfo, ThumbTodo, VideoRef
 from .schema import require_current
 from .segments import VectorView
 
@@ -206,8 +206,11 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
 def read_labels(store_dir: str | os.PathLike[str]) -> list[LabelDef]:
     """Saved labels, sorted by name."""
     with read_connection(store_dir) as con:
-        rows = con.execute("SELECT label, prompts, threshold FROM labels ORDER BY label").fetchall()
-    return [LabelDef(r[0], list(r[1]), r[2]) for r in rows]
+        rows = con.execute(
+            "SELECT label, prompts, threshold, calibrated_at, calib_precision, calib_recall, calib_videos, "
+            "calib_positives, calib_target, calib_truth FROM labels ORDER BY label").fetchall()
+    return [LabelDef(r[0], list(r[1]), r[2], None if r[3] is None or r[2] is None else
+                     LabelCalibration(r[4], r[5], r[6], r[7], r[8], r[9], r[3])) for r in rows]
 
 
 def label_stats(store_dir: str | os.PathLike[str]) -> dict[str, LabelStats]:
@@ -249,10 +252,10 @@ def indexed_paths(store_dir: str | os.PathLike[str]) -> list[str]:
 
 
 def video_refs(store_dir: str | os.PathLike[str]) -> list[VideoRef]:
-    """Every indexed video's id, path and name."""
+    """Every indexed video's id, path, name, duration and native frame rate."""
     with read_connection(store_dir) as con:
-        rows = con.execute("SELECT video_id, path, name FROM videos ORDER BY video_id").fetchall()
-    return [VideoRef(int(r[0]), r[1], r[2]) for r in rows]
+        rows = con.execute("SELECT video_id, path, name, duration_s, fps FROM videos ORDER BY video_id").fetchall()
+    return [VideoRef(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
 
 def thumbs_todo(store_dir: str | os.PathLike[str], path: str) -> list[ThumbTodo]:
@@ -289,7 +292,7 @@ def _records(cur: Any) -> list[Row]:
 
 def list_videos(store_dir: str | os.PathLike[str]) -> list[Row]:
     """Every video with its shot count, a thumbnail frame (its first content frame that has one)
-    and its label answers (``labels``: label, present, first_seen_s, duration_s, n_segments)."""
+    and its label answers (``labels``: label, present, first_seen_s, duration_s, n_segments, rule)."""
     with read_connection(store_dir) as con:
         rows = _records(con.execute(
             "SELECT v.video_id, v.name, v.path, v.duration_s, v.fps, v.width, v.height, v.codec, v.n_frames, "
@@ -299,7 +302,7 @@ def list_videos(store_dir: str | os.PathLike[str]) -> list[Row]:
             "FROM videos v ORDER BY v.path"
         ))
         labs = _records(con.execute(
-            "SELECT video_id, label, present, first_seen_s, duration_s, n_segments FROM video_labels ORDER BY label"
+            "SELECT video_id, label, present, first_seen_s, duration_s, n_segments, rule FROM video_labels ORDER BY label"
         ))
     by_video: dict[int, list[Row]] = {}
     for lab in labs:
@@ -320,7 +323,7 @@ def video_detail(store_dir: str | os.PathLike[str], video_id: int) -> Row | None
         v["shots"] = _records(con.execute(
             "SELECT shot_id, start_s, end_s, kind FROM shots WHERE video_id = ? ORDER BY start_s", [video_id]))
         v["labels"] = _records(con.execute(
-            "SELECT label, present, first_seen_s, duration_s, n_segments, best_s, score FROM video_labels "
+            "SELECT label, present, first_seen_s, duration_s, n_segments, best_s, score, rule FROM video_labels "
             "WHERE video_id = ? ORDER BY label", [video_id]))
         v["segments"] = _records(con.execute(
             "SELECT label, start_s, end_s, peak_score FROM segments WHERE video_id = ? ORDER BY label, start_s",

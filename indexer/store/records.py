@@ -74,6 +74,8 @@ class VideoRef:
     video_id: int
     path: str
     name: str
+    duration_s: float | None = None  # from the first frame's start to the last frame's end
+    fps: float | None = None  # native frame rate
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,25 @@ class LabelDef:
     name: str
     prompts: list[str]
     threshold: float | None  # None: the presence rule
+    calibration: "LabelCalibration | None" = None  # how the threshold was chosen, when calibrated
+
+
+@dataclass(frozen=True)
+class LabelCalibration:
+    """What a calibrated label's threshold measured on its truth file."""
+
+    precision: float
+    recall: float
+    videos: int  # judged videos
+    positives: int  # ... where the label is on screen
+    target_precision: float | None  # None: the threshold of best F1
+    truth: str
+    calibrated_at: Any  # datetime
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +129,7 @@ class VideoLabelRow:
     n_segments: int
     best_s: float | None
     score: float
+    rule: str = "presence"  # presence, threshold or calibrated
 
 
 @dataclass

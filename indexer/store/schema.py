@@ -13,7 +13,7 @@ from typing import Any, Callable
 from ..errors import ModelMismatch, StoreError
 from .layout import now, transaction
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Everything keyed by video_id, deleted together when a video is replaced or removed.
 PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "videos")
@@ -73,7 +73,14 @@ TABLES = [
         label VARCHAR PRIMARY KEY,
         prompts VARCHAR[] NOT NULL,     -- texts whose template ensemble defines the label
         threshold DOUBLE,               -- NULL: the presence rule; else a plain cosine cut
-        created_at TIMESTAMP NOT NULL
+        created_at TIMESTAMP NOT NULL,
+        calibrated_at TIMESTAMP,        -- when `archive label calibrate` chose the threshold (NULL: never)
+        calib_precision DOUBLE,         -- precision and recall the threshold had on the truth file
+        calib_recall DOUBLE,
+        calib_videos INTEGER,           -- videos judged in the truth file
+        calib_positives INTEGER,        -- ... of which the label is on screen
+        calib_target DOUBLE,            -- the precision asked for (NULL: best F1)
+        calib_truth VARCHAR             -- the truth file
     )""",
     """CREATE TABLE IF NOT EXISTS segments (   -- materialised: each label's segments per video
         label VARCHAR NOT NULL,
@@ -90,7 +97,8 @@ TABLES = [
         duration_s DOUBLE NOT NULL,
         n_segments INTEGER NOT NULL,
         best_s DOUBLE,
-        score DOUBLE
+        score DOUBLE,
+        rule VARCHAR                    -- presence (the presence rule), threshold (a cut given) or calibrated
     )""",
     VECTOR_SEGMENTS,
     """CREATE TABLE IF NOT EXISTS failures (
@@ -150,8 +158,23 @@ def _migrate_4_to_5(con: Any) -> None:
     con.execute("ALTER TABLE videos ADD COLUMN IF NOT EXISTS shot_detector VARCHAR")
 
 
+def _migrate_5_to_6(con: Any) -> None:
+    """v6 records a label's calibration on a truth file (``archive label calibrate``) and, per
+    answer in ``video_labels``, which rule gave it."""
+    if not _has_table(con, "labels"):  # catalogs from before labels get the tables as they are now
+        return
+    for col, kind in (("calibrated_at", "TIMESTAMP"), ("calib_precision", "DOUBLE"), ("calib_recall", "DOUBLE"),
+                      ("calib_videos", "INTEGER"), ("calib_positives", "INTEGER"), ("calib_target", "DOUBLE"),
+                      ("calib_truth", "VARCHAR")):
+        con.execute(f"ALTER TABLE labels ADD COLUMN IF NOT EXISTS {col} {kind}")
+    if _has_table(con, "video_labels"):
+        con.execute("ALTER TABLE video_labels ADD COLUMN IF NOT EXISTS rule VARCHAR")
+        con.execute("UPDATE video_labels SET rule = CASE WHEN l.threshold IS NULL THEN 'presence' ELSE 'threshold' END "
+                    "FROM labels l WHERE l.label = video_labels.label")
+
+
 MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4,
-                                                4: _migrate_4_to_5}
+                                                4: _migrate_4_to_5, 5: _migrate_5_to_6}
 
 
 def version(con: Any) -> int | None:

@@ -35,7 +35,7 @@ from ..errors import ModelMismatch, StoreError, StoreLocked
 from . import schema, segments, thumbfile
 from . import vectors as vecfile
 from .layout import CATALOG, LOCK, VECTORS, connect, fsync_dir, now, transaction
-from .records import LabelResults, MergeReport, ShotRecord, VideoRecord
+from .records import LabelCalibration, LabelResults, MergeReport, ShotRecord, VideoRecord
 from .segments import SegmentRef
 
 
@@ -266,7 +266,20 @@ class Writer:
         """Add or replace a label."""
         with self._catalog() as con, transaction(con):
             con.execute("DELETE FROM labels WHERE label = ?", [name])
-            con.execute("INSERT INTO labels VALUES (?, ?, ?, ?)", [name, list(prompts), threshold, now()])
+            con.execute("INSERT INTO labels (label, prompts, threshold, created_at) VALUES (?, ?, ?, ?)",
+                        [name, list(prompts), threshold, now()])
+
+    def calibrate_label(self, name: str, threshold: float, cal: LabelCalibration) -> bool:
+        """Give a label the threshold chosen on a truth file and record what it measured there;
+        False when there is no such label."""
+        with self._catalog() as con, transaction(con):
+            n = con.execute("SELECT count(*) FROM labels WHERE label = ?", [name]).fetchall()[0][0]
+            con.execute(
+                "UPDATE labels SET threshold = ?, calibrated_at = ?, calib_precision = ?, calib_recall = ?, "
+                "calib_videos = ?, calib_positives = ?, calib_target = ?, calib_truth = ? WHERE label = ?",
+                [threshold, now(), cal.precision, cal.recall, cal.videos, cal.positives, cal.target_precision,
+                 cal.truth, name])
+        return bool(n)
 
     def remove_label(self, name: str) -> bool:
         """Remove a label and its results; False when there was none."""
@@ -310,11 +323,12 @@ class Writer:
                     "n_segments": np.array([r.n_segments for r in vl], np.int32),
                     "best_s": np.array([nan if r.best_s is None else r.best_s for r in vl], np.float64),
                     "score": np.array([r.score for r in vl], np.float64),
+                    "rule": np.array([r.rule for r in vl], dtype=object),
                 })
                 con.execute(
                     "INSERT INTO video_labels SELECT video_id, label, present, "
                     "CASE WHEN isnan(first_seen_s) THEN NULL ELSE first_seen_s END, duration_s, n_segments, "
-                    "CASE WHEN isnan(best_s) THEN NULL ELSE best_s END, score FROM _vl"
+                    "CASE WHEN isnan(best_s) THEN NULL ELSE best_s END, score, rule FROM _vl"
                 )
                 con.unregister("_vl")
 
