@@ -37,7 +37,9 @@ DeviceOpt = typer.Option(settings.DEFAULT_DEVICE, "--device", help="auto, cpu, c
 def _fail(message: str, code: int = 1) -> None:
     from .render import err  # noqa: PLC0415
 
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # noqa: PLC0415
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -185,11 +187,11 @@ def label_add(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Save a label and work out, from the stored vectors, where it appears in every video."""
-    from .render import err  # noqa: PLC0415
+    from .render import err, esc  # noqa: PLC0415
 
     arc = _archive(store)
     n = _call(lambda: arc.label_add(name, prompt or [], threshold))
-    err.print(f"label [bold]{name}[/]: present in {n} video{'s' if n != 1 else ''}. "
+    err.print(f"label [bold]{esc(name)}[/]: present in {n} video{'s' if n != 1 else ''}. "
               "See `archive sql \"SELECT * FROM video_labels\"`.", highlight=False)
 
 
@@ -211,11 +213,11 @@ def label_remove(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Remove a saved label and its rows in segments and video_labels."""
-    from .render import err  # noqa: PLC0415
+    from .render import err, esc  # noqa: PLC0415
 
     arc = _archive(store)
     _call(lambda: arc.label_remove(name))
-    err.print(f"removed label {name}.", highlight=False)
+    err.print(f"removed label {esc(name)}.", highlight=False)
 
 
 @label_app.command("calibrate")
@@ -230,11 +232,18 @@ def label_calibrate(
     as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Set a label's threshold from labelled truth: best F1, or a target precision. Needs 3+ present videos."""
+    """Set a label's threshold from labelled truth: best F1, or a target precision. Needs 3+ present videos.
+
+    Rows that cannot be used are listed on stderr, one line each; the rest is used, and the exit
+    status is then 1.
+    """
     from .render import print_calibration  # noqa: PLC0415
 
     arc = _archive(store)
-    print_calibration(_call(lambda: arc.label_calibrate(name, truth, target_precision)), as_json)
+    cal = _call(lambda: arc.label_calibrate(name, truth, target_precision))
+    print_calibration(cal, as_json)
+    if cal.problems:
+        raise typer.Exit(1)
 
 
 @app.command("eval")
@@ -261,6 +270,10 @@ def evaluate(
     """
     from .render import err, print_eval  # noqa: PLC0415
 
+    if plot is not None:
+        from .plot import check_plot_path  # noqa: PLC0415
+
+        _call(lambda: check_plot_path(plot))  # before the run, not after it
     arc = _archive(store, device)
     rep = _call(lambda: arc.evaluate(truth, threshold=threshold, target_precision=target_precision))
     print_eval(rep, as_json)
@@ -443,14 +456,14 @@ def prune(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Remove indexed videos whose files no longer exist."""
-    from .render import dumps, err  # noqa: PLC0415
+    from .render import dumps, err, esc  # noqa: PLC0415
 
     gone = _call(lambda: _archive(store).prune(dry_run))
     if as_json:
         print(dumps({"removed": [] if dry_run else gone, "would_remove": gone if dry_run else []}))
         return
     for p in gone:
-        err.print(f"{'would remove' if dry_run else 'removed'} {p}", highlight=False)
+        err.print(f"{'would remove' if dry_run else 'removed'} {esc(p)}", highlight=False)
     err.print(f"{len(gone)} video(s) {'would be ' if dry_run else ''}removed.", highlight=False)
 
 

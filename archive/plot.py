@@ -13,6 +13,25 @@ from typing import Any
 from indexer.errors import ArchiveError
 
 
+FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
+
+
+def check_plot_path(path: str | os.PathLike[str]) -> None:
+    """Raises UsageError unless ``path`` has an image extension matplotlib writes and its folder
+    exists (checked before an evaluation runs, so it is not lost at the end)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from indexer.errors import UsageError  # noqa: PLC0415
+
+    p = Path(path).expanduser()
+    ext = p.suffix.lower().lstrip(".")
+    if ext not in FORMATS:
+        raise UsageError(f"--plot {path}: give a file name ending in .{', .'.join(FORMATS[:4])} (or another of "
+                         f"{', '.join(FORMATS[4:])}).")
+    if not p.parent.is_dir():
+        raise UsageError(f"--plot {path}: the folder {p.parent} does not exist.")
+
+
 def plot_eval(rep: Any, path: str | os.PathLike[str]) -> str:
     """Draw ``rep`` (an :class:`search.evaluate.EvalReport`) into an image file; returns its path.
 

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape as esc
 from rich.table import Table
 
 from indexer.report import IndexReport
@@ -19,8 +20,10 @@ from indexer.store import StoreInfo
 from search.query import QueryResult
 from search.sql import SqlResult
 
-out = Console(soft_wrap=False)
-err = Console(stderr=True, soft_wrap=True)  # messages stay one line each, whatever the width
+# No emoji codes: ":dog" in a query or a file name is text. User text goes through esc() (rich
+# markup), so "[/b]" in a file name is printed as it is.
+out = Console(soft_wrap=False, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)  # messages stay one line each, whatever the width
 
 
 def _default(o: Any) -> Any:
@@ -46,7 +49,7 @@ def fmt_s(x: float | None) -> str:
 def search_table(res: QueryResult) -> Table:
     present = sum(r.present for r in res.results)
     t = Table(
-        title=f"[bold]{res.query}[/]  ({res.kind} query, threshold {res.threshold:.3g}; "
+        title=f"[bold]{esc(res.query)}[/]  ({res.kind} query, threshold {res.threshold:.3g}; "
         f"present in {present} of {len(res.results)} shown, {res.videos_searched} searched; times in s)",
         title_justify="left",
     )
@@ -63,7 +66,7 @@ def search_table(res: QueryResult) -> Table:
         if len(r.segments) > 6:
             segs += f", +{len(r.segments) - 6} more"
         t.add_row(
-            str(i), os.path.basename(r.video), "[green]yes[/]" if r.present else "no",
+            str(i), esc(os.path.basename(r.video)), "[green]yes[/]" if r.present else "no",
             fmt_s(r.first_seen_s), fmt_s(r.duration_s) if r.present else "-",
             fmt_s(r.best_s), f"{r.score:.3f}", segs or "-",
         )
@@ -73,7 +76,8 @@ def search_table(res: QueryResult) -> Table:
 def print_search(results: Sequence[QueryResult], as_json: bool) -> None:
     for res in results:
         for w in res.warnings:
-            err.print(f"[yellow]warning:[/] {res.query[:60]}{'...' if len(res.query) > 60 else ''}: {w}", highlight=False)
+            err.print(f"[yellow]warning:[/] {esc(res.query[:60])}{'...' if len(res.query) > 60 else ''}: {esc(w)}",
+                      highlight=False)
         if as_json:
             print(dumps(res.to_dict()), flush=True)
         else:
@@ -95,7 +99,7 @@ def print_sql(res: SqlResult, fmt: str) -> None:
         for c in res.columns:
             t.add_column(c, overflow="fold")
         for row in res.rows:
-            t.add_row(*["NULL" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
+            t.add_row(*["NULL" if v is None else (f"{v:.4g}" if isinstance(v, float) else esc(str(v))) for v in row])
         out.print(t)
         err.print(f"{len(res.rows)} row{'s' if len(res.rows) != 1 else ''}", style="dim")
 
@@ -118,7 +122,7 @@ def print_labels(labels: Sequence[Any], as_json: bool) -> None:
             rule = (f"calibrated: cosine >= {lab.threshold:.4f} ({aim}; P {c.precision:.2f} R {c.recall:.2f} "
                     f"on {c.videos} judged videos, {c.positives} present; "
                     f"{c.calibrated_at:%Y-%m-%d})")
-        t.add_row(lab.name, "; ".join(lab.prompts), rule, str(lab.videos_present), f"{lab.seconds:.2f}")
+        t.add_row(esc(lab.name), esc("; ".join(lab.prompts)), esc(rule), str(lab.videos_present), f"{lab.seconds:.2f}")
     out.print(t)
 
 
@@ -138,22 +142,27 @@ def _table(title: str, columns: Sequence[str]) -> Table:
 
 
 def _query_name(q: str) -> str:
-    """A query as a table shows it: an example image by its file name."""
+    """A query as a table shows it: an example image by its file name (markup escaped)."""
     kind, sep, rest = q.partition(":")
-    return f"image:{os.path.basename(rest)}" if sep and kind == "image" else q
+    return esc(f"image:{os.path.basename(rest)}" if sep and kind == "image" else q)
+
+
+def print_problems(problems: Sequence[str]) -> None:
+    """Rows of a truth file that could not be used (or were read with a remark), one line each."""
+    for p in problems:
+        err.print(f"[yellow]warning:[/] {esc(p)}", highlight=False)
 
 
 def print_eval(rep: Any, as_json: bool) -> None:
     """The tables of ``archive eval``: presence and ranking, first seen, time on screen, and the
     rule against plain cosine cuts."""
-    for p in rep.problems:
-        err.print(f"[yellow]skipped[/] {p}", highlight=False)
+    print_problems(rep.problems)
     if as_json:
         print(dumps(rep.to_dict()))
         return
     rule = "the presence rule" if rep.threshold is None else f"cosine >= {rep.threshold:g}"
-    out.print(f"[bold]{os.path.basename(rep.truth)}[/]: {len(rep.queries)} queries, {rep.judged_videos} judged videos, "
-              f"{rep.rows} rows read" + (f", {len(rep.problems)} skipped" if rep.problems else "") + f"; answers by {rule}.",
+    out.print(f"[bold]{esc(os.path.basename(rep.truth))}[/]: {len(rep.queries)} queries, {rep.judged_videos} judged videos, "
+              f"{rep.rows} rows read" + (f", {len(rep.problems)} with problems" if rep.problems else "") + f"; answers by {rule}.",
               highlight=False, soft_wrap=True)
     t = _table("presence per video (P precision, R recall) and ranking (AP)",
                ("query", "judged", "present", "TP", "FP", "FN", "P", "R", "F1", "AP"))
@@ -192,8 +201,8 @@ def print_eval(rep: Any, as_json: bool) -> None:
 
     def sweep_row(name: str, sw: Any) -> None:
         b, g = sw.best, sw.target
-        t.add_row(name, f"{b.threshold:.4f}" if b else "-", _p(b.precision if b else None),
-                  _p(b.recall if b else None), _p(b.f1 if b else None), f"{g.threshold:.4f}" if g else "none",
+        t.add_row(name, f"{b.threshold:.6f}" if b else "-", _p(b.precision if b else None),
+                  _p(b.recall if b else None), _p(b.f1 if b else None), f"{g.threshold:.6f}" if g else "none",
                   _p(g.precision if g else None), _p(g.recall if g else None))
 
     for q in rep.queries:
@@ -204,12 +213,13 @@ def print_eval(rep: Any, as_json: bool) -> None:
 
 
 def print_calibration(cal: Any, as_json: bool) -> None:
+    print_problems(cal.problems)
     if as_json:
         print(dumps(cal.to_dict()))
         return
     aim = "best F1" if cal.target_precision is None else f"the lowest cut with precision >= {cal.target_precision:g}"
     b = cal.before
-    err.print(f"label [bold]{cal.label}[/]: threshold cosine >= {cal.threshold:.4f} ({aim}); on {cal.judged} judged "
+    err.print(f"label [bold]{esc(cal.label)}[/]: threshold cosine >= {cal.threshold:.6f} ({aim}); on {cal.judged} judged "
               f"videos ({cal.positives} present): precision {cal.precision:.3f}, recall {cal.recall:.3f}, "
               f"F1 {cal.f1:.3f} (its rule before: {b.precision:.3f} / {b.recall:.3f} / {b.f1:.3f}). "
               "Its answers in video_labels follow the new threshold.", highlight=False)
@@ -228,9 +238,9 @@ def print_classes(classes: Sequence[Any], as_json: bool) -> None:
     t.add_column("video", overflow="fold", max_width=40)
     t.add_column("best")
     for n in names:
-        t.add_column(n, justify="right")
+        t.add_column(esc(n), justify="right")
     for c in classes:
-        t.add_row(os.path.basename(c.video), f"[bold]{c.best}[/]", *[f"{100 * c.shares[n]:.0f}%" for n in names])
+        t.add_row(esc(os.path.basename(c.video)), f"[bold]{esc(c.best)}[/]", *[f"{100 * c.shares[n]:.0f}%" for n in names])
     out.print(t)
 
 
@@ -324,11 +334,11 @@ def print_check(rep: Any, as_json: bool) -> None:
                      "notes": rep.notes, "repaired": rep.repaired}))
         return
     for r in rep.repaired:
-        err.print(f"repaired: {r}", highlight=False)
+        err.print(f"repaired: {esc(r)}", highlight=False)
     for p in rep.problems:
-        err.print(f"[red]problem:[/] {p}", highlight=False)
+        err.print(f"[red]problem:[/] {esc(p)}", highlight=False)
     for n in rep.notes:
-        err.print(f"note: {n}", style="yellow", highlight=False)
+        err.print(f"note: {esc(n)}", style="yellow", highlight=False)
     verdict = "[green]ok[/]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/]"
     err.print(f"{verdict}: {rep.videos} videos, {rep.frames} frames in the catalog, {rep.vectors} vectors in "
               f"{rep.segments} segment{'s' if rep.segments != 1 else ''}.", highlight=False)

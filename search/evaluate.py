@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -256,7 +257,7 @@ def evaluate(
     labels = read_labels(store)
     truth = read_truth(truth_path, video_refs(store), labels)
     todo = truth.queries if queries is None else [q for q in truth.queries if q.query in set(queries)]
-    results, best = answers(searcher, truth, todo, {lab.name: lab for lab in labels}, threshold)
+    todo, results, best = answers(searcher, truth, todo, {lab.name: lab for lab in labels}, threshold)
     evals = [measure(truth, q, res, sc, target_precision) for q, res, sc in zip(todo, results, best)]
     micro = sum((e.counts for e in evals), Counts(0, 0, 0, 0))
     aps = [e.ap for e in evals if e.ap is not None]
@@ -279,27 +280,41 @@ def check_target(target_precision: float) -> None:
 
 
 def answers(searcher: Searcher, truth: Truth, todo: Sequence[TruthQuery], labels: dict[str, Any],
-            threshold: float | None) -> tuple[list[QueryResult], list[dict[int, float]]]:
-    """Each query's answers on the judged videos, in rank order, as ``archive search`` gives them
-    over the whole archive; and each judged video's best non-blank cosine (by video id order)."""
+            threshold: float | None) -> tuple[list[TruthQuery], list[QueryResult], list[dict[int, float]]]:
+    """The queries answered, each one's answers on the judged videos in rank order (as ``archive
+    search`` gives them over the whole archive), and each judged video's best non-blank cosine.
+
+    A query whose example image the model cannot read is left out, and its lines become problems.
+    """
     scanner = searcher.scanner(None)
     table = scanner.table
     idx = np.flatnonzero(np.isin(table.video_id, np.asarray(truth.videos, np.int64)))
+    images: dict[str, np.ndarray] = {}
+    for q in [q for q in todo if q.kind == "image"]:
+        try:
+            images[q.query] = searcher.encoder.encode_image_file(q.target)
+        except QueryError as exc:
+            truth.problems.extend(f"line {n}: {q.query}: {str(exc).rstrip('.')}." for n in q.lines)
+    todo = [q for q in todo if q.kind != "image" or q.query in images]
     if not todo:
-        return [], []
+        return [], [], []
     vecs, kinds, rules = [], [], []
     texts = [q.target for q in todo if q.kind == "text"]
     text_vecs = iter(searcher.text_vectors(texts)) if texts else iter(())
+    label_vecs: dict[str, np.ndarray] = {}
+    if any(q.kind == "label" for q in todo):  # all labels in one batch, as their tables are computed
+        names = sorted(labels)
+        label_vecs = dict(zip(names, presence.ensemble([labels[n].prompts for n in names],
+                                                       searcher.text_encoder.encode_texts)))
     for q in todo:
         if q.kind == "text":
             vecs.append(next(text_vecs))
             kinds.append("text")
         elif q.kind == "label":
-            lab = labels[q.target]
-            vecs.append(presence.ensemble([lab.prompts], searcher.text_encoder.encode_texts, searcher.templates)[0])
+            vecs.append(label_vecs[q.target])
             kinds.append("text")
         else:
-            vecs.append(searcher.encoder.encode_image_file(q.target))
+            vecs.append(images[q.query])
             kinds.append("image")
     if threshold is not None:
         rules = rules_for(kinds, table, threshold)
@@ -316,7 +331,7 @@ def answers(searcher: Searcher, truth: Truth, todo: Sequence[TruthQuery], labels
     best = [np.maximum.reduceat(np.where(sub.blank, -np.inf, raw[:, j].astype(np.float64)), starts)
             if len(starts) else np.zeros(0) for j in range(len(todo))]
     ids = sub.video_id[starts] if len(starts) else np.zeros(0, np.int64)
-    return results, [dict(zip(ids.tolist(), b.tolist())) for b in best]
+    return list(todo), results, [dict(zip(ids.tolist(), b.tolist())) for b in best]
 
 
 def _subset(table: Any, idx: np.ndarray) -> Any:
@@ -368,14 +383,15 @@ class Calibration:
     judged: int  # videos judged for the label
     positives: int  # ... of which truly present
     target_precision: float | None  # None: the cut of best F1
-    truth: str
+    truth: str  # the truth file, resolved
     before: Counts  # the label's own rule on the same truth
+    problems: list[str] = field(default_factory=list)  # rows of the truth file that could not be used
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "threshold": round(self.threshold, 6), "precision": round(self.precision, 4),
                 "recall": round(self.recall, 4), "f1": round(self.f1, 4), "judged": self.judged,
                 "positives": self.positives, "target_precision": self.target_precision, "truth": self.truth,
-                "before": self.before.to_dict()}
+                "before": self.before.to_dict(), "problems": self.problems}
 
 
 def calibrate(searcher: Searcher, name: str, truth_path: str | os.PathLike[str],
@@ -406,11 +422,12 @@ def calibrate(searcher: Searcher, name: str, truth_path: str | os.PathLike[str],
         q.unjudged |= part.unjudged
         for vid, ivs in part.intervals.items():
             q.intervals[vid] = metrics.merge(q.intervals.get(vid, []) + ivs)
-    [res], [best] = answers(searcher, truth, [q], labels, None)
+    _, [res], [best] = answers(searcher, truth, [q], labels, None)
     ev = measure(truth, q, res, best, target_precision or DEFAULT_TARGET_PRECISION)
-    if ev.positives < MIN_POSITIVES:
+    if ev.positives < MIN_POSITIVES or ev.positives == ev.judged:
         raise QueryError(f"label {name}: the truth shows it in {ev.positives} of {ev.judged} judged videos; "
-                         f"calibrating needs at least {MIN_POSITIVES} videos where it is present.")
+                         f"calibrating needs at least {MIN_POSITIVES} videos where it is present and one where it "
+                         "is absent.")
     point = ev.sweep.best if target_precision is None else ev.sweep.target
     if point is None:
         top = ev.sweep.best
@@ -419,7 +436,7 @@ def calibrate(searcher: Searcher, name: str, truth_path: str | os.PathLike[str],
                          "label more videos or ask for a lower --target-precision." if top else
                          f"label {name}: no judged video has a usable frame.")
     return Calibration(name, point.threshold, point.precision, point.recall, point.f1, ev.judged, ev.positives,
-                       target_precision, truth.path, ev.counts)
+                       target_precision, str(Path(truth.path).expanduser().resolve()), ev.counts, truth.problems)
 
 
 __all__ = ["DEFAULT_TARGET_PRECISION", "Calibration", "EvalReport", "QueryEval", "Rule", "Sweep", "TimeStats", "VideoEval",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -83,13 +84,13 @@ def read_truth(path: str | os.PathLike[str], refs: Sequence[VideoRef], labels: S
     except OSError as exc:
         raise QueryError(f"cannot read the truth file {path}: {exc.strerror or exc}.") from exc
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
-        raise QueryError(f"{path} is not UTF-8 text (it looks like UTF-16): save it as CSV UTF-8.")
+        raise QueryError(f"{path} is not UTF-8 text (it has NUL bytes: UTF-16, or not text at all): save it as CSV UTF-8.")
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # the byte-order mark some spreadsheets write
     reader = _Reader(p.resolve(), refs, {lab.name: lab for lab in labels})
-    for n, raw in enumerate(data.split(b"\n"), 1):
+    for n, raw in enumerate(re.split(rb"\r\n|\r|\n", data), 1):  # any line ending, as text mode reads them
         try:
-            line = raw.decode("utf-8").rstrip("\r")
+            line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             reader.problem(n, f"not UTF-8 text (byte {exc.start + 1}); save the file as CSV UTF-8")
             continue
@@ -128,17 +129,21 @@ class _Reader:
     def line(self, n: int, line: str) -> None:
         if not line.strip():
             return
-        fields = [f.strip() for f in next(csv.reader([line]))]
+        try:
+            fields = [f.strip() for f in next(csv.reader([line], strict=True))]
+        except csv.Error as exc:
+            return self.problem(n, f"not a CSV row ({exc}); give one row per line, quotes closed on the same line")
         if not any(fields):  # an empty row as spreadsheets write it (",,,")
             return
         if self.cols is None:
             low = [f.lower() for f in fields]
             if "video" in low and "query" in low:
                 missing = [c for c in COLUMNS if c not in low]
-                if missing:
-                    self.problem(n, f"the header has no {' or '.join(missing)} column (expected {HEADER})")
-                self.cols = {c: low.index(c) for c in COLUMNS if c in low}
-                return
+                if missing:  # every row would read as "absent": nothing could be measured right
+                    raise QueryError(f"{self.path.name} line {n}: the header has no {' or '.join(missing)} column; "
+                                     f"expected {HEADER}.")
+                self.cols = {c: low.index(c) for c in COLUMNS}
+                return None
             self.problem(n, f"no header row; expected {HEADER} (read as data in that order)")
             self.cols = {c: i for i, c in enumerate(COLUMNS)}
         self.row(n, fields)
@@ -238,7 +243,7 @@ class _Reader:
             if c.is_file():
                 try:
                     with Image.open(c) as im:
-                        im.verify()
+                        im.load()  # decodes it all: a truncated file fails here, not halfway through the run
                     return str(c.resolve())
                 except Exception:  # noqa: BLE001  (PIL raises many kinds for a bad file)
                     return None

@@ -113,8 +113,8 @@ def test_cli_eval_json_plot_and_bad_rows(ads, tmp_path):
     assert p.returncode == 1, p.stderr  # bad rows: measured anyway, and said
     body = json.loads(p.stdout)
     n = len(rows) + 1  # lines in the file
-    skipped = [x for x in p.stderr.splitlines() if x.startswith("skipped line")]
-    assert [x.split(":")[0] for x in skipped] == [f"skipped line {n - 2}", f"skipped line {n - 1}", f"skipped line {n}"]
+    skipped = [x for x in p.stderr.splitlines() if x.startswith("warning: line")]
+    assert [x.split(":")[1] for x in skipped] == [f" line {n - 2}", f" line {n - 1}", f" line {n}"]
     assert "Traceback" not in p.stderr and len(body["problems"]) == 3
     # ad0's row for b was bad: ad0 is not judged for b (its truth is unknown), the other rows still are
     [b] = [q for q in body["queries"] if q["query"] == "image:b.png"]
@@ -130,11 +130,14 @@ def test_cli_eval_json_plot_and_bad_rows(ads, tmp_path):
 def test_cli_eval_text_output_and_one_line_errors(ads, tmp_path):
     arc, truths, d = ads
     env = env_for_cli(tmp_path, arc.store)
-    truth = _write(d / "text.csv", _truth_rows(truths, "g"))
+    # a query and a label name with rich markup and an emoji code in them are printed as written
+    truth = _write(d / "text.csv", _truth_rows(truths, "g") + [("ad0.mp4", "a [/b] sign :dog:", "", ""),
+                                                                ("ad1.mp4", "label:[red]x", "", "")])
     p = subprocess.run([sys.executable, "-m", "archive.cli", "eval", str(truth)], capture_output=True, text=True,
                        env=env, check=False)
-    assert p.returncode == 0, p.stderr
-    for title in ("presence per video", "first seen", "time on screen", "a plain cosine cut"):
+    assert p.returncode == 1, p.stderr  # label:[red]x is not saved
+    assert "Traceback" not in p.stderr and "label:[red]x: no saved label" in p.stderr
+    for title in ("presence per video", "first seen", "time on screen", "a plain cosine cut", "a [/b] sign :dog:"):
         assert title in p.stdout
     utf16 = tmp_path / "utf16.csv"
     utf16.write_text("video,query,start_s,end_s\nad0.mp4,x,1,2\n", encoding="utf-16")
@@ -159,7 +162,7 @@ def test_calibrated_label_takes_the_sweeps_threshold(ads, tmp_path):
         [q] = arc.evaluate(truth).queries
         best = q.sweep.best
         cal = arc.label_calibrate("car", truth)
-        assert cal.threshold == pytest.approx(best.threshold, abs=1e-9)
+        assert cal.threshold == pytest.approx(best.threshold, abs=1e-9) and cal.problems == []
         assert (cal.precision, cal.recall, cal.judged, cal.positives) == (best.precision, best.recall, 4, 3)
         rows = {r["name"]: r for r in arc.sql(
             "SELECT v.name, l.present, l.rule FROM video_labels l JOIN videos v USING (video_id) "
@@ -187,6 +190,13 @@ def test_calibrated_label_takes_the_sweeps_threshold(ads, tmp_path):
                    key=lambda p: p.threshold)
         assert cal1.threshold == pytest.approx(want.threshold) and cal1.precision == 1.0
         assert arc.labels()[0].calibration.target_precision == 1.0
+        # rows that cannot be used are reported and the rest is used
+        bad = _write(tmp_path / "bad.csv", [tuple(x.split(",")) for x in truth.read_text().splitlines()[1:]]
+                     + [("nowhere.mp4", "label:car", 1, 2)])
+        cal_bad = arc.label_calibrate("car", bad)
+        assert cal_bad.problems == ["line 6: no indexed video has the path or name 'nowhere.mp4' "
+                                    "(see `archive sql \"SELECT path FROM videos\"`)."]
+        assert cal_bad.threshold == pytest.approx(best.threshold)
         # the label's own prompt as the query works too
         prompt_truth = _write(tmp_path / "prompt.csv", [(n, "a red car", a, b) for n, _, a, b in
                                                          [tuple(x.split(",")) for x in
@@ -208,6 +218,9 @@ def test_calibration_refuses_too_few_positives_and_unknown_labels(ads, tmp_path)
         with pytest.raises(QueryError, match="2 of 4 judged videos.*at least 3"):
             arc.label_calibrate("car", few)
         assert arc.labels()[0].threshold is None  # nothing changed
+        every = _label_truth(truths, tmp_path / "every.csv", present=tuple(truths))
+        with pytest.raises(QueryError, match="4 of 4 judged videos.*one where it is absent"):
+            arc.label_calibrate("car", every)
         with pytest.raises(QueryError, match="no label named 'bus'"):
             arc.label_calibrate("bus", few)
         with pytest.raises(QueryError, match="no rows for label:car"):

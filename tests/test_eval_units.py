@@ -587,10 +587,35 @@ def test_missing_header_is_a_problem_and_row_is_read(tmp_path, refs):
     assert t.rows == 2 and _q(t, "sea").intervals == {1: [(1.0, 2.0)], 2: []}
 
 
-def test_header_without_time_columns_is_a_problem(tmp_path, refs):
-    t = read_truth(_write(tmp_path / "truth.csv", "video,query\nbeach.mp4,sea\n"), refs, LABELS)
-    assert len(t.problems) == 1 and t.problems[0].startswith("line 1: the header has no start_s or end_s column")
-    assert _q(t, "sea").intervals == {1: []}  # read as absent
+def test_header_without_time_columns_stops_the_run(tmp_path, refs):
+    # every row would read as "absent": nothing could be measured right
+    with pytest.raises(QueryError, match=r"truth.csv line 1: the header has no start_s or end_s column"):
+        read_truth(_write(tmp_path / "truth.csv", "video,query,start,end\nbeach.mp4,sea,1,2\n"), refs, LABELS)
+
+
+def test_bare_carriage_returns_end_lines(tmp_path, refs):
+    # "CSV (Macintosh)" writes \r alone between lines
+    t = read_truth(_write(tmp_path / "truth.csv", b"video,query,start_s,end_s\rbeach.mp4,sea,1,2\rcity.mp4,sea,,\r"),
+                   refs, LABELS)
+    assert t.problems == [] and t.rows == 2 and _q(t, "sea").intervals == {1: [(1.0, 2.0)], 2: []}
+
+
+def test_quoted_line_break_is_one_problem_per_line(tmp_path, refs):
+    t = read_truth(_write(tmp_path / "truth.csv", 'video,query,start_s,end_s\n"beach.mp4","a\ndog",1,2\n'
+                                                  "beach.mp4,sea,1,2\n"), refs, LABELS)
+    assert t.problems[0].startswith("line 2: not a CSV row") and t.rows == 1
+    assert [q.query for q in t.queries] == ["sea"]
+
+
+def test_truncated_image_is_a_problem(tmp_path, refs):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "full.jpg", quality=95)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    t = read_truth(_write(tmp_path / "truth.csv", "video,query,start_s,end_s\nbeach.mp4,image:cut.jpg,1,2\n"
+                                                  "beach.mp4,sea,1,2\n"), refs, LABELS)
+    assert len(t.problems) == 1 and "no readable image" in t.problems[0] and t.rows == 1
 
 
 def test_line_not_utf8_is_one_problem(tmp_path, refs):
