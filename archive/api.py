@@ -22,6 +22,7 @@ from indexer import settings
 from indexer.encoder import Encoder, TextEncoder
 from indexer.errors import ArchiveError
 from indexer.pipeline import IndexReport, ProgressFn, index_paths
+from indexer.rayrun import RayOptions
 from indexer.store import (
     CheckReport, LabelCalibration, MergeReport, StoreInfo, Writer, check_store, prune, read_labels, read_meta, store_info, store_spec,
 )
@@ -62,8 +63,12 @@ class Archive:
         progress: ProgressFn | None = None,
         precision: str = settings.DEFAULT_PRECISION,
         shots: str | None = None,
+        ray: RayOptions | str | None = None,
     ) -> IndexReport:
         """Index video files and folders. See :func:`indexer.pipeline.index_paths`.
+
+        ``ray`` runs the per-video step on Ray (:mod:`indexer.rayrun`): ``"local"``, ``"auto"``, an
+        address, or :class:`~indexer.rayrun.RayOptions`; commits stay in this process.
 
         ``model``/``pretrained`` default to ``$ARCHIVE_MODEL``/``$ARCHIVE_PRETRAINED``, then the
         store's own, then ViT-B-32 / laion2b_s34b_b79k.
@@ -74,7 +79,7 @@ class Archive:
         report = index_paths(
             paths, self.store, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
             device=self.device, progress=progress or (lambda _e: None), encoder=enc, precision=precision,
-            shots=shots,
+            shots=shots, ray=RayOptions(address=ray) if isinstance(ray, str) else ray,
         )
         if report.encoder is not None:
             self._encoder = report.encoder  # the model is loaded once per Archive

@@ -41,19 +41,30 @@ def peak_rss_mb() -> float:
 def bench_index(
     paths: Sequence[str], model: str, pretrained: str, fps: float = settings.DEFAULT_FPS,
     batch_size: int = settings.DEFAULT_BATCH, precision: str = settings.DEFAULT_PRECISION, naive: bool = False,
-    shots: str | None = None,
+    shots: str | None = None, ray_workers: int | None = None,
 ) -> dict[str, Any]:
     """Index ``paths`` into a temporary store and time it; with ``naive``, also time the naive
     per-frame loop (OpenCV reads every frame, keeps every Nth, PIL, fp32 batches of 32) on the
-    same files and model. ``shots``: the shot detector (``fast``, ``transnet``, ``auto``)."""
+    same files and model. ``shots``: the shot detector (``fast``, ``transnet``, ``auto``).
+    ``ray_workers``: run the per-video work on that many workers of a local Ray runtime (the wall
+    time then includes starting Ray and loading the model on the workers)."""
     from indexer.encoder import Encoder
     from indexer.pipeline import index_paths
 
     t0 = time.perf_counter()
-    enc = Encoder.load(model, pretrained, "cpu", precision=precision)
+    enc = None
+    if ray_workers is None:
+        enc = Encoder.load(model, pretrained, "cpu", precision=precision)
     load_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        rep = index_paths(paths, tmp, encoder=enc, fps=fps, batch_size=batch_size, shots=shots)
+        if ray_workers is None:
+            rep = index_paths(paths, tmp, encoder=enc, fps=fps, batch_size=batch_size, shots=shots)
+        else:
+            from indexer.rayrun import RayOptions
+
+            rep = index_paths(paths, tmp, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
+                              shots=shots, precision=precision, device="cpu",
+                              ray=RayOptions("local", workers=ray_workers))
         store_bytes = sum(p.stat().st_size for p in Path(tmp).iterdir() if p.is_file())
         from indexer.store import read_connection  # noqa: PLC0415
 
@@ -62,7 +73,8 @@ def bench_index(
     st = rep.stages
     out: dict[str, Any] = {
         "mode": "index",
-        "model": model, "pretrained": pretrained, "precision": enc.precision, "fps": fps,
+        "model": model, "pretrained": pretrained, "precision": enc.precision if enc is not None else precision,
+        "fps": fps, "ray_workers": ray_workers,
         "shots": settings.shots(shots), "shot_transitions": kinds,
         "threads": _threads(),
         "videos": rep.indexed, "failed": rep.failed, "frames": rep.frames, "reused_frames": st.reused,

@@ -86,6 +86,15 @@ def index(
         "(frame differences: cuts and fades only). Asked for explicitly, it re-indexes videos another detector "
         "made. [default: $ARCHIVE_SHOTS, else auto]",
     ),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", show_default=False, metavar="[ADDRESS]",
+        help="Run the per-video work on Ray (pip install 'clip-video-archive[ray]'): --ray alone starts a local "
+        "runtime ($RAY_ADDRESS, if set, is joined instead); --ray auto or --ray HOST:PORT joins a running cluster. "
+        "Files must be at the same path on every node. Commits stay in this process."),
+    ray_workers: Optional[int] = typer.Option(
+        None, "--ray-workers", show_default=False,
+        help="Ray workers (each loads the model once). [default: as many as the cluster's CPUs (or GPUs) allow]"),
+    ray_cpus_per_worker: int = typer.Option(1, "--ray-cpus-per-worker", help="CPUs each Ray worker reserves."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     store: Optional[Path] = StoreOpt,
@@ -95,6 +104,11 @@ def index(
     from .render import err, print_report  # noqa: PLC0415
 
     _call(lambda: (settings.check_fps(fps), settings.check_batch_size(batch_size), settings.shots(shots)))
+    ray_opts = None
+    if ray is not None or ray_workers is not None:
+        from indexer.rayrun import RayOptions  # noqa: PLC0415  (Ray itself is imported only when there is work)
+
+        ray_opts = _call(lambda: RayOptions(ray or "local", ray_workers, ray_cpus_per_worker).check())
     weights = pretrained or settings.env_pretrained()
     if weights is not None and weights.strip().lower() in {"none", "random"}:
         err.print(
@@ -107,7 +121,7 @@ def index(
     def run() -> Any:
         with IndexProgress(enabled=not quiet and not as_json) as bar:
             return arc.index(paths, fps=fps, model=model, pretrained=pretrained, batch_size=batch_size,
-                             progress=bar, precision=precision, shots=shots)
+                             progress=bar, precision=precision, shots=shots, ray=ray_opts)
 
     report = _call(run)
     print_report(report, as_json)
@@ -349,6 +363,9 @@ def bench(
     fps: float = typer.Option(settings.DEFAULT_FPS, "--fps", help="Samples per second for --index."),
     shots: Optional[str] = typer.Option(
         None, "--shots", show_default=False, help="With --index: shot detector, auto, transnet or fast. [default: auto]"),
+    bench_ray_workers: Optional[int] = typer.Option(
+        None, "--ray-workers", show_default=False,
+        help="With --index: run the per-video work on N workers of a local Ray runtime (needs the [ray] extra)."),
     keep: Optional[Path] = typer.Option(None, "--keep", help="With --frames: build the store here and keep it.",
                                         show_default=False),
     make_ads: Optional[Path] = typer.Option(
@@ -402,8 +419,11 @@ def bench(
             _fail("--ads must be at least 1 and --ads-seconds between 0 and 3600.", 2)
         results.append(_call(lambda: {"mode": "make-ads", **b.make_ads(str(make_ads), ads, seconds=ads_seconds, size=size)}))
     if index:
+        if bench_ray_workers is not None and bench_ray_workers < 1:
+            _fail(f"--ray-workers {bench_ray_workers}: give at least 1.", 2)
         results.append(_call(lambda: b.bench_index([str(p) for p in index_paths], model, pretrained, fps,
-                                                   precision=precision, naive=naive, shots=shots)))
+                                                   precision=precision, naive=naive, shots=shots,
+                                                   ray_workers=bench_ray_workers)))
     if frames > 0:
         results.append(_call(lambda: b.bench_query_mode(frames, queries, model, pretrained,
                                                         str(keep) if keep else None)))
@@ -496,9 +516,25 @@ def serve(
         pass
 
 
+_RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-\[\]:]+:\d+)$")
+
+
+def _ray_flag(argv: List[str]) -> List[str]:
+    """``--ray`` takes an optional address: alone (or before a path or another option) it means a
+    local runtime, so ``--ray`` gets ``local`` unless an address (``auto``, ``HOST:PORT``,
+    ``ray://...``) follows it."""
+    out = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a == "--ray" and (i + 1 >= len(argv) or not _RAY_ADDRESS.match(argv[i + 1])):
+            out.append("local")
+    return out
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.argv[1:] = _ray_flag(sys.argv[1:])
     try:
         app()
     except BrokenPipeError:  # `archive sql ... | head`

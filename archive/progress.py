@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from indexer.report import Progress as Event
 
-from .render import err
+from .render import err, esc
 
 
 class IndexProgress:
@@ -46,14 +46,14 @@ class IndexProgress:
 
     def __call__(self, ev: Event) -> None:
         if ev.kind == "fail":
-            err.print(f"[red]skipped[/] {ev.path}: {ev.message}", highlight=False)
+            err.print(f"[red]skipped[/] {esc(ev.path)}: {esc(ev.message)}", highlight=False)
             return
         if ev.kind == "partial":
-            err.print(f"[yellow]partly decoded[/] {ev.path}: {ev.message.removeprefix('partly decoded: ')}",
+            err.print(f"[yellow]partly decoded[/] {esc(ev.path)}: {esc(ev.message.removeprefix('partly decoded: '))}",
                       highlight=False)
             return
         if ev.kind == "thumbs" and self.enabled:
-            err.print(f"adding thumbnails to {ev.path} ({ev.frames} frames; decoding it again, nothing re-embedded)",
+            err.print(f"adding thumbnails to {esc(ev.path)} ({ev.frames} frames; decoding it again, nothing re-embedded)",
                       style="dim", highlight=False)
             return
         if ev.kind == "model" and self.enabled:
@@ -67,7 +67,7 @@ class IndexProgress:
         elif self._task is None:
             return
         elif ev.kind == "start":
-            self._bar.update(self._task, description=os.path.basename(ev.path)[:40])
+            self._bar.update(self._task, description=esc(os.path.basename(ev.path)[:40]))
         elif ev.kind == "frames":
             self._bar.update(self._task, completed=self._base + ev.done)
         elif ev.kind == "done":

@@ -1,8 +1,8 @@
 """A test hook that stops an index run at a named point, so crash tests kill it exactly there.
 
 Set ``ARCHIVE_TEST_PAUSE=POINT[:N]=FILE``: the N-th time (default 1) this process reaches
-``POINT``, it writes ``POINT N`` to ``FILE`` (atomically) and waits there until the test either
-kills it, or deletes ``FILE`` to let it go on. Without the variable, :func:`pause` returns at
+``POINT``, it writes its process id to ``FILE.pid``, then ``POINT N`` to ``FILE`` (atomically),
+and waits there until the test either kills it, or deletes ``FILE`` to let it go on. Without the variable, :func:`pause` returns at
 once. Never set it in normal use.
 
 The points, in the order an index run meets them:
@@ -61,6 +61,8 @@ def pause(point: str) -> None:
     _seen[point] = _seen.get(point, 0) + 1
     if _seen[point] != nth:
         return
+    with open(f"{marker}.pid", "w") as fh:  # which process is waiting (a Ray worker, say): the test may kill it
+        fh.write(f"{os.getpid()}\n")
     tmp = f"{marker}.tmp{os.getpid()}"
     with open(tmp, "w") as fh:
         fh.write(f"{point} {nth}\n")

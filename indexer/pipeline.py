@@ -9,11 +9,13 @@ together at most every ``ARCHIVE_COMMIT_INTERVAL_S`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import hooks, imagefast, settings, terms
 from .decode import VideoInfo, probe
@@ -27,7 +29,10 @@ from .report import IndexReport, Progress, ProgressFn, StageTimes, no_progress
 from .store import VideoRecord, Writer, has_catalog, indexed_paths, known_files, read_meta
 from .thumbs import add_thumbnails
 
-__all__ = ["IndexReport", "Progress", "ProgressFn", "StageTimes", "index_paths"]
+__all__ = ["Committer", "IndexReport", "Progress", "ProgressFn", "StageTimes", "index_paths"]
+
+if TYPE_CHECKING:
+    from .rayrun import RayOptions
 
 
 def index_paths(
@@ -42,6 +47,7 @@ def index_paths(
     encoder: Encoder | None = None,
     precision: str = settings.DEFAULT_PRECISION,
     shots: str | None = None,
+    ray: "RayOptions | None" = None,
 ) -> IndexReport:
     """Index video files and folders into a store; unchanged files are skipped.
 
@@ -59,6 +65,8 @@ def index_paths(
         shots: shot detector, ``auto`` (TransNetV2 where installed), ``transnet`` or ``fast``;
             None: ``$ARCHIVE_SHOTS``, else ``auto``. Asked for explicitly (not ``auto``), it
             re-indexes the videos whose shots another detector made.
+        ray: run the per-video step on a Ray cluster (:mod:`indexer.rayrun`) instead of in this
+            process; commits stay here. Ray is started or joined only when there is work.
 
     Returns:
         An :class:`IndexReport`; bad files are in ``failures``, not raised.
@@ -101,6 +109,11 @@ def index_paths(
             except VideoOpenError:
                 pass  # embed_video reports it
         progress(Progress("plan", total=len(plan.todo), seconds=sum(i.duration_s for i in infos.values())))
+        if ray is not None and plan.todo:
+            _index_on_ray(writer, ray, spec, device, precision, fps, batch_size, progress, report, detector,
+                          plan.todo, problems, infos, plan.touched, no_thumbs)
+            report.wall_s = time.perf_counter() - t0
+            return report
         runner = _Runner(writer, encoder, fps, batch_size, progress, report, shots=detector)
         try:
             if plan.todo and encoder is None:
@@ -136,6 +149,32 @@ def index_paths(
     return report
 
 
+def _index_on_ray(writer: Writer, opts: "RayOptions", spec: Any, device: str, precision: str, fps: float,
+                  batch_size: int, progress: ProgressFn, report: IndexReport, detector: str, todo: list[str],
+                  problems: list[tuple[str, str]], infos: dict[str, VideoInfo], touched: list[tuple[str, float]],
+                  no_thumbs: list[str]) -> None:
+    """The rest of an index run with the per-video step on Ray workers (the writer stays here)."""
+    from .rayrun import RayRunner  # noqa: PLC0415  (Ray is optional: imported only for --ray)
+
+    runner = RayRunner(writer, opts.check(), spec, device, precision, fps, batch_size, progress, report, detector)
+    # Ray prints its own notices (a worker died, ...) on this process's stdout: they go to stderr,
+    # so stdout keeps only what the command prints (its --json report).
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            dim = runner.start()
+            if writer.spec is None:
+                writer.attach(spec, dim)
+            for p, mtime in touched:
+                writer.touch(p, mtime)
+            runner.run(todo, problems, infos)
+        finally:
+            runner.close()
+    for p in no_thumbs:
+        report.thumbnails_added += add_thumbnails(writer, p, progress)
+    if report.indexed:
+        report.segments_merged = writer.auto_merge().merged
+
+
 def background_vectors(encoder: Encoder) -> tuple[Any, str]:
     """The background prompts' vectors the stored per-frame term is computed with (fp32, as every
     process embeds texts), and the term's key."""
@@ -144,24 +183,15 @@ def background_vectors(encoder: Encoder) -> tuple[Any, str]:
             terms.background_key(spec.name, spec.pretrained, encoder.text_precision))
 
 
-class _Runner:
-    """Maps :func:`embed_video` over files in this process and hands finished videos to the writer,
-    committing at most every ``ARCHIVE_COMMIT_INTERVAL_S`` seconds (and on the way out, Ctrl-C too)."""
+class Committer:
+    """What every runner shares: finished videos and failures wait here for the single writer,
+    committed together at most every ``ARCHIVE_COMMIT_INTERVAL_S`` seconds (and on the way out)."""
 
-    def __init__(self, writer: Writer, encoder: Encoder | None, fps: float, batch_size: int,
-                 progress: ProgressFn, report: IndexReport, background: tuple[Any, str] | None = None,
-                 shots: str = "fast") -> None:
-        self.writer, self.encoder, self.fps, self.batch_size = writer, encoder, fps, batch_size
-        self.progress, self.report, self.background = progress, report, background
+    def __init__(self, writer: Writer, progress: ProgressFn, report: IndexReport) -> None:
+        self.writer, self.progress, self.report = writer, progress, report
         self.pending: list[VideoRecord] = []
         self.failures: list[tuple[str, str]] = []
         self.last_commit = time.monotonic()
-        self.todo: list[str] = []
-        self.decoders: dict[int, FramePrefetch] = {}
-        self.started: set[int] = set()
-        self._lock = threading.Lock()
-        self._prep: ImagePrep | None = None
-        self.shots = shots  # the shot detector: fast or transnet
 
     def flush(self) -> None:
         """Commit what is finished: the pending videos and the failures seen so far."""
@@ -181,6 +211,27 @@ class _Runner:
         rep.failed += len(self.failures)
         self.pending, self.failures = [], []
         self.last_commit = time.monotonic()
+
+    def _fail(self, path: str, why: str) -> None:
+        self.failures.append((path, why))
+        self.progress(Progress("fail", path=path, message=why))
+
+
+class _Runner(Committer):
+    """Maps :func:`embed_video` over files in this process and hands finished videos to the writer,
+    committing at most every ``ARCHIVE_COMMIT_INTERVAL_S`` seconds (and on the way out, Ctrl-C too)."""
+
+    def __init__(self, writer: Writer, encoder: Encoder | None, fps: float, batch_size: int,
+                 progress: ProgressFn, report: IndexReport, background: tuple[Any, str] | None = None,
+                 shots: str = "fast") -> None:
+        super().__init__(writer, progress, report)
+        self.encoder, self.fps, self.batch_size, self.background = encoder, fps, batch_size, background
+        self.todo: list[str] = []
+        self.decoders: dict[int, FramePrefetch] = {}
+        self.started: set[int] = set()
+        self._lock = threading.Lock()
+        self._prep: ImagePrep | None = None
+        self.shots = shots  # the shot detector: fast or transnet
 
     def start_early(self, todo: Sequence[str], prep: ImagePrep) -> None:
         """Start decoding the first videos with ``prep`` before the model is loaded; :meth:`run`
@@ -251,7 +302,3 @@ class _Runner:
         finally:
             self.close_decoders()  # a video started ahead of an interruption
             self.flush()  # on Ctrl-C too: finished videos are kept
-
-    def _fail(self, path: str, why: str) -> None:
-        self.failures.append((path, why))
-        self.progress(Progress("fail", path=path, message=why))
