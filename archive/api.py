@@ -31,7 +31,34 @@ from search import labels as labels_mod
 from search.evaluate import Calibration, EvalReport
 from search.labels import LabelSummary, VideoClass
 from search.query import QueryResult, Searcher
+from search.shards import ShardedSearcher
 from search.sql import SqlResult, run_sql
+
+
+def search_stores(
+    stores: Sequence[str | os.PathLike[str]],
+    *texts: str,
+    image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    videos: Sequence[str] | None = None,
+    top: int | None = settings.DEFAULT_TOP,
+    threshold: float | None = None,
+    merge_gap_s: float = 0.0,
+    min_duration_s: float = 0.0,
+    device: str = settings.DEFAULT_DEVICE,
+    encoder: Encoder | None = None,
+) -> list[QueryResult]:
+    """Answer each query over several stores as one ranked list; each result names its ``store``.
+    See :mod:`search.shards`.
+
+    Raises:
+        QueryError: the stores were built with different models (or any error of a search).
+    """
+    images: list[str | os.PathLike[str]] = []
+    if image is not None:
+        images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
+    return ShardedSearcher(stores, device, encoder=encoder).search(
+        texts, images, videos=videos, top=top, threshold=threshold, merge_gap_s=merge_gap_s,
+        min_duration_s=min_duration_s)
 
 
 class Archive:

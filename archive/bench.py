@@ -265,6 +265,46 @@ def bench_queries(store: str, queries: int) -> dict[str, Any]:
     return out
 
 
+def bench_shards(frames: int, shards: int, queries: int, model: str, pretrained: str) -> dict[str, Any]:
+    """Build ``shards`` synthetic stores of ``frames / shards`` frames each (in a temporary folder)
+    and time ``queries`` text queries over them as one (:mod:`search.shards`) in a fresh process:
+    compare with one store of ``frames`` (``--frames N`` alone) for the fan-out's cost."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stores, built = [], []
+        for k in range(shards):
+            st = str(Path(tmp) / f"shard{k}")
+            built.append(build_synthetic(st, frames // shards, model, pretrained, seed=k))
+            stores.append(st)
+        p = subprocess.run([sys.executable, "-m", "archive.bench", "--shards", *stores, str(queries)],
+                           capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            raise RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "shard bench failed")
+        q = json.loads(p.stdout)
+    return {"mode": "shards", "model": model, "pretrained": pretrained, "shards": shards,
+            "frames": sum(b["frames"] for b in built), "frames_per_shard": frames // shards, **q}
+
+
+def bench_sharded_queries(stores: Sequence[str], queries: int) -> dict[str, Any]:
+    """Run ``queries`` text queries one at a time over ``stores`` as one, model loaded first."""
+    from search.shards import ShardedSearcher
+
+    s = ShardedSearcher(stores)
+    texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(queries)]
+    s.search([texts[0]])  # warm, as a server keeps its shards loaded
+    s.search([texts[1]])
+    lat, merge = [], []
+    for t in texts:
+        t0 = time.perf_counter()
+        s.search([t])
+        lat.append((time.perf_counter() - t0) * 1000)
+        merge.append(s.last_timings["merge"] * 1000)
+    lat_a = np.array(lat)
+    return {"queries": queries, "p50_ms": round(float(np.percentile(lat_a, 50)), 2),
+            "p95_ms": round(float(np.percentile(lat_a, 95)), 2),
+            "merge_p50_ms": round(float(np.median(merge)), 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": _threads()}
+
+
 def recall_vs_exact(fast: Any, texts: Sequence[str], top: int = settings.DEFAULT_TOP) -> dict[str, Any]:
     """How the bf16-ranked answers compare with brute-force exact ones: the share of the exact
     top ``top`` videos that the fast ranking also shows, and of shown videos with equal answers."""
@@ -568,4 +608,7 @@ def _threads() -> int:
 
 
 if __name__ == "__main__":  # the query-timing child process
-    print(json.dumps(bench_queries(sys.argv[1], int(sys.argv[2]))))
+    if sys.argv[1] == "--shards":
+        print(json.dumps(bench_sharded_queries(sys.argv[2:-1], int(sys.argv[-1]))))
+    else:
+        print(json.dumps(bench_queries(sys.argv[1], int(sys.argv[2]))))

@@ -57,7 +57,7 @@ def _call(fn: Callable[[], T]) -> T:
 def _archive(store: Optional[Path], device: str = settings.DEFAULT_DEVICE) -> Any:
     from .api import Archive  # noqa: PLC0415  (lazy: pulls in numpy and the store)
 
-    return Archive(store, device=device)
+    return _call(lambda: Archive(store, device=device))  # ARCHIVE_STORE=A:B is for searches only
 
 
 @app.command()
@@ -154,12 +154,27 @@ def search(
     min_duration: float = typer.Option(0.0, "--min-duration", help="Drop segments shorter than this (seconds)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per query: {query, results}."),
     device: str = DeviceOpt,
-    store: Optional[Path] = StoreOpt,
+    store: Optional[List[Path]] = typer.Option(
+        None, "--store", show_default=False,
+        help="Store folder; repeat it to answer over several stores as one ranked list (each result names its "
+        "store; they must share a model). [default: $ARCHIVE_STORE (A:B for several), else ./data]"),
 ) -> None:
     """Search the archive by text or example image: per video, present / first seen / time on screen."""
     from .render import print_search  # noqa: PLC0415
 
-    arc = _archive(store, device)
+    stores = settings.store_dirs(store or None)
+    if len(stores) > 1:
+        if template:
+            _fail("--template works on one store at a time.", 2)
+        from .api import search_stores  # noqa: PLC0415
+
+        results = _call(lambda: search_stores(stores, *(texts or []), image=image or None, videos=video or None,
+                                              top=top, threshold=threshold, merge_gap_s=merge_gap,
+                                              min_duration_s=min_duration, device=device))
+        _warn_if_random(_archive(stores[0], device))
+        print_search(results, as_json)
+        return
+    arc = _archive(stores[0], device)
     results = _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
                                        top=top, threshold=threshold, merge_gap_s=merge_gap,
                                        min_duration_s=min_duration, templates=template or None))
@@ -357,6 +372,9 @@ def bench(
     naive: bool = typer.Option(False, "--naive", help="With --index: also time the naive per-frame loop."),
     frames: int = typer.Option(0, "--frames", help="Build a synthetic store of N frames and time queries on it."),
     queries: int = typer.Option(20, "--queries", help="Text queries to time with --frames (0: only build the store)."),
+    shards: Optional[int] = typer.Option(
+        None, "--shards", show_default=False,
+        help="With --frames N: build K stores of N/K frames and time the queries over them as one (the fan-out)."),
     model: str = typer.Option(settings.DEFAULT_MODEL, "--model", help="open_clip model."),
     pretrained: str = typer.Option("none", "--pretrained", help="Weights (timings do not depend on them)."),
     precision: str = typer.Option(settings.DEFAULT_PRECISION, "--precision", help="Image tower precision: auto, fp32 or bf16."),
@@ -424,7 +442,11 @@ def bench(
         results.append(_call(lambda: b.bench_index([str(p) for p in index_paths], model, pretrained, fps,
                                                    precision=precision, naive=naive, shots=shots,
                                                    ray_workers=bench_ray_workers)))
-    if frames > 0:
+    if shards is not None and (shards < 2 or frames < 2 * shards or queries < 2 or keep is not None):
+        _fail("--shards K needs K >= 2, --frames N of at least 2K, --queries of at least 2, and no --keep.", 2)
+    if frames > 0 and shards is not None:
+        results.append(_call(lambda: b.bench_shards(frames, shards, queries, model, pretrained)))
+    elif frames > 0:
         results.append(_call(lambda: b.bench_query_mode(frames, queries, model, pretrained,
                                                         str(keep) if keep else None)))
     if add is not None:

@@ -55,6 +55,9 @@ def search_table(res: QueryResult) -> Table:
     )
     t.add_column("#", justify="right", no_wrap=True)
     t.add_column("video", overflow="fold", max_width=40)
+    shards = any(r.store is not None for r in res.results)
+    if shards:
+        t.add_column("store", overflow="fold", max_width=24)
     t.add_column("present")
     t.add_column("first", justify="right")
     t.add_column("on screen", justify="right")
@@ -66,7 +69,8 @@ def search_table(res: QueryResult) -> Table:
         if len(r.segments) > 6:
             segs += f", +{len(r.segments) - 6} more"
         t.add_row(
-            str(i), esc(os.path.basename(r.video)), "[green]yes[/]" if r.present else "no",
+            str(i), esc(os.path.basename(r.video)), *([esc(os.path.basename(r.store or ""))] if shards else []),
+            "[green]yes[/]" if r.present else "no",
             fmt_s(r.first_seen_s), fmt_s(r.duration_s) if r.present else "-",
             fmt_s(r.best_s), f"{r.score:.3f}", segs or "-",
         )

@@ -58,8 +58,33 @@ def _env(name: str) -> str | None:
 
 
 def store_dir(store: str | os.PathLike[str] | None = None) -> Path:
-    """``store`` if given, else ``$ARCHIVE_STORE``, else ``./data``."""
-    return Path(store or _env("ARCHIVE_STORE") or DEFAULT_STORE).expanduser()
+    """``store`` if given, else ``$ARCHIVE_STORE``, else ``./data``.
+
+    Raises:
+        UsageError: ``$ARCHIVE_STORE`` names several stores (only a search answers over several).
+    """
+    if store:
+        return Path(store).expanduser()
+    dirs = store_dirs()
+    if len(dirs) > 1:
+        from .errors import UsageError  # noqa: PLC0415
+
+        raise UsageError(f"ARCHIVE_STORE names {len(dirs)} stores; this command works on one store: give it with "
+                         "--store DIR (only `archive search` answers over several).")
+    return dirs[0]
+
+
+def store_dirs(stores: "list[str | os.PathLike[str]] | None" = None) -> list[Path]:
+    """The stores a search answers over: ``stores`` if given, else ``$ARCHIVE_STORE`` split at
+    ``os.pathsep`` (``A:B``; a value that is itself an existing folder is one store), else ``./data``."""
+    if stores:
+        return [Path(s).expanduser() for s in dict.fromkeys(str(s) for s in stores)]
+    env = _env("ARCHIVE_STORE")
+    if not env:
+        return [Path(DEFAULT_STORE)]
+    if os.pathsep in env and not Path(env).expanduser().is_dir():
+        return [Path(p).expanduser() for p in dict.fromkeys(x for x in env.split(os.pathsep) if x)]
+    return [Path(env).expanduser()]
 
 
 def env_model() -> str | None:

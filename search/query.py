@@ -43,9 +43,11 @@ class VideoResult:
     match: float = 0.0  # best match strength under the rule (text: probability against the backgrounds)
     best_frame_id: int | None = None  # the best frame (its thumbnail: /api/thumbnails/{id})
     segment_frame_ids: list[int] = field(default_factory=list)  # each segment's best frame
+    store: str | None = None  # the store it comes from, when several answer as one (search.shards)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **({"store": self.store} if self.store is not None else {}),
             "video": self.video,
             "video_id": self.video_id,
             "present": self.present,
