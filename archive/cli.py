@@ -520,7 +520,7 @@ def serve(
     from .render import err  # noqa: PLC0415
 
     _call(lambda: settings.check_port(port))
-    store_dir = settings.store_dir(store)
+    store_dir = _call(lambda: settings.store_dir(store))
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can search the "
                   "archive and play its videos.", highlight=False, soft_wrap=True)
