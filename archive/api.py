@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 from indexer import settings
 from indexer.encoder import Encoder, TextEncoder
@@ -229,13 +229,15 @@ class Archive:
         folders again to re-embed them)."""
         return check_store(self.store, repair=repair)
 
-    def optimize(self) -> MergeReport:
-        """Merge the vector segments into as few as possible and drop dead rows (replaced and
-        removed videos). Searches keep working meanwhile."""
+    def optimize(self, ivf: bool = False, progress: Any = None) -> MergeReport:
+        """Merge the vector segments into as few as possible, drop dead rows (replaced and removed
+        videos) and rewrite fp32 segments as fp16. ``ivf`` trains an IVF index that large-archive
+        queries then rank candidates with (see the README's "Scaling out"); an existing one is
+        retrained once the archive has grown 4 times past it. Searches keep working meanwhile."""
         read_meta(self.store)  # StoreNotFound before taking the lock
         with Writer(self.store) as w:
             w.attach_existing()
-            return w.optimize()
+            return w.optimize(train=True if ivf else None, progress=progress)
 
     def prune(self, dry_run: bool = False) -> list[str]:
         """Remove indexed videos whose files are gone; returns their paths."""

@@ -190,9 +190,14 @@ def make_ads(dest: str, count: int = 6, seconds: float = 30.0, size: tuple[int, 
 
 
 def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: int = 0) -> dict[str, Any]:
-    """A store of ``frames`` random unit vectors with ad-like metadata (30 s videos at 2 samples/s,
-    2 s shots) and their background terms, written through the real store code, 2,000 videos a
-    commit (so a segment of 120,000 vectors each)."""
+    """A store of ``frames`` synthetic unit vectors with ad-like metadata (30 s videos at 2
+    samples/s, 2 s shots) and their background terms, written through the real store code, 2,000
+    videos a commit (so a segment of 120,000 vectors each).
+
+    The vectors are shaped like CLIP image embeddings rather than spread evenly over the sphere
+    (where no index can do better than a full scan): a direction all frames share, one of 1,000
+    "concepts" per shot, and noise, so that two frames of one shot score about 0.98, two shots
+    of one concept about 0.75 and unrelated shots about 0.4."""
     from indexer import terms
     from indexer.encoder import Encoder, ModelSpec
     from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer
@@ -203,6 +208,9 @@ def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: 
 
     bg, key = background_vectors(enc)
     rng = np.random.default_rng(seed)
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+    common = unit(np.random.default_rng(12345).standard_normal(dim)).astype(np.float32)
+    concepts = unit(np.random.default_rng(54321).standard_normal((1000, dim))).astype(np.float32)
     per_video = 60
     n_videos = max(1, frames // per_video)
     t0 = time.perf_counter()
@@ -212,8 +220,11 @@ def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: 
         chunk: list[VideoRecord] = []
         for v in range(n_videos):
             n = per_video if v < n_videos - 1 else frames - done
-            vec = rng.standard_normal((n, dim), dtype=np.float32)
-            vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+            n_shots = -(-n // 4)
+            shot = unit(0.6 * common + 0.6 * concepts[rng.integers(0, len(concepts), n_shots)]
+                        + 0.5 * unit(rng.standard_normal((n_shots, dim), dtype=np.float32)))
+            vec = unit(np.repeat(shot, 4, axis=0)[:n] + 0.15 * unit(rng.standard_normal((n, dim), dtype=np.float32)))
+            vec = np.ascontiguousarray(vec, dtype=np.float32).astype(np.float16).astype(np.float32)  # as stored
             ts = np.arange(n) * 0.5
             shots = [ShotRecord(float(a), float(min(a + 2.0, n * 0.5))) for a in np.arange(0, n * 0.5, 2.0)]
             chunk.append(VideoRecord(

@@ -482,13 +482,17 @@ def check(
 
 @app.command()
 def optimize(
-    as_json: bool = typer.Option(False, "--json", help="Print what was merged as JSON."),
+    ivf: bool = typer.Option(False, "--ivf", help="Train an IVF index (FAISS IVF,PQ) that queries in archives "
+                             "of ARCHIVE_IVF_FRAMES frames or more rank candidates with (see README, Scaling out)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Merge the vector segments into few large ones and drop the vectors of replaced or removed videos."""
+    """Merge the vector segments into few large fp16 ones, drop the vectors of replaced or removed videos,
+    and (--ivf) train the IVF index of a large archive."""
     from .render import print_optimize  # noqa: PLC0415
 
-    print_optimize(_call(_archive(store).optimize), as_json)
+    arch = _archive(store)
+    print_optimize(_call(lambda: arch.optimize(ivf=ivf)), as_json)
 
 
 @app.command()

@@ -263,6 +263,9 @@ def info_dict(info: StoreInfo) -> dict[str, Any]:
         "segments": info.segments,
         "shot_detectors": info.shot_detectors,
         "transitions": info.transitions,
+        "vector_storage": info.vector_kinds,
+        "query_index": info.query_index,
+        "ivf": info.ivf,
     }
 
 
@@ -278,6 +281,15 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
     d["bytes"] = f"{info.bytes:,} ({info.bytes / 2**20:.1f} MiB)"
     d["shot_detectors"] = ", ".join(f"{k} {v}" for k, v in info.shot_detectors.items()) or "-"
     d["transitions"] = ", ".join(f"{k} {v}" for k, v in info.transitions.items()) or "-"
+    d["vector_storage"] = ", ".join(f"{ {'f16': 'fp16', 'flat': 'fp32'}.get(k, k)} {v:,}"
+                                    for k, v in info.vector_kinds.items()) or "-"
+    if info.ivf is None:
+        d.pop("ivf")
+    else:
+        i = info.ivf
+        d["ivf"] = (f"{i['factory']}, trained on {i['trained_vectors']:,} of {i['archive_vectors_at_training']:,} "
+                    f"vectors; {i['vectors_with_codes']:,} have codes; archive {i['growth_since_training']}x "
+                    f"since{' (stale: run `archive optimize`)' if i['stale'] else ''}")
     for k, v in d.items():
         if k != "store":
             t.add_row(k, str(v))
@@ -350,12 +362,19 @@ def print_check(rep: Any, as_json: bool) -> None:
 
 def print_optimize(rep: Any, as_json: bool) -> None:
     d = {"merged": rep.merged, "written": rep.written, "rows_copied": rep.rows_copied,
-         "dead_dropped": rep.dead_dropped}
+         "dead_dropped": rep.dead_dropped, "ivf": rep.ivf, "ivf_trained_on": rep.ivf_trained_on,
+         "train_s": rep.train_s, "encoded": rep.encoded, "encode_s": rep.encode_s}
     if as_json:
         print(dumps(d))
         return
     if not rep.merged:
-        err.print("nothing to merge: the vector segments are already few and hold no dead rows.", highlight=False)
-        return
-    err.print(f"merged {rep.merged} segments into {rep.written}: {rep.rows_copied} vectors kept, "
-              f"{rep.dead_dropped} dead rows dropped.", highlight=False)
+        err.print("nothing to merge: the vector segments are already few, in fp16, and hold no dead rows.",
+                  highlight=False)
+    else:
+        err.print(f"merged {rep.merged} segments into {rep.written}: {rep.rows_copied} vectors kept, "
+                  f"{rep.dead_dropped} dead rows dropped.", highlight=False)
+    if rep.ivf:
+        err.print(f"trained the IVF index {rep.ivf} on {rep.ivf_trained_on:,} vectors in {rep.train_s} s; "
+                  f"encoded {rep.encoded:,} vectors in {rep.encode_s} s.", highlight=False)
+    elif rep.encoded:
+        err.print(f"gave {rep.encoded:,} vectors their IVF codes in {rep.encode_s} s.", highlight=False)

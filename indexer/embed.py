@@ -22,6 +22,12 @@ from .report import Progress, ProgressFn, StageTimes, no_progress
 from .store import FrameRecord, ShotRecord, VideoRecord
 
 
+def stored_precision(vectors: np.ndarray) -> np.ndarray:
+    """The vectors as the store keeps them (fp16, see indexer.store.segments), back in float32: what
+    is computed from them at index time (the background term, labels) is what queries see later."""
+    return np.asarray(vectors, np.float32).astype(np.float16).astype(np.float32)
+
+
 def embed_video(
     path: str,
     encoder: Encoder,
@@ -79,6 +85,7 @@ def embed_video(
     shot_of = [max(0, bisect.bisect_right(starts, t) - 1) for t in times]
     embedded = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)
     vectors = embedded[np.asarray(owner, np.int64)] if owner else np.zeros((0, encoder.dim), np.float32)
+    vectors = stored_precision(vectors)
     tm.frames = len(times)
     if times_out is not None:
         times_out.add(tm)

@@ -16,6 +16,9 @@ The points, in the order an index run meets them:
 ``commit.catalog``  a commit's catalog transaction is done (the videos are committed)
 ``merge.written``   a merge wrote its new segment; the catalog still lists the old ones
 ``merge.swapped``   a merge's registrations are swapped; the old files are not deleted yet
+``ivf.written``     `archive optimize` wrote a new IVF index and every segment's new codes; the
+                    catalog still registers the old ones
+``ivf.swapped``     ... the new IVF index is registered; the old one's files are not deleted yet
 ==================  ===========================================================================
 """
 
@@ -28,7 +31,7 @@ from . import settings
 from .errors import UsageError
 
 POINTS = ("embed.batch", "video.done", "commit.thumbs", "segment.written", "commit.vectors", "commit.catalog",
-          "merge.written", "merge.swapped")
+          "merge.written", "merge.swapped", "ivf.written", "ivf.swapped")
 _seen: dict[str, int] = {}
 
 

@@ -21,6 +21,9 @@ No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variab
 ``ARCHIVE_COMMIT_INTERVAL_S``   finished videos wait at most this long for their commit (5)
 ``ARCHIVE_DECODERS``            videos decoded at once during indexing (2)
 ``ARCHIVE_BF16_SCAN_FRAMES``    archives of at least this many frames rank from bf16 (50,000)
+``ARCHIVE_IVF_FRAMES``          archives of at least this many frames get an IVF index from
+                                ``archive optimize`` and rank through it (2,000,000)
+``ARCHIVE_IVF_NPROBE``          IVF lists a query visits (64)
 ``ARCHIVE_TEST_PAUSE``          test hook: stop at a named point of an index run (see
                                 :mod:`indexer.hooks`); never set it in normal use
 ==============================  =============================================================
@@ -50,6 +53,9 @@ DEFAULT_PORT = 8000
 COMMIT_INTERVAL_S = 5.0
 DEFAULT_DECODERS = 2
 BF16_SCAN_FRAMES = 50_000
+IVF_FRAMES = 2_000_000  # brute force (bf16) took 94 ms at 1M frames here: past 2M it leaves the 150 ms goal
+IVF_NPROBE = 64
+IVF_RETRAIN_GROWTH = 4.0  # `archive optimize` retrains when the archive is this many times the trained one
 
 
 def _env(name: str) -> str | None:
@@ -153,6 +159,29 @@ def bf16_scan_frames() -> int:
         return max(1, int(_env("ARCHIVE_BF16_SCAN_FRAMES") or BF16_SCAN_FRAMES))
     except ValueError:
         return BF16_SCAN_FRAMES
+
+
+def _int_env(name: str, default: int, least: int = 1) -> int:
+    try:
+        return max(least, int(_env(name) or default))
+    except ValueError:
+        return default
+
+
+def ivf_frames() -> int:
+    """Archives of at least this many live frames get (``archive optimize``) and use an IVF index
+    (``$ARCHIVE_IVF_FRAMES``, at least 1)."""
+    return _int_env("ARCHIVE_IVF_FRAMES", IVF_FRAMES)
+
+
+def ivf_nprobe() -> int:
+    """IVF lists a query visits (``$ARCHIVE_IVF_NPROBE``, at least 1)."""
+    return _int_env("ARCHIVE_IVF_NPROBE", IVF_NPROBE)
+
+
+def ivf_candidate_videos(top: int) -> int:
+    """Candidate videos per query that the IVF index hands on to exact rescoring, for ``top`` shown."""
+    return 4 * top + 20
 
 
 def pause_hook() -> str | None:

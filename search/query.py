@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from . import presence
 from .presence import Rule
 from .scan import Scanner, background_term
 from .timeline import Segment, summarise
+
+if TYPE_CHECKING:
+    from .candidates import IvfRanker
 
 DEFAULT_TOP = settings.DEFAULT_TOP
 
@@ -284,6 +287,7 @@ class Searcher:
         self._bg: np.ndarray | None = None
         self._table: tuple[Any, list[int] | None, Scanner] | None = None
         self._lse: tuple[FrameTable, np.ndarray] | None = None
+        self._ivf: tuple[FrameTable, Any] | None = None
         self._text_cache: dict[str, np.ndarray] = {}
         self.last_timings: dict[str, float] = {}
         for t in self.templates:
@@ -303,6 +307,18 @@ class Searcher:
         scanner = Scanner(load_frames(self.store_dir, scope))
         self._table = (key, scope, scanner)
         return scanner
+
+    def ivf_ranker(self, scanner: Scanner) -> "IvfRanker | None":
+        """The IVF index of the whole archive's frame table, loaded once per table; None when the
+        archive is below ``ARCHIVE_IVF_FRAMES`` or has no IVF index (then queries scan)."""
+        table = scanner.table
+        if table.ivf is None or len(table) < settings.ivf_frames():
+            return None
+        if self._ivf is None or self._ivf[0] is not table:
+            from .candidates import IvfRanker  # noqa: PLC0415
+
+            self._ivf = (table, IvfRanker(self.store_dir, table))
+        return self._ivf[1]
 
     def background_lse(self, scanner: Scanner) -> np.ndarray:
         """Per-frame background term of the text rule: the one stored at index time when it was
@@ -405,17 +421,29 @@ class Searcher:
         allv = np.concatenate(vecs) if vecs else np.zeros((0, enc.dim), np.float32)
         bg_lse = self.background_lse(scanner) if texts else None
         t2 = time.perf_counter()
-        raw = scanner.scores(allv) if self.exact else scanner.fast_scores(allv)
-        t3 = time.perf_counter()
         kinds = ["text"] * len(texts) + ["image"] * len(images)
-        rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
         labels = texts + [f"image:{Path(i).name}" for i in images]
-        exact = None
-        if not self.exact and not scanner.last_exact:
-            def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-                return scanner.scores_at(idx, allv), None if bg_lse is None else bg_lse[idx]
+        ranker = None if self.exact or scope is not None or top is None else self.ivf_ranker(scanner)
+        if ranker is not None:  # a large archive: candidates from the IVF index, rescored exactly
+            idx = ranker.candidates(allv, [k == "text" and threshold is None for k in kinds], bg_lse,
+                                    settings.ivf_candidate_videos(top), scanner.scores_at)
+            sub = table.subset(idx)
+            raw = scanner.scores_at(idx, allv)
+            t3 = time.perf_counter()
+            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
+            results = rank(sub, raw, None if bg_lse is None else bg_lse[idx], labels, kinds, rules, top, None)
+            for res in results:
+                res.videos_searched, res.frames_searched = len(ranker.starts), len(table)
+        else:
+            raw = scanner.scores(allv) if self.exact else scanner.fast_scores(allv)
+            t3 = time.perf_counter()
+            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
+            exact = None
+            if not self.exact and not scanner.last_exact:
+                def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+                    return scanner.scores_at(idx, allv), None if bg_lse is None else bg_lse[idx]
 
-        results = rank(table, raw, bg_lse, labels, kinds, rules, top, exact)
+            results = rank(table, raw, bg_lse, labels, kinds, rules, top, exact)
         self.last_timings = {"load": t1 - t0, "embed": t2 - t1, "scan": t3 - t2, "timeline": time.perf_counter() - t3}
         for res, text in zip(results, texts):
             if enc.too_long(text):

@@ -35,11 +35,16 @@ def test_commit_and_read_back(tmp_path):
     # each frame's vector is the one committed for it
     by_path = {v["path"]: vid for vid, v in t.videos.items()}
     a = t.video_id == by_path["/v/a.mp4"]
-    assert np.allclose(t.vectors[t.row[a]], recs[0].vectors)
+    assert np.array_equal(t.vectors[t.row[a]], half(recs[0].vectors))  # stored as fp16
     assert np.all(np.diff(t.ts_s[a]) > 0)
     info = store_info(tmp_path)
     assert (info.videos, info.frames, info.dim, info.model) == (2, 8, DIM, "ViT-S-32-alt")
     assert info.seconds == pytest.approx(4.0)
+
+
+def half(v):
+    """Vectors as the store keeps them: fp16 (see indexer.store.segments)."""
+    return np.asarray(v, np.float32).astype(np.float16).astype(np.float32)
 
 
 def segment_files(store):
@@ -54,7 +59,7 @@ def test_recommit_replaces_old_rows_and_vectors(tmp_path):
         w.commit([new])
     t = load_frames(tmp_path)
     assert len(t) == 2 and len(t.videos) == 1
-    assert np.allclose(t.vectors[t.row], new.vectors)
+    assert np.array_equal(t.vectors[t.row], half(new.vectors))
     info = store_info(tmp_path)
     assert (info.vectors, info.segments) == (7, 2)  # the old 5 are dead rows until a merge
     with Writer(tmp_path) as w:
@@ -64,7 +69,7 @@ def test_recommit_replaces_old_rows_and_vectors(tmp_path):
     info = store_info(tmp_path)
     assert (info.vectors, info.segments, info.frames) == (2, 1, 2) and len(segment_files(tmp_path)) == 1
     t2 = load_frames(tmp_path)
-    assert np.array_equal(t2.frame_id, t.frame_id) and np.allclose(t2.vectors[t2.row], new.vectors)
+    assert np.array_equal(t2.frame_id, t.frame_id) and np.array_equal(t2.vectors[t2.row], half(new.vectors))
 
 
 def test_catalog_opens_in_a_plain_duckdb_client(tmp_path):

@@ -9,6 +9,7 @@ catalog (except the user's own read-only statements in :mod:`search.sql`). One m
 * :mod:`.records`: the named types that cross this boundary;
 * :mod:`.vectors`: one FAISS vector file (memory-mapped reads);
 * :mod:`.segments`: the vector layer (append-only segments, merges, the background term);
+* :mod:`.ivf`: the IVF index that ranks candidates in large archives;
 * :mod:`.reader`: every read (frame tables for queries, info, labels, the server's rows);
 * :mod:`.writer`: the single writer (lock, reconcile, commit, delete, labels, thumbnails);
 * :mod:`.thumbfile`: appending thumbnails to ``thumbs.bin``;
@@ -16,6 +17,7 @@ catalog (except the user's own read-only statements in :mod:`search.sql`). One m
 """
 
 from .check import CheckReport, check_store, prune
+from .ivf import IvfCodec, IvfRef
 from .layout import CATALOG, LOCK, SEGMENTS_DIR, THUMBS, VECTORS, has_catalog
 from .reader import (
     FrameTable,
@@ -57,7 +59,7 @@ from .writer import Writer
 
 __all__ = [
     "CATALOG", "LOCK", "SEGMENTS_DIR", "THUMBS", "VECTORS", "MIGRATIONS", "SCHEMA_VERSION",
-    "CheckReport", "FrameRecord", "FrameTable", "KnownFile", "LabelCalibration", "LabelDef", "LabelResults", "LabelStats", "MergeReport",
+    "CheckReport", "FrameRecord", "IvfCodec", "IvfRef", "FrameTable", "KnownFile", "LabelCalibration", "LabelDef", "LabelResults", "LabelStats", "MergeReport",
     "SegmentRef", "SegmentRow", "ShotRecord", "StoreInfo", "ThumbTodo", "VectorView", "VideoLabelRow", "VideoRecord",
     "VideoRef", "Writer",
     "check_store", "has_catalog", "indexed_paths", "known_files", "label_stats", "list_videos", "load_frames", "prune",

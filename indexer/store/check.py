@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import StoreError
+from . import ivf as ivfmod
 from . import segments
 from . import vectors as vecfile
 from .layout import SEGMENTS_DIR, THUMBS, VECTORS
@@ -83,6 +85,7 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
 
     with read_connection(root) as con:
         refs = segments.registered(con)
+        ivf_ref = ivfmod.current(con)
     rep.segments = len(refs)
     dim = int(meta.get("dim", 0))
     all_ids = [np.zeros(0, np.int64)]
@@ -100,7 +103,7 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
         if len(np.unique(ids)) != len(ids):
             rep.problems.append(f"the vector segment {ref.file} repeats some ids: run `archive check --repair`.")
         if len(ids):
-            sample = vecs[np.linspace(0, len(ids) - 1, min(len(ids), 2000)).astype(np.int64)]
+            sample = np.asarray(vecs[np.linspace(0, len(ids) - 1, min(len(ids), 2000)).astype(np.int64)], np.float32)
             norms = np.linalg.norm(sample, axis=1)
             if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1) > 1e-3):
                 rep.problems.append(f"the vector segment {ref.file} holds vectors that are not unit length (damaged): "
@@ -131,10 +134,43 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
             f"{len(extra)} vector row(s) belong to no catalog frame (replaced or removed videos, or an "
             "interrupted commit): harmless, readers skip them; `archive optimize` reclaims the space."
         )
-    for p in segments.orphan_files(root, refs):
+    _check_ivf(root, refs, ivf_ref, dim, rep)
+    for p in segments.orphan_files(root, refs, ivf_ref.file if ivf_ref else None):
         rep.notes.append(f"extra file vectors/{p.name}: left by an interrupted write or merge (the next "
                          "`archive index`, `archive optimize` or `archive check --repair` deletes it).")
     return _finish(rep, paths, root)
+
+
+def _check_ivf(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfRef | None, dim: int,
+               rep: CheckReport) -> None:
+    """The IVF index is readable, every segment has its codes, and a sample of codes matches its
+    vectors (the list each row is filed under is the one its vector is nearest to)."""
+    if ivf_ref is None:
+        return
+    try:
+        codec = ivfmod.IvfCodec.load(root, ivf_ref)
+    except StoreError as exc:
+        rep.problems.append(str(exc))
+        return
+    without = [r for r in refs if r.n_vectors and r.ivf_id != ivf_ref.ivf_id]
+    if without:
+        rep.notes.append(f"{len(without)} vector segment(s) have no codes in the IVF index: queries scan their "
+                         "frames exactly (slower); `archive optimize` encodes them.")
+    for ref in refs:
+        if not ref.n_vectors or ref.ivf_id != ivf_ref.ivf_id or segments.verify_header(root, ref, dim) is not None:
+            continue
+        codes = segments.read_codes(root, ref, codec.code_size)
+        if codes is None:
+            rep.problems.append(f"the IVF codes of {ref.file} are missing or short: run `archive optimize` to "
+                                "encode them again.")
+            continue
+        _ids, vecs, _owner = vecfile.map_file(ref.path(root))
+        rows = np.linspace(0, ref.n_vectors - 1, min(ref.n_vectors, 200)).astype(np.int64)
+        again = codec.encode(np.asarray(vecs[rows], np.float32))
+        coarse = codec.coarse_size
+        if np.mean(np.all(again[:, :coarse] == np.asarray(codes[rows])[:, :coarse], axis=1)) < 0.99:
+            rep.problems.append(f"the IVF codes of {ref.file} do not match its vectors: run `archive optimize` to "
+                                "encode them again.")
 
 
 def _bg_ok(root: Path, ref: segments.SegmentRef) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..encoder import ModelSpec
 from ..errors import StoreError
+from . import ivf as ivfmod
 from . import segments
 from .layout import THUMBS, bytes_on_disk, catalog_path, connect, has_catalog
 from .records import KnownFile, LabelCalibration, LabelDef, LabelStats, Row, StoreInfo, ThumbTodo, VideoRef
@@ -86,9 +87,42 @@ class FrameTable:
     videos: dict[int, dict[str, Any]] = field(default_factory=dict)
     bg_lse: np.ndarray | None = None  # float64 per frame (indexer.terms; NaN: not stored), or None
     bg_key: str | None = None
+    segments: list[segments.SegmentRef] = field(default_factory=list)  # the vectors' segments, in view order
+    ivf: ivfmod.IvfRef | None = None  # the store's IVF index when the table was read (None: none)
 
     def __len__(self) -> int:
         return len(self.frame_id)
+
+    def subset(self, idx: np.ndarray) -> "FrameTable":
+        """The frames at positions ``idx`` (in that order, which must keep each video's frames
+        together and in time order), sharing the vectors."""
+        idx = np.asarray(idx, np.int64)
+        return FrameTable(
+            frame_id=self.frame_id[idx], video_id=self.video_id[idx], ts_s=self.ts_s[idx], end_s=self.end_s[idx],
+            shot_id=self.shot_id[idx], shot_len_s=self.shot_len_s[idx], blank=self.blank[idx], row=self.row[idx],
+            vectors=self.vectors,
+            thumb_offset=self.thumb_offset[idx] if len(self.thumb_offset) else self.thumb_offset,
+            thumb_bytes=self.thumb_bytes[idx] if len(self.thumb_bytes) else self.thumb_bytes,
+            videos=self.videos, bg_lse=None if self.bg_lse is None else self.bg_lse[idx], bg_key=self.bg_key,
+            segments=self.segments, ivf=self.ivf)
+
+    def ivf_parts(self, store_dir: str | os.PathLike[str], code_size: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """For the IVF index: ``(ids, codes)`` of each segment with codes in it (memory-mapped), and
+        the positions of the frames whose segments have none (to be scored exactly)."""
+        root = Path(store_dir)
+        parts, bare = [], []
+        for k, ref in enumerate(self.segments):
+            codes = segments.read_codes(root, ref, code_size) if self.ivf and ref.ivf_id == self.ivf.ivf_id else None
+            lo, hi = self.vectors.offsets[k], self.vectors.offsets[k + 1]
+            if codes is None:
+                bare.append((lo, hi))
+            else:
+                ids, _vecs, _owner = segments.vecfile.map_file(ref.path(root))
+                parts.append((np.asarray(ids), codes))
+        mask = np.zeros(len(self), bool)
+        for lo, hi in bare:
+            mask |= (self.row >= lo) & (self.row < hi)
+        return parts, np.flatnonzero(mask)
 
     def release_pages(self) -> None:
         """Hand the mapped vector pages back to the OS page cache (resident memory stays flat)."""
@@ -136,6 +170,7 @@ def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | N
         videos = {int(r[0]): dict(zip(names, r)) for r in vrows.fetchall()}
         dim = int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
         refs = segments.registered(con)
+        ivf_ref = ivfmod.current(con)
     frame_id = np.asarray(cols["frame_id"], np.int64)
     vecs, ids, bgs = segments.open_segments(Path(store_dir), refs, dim)
     order = np.argsort(ids, kind="stable")
@@ -164,6 +199,8 @@ def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | N
         videos=videos,
         bg_lse=bg_lse,
         bg_key=bg_key,
+        segments=refs,
+        ivf=ivf_ref,
     )
 
 
@@ -184,6 +221,27 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
             "SELECT coalesce(shot_detector, 'unknown'), count(*) FROM videos GROUP BY 1 ORDER BY 2 DESC").fetchall())
         transitions = dict(con.execute(
             "SELECT coalesce(transition, 'unknown'), count(*) FROM shots GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        kinds = dict(con.execute("SELECT kind, sum(n_vectors) FROM vector_segments GROUP BY 1 ORDER BY 1").fetchall())
+        ivf_ref = ivfmod.current(con)
+        covered = 0 if ivf_ref is None else int(con.execute(
+            "SELECT coalesce(sum(n_vectors), 0) FROM vector_segments WHERE ivf_id = ?", [ivf_ref.ivf_id]).fetchall()[0][0])
+    from .. import settings  # noqa: PLC0415
+
+    ivf = None
+    if ivf_ref is not None:
+        grown = frames / max(1, ivf_ref.archive_vectors)
+        ivf = {"factory": ivf_ref.factory, "trained_vectors": ivf_ref.trained_vectors,
+               "archive_vectors_at_training": ivf_ref.archive_vectors, "vectors_with_codes": covered,
+               "growth_since_training": round(grown, 2), "stale": grown > settings.IVF_RETRAIN_GROWTH or covered < n_vectors,
+               "nprobe": settings.ivf_nprobe()}
+    if ivf_ref is not None and frames >= settings.ivf_frames():
+        how = f"IVF index ({ivf_ref.factory}, nprobe {settings.ivf_nprobe()}): candidates rescored exactly"
+        if ivf["stale"]:
+            how += "; stale: run `archive optimize`"
+    elif frames >= settings.bf16_scan_frames():
+        how = "bf16 scan, shown videos rescored exactly"
+    else:
+        how = "exact scan"
     root = Path(store_dir)
     return StoreInfo(
         path=str(root.resolve()),
@@ -200,6 +258,9 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         segments=int(n_segments),
         shot_detectors={str(k): int(v) for k, v in detectors.items()},
         transitions={str(k): int(v) for k, v in transitions.items()},
+        vector_kinds={str(k): int(v) for k, v in kinds.items()},
+        query_index=how,
+        ivf=ivf,
     )
 
 

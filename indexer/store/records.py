@@ -175,6 +175,9 @@ class StoreInfo:
     segments: int = 0  # vector segments
     shot_detectors: dict[str, int] = field(default_factory=dict)  # videos by detector ("unknown": before v5)
     transitions: dict[str, int] = field(default_factory=dict)  # shots by how they begin
+    vector_kinds: dict[str, int] = field(default_factory=dict)  # vectors by storage (f16, flat = fp32)
+    query_index: str = ""  # how queries rank: exact scan, bf16 scan or the IVF index
+    ivf: dict[str, Any] | None = None  # the IVF index: factory, trained_vectors, archive_vectors, covered, stale
 
 
 @dataclass
@@ -185,6 +188,11 @@ class MergeReport:
     written: int = 0  # new segments written
     rows_copied: int = 0  # live vector rows copied into them
     dead_dropped: int = 0  # dead rows (replaced or removed videos) left behind
+    ivf: str | None = None  # the IVF index trained now (FAISS factory string), if any
+    ivf_trained_on: int = 0  # vectors in its training sample
+    train_s: float | None = None
+    encoded: int = 0  # vectors given IVF codes
+    encode_s: float | None = None
 
     def add(self, run: Any, new: Any) -> None:
         copied = new.n_vectors if new is not None else 0

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from ..errors import ModelMismatch, StoreError
 from .layout import now, transaction
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Everything keyed by video_id, deleted together when a video is replaced or removed.
 PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "videos")
@@ -21,11 +21,24 @@ PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "videos")
 VECTOR_SEGMENTS = """CREATE TABLE IF NOT EXISTS vector_segments (   -- the vector layer (indexer/store/segments.py)
         segment_id INTEGER PRIMARY KEY,
         file VARCHAR NOT NULL,          -- under vectors/
-        kind VARCHAR NOT NULL,          -- flat: IndexIDMap2(IndexFlatIP), fp32
+        kind VARCHAR NOT NULL,          -- flat: IndexIDMap2(IndexFlatIP), fp32; f16: ... (IndexScalarQuantizer fp16)
         n_vectors BIGINT NOT NULL,      -- rows in the file (live or dead)
         min_frame_id BIGINT NOT NULL,   -- the ids it holds lie in [min, max]; ranges never overlap
         max_frame_id BIGINT NOT NULL,
         bg_key VARCHAR,                 -- key of its background-term sidecar (NULL: none)
+        created_at TIMESTAMP NOT NULL,
+        ivf_id INTEGER                  -- its rows' codes in that IVF index (sidecar .ivf; NULL: none)
+    )"""
+
+VECTOR_IVF = """CREATE TABLE IF NOT EXISTS vector_ivf (   -- the IVF index that ranks large archives (segments.py)
+        ivf_id INTEGER PRIMARY KEY,
+        file VARCHAR NOT NULL,          -- under vectors/: the trained, empty FAISS index
+        factory VARCHAR NOT NULL,       -- its FAISS factory string, e.g. IVF4096,PQ64
+        nlist INTEGER NOT NULL,
+        code_size INTEGER NOT NULL,     -- bytes per vector in each segment's .ivf sidecar
+        trained_vectors BIGINT NOT NULL,   -- vectors in the training sample
+        archive_vectors BIGINT NOT NULL,   -- live vectors in the archive when it was trained
+        train_s DOUBLE,                 -- seconds training took
         created_at TIMESTAMP NOT NULL
     )"""
 
@@ -101,6 +114,7 @@ TABLES = [
         rule VARCHAR                    -- presence (the presence rule), threshold (a cut given) or calibrated
     )""",
     VECTOR_SEGMENTS,
+    VECTOR_IVF,
     """CREATE TABLE IF NOT EXISTS failures (
         path VARCHAR NOT NULL,
         error VARCHAR NOT NULL,
@@ -173,8 +187,17 @@ def _migrate_5_to_6(con: Any) -> None:
                     "FROM labels l WHERE l.label = video_labels.label")
 
 
+def _migrate_6_to_7(con: Any) -> None:
+    """v7 adds the IVF index of large archives (``vector_ivf``, and per segment the IVF its codes
+    belong to) and fp16 segments (``kind = 'f16'``). Existing fp32 segments stay as they are and are
+    read as before; merges and ``archive optimize`` rewrite them as fp16."""
+    if _has_table(con, "vector_segments"):
+        con.execute("ALTER TABLE vector_segments ADD COLUMN IF NOT EXISTS ivf_id INTEGER")
+    con.execute(VECTOR_IVF)
+
+
 MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4,
-                                                4: _migrate_4_to_5, 5: _migrate_5_to_6}
+                                                4: _migrate_4_to_5, 5: _migrate_5_to_6, 6: _migrate_6_to_7}
 
 
 def version(con: Any) -> int | None:

@@ -22,10 +22,15 @@ bounded whatever their size; one transaction swaps the registrations, then the o
 deleted. A crash leaves either the old segments registered (the new file is an orphan) or the
 new one (the old files are orphans).
 
-**Kinds.** Each segment records its ``kind``; ``flat`` (fp32, exact, memory-mapped) is the only one
-written today. Compressed or clustered kinds (SQ8/fp16 codes, IVF lists for very large archives)
-are further kinds of the same layer: new segments of another kind, read through FAISS, with the
-same registration, merge and crash rules.
+**Kinds.** Each segment records its ``kind``: ``f16`` (written today: FAISS's
+``IndexIDMap2(IndexScalarQuantizer fp16)``, half the bytes of fp32, cosine error about 1e-5) or
+``flat`` (fp32, written before schema 7; still read, and rewritten as ``f16`` by merges and
+``archive optimize``). Both are memory-mapped, never read whole.
+
+**IVF codes.** In a large archive a segment may also have a sidecar ``seg-*.ivf``: for each of its
+rows, that row's code in the store's trained IVF index (:mod:`.ivf`), as FAISS's ``sa_encode``
+makes it. The sidecar is written before the segment is registered, like the background term, and
+merges carry the codes along, so new videos join the existing lists without retraining.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ from ..errors import StoreError
 from . import vectors as vecfile
 from .layout import SEGMENTS_DIR, fsync_dir, now
 
-FLAT = "flat"
+FLAT = "flat"  # fp32: IndexIDMap2(IndexFlatIP)
+F16 = "f16"  # fp16: IndexIDMap2(IndexScalarQuantizer(QT_fp16)), the kind written today
+ITEMSIZE = {FLAT: 4, F16: 2}
 # Auto-merge after an index run: when the newest segments include MERGE_FANIN consecutive ones of
 # the same size class (each class MERGE_FANIN times the one below), they become one. A vector is
 # rewritten about log_8(N) times over its life; larger merges are `archive optimize`'s.
@@ -66,12 +73,26 @@ class SegmentRef:
     min_frame_id: int
     max_frame_id: int
     bg_key: str | None  # the key of its background-term sidecar (None: it has none)
+    ivf_id: int | None = None  # the IVF index its .ivf sidecar's codes belong to (None: no codes)
 
     def path(self, store_dir: Path) -> Path:
         return store_dir / SEGMENTS_DIR / self.file
 
     def bg_path(self, store_dir: Path) -> Path:
         return store_dir / SEGMENTS_DIR / self.file.replace(".faiss", ".bg.npy")
+
+    def ivf_path(self, store_dir: Path, ivf_id: int | None = None) -> Path:
+        """Its codes sidecar for the IVF index ``ivf_id`` (default: its own)."""
+        return store_dir / SEGMENTS_DIR / ivf_name(self.file, self.ivf_id if ivf_id is None else ivf_id)
+
+    def files(self, store_dir: Path) -> list[Path]:
+        """The segment's file and its sidecars."""
+        return [self.path(store_dir), self.bg_path(store_dir)] + (
+            [self.ivf_path(store_dir)] if self.ivf_id is not None else [])
+
+
+def ivf_name(file: str, ivf_id: int | None) -> str:
+    return file.replace(".faiss", f".i{ivf_id or 0:08d}.ivf")
 
 
 def file_name(segment_id: int) -> str:
@@ -81,17 +102,20 @@ def file_name(segment_id: int) -> str:
 def registered(con: Any) -> list[SegmentRef]:
     """Every registered segment, in frame-id order."""
     rows = con.execute(
-        "SELECT segment_id, file, kind, n_vectors, min_frame_id, max_frame_id, bg_key FROM vector_segments "
+        "SELECT segment_id, file, kind, n_vectors, min_frame_id, max_frame_id, bg_key, ivf_id FROM vector_segments "
         "ORDER BY min_frame_id, segment_id"
     ).fetchall()
-    return [SegmentRef(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), r[6]) for r in rows]
+    return [SegmentRef(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), r[6], None if r[7] is None else int(r[7]))
+            for r in rows]
 
 
 def register(con: Any, seg: SegmentRef) -> None:
     """Record a written segment (inside the commit's transaction)."""
     con.execute(
-        "INSERT INTO vector_segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [seg.segment_id, seg.file, seg.kind, seg.n_vectors, seg.min_frame_id, seg.max_frame_id, seg.bg_key, now()],
+        "INSERT INTO vector_segments (segment_id, file, kind, n_vectors, min_frame_id, max_frame_id, bg_key, "
+        "created_at, ivf_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [seg.segment_id, seg.file, seg.kind, seg.n_vectors, seg.min_frame_id, seg.max_frame_id, seg.bg_key, now(),
+         seg.ivf_id],
     )
 
 
@@ -102,18 +126,58 @@ def unregister(con: Any, segment_ids: Sequence[int]) -> None:
 
 
 # -- writing -----------------------------------------------------------------------------------
-def _header(dim: int, n: int) -> bytes:
-    """FAISS's serialisation of IndexIDMap2(IndexFlatIP) up to the vectors (see vectors.map_file)."""
-    head = struct.pack("<iqqqBi", dim, n, 1 << 20, 1 << 20, 1, 0)  # d, ntotal, 2 dummies, is_trained, metric IP
-    return b"IxM2" + head + b"IxFI" + head + struct.pack("<Q", n * dim)
+def _header(dim: int, n: int, kind: str = FLAT) -> bytes:
+    """FAISS's serialisation of the segment's index up to its vectors (see vectors.map_file):
+    IndexIDMap2(IndexFlatIP), or IndexIDMap2(IndexScalarQuantizer(QT_fp16)) whose header FAISS
+    itself writes (for an empty index; the counts are then set to ``n``)."""
+    if kind == FLAT:
+        head = struct.pack("<iqqqBi", dim, n, 1 << 20, 1 << 20, 1, 0)  # d, ntotal, 2 dummies, is_trained, metric IP
+        return b"IxM2" + head + b"IxFI" + head + struct.pack("<Q", n * dim)
+    if kind != F16:
+        raise StoreError(f"unknown vector segment kind {kind!r}")
+    buf = bytearray(_f16_prefix(dim))
+    struct.pack_into("<q", buf, 8, n)  # the IDMap's ntotal (after its fourcc and d)
+    struct.pack_into("<q", buf, 37 + 8, n)  # the SQ index's ntotal
+    return bytes(buf) + struct.pack("<Q", n * dim * 2)
+
+
+_PREFIX: dict[int, bytes] = {}
+
+
+def _f16_prefix(dim: int) -> bytes:
+    """FAISS's own bytes for an empty IndexIDMap2(IndexScalarQuantizer(dim, QT_fp16, inner product)),
+    without its two empty arrays (the codes, then the ids)."""
+    if dim not in _PREFIX:
+        import faiss  # noqa: PLC0415
+
+        sq = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        raw = faiss.serialize_index(faiss.IndexIDMap2(sq)).tobytes()
+        if raw[:4] != b"IxM2" or raw[37:41] != b"IxSQ" or raw[-16:] != bytes(16):
+            raise StoreError("this FAISS writes fp16 indexes in a layout the archive does not know; "
+                             "install the faiss-cpu version pyproject.toml names.")
+        _PREFIX[dim] = raw[:-16]
+    return _PREFIX[dim]
+
+
+def encode(vecs: np.ndarray, kind: str) -> bytes:
+    """The stored bytes of unit vectors: fp32 as they are, or IEEE half precision (round to
+    nearest), exactly the codes FAISS's QT_fp16 scalar quantizer makes."""
+    if kind == FLAT:
+        return np.ascontiguousarray(vecs, dtype=np.float32).tobytes()
+    return np.ascontiguousarray(vecs, dtype=np.float32).astype(np.float16).tobytes()
+
+
+Part = tuple  # (ids, vectors, bg or None[, ivf codes or None])
 
 
 def write_segment(
-    store_dir: Path, segment_id: int, dim: int, parts: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
-    bg_key: str | None = None,
+    store_dir: Path, segment_id: int, dim: int, parts: Iterator[Part], bg_key: str | None = None,
+    kind: str = F16, ivf: Any = None,
 ) -> SegmentRef:
-    """Write a new segment from ``(ids, vectors, bg or None)`` chunks, streamed, then make it
-    durable (temp file, fsync, rename, folder fsync).
+    """Write a new segment from ``(ids, vectors, bg or None[, codes or None])`` chunks, streamed,
+    then make it durable (temp file, fsync, rename, folder fsync). With ``ivf`` (an
+    :class:`~indexer.store.ivf.IvfCodec`) the rows' IVF codes go to the ``.ivf`` sidecar: those a
+    chunk carries, or else encoded from its vectors.
 
     Raises:
         StoreError: the disk is full or the folder is not writable (nothing is left behind).
@@ -123,22 +187,29 @@ def write_segment(
     dest, tmp = folder / name, folder / (name + ".tmp")
     bg_dest = folder / name.replace(".faiss", ".bg.npy")
     bg_tmp = folder / (bg_dest.name + ".tmp")
+    ivf_dest = folder / ivf_name(name, ivf.ivf_id if ivf is not None else None)
+    ivf_tmp = folder / (ivf_dest.name + ".tmp")
     ids_tmp = folder / (name + ".ids.tmp")
     n, lo, hi, with_bg = 0, None, None, bg_key is not None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh, open(ids_tmp, "w+b") as ids_fh, \
-                open(bg_tmp, "wb") if with_bg else contextlib.nullcontext() as bg_fh:
-            fh.write(_header(dim, 0))  # rewritten with the real count at the end
+                open(bg_tmp, "wb") if with_bg else contextlib.nullcontext() as bg_fh, \
+                open(ivf_tmp, "wb") if ivf is not None else contextlib.nullcontext() as ivf_fh:
+            fh.write(_header(dim, 0, kind))  # rewritten with the real count at the end
             bg_parts: list[np.ndarray] = []
-            for ids, vecs, bg in parts:
+            for part in parts:
+                ids, vecs, bg = part[0], part[1], part[2]
+                codes = part[3] if len(part) > 3 else None
                 if not len(ids):
                     continue
                 vecs = np.ascontiguousarray(vecs, dtype=np.float32)
                 if vecs.shape != (len(ids), dim):
                     raise StoreError(f"segment {name}: vectors of shape {vecs.shape}, expected ({len(ids)}, {dim}).")
-                fh.write(vecs.tobytes())
+                fh.write(encode(vecs, kind))
                 ids_fh.write(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+                if ivf is not None:
+                    ivf_fh.write(np.ascontiguousarray(codes if codes is not None else ivf.encode(vecs), np.uint8).tobytes())
                 lo = int(ids.min()) if lo is None else min(lo, int(ids.min()))
                 hi = int(ids.max()) if hi is None else max(hi, int(ids.max()))
                 n += len(ids)
@@ -151,20 +222,25 @@ def write_segment(
             while chunk := ids_fh.read(1 << 20):
                 fh.write(chunk)
             fh.seek(0)
-            fh.write(_header(dim, n))
+            fh.write(_header(dim, n, kind))
             fh.flush()
             os.fsync(fh.fileno())
             if with_bg:
                 np.save(bg_fh, np.concatenate(bg_parts) if bg_parts else np.zeros(0, np.float64))
                 bg_fh.flush()
                 os.fsync(bg_fh.fileno())
+            if ivf is not None:
+                ivf_fh.flush()
+                os.fsync(ivf_fh.fileno())
         hooks.pause("segment.written")
         if with_bg:
             os.replace(bg_tmp, bg_dest)
+        if ivf is not None:
+            os.replace(ivf_tmp, ivf_dest)
         os.replace(tmp, dest)
         fsync_dir(folder)
     except OSError as exc:
-        for p in (tmp, bg_tmp):
+        for p in (tmp, bg_tmp, ivf_tmp):
             p.unlink(missing_ok=True)
         reason = exc.strerror or "disk full, file too large or not writable"
         raise StoreError(
@@ -173,7 +249,8 @@ def write_segment(
         ) from exc
     finally:
         ids_tmp.unlink(missing_ok=True)
-    return SegmentRef(segment_id, name, FLAT, n, lo if lo is not None else -1, hi if hi is not None else -1, bg_key)
+    return SegmentRef(segment_id, name, kind, n, lo if lo is not None else -1, hi if hi is not None else -1, bg_key,
+                      None if ivf is None else ivf.ivf_id)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -181,7 +258,7 @@ class VectorView:
     """The vectors of several segments seen as one ``(N, dim)`` float32 matrix, memory-mapped.
 
     Row ``r`` is row ``r - offset[k]`` of segment ``k``. ``view[a:b]`` and ``view[rows]`` give
-    float32 arrays (a slice inside one segment without copying).
+    float32 arrays (a slice inside one fp32 segment without copying; fp16 rows are converted).
     """
 
     def __init__(self, parts: Sequence[np.ndarray], owners: Sequence[Any], dim: int) -> None:
@@ -205,7 +282,7 @@ class VectorView:
                 return self.take(np.arange(a, b, step))
             k = int(np.searchsorted(self.offsets, a, side="right")) - 1
             if 0 <= k < len(self.parts) and b <= self.offsets[k + 1]:
-                return self.parts[k][a - self.offsets[k] : b - self.offsets[k]]
+                return _f32(self.parts[k][a - self.offsets[k] : b - self.offsets[k]])
             return self.take(np.arange(a, b))
         rows = np.asarray(key, np.int64)
         if rows.ndim == 0:  # one row: a (dim,) vector
@@ -225,14 +302,31 @@ class VectorView:
         return out
 
     def blocks(self, step: int) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first global row, rows)`` in order, each block inside one segment (a view, no copy)."""
+        """``(first global row, rows)`` in order, each block inside one segment, as float32 (a view
+        of an fp32 segment, no copy; fp16 rows are converted)."""
         for k, part in enumerate(self.parts):
             for a in range(0, len(part), step):
-                yield int(self.offsets[k]) + a, part[a : a + step]
+                yield int(self.offsets[k]) + a, _f32(part[a : a + step])
 
     def release_pages(self) -> None:
         for owner in self.owners:
             vecfile.release_pages(owner)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype == np.float32 else a.astype(np.float32)
+
+
+def read_codes(store_dir: Path, ref: SegmentRef, code_size: int) -> np.ndarray | None:
+    """A segment's IVF codes ``(n_vectors, code_size)`` uint8, memory-mapped (None: its sidecar is
+    missing or of another size)."""
+    path = ref.ivf_path(store_dir)
+    try:
+        if path.stat().st_size != ref.n_vectors * code_size or not ref.n_vectors:
+            return None
+        return np.memmap(path, np.uint8, mode="r", shape=(ref.n_vectors, code_size))
+    except (OSError, ValueError):
+        return None
 
 
 def open_segments(store_dir: Path, refs: Sequence[SegmentRef], dim: int) -> tuple[VectorView, np.ndarray, list[np.ndarray | None]]:
@@ -299,10 +393,11 @@ def auto_merge_run(refs: Sequence[SegmentRef], live: dict[int, int]) -> list[Seg
     return []
 
 
-def optimize_runs(refs: Sequence[SegmentRef], live: dict[int, int],
-                  max_vectors: int = OPTIMIZE_MAX_VECTORS) -> list[list[SegmentRef]]:
+def optimize_runs(refs: Sequence[SegmentRef], live: dict[int, int], max_vectors: int = OPTIMIZE_MAX_VECTORS,
+                  rewrite: Any = None) -> list[list[SegmentRef]]:
     """Runs of consecutive segments that `archive optimize` merges: greedy, each up to
-    ``max_vectors`` live rows; runs of one segment only when it has dead rows to drop."""
+    ``max_vectors`` live rows; runs of one segment only when it has dead rows to drop, or when
+    ``rewrite(segment)`` says it must be written again (an fp32 segment becomes fp16)."""
     runs: list[list[SegmentRef]] = []
     cur: list[SegmentRef] = []
     total = 0
@@ -315,16 +410,20 @@ def optimize_runs(refs: Sequence[SegmentRef], live: dict[int, int],
         total += n
     if cur:
         runs.append(cur)
-    return [run for run in runs if len(run) > 1 or run[0].n_vectors != live.get(run[0].segment_id, 0)]
+    return [run for run in runs if len(run) > 1 or run[0].n_vectors != live.get(run[0].segment_id, 0)
+            or (rewrite is not None and rewrite(run[0]))]
 
 
 def stream_live(store_dir: Path, run: Sequence[SegmentRef], live_ids: np.ndarray, with_bg: bool,
-                dim: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+                dim: int, codes_of: tuple[int, int] | None = None) -> Iterator[Part]:
     """The live rows of ``run`` (those whose id is in the sorted ``live_ids``) in chunks of
-    STREAM_ROWS, in id order, with their background term when every segment has one."""
+    STREAM_ROWS, in id order, with their background term when every segment has one, and with
+    ``codes_of = (ivf_id, code_size)`` their IVF codes where a segment has codes of that index
+    (None where not: the writer encodes those)."""
     for ref in run:
         view, ids, bgs = open_segments(store_dir, [ref], dim)
         bg = bgs[0]
+        codes = read_codes(store_dir, ref, codes_of[1]) if codes_of and ref.ivf_id == codes_of[0] else None
         try:
             for a in range(0, len(ids), STREAM_ROWS):
                 chunk = ids[a : a + STREAM_ROWS]
@@ -335,19 +434,21 @@ def stream_live(store_dir: Path, run: Sequence[SegmentRef], live_ids: np.ndarray
                 if len(sel):
                     rows = a + sel
                     yield (chunk[sel].copy(), view.take(rows),
-                           np.asarray(bg[rows], np.float64) if with_bg and bg is not None else None)
+                           np.asarray(bg[rows], np.float64) if with_bg and bg is not None else None,
+                           None if codes is None else np.asarray(codes[rows]))
                 view.release_pages()
         finally:
-            del view
+            del view, codes
 
 
-def orphan_files(store_dir: Path, refs: Sequence[SegmentRef]) -> list[Path]:
+def orphan_files(store_dir: Path, refs: Sequence[SegmentRef], ivf_file: str | None = None) -> list[Path]:
     """Files in ``vectors/`` that no registered segment owns (left by a crash or a merge);
-    damaged files moved aside (``*.damaged-*``) are kept for inspection."""
+    damaged files moved aside (``*.damaged-*``) are kept for inspection; ``ivf_file`` is the
+    registered IVF index (other ``ivf-*`` files are orphans too)."""
     folder = store_dir / SEGMENTS_DIR
     if not folder.is_dir():
         return []
-    keep = {r.file for r in refs} | {r.file.replace(".faiss", ".bg.npy") for r in refs}
+    keep = {p.name for r in refs for p in r.files(store_dir)} | ({ivf_file} if ivf_file else set())
     return sorted(p for p in folder.iterdir() if p.name not in keep and ".damaged-" not in p.name)
 
 

@@ -1,6 +1,7 @@
-"""One FAISS vector file: an ``IndexIDMap2(IndexFlatIP)`` of unit vectors, ids = ``frames.frame_id``
-(a segment of the vector layer, or the single ``frames.faiss`` of a schema-3 store). Read
-memory-mapped, so opening it costs nothing up front; :mod:`.segments` writes them.
+"""One FAISS vector file: an ``IndexIDMap2`` of unit vectors, ids = ``frames.frame_id``, over an
+``IndexFlatIP`` (fp32) or an ``IndexScalarQuantizer`` of type QT_fp16 (a segment of the vector
+layer, or the single ``frames.faiss`` of a schema-3 store). Read memory-mapped, so opening it
+costs nothing up front; :mod:`.segments` writes them.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def arrays(index: Any) -> tuple[np.ndarray, np.ndarray]:
 def map_file(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
     """(ids, vectors, owner) of a vector file, memory-mapped read-only rather than read.
 
-    The file is FAISS's serialisation of IndexIDMap2(IndexFlat): two index headers, the
-    float32 vectors, then the int64 ids. Mapping it costs nothing up front and only the pages a
+    The file is FAISS's serialisation of IndexIDMap2(IndexFlat) or IndexIDMap2(IndexScalarQuantizer
+    fp16): two index headers (and the quantizer's fields), the float32 or float16 vectors, then the
+    int64 ids; ``vectors`` is float32 or float16 accordingly. Mapping it costs nothing up front and only the pages a
     query touches are read (faiss.read_index copies the whole file into memory, 2 GB at 1M
     frames). A file of any other layout is read through FAISS instead. ``owner`` keeps the memory
     alive (an ``mmap.mmap`` or a FAISS index).
@@ -60,24 +62,35 @@ def map_file(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
     import struct  # noqa: PLC0415
 
     head = 4 + 33  # fourcc + d, ntotal, 2 dummies, is_trained, metric_type
+    sq_at = 2 * head  # an fp16 SQ index: qtype, rangestat, rangestat_arg, d, code_size, trained (empty)
+    sq_len = 4 + 4 + 4 + 8 + 8 + 8
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
-            raw = fh.read(2 * head + 8)
-            if len(raw) == 2 * head + 8 and raw[:4] in (b"IxM2", b"IxMp") and raw[head : head + 4] in (b"IxFI", b"IxF2"):
+            raw = fh.read(2 * head + sq_len + 8)
+            if len(raw) >= 2 * head + 8 and raw[:4] in (b"IxM2", b"IxMp"):
                 d, n, _, _, _, metric = struct.unpack("<iqqqBi", raw[4:head])
                 d2, n2, _, _, _, _ = struct.unpack("<iqqqBi", raw[head + 4 : 2 * head])
-                (count,) = struct.unpack("<Q", raw[2 * head :])
-                vec_at = 2 * head + 8
-                ids_at = vec_at + 4 * count + 8
-                if (d, n) == (d2, n2) and metric in (0, 1) and count == n * d and size == ids_at + 8 * n and n > 0:
-                    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-                    (nids,) = struct.unpack("<Q", mm[ids_at - 8 : ids_at])
-                    if nids == n:
-                        vecs = np.frombuffer(mm, np.float32, count=n * d, offset=vec_at).reshape(n, d)
-                        ids = np.frombuffer(mm, np.int64, count=n, offset=ids_at)
-                        return ids, vecs, mm
-                    mm.close()
+                layout = None
+                if raw[head : head + 4] in (b"IxFI", b"IxF2"):
+                    (count,) = struct.unpack("<Q", raw[2 * head : 2 * head + 8])
+                    layout = (np.float32, 2 * head + 8, count, 4 * count)
+                elif raw[head : head + 4] == b"IxSQ" and len(raw) == 2 * head + sq_len + 8:
+                    qtype, _, _, sq_d, code_size, trained = struct.unpack("<iifQQQ", raw[sq_at : sq_at + sq_len])
+                    (nbytes,) = struct.unpack("<Q", raw[sq_at + sq_len :])
+                    if qtype == 4 and sq_d == d and code_size == 2 * d and trained == 0:  # QT_fp16
+                        layout = (np.float16, sq_at + sq_len + 8, nbytes // 2, nbytes)
+                if layout is not None:
+                    dtype, vec_at, count, nbytes = layout
+                    ids_at = vec_at + nbytes + 8
+                    if (d, n) == (d2, n2) and metric in (0, 1) and count == n * d and size == ids_at + 8 * n and n > 0:
+                        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                        (nids,) = struct.unpack("<Q", mm[ids_at - 8 : ids_at])
+                        if nids == n:
+                            vecs = np.frombuffer(mm, dtype, count=n * d, offset=vec_at).reshape(n, d)
+                            ids = np.frombuffer(mm, np.int64, count=n, offset=ids_at)
+                            return ids, vecs, mm
+                        mm.close()
     except OSError as exc:
         raise StoreError(f"cannot read the vector file {path}: {exc.strerror or exc}") from exc
     index = read(path, mmap=True)

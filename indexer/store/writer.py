@@ -32,6 +32,7 @@ import numpy as np
 from .. import hooks
 from ..encoder import ModelSpec
 from ..errors import ModelMismatch, StoreError, StoreLocked
+from . import ivf as ivfmod
 from . import schema, segments, thumbfile
 from . import vectors as vecfile
 from .layout import CATALOG, LOCK, VECTORS, connect, fsync_dir, now, transaction
@@ -90,6 +91,8 @@ class Writer:
         self.repaired: list[str] = []  # videos dropped because their vectors were missing
         self.damaged_file: str | None = None  # where an unreadable vector file was moved
         self.removed_files: list[str] = []  # orphan segment files deleted by reconcile
+        self._ivf_ref: ivfmod.IvfRef | None = None  # the registered IVF index (large archives)
+        self._ivf_codec: ivfmod.IvfCodec | None = None  # ... loaded when a commit needs it
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "Writer":
@@ -209,7 +212,9 @@ class Writer:
         segment holds are dropped, to be re-embedded by the next index run of their folders."""
         with self._catalog() as con:
             refs = segments.registered(con)
-            for p in segments.orphan_files(self.dir, refs):
+            self._ivf_ref = ivfmod.current(con)
+            self._ivf_codec = None
+            for p in segments.orphan_files(self.dir, refs, self._ivf_ref.file if self._ivf_ref else None):
                 with contextlib.suppress(OSError):
                     p.unlink()
                     self.removed_files.append(p.name)
@@ -224,6 +229,7 @@ class Writer:
             if bad:
                 with transaction(con):
                     segments.unregister(con, bad)
+            self._reconcile_codes(con, [r for r in refs if r.segment_id not in bad])
             # every catalog frame lies in a registered segment's id range? (one cheap count per
             # segment: frame ids grow with insertion, so each count reads a few row groups)
             total = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
@@ -242,6 +248,24 @@ class Writer:
             self._next_frame_id = max(one("SELECT coalesce(max(frame_id), -1) + 1 FROM frames"),
                                       one("SELECT coalesce(max(max_frame_id), -1) + 1 FROM vector_segments"))
             self._next_segment_id = one("SELECT coalesce(max(segment_id), -1) + 1 FROM vector_segments")
+
+    def _reconcile_codes(self, con: Any, refs: Sequence[SegmentRef]) -> None:
+        """Segments whose IVF codes are lost (or belong to an index no longer registered) are
+        marked as having none: queries then scan their rows exactly; `archive optimize` encodes them."""
+        cur = self._ivf_ref
+        lost = [r.segment_id for r in refs if r.ivf_id is not None and (
+            cur is None or r.ivf_id != cur.ivf_id or not r.ivf_path(self.dir).exists()
+            or r.ivf_path(self.dir).stat().st_size != r.n_vectors * cur.code_size)]
+        if lost:
+            with transaction(con):
+                con.execute(f"UPDATE vector_segments SET ivf_id = NULL WHERE segment_id IN ({', '.join('?' * len(lost))})",
+                            lost)
+
+    def _codec(self) -> ivfmod.IvfCodec | None:
+        """The registered IVF index, loaded once (None: the archive has none)."""
+        if self._ivf_ref is not None and self._ivf_codec is None:
+            self._ivf_codec = ivfmod.IvfCodec.load(self.dir, self._ivf_ref)
+        return self._ivf_codec
 
     # -- small changes --------------------------------------------------------------------------
     def touch(self, path: str, mtime: float) -> None:
@@ -382,7 +406,8 @@ class Writer:
                 ids = np.concatenate(all_ids)
                 bg = np.concatenate(all_bg) if bg_key is not None else None
                 seg = segments.write_segment(self.dir, self._next_segment_id, self.dim,
-                                             iter([(ids, np.concatenate(all_vecs), bg)]), bg_key)
+                                             iter([(ids, np.concatenate(all_vecs), bg)]), bg_key,
+                                             ivf=self._codec())
                 self._next_segment_id += 1
                 hooks.pause("commit.vectors")
 
@@ -420,10 +445,13 @@ class Writer:
                 "SELECT frame_id FROM frames WHERE frame_id BETWEEN ? AND ?", [lo, hi]).fetchnumpy()["frame_id"],
                 np.int64))
         new = None
+        codec = self._codec()
         if len(live):
+            codes_of = (codec.ivf_id, codec.code_size) if codec is not None else None
             new = segments.write_segment(self.dir, self._next_segment_id, self.dim,
-                                         segments.stream_live(self.dir, run, live, bg_key is not None, self.dim),
-                                         bg_key)
+                                         segments.stream_live(self.dir, run, live, bg_key is not None, self.dim,
+                                                              codes_of),
+                                         bg_key, ivf=codec)
             self._next_segment_id += 1
             hooks.pause("merge.written")
         with self._catalog() as con, transaction(con):
@@ -432,7 +460,7 @@ class Writer:
                 segments.register(con, new)
         hooks.pause("merge.swapped")
         for ref in run:  # no longer registered: readers that mapped them keep their mapping
-            for p in (ref.path(self.dir), ref.bg_path(self.dir)):
+            for p in ref.files(self.dir):
                 with contextlib.suppress(OSError):
                     p.unlink()
         return new
@@ -449,15 +477,115 @@ class Writer:
                 return rep
             rep.add(run, self.merge(run))
 
-    def optimize(self, max_vectors: int = segments.OPTIMIZE_MAX_VECTORS) -> MergeReport:
-        """Merge consecutive segments into as few as possible (each up to ``max_vectors``) and
-        drop every dead row."""
+    def optimize(self, max_vectors: int = segments.OPTIMIZE_MAX_VECTORS, train: bool | None = None,
+                 progress: Any = None) -> MergeReport:
+        """Merge consecutive segments into as few as possible (each up to ``max_vectors``), drop
+        every dead row and rewrite fp32 segments as fp16. ``train`` True trains the IVF index (a
+        new one); None retrains one that exists when the archive has grown ``IVF_RETRAIN_GROWTH``
+        times past the one it was trained on, and gives every segment its codes; False never trains.
+        ``progress(done, total, what)`` is called as vectors are encoded."""
+        from .. import settings  # noqa: PLC0415
+
         with self._catalog() as con:
             refs, live = self._live_counts(con)
         rep = MergeReport()
-        for run in segments.optimize_runs(refs, live, max_vectors):
+        for run in segments.optimize_runs(refs, live, max_vectors, rewrite=lambda r: r.kind != segments.F16):
             rep.add(run, self.merge(run))
+        with self._catalog() as con:
+            refs, live = self._live_counts(con)
+        n_live = sum(live.values())
+        cur = self._ivf_ref
+        if train is None:
+            train = cur is not None and n_live > settings.IVF_RETRAIN_GROWTH * max(1, cur.archive_vectors)
+        if train and n_live:
+            self._train_ivf(refs, n_live, rep, progress)
+        elif self._ivf_ref is not None:
+            self._encode_missing(refs, rep, progress)
         return rep
+
+    def _train_ivf(self, refs: Sequence[SegmentRef], n_live: int, rep: MergeReport, progress: Any) -> None:
+        """Train a new IVF index on a sample of the stored vectors, encode every segment's rows
+        into new sidecars, then swap the registrations in one transaction (see :mod:`.ivf`)."""
+        import time  # noqa: PLC0415
+
+        view, _ids, _bgs = segments.open_segments(self.dir, refs, self.dim)
+        nlist, _m = ivfmod.shape_for(n_live, self.dim)
+        want = min(len(view), nlist * ivfmod.TRAIN_PER_LIST)
+        rows = np.sort(np.random.default_rng(0).choice(len(view), size=want, replace=False))
+        sample = view.take(rows)
+        view.release_pages()
+        with self._catalog() as con:
+            new_id = int(con.execute("SELECT coalesce(max(ivf_id), 0) + 1 FROM vector_ivf").fetchall()[0][0])
+        if progress:
+            progress(0, n_live, f"training the IVF index on {want:,} vectors")
+        index, ref = ivfmod.train(sample, n_live, new_id)
+        del sample
+        ivfmod.write_index(self.dir, ref, index)
+        codec = ivfmod.IvfCodec(ref, index)
+        t0 = time.perf_counter()
+        self._write_codes(refs, codec, progress)
+        hooks.pause("ivf.written")
+        with self._catalog() as con, transaction(con):
+            ivfmod.register(con, ref)
+            ids = [r.segment_id for r in refs if r.n_vectors]
+            if ids:
+                con.execute(f"UPDATE vector_segments SET ivf_id = ? WHERE segment_id IN ({', '.join('?' * len(ids))})",
+                            [ref.ivf_id, *ids])
+        hooks.pause("ivf.swapped")
+        old = self._ivf_ref
+        self._ivf_ref, self._ivf_codec = ref, codec
+        for r in refs:  # the old index's sidecars and file
+            if r.ivf_id is not None and r.ivf_id != ref.ivf_id:
+                r.ivf_path(self.dir).unlink(missing_ok=True)
+        if old is not None and old.file != ref.file:
+            old.path(self.dir).unlink(missing_ok=True)
+        rep.ivf = ref.factory
+        rep.ivf_trained_on = ref.trained_vectors
+        rep.train_s = ref.train_s
+        rep.encoded = sum(r.n_vectors for r in refs)
+        rep.encode_s = round(time.perf_counter() - t0, 2)
+
+    def _encode_missing(self, refs: Sequence[SegmentRef], rep: MergeReport, progress: Any) -> None:
+        """Give the segments that have no codes in the registered IVF index their codes."""
+        import time  # noqa: PLC0415
+
+        codec = self._codec()
+        todo = [r for r in refs if r.n_vectors and r.ivf_id != codec.ivf_id]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        self._write_codes(todo, codec, progress)
+        with self._catalog() as con, transaction(con):
+            ids = [r.segment_id for r in todo]
+            con.execute(f"UPDATE vector_segments SET ivf_id = ? WHERE segment_id IN ({', '.join('?' * len(ids))})",
+                        [codec.ivf_id, *ids])
+        for r in todo:
+            if r.ivf_id is not None:
+                r.ivf_path(self.dir).unlink(missing_ok=True)
+        rep.encoded += sum(r.n_vectors for r in todo)
+        rep.encode_s = round(time.perf_counter() - t0, 2)
+
+    def _write_codes(self, refs: Sequence[SegmentRef], codec: ivfmod.IvfCodec, progress: Any) -> None:
+        total = sum(r.n_vectors for r in refs)
+        done = 0
+        for r in refs:
+            if not r.n_vectors:
+                continue
+            view, _ids, _bgs = segments.open_segments(self.dir, [r], self.dim)
+
+            def chunks(view: Any = view) -> Iterator[np.ndarray]:
+                nonlocal done
+                for a in range(0, len(view), ivfmod.ENCODE_ROWS):
+                    block = view[a : a + ivfmod.ENCODE_ROWS]
+                    yield codec.encode(block)
+                    view.release_pages()
+                    done += len(block)
+                    if progress:
+                        progress(done, total, "encoding the vectors into the IVF index")
+
+            ivfmod.write_codes(r.ivf_path(self.dir, codec.ivf_id), chunks)
+            del view
+        fsync_dir(self.dir / segments.SEGMENTS_DIR)
 
     def _take_ids(self, rec: VideoRecord, t_off: list[int | None], t_len: list[int | None], rows: "_Rows") -> np.ndarray:
         """Give a record its video, shot and frame ids, and add its catalog rows to ``rows``."""

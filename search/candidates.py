@@ -1,0 +1,107 @@
+"""Candidate videos of a query in a large archive, from the store's IVF index (:mod:`indexer.store.ivf`).
+
+1. The IVF index returns the query's best frames (``nprobe`` lists, approximate PQ scores), many
+   more than are shown.
+2. Those frames are rescored exactly from the stored vectors, and their videos become
+   candidates, best first by the query's rule (the text rule's per-frame background term included).
+3. The read path rescores every frame of each candidate video exactly and builds the timelines
+   as for any query (:func:`search.query.rank`), so the answers shown are exact.
+
+Frames of segments that have no codes in the index (written before it, or whose codes were lost)
+are scored exactly every time and compete as candidates too: nothing is left out.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from indexer import settings
+from indexer.store import FrameTable, IvfCodec
+
+from . import presence
+
+FRAMES_PER_VIDEO = 64  # frames asked of the index (and rescored exactly) per candidate video wanted
+
+
+class IvfRanker:
+    """The IVF index of one frame table, loaded into memory (its codes: ``m + 2`` bytes a frame)."""
+
+    def __init__(self, store_dir: str | os.PathLike[str], table: FrameTable) -> None:
+        t0 = time.perf_counter()
+        assert table.ivf is not None
+        self.table = table
+        self.codec = IvfCodec.load(Path(store_dir), table.ivf)
+        parts, self.bare = table.ivf_parts(store_dir, self.codec.code_size)
+        self.index = self.codec.searchable(parts)
+        del parts
+        order = np.argsort(table.frame_id, kind="stable")
+        self._fid_sorted = table.frame_id[order]
+        self._fid_pos = order
+        cuts = np.flatnonzero(np.diff(table.video_id)) + 1 if len(table) else np.zeros(0, np.int64)
+        self.starts = np.concatenate([[0], cuts]).astype(np.int64)
+        self.stops = np.concatenate([cuts, [len(table)]]).astype(np.int64)
+        self.group = np.repeat(np.arange(len(self.starts)), self.stops - self.starts) if len(table) else np.zeros(0, np.int64)
+        self.covered = int(self.index.ntotal)
+        self.load_s = time.perf_counter() - t0
+
+    def _positions(self, frame_ids: np.ndarray) -> np.ndarray:
+        """Table positions of ``frame_ids`` (-1: not in the table: a dead row, or out of scope)."""
+        if not len(self._fid_sorted):
+            return np.full(len(frame_ids), -1, np.int64)
+        pos = np.searchsorted(self._fid_sorted, frame_ids)
+        pos_c = np.minimum(pos, len(self._fid_sorted) - 1)
+        ok = (frame_ids >= 0) & (self._fid_sorted[pos_c] == frame_ids)
+        return np.where(ok, self._fid_pos[pos_c], -1)
+
+    def candidates(self, queries: np.ndarray, texts: Sequence[bool], bg_lse: np.ndarray | None, videos: int,
+                   exact_at: Any) -> np.ndarray:
+        """Positions of every frame of each query's best ``videos`` candidate videos (union over
+        the queries), each video's frames together and in time order.
+
+        Args:
+            queries: ``(n, dim)`` unit query vectors.
+            texts: per query, whether the text rule ranks it (then ``bg_lse`` enters the order).
+            bg_lse: per frame, the text rule's background term (None: raw cosine orders).
+            videos: candidate videos per query.
+            exact_at: ``exact_at(positions, queries)`` gives exact scores of frames (the frames
+                the index does not cover are scored so).
+        """
+        t = self.table
+        index = self.index
+        k = int(min(max(videos * FRAMES_PER_VIDEO, 256), max(1, self.covered)))
+        try:
+            import faiss  # noqa: PLC0415
+
+            faiss.extract_index_ivf(index).nprobe = settings.ivf_nprobe()
+        except (ImportError, RuntimeError):  # pragma: no cover
+            pass
+        q = np.ascontiguousarray(queries, np.float32)
+        _d, ids = index.search(q, k) if self.covered else (np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64))
+        found = [p[p >= 0] for p in (self._positions(ids[j]) for j in range(len(q)))]
+        every = np.unique(np.concatenate(found + [self.bare])) if len(q) else np.zeros(0, np.int64)
+        exact = exact_at(every, q) if len(every) else np.zeros((0, len(q)), np.float32)  # rescored exactly
+        groups: set[int] = set()
+        for j in range(len(q)):
+            pos = np.concatenate([found[j], self.bare])
+            score = exact[np.searchsorted(every, pos), j].astype(np.float64)
+            keep = ~t.blank[pos]
+            pos, score = pos[keep], score[keep]
+            if texts[j] and bg_lse is not None:
+                score = presence.LOGIT_SCALE * score - bg_lse[pos]
+            g = self.group[pos]
+            best: dict[int, float] = {}
+            for gi, sc in zip(g[np.argsort(-score, kind="stable")], np.sort(score)[::-1]):
+                if gi not in best:
+                    best[int(gi)] = float(sc)
+                    if len(best) >= videos:
+                        break
+            groups.update(best)
+        if not groups:
+            return np.zeros(0, np.int64)
+        gs = np.array(sorted(groups), np.int64)
+        return np.concatenate([np.arange(self.starts[g], self.stops[g]) for g in gs])

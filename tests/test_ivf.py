@@ -1,0 +1,189 @@
+"""The smaller vector layer and the IVF index of large archives, on real FAISS, DuckDB and open_clip.
+
+* Segments are fp16 FAISS indexes (IndexIDMap2(IndexScalarQuantizer QT_fp16)) that FAISS itself
+  reads; old fp32 stores are read as they are and rewritten as fp16 by ``archive optimize``.
+* ``archive optimize --ivf`` trains an IVF index; new videos get codes in it without retraining;
+  queries rank candidates through it and rescore them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from conftest import TEST_MODEL, env_for_cli
+
+from archive import Archive
+from archive.bench import build_synthetic
+from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, check_store, load_frames, store_info
+from indexer.store import segments as segmod
+from indexer.store import vectors as vecfile
+from indexer.store.reader import read_connection
+from search.query import Searcher
+
+STORES = Path(__file__).parent / "data" / "stores"
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_segments_are_fp16_faiss_indexes_that_faiss_reads(tmp_path):
+    x = _unit(np.random.default_rng(0).standard_normal((300, 64)))
+    ids = np.arange(1000, 1300, dtype=np.int64)
+    ref = segmod.write_segment(tmp_path, 7, 64, iter([(ids[:100], x[:100], None), (ids[100:], x[100:], None)]))
+    assert ref.kind == segmod.F16 and ref.n_vectors == 300 and (ref.min_frame_id, ref.max_frame_id) == (1000, 1299)
+    assert ref.path(tmp_path).stat().st_size < 300 * 64 * 4  # smaller than fp32 alone
+    index = faiss.read_index(str(ref.path(tmp_path)))  # FAISS's own reader
+    assert index.ntotal == 300
+    assert np.array_equal(faiss.vector_to_array(index.id_map), ids)
+    half = x.astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(faiss.downcast_index(index.index).reconstruct_n(0, 300), half)
+    m_ids, m_vecs, _owner = vecfile.map_file(ref.path(tmp_path))  # and the archive maps it without reading it
+    assert m_vecs.dtype == np.float16 and np.array_equal(m_ids, ids)
+    np.testing.assert_array_equal(m_vecs.astype(np.float32), half)
+    _d, found = index.search(x[:5], 1)
+    assert found[:, 0].tolist() == ids[:5].tolist()
+
+
+def test_an_old_fp32_store_is_read_then_rewritten_as_fp16_by_optimize(tmp_path, encoder):
+    store = tmp_path / "store-v3"
+    shutil.copytree(STORES / "v3", store)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    a = Archive(store, encoder=encoder)
+    a.index([empty])  # upgrades the catalog; the v3 vector file becomes segment 0 as it is (fp32)
+    assert store_info(store).vector_kinds == {"flat": 58}
+    before = a.search("a tree", "leaves", threshold=0.0)
+    old = load_frames(store)
+    old_vecs = old.vectors.take(old.row)
+
+    rep = a.optimize()
+    assert rep.written == 1 and rep.rows_copied == 58 and rep.ivf is None
+    info = store_info(store)
+    assert info.vector_kinds == {"f16": 58} and info.frames == 58
+    new = load_frames(store)
+    assert np.array_equal(new.frame_id, old.frame_id)
+    np.testing.assert_allclose(new.vectors.take(new.row), old_vecs, atol=1e-3)
+    after = Archive(store, encoder=encoder).search("a tree", "leaves", threshold=0.0)
+    for b, c in zip(before, after):
+        assert [(r.video, r.present, r.first_seen_s, r.duration_s) for r in b.results] == \
+               [(r.video, r.present, r.first_seen_s, r.duration_s) for r in c.results]
+        assert [round(r.score, 3) for r in b.results] == [round(r.score, 3) for r in c.results]
+    assert check_store(store).ok
+
+
+@pytest.fixture()
+def big(tmp_path, monkeypatch):
+    """A synthetic store of 200 ad-like videos (12,000 frames), large enough for its own IVF index
+    once ARCHIVE_IVF_FRAMES is lowered to 5,000."""
+    monkeypatch.setenv("ARCHIVE_IVF_FRAMES", "5000")
+    store = tmp_path / "big"
+    build_synthetic(str(store), 12_000, TEST_MODEL, "none")
+    return store
+
+
+def _shown(res):
+    return [r.to_dict() for r in res.results]
+
+
+def test_ivf_index_ranks_candidates_that_are_rescored_exactly_and_takes_new_videos_without_retraining(
+        big, encoder, monkeypatch, tmp_path):
+    assert store_info(big).ivf is None and "scan" in store_info(big).query_index
+    a = Archive(big, encoder=encoder)
+    rep = a.optimize(ivf=True)
+    assert rep.ivf == "IVF256,PQ32" and rep.encoded == 12_000 and rep.ivf_trained_on == 256 * 40
+    info = store_info(big)
+    assert info.ivf["vectors_with_codes"] == 12_000 and not info.ivf["stale"]
+    assert info.query_index.startswith("IVF index (IVF256,PQ32")
+    assert check_store(big).ok
+
+    # Every list visited: the IVF path must give exactly what the brute-force exact path gives.
+    monkeypatch.setenv("ARCHIVE_IVF_NPROBE", "256")
+    fast = Searcher(big, encoder=encoder)
+    exact = Searcher(big, encoder=encoder, exact=True)
+    texts = ["a beach", "a red car", "people dancing", "a dog"]
+    for t in texts:
+        [f] = fast.search([t], top=5, threshold=0.3)
+        assert fast.ivf_ranker(fast.scanner(None)) is not None  # answered through the index
+        [e] = exact.search([t], top=5, threshold=0.3)
+        assert _shown(f) == _shown(e)
+        assert f.videos_searched == 200 and f.frames_searched == 12_000
+
+    # A new video joins the existing lists: its segment gets codes of the same index, no retraining.
+    q = fast.text_vectors(["a lighthouse at dusk"])[0]
+    rng = np.random.default_rng(5)
+    vecs = _unit(q[None, :] + 0.05 * _unit(rng.standard_normal((8, len(q)))))
+    rec = VideoRecord(
+        path=str(tmp_path / "new_ad.mp4"), size_bytes=1, mtime=0.0, fingerprint="f" * 32, duration_s=4.0, fps=25.0,
+        width=64, height=64, codec="h264", sample_fps=2.0, decoded_frames=100,
+        frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, 0) for t in range(8)], vectors=vecs,
+        shots=[ShotRecord(0.0, 4.0)])
+    with Writer(big) as w:
+        w.attach_existing()
+        w.commit([rec])
+    with read_connection(big) as con:
+        segs = segmod.registered(con)
+        ivf_rows = con.execute("SELECT ivf_id, trained_vectors FROM vector_ivf").fetchall()
+    assert ivf_rows == [(1, 256 * 40)]  # the same index, not retrained
+    assert all(s.ivf_id == 1 for s in segs) and segs[-1].n_vectors == 8
+    assert segs[-1].ivf_path(big).stat().st_size == 8 * 33  # list number (1 byte: 256 lists) + 32 PQ bytes a row
+    monkeypatch.setenv("ARCHIVE_IVF_NPROBE", "8")  # a few lists: still found, it is the best match by far
+    [r] = Searcher(big, encoder=encoder).search(["a lighthouse at dusk"], top=3)
+    assert r.results[0].video == rec.path and r.results[0].present
+    assert r.results[0].first_seen_s == 0.0 and r.results[0].duration_s == 4.0
+    assert check_store(big).ok
+
+    # archive info says which index answers, from the CLI.
+    env = env_for_cli(tmp_path, big)
+    env["ARCHIVE_IVF_FRAMES"] = "5000"
+    p = subprocess.run([sys.executable, "-m", "archive.cli", "info", "--json"], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["ivf"]["factory"] == "IVF256,PQ32" and d["ivf"]["vectors_with_codes"] == 12_008
+    assert d["vector_storage"] == {"f16": 12_008}
+
+
+def test_files_of_an_interrupted_ivf_training_are_removed_and_lost_codes_are_scanned_exactly(big, encoder):
+    a = Archive(big, encoder=encoder)
+    a.optimize(ivf=True)
+    folder = big / "vectors"
+    with read_connection(big) as con:
+        segs = segmod.registered(con)
+    # What a crash between writing a new index and registering it leaves behind:
+    (folder / "ivf-00000009.faiss").write_bytes(b"half")
+    stray = folder / segmod.ivf_name(segs[0].file, 9)
+    stray.write_bytes(b"\0" * 10)
+    # ... and a lost sidecar of the registered index.
+    segs[-1].ivf_path(big).unlink()
+    rep = check_store(big)
+    assert any("ivf-00000009.faiss" in n for n in rep.notes)
+    assert not rep.ok and any("IVF codes" in p for p in rep.problems)
+    with Writer(big) as w:  # what the next writer does on opening the store
+        w.attach_existing()
+    assert not (folder / "ivf-00000009.faiss").exists() and not stray.exists()
+    with read_connection(big) as con:
+        after = segmod.registered(con)
+    assert after[-1].ivf_id is None and all(s.ivf_id == 1 for s in after[:-1])
+    rep = check_store(big)
+    assert rep.ok and any("no codes in the IVF index" in n for n in rep.notes)
+    # Its frames are scored exactly: the answers match brute force with every list visited.
+    import os
+
+    os.environ["ARCHIVE_IVF_NPROBE"] = "256"
+    try:
+        [f] = Searcher(big, encoder=encoder).search(["a beach"], top=5, threshold=0.3)
+        [e] = Searcher(big, encoder=encoder, exact=True).search(["a beach"], top=5, threshold=0.3)
+    finally:
+        del os.environ["ARCHIVE_IVF_NPROBE"]
+    assert _shown(f) == _shown(e)
+    a.optimize()  # encodes the segment that lost its codes, without retraining
+    with read_connection(big) as con:
+        assert all(s.ivf_id == 1 for s in segmod.registered(con))
+    assert check_store(big).ok and not any("no codes" in n for n in check_store(big).notes)
