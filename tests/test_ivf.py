@@ -21,6 +21,7 @@ from conftest import TEST_MODEL, env_for_cli
 
 from archive import Archive
 from archive.bench import build_synthetic
+from indexer.errors import StoreError
 from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, check_store, load_frames, store_info
 from indexer.store import segments as segmod
 from indexer.store import vectors as vecfile
@@ -77,6 +78,9 @@ def test_an_old_fp32_store_is_read_then_rewritten_as_fp16_by_optimize(tmp_path, 
                [(r.video, r.present, r.first_seen_s, r.duration_s) for r in c.results]
         assert [round(r.score, 3) for r in b.results] == [round(r.score, 3) for r in c.results]
     assert check_store(store).ok
+    with pytest.raises(StoreError, match="needs at least 10,240 vectors"):  # too small for an index
+        a.optimize(ivf=True)
+    assert check_store(store).ok and store_info(store).ivf is None
 
 
 @pytest.fixture()

@@ -35,6 +35,7 @@ from ..errors import StoreError
 from .layout import SEGMENTS_DIR, fsync_dir, now
 
 TRAIN_PER_LIST = 40  # training vectors per list (FAISS asks for at least 39)
+MIN_VECTORS = 256 * TRAIN_PER_LIST  # the fewest lists (256), and PQ's 256 centroids per sub-vector
 ENCODE_ROWS = 1 << 15  # rows encoded at a time
 
 

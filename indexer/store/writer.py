@@ -508,6 +508,10 @@ class Writer:
         into new sidecars, then swap the registrations in one transaction (see :mod:`.ivf`)."""
         import time  # noqa: PLC0415
 
+        if n_live < ivfmod.MIN_VECTORS:
+            raise StoreError(f"an IVF index needs at least {ivfmod.MIN_VECTORS:,} vectors to train on; this archive has "
+                             f"{n_live:,}, and queries scan archives of that size faster than an index would. Nothing "
+                             "was trained (the merges were done).")
         view, _ids, _bgs = segments.open_segments(self.dir, refs, self.dim)
         nlist, _m = ivfmod.shape_for(n_live, self.dim)
         want = min(len(view), nlist * ivfmod.TRAIN_PER_LIST)
