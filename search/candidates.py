@@ -1,7 +1,9 @@
 """Candidate videos of a query in a large archive, from the store's IVF index (:mod:`indexer.store.ivf`).
 
 1. The IVF index returns the query's best frames (``nprobe`` lists, approximate PQ scores), many
-   more than are shown.
+   more than are shown. For the text rule it is asked with the query minus the best linear fit of
+   the background term over the archive's frames (``lse(x) ~ a + 100 d.x``, least squares on a
+   sample of the stored terms), so that it orders frames nearly as the rule does, not by raw cosine.
 2. Those frames are rescored exactly from the stored vectors, and their videos become
    candidates, best first by the query's rule (the text rule's per-frame background term included).
 3. The read path rescores every frame of each candidate video exactly and builds the timelines
@@ -26,6 +28,7 @@ from indexer.store import FrameTable, IvfCodec
 from . import presence
 
 FRAMES_PER_VIDEO = 64  # frames asked of the index (and rescored exactly) per candidate video wanted
+FIT_FRAMES = 20_000  # frames the background term's linear fit is made on
 
 
 class IvfRanker:
@@ -47,7 +50,25 @@ class IvfRanker:
         self.stops = np.concatenate([cuts, [len(table)]]).astype(np.int64)
         self.group = np.repeat(np.arange(len(self.starts)), self.stops - self.starts) if len(table) else np.zeros(0, np.int64)
         self.covered = int(self.index.ntotal)
+        self._fit: tuple[Any, np.ndarray] | None = None  # (the bg_lse it was made on, direction d)
         self.load_s = time.perf_counter() - t0
+
+    def background_direction(self, bg_lse: np.ndarray) -> np.ndarray:
+        """``d`` of the least-squares fit ``bg_lse / 100 ~ a + d.x`` over a sample of the frames."""
+        if self._fit is not None and self._fit[0] is bg_lse:
+            return self._fit[1]
+        t = self.table
+        pos = np.flatnonzero(~t.blank & np.isfinite(bg_lse))
+        if len(pos) > FIT_FRAMES:
+            pos = pos[np.linspace(0, len(pos) - 1, FIT_FRAMES).astype(np.int64)]
+        x = t.vectors.take(t.row[pos]).astype(np.float64)
+        a = np.hstack([x, np.ones((len(x), 1))])
+        y = bg_lse[pos] / presence.LOGIT_SCALE
+        ridge = 1e-3 * len(x)
+        w = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ y) if len(x) else np.zeros(x.shape[1] + 1)
+        d = w[:-1].astype(np.float32)
+        self._fit = (bg_lse, d)
+        return d
 
     def _positions(self, frame_ids: np.ndarray) -> np.ndarray:
         """Table positions of ``frame_ids`` (-1: not in the table: a dead row, or out of scope)."""
@@ -81,7 +102,13 @@ class IvfRanker:
         except (ImportError, RuntimeError):  # pragma: no cover
             pass
         q = np.ascontiguousarray(queries, np.float32)
-        _d, ids = index.search(q, k) if self.covered else (np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64))
+        probe = q.copy()
+        if bg_lse is not None and any(texts):
+            d = self.background_direction(bg_lse)
+            for j, is_text in enumerate(texts):
+                if is_text:
+                    probe[j] -= d
+        _d, ids = index.search(probe, k) if self.covered else (np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64))
         found = [p[p >= 0] for p in (self._positions(ids[j]) for j in range(len(q)))]
         every = np.unique(np.concatenate(found + [self.bare])) if len(q) else np.zeros(0, np.int64)
         exact = exact_at(every, q) if len(every) else np.zeros((0, len(q)), np.float32)  # rescored exactly

@@ -119,6 +119,11 @@ def test_ivf_index_ranks_candidates_that_are_rescored_exactly_and_takes_new_vide
         [e] = exact.search([t], top=5, threshold=0.3)
         assert _shown(f) == _shown(e)
         assert f.videos_searched == 200 and f.frames_searched == 12_000
+        # The text rule (each frame's background term) too: the index is asked with the query minus
+        # the background term's linear fit, so the rule's best videos are among the candidates.
+        [f] = fast.search([t], top=5)
+        [e] = exact.search([t], top=5)
+        assert _shown(f) == _shown(e)
 
     # A new video joins the existing lists: its segment gets codes of the same index, no retraining.
     q = fast.text_vectors(["a lighthouse at dusk"])[0]
