@@ -518,20 +518,25 @@ def serve(
     host: str = typer.Option(settings.DEFAULT_HOST, "--host", help="Address to listen on (0.0.0.0: every network)."),
     port: int = typer.Option(settings.DEFAULT_PORT, "--port", help="Port to listen on (0: any free port)."),
     device: str = DeviceOpt,
-    store: Optional[Path] = StoreOpt,
+    store: Optional[List[Path]] = typer.Option(
+        None, "--store", show_default=False,
+        help="Store folder; repeat it to serve several stores as one archive (searches are merged; they must "
+        "share a model). [default: $ARCHIVE_STORE (A:B for several), else ./data]"),
 ) -> None:
     """Serve a search page with thumbnails, timelines and playback, and its JSON API (/docs)."""
     from .render import err  # noqa: PLC0415
 
     _call(lambda: settings.check_port(port))
-    store_dir = _call(lambda: settings.store_dir(store))
+    stores = settings.store_dirs(store or None)
+    store_dir = stores[0] if len(stores) == 1 else stores
+    shown = os.pathsep.join(str(x) for x in stores)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can search the "
                   "archive and play its videos.", highlight=False, soft_wrap=True)
-    err.print(f"loading the model and {store_dir} ...", highlight=False)
+    err.print(f"loading the model and {shown} ...", highlight=False)
 
     def ready(url: str) -> None:
-        err.print(f"serving {store_dir} at [bold]{url}[/]  (API: {url}docs; Ctrl-C to stop)", highlight=False,
+        err.print(f"serving {shown} at [bold]{url}[/]  (API: {url}docs; Ctrl-C to stop)", highlight=False,
                   soft_wrap=True)
 
     from .server import serve as run  # noqa: PLC0415

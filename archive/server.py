@@ -1,4 +1,4 @@
-"""`archive serve`: a local search page and a JSON API over one store.
+"""`archive serve`: a local search page and a JSON API over one store, or several answering as one.
 
     GET  /                         the search page (``/?q=beach``)
     GET  /api/search?q=            the same result shape as ``archive search --json``
@@ -9,6 +9,11 @@
     GET  /api/media/{id}           the video file itself, with HTTP range requests
     GET  /api/stats                the archive's numbers and saved labels
     GET  /docs                     OpenAPI page
+
+With several stores (``archive serve --store A --store B``), searches are merged as
+:mod:`search.shards` merges them; every result, video row and stats entry carries ``store`` and
+``store_index``, and the id routes take ``?store=K`` (the store's index, 0 by default), because
+each store numbers its own videos and frames.
 
 Only files listed in the catalog are ever served: paths come from the catalog, never from the
 request. The model is loaded once at start. Video files are never decoded here: thumbnails and
@@ -40,6 +45,7 @@ from indexer.errors import ArchiveError, QueryError, StoreError, StoreNotFound
 from indexer.store import list_videos, read_thumbnail, store_info, video_detail, video_path
 from search.labels import list_labels
 from search.query import Searcher
+from search.shards import ShardedSearcher
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD = 20 << 20  # bytes of an example image
@@ -52,20 +58,42 @@ _VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quickti
 _PLAYABLE = {"h264", "vp8", "vp9", "av1", "theora", "hevc"}
 
 
-def create_app(store: str | os.PathLike[str], device: str = settings.DEFAULT_DEVICE,
-               searcher: Searcher | None = None, host: str = settings.DEFAULT_HOST) -> Any:
-    """The FastAPI application for ``store``. The model loads on the first search (call
-    :func:`warm` to load it now).
+def create_app(store: str | os.PathLike[str] | list[str | os.PathLike[str]], device: str = settings.DEFAULT_DEVICE,
+               searcher: Searcher | ShardedSearcher | None = None, host: str = settings.DEFAULT_HOST) -> Any:
+    """The FastAPI application for ``store`` (a folder, or a list of folders that answer as one).
+    The model loads on the first search (call :func:`warm` to load it now).
 
     Requests must name this machine as their Host (loopback names, or ``host``), so a web page
     elsewhere cannot reach the archive through DNS rebinding; listening on every address
     (0.0.0.0 or ::) accepts any Host.
     """
     from starlette.middleware.trustedhost import TrustedHostMiddleware  # noqa: PLC0415
-    store_dir = Path(store)
-    s = searcher or Searcher(store_dir, device)
+    stores = [Path(x) for x in (store if isinstance(store, (list, tuple)) else [store])]
+    several = len(stores) > 1
+    s = searcher or (ShardedSearcher(stores, device) if several else Searcher(stores[0], device))
+    per_store = s.searchers if isinstance(s, ShardedSearcher) else [s]
+    index_of = {str(st): i for i, st in enumerate(stores)}
     lock = threading.Lock()  # one search at a time: the searcher's caches are not thread-safe
-    by_id: dict[str, Any] = {}  # the frame table's ids, sorted, for thumbnail lookups
+    by_id: dict[int, Any] = {}  # per store: its frame table's ids, sorted, for thumbnail lookups
+    store_q = Query(0, ge=0, description="With several stores: which one the id belongs to (its store_index).")
+
+    def store_dir(k: int) -> Path:
+        if k >= len(stores):
+            raise HTTPException(404, f"no store {k}: this server has {len(stores)} (see /api/stats).")
+        return stores[k]
+
+    def tagged(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+        if several:
+            for r in rows:
+                r["store"], r["store_index"] = str(stores[k]), k
+        return rows
+
+    def result(res: Any, t0: float) -> dict[str, Any]:
+        out = _result(res, t0)
+        if several:
+            for r in out["results"]:
+                r["store_index"] = index_of.get(r.get("store", ""), 0)
+        return out
     app = FastAPI(
         title="Video archive",
         description="Search an indexed video collection by text or example image: per video, present / "
@@ -128,7 +156,7 @@ def create_app(store: str | os.PathLike[str], device: str = settings.DEFAULT_DEV
         with lock:
             [res] = s.search([q], videos=video, top=top, threshold=threshold, merge_gap_s=merge_gap,
                              min_duration_s=min_duration)
-        return _result(res, t0)
+        return result(res, t0)
 
     @app.post(
         "/api/search/image",
@@ -168,37 +196,38 @@ def create_app(store: str | os.PathLike[str], device: str = settings.DEFAULT_DEV
 
             [res] = await run_in_threadpool(run)
         res.query = f"image:{name}"
-        return _result(res, t0)
+        return result(res, t0)
 
     # -- the catalog --------------------------------------------------------------------------------
     @app.get("/api/videos", summary="Every indexed video, with its saved labels")
     def videos() -> dict[str, Any]:
-        rows = [_jsonable(r) for r in list_videos(store_dir)]
+        rows = [r for k, st in enumerate(stores) for r in tagged([_jsonable(r) for r in list_videos(st)], k)]
         for r in rows:
             r["playable"] = _playable(r)
         return {"videos": rows}
 
     @app.get("/api/videos/{video_id}", summary="One video: its shots, label segments and any failure note")
-    def video(video_id: int = Path_(..., ge=0, le=ID)) -> dict[str, Any]:
-        v = video_detail(store_dir, video_id)
+    def video(video_id: int = Path_(..., ge=0, le=ID), store: int = store_q) -> dict[str, Any]:
+        v = video_detail(store_dir(store), video_id)
         if v is None:
             raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
         v["failures"] = [_jsonable(f) for f in v["failures"]]
         v["playable"] = _playable(v)
         v["file_present"] = Path(v["path"]).is_file()
-        return _jsonable(v)
+        return tagged([_jsonable(v)], store)[0]
 
     @app.get(
         "/api/thumbnails/{frame_id}", summary="A sampled frame's JPEG thumbnail", response_class=Response,
         responses={200: {"content": {"image/jpeg": {}}}},
     )
-    def thumbnail(frame_id: int = Path_(..., ge=0, le=ID)) -> Response:
+    def thumbnail(frame_id: int = Path_(..., ge=0, le=ID), store: int = store_q) -> Response:
+        folder = store_dir(store)
         with lock:  # offsets come from the searcher's frame table: no catalog open per picture
-            table = s.frames(None)
-            if by_id.get("table") is not table:
+            table = per_store[store].frames(None)
+            if by_id.get(store, (None,))[0] is not table:
                 order = np.argsort(table.frame_id)
-                by_id.update(table=table, ids=(table.frame_id[order], order))
-            ids = by_id["ids"]
+                by_id[store] = (table, (table.frame_id[order], order))
+            ids = by_id[store][1]
         k = int(np.searchsorted(ids[0], frame_id))
         if k >= len(ids[0]) or ids[0][k] != frame_id:
             raise HTTPException(404, f"no frame with id {frame_id}.")
@@ -207,7 +236,7 @@ def create_app(store: str | os.PathLike[str], device: str = settings.DEFAULT_DEV
         if offset < 0 or length <= 0:
             raise HTTPException(404, f"frame {frame_id} has no thumbnail yet: run `archive index` on its folder again.")
         try:
-            data = read_thumbnail(store_dir, offset, length)
+            data = read_thumbnail(folder, offset, length)
         except StoreError as exc:
             raise HTTPException(503, str(exc)) from exc
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
@@ -216,8 +245,8 @@ def create_app(store: str | os.PathLike[str], device: str = settings.DEFAULT_DEV
         "/api/media/{video_id}", summary="The indexed video file (supports HTTP range requests)",
         response_class=FileResponse, responses={200: {"content": {"video/*": {}}}, 206: {"description": "a byte range"}},
     )
-    def media(video_id: int = Path_(..., ge=0, le=ID)) -> FileResponse:
-        found = video_path(store_dir, video_id)
+    def media(video_id: int = Path_(..., ge=0, le=ID), store: int = store_q) -> FileResponse:
+        found = video_path(store_dir(store), video_id)
         if found is None:
             raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
         path = Path(found)
@@ -228,21 +257,34 @@ def create_app(store: str | os.PathLike[str], device: str = settings.DEFAULT_DEV
 
     @app.get("/api/stats", summary="The archive's numbers and its saved labels")
     def stats() -> dict[str, Any]:
-        info = store_info(store_dir)
-        labels = [{"name": lab.name, **lab.to_dict()} for lab in list_labels(store_dir)]
-        return {"store": str(store_dir.resolve()), "videos": info.videos, "frames": info.frames,
-                "seconds": round(info.seconds, 3), "model": info.model, "pretrained": info.pretrained,
-                "dim": info.dim, "bytes": info.bytes, "failures": info.failures, "labels": labels}
+        parts = []
+        for k, st in enumerate(stores):
+            info = store_info(st)
+            labels = tagged([{"name": lab.name, **lab.to_dict()} for lab in list_labels(st)], k)
+            parts.append({"store": str(st.resolve()), "videos": info.videos, "frames": info.frames,
+                          "seconds": round(info.seconds, 3), "model": info.model, "pretrained": info.pretrained,
+                          "dim": info.dim, "bytes": info.bytes, "failures": info.failures, "labels": labels})
+        if not several:
+            return parts[0]
+        out = {"store": os.pathsep.join(p["store"] for p in parts), "model": parts[0]["model"],
+               "pretrained": parts[0]["pretrained"], "dim": parts[0]["dim"],
+               "labels": [lab for p in parts for lab in p["labels"]]}
+        for key in ("videos", "frames", "seconds", "bytes", "failures"):
+            out[key] = sum(p[key] for p in parts)
+        out["seconds"] = round(out["seconds"], 3)
+        out["stores"] = [{k: v for k, v in p.items() if k != "labels"} | {"store_index": i} for i, p in enumerate(parts)]
+        return out
 
     return app
 
 
 def warm(app: Any) -> None:
-    """Load the model and the frame table now, so the first search is as fast as the rest."""
-    s: Searcher = app.state.searcher
-    _ = s.encoder
-    s.background_vectors()
-    s.background_lse(s.scanner(None))
+    """Load the model and the frame tables now, so the first search is as fast as the rest."""
+    s = app.state.searcher
+    for one in (s.searchers if isinstance(s, ShardedSearcher) else [s]):
+        _ = one.encoder
+        one.background_vectors()
+        one.background_lse(one.scanner(None))
 
 
 def _check_image(body: bytes, name: str) -> None:
@@ -281,7 +323,8 @@ def _playable(v: dict[str, Any]) -> bool:
         ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".ogv"}
 
 
-def serve(store: str | os.PathLike[str], host: str = settings.DEFAULT_HOST, port: int = settings.DEFAULT_PORT,
+def serve(store: str | os.PathLike[str] | list[str | os.PathLike[str]], host: str = settings.DEFAULT_HOST,
+          port: int = settings.DEFAULT_PORT,
           device: str = settings.DEFAULT_DEVICE, ready: Any = None) -> None:
     """Run the server until Ctrl-C. ``ready(url)`` is called once it listens.
 
@@ -294,7 +337,8 @@ def serve(store: str | os.PathLike[str], host: str = settings.DEFAULT_HOST, port
     import uvicorn  # noqa: PLC0415
 
     settings.check_port(port)
-    store_info(store)  # StoreNotFound before anything slow
+    for one in (store if isinstance(store, (list, tuple)) else [store]):
+        store_info(one)  # StoreNotFound before anything slow
     app = create_app(store, device, host=host)
     warm(app)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

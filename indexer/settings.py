@@ -67,7 +67,7 @@ def store_dir(store: str | os.PathLike[str] | None = None) -> Path:
     """``store`` if given, else ``$ARCHIVE_STORE``, else ``./data``.
 
     Raises:
-        UsageError: ``$ARCHIVE_STORE`` names several stores (only a search answers over several).
+        UsageError: ``$ARCHIVE_STORE`` names several stores (only search and serve answer over several).
     """
     if store:
         return Path(store).expanduser()
@@ -76,7 +76,7 @@ def store_dir(store: str | os.PathLike[str] | None = None) -> Path:
         from .errors import UsageError  # noqa: PLC0415
 
         raise UsageError(f"ARCHIVE_STORE names {len(dirs)} stores; this command works on one store: give it with "
-                         "--store DIR (only `archive search` answers over several).")
+                         "--store DIR (only `archive search` and `archive serve` answer over several).")
     return dirs[0]
 
 

@@ -111,3 +111,43 @@ def test_cli_several_stores(shards, tmp_path):
     assert p3.returncode == 1 and "no indexed video in any of the stores" in p3.stderr
     p4 = subprocess.run(ARCHIVE + ["info"], env=env, capture_output=True, text=True, check=False)
     assert p4.returncode == 2 and "one store" in p4.stderr and len(p4.stderr.strip().splitlines()) == 1
+
+
+def test_serve_answers_over_several_stores_and_serves_each_stores_files(shards, tmp_path):
+    from test_server import get, start_server, stop
+
+    root, va, vb = shards
+    a, b = root / "store_a", root / "store_b"
+    p, url = start_server(a, tmp_path, "--store", str(b))
+    try:
+        with open(frame_at(va, 7), "rb") as fh:
+            still = fh.read()
+        st, _h, raw = get(f"{url}api/search/image?name=still.png&threshold={IMAGE_THRESHOLD}&top=10", data=still,
+                          headers={"Content-Type": "image/png"}, method="POST")
+        assert st == 200, raw
+        res = json.loads(raw)
+        assert res["videos_searched"] == 4
+        hits = {os.path.basename(r["video"]): r for r in res["results"] if r["present"]}
+        assert set(hits) == {"spot_a.mp4", "spot_b.mp4"}
+        assert (hits["spot_a.mp4"]["store_index"], hits["spot_b.mp4"]["store_index"]) == (0, 1)
+        assert hits["spot_b.mp4"]["store"] == str(b)
+        # each id is looked up in its own store: the same numbers mean other videos in the other store
+        rb = hits["spot_b.mp4"]
+        st, h, jpeg = get(f"{url}api/thumbnails/{rb['best_frame_id']}?store=1")
+        assert st == 200 and h["content-type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+        st, _h, data = get(f"{url}api/media/{rb['video_id']}?store=1")
+        assert st == 200 and data == vb.path.read_bytes()
+        st, _h, data = get(f"{url}api/media/{hits['spot_a.mp4']['video_id']}")
+        assert st == 200 and data == va.path.read_bytes()
+        st, _h, raw = get(f"{url}api/videos/{rb['video_id']}?store=1")
+        assert st == 200 and json.loads(raw)["path"] == str(vb.path) and json.loads(raw)["store_index"] == 1
+        st, _h, raw = get(f"{url}api/media/0?store=2")
+        assert st == 404 and "no store 2" in json.loads(raw)["detail"]
+        rows = json.loads(get(f"{url}api/videos")[2])["videos"]
+        assert sorted((r["store_index"], r["name"]) for r in rows) == [
+            (0, "other_a.mp4"), (0, "spot_a.mp4"), (1, "other_b.mp4"), (1, "spot_b.mp4")]
+        stats = json.loads(get(f"{url}api/stats")[2])
+        assert stats["videos"] == 4 and [s["store_index"] for s in stats["stores"]] == [0, 1]
+        assert stats["frames"] == sum(s["frames"] for s in stats["stores"])
+    finally:
+        stop(p)

@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const videos = new Map(); // video_id -> /api/videos row (name, labels, playable, ...)
+const videos = new Map(); // "store:video_id" -> /api/videos row (name, labels, playable, ...)
+const key = (si, id) => `${si || 0}:${id}`; // several stores (archive serve --store A --store B) reuse ids
+const sq = (si) => (si ? `?store=${si}` : ""); // which store an id belongs to (0: the first, or the only one)
 
 function el(tag, attrs = {}, ...children) {
   const n = document.createElement(tag);
@@ -58,12 +60,12 @@ async function loadStats() {
 
 async function loadVideos() {
   const body = await api("/api/videos");
-  for (const v of body.videos) videos.set(v.video_id, v);
+  for (const v of body.videos) videos.set(key(v.store_index, v.video_id), v);
   return body.videos;
 }
 
-function labelChips(videoId) {
-  const v = videos.get(videoId);
+function labelChips(si, videoId) {
+  const v = videos.get(key(si, videoId));
   const present = v ? v.labels.filter((l) => l.present) : [];
   if (!present.length) return null;
   return el("p", { class: "vlabels" }, "Labels: ",
@@ -71,15 +73,15 @@ function labelChips(videoId) {
       `${l.label}${l.rule === "calibrated" ? " ✓" : ""} ${fmt(l.duration_s)}`)));
 }
 
-function thumbButton(videoId, name, frameId, at) {
+function thumbButton(si, videoId, name, frameId, at) {
   if (frameId === null || frameId === undefined) {
     return el("div", { class: "thumb none" }, "no thumbnail");
   }
   return el("button", {
     class: "thumb", type: "button", "aria-label": `Play ${name} from ${fmt(at || 0)}`,
-    onclick: () => play(videoId, at || 0),
+    onclick: () => play(si, videoId, at || 0),
   },
-  el("img", { src: `/api/thumbnails/${frameId}`, alt: `${name} at ${fmt(at || 0)}`, loading: "lazy" }),
+  el("img", { src: `/api/thumbnails/${frameId}${sq(si)}`, alt: `${name} at ${fmt(at || 0)}`, loading: "lazy" }),
   el("span", { class: "at" }, fmt(at || 0)));
 }
 
@@ -94,7 +96,7 @@ function timeline(r) {
     bar.append(el("button", {
       class: "seg", type: "button", style: `left:${left}%;width:${width}%`,
       "aria-label": `Play from ${fmt(s.start_s)} (segment ${i + 1}: ${label})`,
-      "data-start": s.start_s, onclick: () => play(r.video_id, s.start_s),
+      "data-start": s.start_s, onclick: () => play(r.store_index, r.video_id, s.start_s),
     }, el("span", { class: "tip" }, label)));
   });
   return [bar, el("div", { class: "axis muted", "aria-hidden": "true" }, el("span", {}, "0"), el("span", {}, fmt(total)))];
@@ -109,24 +111,24 @@ function resultCard(r) {
     : [el("span", { class: "badge absent" }, "not found"),
        `best moment ${fmt(r.best_s)} of ${fmt(r.video_duration_s)}`];
   return el("li", { class: "result" },
-    thumbButton(r.video_id, name, r.best_frame_id, r.best_s),
+    thumbButton(r.store_index, r.video_id, name, r.best_frame_id, r.best_s),
     el("div", { class: "body" },
       el("h3", {}, name),
-      el("p", { class: "path muted" }, r.video),
+      el("p", { class: "path muted" }, r.store ? `${r.video} (store ${r.store})` : r.video),
       el("p", { class: "facts" }, facts, el("span", { class: "muted" }, ` · score ${r.score.toFixed(3)}`)),
       timeline(r),
-      labelChips(r.video_id)));
+      labelChips(r.store_index, r.video_id)));
 }
 
 function videoCard(v) {
   return el("li", { class: "result" },
-    thumbButton(v.video_id, v.name, v.thumbnail_frame_id, 0),
+    thumbButton(v.store_index, v.video_id, v.name, v.thumbnail_frame_id, 0),
     el("div", { class: "body" },
       el("h3", {}, v.name),
-      el("p", { class: "path muted" }, v.path),
+      el("p", { class: "path muted" }, v.store ? `${v.path} (store ${v.store})` : v.path),
       el("p", { class: "facts" }, `${fmt(v.duration_s)} · ${v.width}×${v.height} · ${v.codec} · ${v.shots} shots` +
         (v.note ? ` · ${v.note}` : "")),
-      labelChips(v.video_id)));
+      labelChips(v.store_index, v.video_id)));
 }
 
 function showResults(res) {
@@ -179,8 +181,9 @@ async function searchImage(file) {
   } catch (e) { fail(e); }
 }
 
-function play(videoId, at) {
-  const v = videos.get(videoId);
+function play(si, videoId, at) {
+  const v = videos.get(key(si, videoId));
+  const media = `/api/media/${videoId}${sq(si)}`;
   const dlg = $("#player");
   const video = $("#video");
   const note = $("#player-note");
@@ -188,15 +191,15 @@ function play(videoId, at) {
   note.replaceChildren();
   if (v && !v.playable) {
     note.append(`Browsers may not play this file (${v.codec}, ${v.path.split(".").pop()}). `,
-      el("a", { href: `/api/media/${videoId}`, download: v.name }, "Download it"), " to open it in a player.");
+      el("a", { href: media, download: v.name }, "Download it"), " to open it in a player.");
   }
   video.onerror = () => {
     note.replaceChildren(`This browser cannot play ${v ? v.name : "this file"}. `,
-      el("a", { href: `/api/media/${videoId}`, download: v ? v.name : true }, "Download it"),
+      el("a", { href: media, download: v ? v.name : true }, "Download it"),
       ` and open it at ${fmt(at)}.`);
   };
   const seek = () => { video.currentTime = at; video.play().catch(() => {}); };
-  const src = `/api/media/${videoId}`;
+  const src = media;
   if (video.getAttribute("src") === src && video.readyState >= 1) seek();
   else { video.onloadedmetadata = seek; video.src = src; }
   if (!dlg.open) dlg.showModal();
