@@ -29,6 +29,7 @@ from . import presence
 
 FRAMES_PER_VIDEO = 64  # frames asked of the index (and rescored exactly) per candidate video wanted
 FIT_FRAMES = 20_000  # frames the background term's linear fit is made on
+FIT_RUNS = 40  # ... in this many runs of consecutive frames
 
 
 class IvfRanker:
@@ -58,10 +59,16 @@ class IvfRanker:
         if self._fit is not None and self._fit[0] is bg_lse:
             return self._fit[1]
         t = self.table
-        pos = np.flatnonzero(~t.blank & np.isfinite(bg_lse))
-        if len(pos) > FIT_FRAMES:
-            pos = pos[np.linspace(0, len(pos) - 1, FIT_FRAMES).astype(np.int64)]
+        # FIT_RUNS runs of consecutive stored rows (frame ids follow the file order) spread over the
+        # archive: a few contiguous reads, not thousands of scattered pages with their read-ahead
+        # (which held about 1 GB of mapped pages at 10M frames)
+        by_id = self._fid_pos
+        run = max(1, FIT_FRAMES // FIT_RUNS)
+        starts = np.linspace(0, max(0, len(by_id) - run), FIT_RUNS).astype(np.int64)
+        pos = np.unique(np.concatenate([by_id[a : a + run] for a in starts])) if len(by_id) else by_id
+        pos = pos[~t.blank[pos] & np.isfinite(bg_lse[pos])]
         x = t.vectors.take(t.row[pos]).astype(np.float64)
+        t.release_pages()
         a = np.hstack([x, np.ones((len(x), 1))])
         y = bg_lse[pos] / presence.LOGIT_SCALE
         ridge = 1e-3 * len(x)
