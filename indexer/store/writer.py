@@ -516,8 +516,10 @@ class Writer:
         nlist, _m = ivfmod.shape_for(n_live, self.dim)
         want = min(len(view), nlist * ivfmod.TRAIN_PER_LIST)
         rows = np.sort(np.random.default_rng(0).choice(len(view), size=want, replace=False))
-        sample = view.take(rows)
-        view.release_pages()
+        sample = np.empty((want, self.dim), np.float32)
+        for a in range(0, want, 4096):  # pages handed back as it goes: scattered reads pull in read-ahead
+            sample[a : a + 4096] = view.take(rows[a : a + 4096])
+            view.release_pages()
         with self._catalog() as con:
             new_id = int(con.execute("SELECT coalesce(max(ivf_id), 0) + 1 FROM vector_ivf").fetchall()[0][0])
         if progress:
