@@ -46,9 +46,9 @@ class IvfRanker:
         order = np.argsort(table.frame_id, kind="stable")
         self._fid_sorted = table.frame_id[order]
         self._fid_pos = order
-        cuts = np.flatnonzero(np.diff(table.video_id)) + 1 if len(table) else np.zeros(0, np.int64)
-        self.starts = np.concatenate([[0], cuts]).astype(np.int64)
-        self.stops = np.concatenate([cuts, [len(table)]]).astype(np.int64)
+        from .query import _bounds  # noqa: PLC0415 (query imports this module lazily)
+
+        self.starts, self.stops = _bounds(table.video_id)
         self.group = np.repeat(np.arange(len(self.starts)), self.stops - self.starts) if len(table) else np.zeros(0, np.int64)
         self.covered = int(self.index.ntotal)
         self._fit: tuple[Any, np.ndarray] | None = None  # (the bg_lse it was made on, direction d)
