@@ -22,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PKGS)
 	$(BIN)/python -m pip install -q -e '.[test,ray]'
+	$(BIN)/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4  # --ocr (its deps: in pyproject)
 	touch $@
 
 install: $(VENV)/.installed

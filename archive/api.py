@@ -46,6 +46,7 @@ def search_stores(
     min_duration_s: float = 0.0,
     device: str = settings.DEFAULT_DEVICE,
     encoder: Encoder | None = None,
+    ocr: Sequence[str] = (),
 ) -> list[QueryResult]:
     """Answer each query over several stores as one ranked list; each result names its ``store``.
     See :mod:`search.shards`.
@@ -58,7 +59,7 @@ def search_stores(
         images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     return ShardedSearcher(stores, device, encoder=encoder).search(
         texts, images, videos=videos, top=top, threshold=threshold, merge_gap_s=merge_gap_s,
-        min_duration_s=min_duration_s)
+        min_duration_s=min_duration_s, ocr=ocr)
 
 
 class Archive:
@@ -91,6 +92,7 @@ class Archive:
         precision: str = settings.DEFAULT_PRECISION,
         shots: str | None = None,
         ray: RayOptions | str | None = None,
+        ocr: bool | None = None,
     ) -> IndexReport:
         """Index video files and folders. See :func:`indexer.pipeline.index_paths`.
 
@@ -99,6 +101,9 @@ class Archive:
 
         ``model``/``pretrained`` default to ``$ARCHIVE_MODEL``/``$ARCHIVE_PRETRAINED``, then the
         store's own, then ViT-B-32 / laion2b_s34b_b79k.
+
+        ``ocr=True`` reads on-screen text into the ``ocr`` table (:mod:`indexer.ocr`); the store
+        remembers it, and videos indexed before without text get theirs (not re-embedded).
         """
         model = model or settings.env_model()
         pretrained = pretrained or settings.env_pretrained()
@@ -106,7 +111,7 @@ class Archive:
         report = index_paths(
             paths, self.store, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
             device=self.device, progress=progress or (lambda _e: None), encoder=enc, precision=precision,
-            shots=shots, ray=RayOptions(address=ray) if isinstance(ray, str) else ray,
+            shots=shots, ray=RayOptions(address=ray) if isinstance(ray, str) else ray, ocr=ocr,
         )
         if report.encoder is not None:
             self._encoder = report.encoder  # the model is loaded once per Archive
@@ -131,8 +136,10 @@ class Archive:
         merge_gap_s: float = 0.0,
         min_duration_s: float = 0.0,
         templates: Sequence[str] | None = None,
+        ocr: Sequence[str] = (),
     ) -> list[QueryResult]:
-        """Answer each text (and each example image): one :class:`QueryResult` per query.
+        """Answer each text (and each example image, and each ``ocr`` phrase written on screen):
+        one :class:`QueryResult` per query.
 
         ``templates`` replaces the prompt templates of text queries (each with one ``{}``).
         See :meth:`search.query.Searcher.search`.
@@ -143,7 +150,7 @@ class Archive:
         searcher = Searcher(self.store, self.device, encoder=self._loaded_encoder(),
                             **({"templates": templates} if templates else {}))
         results = searcher.search(texts, images, videos=videos, top=top, threshold=threshold,
-                                  merge_gap_s=merge_gap_s, min_duration_s=min_duration_s)
+                                  merge_gap_s=merge_gap_s, min_duration_s=min_duration_s, ocr=ocr)
         self._encoder = searcher.loaded_encoder or self._encoder  # kept for later calls
         return results
 

@@ -95,6 +95,11 @@ def index(
         None, "--ray-workers", show_default=False,
         help="Ray workers (each loads the model once). [default: as many as the cluster's CPUs (or GPUs) allow]"),
     ray_cpus_per_worker: int = typer.Option(1, "--ray-cpus-per-worker", help="CPUs each Ray worker reserves."),
+    ocr: bool = typer.Option(
+        False, "--ocr",
+        help="Also read the text on screen (PP-OCRv4: English and Chinese) into the `ocr` table, for "
+        "`archive search --ocr`. The store remembers it: later runs read new videos' text too, and videos indexed "
+        "before get theirs without being re-embedded. Costs up to about as much again as indexing. [env: ARCHIVE_OCR=1]"),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     store: Optional[Path] = StoreOpt,
@@ -121,7 +126,7 @@ def index(
     def run() -> Any:
         with IndexProgress(enabled=not quiet and not as_json) as bar:
             return arc.index(paths, fps=fps, model=model, pretrained=pretrained, batch_size=batch_size,
-                             progress=bar, precision=precision, shots=shots, ray=ray_opts)
+                             progress=bar, precision=precision, shots=shots, ray=ray_opts, ocr=ocr or None)
 
     report = _call(run)
     print_report(report, as_json)
@@ -137,6 +142,11 @@ def search(
     image: Optional[List[Path]] = typer.Option(
         None, "--image", help="Example image: find where this shot, logo or product appears. Repeatable.",
         show_default=False,
+    ),
+    ocr: Optional[List[str]] = typer.Option(
+        None, "--ocr", metavar="WORDS",
+        help="Words written on screen (a store indexed with --ocr): case, accents, punctuation and spaces do not "
+        "count, small OCR errors are tolerated. Repeatable.", show_default=False,
     ),
     video: Optional[List[str]] = typer.Option(
         None, "--video", help="Only these indexed files, folders or file names. Repeatable.", show_default=False
@@ -170,15 +180,17 @@ def search(
 
         results = _call(lambda: search_stores(stores, *(texts or []), image=image or None, videos=video or None,
                                               top=top, threshold=threshold, merge_gap_s=merge_gap,
-                                              min_duration_s=min_duration, device=device))
-        _warn_if_random(_archive(stores[0], device))
+                                              min_duration_s=min_duration, device=device, ocr=ocr or ()))
+        if texts or image:
+            _warn_if_random(_archive(stores[0], device))
         print_search(results, as_json)
         return
     arc = _archive(stores[0], device)
     results = _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
                                        top=top, threshold=threshold, merge_gap_s=merge_gap,
-                                       min_duration_s=min_duration, templates=template or None))
-    _warn_if_random(arc)
+                                       min_duration_s=min_duration, templates=template or None, ocr=ocr or ()))
+    if texts or image:
+        _warn_if_random(arc)
     print_search(results, as_json)
 
 

@@ -52,6 +52,14 @@ class IndexProgress:
             err.print(f"[yellow]partly decoded[/] {esc(ev.path)}: {esc(ev.message.removeprefix('partly decoded: '))}",
                       highlight=False)
             return
+        if ev.kind == "notext":
+            err.print(f"[yellow]no text read[/] {esc(ev.path)}: {esc(ev.message.removeprefix('on-screen text not read: '))}",
+                      highlight=False)
+            return
+        if ev.kind == "text" and self.enabled:
+            err.print(f"reading the on-screen text of {esc(ev.path)} ({ev.frames} frames; decoding it again, nothing "
+                      "re-embedded)", style="dim", highlight=False)
+            return
         if ev.kind == "thumbs" and self.enabled:
             err.print(f"adding thumbnails to {esc(ev.path)} ({ev.frames} frames; decoding it again, nothing re-embedded)",
                       style="dim", highlight=False)

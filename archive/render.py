@@ -65,7 +65,8 @@ def search_table(res: QueryResult) -> Table:
     t.add_column("score", justify="right")
     t.add_column("segments", overflow="fold", min_width=10)
     for i, r in enumerate(res.results, 1):
-        segs = ", ".join(f"{s.start_s:.2f}-{s.end_s:.2f}" for s in r.segments[:6])
+        texts = r.segment_texts or [None] * len(r.segments)
+        segs = ", ".join(f"{s.start_s:.2f}-{s.end_s:.2f}" + (f' "{x}"' if x else "") for s, x in zip(r.segments[:6], texts))
         if len(r.segments) > 6:
             segs += f", +{len(r.segments) - 6} more"
         t.add_row(
@@ -266,6 +267,9 @@ def info_dict(info: StoreInfo) -> dict[str, Any]:
         "vector_storage": info.vector_kinds,
         "query_index": info.query_index,
         "ivf": info.ivf,
+        "ocr": info.ocr,
+        "text_lines": info.text_lines,
+        "text_videos": info.text_videos,
     }
 
 
@@ -290,6 +294,10 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
         d["ivf"] = (f"{i['factory']}, trained on {i['trained_vectors']:,} of {i['archive_vectors_at_training']:,} "
                     f"vectors; {i['vectors_with_codes']:,} have codes; archive {i['growth_since_training']}x "
                     f"since{' (stale: run `archive optimize`)' if i['stale'] else ''}")
+    d["ocr"] = (f"on: {info.text_lines:,} text lines from {info.text_videos} of {info.videos} videos"
+                if info.ocr else "off (archive index FOLDER --ocr reads the text on screen)")
+    d.pop("text_lines")
+    d.pop("text_videos")
     for k, v in d.items():
         if k != "store":
             t.add_row(k, str(v))
@@ -313,6 +321,10 @@ def report_dict(r: IndexReport) -> dict[str, Any]:
         "partly": [{"path": p, "error": n} for p, n in r.notes],
         "missing": r.missing,
         "thumbnails_added": r.thumbnails_added,
+        "ocr": r.ocr,
+        "text_lines": r.text_lines,
+        "text_added": r.text_added,
+        "text_not_read": [{"path": p, "error": n} for p, n in r.text_notes],
     }
 
 
@@ -327,6 +339,11 @@ def print_report(r: IndexReport, as_json: bool) -> None:
         f"[{'red' if r.failed else 'default'}]{r.failed} failed[/]: {r.frames} frames from "
         f"{r.video_seconds:.1f} s of video in {r.wall_s:.1f} s{speed}."
     )
+    if r.ocr:
+        added = f"; {r.text_added} video(s) indexed before got their text (nothing re-embedded)" if r.text_added else ""
+        err.print(f"on-screen text: {r.text_lines} line(s) read{added}.", highlight=False)
+    for p, why in r.text_notes:
+        err.print(f"[yellow]no text read[/] {esc(p)}: {esc(why.removeprefix('on-screen text not read: '))}", highlight=False)
     if r.thumbnails_added:
         err.print(f"added thumbnails to {r.thumbnails_added} frames of videos indexed before thumbnails existed "
                   "(nothing re-embedded).", highlight=False)

@@ -47,6 +47,18 @@ class SampledFrame:
     rgb: np.ndarray
     shot: int = 0  # index of its shot in DecodeStats.shots
     thumb: np.ndarray | None = None  # the 48x27 thumbnail shot detection saw
+    source: Any = None  # the decoded frame, to convert at another size (:meth:`at`) before the next one
+    turn: int = 0  # quarter turns counter-clockwise for display
+
+    def at(self, short_side: int) -> np.ndarray:
+        """The frame as displayed with its shorter side ``short_side`` pixels (never enlarged);
+        valid until the iterator moves on."""
+        if self.source is None:
+            return self.rgb
+        w, h = self.source.width, self.source.height
+        ow, oh = output_size(w, h, min(short_side, min(w, h)))
+        rgb = self.source.to_ndarray(format="rgb24", width=ow, height=oh)
+        return np.ascontiguousarray(np.rot90(rgb, k=self.turn)) if self.turn else rgb
 
 
 @dataclass
@@ -264,7 +276,7 @@ def sample_frames(
                 stats.rotation = turn * 90
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=turn))
             stats.sampled_frames += 1
-            yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1, thumb=thumb)
+            yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1, thumb=thumb, source=frame, turn=turn)
     finally:
         container.close()
         _judge(stats)

@@ -17,6 +17,7 @@ from . import hooks, settings, terms
 from .decode import VideoInfo, probe
 from .discover import fingerprint
 from .encoder import Encoder
+from .ocr import OcrEngine
 from .prefetch import END, FramePrefetch
 from .report import Progress, ProgressFn, StageTimes, no_progress
 from .store import FrameRecord, ShotRecord, VideoRecord
@@ -39,6 +40,7 @@ def embed_video(
     decoder: FramePrefetch | None = None,
     background: tuple[np.ndarray, str] | None = None,
     shots: str = "fast",
+    ocr: OcrEngine | None = None,
 ) -> VideoRecord:
     """Decode one video, sample ``fps`` frames per second of video time, embed them.
 
@@ -48,6 +50,8 @@ def embed_video(
     With ``background`` (the background prompts' unit vectors and their key), each frame's
     background term (:mod:`indexer.terms`) is computed too, to be stored with its vector.
     ``shots`` picks the shot detector (``fast`` or ``transnet``, see :func:`indexer.decode.sample_frames`).
+    With ``ocr``, the on-screen text of the samples :class:`indexer.ocr.OcrTrack` picks is read
+    too (in the decoding thread); a handed-in ``decoder`` must have been started with it.
 
     Returns:
         A record ready for :meth:`Writer.commit`: frame times, vectors and the file's metadata.
@@ -62,7 +66,7 @@ def embed_video(
         fp = fingerprint(path)
         info = info or probe(path)  # the planning step has usually read the header already
         if dec is None:
-            dec = FramePrefetch(path, encoder.prep, fps, batch_size, shots=shots).start()
+            dec = FramePrefetch(path, encoder.prep, fps, batch_size, shots=shots, ocr=ocr).start()
         chunks: list[np.ndarray] = []
         while True:
             item = dec.q.get()
@@ -97,6 +101,12 @@ def embed_video(
     problem = None
     if problems:
         problem = f"partly decoded: kept {len(times)} frames up to {duration:.2f} s; " + "; ".join(problems)
+    ocr_lines = ocr_note = None
+    if dec.track is not None:
+        if dec.ocr_error is None:
+            ocr_lines = dec.track.lines(times, ends)
+        else:
+            ocr_note = dec.ocr_error
     bg_lse = bg_key = None
     if background is not None:
         bg_vecs, bg_key = background
@@ -122,4 +132,6 @@ def embed_video(
         thumbs=dec.thumbs,
         bg_lse=bg_lse,
         bg_key=bg_key,
+        ocr=ocr_lines,
+        ocr_note=ocr_note,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from . import hooks, imagefast, settings, terms
+from . import ocr as ocrmod
 from .decode import VideoInfo, probe
 from .discover import discover
 from .embed import embed_video
@@ -26,7 +27,7 @@ from .errors import VideoOpenError
 from .plan import choose_spec, plan_files
 from .prefetch import FramePrefetch, decoder_plan
 from .report import IndexReport, Progress, ProgressFn, StageTimes, no_progress
-from .store import VideoRecord, Writer, has_catalog, indexed_paths, known_files, read_meta
+from .store import VideoRecord, Writer, has_catalog, indexed_paths, known_files, ocr_row, ocr_todo, read_meta
 from .thumbs import add_thumbnails
 
 __all__ = ["Committer", "IndexReport", "Progress", "ProgressFn", "StageTimes", "index_paths"]
@@ -48,6 +49,7 @@ def index_paths(
     precision: str = settings.DEFAULT_PRECISION,
     shots: str | None = None,
     ray: "RayOptions | None" = None,
+    ocr: bool | None = None,
 ) -> IndexReport:
     """Index video files and folders into a store; unchanged files are skipped.
 
@@ -67,12 +69,16 @@ def index_paths(
             re-indexes the videos whose shots another detector made.
         ray: run the per-video step on a Ray cluster (:mod:`indexer.rayrun`) instead of in this
             process; commits stay here. Ray is started or joined only when there is work.
+        ocr: read on-screen text (:mod:`indexer.ocr`) into the ``ocr`` table. The store remembers
+            it: later runs read the text of new videos too (None: ``$ARCHIVE_OCR``, else as the
+            store does), and already indexed videos without text get it, decoded again but not
+            re-embedded.
 
     Returns:
         An :class:`IndexReport`; bad files are in ``failures``, not raised.
 
     Raises:
-        UsageError: ``fps`` or ``batch_size`` out of range.
+        UsageError: ``fps`` or ``batch_size`` out of range; text asked for without the OCR package.
         StoreLocked: another index run is writing this store.
         ModelMismatch: the store was built with another model.
         ModelLoadError: the model or weights cannot be loaded.
@@ -83,8 +89,11 @@ def index_paths(
     hooks.start_run()
     t0 = time.perf_counter()
     store_dir = Path(store_dir)
+    read_text = settings.ocr(ocr, has_catalog(store_dir) and read_meta(store_dir).get("ocr") == "1")
+    engine = ocrmod.engine(settings.ocr_side()) if read_text else None
+    report_ocr = read_text
     spec = choose_spec(store_dir, model, pretrained, encoder.spec if encoder is not None else None)
-    report = IndexReport(store=str(store_dir.resolve()), model=spec.name, pretrained=spec.pretrained)
+    report = IndexReport(store=str(store_dir.resolve()), model=spec.name, pretrained=spec.pretrained, ocr=report_ocr)
     files, problems = discover(paths)
     report.files_seen = len(files)
 
@@ -111,10 +120,12 @@ def index_paths(
         progress(Progress("plan", total=len(plan.todo), seconds=sum(i.duration_s for i in infos.values())))
         if ray is not None and plan.todo:
             _index_on_ray(writer, ray, spec, device, precision, fps, batch_size, progress, report, detector,
-                          plan.todo, problems, infos, plan.touched, no_thumbs)
+                          plan.todo, problems, infos, plan.touched, no_thumbs, engine)
+            if engine is not None:
+                add_text(writer, plan.same, engine, progress, report)
             report.wall_s = time.perf_counter() - t0
             return report
-        runner = _Runner(writer, encoder, fps, batch_size, progress, report, shots=detector)
+        runner = _Runner(writer, encoder, fps, batch_size, progress, report, shots=detector, ocr=engine)
         try:
             if plan.todo and encoder is None:
                 # The first videos decode while the model loads (importing torch alone takes ~2 s).
@@ -128,6 +139,8 @@ def index_paths(
                 assert encoder is not None
                 writer.attach(spec, encoder.dim)
             if writer.spec is not None:
+                if engine is not None:
+                    writer.remember_ocr()
                 for p, mtime in plan.touched:
                     writer.touch(p, mtime)
                 if plan.todo and encoder is not None:
@@ -135,6 +148,8 @@ def index_paths(
                 runner.run(plan.todo, problems, infos)
                 for p in no_thumbs:
                     report.thumbnails_added += add_thumbnails(writer, p, progress)
+                if engine is not None:
+                    add_text(writer, plan.same, engine, progress, report)
                 if report.indexed:
                     report.segments_merged = writer.auto_merge().merged
             else:  # nothing to embed and no catalog to record failures in
@@ -152,11 +167,12 @@ def index_paths(
 def _index_on_ray(writer: Writer, opts: "RayOptions", spec: Any, device: str, precision: str, fps: float,
                   batch_size: int, progress: ProgressFn, report: IndexReport, detector: str, todo: list[str],
                   problems: list[tuple[str, str]], infos: dict[str, VideoInfo], touched: list[tuple[str, float]],
-                  no_thumbs: list[str]) -> None:
+                  no_thumbs: list[str], engine: "ocrmod.OcrEngine | None" = None) -> None:
     """The rest of an index run with the per-video step on Ray workers (the writer stays here)."""
     from .rayrun import RayRunner  # noqa: PLC0415  (Ray is optional: imported only for --ray)
 
-    runner = RayRunner(writer, opts.check(), spec, device, precision, fps, batch_size, progress, report, detector)
+    runner = RayRunner(writer, opts.check(), spec, device, precision, fps, batch_size, progress, report, detector,
+                       engine.side if engine is not None else 0)
     # Ray prints its own notices (a worker died, ...) on this process's stdout: they go to stderr,
     # so stdout keeps only what the command prints (its --json report).
     with contextlib.redirect_stdout(sys.stderr):
@@ -164,6 +180,8 @@ def _index_on_ray(writer: Writer, opts: "RayOptions", spec: Any, device: str, pr
             dim = runner.start()
             if writer.spec is None:
                 writer.attach(spec, dim)
+            if engine is not None:
+                writer.remember_ocr()
             for p, mtime in touched:
                 writer.touch(p, mtime)
             runner.run(todo, problems, infos)
@@ -173,6 +191,35 @@ def _index_on_ray(writer: Writer, opts: "RayOptions", spec: Any, device: str, pr
         report.thumbnails_added += add_thumbnails(writer, p, progress)
     if report.indexed:
         report.segments_merged = writer.auto_merge().merged
+
+
+def add_text(writer: Writer, paths: Sequence[str], engine: "ocrmod.OcrEngine", progress: ProgressFn,
+             report: IndexReport) -> None:
+    """Read the on-screen text of indexed videos (of ``paths``) that have none: each is decoded
+    again, nothing is re-embedded; each video's lines are committed on their own. A video whose
+    text cannot be read gets a ``failures`` note and stays without text (tried again next run)."""
+    for todo in ocr_todo(writer.dir, paths):
+        progress(Progress("text", path=todo.path, frames=len(todo.frame_ids)))
+        t0 = time.perf_counter()
+        try:
+            lines, n_read = ocrmod.read_video_text(todo.path, todo.sample_fps, todo.ts_s, todo.end_s, engine,
+                                                   todo.shot_starts)
+        except VideoOpenError as exc:
+            why = f"on-screen text not read: {str(exc).removeprefix(f'{todo.path}: ')}"
+        except OSError as exc:
+            why = f"on-screen text not read: cannot read ({exc.strerror or exc})"
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            why = f"on-screen text not read: {type(exc).__name__}: {str(exc)[:200]}"
+        else:
+            writer.set_ocr(todo.video_id, [ocr_row(todo.frame_ids[ln.best], todo.video_id, ln) for ln in lines])
+            report.stages.ocr += time.perf_counter() - t0
+            report.stages.ocr_frames += n_read
+            report.text_lines += len(lines)
+            report.text_added += 1
+            continue
+        writer.note_failure(todo.path, why)
+        report.text_notes.append((todo.path, why))
+        progress(Progress("notext", path=todo.path, message=why))
 
 
 def background_vectors(encoder: Encoder) -> tuple[Any, str]:
@@ -197,15 +244,18 @@ class Committer:
         """Commit what is finished: the pending videos and the failures seen so far."""
         rep = self.report
         partial = [(rec.path, rec.note) for rec in self.pending if rec.note]
+        no_text = [(rec.path, rec.ocr_note) for rec in self.pending if rec.ocr_note]
         t0 = time.perf_counter()
-        rep.indexed_ids.extend(self.writer.commit(self.pending, self.failures + partial))
+        rep.indexed_ids.extend(self.writer.commit(self.pending, self.failures + partial + no_text))
         rep.stages.write += time.perf_counter() - t0
         for rec in self.pending:
             rep.indexed += 1
             rep.indexed_paths.append(rec.path)
             rep.frames += len(rec.frames)
             rep.video_seconds += rec.duration_s
+            rep.text_lines += len(rec.ocr or [])
         rep.notes.extend(partial)
+        rep.text_notes.extend(no_text)
         rep.partial += len(partial)
         rep.failures.extend(self.failures)
         rep.failed += len(self.failures)
@@ -223,8 +273,9 @@ class _Runner(Committer):
 
     def __init__(self, writer: Writer, encoder: Encoder | None, fps: float, batch_size: int,
                  progress: ProgressFn, report: IndexReport, background: tuple[Any, str] | None = None,
-                 shots: str = "fast") -> None:
+                 shots: str = "fast", ocr: "ocrmod.OcrEngine | None" = None) -> None:
         super().__init__(writer, progress, report)
+        self.ocr = ocr  # reads on-screen text in the decoding threads (None: not)
         self.encoder, self.fps, self.batch_size, self.background = encoder, fps, batch_size, background
         self.todo: list[str] = []
         self.decoders: dict[int, FramePrefetch] = {}
@@ -257,7 +308,7 @@ class _Runner(Committer):
             if i < len(self.todo) and i not in self.started and self._prep is not None:
                 self.started.add(i)
                 self.decoders[i] = FramePrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads,
-                                                 self.shots)
+                                                 self.shots, self.ocr)
                 self.decoders[i].start(on_done=lambda: self._start(i + ahead))
 
     def _take(self, i: int) -> FramePrefetch | None:
@@ -285,7 +336,7 @@ class _Runner(Committer):
                 try:
                     rec = embed_video(path, encoder, self.fps, self.batch_size, self.progress,
                                       times_out=self.report.stages, info=infos.get(path), decoder=self._take(i),
-                                      background=self.background, shots=self.shots)
+                                      background=self.background, shots=self.shots, ocr=self.ocr)
                 except VideoOpenError as exc:
                     self._fail(path, str(exc).removeprefix(f"{path}: "))
                     continue
@@ -295,6 +346,8 @@ class _Runner(Committer):
                 self.pending.append(rec)
                 if rec.note:
                     self.progress(Progress("partial", path=path, message=rec.note))
+                if rec.ocr_note:
+                    self.progress(Progress("notext", path=path, message=rec.ocr_note))
                 self.progress(Progress("done", path=path, frames=len(rec.frames), seconds=rec.duration_s))
                 hooks.pause("video.done")
                 if time.monotonic() - self.last_commit >= settings.commit_interval_s():

@@ -21,6 +21,7 @@ from . import settings
 from .decode import DecodeStats, sample_frames
 from .encoder import ImagePrep
 from .neardup import same_picture
+from .ocr import OcrEngine, OcrTrack
 from .report import StageTimes
 from .thumbs import jpeg_thumbnail
 
@@ -33,13 +34,17 @@ class FramePrefetch:
     The consumer reads ``q``: ``(batch array, ts_s of its last sample, samples so far)`` items,
     then :data:`END`, or the exception that stopped decoding. Per sample the thread records its
     time (``times``), shot (``shot_of``), the embedded vector it uses (``owner``: a near-duplicate
-    sample points at the previous one's) and its JPEG thumbnail (``thumbs``).
+    sample points at the previous one's) and its JPEG thumbnail (``thumbs``); with ``ocr``, the
+    on-screen text of the samples it reads goes into ``track``.
     """
 
     def __init__(self, path: str, prep: ImagePrep, fps: float, batch_size: int, threads: int = 0,
-                 shots: str = "fast") -> None:
+                 shots: str = "fast", ocr: OcrEngine | None = None) -> None:
         self.path, self.prep, self.fps, self.batch_size = path, prep, fps, batch_size
         self.shots = shots
+        self.ocr = ocr  # reads on-screen text of the samples its track picks (indexer.ocr)
+        self.track: OcrTrack | None = OcrTrack() if ocr is not None else None
+        self.ocr_error: str | None = None  # why this video's text could not be read
         self.threads = threads
         self.stats = DecodeStats()
         self.tm = StageTimes()
@@ -84,6 +89,11 @@ class FramePrefetch:
                 prev_shot = frame.shot
                 t0 = time.perf_counter()
                 tm.preprocess += t0 - t1
+                if self.track is not None and self.ocr_error is None:
+                    self._read_text(frame)
+                    t2 = time.perf_counter()
+                    tm.ocr += t2 - t0
+                    t0 = t2
                 if len(batch) >= self.batch_size:
                     self.q.put((np.stack(batch), frame.ts_s, len(times)))
                     batch = []
@@ -97,6 +107,17 @@ class FramePrefetch:
         finally:
             if self.on_done is not None and not self.stop.is_set():
                 self.on_done()
+
+    def _read_text(self, frame: Any) -> None:
+        """Read the sample's on-screen text when its track asks for it; a failure drops this video's
+        text (its note says why) and nothing else."""
+        assert self.track is not None and self.ocr is not None
+        try:
+            wanted = self.track.wants(frame.ts_s, frame.shot, frame.rgb)
+            self.track.add(self.ocr.read(frame.at(self.ocr.side)) if wanted else None)
+            self.tm.ocr_frames += wanted
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            self.ocr_error = f"on-screen text not read: {type(exc).__name__}: {str(exc)[:200]}"
 
     def close(self) -> None:
         """Stop the thread (after the last batch, or on an error) and wait for it."""

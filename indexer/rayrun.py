@@ -121,14 +121,18 @@ def _worker_class(ray: Any) -> Any:
         def pid(self) -> int:
             return os.getpid()
 
-        def embed(self, path: str, fps: float, batch_size: int, shots: str, info: VideoInfo | None) -> tuple:
-            """``("ok", record, stage times)`` or ``("fail", why)``: bad files are data, not errors."""
+        def embed(self, path: str, fps: float, batch_size: int, shots: str, info: VideoInfo | None,
+                  ocr_side: int = 0) -> tuple:
+            """``("ok", record, stage times)`` or ``("fail", why)``: bad files are data, not errors.
+            ``ocr_side``: read on-screen text at that short side (0: not)."""
             from .embed import embed_video  # noqa: PLC0415
+            from .ocr import engine  # noqa: PLC0415
 
             times = StageTimes()
             try:
                 rec = embed_video(path, self.encoder, fps, batch_size, times_out=times, info=info,
-                                  background=self.background, shots=shots)
+                                  background=self.background, shots=shots,
+                                  ocr=engine(ocr_side) if ocr_side else None)
             except VideoOpenError as exc:
                 return ("fail", str(exc).removeprefix(f"{path}: "))
             except OSError as exc:
@@ -143,8 +147,9 @@ class RayRunner(Committer):
     docstring). Same role as the in-process runner in :mod:`indexer.pipeline`."""
 
     def __init__(self, writer: Writer, opts: RayOptions, spec: Any, device: str, precision: str, fps: float,
-                 batch_size: int, progress: ProgressFn, report: IndexReport, shots: str) -> None:
+                 batch_size: int, progress: ProgressFn, report: IndexReport, shots: str, ocr_side: int = 0) -> None:
         super().__init__(writer, progress, report)
+        self.ocr_side = ocr_side  # read on-screen text at this short side (0: not)
         self.opts, self.spec, self.device, self.precision = opts, spec, device, precision
         self.fps, self.batch_size, self.shots = fps, batch_size, shots
         self.ray: Any = None
@@ -210,7 +215,7 @@ class RayRunner(Committer):
                     slot, path = free.pop(), queue.pop()
                     self.progress(Progress("start", path=path))
                     task = self.actors[slot].embed.remote(path, self.fps, self.batch_size, self.shots,
-                                                          infos.get(path))
+                                                          infos.get(path), self.ocr_side)
                     busy[task] = (slot, path)
                 [done], _ = ray.wait(list(busy), num_returns=1)
                 slot, path = busy.pop(done)

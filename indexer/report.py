@@ -12,7 +12,8 @@ class Progress:
     of video), ``model`` (loading weights), ``start`` (a file begins), ``frames`` (``done``
     video seconds of the current file so far), ``done``, ``skip``, ``fail`` (``message``),
     ``partial`` (indexed, but not all of it decoded: ``message``), ``thumbs`` (an indexed
-    video is decoded again for its thumbnails: ``frames``)."""
+    video is decoded again for its thumbnails: ``frames``), ``text`` (an indexed video is decoded
+    again for its on-screen text: ``frames``), ``notext`` (its text could not be read: ``message``)."""
 
     kind: str
     path: str = ""
@@ -39,11 +40,13 @@ class StageTimes:
     preprocess: float = 0.0
     embed: float = 0.0
     write: float = 0.0
+    ocr: float = 0.0  # reading on-screen text (in the decoding threads), deciding which samples included
     frames: int = 0
     reused: int = 0  # near-identical samples that reused the previous embedding
+    ocr_frames: int = 0  # samples whose text was read
 
     def add(self, other: "StageTimes") -> None:
-        for k in ("decode", "preprocess", "embed", "write", "frames", "reused"):
+        for k in ("decode", "preprocess", "embed", "write", "ocr", "frames", "reused", "ocr_frames"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
 
@@ -72,6 +75,10 @@ class IndexReport:
     thumbnails_added: int = 0  # frames of already indexed videos that got their thumbnail this run
     indexed_ids: list[int] = field(default_factory=list)  # the new video ids of indexed_paths
     segments_merged: int = 0  # vector segments merged after the run
+    text_lines: int = 0  # on-screen text lines read this run
+    text_added: int = 0  # already indexed videos whose text was read this run
+    text_notes: list[tuple[str, str]] = field(default_factory=list)  # (path, why its text was not read)
+    ocr: bool = False  # this run read on-screen text
     encoder: Any = field(default=None, repr=False, compare=False)  # the model the run loaded, to reuse
 
     @property

@@ -20,6 +20,8 @@ No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variab
                                 ``fast``
 ``ARCHIVE_COMMIT_INTERVAL_S``   finished videos wait at most this long for their commit (5)
 ``ARCHIVE_DECODERS``            videos decoded at once during indexing (2)
+``ARCHIVE_OCR``                 ``1``: read on-screen text while indexing (as ``--ocr``)
+``ARCHIVE_OCR_SIDE``            short side, in pixels, frames are read at (360; never enlarged)
 ``ARCHIVE_BF16_SCAN_FRAMES``    archives of at least this many frames rank from bf16 (50,000)
 ``ARCHIVE_IVF_FRAMES``          archives of at least this many frames get an IVF index from
                                 ``archive optimize`` and rank through it (2,000,000)
@@ -55,6 +57,7 @@ DEFAULT_DECODERS = 2
 BF16_SCAN_FRAMES = 50_000
 IVF_FRAMES = 2_000_000  # brute force (bf16) took 94 ms at 1M frames here: past 2M it leaves the 150 ms goal
 IVF_NPROBE = 64
+OCR_SIDE = 360  # 20 px text at 360p stays 20 px; 12 px still reads (indexer.ocr); cost grows with pixels
 IVF_RETRAIN_GROWTH = 4.0  # `archive optimize` retrains when the archive is this many times the trained one
 
 
@@ -184,6 +187,28 @@ def ivf_candidate_videos(top: int) -> int:
     return 4 * top + 20
 
 
+def ocr(asked: bool | None = None, store_has_it: bool = False) -> bool:
+    """Whether an index run reads on-screen text: ``--ocr`` given, else ``$ARCHIVE_OCR`` (1, true,
+    yes), else whether the store already does (it remembers its first ``--ocr`` run).
+
+    Raises:
+        UsageError: it would, and the OCR package is not installed.
+    """
+    env = (_env("ARCHIVE_OCR") or "").strip().lower()
+    want = bool(asked) or env in ("1", "true", "yes", "on") or (store_has_it and env not in ("0", "false", "no", "off"))
+    if want:
+        from . import ocr as ocrmod  # noqa: PLC0415
+
+        if not ocrmod.available():
+            raise UsageError(ocrmod.INSTALL)
+    return want
+
+
+def ocr_side() -> int:
+    """Short side in pixels frames are read at for text (``$ARCHIVE_OCR_SIDE``, at least 32)."""
+    return _int_env("ARCHIVE_OCR_SIDE", OCR_SIDE, 32)
+
+
 def pause_hook() -> str | None:
     """``$ARCHIVE_TEST_PAUSE``: the test hook's ``point[:n]=marker-file`` (None: off)."""
     return _env("ARCHIVE_TEST_PAUSE")
@@ -260,13 +285,13 @@ def check_query_text(text: str) -> str:
     return text
 
 
-def check_queries(texts: "list[str]", images: "list[str]") -> None:
-    """Raises NothingToSearch when there is neither a text nor an image, QueryError for an empty
-    text or a missing image file."""
+def check_queries(texts: "list[str]", images: "list[str]", ocr: "list[str] | tuple[str, ...]" = ()) -> None:
+    """Raises NothingToSearch when there is no text, image or written-word query, QueryError for
+    an empty text or a missing image file."""
     from .errors import NothingToSearch, QueryError  # noqa: PLC0415
 
-    if not texts and not images:
-        raise NothingToSearch("nothing to search for: give a text query, or --image FILE.")
+    if not texts and not images and not ocr:
+        raise NothingToSearch("nothing to search for: give a text query, --image FILE, or --ocr WORDS.")
     for t in texts:
         check_query_text(t)
     for i in images:

@@ -47,6 +47,7 @@ class VideoResult:
     best_frame_id: int | None = None  # the best frame (its thumbnail: /api/thumbnails/{id})
     segment_frame_ids: list[int] = field(default_factory=list)  # each segment's best frame
     store: str | None = None  # the store it comes from, when several answer as one (search.shards)
+    segment_texts: list[str] | None = None  # written-word queries: the text read in each segment
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,8 +59,9 @@ class VideoResult:
             "duration_s": _r(self.duration_s),
             "segments": [
                 {"start_s": _r(s.start_s), "end_s": _r(s.end_s), "peak_score": _r(s.peak_score, 4),
-                 "peak_frame_id": f}
-                for s, f in zip(self.segments, self.segment_frame_ids or [None] * len(self.segments))
+                 "peak_frame_id": f, **({"text": t} if t is not None else {})}
+                for s, f, t in zip(self.segments, self.segment_frame_ids or [None] * len(self.segments),
+                                   self.segment_texts or [None] * len(self.segments))
             ],
             "best_s": _r(self.best_s),
             "best_frame_id": self.best_frame_id,
@@ -385,12 +387,17 @@ class Searcher:
         threshold: float | None = None,
         merge_gap_s: float = 0.0,
         min_duration_s: float = 0.0,
+        ocr: Sequence[str] = (),
     ) -> list[QueryResult]:
-        """Answer text and/or image queries; one :class:`QueryResult` per query, in order.
+        """Answer text, image and written-word queries; one :class:`QueryResult` per query: the
+        texts, then the images, then the ``ocr`` phrases.
 
         Args:
             texts: free-text queries ("a beach", "football").
             images: example image files (query by example).
+            ocr: words written on screen ("drink responsibly"), matched in the ``ocr`` table
+                (:mod:`search.ocrsearch`); ``threshold``, ``merge_gap_s`` and ``min_duration_s``
+                do not apply to them.
             videos: limit to these indexed files, folders or names (None: the whole archive).
             top: videos per query, best first (None: all).
             threshold: a plain cosine cut instead of the presence rule (:mod:`search.presence`).
@@ -398,17 +405,35 @@ class Searcher:
             min_duration_s: drop segments shorter than this.
 
         Raises:
-            QueryError: no query, an empty text, a missing image, an unknown --video.
+            QueryError: no query, an empty text, a missing image, a phrase without letters or digits,
+                an unknown --video.
             StoreNotFound: no archive at ``store_dir``.
         """
         texts = list(texts)
         images = [str(i) for i in images]
-        settings.check_queries(texts, images)
+        ocr = list(ocr)
+        settings.check_queries(texts, images, ocr)
         settings.check_top(top)
         settings.check_seconds("--merge-gap", merge_gap_s)
         settings.check_seconds("--min-duration", min_duration_s)
-        t0 = time.perf_counter()
+        if ocr:
+            from .ocrsearch import check_phrase  # noqa: PLC0415
+
+            for phrase in ocr:
+                check_phrase(phrase)
         scope = resolve_scope(self.store_dir, videos)
+        results = self._search_pictures(texts, images, scope, top, threshold, merge_gap_s, min_duration_s) \
+            if texts or images else []
+        if ocr:
+            from .ocrsearch import search_text  # noqa: PLC0415
+
+            results += search_text(self.store_dir, ocr, scope, top)
+        return results
+
+    def _search_pictures(self, texts: list[str], images: list[str], scope: list[int] | None, top: int | None,
+                         threshold: float | None, merge_gap_s: float, min_duration_s: float) -> list[QueryResult]:
+        """The text and image queries of :meth:`search`, checked already."""
+        t0 = time.perf_counter()
         scanner = self.scanner(scope)
         table = scanner.table
         t1 = time.perf_counter()

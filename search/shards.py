@@ -93,7 +93,7 @@ class ShardedSearcher:
     def search(self, texts: Sequence[str] = (), images: Sequence[str | os.PathLike[str]] = (),
                videos: Sequence[str] | None = None, top: int | None = settings.DEFAULT_TOP,
                threshold: float | None = None, merge_gap_s: float = 0.0, min_duration_s: float = 0.0,
-               ) -> list[QueryResult]:
+               ocr: Sequence[str] = ()) -> list[QueryResult]:
         """Like :meth:`search.query.Searcher.search`, over every store; ``videos`` may name videos of
         any of them (an argument must match in at least one store)."""
         t0 = time.perf_counter()
@@ -113,7 +113,7 @@ class ShardedSearcher:
                     per_store.append(None)
                     continue
             per_store.append(s.search(texts, images, videos=vids, top=top, threshold=threshold,
-                                      merge_gap_s=merge_gap_s, min_duration_s=min_duration_s))
+                                      merge_gap_s=merge_gap_s, min_duration_s=min_duration_s, ocr=ocr))
         missing = [v for v, n in unmatched.items() if n == len(self.searchers)]
         if missing:
             raise QueryError(f"--video {missing[0]}: no indexed video in any of the stores has that path, folder or name.")

@@ -26,6 +26,9 @@ from .reader import (
     label_stats,
     list_videos,
     load_frames,
+    ocr_lines,
+    ocr_todo,
+    ocr_unread,
     read_connection,
     read_labels,
     read_meta,
@@ -45,6 +48,7 @@ from .records import (
     LabelResults,
     LabelStats,
     MergeReport,
+    OcrTodo,
     SegmentRow,
     ShotRecord,
     StoreInfo,
@@ -55,14 +59,14 @@ from .records import (
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .segments import SegmentRef, VectorView
-from .writer import Writer
+from .writer import Writer, ocr_row
 
 __all__ = [
     "CATALOG", "LOCK", "SEGMENTS_DIR", "THUMBS", "VECTORS", "MIGRATIONS", "SCHEMA_VERSION",
-    "CheckReport", "FrameRecord", "IvfCodec", "IvfRef", "FrameTable", "KnownFile", "LabelCalibration", "LabelDef", "LabelResults", "LabelStats", "MergeReport",
+    "CheckReport", "FrameRecord", "IvfCodec", "IvfRef", "FrameTable", "KnownFile", "LabelCalibration", "LabelDef", "LabelResults", "LabelStats", "MergeReport", "OcrTodo",
     "SegmentRef", "SegmentRow", "ShotRecord", "StoreInfo", "ThumbTodo", "VectorView", "VideoLabelRow", "VideoRecord",
     "VideoRef", "Writer",
-    "check_store", "has_catalog", "indexed_paths", "known_files", "label_stats", "list_videos", "load_frames", "prune",
+    "check_store", "has_catalog", "indexed_paths", "known_files", "label_stats", "list_videos", "load_frames", "ocr_lines", "ocr_row", "ocr_todo", "ocr_unread", "prune",
     "read_connection", "read_labels", "read_meta", "read_thumbnail", "store_info", "store_spec", "thumbs_todo",
     "video_detail", "video_path", "video_refs",
 ]

@@ -21,7 +21,7 @@ from ..errors import StoreError
 from . import ivf as ivfmod
 from . import segments
 from .layout import THUMBS, bytes_on_disk, catalog_path, connect, has_catalog
-from .records import KnownFile, LabelCalibration, LabelDef, LabelStats, Row, StoreInfo, ThumbTodo, VideoRef
+from .records import KnownFile, LabelCalibration, LabelDef, LabelStats, OcrTodo, Row, StoreInfo, ThumbTodo, VideoRef
 from .schema import require_current
 from .segments import VectorView
 
@@ -222,6 +222,8 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         transitions = dict(con.execute(
             "SELECT coalesce(transition, 'unknown'), count(*) FROM shots GROUP BY 1 ORDER BY 2 DESC").fetchall())
         kinds = dict(con.execute("SELECT kind, sum(n_vectors) FROM vector_segments GROUP BY 1 ORDER BY 1").fetchall())
+        text_lines, text_videos = con.execute(
+            "SELECT (SELECT count(*) FROM ocr), count(*) FILTER (WHERE ocr_lines IS NOT NULL) FROM videos").fetchall()[0]
         ivf_ref = ivfmod.current(con)
         covered = 0 if ivf_ref is None else int(con.execute(
             "SELECT coalesce(sum(n_vectors), 0) FROM vector_segments WHERE ivf_id = ?", [ivf_ref.ivf_id]).fetchall()[0][0])
@@ -261,7 +263,27 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         vector_kinds={str(k): int(v) for k, v in kinds.items()},
         query_index=how,
         ivf=ivf,
+        ocr=meta.get("ocr") == "1",
+        text_lines=int(text_lines),
+        text_videos=int(text_videos),
     )
+
+
+def ocr_lines(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | None = None) -> list[Row]:
+    """The ``ocr`` rows (all videos, or ``video_ids``) by video and time, with ``text_norm``."""
+    with read_connection(store_dir) as con:
+        if video_ids is None:
+            return _records(con.execute("SELECT * FROM ocr ORDER BY video_id, start_s, y, x"))
+        return _records(con.execute(
+            "SELECT * FROM ocr WHERE video_id IN (SELECT unnest(?::INTEGER[])) ORDER BY video_id, start_s, y, x",
+            [list(video_ids)]))
+
+
+def ocr_unread(store_dir: str | os.PathLike[str], video_ids: Sequence[int]) -> int:
+    """How many of ``video_ids`` have no on-screen text read."""
+    with read_connection(store_dir) as con:
+        return int(con.execute("SELECT count(*) FROM videos WHERE ocr_lines IS NULL AND video_id IN "
+                               "(SELECT unnest(?::INTEGER[]))", [list(video_ids)]).fetchall()[0][0])
 
 
 def read_labels(store_dir: str | os.PathLike[str]) -> list[LabelDef]:
@@ -346,6 +368,23 @@ def read_thumbnail(store_dir: str | os.PathLike[str], offset: int, length: int) 
 
 
 # -- catalog rows for the search page's API (JSON-shaped: dicts by column name) ------------------
+def ocr_todo(store_dir: str | os.PathLike[str], paths: Sequence[str]) -> list[OcrTodo]:
+    """The videos of ``paths`` whose on-screen text was not read, with their frames and shots."""
+    if not paths or not has_catalog(store_dir):
+        return []
+    with read_connection(store_dir) as con:
+        vids = con.execute(
+            "SELECT video_id, path, sample_fps FROM videos WHERE ocr_lines IS NULL AND path IN (SELECT unnest(?::VARCHAR[])) "
+            "ORDER BY path", [list(paths)]).fetchall()
+        out = []
+        for vid, path, fps in vids:
+            fr = con.execute("SELECT frame_id, ts_s, end_s FROM frames WHERE video_id = ? ORDER BY ts_s", [vid]).fetchall()
+            sh = con.execute("SELECT start_s FROM shots WHERE video_id = ? ORDER BY start_s", [vid]).fetchall()
+            out.append(OcrTodo(int(vid), path, float(fps), [int(r[0]) for r in fr], [float(r[1]) for r in fr],
+                               [float(r[2]) for r in fr], [float(r[0]) for r in sh]))
+    return out
+
+
 def _records(cur: Any) -> list[Row]:
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]

@@ -53,6 +53,8 @@ class VideoRecord:
     bg_lse: np.ndarray | None = None  # per frame, the background prompts' term (indexer.terms)
     bg_key: str | None = None  # what bg_lse was computed with (indexer.terms.background_key)
     shot_detector: str | None = None  # fast or transnet (indexer.shots, indexer.transnet)
+    ocr: list[Any] | None = None  # on-screen text lines (indexer.ocr.OcrLine; None: text not read)
+    ocr_note: str | None = None  # why the text could not be read (the embeddings are kept)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class SegmentRow:
     start_s: float
     end_s: float
     peak_score: float
+    found_by: str = "picture"  # picture, text or both (a label with --ocr words)
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,19 @@ class ThumbTodo:
     sample_fps: float
 
 
+@dataclass(frozen=True)
+class OcrTodo:
+    """An indexed video whose on-screen text was not read: its frames (by time) and shot starts."""
+
+    video_id: int
+    path: str
+    sample_fps: float
+    frame_ids: list[int]
+    ts_s: list[float]
+    end_s: list[float]
+    shot_starts: list[float]
+
+
 @dataclass
 class StoreInfo:
     """Numbers about a store, as ``archive info`` shows them."""
@@ -178,6 +194,9 @@ class StoreInfo:
     vector_kinds: dict[str, int] = field(default_factory=dict)  # vectors by storage (f16, flat = fp32)
     query_index: str = ""  # how queries rank: exact scan, bf16 scan or the IVF index
     ivf: dict[str, Any] | None = None  # the IVF index: factory, trained_vectors, archive_vectors, covered, stale
+    ocr: bool = False  # index runs read on-screen text (archive index --ocr once)
+    text_lines: int = 0  # rows of the ocr table
+    text_videos: int = 0  # videos whose text was read
 
 
 @dataclass

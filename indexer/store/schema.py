@@ -13,10 +13,10 @@ from typing import Any, Callable
 from ..errors import ModelMismatch, StoreError
 from .layout import now, transaction
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Everything keyed by video_id, deleted together when a video is replaced or removed.
-PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "videos")
+PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "ocr", "videos")
 
 VECTOR_SEGMENTS = """CREATE TABLE IF NOT EXISTS vector_segments (   -- the vector layer (indexer/store/segments.py)
         segment_id INTEGER PRIMARY KEY,
@@ -42,6 +42,20 @@ VECTOR_IVF = """CREATE TABLE IF NOT EXISTS vector_ivf (   -- the IVF index that 
         created_at TIMESTAMP NOT NULL
     )"""
 
+OCR = """CREATE TABLE IF NOT EXISTS ocr (   -- on-screen text lines (archive index --ocr, indexer/ocr.py)
+        frame_id BIGINT NOT NULL,       -- the frame of its most confident reading
+        video_id INTEGER NOT NULL,
+        start_s DOUBLE NOT NULL,        -- first sample read with it on screen
+        end_s DOUBLE NOT NULL,          -- end of the last such sample (the next sample, or the video's end)
+        text VARCHAR NOT NULL,          -- as read
+        confidence DOUBLE NOT NULL,     -- the recogniser's, 0-1
+        x DOUBLE NOT NULL,              -- its box, 0-1 of the frame's width and height, from the top left
+        y DOUBLE NOT NULL,
+        w DOUBLE NOT NULL,
+        h DOUBLE NOT NULL,
+        text_norm VARCHAR NOT NULL      -- as matched: lower case, no accents, letters and digits only
+    )"""
+
 TABLES = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     """CREATE TABLE IF NOT EXISTS videos (
@@ -61,7 +75,8 @@ TABLES = [
         decoded_frames INTEGER,
         note VARCHAR,                   -- partial decode and other remarks, NULL when clean
         indexed_at TIMESTAMP,
-        shot_detector VARCHAR           -- fast or transnet (NULL: indexed before v5)
+        shot_detector VARCHAR,          -- fast or transnet (NULL: indexed before v5)
+        ocr_lines INTEGER               -- on-screen text lines read (NULL: its text was not read)
     )""",
     """CREATE TABLE IF NOT EXISTS frames (
         frame_id BIGINT NOT NULL,       -- = the vector's id in its segment under vectors/
@@ -93,14 +108,16 @@ TABLES = [
         calib_videos INTEGER,           -- videos judged in the truth file
         calib_positives INTEGER,        -- ... of which the label is on screen
         calib_target DOUBLE,            -- the precision asked for (NULL: best F1)
-        calib_truth VARCHAR             -- the truth file
+        calib_truth VARCHAR,            -- the truth file
+        ocr VARCHAR[]                   -- written words that show it too (archive search --ocr); NULL: none
     )""",
     """CREATE TABLE IF NOT EXISTS segments (   -- materialised: each label's segments per video
         label VARCHAR NOT NULL,
         video_id INTEGER NOT NULL,
         start_s DOUBLE NOT NULL,
         end_s DOUBLE NOT NULL,
-        peak_score DOUBLE NOT NULL
+        peak_score DOUBLE NOT NULL,
+        found_by VARCHAR                -- picture, text or both (the label's --ocr words); NULL: before v8
     )""",
     """CREATE TABLE IF NOT EXISTS video_labels (   -- materialised: each label's answer per video
         video_id INTEGER NOT NULL,
@@ -113,6 +130,7 @@ TABLES = [
         score DOUBLE,
         rule VARCHAR                    -- presence (the presence rule), threshold (a cut given) or calibrated
     )""",
+    OCR,
     VECTOR_SEGMENTS,
     VECTOR_IVF,
     """CREATE TABLE IF NOT EXISTS failures (
@@ -196,8 +214,20 @@ def _migrate_6_to_7(con: Any) -> None:
     con.execute(VECTOR_IVF)
 
 
+def _migrate_7_to_8(con: Any) -> None:
+    """v8 adds on-screen text: the ``ocr`` table, per video the lines read (NULL: not read, as for
+    every video indexed before), per label its written words and per label segment what found it."""
+    con.execute(OCR)
+    con.execute("ALTER TABLE videos ADD COLUMN IF NOT EXISTS ocr_lines INTEGER")
+    if _has_table(con, "labels"):
+        con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS ocr VARCHAR[]")
+    if _has_table(con, "segments"):
+        con.execute("ALTER TABLE segments ADD COLUMN IF NOT EXISTS found_by VARCHAR")
+
+
 MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4,
-                                                4: _migrate_4_to_5, 5: _migrate_5_to_6, 6: _migrate_6_to_7}
+                                                4: _migrate_4_to_5, 5: _migrate_5_to_6, 6: _migrate_6_to_7,
+                                                7: _migrate_7_to_8}
 
 
 def version(con: Any) -> int | None:

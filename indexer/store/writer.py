@@ -333,8 +333,10 @@ class Writer:
                     "start_s": np.array([r.start_s for r in seg], np.float64),
                     "end_s": np.array([r.end_s for r in seg], np.float64),
                     "peak_score": np.array([r.peak_score for r in seg], np.float64),
+                    "found_by": np.array([r.found_by for r in seg], dtype=object),
                 })
-                con.execute("INSERT INTO segments SELECT label, video_id, start_s, end_s, peak_score FROM _seg")
+                con.execute("INSERT INTO segments (label, video_id, start_s, end_s, peak_score, found_by) "
+                            "SELECT label, video_id, start_s, end_s, peak_score, found_by FROM _seg")
                 con.unregister("_seg")
             if vl:
                 nan = float("nan")
@@ -355,6 +357,26 @@ class Writer:
                     "CASE WHEN isnan(best_s) THEN NULL ELSE best_s END, score, rule FROM _vl"
                 )
                 con.unregister("_vl")
+
+    # -- on-screen text -------------------------------------------------------------------------
+    def remember_ocr(self) -> None:
+        """Record that this store reads on-screen text: later index runs read it for new videos too."""
+        with self._catalog() as con, transaction(con):
+            con.execute("DELETE FROM meta WHERE key = 'ocr'")
+            con.execute("INSERT INTO meta VALUES ('ocr', '1')")
+
+    def set_ocr(self, video_id: int, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Replace one indexed video's text lines (``ocr`` rows, see :func:`ocr_row`) in one transaction."""
+        with self._catalog() as con, transaction(con):
+            con.execute("DELETE FROM ocr WHERE video_id = ?", [video_id])
+            if rows:
+                _insert_ocr(con, rows)
+            con.execute("UPDATE videos SET ocr_lines = ? WHERE video_id = ?", [len(rows), video_id])
+
+    def note_failure(self, path: str, error: str) -> None:
+        """Add a ``failures`` row for an indexed video (its text could not be read, say)."""
+        with self._catalog() as con, transaction(con):
+            con.execute("INSERT INTO failures VALUES (?, ?, ?)", [path, error, now()])
 
     # -- thumbnails -----------------------------------------------------------------------------
     def set_thumbnails(self, frame_ids: Sequence[int], jpegs: Sequence[bytes]) -> None:
@@ -415,9 +437,11 @@ class Writer:
             with transaction(con):
                 _delete_rows(con, old_ids)
                 if rows.videos:
-                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 17)})", rows.videos)
+                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 18)})", rows.videos)
                 if rows.frames:
                     rows.insert_frames_and_shots(con)
+                if rows.ocr:
+                    _insert_ocr(con, rows.ocr)
                 if seg is not None:
                     segments.register(con, seg)
                 if paths:
@@ -612,9 +636,30 @@ class Writer:
         rows.videos.append((
             vid, rec.path, Path(rec.path).name, rec.size_bytes, rec.mtime, rec.fingerprint,
             rec.duration_s, rec.fps, rec.width, rec.height, rec.codec, n, rec.sample_fps,
-            rec.decoded_frames, rec.note, now(), rec.shot_detector,
+            rec.decoded_frames, rec.note, now(), rec.shot_detector, None if rec.ocr is None else len(rec.ocr),
         ))
+        rows.ocr.extend(ocr_row(int(ids[ln.best]), vid, ln) for ln in rec.ocr or [])
         return ids
+
+
+def ocr_row(frame_id: int, video_id: int, line: Any) -> tuple[Any, ...]:
+    """An ``ocr`` row of an :class:`indexer.ocr.OcrLine`, in the table's column order."""
+    r = line.reading
+    return (frame_id, video_id, line.start_s, line.end_s, r.text, r.confidence, r.x, r.y, r.w, r.h, r.norm)
+
+
+OCR_COLUMNS = ("frame_id", "video_id", "start_s", "end_s", "text", "confidence", "x", "y", "w", "h", "text_norm")
+
+
+def _insert_ocr(con: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Bulk insert ``ocr`` rows (DuckDB's executemany is slow)."""
+    kinds = (np.int64, np.int32, np.float64, np.float64, object, np.float64, np.float64, np.float64, np.float64,
+             np.float64, object)
+    con.register("_new_ocr", {c: np.array([r[k] for r in rows], dtype=t) for k, (c, t) in enumerate(zip(OCR_COLUMNS, kinds))})
+    try:
+        con.execute(f"INSERT INTO ocr ({', '.join(OCR_COLUMNS)}) SELECT {', '.join(OCR_COLUMNS)} FROM _new_ocr")
+    finally:
+        con.unregister("_new_ocr")
 
 
 class _Rows:
@@ -624,6 +669,7 @@ class _Rows:
         self.videos: list[tuple[Any, ...]] = []
         self.frames: list[tuple[int, int, float, float, int, int | None, int | None]] = []
         self.shots: list[tuple[Any, ...]] = []
+        self.ocr: list[tuple[Any, ...]] = []
 
     def insert_frames_and_shots(self, con: Any) -> None:
         """Bulk insert from numpy columns (DuckDB's executemany is slow: ~1.5k rows/s)."""

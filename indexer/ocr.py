@@ -1,0 +1,275 @@
+"""On-screen text: PP-OCRv4 (``rapidocr-onnxruntime``) on sampled frames, tracked into text lines
+with the time each is on screen.
+
+Reading a frame costs 0.1-0.2 s on two CPU cores (detection at a 360-pixel short side, then one
+recognition per line), against about 0.02 s to embed it. So not every sample is read. Per sample
+the decoder asks :class:`OcrTrack` whether to read it:
+
+* the first sample of every shot is read (overlays mostly start and end with shots);
+* a later sample of the shot is read when its picture changed against the last sample read: the
+  largest difference of an 8x8-pixel block of a 192x108 grey copy is over ``CHANGE_LEVEL`` (a line
+  of 20 px at 360p appearing changes its blocks by 20-60 grey levels; static shots stay under 4).
+  When most blocks changed (camera or subject motion), the sample is read only if
+  ``MOVING_GAP_S`` passed since the last read;
+* any other sample shows what the last one read showed.
+
+The readings of consecutive samples are joined into lines: a reading continues a line of the
+previous sample when its text is the same after :func:`normalize` (similarity >= ``SAME_LINE``)
+and its box overlaps the line's. A line is on screen from the start of its first sample to the end
+of its last (a sample stands for ``[ts_s, end_s)``, the next sample or the video's end); its text,
+confidence, box and frame are those of its most confident reading.
+
+Models: PP-OCRv4 detection and recognition (PaddleOCR, Apache-2.0) as shipped inside the
+``rapidocr-onnxruntime`` wheel (Apache-2.0); they read Chinese and English (Latin letters and
+digits). Accents are read as the nearest plain letter or dropped; other scripts are not read.
+"""
+
+from __future__ import annotations
+
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import UsageError
+
+CHANGE_LEVEL = 12.0  # grey levels: an 8x8 block of the 192x108 copy that changed this much is a change
+MOVING_SHARE = 0.5  # share of blocks changed that means motion rather than a new overlay
+MOVING_GAP_S = 1.5  # in a moving shot, read at most once in this many seconds
+MIN_CONFIDENCE = 0.6  # readings below it are dropped (noise on textured pictures reads at 0.5)
+MIN_CHARS = 2  # readings with fewer letters or digits are dropped
+SAME_LINE = 80.0  # rapidfuzz ratio (0-100) of two normalised readings that are the same line
+SIG_W, SIG_H, BLOCK = 192, 108, 8
+MIN_SIDE_PX = 12  # a picture whose short side is smaller has no readable text: not read
+
+PACKAGE = "rapidocr-onnxruntime==1.4.4"
+INSTALL = ("on-screen text needs the rapidocr-onnxruntime package: "
+           "pip install --no-deps rapidocr-onnxruntime==1.4.4 onnxruntime pyclipper shapely pyyaml")
+
+
+def normalize(text: str) -> str:
+    """Text as matched: case-folded, accents removed, only letters and digits kept (OCR drops and
+    invents spaces and punctuation; "Drink Responsibly!" and "DRINKRESPONSIBLY" are the same)."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if c.isalnum() and not unicodedata.combining(c))
+
+
+@dataclass
+class Reading:
+    """One text line read in one frame; the box is normalised to 0-1 of the frame."""
+
+    text: str
+    confidence: float
+    x: float
+    y: float
+    w: float
+    h: float
+    norm: str = ""
+
+
+@dataclass
+class OcrLine:
+    """A text line on screen over consecutive samples."""
+
+    first: int  # index of its first sample
+    last: int  # ... and last sample
+    best: int  # the sample of its most confident reading (its frame in the ``ocr`` table)
+    reading: Reading
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return self.reading.text
+
+
+def available() -> bool:
+    """True when the OCR package can be imported."""
+    try:
+        import rapidocr_onnxruntime  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+class OcrEngine:
+    """The OCR models, loaded once per process; :meth:`read` is safe from several threads."""
+
+    def __init__(self, side: int) -> None:
+        try:
+            from rapidocr_onnxruntime import RapidOCR  # noqa: PLC0415
+        except ImportError as exc:
+            raise UsageError(INSTALL) from exc
+        self.side = side
+        # one thread per call: the decoding threads that call it already fill the cores
+        self._ocr = RapidOCR(det_limit_side_len=max(32, round(side * 16 / 9)), det_limit_type="max",
+                             intra_op_num_threads=1, inter_op_num_threads=1, use_cls=False)
+
+    def read(self, rgb: np.ndarray) -> list[Reading]:
+        """The text lines of an RGB picture (any size; best at a short side near ``side``)."""
+        h, w = rgb.shape[:2]
+        if min(h, w) < MIN_SIDE_PX or max(h, w) > 40 * min(h, w):
+            return []  # a sliver: nothing readable, and the detector would stretch it
+        result, _ = self._ocr(np.ascontiguousarray(rgb[:, :, ::-1]))  # the models read BGR
+        out = []
+        for box, text, conf in result or []:
+            text = str(text).strip()
+            norm = normalize(text)
+            if float(conf) < MIN_CONFIDENCE or len(norm) < MIN_CHARS:
+                continue
+            pts = np.asarray(box, np.float64)
+            x0, y0 = max(0.0, pts[:, 0].min()), max(0.0, pts[:, 1].min())
+            x1, y1 = min(float(w), pts[:, 0].max()), min(float(h), pts[:, 1].max())
+            out.append(Reading(text, float(conf), x0 / w, y0 / h, max(0.0, x1 - x0) / w, max(0.0, y1 - y0) / h, norm))
+        out.sort(key=lambda r: (round(r.y, 2), r.x))
+        return out
+
+
+_engines: dict[int, OcrEngine] = {}
+_lock = threading.Lock()
+
+
+def engine(side: int) -> OcrEngine:
+    """This process's engine for ``side`` (loaded on first use, about 0.2 s).
+
+    Raises:
+        UsageError: the OCR package is not installed.
+    """
+    with _lock:
+        if side not in _engines:
+            _engines[side] = OcrEngine(side)
+        return _engines[side]
+
+
+def signature(rgb: np.ndarray) -> np.ndarray:
+    """A 192x108 grey copy of a picture, what change between samples is measured on."""
+    import cv2  # noqa: PLC0415
+
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (SIG_W, SIG_H), interpolation=cv2.INTER_AREA).astype(np.int16)
+
+
+def block_change(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(largest mean change of an 8x8 block, share of blocks changed over ``CHANGE_LEVEL``)."""
+    d = np.abs(a - b)[: SIG_H - SIG_H % BLOCK, :]
+    blocks = d.reshape(d.shape[0] // BLOCK, BLOCK, SIG_W // BLOCK, BLOCK).mean(axis=(1, 3))
+    return float(blocks.max()), float((blocks > CHANGE_LEVEL).mean())
+
+
+def _overlap(a: Reading, b: Reading) -> bool:
+    """True when the boxes overlap by at least half of the smaller one."""
+    ix = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    iy = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    if ix <= 0 or iy <= 0:
+        return False
+    return ix * iy >= 0.5 * min(a.w * a.h, b.w * b.h)
+
+
+def _same(a: Reading, b: Reading) -> bool:
+    from rapidfuzz import fuzz  # noqa: PLC0415
+
+    return _overlap(a, b) and (a.norm == b.norm or fuzz.ratio(a.norm, b.norm) >= SAME_LINE)
+
+
+@dataclass
+class OcrTrack:
+    """Decides which samples of one video to read and joins their readings into lines.
+
+    Feed every sample in order: :meth:`wants` (should this one be read?), then :meth:`add` with its
+    readings, or None when it was not read (it shows what the last sample read showed). At the end
+    :meth:`lines` gives the lines with their times.
+    """
+
+    read: int = 0  # samples read
+    _sig: np.ndarray | None = None
+    _shot: int = -1
+    _last_read_s: float = -1e9
+    _current: list[Reading] = field(default_factory=list)
+    _open: list[OcrLine] = field(default_factory=list)
+    _done: list[OcrLine] = field(default_factory=list)
+    _n: int = 0
+
+    def wants(self, ts_s: float, shot: int, rgb: np.ndarray) -> bool:
+        """Whether the sample at ``ts_s`` of shot ``shot`` (its picture ``rgb``, any size) is read."""
+        sig = signature(rgb)
+        want = shot != self._shot or self._sig is None
+        if not want:
+            biggest, share = block_change(sig, self._sig)
+            want = biggest > CHANGE_LEVEL and (share < MOVING_SHARE or ts_s - self._last_read_s >= MOVING_GAP_S)
+        if want:
+            self._sig, self._shot, self._last_read_s = sig, shot, ts_s
+        return want
+
+    def add(self, readings: list[Reading] | None) -> None:
+        """The next sample's readings (None: not read, the previous readings hold)."""
+        i = self._n
+        self._n += 1
+        if readings is None:
+            for line in self._open:
+                line.last = i
+            return
+        self.read += 1
+        still: list[OcrLine] = []
+        free = list(self._open)
+        for r in readings:
+            match = next((ln for ln in free if _same(ln.reading, r)), None)
+            if match is None:
+                still.append(OcrLine(i, i, i, r))
+                continue
+            free.remove(match)
+            match.last = i
+            if r.confidence > match.reading.confidence:
+                match.reading, match.best = r, i
+            still.append(match)
+        self._done.extend(free)
+        self._open = still
+
+    def lines(self, times: list[float], ends: list[float]) -> list[OcrLine]:
+        """Every line with its times, by start; ``times`` and ``ends`` are the samples' intervals."""
+        out = sorted(self._done + self._open, key=lambda ln: (ln.first, ln.reading.y, ln.reading.x))
+        for ln in out:
+            ln.start_s, ln.end_s = times[ln.first], ends[ln.last]
+        return out
+
+
+def read_video_text(path: str, fps: float, frame_ts: list[float], frame_end: list[float], eng: OcrEngine,
+                    shots: list[float] | None = None) -> tuple[list[OcrLine], int]:
+    """Read the on-screen text of an already indexed video: decode it again, sampled as it was
+    (``fps``), and tie each sample to the stored frame at its time (``frame_ts``, by time), so the
+    lines' sample indices are stored frame positions. ``shots``: the stored shots' start times (a
+    sample whose shot changes is read, as at index time); None: the decoder's own cuts.
+
+    Returns:
+        (lines, samples read).
+
+    Raises:
+        VideoOpenError: the file cannot be decoded.
+    """
+    import bisect  # noqa: PLC0415
+
+    from .decode import sample_frames  # noqa: PLC0415
+
+    track = OcrTrack()
+    n = len(frame_ts)
+    k = 0  # the next stored frame to feed
+    ts = np.asarray(frame_ts, np.float64)
+    for frame in sample_frames(path, fps, short_side=224, shots="fast"):  # 224: as the model's samples
+        if k >= n:
+            break
+        j = int(np.searchsorted(ts, frame.ts_s))
+        if j == n or (j > 0 and frame.ts_s - ts[j - 1] < ts[j] - frame.ts_s):
+            j -= 1
+        if j < k:
+            continue  # a second sample for a frame already fed
+        while k < j:
+            track.add(None)
+            k += 1
+        shot = frame.shot if shots is None else max(0, bisect.bisect_right(shots, frame_ts[j] + 1e-6) - 1)
+        track.add(eng.read(frame.at(eng.side)) if track.wants(frame.ts_s, shot, frame.rgb) else None)
+        k += 1
+    while k < n:
+        track.add(None)
+        k += 1
+    return track.lines(list(frame_ts), list(frame_end)), track.read

@@ -1,0 +1,252 @@
+"""Written words on screen: ``archive index --ocr`` reads them into the ``ocr`` table and
+``archive search --ocr`` finds them, on ad-like videos from real footage with overlays rendered at
+known shots (:mod:`textads`), with the real OCR models, DuckDB and FAISS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import textads
+from conftest import DATA, env_for_cli
+from indexer import ocr as ocrmod
+from indexer.pipeline import index_paths
+from indexer.store import ocr_lines, read_connection, store_info
+
+pytestmark = pytest.mark.skipif(not ocrmod.available(), reason="rapidocr-onnxruntime is not installed")
+
+SAMPLE_S = 0.5  # the default --fps 2
+
+
+@pytest.fixture(scope="module")
+def ads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, textads.TextAd]:
+    return textads.make_text_ads(tmp_path_factory.mktemp("textads"), textads.PLAN)
+
+
+@pytest.fixture(scope="module")
+def store(ads, encoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("ocrstore") / "store"
+    rep = index_paths([a.path for a in ads.values()], d, encoder=encoder, ocr=True)
+    assert rep.ok and rep.indexed == len(ads) and rep.ocr and rep.text_lines > 0
+    return d
+
+
+def _search(store: Path, *phrases: str, **kw):
+    from search.query import Searcher
+
+    return Searcher(store).search(ocr=list(phrases), top=None, **kw)
+
+
+def _by_name(res) -> dict[str, object]:
+    return {Path(r.video).name: r for r in res.results}
+
+
+def test_every_overlaid_phrase_is_found_with_its_times(ads, store) -> None:
+    found = 0
+    results = _search(store, *textads.QUERIES)
+    for res, (query, shown) in zip(results, textads.QUERIES.items()):
+        assert res.kind == "ocr" and res.query == query
+        (name, ad), = [(n, a) for n, a in ads.items() if shown in a.shown]
+        (start, end), = ad.shown[shown]
+        hits = [r for r in res.results if r.present]
+        if [Path(r.video).name for r in hits] != [name]:
+            continue
+        found += 1
+        r = hits[0]
+        starts_with_shot = any(abs(start - a) < 1e-9 for a, _ in ad.shots)
+        if starts_with_shot:
+            assert r.first_seen_s == pytest.approx(start, abs=1e-3), query  # exact to the cut
+        else:
+            assert start - 1e-3 <= r.first_seen_s <= start + SAMPLE_S, query
+        assert r.duration_s == pytest.approx(end - start, abs=SAMPLE_S + 1e-3), query
+        assert r.segments[0].end_s <= ad.duration_s + 1e-3
+        assert r.best_frame_id is not None and r.segment_texts
+    assert found / len(textads.QUERIES) >= 0.95, f"recall {found}/{len(textads.QUERIES)}"
+
+
+def test_phrases_never_shown_are_absent_everywhere(store) -> None:
+    for res in _search(store, *textads.ABSENT):
+        assert not any(r.present for r in res.results), res.query
+        assert len(res.results) == 3  # every video answers, absent
+
+
+def test_matching_ignores_case_accents_punctuation_and_spacing_and_tolerates_one_error() -> None:
+    from search.ocrsearch import SIMILARITY, similarity
+
+    n = ocrmod.normalize
+    assert n("Drink Responsibly!") == n("DRINKRESPONSIBLY") == "drinkresponsibly"
+    assert n("Crème Brûlée") == "cremebrulee"
+    assert n("49,99 €") == n("49.99") == "4999"
+    lines = [n(x) for x in ("DRINKRESPONS1BLY", "Please drink responsibly.", "drink", "drive responsibly now")]
+    s = similarity(n("drink responsibly"), lines)
+    assert s[0] >= SIMILARITY  # one OCR error
+    assert s[1] == 100  # part of a longer line
+    assert s[2] < SIMILARITY  # a word of the phrase alone is not the phrase
+    assert s[3] < SIMILARITY  # another phrase
+    assert similarity("0", [n("10% off")])[0] == 100 and similarity("5", [n("10% off")])[0] == 0  # short: exact
+
+
+def test_the_ocr_table_holds_lines_with_times_and_normalised_boxes(ads, store) -> None:
+    rows = ocr_lines(store)
+    assert rows
+    with read_connection(store) as con:
+        frames = dict(con.execute("SELECT frame_id, video_id FROM frames").fetchall())
+        lines = dict(con.execute("SELECT name, ocr_lines FROM videos").fetchall())
+    for r in rows:
+        assert 0 <= r["x"] <= 1 and 0 <= r["y"] <= 1 and 0 < r["w"] <= 1 and 0 < r["h"] <= 1
+        assert r["x"] + r["w"] <= 1 + 1e-9 and r["y"] + r["h"] <= 1 + 1e-9
+        assert r["start_s"] < r["end_s"] and 0.6 <= r["confidence"] <= 1
+        assert frames[r["frame_id"]] == r["video_id"]  # its frame is one of its video's
+    assert sum(lines.values()) == len(rows) and set(lines) == set(ads)
+    heineken = next(r for r in rows if r["text_norm"] == "heineken")
+    assert heineken["x"] == pytest.approx(0.30, abs=0.03) and heineken["y"] == pytest.approx(0.35, abs=0.05)
+    info = store_info(store)
+    assert info.ocr and info.text_lines == len(rows) and info.text_videos == 3
+
+
+def test_text_queries_mix_with_picture_queries_and_follow_video(ads, store) -> None:
+    from search.query import Searcher
+
+    res = Searcher(store).search(["a beer bottle"], ocr=["heineken", "terms apply"], videos=["text_ad0.mp4"], top=5)
+    assert [r.kind for r in res] == ["text", "ocr", "ocr"]
+    assert [Path(r.video).name for r in res[1].results] == ["text_ad0.mp4"] and res[1].results[0].present
+    assert [Path(r.video).name for r in res[2].results] == ["text_ad0.mp4"] and not res[2].results[0].present
+
+
+def test_text_is_added_to_an_indexed_store_without_re_embedding(ads, store, encoder, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    paths = [a.path for a in ads.values()]
+    index_paths(paths[:2], plain, encoder=encoder)
+    before = _vectors(plain)
+    assert not store_info(plain).ocr and all(not r.present for r in _search(plain, "heineken")[0].results)
+    assert "no on-screen text" in _search(plain, "heineken")[0].warnings[0]
+
+    rep = index_paths(paths[:2], plain, encoder=encoder, ocr=True)
+    assert rep.indexed == 0 and rep.skipped == 2 and rep.text_added == 2
+    assert _vectors(plain) == before  # nothing re-embedded: same frames, same segment files
+    mine = {(r["text"], r["start_s"], r["end_s"]) for r in ocr_lines(plain)}
+    full = {(r["text"], r["start_s"], r["end_s"]) for r in ocr_lines(store) if r["video_id"] < 2}
+    assert mine == full  # the same lines as when read while indexing
+
+    rep = index_paths(paths, plain, encoder=encoder)  # no --ocr: the store remembers it
+    assert rep.indexed == 1 and rep.ocr and rep.text_lines > 0
+    assert _by_name(_search(plain, "terms apply")[0])["text_ad2.mp4"].present
+
+
+def _vectors(store: Path) -> tuple:
+    with read_connection(store) as con:
+        frames = con.execute("SELECT frame_id, video_id, ts_s FROM frames ORDER BY frame_id").fetchall()
+        segs = con.execute("SELECT file, n_vectors FROM vector_segments ORDER BY 1").fetchall()
+    return frames, segs
+
+
+def test_failing_ocr_is_a_note_and_the_embeddings_are_kept(ads, encoder, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    real = ocrmod.OcrEngine.read
+    bad = ads["text_ad1.mp4"].path
+
+    def read(self, rgb):  # the OCR runtime failing on one video's frames (in its decoding thread)
+        import threading
+
+        if threading.current_thread().name == "decode" and _current.get("path") == str(bad):
+            raise RuntimeError("onnxruntime: out of memory")
+        return real(self, rgb)
+
+    _current: dict[str, str] = {}
+    real_produce = __import__("indexer.prefetch", fromlist=["FramePrefetch"]).FramePrefetch._produce
+
+    def produce(self):
+        _current["path"] = str(self.path)
+        return real_produce(self)
+
+    monkeypatch.setattr(ocrmod.OcrEngine, "read", read)
+    monkeypatch.setattr("indexer.prefetch.FramePrefetch._produce", produce)
+    monkeypatch.setenv("ARCHIVE_DECODERS", "1")  # one video decoded at a time: the path above is the one read
+    d = tmp_path / "s"
+    rep = index_paths([a.path for a in ads.values()], d, encoder=encoder, ocr=True)
+    assert rep.indexed == 3 and rep.failed == 0
+    assert [p for p, _ in rep.text_notes] == [str(bad)] and "out of memory" in rep.text_notes[0][1]
+    with read_connection(d) as con:
+        got = dict(con.execute("SELECT name, ocr_lines FROM videos").fetchall())
+        n_frames = con.execute("SELECT count(*) FROM frames f JOIN videos v USING (video_id) WHERE v.name = ?",
+                               ["text_ad1.mp4"]).fetchall()[0][0]
+        fails = con.execute("SELECT path, error FROM failures").fetchall()
+    assert got["text_ad1.mp4"] is None and got["text_ad0.mp4"] > 0 and n_frames > 0
+    assert fails == [(str(bad), rep.text_notes[0][1])]
+
+    monkeypatch.setattr(ocrmod.OcrEngine, "read", real)  # the next --ocr run reads what was missed
+    rep = index_paths([a.path for a in ads.values()], d, encoder=encoder, ocr=True)
+    assert rep.text_added == 1 and rep.indexed == 0
+    assert _by_name(_search(d, "www.example.com")[0])["text_ad1.mp4"].present
+
+
+def _write(path: Path, size: tuple[int, int], frames: list[np.ndarray], codec: str = "libx264") -> Path:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height = size
+        s.pix_fmt = "yuv420p" if codec == "libx264" else "bgr24"
+        s.codec_context.time_base = Fraction(1, 25)
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            if codec != "libx264":
+                f = f.reformat(format="bgr24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_odd_pictures_read_no_invented_text(encoder, tmp_path: Path) -> None:
+    from textads import Overlay, _draw
+
+    from transitions import load_source
+
+    src = load_source(0)
+    d = tmp_path / "odd"
+    d.mkdir()
+    import cv2
+
+    big = cv2.resize(src[40], (3840, 2160))
+    big = _draw(big, [Overlay("SUMMER SALE", 160, 0.1, 0.1, (255, 255, 0), band=(0, 0, 0))])
+    _write(d / "uhd.mp4", (3840, 2160), [big] * 4)
+    _write(d / "strip.mp4", (1280, 16), [cv2.resize(src[40], (1280, 16))] * 25)
+    _write(d / "pixel.avi", (64, 1), [np.full((1, 64, 3), 8 * i, np.uint8) for i in range(25)], codec="rawvideo")
+    shutil.copy(DATA / "tree.avi", d / "tree.avi")  # real footage without words
+    rep = index_paths([d], tmp_path / "s", encoder=encoder, ocr=True)
+    assert rep.indexed == 4 and rep.failed == 0 and not rep.text_notes
+    rows = ocr_lines(tmp_path / "s")
+    with read_connection(tmp_path / "s") as con:
+        names = dict(con.execute("SELECT video_id, name FROM videos").fetchall())
+    assert {names[r["video_id"]] for r in rows} <= {"uhd.mp4"}
+    assert [r["text_norm"] for r in rows] == ["summersale"]
+
+
+def test_cli_search_ocr_json_and_info(store, tmp_path: Path) -> None:
+    env = env_for_cli(tmp_path, store)
+    out = subprocess.run([sys.executable, "-m", "archive.cli", "search", "--ocr", "Drink responsibly!", "--ocr",
+                          "0800 999 000", "--top", "2", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    first, second = [json.loads(x) for x in out.stdout.splitlines()]
+    assert first["kind"] == "ocr" and first["query"] == "Drink responsibly!"
+    r = first["results"][0]
+    assert r["present"] and Path(r["video"]).name == "text_ad0.mp4" and r["first_seen_s"] == pytest.approx(5.0)
+    assert r["segments"][0]["text"].lower().replace(" ", "") == "drinkresponsibly"
+    assert not any(x["present"] for x in second["results"])
+    bad = subprocess.run([sys.executable, "-m", "archive.cli", "search", "--ocr", "?!"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "letters or digits" in bad.stderr and "Traceback" not in bad.stderr
+    info = subprocess.run([sys.executable, "-m", "archive.cli", "info", "--json"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    d = json.loads(info.stdout)
+    assert d["ocr"] is True and d["text_lines"] > 0 and d["text_videos"] == 3
