@@ -30,6 +30,7 @@ from search import evaluate as evaluate_mod
 from search import labels as labels_mod
 from search.evaluate import Calibration, EvalReport
 from search.labels import LabelSummary, VideoClass
+from search.ocrsearch import check_phrase
 from search.query import QueryResult, Searcher
 from search.shards import ShardedSearcher
 from search.sql import SqlResult, run_sql
@@ -115,9 +116,10 @@ class Archive:
         )
         if report.encoder is not None:
             self._encoder = report.encoder  # the model is loaded once per Archive
-        if report.indexed_ids and read_labels(self.store):
-            with Writer(self.store) as w:  # label tables follow the new videos (theirs only)
-                self._refresh_labels(w, report.indexed_ids)
+        changed = report.indexed_ids + report.text_ids
+        if changed and read_labels(self.store):
+            with Writer(self.store) as w:  # label tables follow the new videos and new text (theirs only)
+                self._refresh_labels(w, changed)
         return report
 
     def _refresh_labels(self, writer: Writer, video_ids: Sequence[int] | None = None) -> None:
@@ -154,13 +156,16 @@ class Archive:
         self._encoder = searcher.loaded_encoder or self._encoder  # kept for later calls
         return results
 
-    def label_add(self, name: str, prompts: Sequence[str] = (), threshold: float | None = None) -> int:
+    def label_add(self, name: str, prompts: Sequence[str] = (), threshold: float | None = None,
+                  ocr: Sequence[str] = ()) -> int:
         """Save a label (a category) and materialise its answers for every video.
 
         Args:
             name: the label's name (no commas).
             prompts: texts that describe it (default: the name itself).
             threshold: a plain cosine cut instead of the presence rule.
+            ocr: written words that show it too (a store indexed with ``--ocr``): it is present
+                where the picture or the words are; each segment says which found it.
 
         Returns:
             How many videos show it.
@@ -169,10 +174,13 @@ class Archive:
         if not name or "," in name:
             raise ArchiveError(f"label name {name!r}: give a non-empty name without commas.")
         prompts = [p.strip() for p in prompts if p and p.strip()] or [name]
+        words = [w.strip() for w in ocr if w and w.strip()]
+        for w in words:
+            check_phrase(w)
         read_meta(self.store)  # StoreNotFound before anything else
         self._texts()  # ModelLoadError before the label is saved
         with Writer(self.store) as w:
-            w.save_label(name, prompts, threshold)
+            w.save_label(name, prompts, threshold, words)
             self._refresh_labels(w)
         return next(lab.videos_present for lab in self.labels() if lab.name == name)
 

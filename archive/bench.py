@@ -41,13 +41,14 @@ def peak_rss_mb() -> float:
 def bench_index(
     paths: Sequence[str], model: str, pretrained: str, fps: float = settings.DEFAULT_FPS,
     batch_size: int = settings.DEFAULT_BATCH, precision: str = settings.DEFAULT_PRECISION, naive: bool = False,
-    shots: str | None = None, ray_workers: int | None = None,
+    shots: str | None = None, ray_workers: int | None = None, ocr: bool = False,
 ) -> dict[str, Any]:
     """Index ``paths`` into a temporary store and time it; with ``naive``, also time the naive
     per-frame loop (OpenCV reads every frame, keeps every Nth, PIL, fp32 batches of 32) on the
     same files and model. ``shots``: the shot detector (``fast``, ``transnet``, ``auto``).
     ``ray_workers``: run the per-video work on that many workers of a local Ray runtime (the wall
-    time then includes starting Ray and loading the model on the workers)."""
+    time then includes starting Ray and loading the model on the workers). ``ocr``: then index the
+    same files again into another temporary store with on-screen text read, and compare."""
     from indexer.encoder import Encoder
     from indexer.pipeline import index_paths
 
@@ -87,12 +88,39 @@ def bench_index(
                      "embed": round(st.embed, 3), "write": round(st.write, 3)},
         "bytes_per_frame": round(store_bytes / rep.frames, 1) if rep.frames else None,
     }
+    if ocr:
+        out["ocr"] = _ocr_run(paths, enc, fps, batch_size, shots, rep.wall_s)
     if naive:
         nv = naive_loop(paths, model, pretrained, fps)
         out["naive"] = nv
         out["speedup_vs_naive"] = round(nv["wall_s"] / rep.wall_s, 2) if rep.wall_s else None
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
+
+
+def _ocr_run(paths: Sequence[str], enc: Any, fps: float, batch_size: int, shots: str | None,
+             plain_wall_s: float) -> dict[str, Any]:
+    """The same index run with on-screen text read (``--ocr``), against the run without it."""
+    from indexer import ocr as ocrmod
+    from indexer.pipeline import index_paths
+
+    t0 = time.perf_counter()
+    ocrmod.engine(settings.ocr_side())  # loaded once per process, like the model: timed apart
+    load_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = index_paths(paths, tmp, encoder=enc, fps=fps, batch_size=batch_size, shots=shots, ocr=True)
+    st = rep.stages
+    return {
+        "wall_s": round(rep.wall_s, 3), "wall_s_without": round(plain_wall_s, 3),
+        "ratio": round(rep.wall_s / plain_wall_s, 2) if plain_wall_s else None,
+        "ocr_load_s": round(load_s, 3), "ocr_side": settings.ocr_side(),
+        "frames": rep.frames, "frames_read": st.ocr_frames, "text_lines": rep.text_lines,
+        "not_read": len(rep.text_notes),
+        # the OCR runs in the decoding threads: its seconds overlap the model's
+        "stages_s": {"decode": round(st.decode, 3), "preprocess": round(st.preprocess, 3), "ocr": round(st.ocr, 3),
+                     "embed": round(st.embed, 3), "write": round(st.write, 3)},
+        "ocr_s_per_frame_read": round(st.ocr / st.ocr_frames, 3) if st.ocr_frames else None,
+    }
 
 
 def naive_loop(paths: Sequence[str], model: str, pretrained: str, fps: float) -> dict[str, Any]:

@@ -225,13 +225,22 @@ def label_add(
     threshold: Optional[float] = typer.Option(
         None, "--threshold", help="A plain cosine cut instead of the presence rule.", show_default=False
     ),
+    ocr: Optional[List[str]] = typer.Option(
+        None, "--ocr", metavar="WORDS",
+        help="Written words that show it too (a store indexed with --ocr): present where the picture or the words "
+        "are; segments.found_by says which. Repeatable.", show_default=False),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Save a label and work out, from the stored vectors, where it appears in every video."""
+    from indexer.store import read_meta  # noqa: PLC0415
+
     from .render import err, esc  # noqa: PLC0415
 
     arc = _archive(store)
-    n = _call(lambda: arc.label_add(name, prompt or [], threshold))
+    n = _call(lambda: arc.label_add(name, prompt or [], threshold, ocr or []))
+    if ocr and read_meta(arc.store).get("ocr") != "1":
+        err.print("[yellow]warning:[/] this store has no on-screen text yet: its --ocr words find nothing until "
+                  "`archive index FOLDER --ocr` reads it (labels follow).", highlight=False)
     err.print(f"label [bold]{esc(name)}[/]: present in {n} video{'s' if n != 1 else ''}. "
               "See `archive sql \"SELECT * FROM video_labels\"`.", highlight=False)
 
@@ -382,6 +391,8 @@ def bench(
     ),
     index: bool = typer.Option(False, "--index", help="Time a real index run of PATHS (into a temporary store)."),
     naive: bool = typer.Option(False, "--naive", help="With --index: also time the naive per-frame loop."),
+    bench_ocr: bool = typer.Option(
+        False, "--ocr", help="With --index: index the files again with on-screen text read (--ocr) and compare."),
     frames: int = typer.Option(0, "--frames", help="Build a synthetic store of N frames and time queries on it."),
     queries: int = typer.Option(20, "--queries", help="Text queries to time with --frames (0: only build the store)."),
     shards: Optional[int] = typer.Option(
@@ -451,9 +462,11 @@ def bench(
     if index:
         if bench_ray_workers is not None and bench_ray_workers < 1:
             _fail(f"--ray-workers {bench_ray_workers}: give at least 1.", 2)
+        if bench_ocr and bench_ray_workers is not None:
+            _fail("--ocr compares in-process runs: leave out --ray-workers.", 2)
         results.append(_call(lambda: b.bench_index([str(p) for p in index_paths], model, pretrained, fps,
                                                    precision=precision, naive=naive, shots=shots,
-                                                   ray_workers=bench_ray_workers)))
+                                                   ray_workers=bench_ray_workers, ocr=bench_ocr)))
     if shards is not None and (shards < 2 or frames < 2 * shards or queries < 2 or keep is not None):
         _fail("--shards K needs K >= 2, --frames N of at least 2K, --queries of at least 2, and no --keep.", 2)
     if frames > 0 and shards is not None:

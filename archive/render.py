@@ -127,7 +127,8 @@ def print_labels(labels: Sequence[Any], as_json: bool) -> None:
             rule = (f"calibrated: cosine >= {lab.threshold:.4f} ({aim}; P {c.precision:.2f} R {c.recall:.2f} "
                     f"on {c.videos} judged videos, {c.positives} present; "
                     f"{c.calibrated_at:%Y-%m-%d})")
-        t.add_row(esc(lab.name), esc("; ".join(lab.prompts)), esc(rule), str(lab.videos_present), f"{lab.seconds:.2f}")
+        words = f"; written: {', '.join(lab.ocr)}" if lab.ocr else ""
+        t.add_row(esc(lab.name), esc("; ".join(lab.prompts) + words), esc(rule), str(lab.videos_present), f"{lab.seconds:.2f}")
     out.print(t)
 
 

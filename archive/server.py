@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer import settings
 from indexer.errors import ArchiveError, QueryError, StoreError, StoreNotFound
-from indexer.store import list_videos, read_thumbnail, store_info, video_detail, video_path
+from indexer.store import list_videos, ocr_lines, read_meta, read_thumbnail, store_info, video_detail, video_path
 from search.labels import list_labels
 from search.query import Searcher
 from search.shards import ShardedSearcher
@@ -93,6 +93,10 @@ def create_app(store: str | os.PathLike[str] | list[str | os.PathLike[str]], dev
         if several:
             for r in out["results"]:
                 r["store_index"] = index_of.get(r.get("store", ""), 0)
+        for k, st in enumerate(stores):  # the text read on screen in each segment, where there is text
+            mine = [r for r in out["results"] if r.get("store_index", 0) == k and r["segments"]]
+            if mine:
+                _add_text_read(st, mine)
         return out
     app = FastAPI(
         title="Video archive",
@@ -143,19 +147,23 @@ def create_app(store: str | os.PathLike[str] | list[str | os.PathLike[str]], dev
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
     # -- search -----------------------------------------------------------------------------------
-    @app.get("/api/search", summary="Search by text: the same result shape as `archive search --json`")
+    @app.get("/api/search", summary="Search by text, or by words written on screen (ocr): the shape of `archive search --json`")
     def search(
-        q: str = Query(..., description="The text to search for, e.g. 'a beach'."),
+        q: Optional[str] = Query(None, description="The text to search for, e.g. 'a beach'."),
+        ocr: Optional[str] = Query(None, description="Instead of q: words written on screen, e.g. 'drink responsibly' "
+                                                     "(a store indexed with --ocr)."),
         top: int = Query(settings.DEFAULT_TOP, ge=1, le=1000, description="Videos to return, best first."),
         video: Optional[list[str]] = Query(None, description="Only these indexed files, folders or names."),
         threshold: Optional[float] = Query(None, ge=-1.0, le=1.0, description="A plain cosine cut instead of the rule."),
         merge_gap: float = Query(0.0, ge=0.0, description="Join segments at most this many seconds apart."),
         min_duration: float = Query(0.0, ge=0.0, description="Drop shorter segments (seconds)."),
     ) -> dict[str, Any]:
+        if (q is None) == (ocr is None):
+            raise QueryError("give q (a text to search for) or ocr (words written on screen), one of the two.")
         t0 = time.perf_counter()
         with lock:
-            [res] = s.search([q], videos=video, top=top, threshold=threshold, merge_gap_s=merge_gap,
-                             min_duration_s=min_duration)
+            [res] = s.search([q] if q is not None else [], videos=video, top=top, threshold=threshold,
+                             merge_gap_s=merge_gap, min_duration_s=min_duration, ocr=[ocr] if ocr is not None else [])
         return result(res, t0)
 
     @app.post(
@@ -206,7 +214,7 @@ def create_app(store: str | os.PathLike[str] | list[str | os.PathLike[str]], dev
             r["playable"] = _playable(r)
         return {"videos": rows}
 
-    @app.get("/api/videos/{video_id}", summary="One video: its shots, label segments and any failure note")
+    @app.get("/api/videos/{video_id}", summary="One video: its shots, label segments, text lines read and any failure note")
     def video(video_id: int = Path_(..., ge=0, le=ID), store: int = store_q) -> dict[str, Any]:
         v = video_detail(store_dir(store), video_id)
         if v is None:
@@ -263,14 +271,16 @@ def create_app(store: str | os.PathLike[str] | list[str | os.PathLike[str]], dev
             labels = tagged([{"name": lab.name, **lab.to_dict()} for lab in list_labels(st)], k)
             parts.append({"store": str(st.resolve()), "videos": info.videos, "frames": info.frames,
                           "seconds": round(info.seconds, 3), "model": info.model, "pretrained": info.pretrained,
-                          "dim": info.dim, "bytes": info.bytes, "failures": info.failures, "labels": labels})
+                          "dim": info.dim, "bytes": info.bytes, "failures": info.failures, "ocr": info.ocr,
+                          "text_lines": info.text_lines, "labels": labels})
         if not several:
             return parts[0]
         out = {"store": os.pathsep.join(p["store"] for p in parts), "model": parts[0]["model"],
                "pretrained": parts[0]["pretrained"], "dim": parts[0]["dim"],
                "labels": [lab for p in parts for lab in p["labels"]]}
-        for key in ("videos", "frames", "seconds", "bytes", "failures"):
+        for key in ("videos", "frames", "seconds", "bytes", "failures", "text_lines"):
             out[key] = sum(p[key] for p in parts)
+        out["ocr"] = any(p["ocr"] for p in parts)
         out["seconds"] = round(out["seconds"], 3)
         out["stores"] = [{k: v for k, v in p.items() if k != "labels"} | {"store_index": i} for i, p in enumerate(parts)]
         return out
@@ -301,6 +311,20 @@ def _check_image(body: bytes, name: str) -> None:
             im.verify()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise QueryError(f"{name}: not a readable image; upload a PNG, JPEG or WebP file.") from exc
+
+
+def _add_text_read(store: Path, results: list[dict[str, Any]]) -> None:
+    """Give each segment of ``results`` (one store's) ``text_read``: the lines on screen during it."""
+    if read_meta(store).get("ocr") != "1":
+        return
+    lines: dict[int, list[dict[str, Any]]] = {}
+    for row in ocr_lines(store, sorted({r["video_id"] for r in results})):
+        lines.setdefault(row["video_id"], []).append(row)
+    for r in results:
+        for seg in r["segments"]:
+            seg["text_read"] = list(dict.fromkeys(
+                ln["text"] for ln in lines.get(r["video_id"], [])
+                if ln["start_s"] < seg["end_s"] and ln["end_s"] > seg["start_s"]))
 
 
 def _result(res: Any, t0: float) -> dict[str, Any]:

@@ -216,6 +216,7 @@ def add_text(writer: Writer, paths: Sequence[str], engine: "ocrmod.OcrEngine", p
             report.stages.ocr_frames += n_read
             report.text_lines += len(lines)
             report.text_added += 1
+            report.text_ids.append(todo.video_id)
             continue
         writer.note_failure(todo.path, why)
         report.text_notes.append((todo.path, why))

@@ -77,6 +77,7 @@ class IndexReport:
     segments_merged: int = 0  # vector segments merged after the run
     text_lines: int = 0  # on-screen text lines read this run
     text_added: int = 0  # already indexed videos whose text was read this run
+    text_ids: list[int] = field(default_factory=list)  # ... their video ids
     text_notes: list[tuple[str, str]] = field(default_factory=list)  # (path, why its text was not read)
     ocr: bool = False  # this run read on-screen text
     encoder: Any = field(default=None, repr=False, compare=False)  # the model the run loaded, to reuse

@@ -26,6 +26,7 @@ from indexer.store import (
 
 from . import presence
 from .query import Rule, rank, resolve_scope
+from .timeline import Segment
 from .scan import Scanner, background_term
 
 SOMETHING_ELSE = "something else"
@@ -39,6 +40,7 @@ class LabelSummary:
     videos_present: int = 0
     seconds: float = 0.0
     calibration: LabelCalibration | None = None  # set when the threshold was calibrated on a truth file
+    ocr: list[str] = field(default_factory=list)  # written words that show it too
 
     @property
     def rule(self) -> str:
@@ -47,7 +49,7 @@ class LabelSummary:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.calibration
-        return {"label": self.name, "prompts": self.prompts, "threshold": self.threshold, "rule": self.rule,
+        return {"label": self.name, "prompts": self.prompts, "ocr": self.ocr, "threshold": self.threshold, "rule": self.rule,
                 "videos_present": self.videos_present, "seconds": round(self.seconds, 3),
                 "calibration": None if c is None else {
                     "precision": round(c.precision, 4), "recall": round(c.recall, 4), "judged_videos": c.videos,
@@ -101,12 +103,57 @@ def label_results(store_dir: str | os.PathLike[str], encoder: Encoder,
     rules = [rule_of(lab) for lab in labels]
     results = rank(table, raw, bg_lse, [lab.name for lab in labels], ["text"] * len(labels), rules, top=None)
     for lab, res in zip(labels, results):
+        words = written(store_dir, lab.ocr, sorted({r.video_id for r in res.results})) if lab.ocr else {}
         for r in res.results:
-            out.videos.append(VideoLabelRow(r.video_id, lab.name, r.present, r.first_seen_s, r.duration_s,
-                                            len(r.segments), r.best_s, r.score,
-                                            rule_name(lab.threshold, lab.calibration)))
-            out.segments.extend(SegmentRow(lab.name, r.video_id, s.start_s, s.end_s, s.peak_score)
-                                for s in r.segments)
+            segs = combine(r.segments, words.get(r.video_id, []))
+            first = segs[0].start_s if segs else None
+            best = r.best_s if r.present or not segs else segs[0].start_s  # words alone: where first read
+            out.videos.append(VideoLabelRow(r.video_id, lab.name, bool(segs), first, sum(s.end_s - s.start_s for s in segs),
+                                            len(segs), best, r.score, rule_name(lab.threshold, lab.calibration)))
+            out.segments.extend(SegmentRow(lab.name, r.video_id, s.start_s, s.end_s, s.peak_score, s.found_by)
+                                for s in segs)
+    return out
+
+
+@dataclass
+class _Span:
+    start_s: float
+    end_s: float
+    peak_score: float
+    found_by: str
+
+
+def written(store_dir: str | os.PathLike[str], phrases: Sequence[str], video_ids: Sequence[int]) -> dict[int, list[Segment]]:
+    """Per video, the segments where any of ``phrases`` is read on screen (:mod:`search.ocrsearch`)."""
+    from .ocrsearch import search_text  # noqa: PLC0415
+
+    out: dict[int, list[Segment]] = {}
+    for res in search_text(store_dir, phrases, list(video_ids), None):
+        for r in res.results:
+            out.setdefault(r.video_id, []).extend(r.segments)
+    return out
+
+
+def combine(picture: Sequence[Segment], text: Sequence[Segment]) -> list[_Span]:
+    """A label's segments in one video: where the picture or the written words are found, joined
+    where they overlap or touch; each says what found it (picture, text or both). A joined
+    segment's ``peak_score`` is the picture's best cosine in it (a text-only one: the words'
+    similarity, 0-1)."""
+    spans = sorted([(s.start_s, s.end_s, s.peak_score, "picture") for s in picture]
+                   + [(s.start_s, s.end_s, s.peak_score, "text") for s in text])
+    out: list[_Span] = []
+    for a, b, peak, by in spans:
+        if out and a <= out[-1].end_s + 1e-6:
+            cur = out[-1]
+            cur.end_s = max(cur.end_s, b)
+            if cur.found_by != by:
+                if by == "picture":
+                    cur.peak_score = peak if cur.found_by == "text" else max(cur.peak_score, peak)
+                cur.found_by = "both"
+            elif by == "picture" or cur.found_by == "text":
+                cur.peak_score = max(cur.peak_score, peak)
+        else:
+            out.append(_Span(a, b, peak, by))
     return out
 
 
@@ -124,7 +171,7 @@ def list_labels(store_dir: str | os.PathLike[str]) -> list[LabelSummary]:
     for lab in read_labels(store_dir):
         st = stats.get(lab.name)
         out.append(LabelSummary(lab.name, lab.prompts, lab.threshold,
-                                st.videos_present if st else 0, st.seconds if st else 0.0, lab.calibration))
+                                st.videos_present if st else 0, st.seconds if st else 0.0, lab.calibration, lab.ocr))
     return out
 
 
@@ -138,8 +185,9 @@ def classify(
 
     Every non-blank sample is given to the label whose ensemble scores highest against it, under
     CLIP's softmax over the labels and the background prompts; a sample the backgrounds win goes
-    to "something else". A label's share is its samples' screen time over the video's non-blank
-    screen time; ``best`` is the class with the largest share.
+    to "something else"; a sample where a label's written words (``--ocr``) are read goes to that
+    label. A label's share is its samples' screen time over the video's non-blank screen time;
+    ``best`` is the class with the largest share.
 
     Raises:
         QueryError: no labels saved, or an unknown label name.
@@ -163,6 +211,17 @@ def classify(
     m = bgl.max(axis=1, keepdims=True) if bgl.size else np.zeros((len(scores), 1))
     other = (m + np.log(np.exp(bgl - m).sum(axis=1, keepdims=True))) if bgl.size else np.full((len(scores), 1), -np.inf)
     winner = np.argmax(np.concatenate([lab, other], axis=1), axis=1)
+    # a sample where a label's written words are read goes to that label (to the likeliest of several)
+    read = np.zeros(lab.shape, bool)
+    for k, n in enumerate(names):
+        if saved[n].ocr:
+            for vid, segs in written(store_dir, saved[n].ocr, sorted(set(table.videos))).items():
+                sel = table.video_id == vid
+                for sg in segs:
+                    read[:, k] |= sel & (table.ts_s < sg.end_s) & (table.end_s > sg.start_s)
+    if read.any():
+        rows = read.any(axis=1)
+        winner[rows] = np.argmax(np.where(read[rows], lab[rows], -np.inf), axis=1)
     classes = names + [SOMETHING_ELSE]
     dur = table.end_s - table.ts_s
     out: list[VideoClass] = []

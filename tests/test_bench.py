@@ -41,6 +41,26 @@ def test_bench_index_and_query_report_json(tmp_path):
     assert qry["bytes_per_frame"] == pytest.approx(qry["bytes_on_disk"] / 3000, abs=0.051)
 
 
+def test_bench_index_ocr_compares_runs_with_and_without_text(tmp_path):
+    from indexer import ocr as ocrmod
+
+    if not ocrmod.available():
+        pytest.skip("rapidocr-onnxruntime is not installed")
+    import textads
+
+    ads = textads.make_text_ads(tmp_path / "ads", {"a.mp4": textads.PLAN["text_ad0.mp4"]})
+    env = env_for_cli(tmp_path)
+    p = subprocess.run(ARCHIVE + ["bench", "--index", str(ads["a.mp4"].path), "--ocr", "--model", TEST_MODEL, "--json"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    o = json.loads(p.stdout)["ocr"]
+    assert o["text_lines"] == len(ads["a.mp4"].shown) and o["not_read"] == 0
+    # read: the first sample of each of the 4 shots at least, never more samples than there are
+    assert len(ads["a.mp4"].shots) <= o["frames_read"] <= o["frames"]
+    assert o["ratio"] == pytest.approx(o["wall_s"] / o["wall_s_without"], rel=5e-3, abs=0.011)
+    assert set(o["stages_s"]) == {"decode", "preprocess", "ocr", "embed", "write"} and o["stages_s"]["ocr"] > 0
+
+
 def test_bench_needs_something_to_measure(tmp_path):
     p = subprocess.run(ARCHIVE + ["bench"], env=env_for_cli(tmp_path), capture_output=True, text=True)
     assert p.returncode == 2 and "--index" in p.stderr

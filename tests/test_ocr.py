@@ -250,3 +250,83 @@ def test_cli_search_ocr_json_and_info(store, tmp_path: Path) -> None:
                           text=True, timeout=300)
     d = json.loads(info.stdout)
     assert d["ocr"] is True and d["text_lines"] > 0 and d["text_videos"] == 3
+
+
+def test_labels_see_names_and_say_what_found_them(ads, store, encoder, tmp_path: Path) -> None:
+    from archive import Archive
+    from search.labels import combine
+    from search.timeline import Segment
+
+    d = tmp_path / "s"
+    shutil.copytree(store, d)
+    arc = Archive(d)
+    arc._encoder = encoder
+    assert arc.label_add("heineken", ["a green beer bottle"], ocr=["heineken"]) == 1
+    with read_connection(d) as con:
+        segs = con.execute("SELECT v.name, s.start_s, s.end_s, s.found_by FROM segments s JOIN videos v "
+                           "USING (video_id) WHERE label = 'heineken'").fetchall()
+        vl = con.execute("SELECT v.name, l.present, l.first_seen_s, l.duration_s FROM video_labels l JOIN videos v "
+                         "USING (video_id) WHERE label = 'heineken' AND present").fetchall()
+    (start, end), = ads["text_ad0.mp4"].shown["Heineken"]
+    assert segs == [("text_ad0.mp4", pytest.approx(start), pytest.approx(end), "text")]
+    assert vl == [("text_ad0.mp4", True, pytest.approx(start), pytest.approx(end - start))]
+    [lab] = [x for x in arc.labels() if x.name == "heineken"]
+    assert lab.ocr == ["heineken"] and lab.to_dict()["ocr"] == ["heineken"]
+    shares = {Path(c.video).name: c.shares["heineken"] for c in arc.classify()}
+    assert shares["text_ad0.mp4"] == pytest.approx((end - start) / ads["text_ad0.mp4"].duration_s, abs=0.01)
+    assert shares["text_ad1.mp4"] == 0
+    # picture and words: joined where they overlap, each part saying what found it
+    got = combine([Segment(0.0, 1.0, 0.31), Segment(4.0, 6.0, 0.30)], [Segment(5.0, 7.0, 0.95), Segment(9.0, 9.5, 1.0)])
+    assert [(g.start_s, g.end_s, g.found_by, g.peak_score) for g in got] == [
+        (0.0, 1.0, "picture", 0.31), (4.0, 7.0, "both", 0.30), (9.0, 9.5, "text", 1.0)]
+
+
+def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path: Path) -> None:
+    from test_server import chromium, get, start_server, stop
+
+    p, url = start_server(store, tmp_path)
+    try:
+        code, _, body = get(url + "api/search?ocr=0%25%20sugar")
+        res = json.loads(body)
+        assert code == 200 and res["kind"] == "ocr" and res["results"][0]["present"]
+        seg = res["results"][0]["segments"][0]
+        assert seg["text"] == "0% sugar" and "0% sugar" in seg["text_read"]
+        code, _, body = get(url + "api/search?q=a%20beach&ocr=x")
+        assert code == 400 and b"one of the two" in body
+        vid = res["results"][0]["video_id"]
+        detail = json.loads(get(url + f"api/videos/{vid}")[2])
+        assert [t["text"] for t in detail["text_lines"]][:2] == ["SUMMER SALE", "0% sugar"]
+        assert json.loads(get(url + "api/stats")[2])["ocr"] is True
+
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1100, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(url + "?ocr=terms%20apply")
+                page.wait_for_selector(".result .texts")
+                assert "the words “terms apply” on screen" in page.locator("#status").inner_text()
+                first = page.locator(".result").first
+                assert "text_ad2.mp4" in first.locator("h3").inner_text()
+                assert "“Terms apply”" in first.locator(".texts").inner_text()
+                first.locator(".details").click()
+                page.wait_for_selector(".textlines li")
+                assert "video=" in page.url
+                lines = page.locator(".textlines li").all_inner_texts()
+                assert any("Terms apply" in x for x in lines) and any("Sale 49,99 EUR" in x for x in lines)
+                page.goto(url)  # typed, with "written on screen" ticked
+                page.wait_for_selector(".result")
+                page.check("#ocr-mode")
+                page.fill("#q", "limited edition")
+                page.keyboard.press("Enter")
+                page.wait_for_selector(".result .texts")
+                assert page.url.endswith("/?ocr=limited%20edition")
+                assert "Limited / edition" in page.locator(".result .texts").first.inner_text()
+                assert not errors, errors
+            finally:
+                browser.close()
+    finally:
+        stop(p)

@@ -44,7 +44,9 @@ async function loadStats() {
     const s = await api("/api/stats");
     const hours = s.seconds >= 3600 ? `${(s.seconds / 3600).toFixed(1)} h` : fmt(s.seconds);
     $("#stats").textContent = `${s.videos} videos · ${s.frames.toLocaleString()} frames · ${hours} of video · ` +
-      `${s.model} (${s.pretrained})` + (s.failures ? ` · ${s.failures} file(s) could not be indexed` : "");
+      `${s.model} (${s.pretrained})` + (s.failures ? ` · ${s.failures} file(s) could not be indexed` : "") +
+      (s.ocr ? ` · ${s.text_lines.toLocaleString()} lines of text read on screen` : "");
+    $("#ocr-label").hidden = !s.ocr;
     const list = $("#label-list");
     list.replaceChildren(...s.labels.map((l) => {
       const c = l.calibration;
@@ -102,6 +104,26 @@ function timeline(r) {
   return [bar, el("div", { class: "axis muted", "aria-hidden": "true" }, el("span", {}, "0"), el("span", {}, fmt(total)))];
 }
 
+function textRead(r) {
+  // the words read on screen in the matching segments (a written-word query: what matched)
+  const items = [];
+  for (const s of r.segments) {
+    const texts = s.text ? [s.text] : (s.text_read || []);
+    if (texts.length) {
+      items.push(el("button", { type: "button", class: "textline", onclick: () => play(r.store_index, r.video_id, s.start_s),
+        "aria-label": `Play from ${fmt(s.start_s)}` }, `${fmt(s.start_s)}: `, texts.map((t) => `“${t}”`).join(", ")));
+    }
+  }
+  return items.length ? el("p", { class: "texts" }, readLabel(items.length), ...items) : null;
+}
+
+function readLabel(n) { return `Read on screen (${n} segment${n === 1 ? "" : "s"}): `; }
+
+function detailsLink(si, id, name) {
+  return el("a", { href: `/?video=${id}${si ? `&store=${si}` : ""}`, class: "details",
+    onclick: (e) => { e.preventDefault(); showVideo(si, id, true); } }, `details of ${name}`);
+}
+
 function resultCard(r) {
   const name = basename(r.video);
   const facts = r.present
@@ -117,7 +139,9 @@ function resultCard(r) {
       el("p", { class: "path muted" }, r.store ? `${r.video} (store ${r.store})` : r.video),
       el("p", { class: "facts" }, facts, el("span", { class: "muted" }, ` · score ${r.score.toFixed(3)}`)),
       timeline(r),
-      labelChips(r.store_index, r.video_id)));
+      textRead(r),
+      labelChips(r.store_index, r.video_id),
+      detailsLink(r.store_index, r.video_id, name)));
 }
 
 function videoCard(v) {
@@ -128,14 +152,40 @@ function videoCard(v) {
       el("p", { class: "path muted" }, v.store ? `${v.path} (store ${v.store})` : v.path),
       el("p", { class: "facts" }, `${fmt(v.duration_s)} · ${v.width}×${v.height} · ${v.codec} · ${v.shots} shots` +
         (v.note ? ` · ${v.note}` : "")),
-      labelChips(v.store_index, v.video_id)));
+      labelChips(v.store_index, v.video_id),
+      detailsLink(v.store_index, v.video_id, v.name)));
+}
+
+async function showVideo(si, id, push = false) {
+  if (push) history.pushState({ video: id }, "", `/?video=${id}${si ? `&store=${si}` : ""}`);
+  status("Loading…");
+  try {
+    if (!videos.size) await loadVideos();
+    const v = await api(`/api/videos/${id}${sq(si)}`);
+    v.store_index = si || 0;
+    const row = videos.get(key(si, id));
+    document.title = `${v.name} – Video archive`;
+    status(`${v.name}: ${fmt(v.duration_s)}, ${v.shots.length} shots` +
+      (v.ocr_lines === null ? " · on-screen text not read" : ` · ${v.text_lines.length} line(s) of text read on screen`));
+    const lines = v.text_lines.map((t) => el("li", {},
+      el("button", { type: "button", class: "textline", onclick: () => play(si, id, t.start_s),
+        "aria-label": `Play from ${fmt(t.start_s)}` }, `${fmt(t.start_s)} – ${fmt(t.end_s)}`),
+      ` “${t.text}” `, el("span", { class: "muted" }, `(confidence ${t.confidence.toFixed(2)})`)));
+    $("#results").replaceChildren(videoCard(row || { ...v, shots: v.shots.length, thumbnail_frame_id: null }),
+      el("li", { class: "result textlines" }, el("div", { class: "body" },
+        el("h3", {}, "Text on screen"),
+        lines.length ? el("ol", { class: "lines" }, lines)
+          : el("p", { class: "muted" }, v.ocr_lines === null ? "Not read: index with --ocr." : "None read."))));
+  } catch (e) { fail(e); }
 }
 
 function showResults(res) {
   const shown = res.results.filter((r) => r.present).length;
-  const what = res.kind === "image" ? "the example image" : `“${res.query}”`;
+  const what = res.kind === "image" ? "the example image"
+    : res.kind === "ocr" ? `the words “${res.query}” on screen` : `“${res.query}”`;
   const parts = [`${shown} of ${res.results.length} videos shown contain ${what}` +
-    ` (${res.videos_searched} videos, ${res.frames_searched.toLocaleString()} frames searched in ${res.took_ms} ms)`];
+    ` (${res.videos_searched} videos, ${res.frames_searched.toLocaleString()} ${res.kind === "ocr" ? "text lines" : "frames"}` +
+    ` searched in ${res.took_ms} ms)`];
   for (const w of res.warnings || []) parts.push(el("div", { class: "muted" }, `Note: ${w}`));
   status(...parts);
   $("#results").replaceChildren(...res.results.map(resultCard));
@@ -151,17 +201,26 @@ async function browse() {
   } catch (e) { fail(e); }
 }
 
-async function search(q, push = true) {
+async function search(q, push = true, words = $("#ocr-mode").checked) {
   q = q.trim();
   if (!q) return browse();
   $("#q").value = q;
-  if (push) history.pushState({ q }, "", `/?q=${encodeURIComponent(q)}`);
+  $("#ocr-mode").checked = words;
+  const param = words ? "ocr" : "q";
+  if (push) history.pushState({ q, words }, "", `/?${param}=${encodeURIComponent(q)}`);
   document.title = `${q} – Video archive`;
-  status(`Searching for “${q}”…`);
+  status(words ? `Searching for the words “${q}” on screen…` : `Searching for “${q}”…`);
   try {
     if (!videos.size) await loadVideos();
-    showResults(await api(`/api/search?q=${encodeURIComponent(q)}`));
+    showResults(await api(`/api/search?${param}=${encodeURIComponent(q)}`));
   } catch (e) { fail(e); }
+}
+
+function route(push = false) {
+  const p = new URLSearchParams(location.search);
+  if (p.get("video") !== null) return showVideo(Number(p.get("store") || 0), Number(p.get("video")), push);
+  if (p.get("ocr")) return search(p.get("ocr"), push, true);
+  return search(p.get("q") || "", push, false);
 }
 
 async function searchImage(file) {
@@ -223,8 +282,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("keydown", (e) => {
     if (e.key === "/" && document.activeElement.tagName !== "INPUT") { e.preventDefault(); $("#q").focus(); }
   });
-  window.addEventListener("popstate", () => search(new URLSearchParams(location.search).get("q") || "", false));
+  window.addEventListener("popstate", () => route(false));
   loadStats();
-  const q = new URLSearchParams(location.search).get("q");
-  if (q) search(q, false); else browse();
+  route(false);
 });

@@ -291,9 +291,9 @@ def read_labels(store_dir: str | os.PathLike[str]) -> list[LabelDef]:
     with read_connection(store_dir) as con:
         rows = con.execute(
             "SELECT label, prompts, threshold, calibrated_at, calib_precision, calib_recall, calib_videos, "
-            "calib_positives, calib_target, calib_truth FROM labels ORDER BY label").fetchall()
+            "calib_positives, calib_target, calib_truth, ocr FROM labels ORDER BY label").fetchall()
     return [LabelDef(r[0], list(r[1]), r[2], None if r[3] is None or r[2] is None else
-                     LabelCalibration(r[4], r[5], r[6], r[7], r[8], r[9], r[3])) for r in rows]
+                     LabelCalibration(r[4], r[5], r[6], r[7], r[8], r[9], r[3]), list(r[10] or [])) for r in rows]
 
 
 def label_stats(store_dir: str | os.PathLike[str]) -> dict[str, LabelStats]:
@@ -426,8 +426,11 @@ def video_detail(store_dir: str | os.PathLike[str], video_id: int) -> Row | None
             "SELECT label, present, first_seen_s, duration_s, n_segments, best_s, score, rule FROM video_labels "
             "WHERE video_id = ? ORDER BY label", [video_id]))
         v["segments"] = _records(con.execute(
-            "SELECT label, start_s, end_s, peak_score FROM segments WHERE video_id = ? ORDER BY label, start_s",
+            "SELECT label, start_s, end_s, peak_score, found_by FROM segments WHERE video_id = ? ORDER BY label, start_s",
             [video_id]))
+        v["text_lines"] = _records(con.execute(
+            "SELECT frame_id, start_s, end_s, text, confidence, x, y, w, h FROM ocr WHERE video_id = ? "
+            "ORDER BY start_s, y, x", [video_id]))
         v["failures"] = _records(con.execute("SELECT error, seen_at FROM failures WHERE path = ?", [v["path"]]))
     return v
 

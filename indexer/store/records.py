@@ -88,6 +88,7 @@ class LabelDef:
     prompts: list[str]
     threshold: float | None  # None: the presence rule
     calibration: "LabelCalibration | None" = None  # how the threshold was chosen, when calibrated
+    ocr: list[str] = field(default_factory=list)  # written words that show it too (search.ocrsearch)
 
 
 @dataclass(frozen=True)

@@ -286,12 +286,13 @@ class Writer:
         return len(vids)
 
     # -- labels ---------------------------------------------------------------------------------
-    def save_label(self, name: str, prompts: Sequence[str], threshold: float | None) -> None:
-        """Add or replace a label."""
+    def save_label(self, name: str, prompts: Sequence[str], threshold: float | None,
+                   ocr: Sequence[str] = ()) -> None:
+        """Add or replace a label (``ocr``: written words that show it too)."""
         with self._catalog() as con, transaction(con):
             con.execute("DELETE FROM labels WHERE label = ?", [name])
-            con.execute("INSERT INTO labels (label, prompts, threshold, created_at) VALUES (?, ?, ?, ?)",
-                        [name, list(prompts), threshold, now()])
+            con.execute("INSERT INTO labels (label, prompts, threshold, created_at, ocr) VALUES (?, ?, ?, ?, ?)",
+                        [name, list(prompts), threshold, now(), list(ocr) or None])
 
     def calibrate_label(self, name: str, threshold: float, cal: LabelCalibration) -> bool:
         """Give a label the threshold chosen on a truth file and record what it measured there;
