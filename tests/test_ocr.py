@@ -102,7 +102,7 @@ def test_the_ocr_table_holds_lines_with_times_and_normalised_boxes(ads, store) -
     for r in rows:
         assert 0 <= r["x"] <= 1 and 0 <= r["y"] <= 1 and 0 < r["w"] <= 1 and 0 < r["h"] <= 1
         assert r["x"] + r["w"] <= 1 + 1e-9 and r["y"] + r["h"] <= 1 + 1e-9
-        assert r["start_s"] < r["end_s"] and 0.6 <= r["confidence"] <= 1
+        assert r["start_s"] < r["end_s"] and ocrmod.MIN_CONFIDENCE <= r["confidence"] <= 1
         assert frames[r["frame_id"]] == r["video_id"]  # its frame is one of its video's
     assert sum(lines.values()) == len(rows) and set(lines) == set(ads)
     heineken = next(r for r in rows if r["text_norm"] == "heineken")
@@ -290,12 +290,12 @@ def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path
         res = json.loads(body)
         assert code == 200 and res["kind"] == "ocr" and res["results"][0]["present"]
         seg = res["results"][0]["segments"][0]
-        assert seg["text"] == "0% sugar" and "0% sugar" in seg["text_read"]
+        assert ocrmod.normalize(seg["text"]) == "0sugar" and seg["text"] in seg["text_read"]
         code, _, body = get(url + "api/search?q=a%20beach&ocr=x")
         assert code == 400 and b"one of the two" in body
         vid = res["results"][0]["video_id"]
         detail = json.loads(get(url + f"api/videos/{vid}")[2])
-        assert [t["text"] for t in detail["text_lines"]][:2] == ["SUMMER SALE", "0% sugar"]
+        assert [ocrmod.normalize(t["text"]) for t in detail["text_lines"]][:2] == ["summersale", "0sugar"]
         assert json.loads(get(url + "api/stats")[2])["ocr"] is True
 
         from playwright.sync_api import sync_playwright
@@ -311,12 +311,13 @@ def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path
                 assert "the words “terms apply” on screen" in page.locator("#status").inner_text()
                 first = page.locator(".result").first
                 assert "text_ad2.mp4" in first.locator("h3").inner_text()
-                assert "“Terms apply”" in first.locator(".texts").inner_text()
+                assert "terms" in first.locator(".texts").inner_text().lower()
                 first.locator(".details").click()
                 page.wait_for_selector(".textlines li")
                 assert "video=" in page.url
                 lines = page.locator(".textlines li").all_inner_texts()
-                assert any("Terms apply" in x for x in lines) and any("Sale 49,99 EUR" in x for x in lines)
+                flat = [ocrmod.normalize(x) for x in lines]
+                assert any("termsapply" in x for x in flat) and any("sale4999eur" in x for x in flat)
                 page.goto(url)  # typed, with "written on screen" ticked
                 page.wait_for_selector(".result")
                 page.check("#ocr-mode")
@@ -324,7 +325,7 @@ def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path
                 page.keyboard.press("Enter")
                 page.wait_for_selector(".result .texts")
                 assert page.url.endswith("/?ocr=limited%20edition")
-                assert "Limited / edition" in page.locator(".result .texts").first.inner_text()
+                assert "“Limited / edition”" in page.locator(".result .texts").first.inner_text()
                 assert not errors, errors
             finally:
                 browser.close()
