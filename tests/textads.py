@@ -4,7 +4,9 @@ built-in scalable font, in varied sizes, colours and positions, some on a plain 
 straight on the moving picture. The truth is where each phrase is on screen (seconds).
 
 H.264 MP4s at 25 fps written with PyAV; times come from frame indexes (frame ``i`` has pts ``i / 25``).
-No pytest dependency: ``python tests/textads.py DIR`` writes the set the OCR benchmark uses.
+No pytest dependency: ``python tests/textads.py DIR`` writes the set the tests use;
+``python tests/textads.py --eval DIR [VIDEOS]`` writes :func:`random_plan`'s ads (random phrases on
+random shots), indexes them with ``--ocr`` and prints recall, first-seen errors and false positives.
 """
 
 from __future__ import annotations
@@ -155,7 +157,113 @@ QUERIES = {
 }
 
 
+# Words of random overlays (random_plan) and, disjoint from them, of phrases never shown.
+WORDS = ("fresh taste summer offer new only today free delivery quality since best price save online shop "
+         "original recipe premium natural ingredients limited edition available stores nationwide discover more "
+         "visit crispy golden smooth rich coffee morning energy family holiday winter classic flavour better "
+         "together light bright clean strong simple pure local farm garden").split()
+NUMBERS = ["1923", "50%", "0% fat", "9,99 EUR", "24/7", "0800 555 123", "www.brand.com", "2 for 1"]
+ABSENT_WORDS = ("zebra quantum velvet harbor violin tundra meteor saffron glacier marble orbit canyon "
+                "lantern pepper falcon").split()
+
+
+def random_plan(n_videos: int = 6, shots: int = 8, seed: int = 1) -> dict[str, list[tuple[float, list[Overlay]]]]:
+    """Ads of ``shots`` shots of 1.2-3 s; about 60% of shots get a phrase of 1-3 words (or a number,
+    URL or price) at 20-44 px, in a random colour and place, on a band or straight on the picture,
+    from the shot's start or (one in three) from 0.6 s into it. Every phrase is shown once."""
+    rng = np.random.default_rng(seed)
+    used: set[str] = set()
+    plan: dict[str, list[tuple[float, list[Overlay]]]] = {}
+    for v in range(n_videos):
+        ad: list[tuple[float, list[Overlay]]] = []
+        for _ in range(shots):
+            sec = float(rng.uniform(1.2, 3.0))
+            overlays = []
+            if rng.random() < 0.6:
+                while True:
+                    if rng.random() < 0.2:
+                        text = str(rng.choice(NUMBERS))
+                    else:
+                        text = " ".join(str(w) for w in rng.choice(WORDS, size=int(rng.integers(1, 4)), replace=False))
+                        text = text.upper() if rng.random() < 0.3 else text.capitalize()
+                    if text.lower() not in used and all(text.lower() not in u and u not in text.lower() for u in used):
+                        used.add(text.lower())
+                        break
+                px = int(rng.integers(20, 45))
+                band = tuple(int(c) for c in rng.integers(0, 256, 3)) if rng.random() < 0.5 else None
+                colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+                if band is not None and abs(sum(colour) - sum(band)) < 250:  # keep the words legible on their band
+                    colour = (255, 255, 255) if sum(band) < 384 else (0, 0, 0)
+                if band is None:  # straight on the picture: light or dark, like real supers
+                    colour = (255, 255, 255) if rng.random() < 0.6 else (255, 220, 0)
+                width = 0.6 * px * len(text) / SIZE[0]
+                x = float(rng.uniform(0.03, max(0.04, 0.97 - width)))
+                y = float(rng.uniform(0.05, 0.85))
+                overlays.append(Overlay(text, px, x, y, colour, band, 0.6 if rng.random() < 1 / 3 else 0.0))
+            ad.append((sec, overlays))
+        plan[f"rand_ad{v}.mp4"] = ad
+    return plan
+
+
+def absent_phrases(n: int = 20, seed: int = 2) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(str(w) for w in rng.choice(ABSENT_WORDS, size=int(rng.integers(1, 3)), replace=False))
+            for _ in range(n)]
+
+
+def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, object]:
+    """Write :func:`random_plan`'s ads, index them with ``--ocr`` (the store's default model with
+    random weights: the OCR does not depend on it) and measure ``archive search --ocr`` on them:
+    recall of the shown phrases, first-seen errors, and false positives of never-shown phrases."""
+    from indexer.pipeline import index_paths
+    from search.query import Searcher
+
+    folder = Path(folder)
+    ads = make_text_ads(folder / "ads", random_plan(n_videos, seed=seed), seed=seed)
+    rep = index_paths([a.path for a in ads.values()], folder / "store", model="ViT-B-32", pretrained="none", ocr=True)
+    shown = {p: (name, ad, spans[0]) for name, ad in ads.items() for p, spans in ad.shown.items()}
+    s = Searcher(folder / "store")
+    found, exact, late, wrong, errs, misses, by_size, off = 0, 0, [], 0, [], [], {}, []
+    starts_at_cut = 0
+    for res in s.search(ocr=list(shown), top=None):
+        name, ad, (a, b) = shown[res.query]
+        size = next(o.px for _, ovs in random_plan(n_videos, seed=seed)[name] for o in ovs if o.text == res.query)
+        hit = [r for r in res.results if r.present]
+        ok = [r for r in hit if Path(r.video).name == name]
+        wrong += len(hit) - len(ok)
+        by_size.setdefault(size // 10 * 10, [0, 0])[1] += 1
+        if not ok:
+            misses.append(res.query)
+            continue
+        found += 1
+        by_size[size // 10 * 10][0] += 1
+        err = ok[0].first_seen_s - a
+        errs.append(abs(ok[0].duration_s - (b - a)))
+        if any(abs(a - c) < 1e-9 for c, _ in ad.shots):
+            starts_at_cut += 1
+            exact += abs(err) < 1e-3
+            if abs(err) >= 1e-3:
+                off.append((res.query, name, round(a, 3), round(err, 3)))
+        else:
+            late.append(round(err, 3))
+    fp = [r.query for r in s.search(ocr=absent_phrases(), top=None) if any(x.present for x in r.results)]
+    return {"videos": len(ads), "phrases": len(shown), "found": found, "recall": round(found / len(shown), 3),
+            "missed": misses, "found_elsewhere": wrong, "absent_phrases_found": fp,
+            "first_seen_exact_at_cut": f"{exact}/{starts_at_cut}", "at_cut_not_exact": off,
+            "first_seen_late_mid_shot_s": sorted(late),
+            "duration_error_s": {"median": round(float(np.median(errs)), 3) if errs else None,
+                                 "max": round(float(np.max(errs)), 3) if errs else None},
+            "recall_by_size_px": {f"{k}-{k + 9}": f"{v[0]}/{v[1]}" for k, v in sorted(by_size.items())},
+            "index_wall_s": round(rep.wall_s, 2), "frames": rep.frames, "frames_read": rep.stages.ocr_frames,
+            "text_lines": rep.text_lines}
+
+
 if __name__ == "__main__":
-    made = make_text_ads(sys.argv[1] if len(sys.argv) > 1 else "text-ads", PLAN)
-    for ad in made.values():
-        print(ad.path, f"{ad.duration_s:.2f} s", {k: v for k, v in ad.shown.items()})
+    import json
+
+    if len(sys.argv) > 2 and sys.argv[1] == "--eval":
+        print(json.dumps(evaluate(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 6), indent=1))
+    else:
+        made = make_text_ads(sys.argv[1] if len(sys.argv) > 1 else "text-ads", PLAN)
+        for ad in made.values():
+            print(ad.path, f"{ad.duration_s:.2f} s", {k: v for k, v in ad.shown.items()})
