@@ -71,6 +71,8 @@ class IndexProgress:
             return
         if ev.kind == "plan":
             self._total_files = ev.total
+            if not ev.total:  # nothing to embed (text or thumbnails may still be added): no empty bar
+                return
             self._task = self._bar.add_task("indexing", total=max(ev.seconds, 1e-9), files=f"0/{ev.total} files")
         elif self._task is None:
             return

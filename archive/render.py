@@ -340,7 +340,7 @@ def print_report(r: IndexReport, as_json: bool) -> None:
         f"[{'red' if r.failed else 'default'}]{r.failed} failed[/]: {r.frames} frames from "
         f"{r.video_seconds:.1f} s of video in {r.wall_s:.1f} s{speed}."
     )
-    if r.ocr:
+    if r.ocr and (r.indexed or r.text_added):
         added = f"; {r.text_added} video(s) indexed before got their text (nothing re-embedded)" if r.text_added else ""
         err.print(f"on-screen text: {r.text_lines} line(s) read{added}.", highlight=False)
     for p, why in r.text_notes:
