@@ -331,3 +331,22 @@ def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path
                 browser.close()
     finally:
         stop(p)
+
+
+def test_ray_workers_read_the_same_text(ads, store, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is an optional extra")
+    from indexer.rayrun import RayOptions
+
+    from conftest import TEST_MODEL
+
+    rep = index_paths([a.path for a in ads.values()], tmp_path / "s", model=TEST_MODEL, pretrained="none", ocr=True,
+                      ray=RayOptions("local", workers=2))
+    assert rep.indexed == 3 and rep.ocr and not rep.text_notes
+
+    def lines(d: Path) -> list[tuple]:
+        with read_connection(d) as con:
+            return con.execute("SELECT v.name, o.text_norm, o.start_s, o.end_s FROM ocr o JOIN videos v USING (video_id) "
+                               "ORDER BY 1, 3, 2").fetchall()
+
+    assert lines(tmp_path / "s") == lines(store)
+    assert store_info(tmp_path / "s").ocr  # the store remembers it
