@@ -285,7 +285,23 @@ def answers(searcher: Searcher, truth: Truth, todo: Sequence[TruthQuery], labels
     search`` gives them over the whole archive), and each judged video's best non-blank cosine.
 
     A query whose example image the model cannot read is left out, and its lines become problems.
+    Written-word queries (``ocr:``) are answered from the ``ocr`` table; their "score" is the
+    closest reading's similarity (0-1), which their precision/recall sweep cuts.
     """
+    words = [q for q in todo if q.kind == "ocr"]
+    if words:
+        from .ocrsearch import search_text  # noqa: PLC0415
+
+        rest = [q for q in todo if q.kind != "ocr"]
+        got = answers(searcher, truth, rest, labels, threshold) if rest else ([], [], [])
+        res = search_text(searcher.store_dir, [q.target for q in words], sorted(truth.videos), None)
+        for r, q in zip(res, words):
+            r.query = q.query
+        best = [{v.video_id: v.score for v in r.results} for r in res]
+        by_query = dict(zip([q.query for q in got[0]] + [q.query for q in words],
+                            zip(got[1] + res, got[2] + best)))
+        order = [q for q in todo if q.query in by_query]
+        return order, [by_query[q.query][0] for q in order], [by_query[q.query][1] for q in order]
     scanner = searcher.scanner(None)
     table = scanner.table
     idx = np.flatnonzero(np.isin(table.video_id, np.asarray(truth.videos, np.int64)))

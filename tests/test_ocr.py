@@ -350,3 +350,25 @@ def test_ray_workers_read_the_same_text(ads, store, tmp_path: Path) -> None:
 
     assert lines(tmp_path / "s") == lines(store)
     assert store_info(tmp_path / "s").ocr  # the store remembers it
+
+
+def test_eval_measures_written_word_queries_on_a_truth_file(ads, store, tmp_path: Path) -> None:
+    from archive import Archive
+
+    rows = ["video,query,start_s,end_s"]
+    for name, ad in ads.items():
+        for phrase in ("Heineken", "Terms apply", "www.example.com"):
+            spans = ad.shown.get(phrase) or [("", "")]
+            rows += [f"{name},ocr:{phrase.lower()},{a},{b}" for a, b in spans]
+    rows.append("text_ad0.mp4,ocr:?!,1,2")  # no letters: a problem line, the rest is measured
+    rows.append("text_ad1.mp4,a red car,,")  # a picture query in the same file
+    truth = tmp_path / "truth.csv"
+    truth.write_text("\n".join(rows) + "\n")
+    rep = Archive(store).evaluate(truth)
+    assert any("ocr:?!" in p and "letters or digits" in p for p in rep.problems)
+    assert {q.query for q in rep.queries} == {"ocr:heineken", "ocr:terms apply", "ocr:www.example.com", "a red car"}
+    assert next(q for q in rep.queries if q.query == "a red car").kind == "text"
+    for q in [q for q in rep.queries if q.kind == "ocr"]:
+        assert q.kind == "ocr" and (q.counts.tp, q.counts.fp, q.counts.fn) == (1, 0, 0), q.query
+        hit = next(v for v in q.videos if v.truth)
+        assert hit.first_seen_s == pytest.approx(hit.true_first_s, abs=1e-3) and hit.iou == pytest.approx(1.0, abs=0.01)
