@@ -131,8 +131,8 @@ def test_text_is_added_to_an_indexed_store_without_re_embedding(ads, store, enco
     rep = index_paths(paths[:2], plain, encoder=encoder, ocr=True)
     assert rep.indexed == 0 and rep.skipped == 2 and rep.text_added == 2
     assert _vectors(plain) == before  # nothing re-embedded: same frames, same segment files
-    mine = {(r["text"], r["start_s"], r["end_s"]) for r in ocr_lines(plain)}
-    full = {(r["text"], r["start_s"], r["end_s"]) for r in ocr_lines(store) if r["video_id"] < 2}
+    mine = {(r["text_norm"], r["start_s"], r["end_s"]) for r in ocr_lines(plain)}
+    full = {(r["text_norm"], r["start_s"], r["end_s"]) for r in ocr_lines(store) if r["video_id"] < 2}
     assert mine == full  # the same lines as when read while indexing
 
     rep = index_paths(paths, plain, encoder=encoder)  # no --ocr: the store remembers it
