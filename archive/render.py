@@ -167,6 +167,10 @@ def print_eval(rep: Any, as_json: bool) -> None:
         print(dumps(rep.to_dict()))
         return
     rule = "the presence rule" if rep.threshold is None else f"cosine >= {rep.threshold:g}"
+    if any(q.kind == "ocr" for q in rep.queries):
+        from search.ocrsearch import SIMILARITY  # noqa: PLC0415
+
+        rule += f" (ocr: queries: similarity >= {SIMILARITY / 100:g} of the words read)"
     out.print(f"[bold]{esc(os.path.basename(rep.truth))}[/]: {len(rep.queries)} queries, {rep.judged_videos} judged videos, "
               f"{rep.rows} rows read" + (f", {len(rep.problems)} with problems" if rep.problems else "") + f"; answers by {rule}.",
               highlight=False, soft_wrap=True)
@@ -202,7 +206,10 @@ def print_eval(rep: Any, as_json: bool) -> None:
     out.print(t)
 
     tp = rep.sweep.target_precision
-    t = _table(f"a plain cosine cut instead: the best-F1 cut, and the lowest cut with P >= {tp:g}",
+    words = any(q.kind == "ocr" for q in rep.queries)
+    pictures = any(q.kind != "ocr" for q in rep.queries)
+    what = "cosine" if not words else "similarity" if not pictures else "cosine (ocr: queries: similarity)"
+    t = _table(f"a plain {what} cut instead: the best-F1 cut, and the lowest cut with P >= {tp:g}",
                ("query", "best cut", "P", "R", "F1", f"P>={tp:g} cut", "P", "R"))
 
     def sweep_row(name: str, sw: Any) -> None:
@@ -214,7 +221,7 @@ def print_eval(rep: Any, as_json: bool) -> None:
     for q in rep.queries:
         sweep_row(_query_name(q.query), q.sweep)
     t.add_section()
-    sweep_row("all (one cut)", rep.sweep)
+    sweep_row("all (one cut)" if not (words and pictures) else "all but ocr: (one cut)", rep.sweep)
     out.print(t)
 
 

@@ -262,6 +262,9 @@ def evaluate(
     micro = sum((e.counts for e in evals), Counts(0, 0, 0, 0))
     aps = [e.ap for e in evals if e.ap is not None]
     every = [v for e in evals for v in e.videos]
+    # one cut for all: over the picture queries' cosines (written-word queries score similarities),
+    # or over the written-word queries when there are only those
+    cut = [v for e in evals if e.kind != "ocr" for v in e.videos] or every
     return EvalReport(
         truth=truth.path, judged_videos=len(truth.videos), queries=evals, micro=micro,
         macro_precision=float(np.mean([e.counts.precision for e in evals])) if evals else 1.0,
@@ -269,7 +272,7 @@ def evaluate(
         macro_f1=float(np.mean([e.counts.f1 for e in evals])) if evals else 0.0,
         map=float(np.mean(aps)) if aps else None,
         times=TimeStats.of(every), times_macro=TimeStats.mean_of([e.times for e in evals]),
-        sweep=make_sweep([v.score for v in every], [v.truth for v in every], target_precision),
+        sweep=make_sweep([v.score for v in cut], [v.truth for v in cut], target_precision),
         threshold=threshold, problems=truth.problems, rows=truth.rows,
     )
 
