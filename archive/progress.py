@@ -35,11 +35,10 @@ class IndexProgress:
                 console=err,
                 transient=False,
             )
-            self._bar.__enter__()
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:  # drawn only once there is something to embed
             if exc_type is not None:  # leave no half-drawn bar under the error line
                 self._bar.live.transient = True
             self._bar.__exit__(None, None, None)
@@ -73,6 +72,7 @@ class IndexProgress:
             self._total_files = ev.total
             if not ev.total:  # nothing to embed (text or thumbnails may still be added): no empty bar
                 return
+            self._bar.__enter__()
             self._task = self._bar.add_task("indexing", total=max(ev.seconds, 1e-9), files=f"0/{ev.total} files")
         elif self._task is None:
             return
