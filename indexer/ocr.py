@@ -85,10 +85,6 @@ class OcrLine:
     start_s: float = 0.0
     end_s: float = 0.0
 
-    @property
-    def text(self) -> str:
-        return self.reading.text
-
 
 def available() -> bool:
     """True when the OCR package can be imported."""
@@ -209,7 +205,6 @@ class OcrTrack:
     _sig: np.ndarray | None = None
     _shot: int = -1
     _last_read_s: float = -1e9
-    _current: list[Reading] = field(default_factory=list)
     _open: list[OcrLine] = field(default_factory=list)
     _done: list[OcrLine] = field(default_factory=list)
     _n: int = 0

@@ -91,9 +91,8 @@ def index_paths(
     store_dir = Path(store_dir)
     read_text = settings.ocr(ocr, has_catalog(store_dir) and read_meta(store_dir).get("ocr") == "1")
     engine = ocrmod.engine(settings.ocr_side()) if read_text else None
-    report_ocr = read_text
     spec = choose_spec(store_dir, model, pretrained, encoder.spec if encoder is not None else None)
-    report = IndexReport(store=str(store_dir.resolve()), model=spec.name, pretrained=spec.pretrained, ocr=report_ocr)
+    report = IndexReport(store=str(store_dir.resolve()), model=spec.name, pretrained=spec.pretrained, ocr=read_text)
     files, problems = discover(paths)
     report.files_seen = len(files)
 
