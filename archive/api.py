@@ -22,18 +22,22 @@ from indexer import settings
 from indexer.encoder import Encoder, TextEncoder
 from indexer.errors import ArchiveError
 from indexer.pipeline import IndexReport, ProgressFn, index_paths
+from indexer.report import Progress
 from indexer.rayrun import RayOptions
 from indexer.store import (
-    CheckReport, LabelCalibration, MergeReport, StoreInfo, Writer, check_store, prune, read_labels, read_meta, store_info, store_spec,
+    CheckReport, LabelCalibration, MergeReport, StoreInfo, Writer, check_store, has_catalog, match_rows, prune, read_labels,
+    read_meta, store_info, store_spec, unmatched_videos,
 )
 from search import evaluate as evaluate_mod
 from search import labels as labels_mod
 from search.evaluate import Calibration, EvalReport
 from search.labels import LabelSummary, VideoClass
 from search.ocrsearch import check_phrase
-from search.query import QueryResult, Searcher
+from search import versions as versions_mod
+from search.query import QueryResult, Searcher, resolve_scope
 from search.shards import ShardedSearcher
 from search.sql import SqlResult, run_sql
+from search.versions import VersionsReport
 
 
 def search_stores(
@@ -94,6 +98,7 @@ class Archive:
         shots: str | None = None,
         ray: RayOptions | str | None = None,
         ocr: bool | None = None,
+        min_shared: float | None = None,
     ) -> IndexReport:
         """Index video files and folders. See :func:`indexer.pipeline.index_paths`.
 
@@ -105,6 +110,10 @@ class Archive:
 
         ``ocr=True`` reads on-screen text into the ``ocr`` table (:mod:`indexer.ocr`); the store
         remembers it, and videos indexed before without text get theirs (not re-embedded).
+
+        Every new video is then compared with the archive for shared footage (versions of one
+        film, :mod:`search.versions`) into the ``matches`` and ``versions`` tables; ``min_shared``
+        sets the seconds of shared footage that group two videos (kept by the store; default 2).
         """
         model = model or settings.env_model()
         pretrained = pretrained or settings.env_pretrained()
@@ -120,7 +129,61 @@ class Archive:
         if changed and read_labels(self.store):
             with Writer(self.store) as w:  # label tables follow the new videos and new text (theirs only)
                 self._refresh_labels(w, changed)
+        if min_shared is not None:
+            self._set_min_shared(min_shared)
+        if has_catalog(self.store) and settings.versions_enabled():
+            self._compare_versions(report, progress)
         return report
+
+    def _compare_versions(self, report: IndexReport, progress: ProgressFn | None) -> None:
+        """Compare the videos not yet compared (the new ones, and on the first run after an upgrade
+        every one) with the archive, and commit their matches (:mod:`search.versions`)."""
+        import time  # noqa: PLC0415
+
+        todo = unmatched_videos(self.store)
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        if progress is not None:
+            progress(Progress("versions", frames=len(todo)))
+        basis, new, found = versions_mod.compare(self.store, todo)
+        rows = [(m.video_a, m.video_b, m.a_start_s, m.a_end_s, m.b_start_s, m.b_end_s, m.score, m.samples) for m in found]
+        with Writer(self.store) as w:
+            if new:
+                w.save_match_basis(basis.mean, basis.transform, basis.level, basis.candidate_level, basis.vectors)
+            w.replace_matches(todo, rows)
+        report.versions_compared = len(todo)
+        report.matches_found = len(rows)
+        report.versions_s = round(time.perf_counter() - t0, 3)
+
+    def _set_min_shared(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise ArchiveError(f"--min-shared {seconds}: give the seconds of shared footage (0 or more) that make two videos versions.")
+        read_meta(self.store)
+        with Writer(self.store) as w:
+            w.set_min_shared(seconds)
+
+    def versions(self, videos: Sequence[str] | None = None, min_shared: float | None = None) -> VersionsReport:
+        """Versions of the same film: groups of videos that share footage, and (for ``videos``:
+        indexed paths, folders or names) their group and the aligned shared segments.
+
+        ``min_shared`` regroups the archive by that many seconds of shared footage, kept for later
+        runs (default 2 s). See :mod:`search.versions`.
+
+        Raises:
+            QueryError: a video argument matches no indexed video.
+        """
+        read_meta(self.store)
+        if min_shared is not None:
+            self._set_min_shared(min_shared)
+        ids = resolve_scope(self.store, videos) if videos else None
+        return versions_mod.report(self.store, ids)
+
+    def matches(self, videos: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Every aligned shared segment (``matches`` rows with both videos' paths and names), or those
+        of ``videos``."""
+        ids = resolve_scope(self.store, videos) if videos else None
+        return [versions_mod.segment_dict(r) for r in match_rows(self.store, ids)]
 
     def _refresh_labels(self, writer: Writer, video_ids: Sequence[int] | None = None) -> None:
         """Compute label rows (read path) for ``video_ids`` (None: all) and commit them through the

@@ -100,11 +100,16 @@ def index(
         help="Also read the text on screen (PP-OCRv4: English and Chinese) into the `ocr` table, for "
         "`archive search --ocr`. The store remembers it: later runs read new videos' text too, and videos indexed "
         "before get theirs without being re-embedded. Costs up to about as much again as indexing. [env: ARCHIVE_OCR=1]"),
+    min_shared: Optional[float] = typer.Option(
+        None, "--min-shared",
+        help="Seconds of shared footage that make two videos versions of one film (`archive versions`); the store "
+        "keeps it. [default: 2]", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Index video files and folders. Unchanged files are skipped; each video commits whole."""
+    """Index video files and folders. Unchanged files are skipped; each video commits whole; new
+    videos are then compared with the archive for shared footage (`archive versions`)."""
     from .progress import IndexProgress  # noqa: PLC0415
     from .render import err, print_report  # noqa: PLC0415
 
@@ -126,7 +131,8 @@ def index(
     def run() -> Any:
         with IndexProgress(enabled=not quiet and not as_json) as bar:
             return arc.index(paths, fps=fps, model=model, pretrained=pretrained, batch_size=batch_size,
-                             progress=bar, precision=precision, shots=shots, ray=ray_opts, ocr=ocr or None)
+                             progress=bar, precision=precision, shots=shots, ray=ray_opts, ocr=ocr or None,
+                             min_shared=min_shared)
 
     report = _call(run)
     print_report(report, as_json)
@@ -356,13 +362,31 @@ def classify(
 
 
 @app.command()
+def versions(
+    videos: Optional[List[str]] = typer.Argument(
+        None, help="Indexed files, folders or names: show their group and the footage they share. [default: list groups]",
+        show_default=False),
+    min_shared: Optional[float] = typer.Option(
+        None, "--min-shared", help="Regroup by this many seconds of shared footage (the store keeps it). [default: 2]",
+        show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: groups, members, shared segments."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Versions of the same film: which videos share footage, where in each, and which is longest."""
+    from .render import print_versions  # noqa: PLC0415
+
+    arc = _archive(store)
+    print_versions(_call(lambda: arc.versions(videos or None, min_shared)), as_json)
+
+
+@app.command()
 def sql(
     query: str = typer.Argument(..., help="One read-only SQL statement, e.g. \"SELECT * FROM videos\".", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of row objects."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV with a header row."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Run read-only SQL on the catalog (videos, frames, shots, segments, video_labels, labels, failures, meta, vector_segments)."""
+    """Run read-only SQL on the catalog (videos, frames, shots, segments, video_labels, labels, ocr, matches, versions, failures, meta, vector_segments)."""
     from .render import print_sql  # noqa: PLC0415
 
     if as_json and as_csv:

@@ -63,6 +63,10 @@ class IndexProgress:
             err.print(f"adding thumbnails to {esc(ev.path)} ({ev.frames} frames; decoding it again, nothing re-embedded)",
                       style="dim", highlight=False)
             return
+        if ev.kind == "versions" and self.enabled:
+            err.print(f"comparing {ev.frames} video(s) with the archive for shared footage (versions) ...",
+                      style="dim", highlight=False)
+            return
         if ev.kind == "model" and self.enabled:
             err.print(f"loading model {ev.message} ...", style="dim", highlight=False)
             return

@@ -109,6 +109,37 @@ def print_sql(res: SqlResult, fmt: str) -> None:
         err.print(f"{len(res.rows)} row{'s' if len(res.rows) != 1 else ''}", style="dim")
 
 
+def print_versions(rep: Any, as_json: bool) -> None:
+    """``archive versions``: the groups (members, length, shared, longest) and, for videos asked
+    about, the aligned segments as "a.mp4 0.0-12.4 s = b.mp4 3.1-15.5 s"."""
+    if as_json:
+        print(dumps(rep.to_dict()))
+        return
+    for g in rep.groups:
+        if g.members:
+            t = Table(title=f"group {g.group_id}: {len(g.members)} versions", title_justify="left")
+            for c in ("video", "length (s)", "shared (s)", ""):
+                t.add_column(c, overflow="fold")
+            for m in g.members:
+                t.add_row(esc(m.name), f"{m.duration_s:.1f}", f"{m.shared_s:.1f}", "longest" if m.is_longest else "")
+            out.print(t)
+        elif g.segments:
+            out.print(f"shared footage below --min-shared {rep.min_shared_s:g} s (not grouped):", highlight=False)
+        for sg in g.segments:
+            out.print(f"  {esc(sg['name_a'])} {sg['a_start_s']:.1f}-{sg['a_end_s']:.1f} s = "
+                      f"{esc(sg['name_b'])} {sg['b_start_s']:.1f}-{sg['b_end_s']:.1f} s", highlight=False)
+    if not rep.groups:
+        what = "these videos share no footage with another indexed video" if rep.videos else "no two videos share footage"
+        err.print(f"{what} (at least {rep.min_shared_s:g} s makes versions).", highlight=False)
+    else:
+        n = sum(len(g.members) for g in rep.groups)
+        err.print(f"{len([g for g in rep.groups if g.members])} group(s), {n} video(s); grouped by at least "
+                  f"{rep.min_shared_s:g} s of shared footage (--min-shared).", style="dim", highlight=False)
+    if rep.not_compared:
+        err.print(f"[yellow]{rep.not_compared} video(s) not compared yet[/]: run `archive index` on any folder once "
+                  "(they are compared from their stored vectors; nothing is re-embedded).", highlight=False)
+
+
 def print_labels(labels: Sequence[Any], as_json: bool) -> None:
     if as_json:
         print(dumps([lab.to_dict() for lab in labels]))
@@ -333,6 +364,8 @@ def report_dict(r: IndexReport) -> dict[str, Any]:
         "text_lines": r.text_lines,
         "text_added": r.text_added,
         "text_not_read": [{"path": p, "error": n} for p, n in r.text_notes],
+        "versions_compared": r.versions_compared,
+        "matches_found": r.matches_found,
     }
 
 
@@ -350,6 +383,9 @@ def print_report(r: IndexReport, as_json: bool) -> None:
     if r.ocr and (r.indexed or r.text_added):
         added = f"; {r.text_added} video(s) indexed before got their text (nothing re-embedded)" if r.text_added else ""
         err.print(f"on-screen text: {r.text_lines} line(s) read{added}.", highlight=False)
+    if r.versions_compared:
+        err.print(f"versions: {r.versions_compared} video(s) compared with the archive, {r.matches_found} shared "
+                  f"segment(s) found in {r.versions_s:.1f} s; see `archive versions`.", highlight=False)
     for p, why in r.text_notes:
         err.print(f"[yellow]no text read[/] {esc(p)}: {esc(why.removeprefix('on-screen text not read: '))}", highlight=False)
     if r.thumbnails_added:

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .bars import content_box
 from .errors import VideoOpenError
 from .shots import THUMB_H, THUMB_W, ShotDetector, ShotSpan
 
@@ -49,6 +50,7 @@ class SampledFrame:
     thumb: np.ndarray | None = None  # the 48x27 thumbnail shot detection saw
     source: Any = None  # the decoded frame, to convert at another size (:meth:`at`) before the next one
     turn: int = 0  # quarter turns counter-clockwise for display
+    bars: bool = False  # letterbox/pillarbox bars were cut off ``rgb`` (:mod:`indexer.bars`)
 
     def at(self, short_side: int) -> np.ndarray:
         """The frame as displayed with its shorter side ``short_side`` pixels (never enlarged);
@@ -156,9 +158,14 @@ def output_size(width: int, height: int, short_side: int | None) -> tuple[int, i
 
 
 def scale_like_frames(rgb: np.ndarray, short_side: int) -> np.ndarray:
-    """Scale an RGB image the way :func:`sample_frames` scales video frames (swscale)."""
+    """Scale an RGB image the way :func:`sample_frames` scales video frames (swscale), its
+    letterbox/pillarbox bars cut off first (:mod:`indexer.bars`)."""
     import av  # noqa: PLC0415
 
+    box = content_box(rgb)
+    if box is not None:
+        x, y, bw, bh = box
+        rgb = rgb[y : y + bh, x : x + bw]
     h, w = rgb.shape[:2]
     ow, oh = output_size(w, h, short_side)
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:, :, :3]), format="rgb24")
@@ -271,12 +278,16 @@ def sample_frames(
             next_k = max(next_k, k + 1)
             w, h = size if size[0] and size[1] else (frame.width, frame.height)
             rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+            box = content_box(rgb)
+            if box is not None:  # letterbox/pillarbox bars: the picture alone, at the size asked for
+                rgb = _picture(frame, box, (w, h), short_side)
             turn = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
             if turn:  # display orientation, as players show it
                 stats.rotation = turn * 90
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=turn))
             stats.sampled_frames += 1
-            yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1, thumb=thumb, source=frame, turn=turn)
+            yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1, thumb=thumb, source=frame, turn=turn,
+                               bars=box is not None)
     finally:
         container.close()
         _judge(stats)
@@ -291,6 +302,26 @@ def sample_frames(
             stats.transnet_windows = (stream_tn.windows_run, stream_tn.windows)
     if stats.decoded_frames == 0:
         raise VideoOpenError(f"{path}: no frame could be decoded ({stats.error or 'empty video stream'})")
+
+
+def _picture(frame: Any, box: tuple[int, int, int, int], size: tuple[int, int], short_side: int | None) -> np.ndarray:
+    """The picture inside the bars ``box`` (found on the frame converted to ``size``), converted
+    again so that the picture itself has the shorter side ``short_side``, as it would have without
+    bars (see :mod:`indexer.bars`)."""
+    x, y, bw, bh = box
+    k = frame.width / size[0]  # source pixels per converted pixel
+    s = short_side / (min(bw, bh) * k) if short_side else 1.0 / k
+    fw, fh = max(1, round(frame.width * s)), max(1, round(frame.height * s))
+    full = frame.to_ndarray(format="rgb24", width=fw, height=fh)
+    r = fw / size[0]
+    x0, y0 = round(x * r), round(y * r)  # the bars are symmetric: the picture is centred
+    w0, h0 = fw - 2 * x0, fh - 2 * y0
+    if short_side and min(w0, h0) != short_side:  # rounding: make the short side exact
+        if w0 <= h0 and fw >= short_side:
+            x0, w0 = (fw - short_side) // 2, short_side
+        elif h0 < w0 and fh >= short_side:
+            y0, h0 = (fh - short_side) // 2, short_side
+    return np.ascontiguousarray(full[y0 : y0 + h0, x0 : x0 + w0])
 
 
 def _judge(stats: DecodeStats) -> None:

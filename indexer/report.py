@@ -13,7 +13,8 @@ class Progress:
     video seconds of the current file so far), ``done``, ``skip``, ``fail`` (``message``),
     ``partial`` (indexed, but not all of it decoded: ``message``), ``thumbs`` (an indexed
     video is decoded again for its thumbnails: ``frames``), ``text`` (an indexed video is decoded
-    again for its on-screen text: ``frames``), ``notext`` (its text could not be read: ``message``)."""
+    again for its on-screen text: ``frames``), ``notext`` (its text could not be read: ``message``),
+    ``versions`` (``frames`` videos are compared with the archive for shared footage)."""
 
     kind: str
     path: str = ""
@@ -80,6 +81,9 @@ class IndexReport:
     text_ids: list[int] = field(default_factory=list)  # ... their video ids
     text_notes: list[tuple[str, str]] = field(default_factory=list)  # (path, why its text was not read)
     ocr: bool = False  # this run read on-screen text
+    versions_compared: int = 0  # videos compared with the archive for shared footage this run
+    matches_found: int = 0  # ... aligned shared segments found
+    versions_s: float = 0.0  # seconds the comparing took
     encoder: Any = field(default=None, repr=False, compare=False)  # the model the run loaded, to reuse
 
     @property

@@ -22,6 +22,7 @@ No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variab
 ``ARCHIVE_DECODERS``            videos decoded at once during indexing (2)
 ``ARCHIVE_OCR``                 ``1``: read on-screen text while indexing (as ``--ocr``)
 ``ARCHIVE_OCR_SIDE``            short side, in pixels, frames are read at (360; never enlarged)
+``ARCHIVE_VERSIONS``            ``0``: index runs do not compare new videos for shared footage (default on)
 ``ARCHIVE_BF16_SCAN_FRAMES``    archives of at least this many frames rank from bf16 (50,000)
 ``ARCHIVE_IVF_FRAMES``          archives of at least this many frames get an IVF index from
                                 ``archive optimize`` and rank through it (2,000,000)
@@ -185,6 +186,12 @@ def ivf_nprobe() -> int:
 def ivf_candidate_videos(top: int) -> int:
     """Candidate videos per query that the IVF index hands on to exact rescoring, for ``top`` shown."""
     return 4 * top + 20
+
+
+def versions_enabled() -> bool:
+    """Whether index runs compare new videos with the archive for shared footage
+    (``$ARCHIVE_VERSIONS``, default on; 0, false or no turns it off)."""
+    return (_env("ARCHIVE_VERSIONS") or "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def ocr(asked: bool | None = None, store_has_it: bool = False) -> bool:

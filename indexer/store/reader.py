@@ -440,3 +440,49 @@ def video_path(store_dir: str | os.PathLike[str], video_id: int) -> str | None:
     with read_connection(store_dir) as con:
         row = con.execute("SELECT path FROM videos WHERE video_id = ?", [video_id]).fetchall()
     return row[0][0] if row else None
+
+
+# -- versions ------------------------------------------------------------------------------------
+def read_match_basis(store_dir: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, float, float, int] | None:
+    """How the store compares samples for matching (:mod:`.matchtables`); None: not measured yet."""
+    from . import matchtables  # noqa: PLC0415
+
+    with read_connection(store_dir) as con:
+        return matchtables.read_basis(con)
+
+
+def unmatched_videos(store_dir: str | os.PathLike[str]) -> list[int]:
+    """Videos not yet compared with the archive for shared footage."""
+    if not has_catalog(store_dir):
+        return []
+    with read_connection(store_dir) as con:
+        return [int(r[0]) for r in con.execute(
+            "SELECT video_id FROM videos WHERE matched IS NULL ORDER BY video_id").fetchall()]
+
+
+def match_rows(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | None = None) -> list[Row]:
+    """``matches`` rows (all, or those with one of ``video_ids``) with both videos' names and
+    paths, by pair and time."""
+    with read_connection(store_dir) as con:
+        where, params = "", []
+        if video_ids is not None:
+            where = " WHERE m.video_a IN (SELECT unnest(?::INTEGER[])) OR m.video_b IN (SELECT unnest(?::INTEGER[]))"
+            params = [list(video_ids), list(video_ids)]
+        return _records(con.execute(
+            "SELECT m.*, a.name AS name_a, a.path AS path_a, b.name AS name_b, b.path AS path_b FROM matches m "
+            f"JOIN videos a ON a.video_id = m.video_a JOIN videos b ON b.video_id = m.video_b{where} "
+            "ORDER BY m.video_a, m.video_b, m.a_start_s", params))
+
+
+def version_rows(store_dir: str | os.PathLike[str]) -> tuple[list[Row], float, int, int]:
+    """``versions`` rows with each member's name, path and duration (by group, longest first),
+    the ``min_shared`` seconds they were grouped by, and how many videos were compared / not yet."""
+    from . import matchtables  # noqa: PLC0415
+
+    with read_connection(store_dir) as con:
+        rows = _records(con.execute(
+            "SELECT g.group_id, g.video_id, g.is_longest, g.shared_s, v.name, v.path, v.duration_s FROM versions g "
+            "JOIN videos v USING (video_id) ORDER BY g.group_id, g.is_longest DESC, v.duration_s DESC, g.video_id"))
+        done, todo = con.execute("SELECT count(*) FILTER (WHERE matched), count(*) FILTER (WHERE matched IS NULL) "
+                                 "FROM videos").fetchall()[0]
+        return rows, matchtables.min_shared(con), int(done), int(todo)

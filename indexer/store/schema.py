@@ -13,10 +13,11 @@ from typing import Any, Callable
 from ..errors import ModelMismatch, StoreError
 from .layout import now, transaction
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
-# Everything keyed by video_id, deleted together when a video is replaced or removed.
-PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "ocr", "videos")
+# Everything keyed by video_id, deleted together when a video is replaced or removed (and the
+# matches of its pairs: video_a / video_b).
+PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "ocr", "versions", "videos")
 
 VECTOR_SEGMENTS = """CREATE TABLE IF NOT EXISTS vector_segments (   -- the vector layer (indexer/store/segments.py)
         segment_id INTEGER PRIMARY KEY,
@@ -56,6 +57,33 @@ OCR = """CREATE TABLE IF NOT EXISTS ocr (   -- on-screen text lines (archive ind
         text_norm VARCHAR NOT NULL      -- as matched: lower case, no accents, letters and digits only
     )"""
 
+MATCHES = """CREATE TABLE IF NOT EXISTS matches (   -- footage two videos share (search/versions.py)
+        video_a INTEGER NOT NULL,       -- the pair, each stored once: video_a < video_b
+        video_b INTEGER NOT NULL,
+        a_start_s DOUBLE NOT NULL,      -- [a_start_s, a_end_s] of video_a shows
+        a_end_s DOUBLE NOT NULL,
+        b_start_s DOUBLE NOT NULL,      -- ... what [b_start_s, b_end_s] of video_b shows
+        b_end_s DOUBLE NOT NULL,
+        score DOUBLE NOT NULL,          -- mean (whitened) cosine of the aligned samples
+        samples INTEGER NOT NULL        -- samples of video_a it rests on
+    )"""
+
+VERSIONS = """CREATE TABLE IF NOT EXISTS versions (   -- videos linked by enough shared footage (--min-shared)
+        group_id INTEGER NOT NULL,      -- the smallest video_id of the group
+        video_id INTEGER NOT NULL,
+        is_longest BOOLEAN NOT NULL,    -- the group's longest member (the master, most likely)
+        shared_s DOUBLE NOT NULL        -- seconds of it shared with other members
+    )"""
+
+MATCH_BASIS = """CREATE TABLE IF NOT EXISTS match_basis (   -- how samples are compared for matching, measured once
+        mean BLOB NOT NULL,             -- float32 (dim,)
+        transform BLOB NOT NULL,        -- float32 (dim, dim): whitening
+        level DOUBLE NOT NULL,          -- whitened cosine two samples of the same footage reach
+        candidate_level DOUBLE NOT NULL,   -- raw cosine of the range search for candidates
+        vectors BIGINT NOT NULL,        -- vectors it was measured on
+        created_at TIMESTAMP NOT NULL
+    )"""
+
 TABLES = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     """CREATE TABLE IF NOT EXISTS videos (
@@ -76,7 +104,8 @@ TABLES = [
         note VARCHAR,                   -- partial decode and other remarks, NULL when clean
         indexed_at TIMESTAMP,
         shot_detector VARCHAR,          -- fast or transnet (NULL: indexed before v5)
-        ocr_lines INTEGER               -- on-screen text lines read (NULL: its text was not read)
+        ocr_lines INTEGER,              -- on-screen text lines read (NULL: its text was not read)
+        matched BOOLEAN                 -- compared with the archive for shared footage (NULL: not yet)
     )""",
     """CREATE TABLE IF NOT EXISTS frames (
         frame_id BIGINT NOT NULL,       -- = the vector's id in its segment under vectors/
@@ -131,6 +160,9 @@ TABLES = [
         rule VARCHAR                    -- presence (the presence rule), threshold (a cut given) or calibrated
     )""",
     OCR,
+    MATCHES,
+    VERSIONS,
+    MATCH_BASIS,
     VECTOR_SEGMENTS,
     VECTOR_IVF,
     """CREATE TABLE IF NOT EXISTS failures (
@@ -225,9 +257,19 @@ def _migrate_7_to_8(con: Any) -> None:
         con.execute("ALTER TABLE segments ADD COLUMN IF NOT EXISTS found_by VARCHAR")
 
 
+def _migrate_8_to_9(con: Any) -> None:
+    """v9 adds versions of the same film: ``matches``, ``versions``, the ``match_basis`` and, per
+    video, whether it was compared (NULL for every video indexed before: the next index run
+    compares them, from their stored vectors)."""
+    con.execute(MATCHES)
+    con.execute(VERSIONS)
+    con.execute(MATCH_BASIS)
+    con.execute("ALTER TABLE videos ADD COLUMN IF NOT EXISTS matched BOOLEAN")
+
+
 MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4,
                                                 4: _migrate_4_to_5, 5: _migrate_5_to_6, 6: _migrate_6_to_7,
-                                                7: _migrate_7_to_8}
+                                                7: _migrate_7_to_8, 8: _migrate_8_to_9}
 
 
 def version(con: Any) -> int | None:

@@ -33,7 +33,7 @@ from .. import hooks
 from ..encoder import ModelSpec
 from ..errors import ModelMismatch, StoreError, StoreLocked
 from . import ivf as ivfmod
-from . import schema, segments, thumbfile
+from . import matchtables, schema, segments, thumbfile
 from . import vectors as vecfile
 from .layout import CATALOG, LOCK, VECTORS, connect, fsync_dir, now, transaction
 from .records import LabelCalibration, LabelResults, MergeReport, ShotRecord, VideoRecord
@@ -45,8 +45,13 @@ def _delete_rows(con: Any, video_ids: Sequence[int]) -> None:
     if not video_ids:
         return
     ph = ", ".join("?" for _ in video_ids)
+    n = con.execute(f"SELECT count(*) FROM matches WHERE video_a IN ({ph}) OR video_b IN ({ph})",
+                    list(video_ids) * 2).fetchall()[0][0]
     for table in schema.PER_VIDEO_TABLES:
         con.execute(f"DELETE FROM {table} WHERE video_id IN ({ph})", list(video_ids))
+    if n:
+        con.execute(f"DELETE FROM matches WHERE video_a IN ({ph}) OR video_b IN ({ph})", list(video_ids) * 2)
+        matchtables.regroup(con)
 
 
 
@@ -285,6 +290,29 @@ class Writer:
                 _delete_rows(con, vids)  # their vectors become dead rows, dropped by merges
         return len(vids)
 
+    # -- versions (matches between videos) ----------------------------------------------------------
+    def save_match_basis(self, mean: np.ndarray, transform: np.ndarray, level: float, candidate_level: float,
+                         vectors: int) -> None:
+        """Keep how samples are compared for matching (measured once, :mod:`search.versions`)."""
+        with self._catalog() as con, transaction(con):
+            matchtables.save_basis(con, mean, transform, level, candidate_level, vectors)
+
+    def replace_matches(self, video_ids: Sequence[int], rows: Sequence[tuple[Any, ...]]) -> None:
+        """The matches of ``video_ids`` (every pair with one of them) become ``rows``
+        (``video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s, score, samples``), the videos
+        are marked compared and the versions table is regrouped, in one transaction. Rows of videos
+        no longer in the catalog (removed meanwhile) are left out."""
+        with self._catalog() as con, transaction(con):
+            matchtables.replace(con, video_ids, rows)
+            matchtables.regroup(con)
+
+    def set_min_shared(self, seconds: float) -> None:
+        """Group versions by ``seconds`` of shared footage from now on (``meta.min_shared``)."""
+        with self._catalog() as con, transaction(con):
+            con.execute("DELETE FROM meta WHERE key = 'min_shared'")
+            con.execute("INSERT INTO meta VALUES ('min_shared', ?)", [repr(float(seconds))])
+            matchtables.regroup(con)
+
     # -- labels ---------------------------------------------------------------------------------
     def save_label(self, name: str, prompts: Sequence[str], threshold: float | None,
                    ocr: Sequence[str] = ()) -> None:
@@ -438,7 +466,7 @@ class Writer:
             with transaction(con):
                 _delete_rows(con, old_ids)
                 if rows.videos:
-                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 18)})", rows.videos)
+                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 19)})", rows.videos)
                 if rows.frames:
                     rows.insert_frames_and_shots(con)
                 if rows.ocr:
@@ -637,7 +665,7 @@ class Writer:
         rows.videos.append((
             vid, rec.path, Path(rec.path).name, rec.size_bytes, rec.mtime, rec.fingerprint,
             rec.duration_s, rec.fps, rec.width, rec.height, rec.codec, n, rec.sample_fps,
-            rec.decoded_frames, rec.note, now(), rec.shot_detector, None if rec.ocr is None else len(rec.ocr),
+            rec.decoded_frames, rec.note, now(), rec.shot_detector, None if rec.ocr is None else len(rec.ocr), None,
         ))
         rows.ocr.extend(ocr_row(int(ids[ln.best]), vid, ln) for ln in rec.ocr or [])
         return ids

@@ -1,0 +1,66 @@
+"""Letterbox and pillarbox bars: found in each sampled frame and cut off before it is embedded.
+
+A 16:9 film shown letterboxed in a 4:3 frame (or a 4:3 film pillarboxed in 16:9) is the same
+footage, but the model sees another picture: bars, and another part of the picture inside its
+square centre crop. Cutting the bars off first makes both embed alike, so versions of one film
+are matched (:mod:`search.versions`) and a query finds both.
+
+The rule is symmetric, so it cannot eat into a picture that is merely dark at one edge: rows (or
+columns) count as a bar when they are dark (mean grey at most ``DARK_MEAN`` and 95th percentile at
+most ``DARK_P95``, 0-255); the same number of them, the fewer of the two sides', is cut from both
+sides, when that is at least ``MIN_BAR`` of the side and leaves at least ``MIN_LEFT`` of it. A
+picture that is dark at both edges loses the same rows in every version of it, so versions still
+agree. A black frame is left as it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DARK_MEAN = 24.0
+DARK_P95 = 48.0
+MIN_BAR = 0.02  # bars thinner than 2% of the side are left (encoders pad a few rows)
+MIN_LEFT = 0.4  # cut only when at least 40% of the side is left
+
+
+def _dark_run(lines: np.ndarray) -> tuple[int, int]:
+    """Dark lines at the start and at the end of ``lines`` (each row is one line's pixels)."""
+    mean = lines.mean(axis=1)
+    p95 = np.partition(lines, int(0.95 * (lines.shape[1] - 1)), axis=1)[:, int(0.95 * (lines.shape[1] - 1))]
+    dark = (mean <= DARK_MEAN) & (p95 <= DARK_P95)
+    n = len(dark)
+    lead = n if dark.all() else int(np.argmin(dark))
+    trail = n if dark.all() else int(np.argmin(dark[::-1]))
+    return lead, trail
+
+
+def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(x, y, w, h)`` of the picture inside letterbox/pillarbox bars, in ``rgb``'s pixels;
+    None when there are no bars to cut (see the module docstring)."""
+    if rgb.ndim != 3 or min(rgb.shape[:2]) < 16:
+        return None
+    h, w = rgb.shape[:2]
+    step = max(1, min(h, w) // 256)  # a few hundred pixels per line are enough
+    grey = rgb[::1, ::step].astype(np.float32).mean(axis=2)
+    top, bottom = _dark_run(grey)
+    if top >= h:  # a black frame
+        return None
+    grey_c = rgb[::step, ::1].astype(np.float32).mean(axis=2).T
+    left, right = _dark_run(grey_c)
+    y = min(top, bottom)
+    x = min(left, right)
+    cut_y = y >= MIN_BAR * h and h - 2 * y >= MIN_LEFT * h
+    cut_x = x >= MIN_BAR * w and w - 2 * x >= MIN_LEFT * w
+    if not cut_y and not cut_x:
+        return None
+    y, x = (y if cut_y else 0), (x if cut_x else 0)
+    return x, y, w - 2 * x, h - 2 * y
+
+
+def crop_bars(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` without its letterbox/pillarbox bars (the same array when it has none)."""
+    box = content_box(rgb)
+    if box is None:
+        return rgb
+    x, y, w, h = box
+    return np.ascontiguousarray(rgb[y : y + h, x : x + w])

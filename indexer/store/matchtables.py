@@ -1,0 +1,128 @@
+"""The ``matches``, ``versions`` and ``match_basis`` tables: writing them and grouping versions.
+
+Matches are found by the read path (:mod:`search.versions`) and committed here. ``versions`` is
+derived from ``matches`` alone: videos linked, directly or through others, by pairs sharing at
+least ``meta.min_shared`` seconds of footage (the fewer of the two sides' shared seconds) form a
+group; it is regrouped in the same transaction as every change to ``matches`` or to the videos.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .layout import now
+
+DEFAULT_MIN_SHARED_S = 2.0  # seconds of shared footage that make two videos versions of one film
+
+
+def min_shared(con: Any) -> float:
+    row = con.execute("SELECT value FROM meta WHERE key = 'min_shared'").fetchall()
+    return float(row[0][0]) if row else DEFAULT_MIN_SHARED_S
+
+
+def save_basis(con: Any, mean: np.ndarray, transform: np.ndarray, level: float, candidate_level: float,
+               vectors: int) -> None:
+    con.execute("DELETE FROM match_basis")
+    con.execute("INSERT INTO match_basis VALUES (?, ?, ?, ?, ?, ?)",
+                [np.asarray(mean, np.float32).tobytes(), np.asarray(transform, np.float32).tobytes(), float(level),
+                 float(candidate_level), int(vectors), now()])
+
+
+def read_basis(con: Any) -> tuple[np.ndarray, np.ndarray, float, float, int] | None:
+    """``(mean, transform, level, candidate_level, vectors)``, or None when not measured yet."""
+    row = con.execute("SELECT mean, transform, level, candidate_level, vectors FROM match_basis").fetchall()
+    if not row:
+        return None
+    mean = np.frombuffer(row[0][0], np.float32).copy()
+    transform = np.frombuffer(row[0][1], np.float32).reshape(len(mean), len(mean)).copy()
+    return mean, transform, float(row[0][2]), float(row[0][3]), int(row[0][4])
+
+
+COLUMNS = ("video_a", "video_b", "a_start_s", "a_end_s", "b_start_s", "b_end_s", "score", "samples")
+
+
+def replace(con: Any, video_ids: Sequence[int], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Replace every match of a pair with one of ``video_ids`` by ``rows``; mark them compared."""
+    ids = [int(v) for v in video_ids]
+    if ids:
+        con.execute("DELETE FROM matches WHERE video_a IN (SELECT unnest(?::INTEGER[])) "
+                    "OR video_b IN (SELECT unnest(?::INTEGER[]))", [ids, ids])
+    if rows:
+        cols = {c: np.array([r[k] for r in rows], dtype=np.int32 if k < 2 or c == "samples" else np.float64)
+                for k, c in enumerate(COLUMNS)}
+        con.register("_new_matches", cols)
+        try:
+            con.execute(f"INSERT INTO matches SELECT {', '.join(COLUMNS)} FROM _new_matches m WHERE "
+                        "m.video_a IN (SELECT video_id FROM videos) AND m.video_b IN (SELECT video_id FROM videos)")
+        finally:
+            con.unregister("_new_matches")
+    if ids:
+        con.execute("UPDATE videos SET matched = true WHERE video_id IN (SELECT unnest(?::INTEGER[]))", [ids])
+
+
+def union_length(spans: Sequence[tuple[float, float]]) -> float:
+    """Seconds covered by time ranges (overlaps counted once)."""
+    total, cur = 0.0, None
+    for lo, hi in sorted(spans):
+        if cur is None or lo > cur[1]:
+            if cur is not None:
+                total += cur[1] - cur[0]
+            cur = [lo, hi]
+        else:
+            cur[1] = max(cur[1], hi)
+    return total + (cur[1] - cur[0] if cur is not None else 0.0)
+
+
+def groups(pairs: dict[tuple[int, int], float], durations: dict[int, float],
+           min_shared_s: float) -> list[tuple[int, int, bool]]:
+    """``(group_id, video_id, is_longest)`` for videos linked by pairs sharing at least
+    ``min_shared_s`` seconds. Videos alone are left out; a group's id is its smallest video id; its
+    longest member (ties: the smallest id) is marked."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for (va, vb), sec in pairs.items():
+        if sec + 1e-9 >= min_shared_s:
+            ra, rb = find(va), find(vb)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    members: dict[int, list[int]] = {}
+    for v in list(parent):
+        members.setdefault(find(v), []).append(v)
+    out = []
+    for vs in members.values():
+        gid = min(vs)
+        longest = min(vs, key=lambda v: (-durations.get(v, 0.0), v))
+        out += [(gid, v, v == longest) for v in sorted(vs)]
+    return out
+
+
+def regroup(con: Any) -> None:
+    """Rebuild ``versions`` from ``matches`` and ``meta.min_shared``."""
+    rows = con.execute("SELECT video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s FROM matches").fetchall()
+    spans: dict[tuple[int, int], tuple[list, list]] = {}
+    for va, vb, a0, a1, b0, b1 in rows:
+        sa, sb = spans.setdefault((int(va), int(vb)), ([], []))
+        sa.append((a0, a1))
+        sb.append((b0, b1))
+    pairs = {p: min(union_length(sa), union_length(sb)) for p, (sa, sb) in spans.items()}
+    durations = {int(v): float(d or 0.0) for v, d in con.execute("SELECT video_id, duration_s FROM videos").fetchall()}
+    found = groups(pairs, durations, min_shared(con))
+    linked: dict[int, list[tuple[float, float]]] = {}
+    members = {v: g for g, v, _ in found}
+    for (va, vb), (sa, sb) in spans.items():
+        if va in members and members.get(vb) == members[va]:
+            linked.setdefault(va, []).extend(sa)
+            linked.setdefault(vb, []).extend(sb)
+    con.execute("DELETE FROM versions")
+    if found:
+        con.executemany("INSERT INTO versions VALUES (?, ?, ?, ?)",
+                        [(g, v, longest, round(union_length(linked.get(v, [])), 4)) for g, v, longest in found])

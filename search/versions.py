@@ -1,0 +1,479 @@
+"""Versions of the same film: which videos share footage, and where, from the stored vectors alone.
+
+Shared footage leaves runs of near-identical vectors, in the same order, in two videos. For each
+new video (or a file given to ``archive search --like-video``):
+
+1. **Neighbours.** Every sample is compared with the whole archive in one exact scan of the
+   stored vectors (a range search: every stored sample at or above the *match level*); videos
+   with at least ``MIN_RUN`` such samples become candidates. Nothing is compared video by video.
+2. **Alignment.** For each candidate, the full cosine matrix of the two videos' samples is
+   computed, and shared footage is found as lines ``t_b = s * t_a + c`` through the cells at or
+   above the level: speeds ``s`` of 0.96-1.04 (25 vs 24 fps transfers), any offset ``c``. The
+   line with the most samples of the new video is taken, its cells are cut into runs (gaps of up
+   to ``BRIDGE_S`` are bridged: motion, a flash, a dissolve), each run of at least ``MIN_RUN`` samples is one aligned segment, and
+   the shots it used are taken out before the next line is looked for: so dropped shots split a
+   segment, reordered shots give segments of their own, and a held shot matches once.
+3. **Boundaries.** Segment ends lie on samples (one sample interval apart); an end within one
+   interval of a cut of its shot is moved onto the cut, so boundaries at cuts are exact to the
+   frame on both sides.
+
+The match level is the archive's own "same footage" distance: ``1 - MATCH_SPREAD * d``, where
+``d`` is the median distance (``1 - cosine``) between consecutive samples of one shot, measured once
+on the archive and kept in the store (``meta.match_level``), so later runs match alike. Two
+samples match when they are closer than motion inside a shot typically moves a picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import os
+
+    from indexer.store import FrameTable
+
+    from .scan import Scanner
+
+MATCH_SPREAD = 1.0  # whitened: a sample matches when closer than the median step inside a shot
+CANDIDATE_SPREAD = 4.0  # raw cosine: candidates are closer than 4x the median step inside a shot
+WHITEN_SAMPLE = 50_000  # vectors the whitening is measured on
+WHITEN_REG = 0.01  # each direction's variance gets 1% of the largest added before scaling
+MIN_WHITEN = 64  # fewer content samples than this: no whitening
+LEVEL_MIN, LEVEL_MAX = 0.80, 0.9995  # the level is kept inside this range
+LEVEL_FALLBACK = 0.95  # when the archive has too few samples to measure it
+MIN_PAIRS = 20  # consecutive same-shot pairs needed to measure the level
+MIN_RUN = 2  # samples on a line for a segment
+BRIDGE_S = 2.0  # samples on one line this far apart (or closer) are one segment
+SPEEDS = np.round(np.arange(0.96, 1.0401, 0.01), 4)  # speed ratios tried (B's time per A's time)
+
+
+@dataclass
+class Side:
+    """One video's samples: times, ends, shots, whether blank, and their unit vectors."""
+
+    video_id: int
+    ts_s: np.ndarray
+    end_s: np.ndarray
+    shot_id: np.ndarray
+    blank: np.ndarray
+    vectors: np.ndarray  # (n, dim) float32
+    shot_start: np.ndarray  # the start of each sample's shot (seconds)
+    shot_end: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts_s)
+
+    @property
+    def interval_s(self) -> float:
+        """The typical sample interval (median step between samples)."""
+        if len(self.ts_s) < 2:
+            return float(self.end_s[0] - self.ts_s[0]) if len(self.ts_s) else 0.5
+        return float(np.median(np.diff(self.ts_s)))
+
+
+@dataclass
+class Match:
+    """One aligned shared segment: ``[a_start_s, a_end_s]`` of ``video_a`` shows what
+    ``[b_start_s, b_end_s]`` of ``video_b`` shows. ``score`` is the mean cosine of the aligned
+    samples; ``samples`` how many of ``video_a``'s samples it rests on."""
+
+    video_a: int
+    video_b: int
+    a_start_s: float
+    a_end_s: float
+    b_start_s: float
+    b_end_s: float
+    score: float
+    samples: int
+
+    def swapped(self) -> "Match":
+        return Match(self.video_b, self.video_a, self.b_start_s, self.b_end_s, self.a_start_s, self.a_end_s,
+                     self.score, self.samples)
+
+    def ordered(self) -> "Match":
+        """The same match with the lower video id as ``video_a`` (how the table stores a pair)."""
+        return self if self.video_a <= self.video_b else self.swapped()
+
+
+@dataclass
+class Basis:
+    """How an archive's samples are compared for matching, measured once and kept in the store.
+
+    ``mean`` and ``transform`` whiten the vectors (``y = normalise((x - mean) @ transform)``): the
+    directions every picture varies along (overall colour and brightness) are scaled down, the
+    fine ones up, so that the same footage stands out from footage that only looks alike.
+    ``level`` is the match level on whitened vectors; ``candidate_level`` the looser raw-cosine
+    level of the range search that finds candidate videos."""
+
+    mean: np.ndarray  # (dim,) float32
+    transform: np.ndarray  # (dim, dim) float32
+    level: float
+    candidate_level: float
+    vectors: int  # how many vectors it was measured on
+
+    def whiten(self, x: np.ndarray) -> np.ndarray:
+        y = (np.asarray(x, np.float32) - self.mean) @ self.transform
+        return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+
+
+def _consecutive(shot_id: np.ndarray, blank: np.ndarray, adjacent: np.ndarray | None = None) -> np.ndarray | None:
+    """Indexes ``i`` where samples ``i`` and ``i + 1`` are of one content shot (and ``adjacent[i]``)."""
+    ok = (shot_id[1:] == shot_id[:-1]) & ~blank[1:] & ~blank[:-1]
+    if adjacent is not None:
+        ok &= adjacent
+    idx = np.flatnonzero(ok)
+    return idx if len(idx) >= MIN_PAIRS else None
+
+
+def level_of(vectors: np.ndarray, idx: np.ndarray | None, spread: float) -> float:
+    """``1 - spread * median(1 - cosine)`` of consecutive samples ``idx``, ``idx + 1`` of one shot."""
+    if idx is None:
+        return LEVEL_FALLBACK
+    cos = np.einsum("ij,ij->i", vectors[idx], vectors[idx + 1])
+    return float(np.clip(1.0 - spread * float(np.median(1.0 - cos)), LEVEL_MIN, LEVEL_MAX))
+
+
+def measure_basis(table: "FrameTable", max_vectors: int = WHITEN_SAMPLE) -> Basis:
+    """Measure the whitening and both levels on up to ``max_vectors`` samples of the archive, taken
+    as runs of consecutive samples spread over it."""
+    n = len(table)
+    if n > max_vectors:
+        run = 64
+        starts = np.linspace(0, n - run, max_vectors // run).astype(np.int64)
+        pos = np.unique((starts[:, None] + np.arange(run)[None, :]).ravel())
+    else:
+        pos = np.arange(n)
+    x = np.asarray(table.vectors.take(table.row[pos]), np.float32)
+    table.release_pages()
+    blank = table.blank[pos]
+    idx = _consecutive(table.shot_id[pos], blank, pos[1:] == pos[:-1] + 1)
+    dim = x.shape[1] if x.ndim == 2 else 0
+    content = x[~blank] if (~blank).sum() >= MIN_WHITEN else x
+    if len(content) >= MIN_WHITEN:
+        mean = content.mean(axis=0)
+        c = content - mean
+        lam, u = np.linalg.eigh((c.T @ c / len(c)).astype(np.float64))
+        lam = np.maximum(lam, 0.0)
+        transform = (u / np.sqrt(lam + WHITEN_REG * max(lam.max(), 1e-12))).astype(np.float32)
+    else:  # too few to measure: plain cosine
+        mean, transform = np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32)
+    basis = Basis(mean.astype(np.float32), transform, LEVEL_FALLBACK, level_of(x, idx, CANDIDATE_SPREAD), int(len(x)))
+    basis.level = level_of(basis.whiten(x), idx, MATCH_SPREAD) if len(x) else LEVEL_FALLBACK
+    return basis
+
+
+def _lines(ta: np.ndarray, tb: np.ndarray, ii: np.ndarray, jj: np.ndarray, tol: float) -> tuple[float, float, int]:
+    """The line ``t_b = s t_a + c`` through the most distinct A samples among cells ``(ii, jj)``
+    (within ``tol`` of it); ties go to more cells, then to the speed nearer 1. Returns
+    ``(s, c, support)``."""
+    best, best_key = (1.0, 0.0, 0), (0, 0, 0.0)
+    for s in SPEEDS:
+        c = tb[jj] - s * ta[ii]
+        order = np.argsort(c, kind="stable")
+        cs, rows = c[order], ii[order]
+        hi = np.searchsorted(cs, cs + 2 * tol, side="right")
+        for k in range(len(cs)):
+            if hi[k] - k < best_key[0]:
+                continue
+            key = (len(np.unique(rows[k : hi[k]])), int(hi[k] - k), -abs(float(s) - 1.0))
+            if key > best_key:
+                best_key, best = key, (float(s), float(np.median(cs[k : hi[k]])), key[0])
+    return best
+
+
+def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None = None) -> list[Match]:
+    """Aligned shared segments of two videos from their samples' cosine matrix (see the module
+    docstring): lines are found through cells at or above ``level``, and followed through cells at
+    or above ``stay`` (default: twice as far from 1 as ``level``)."""
+    interval = max(1e-3, min(a.interval_s, b.interval_s))
+    tol = 0.75 * interval
+    stay = 1.0 - 2.0 * (1.0 - level) if stay is None else stay
+    weak = sims >= stay
+    weak[a.blank, :] = False
+    weak[:, b.blank] = False
+    strong_m = sims >= level
+    out: list[Match] = []
+    for _ in range(64):  # segments per pair (a safety bound)
+        ok = weak & strong_m
+        ii, jj = np.nonzero(ok)
+        if len(np.unique(ii)) < MIN_RUN:
+            break
+        wi, wj = np.nonzero(weak)
+        s, c, support = _lines(a.ts_s, b.ts_s, ii, jj, tol)
+        if support < MIN_RUN:
+            break
+        near = np.abs(b.ts_s[wj] - (s * a.ts_s[wi] + c)) <= tol
+        li, lj = wi[near], wj[near]
+        # per A sample, its best cell on the line
+        order = np.lexsort((-sims[li, lj], li))
+        li, lj = li[order], lj[order]
+        first = np.concatenate([[True], li[1:] != li[:-1]])
+        li, lj = li[first], lj[first]
+        used = False
+        for run in _runs(li, lj, a, b, s, c, tol):
+            ri, rj = li[run], lj[run]
+            n_strong = int(strong_m[ri, rj].sum())
+            # take the shots this run used out of play (a held shot matches once per line)
+            for i, j in zip(ri, rj):
+                weak[i, b.shot_id == b.shot_id[j]] = False
+                weak[a.shot_id == a.shot_id[i], j] = False
+            weak[ri, rj] = False
+            if n_strong < MIN_RUN:
+                continue
+            out.append(_segment(a, b, ri, rj, s, c, interval, float(np.mean(sims[ri, rj]))))
+            used = True
+        if not used:
+            weak[li, lj] = False
+            strong_m[ii, jj] &= ~np.isin(ii, li)
+    return _merge(out, interval)
+
+
+def _runs(li: np.ndarray, lj: np.ndarray, a: Side, b: Side, s: float, c: float, tol: float) -> list[np.ndarray]:
+    """Split cells on a line (sorted by A sample) where A skips more than ``BRIDGE_S``, B goes back,
+    or one video cuts where the other does not (shared footage goes on across a cut only when
+    both videos cut there)."""
+    if not len(li):
+        return []
+    ta, tb = a.ts_s[li], b.ts_s[lj]
+    new_a = np.diff(a.shot_id[li]) != 0
+    new_b = np.diff(b.shot_id[lj]) != 0
+    cut_a = s * a.shot_start[li[1:]] + c
+    agree = new_a & new_b & (np.abs(b.shot_start[lj[1:]] - cut_a) <= tol)
+    split = (np.diff(ta) > BRIDGE_S) | (np.diff(tb) < 0) | ((new_a | new_b) & ~agree)
+    cut = np.flatnonzero(split) + 1
+    return [np.asarray(r) for r in np.split(np.arange(len(li)), cut)]
+
+
+def _snap(start: float, end: float, shot_start: float, shot_end: float, interval: float) -> tuple[float, float]:
+    if 0 <= start - shot_start <= interval + 1e-6:
+        start = shot_start
+    if 0 <= shot_end - end <= interval + 1e-6:
+        end = shot_end
+    return start, end
+
+
+def _segment(a: Side, b: Side, ri: np.ndarray, rj: np.ndarray, s: float, c: float, interval: float,
+             score: float) -> Match:
+    i0, i1 = int(ri[0]), int(ri[-1])
+    span = float(a.ts_s[i1] - a.ts_s[i0])
+    if span >= 3.0:  # long enough to measure the speed on
+        s = float(np.clip(np.polyfit(a.ts_s[ri], b.ts_s[rj], 1)[0], SPEEDS[0] - 0.01, SPEEDS[-1] + 0.01))
+    j0, j1 = int(rj.min()), int(rj.max())
+    a0, a1 = _snap(float(a.ts_s[i0]), float(a.end_s[i1]), float(a.shot_start[i0]), float(a.shot_end[i1]), interval)
+    b0, b1 = _snap(float(b.ts_s[j0]), float(b.end_s[j1]), float(b.shot_start[j0]), float(b.shot_end[j1]), interval)
+    # the shorter side's length bounds the other (a held last sample can run past the footage)
+    if (a1 - a0) > (b1 - b0) / s + interval:
+        a1 = a0 + (b1 - b0) / s
+    elif (b1 - b0) > s * (a1 - a0) + interval:
+        b1 = b0 + s * (a1 - a0)
+    return Match(a.video_id, b.video_id, round(a0, 4), round(a1, 4), round(b0, 4), round(b1, 4), round(score, 5),
+                 len(ri))
+
+
+def _merge(ms: list[Match], interval: float) -> list[Match]:
+    """Join segments that continue each other on both sides (within one interval), by A time."""
+    ms = sorted(ms, key=lambda m: (m.a_start_s, m.b_start_s))
+    out: list[Match] = []
+    for m in ms:
+        p = out[-1] if out else None
+        if p and 0 <= m.a_start_s - p.a_end_s <= interval + 1e-6 and 0 <= m.b_start_s - p.b_end_s <= interval + 1e-6:
+            n = p.samples + m.samples
+            out[-1] = Match(p.video_a, p.video_b, p.a_start_s, m.a_end_s, p.b_start_s, m.b_end_s,
+                            round((p.score * p.samples + m.score * m.samples) / n, 5), n)
+        else:
+            out.append(m)
+    return out
+
+
+# -- over a store's frame table ------------------------------------------------------------------
+def side_of(table: "FrameTable", lo: int, hi: int, vectors: np.ndarray | None = None) -> Side:
+    """The samples at table positions ``[lo, hi)`` (one video, in time order) as a :class:`Side`;
+    a shot's start is its first sample (every shot's first frame is sampled), its end its last
+    sample's end."""
+    sl = slice(lo, hi)
+    shot = table.shot_id[sl]
+    ts, end = table.ts_s[sl], table.end_s[sl]
+    vecs = np.asarray(table.vectors.take(table.row[sl]), np.float32) if vectors is None else vectors
+    return Side(int(table.video_id[lo]) if hi > lo else -1, ts, end, shot, table.blank[sl], vecs,
+                *_shot_spans(shot, ts, end))
+
+
+def _shot_spans(shot: np.ndarray, ts: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not len(shot):
+        return np.zeros(0), np.zeros(0)
+    starts = np.flatnonzero(np.concatenate([[True], shot[1:] != shot[:-1]]))
+    stops = np.append(starts[1:], len(shot))
+    counts = stops - starts
+    return np.repeat(ts[starts], counts), np.repeat(end[stops - 1], counts)
+
+
+def make_side(video_id: int, ts: np.ndarray, end: np.ndarray, shot: np.ndarray, blank: np.ndarray,
+              vectors: np.ndarray) -> Side:
+    """A :class:`Side` of samples that are not in a store (a file decoded for one query)."""
+    ts, end, shot = np.asarray(ts, np.float64), np.asarray(end, np.float64), np.asarray(shot, np.int64)
+    return Side(video_id, ts, end, shot, np.asarray(blank, bool), np.asarray(vectors, np.float32),
+                *_shot_spans(shot, ts, end))
+
+
+def find(table: "FrameTable", scanner: "Scanner", sides: Sequence[Side], basis: Basis,
+         skip: Any = None) -> list[Match]:
+    """Every aligned shared segment between each of ``sides`` and the videos of ``table``, in one
+    range search for all their samples (module docstring). A side's own video is not compared
+    with itself; ``skip(video_a, video_b)`` may leave other pairs out (already compared)."""
+    from .query import _bounds  # noqa: PLC0415
+
+    usable = [s for s in sides if len(s) and (~s.blank).any()]
+    if not usable or not len(table):
+        return []
+    q = np.concatenate([s.vectors[~s.blank] for s in usable])
+    owner = np.concatenate([np.full(int((~s.blank).sum()), k) for k, s in enumerate(usable)])
+    sample = np.concatenate([np.flatnonzero(~s.blank) for s in usable])
+    pos, qi, _sim = scanner.at_least(q, basis.candidate_level)
+    keep = ~table.blank[pos]
+    pos, qi = pos[keep], qi[keep]
+    starts, stops = _bounds(table.video_id)
+    vid_of_group = table.video_id[starts] if len(starts) else np.zeros(0, np.int64)
+    group = np.searchsorted(starts, pos, side="right") - 1
+    out: list[Match] = []
+    for k, a in enumerate(usable):
+        mine = owner[qi] == k
+        g, smp = group[mine], sample[qi[mine]]
+        if not len(g):
+            continue
+        pairs = np.unique(np.stack([g, smp], axis=1), axis=0)  # distinct (candidate video, A sample)
+        cand, n = np.unique(pairs[:, 0], return_counts=True)
+        wa = None
+        for gi in cand[n >= MIN_RUN]:
+            vb = int(vid_of_group[gi])
+            if vb == a.video_id or (skip is not None and skip(a.video_id, vb)):
+                continue
+            b = side_of(table, int(starts[gi]), int(stops[gi]))
+            wa = basis.whiten(a.vectors) if wa is None else wa
+            out += align(a, b, wa @ basis.whiten(b.vectors).T, basis.level)
+        table.release_pages()
+    return out
+
+
+def basis_of(store_dir: "str | os.PathLike[str]", table: "FrameTable") -> tuple[Basis, bool]:
+    """The store's kept basis, or one measured now on ``table`` (then ``True``: to be kept)."""
+    from indexer.store import read_match_basis  # noqa: PLC0415
+
+    kept = read_match_basis(store_dir)
+    if kept is not None:
+        mean, transform, level, cand, n = kept
+        return Basis(mean, transform, level, cand, n), False
+    return measure_basis(table), True
+
+
+def compare(store_dir: "str | os.PathLike[str]", video_ids: Sequence[int], progress: Any = None) -> tuple[Basis, bool, list[Match]]:
+    """Compare the stored videos ``video_ids`` with the whole archive: ``(basis, new_basis,
+    matches)``, each pair once (a pair of two of them is compared from the lower id)."""
+    from indexer.store import load_frames  # noqa: PLC0415
+
+    from .query import _bounds  # noqa: PLC0415
+    from .scan import Scanner  # noqa: PLC0415
+
+    table = load_frames(store_dir)
+    basis, new = basis_of(store_dir, table)
+    wanted = set(int(v) for v in video_ids)
+    starts, stops = _bounds(table.video_id)
+    sides = [side_of(table, int(a), int(b)) for a, b in zip(starts, stops) if int(table.video_id[a]) in wanted]
+    scanner = Scanner(table)
+    out: list[Match] = []
+    step = max(1, 2048 // max(1, int(np.median([len(s) for s in sides])) if sides else 1))
+    for k in range(0, len(sides), step):  # a few thousand samples per pass over the archive
+        out += find(table, scanner, sides[k : k + step], basis,
+                    skip=lambda va, vb: vb in wanted and vb < va)
+        if progress is not None:
+            progress(min(k + step, len(sides)), len(sides))
+    return basis, new, [m.ordered() for m in out]
+
+
+# -- answers for the CLI, the API and the web page -------------------------------------------------
+@dataclass
+class Member:
+    """One video of a version group."""
+
+    video_id: int
+    video: str  # path as indexed
+    name: str
+    duration_s: float
+    shared_s: float  # seconds of it shared with other members
+    is_longest: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"video_id": self.video_id, "video": self.video, "name": self.name,
+                "duration_s": round(self.duration_s, 3), "shared_s": round(self.shared_s, 3),
+                "is_longest": self.is_longest}
+
+
+@dataclass
+class Group:
+    """Videos linked by enough shared footage; ``segments`` (when asked for videos) are the
+    aligned shared segments of their pairs within the group."""
+
+    group_id: int
+    members: list[Member]
+    segments: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group_id": self.group_id, "members": [m.to_dict() for m in self.members], "segments": self.segments}
+
+
+@dataclass
+class VersionsReport:
+    """What ``archive versions`` shows."""
+
+    groups: list[Group]
+    min_shared_s: float
+    compared: int  # videos compared with the archive
+    not_compared: int  # ... not yet (indexed before versions existed; the next index run does them)
+    videos: list[int] | None = None  # the videos asked about (None: all groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_shared_s": self.min_shared_s, "compared": self.compared, "not_compared": self.not_compared,
+                "groups": [g.to_dict() for g in self.groups]}
+
+
+def segment_dict(row: dict[str, Any], first: set[int] | None = None) -> dict[str, Any]:
+    """A ``matches`` row for people; with ``first``, a video of it is put on the ``a`` side."""
+    r = lambda x: round(float(x), 3)  # noqa: E731
+    if first and int(row["video_b"]) in first and int(row["video_a"]) not in first:
+        row = {**row, "video_a": row["video_b"], "video_b": row["video_a"], "path_a": row["path_b"],
+               "path_b": row["path_a"], "name_a": row["name_b"], "name_b": row["name_a"],
+               "a_start_s": row["b_start_s"], "a_end_s": row["b_end_s"], "b_start_s": row["a_start_s"],
+               "b_end_s": row["a_end_s"]}
+    return {"video_a": row["path_a"], "name_a": row["name_a"], "video_a_id": int(row["video_a"]),
+            "a_start_s": r(row["a_start_s"]), "a_end_s": r(row["a_end_s"]),
+            "video_b": row["path_b"], "name_b": row["name_b"], "video_b_id": int(row["video_b"]),
+            "b_start_s": r(row["b_start_s"]), "b_end_s": r(row["b_end_s"]), "score": round(float(row["score"]), 4)}
+
+
+def report(store_dir: "str | os.PathLike[str]", video_ids: Sequence[int] | None = None) -> VersionsReport:
+    """The version groups (all, or those of ``video_ids`` with their aligned segments)."""
+    from indexer.store import match_rows, version_rows  # noqa: PLC0415
+
+    rows, min_shared, done, todo = version_rows(store_dir)
+    by_group: dict[int, list[Member]] = {}
+    for r in rows:
+        by_group.setdefault(int(r["group_id"]), []).append(Member(
+            int(r["video_id"]), r["path"], r["name"], float(r["duration_s"] or 0.0), float(r["shared_s"]),
+            bool(r["is_longest"])))
+    groups_out = [Group(g, ms, []) for g, ms in by_group.items()]
+    if video_ids is not None:
+        wanted = set(int(v) for v in video_ids)
+        groups_out = [g for g in groups_out if wanted & {m.video_id for m in g.members}]
+        segs = match_rows(store_dir, sorted(wanted))
+        for g in groups_out:
+            ids = {m.video_id for m in g.members}
+            g.segments = [segment_dict(s, wanted) for s in segs if int(s["video_a"]) in ids and int(s["video_b"]) in ids]
+        # videos asked about that share footage below --min-shared, or are in no group, still show
+        # what they share
+        loose = [s for s in segs if not any(int(s["video_a"]) in {m.video_id for m in g.members} and
+                                            int(s["video_b"]) in {m.video_id for m in g.members} for g in groups_out)]
+        if loose:
+            groups_out.append(Group(-1, [], [segment_dict(s, wanted) for s in loose]))
+    return VersionsReport(groups_out, min_shared, done, todo, None if video_ids is None else sorted(set(video_ids)))
