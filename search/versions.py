@@ -40,13 +40,15 @@ if TYPE_CHECKING:
 MATCH_SPREAD = 1.0  # whitened: a sample matches when closer than the median step inside a shot
 CANDIDATE_SPREAD = 4.0  # raw cosine: candidates are closer than 4x the median step inside a shot
 WHITEN_SAMPLE = 50_000  # vectors the whitening is measured on
-WHITEN_REG = 0.01  # each direction's variance gets 1% of the largest added before scaling
+WHITEN_REG = 0.01  # each direction's variance gets 1% of the largest added before scaling (more
+# when the archive has fewer than 4 samples per dimension)
 MIN_WHITEN = 64  # fewer content samples than this: no whitening
 LEVEL_MIN, LEVEL_MAX = 0.80, 0.9995  # the level is kept inside this range
 LEVEL_FALLBACK = 0.95  # when the archive has too few samples to measure it
 MIN_PAIRS = 20  # consecutive same-shot pairs needed to measure the level
 MIN_RUN = 2  # samples on a line for a segment
 BRIDGE_S = 2.0  # samples on one line this far apart (or closer) are one segment
+JOIN = 1.25  # segments that continue each other within 1.25 sample intervals on both sides are one
 SPEEDS = np.round(np.arange(0.96, 1.0401, 0.01), 4)  # speed ratios tried (B's time per A's time)
 
 
@@ -157,7 +159,9 @@ def measure_basis(table: "FrameTable", max_vectors: int = WHITEN_SAMPLE) -> Basi
         c = content - mean
         lam, u = np.linalg.eigh((c.T @ c / len(c)).astype(np.float64))
         lam = np.maximum(lam, 0.0)
-        transform = (u / np.sqrt(lam + WHITEN_REG * max(lam.max(), 1e-12))).astype(np.float32)
+        # fewer samples than a few per dimension measure the small directions poorly: shrink more
+        reg = WHITEN_REG * max(1.0, 4.0 * c.shape[1] / len(c))
+        transform = (u / np.sqrt(lam + reg * max(lam.max(), 1e-12))).astype(np.float32)
     else:  # too few to measure: plain cosine
         mean, transform = np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32)
     basis = Basis(mean.astype(np.float32), transform, LEVEL_FALLBACK, level_of(x, idx, CANDIDATE_SPREAD), int(len(x)))
@@ -196,14 +200,15 @@ def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None =
     weak[:, b.blank] = False
     strong_m = sims >= level
     out: list[Match] = []
-    for _ in range(64):  # segments per pair (a safety bound)
+    firm = False  # a segment resting on MIN_RUN samples at the match level, and averaging it, was found
+    for _ in range(256):  # lines per pair (a safety bound)
         ok = weak & strong_m
         ii, jj = np.nonzero(ok)
-        if len(np.unique(ii)) < MIN_RUN:
+        if not len(ii):
             break
         wi, wj = np.nonzero(weak)
         s, c, support = _lines(a.ts_s, b.ts_s, ii, jj, tol)
-        if support < MIN_RUN:
+        if support < 1:
             break
         near = np.abs(b.ts_s[wj] - (s * a.ts_s[wi] + c)) <= tol
         li, lj = wi[near], wj[near]
@@ -216,23 +221,28 @@ def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None =
         for run in _runs(li, lj, a, b, s, c, tol):
             ri, rj = li[run], lj[run]
             n_strong = int(strong_m[ri, rj].sum())
-            # take the shots this run used out of play (a held shot matches once per line)
-            for i, j in zip(ri, rj):
-                weak[i, b.shot_id == b.shot_id[j]] = False
-                weak[a.shot_id == a.shot_id[i], j] = False
             weak[ri, rj] = False
-            if n_strong < MIN_RUN:
+            if n_strong < MIN_RUN and not (n_strong and len(ri) > MIN_RUN):
                 continue
-            out.append(_segment(a, b, ri, rj, s, c, interval, float(np.mean(sims[ri, rj]))))
-            used = True
-        if not used:
+            placed = _pieces(a, b, ri, rj, s, sims, level, stay, interval, tol)
+            firm = firm or (n_strong >= MIN_RUN and any(m.score >= level for m in placed))
+            for m in placed:  # take the shot pairs placed out of play (a held shot matches once)
+                ia = (a.ts_s >= m.a_start_s - 1e-6) & (a.ts_s < m.a_end_s - 1e-6)
+                jb = (b.ts_s >= m.b_start_s - 1e-6) & (b.ts_s < m.b_end_s - 1e-6)
+                for i in np.flatnonzero(ia):
+                    weak[i, np.isin(b.shot_id, b.shot_id[jb])] = False
+            out += placed
+            used = used or bool(placed)
+        if not used:  # the line's cells lead nowhere: drop them and look again
             weak[li, lj] = False
-            strong_m[ii, jj] &= ~np.isin(ii, li)
-    return _merge(out, interval)
+    # weaker segments (a single sample at the match level, or a lower average: motion-heavy shots)
+    # count only beside a firm one, never alone: footage that only looks alike stays apart
+    return _merge(out, interval) if firm else []
 
 
 def _runs(li: np.ndarray, lj: np.ndarray, a: Side, b: Side, s: float, c: float, tol: float) -> list[np.ndarray]:
-    """Split cells on a line (sorted by A sample) where A skips more than ``BRIDGE_S``, B goes back,
+    """Split cells on a line (sorted by A sample) where A skips more than ``BRIDGE_S``, B goes back
+    (more than the line's tolerance: a held shot's samples may step back a little),
     or one video cuts where the other does not (shared footage goes on across a cut only when
     both videos cut there)."""
     if not len(li):
@@ -242,47 +252,87 @@ def _runs(li: np.ndarray, lj: np.ndarray, a: Side, b: Side, s: float, c: float, 
     new_b = np.diff(b.shot_id[lj]) != 0
     cut_a = s * a.shot_start[li[1:]] + c
     agree = new_a & new_b & (np.abs(b.shot_start[lj[1:]] - cut_a) <= tol)
-    split = (np.diff(ta) > BRIDGE_S) | (np.diff(tb) < 0) | ((new_a | new_b) & ~agree)
+    split = (np.diff(ta) > BRIDGE_S) | (np.diff(tb) < -tol) | ((new_a | new_b) & ~agree)
     cut = np.flatnonzero(split) + 1
     return [np.asarray(r) for r in np.split(np.arange(len(li)), cut)]
 
 
-def _snap(start: float, end: float, shot_start: float, shot_end: float, interval: float) -> tuple[float, float]:
-    if 0 <= start - shot_start <= interval + 1e-6:
-        start = shot_start
-    if 0 <= shot_end - end <= interval + 1e-6:
-        end = shot_end
-    return start, end
+def _pieces(a: Side, b: Side, ri: np.ndarray, rj: np.ndarray, s: float, sims: np.ndarray, level: float,
+            stay: float, interval: float, tol: float) -> list[Match]:
+    """A run cut into the shot pairs it crosses, each placed exactly (:func:`_place`); the pairs at
+    either end must hold a cell at the match level (weak cells only bridge between strong ones)."""
+    key = a.shot_id[ri] * (int(b.shot_id.max()) + 1 if len(b.shot_id) else 1) + b.shot_id[rj]
+    cuts = np.flatnonzero(np.diff(key) != 0) + 1
+    parts = np.split(np.arange(len(ri)), cuts)
+    strong = [bool((sims[ri[p], rj[p]] >= level).any()) for p in parts]
+    if not any(strong):
+        return []
+    first, last = strong.index(True), len(strong) - 1 - strong[::-1].index(True)
+    out = []
+    for p in parts[first : last + 1]:
+        m = _place(a, b, ri[p], rj[p], s, sims, stay, interval, tol)
+        if m is not None:
+            out.append(m)
+    return out
 
 
-def _segment(a: Side, b: Side, ri: np.ndarray, rj: np.ndarray, s: float, c: float, interval: float,
-             score: float) -> Match:
-    i0, i1 = int(ri[0]), int(ri[-1])
-    span = float(a.ts_s[i1] - a.ts_s[i0])
-    if span >= 3.0:  # long enough to measure the speed on
-        s = float(np.clip(np.polyfit(a.ts_s[ri], b.ts_s[rj], 1)[0], SPEEDS[0] - 0.01, SPEEDS[-1] + 0.01))
-    j0, j1 = int(rj.min()), int(rj.max())
-    a0, a1 = _snap(float(a.ts_s[i0]), float(a.end_s[i1]), float(a.shot_start[i0]), float(a.shot_end[i1]), interval)
-    b0, b1 = _snap(float(b.ts_s[j0]), float(b.end_s[j1]), float(b.shot_start[j0]), float(b.shot_end[j1]), interval)
-    # the shorter side's length bounds the other (a held last sample can run past the footage)
-    if (a1 - a0) > (b1 - b0) / s + interval:
-        a1 = a0 + (b1 - b0) / s
-    elif (b1 - b0) > s * (a1 - a0) + interval:
-        b1 = b0 + s * (a1 - a0)
-    return Match(a.video_id, b.video_id, round(a0, 4), round(a1, 4), round(b0, 4), round(b1, 4), round(score, 5),
-                 len(ri))
+def _place(a: Side, b: Side, pi: np.ndarray, pj: np.ndarray, s: float, sims: np.ndarray, stay: float,
+           interval: float, tol: float) -> Match | None:
+    """Where one shot of A and one of B share footage: the offset ``c`` (``t_b = s t_a + c``) that
+    best lines up all the shots' samples (sum of cosines at or above ``stay`` of each A sample with
+    the B sample nearest its place), among the offsets of the run's cells and those that put the
+    two shots' starts, or ends, together (preferred on a near tie: a held shot lines up anywhere);
+    the shared part is where the shots overlap under it."""
+    ia = np.flatnonzero(a.shot_id == a.shot_id[pi[0]])
+    jb = np.flatnonzero(b.shot_id == b.shot_id[pj[0]])
+    a0, a1 = float(a.shot_start[pi[0]]), float(a.shot_end[pi[0]])
+    b0, b1 = float(b.shot_start[pj[0]]), float(b.shot_end[pj[0]])
+    cands = [b0 - s * a0, b1 - s * a1] + [float(x) for x in b.ts_s[pj] - s * a.ts_s[pi]]
+    tb = b.ts_s[jb]
+    sub = sims[np.ix_(ia, jb)]
+    scores = []
+    for c in cands:
+        at = s * a.ts_s[ia] + c
+        k = np.searchsorted(tb, at)
+        k = np.clip(k, 0, len(tb) - 1)
+        prev = np.clip(k - 1, 0, len(tb) - 1)
+        k = np.where(np.abs(tb[prev] - at) <= np.abs(tb[k] - at), prev, k)
+        near = (np.abs(tb[k] - at) <= tol) & (at >= b0 - tol) & (at < b1)
+        v = sub[np.arange(len(ia)), k]
+        scores.append(float(np.sum(np.where(near & (v >= stay), v, 0.0))))
+    top = max(scores)
+    if top <= 0:
+        return None
+    best_c, best_v = None, -1.0
+    slack = 0.5 * max(0.0, 1.0 - stay)  # a near tie: within half a "stay" step of one sample
+    for c, v in zip(cands[:2], scores[:2]):  # cut-aligned offsets win near ties
+        if v >= top - slack and v > best_v:
+            best_c, best_v = c, v
+    if best_c is None:
+        best_c = cands[int(np.argmax(scores))]
+    lo, hi = max(a0, (b0 - best_c) / s), min(a1, (b1 - best_c) / s)
+    if hi - lo < 0.5 * interval:
+        return None
+    return Match(a.video_id, b.video_id, round(lo, 4), round(hi, 4), round(s * lo + best_c, 4), round(s * hi + best_c, 4),
+                 round(float(np.mean(sims[pi, pj])), 5), len(pi))
 
 
 def _merge(ms: list[Match], interval: float) -> list[Match]:
-    """Join segments that continue each other on both sides (within one interval), by A time."""
+    """Join segments that continue each other on both sides (within ``JOIN`` intervals), or repeat one
+    another (overlapping on both sides at the same offset), by A time."""
     ms = sorted(ms, key=lambda m: (m.a_start_s, m.b_start_s))
     out: list[Match] = []
     for m in ms:
-        p = out[-1] if out else None
-        if p and 0 <= m.a_start_s - p.a_end_s <= interval + 1e-6 and 0 <= m.b_start_s - p.b_end_s <= interval + 1e-6:
-            n = p.samples + m.samples
-            out[-1] = Match(p.video_a, p.video_b, p.a_start_s, m.a_end_s, p.b_start_s, m.b_end_s,
-                            round((p.score * p.samples + m.score * m.samples) / n, 5), n)
+        for k in range(len(out) - 1, max(-1, len(out) - 4), -1):
+            p = out[k]
+            ga, gb = m.a_start_s - p.a_end_s, m.b_start_s - p.b_end_s
+            follows = -0.5 * interval <= ga <= JOIN * interval and -0.5 * interval <= gb <= JOIN * interval
+            repeats = ga < 0 and gb < 0 and abs((m.b_start_s - m.a_start_s) - (p.b_start_s - p.a_start_s)) <= interval + 1e-6
+            if follows or repeats:
+                n = p.samples + m.samples
+                out[k] = Match(p.video_a, p.video_b, p.a_start_s, max(p.a_end_s, m.a_end_s), min(p.b_start_s, m.b_start_s),
+                               max(p.b_end_s, m.b_end_s), round((p.score * p.samples + m.score * m.samples) / n, 5), n)
+                break
         else:
             out.append(m)
     return out
