@@ -219,6 +219,27 @@ class Archive:
         self._encoder = searcher.loaded_encoder or self._encoder  # kept for later calls
         return results
 
+    def like_video(self, path: str | os.PathLike[str], videos: Sequence[str] | None = None,
+                   top: int | None = settings.DEFAULT_TOP) -> QueryResult:
+        """Query by video: which indexed videos contain this file's footage, and where (each
+        segment also gives its time range in the file). An indexed file's stored vectors are used;
+        another is decoded and embedded once, and the store is not changed. See
+        :func:`search.versions.like_video`.
+
+        Raises:
+            QueryError: the file is missing or not a decodable video, or a ``videos`` argument
+                matches no indexed video.
+        """
+        read_meta(self.store)
+        ids = resolve_scope(self.store, videos) if videos else None
+
+        def encoder() -> Encoder:
+            if self._loaded_encoder() is None:
+                self._encoder = Searcher(self.store, self.device).encoder
+            return self._encoder
+
+        return versions_mod.like_video(self.store, path, encoder, ids, top)
+
     def label_add(self, name: str, prompts: Sequence[str] = (), threshold: float | None = None,
                   ocr: Sequence[str] = ()) -> int:
         """Save a label (a category) and materialise its answers for every video.

@@ -157,6 +157,11 @@ def search(
     video: Optional[List[str]] = typer.Option(
         None, "--video", help="Only these indexed files, folders or file names. Repeatable.", show_default=False
     ),
+    like_video: Optional[Path] = typer.Option(
+        None, "--like-video", metavar="FILE",
+        help="Query by video: which indexed videos contain this file's footage, and where (versions, re-edits). An "
+        "indexed file's stored vectors are used; another is decoded once, and the store is not changed.",
+        show_default=False),
     top: int = typer.Option(settings.DEFAULT_TOP, "--top", help="Videos per query, best first."),
     threshold: Optional[float] = typer.Option(
         None, "--threshold", show_default=False,
@@ -175,13 +180,16 @@ def search(
         help="Store folder; repeat it to answer over several stores as one ranked list (each result names its "
         "store; they must share a model). [default: $ARCHIVE_STORE (A:B for several), else ./data]"),
 ) -> None:
-    """Search the archive by text or example image: per video, present / first seen / time on screen."""
+    """Search the archive by text, example image, written words or example video: per video, present / first
+    seen / time on screen."""
     from .render import print_search  # noqa: PLC0415
 
     stores = settings.store_dirs(store or None)
     if len(stores) > 1:
         if template:
             _fail("--template works on one store at a time.", 2)
+        if like_video is not None:
+            _fail("--like-video works on one store at a time.", 2)
         from .api import search_stores  # noqa: PLC0415
 
         results = _call(lambda: search_stores(stores, *(texts or []), image=image or None, videos=video or None,
@@ -192,9 +200,13 @@ def search(
         print_search(results, as_json)
         return
     arc = _archive(stores[0], device)
-    results = _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
-                                       top=top, threshold=threshold, merge_gap_s=merge_gap,
-                                       min_duration_s=min_duration, templates=template or None, ocr=ocr or ()))
+    results = []
+    if like_video is not None:
+        results.append(_call(lambda: arc.like_video(like_video, videos=video or None, top=top)))
+    if texts or image or ocr or like_video is None:
+        results += _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
+                                            top=top, threshold=threshold, merge_gap_s=merge_gap,
+                                            min_duration_s=min_duration, templates=template or None, ocr=ocr or ()))
     if texts or image:
         _warn_if_random(arc)
     print_search(results, as_json)

@@ -66,7 +66,10 @@ def search_table(res: QueryResult) -> Table:
     t.add_column("segments", overflow="fold", min_width=10)
     for i, r in enumerate(res.results, 1):
         texts = r.segment_texts or [None] * len(r.segments)
-        segs = ", ".join(f"{s.start_s:.2f}-{s.end_s:.2f}" + (f' "{x}"' if x else "") for s, x in zip(r.segments[:6], texts))
+        srcs = r.segment_sources or [None] * len(r.segments)
+        segs = ", ".join(f"{s.start_s:.2f}-{s.end_s:.2f}" + (f' "{x}"' if x else "")
+                         + (f" (file {src[0]:.2f}-{src[1]:.2f})" if src else "")
+                         for s, x, src in zip(r.segments[:6], texts, srcs))
         if len(r.segments) > 6:
             segs += f", +{len(r.segments) - 6} more"
         t.add_row(

@@ -48,6 +48,7 @@ class VideoResult:
     segment_frame_ids: list[int] = field(default_factory=list)  # each segment's best frame
     store: str | None = None  # the store it comes from, when several answer as one (search.shards)
     segment_texts: list[str] | None = None  # written-word queries: the text read in each segment
+    segment_sources: list[tuple[float, float]] | None = None  # --like-video: each segment's time range in the file
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,9 +60,11 @@ class VideoResult:
             "duration_s": _r(self.duration_s),
             "segments": [
                 {"start_s": _r(s.start_s), "end_s": _r(s.end_s), "peak_score": _r(s.peak_score, 4),
-                 "peak_frame_id": f, **({"text": t} if t is not None else {})}
-                for s, f, t in zip(self.segments, self.segment_frame_ids or [None] * len(self.segments),
-                                   self.segment_texts or [None] * len(self.segments))
+                 "peak_frame_id": f, **({"text": t} if t is not None else {}),
+                 **({"like_start_s": _r(src[0]), "like_end_s": _r(src[1])} if src is not None else {})}
+                for s, f, t, src in zip(self.segments, self.segment_frame_ids or [None] * len(self.segments),
+                                        self.segment_texts or [None] * len(self.segments),
+                                        self.segment_sources or [None] * len(self.segments))
             ],
             "best_s": _r(self.best_s),
             "best_frame_id": self.best_frame_id,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from indexer.store import FrameTable
 
+    from .query import QueryResult
     from .scan import Scanner
 
 MATCH_SPREAD = 1.0  # whitened: a sample matches when closer than the median step inside a shot
@@ -527,3 +528,78 @@ def report(store_dir: "str | os.PathLike[str]", video_ids: Sequence[int] | None 
         if loose:
             groups_out.append(Group(-1, [], [segment_dict(s, wanted) for s in loose]))
     return VersionsReport(groups_out, min_shared, done, todo, None if video_ids is None else sorted(set(video_ids)))
+
+
+def like_video(store_dir: "str | os.PathLike[str]", path: "str | os.PathLike[str]", encoder_of: Any,
+               videos: Sequence[int] | None = None, top: int | None = None) -> "QueryResult":
+    """Which indexed videos contain the footage of the video file ``path``, and where: one
+    :class:`~search.query.QueryResult` in the usual shape, each segment also giving its time range
+    in the file (``segment_sources``). An indexed file's stored samples are used; another file is
+    decoded and embedded once (``encoder_of()`` gives the store's model), and the store is not
+    changed. ``videos`` limits the answer to those video ids.
+
+    Raises:
+        QueryError: the file is missing or cannot be decoded.
+    """
+    import os as _os  # noqa: PLC0415
+
+    from indexer.errors import QueryError, VideoOpenError  # noqa: PLC0415
+    from indexer.store import load_frames  # noqa: PLC0415
+
+    from .query import QueryResult, VideoResult, _bounds  # noqa: PLC0415
+    from .scan import Scanner  # noqa: PLC0415
+    from .timeline import Segment  # noqa: PLC0415
+
+    p = _os.path.abspath(_os.path.expanduser(str(path)))
+    if not _os.path.isfile(p):
+        raise QueryError(f"--like-video {path}: file not found.")
+    table = load_frames(store_dir)
+    basis, _new = basis_of(store_dir, table)
+    starts, stops = _bounds(table.video_id)
+    own = next((k for k, a in enumerate(starts) if table.videos[int(table.video_id[a])]["path"] == p), None)
+    if own is not None:
+        side = side_of(table, int(starts[own]), int(stops[own]))
+    else:
+        from indexer import settings  # noqa: PLC0415
+        from indexer.embed import embed_video  # noqa: PLC0415
+
+        fps = float(np.median([v["sample_fps"] for v in table.videos.values()])) if table.videos else settings.DEFAULT_FPS
+        try:
+            rec = embed_video(p, encoder_of(), fps=fps)
+        except (VideoOpenError, OSError) as exc:
+            raise QueryError(f"--like-video {path}: cannot decode it ({str(exc).splitlines()[0]}).") from exc
+        shots = rec.shots or []
+        blank = [bool(shots) and shots[f.shot].kind != "content" for f in rec.frames]
+        side = make_side(-1, [f.ts_s for f in rec.frames], [f.end_s for f in rec.frames], [f.shot for f in rec.frames],
+                         blank, rec.vectors)
+    found = find(table, Scanner(table), [side], basis)
+    by_video: dict[int, list[Match]] = {}
+    for m in found:
+        if videos is None or m.video_b in set(videos):
+            by_video.setdefault(m.video_b, []).append(m)
+    results = []
+    for vid, ms in by_video.items():
+        ms.sort(key=lambda m: m.b_start_s)
+        row = table.videos[vid]
+        segs = [Segment(m.b_start_s, m.b_end_s, m.score) for m in ms]
+        spans = sorted((m.b_start_s, m.b_end_s) for m in ms)
+        on = 0.0
+        cur = None
+        for lo, hi in spans:
+            if cur is None or lo > cur[1]:
+                on += 0.0 if cur is None else cur[1] - cur[0]
+                cur = [lo, hi]
+            else:
+                cur[1] = max(cur[1], hi)
+        on += 0.0 if cur is None else cur[1] - cur[0]
+        best = max(ms, key=lambda m: m.score)
+        results.append(VideoResult(
+            video_id=vid, video=row["path"], present=True, first_seen_s=ms[0].b_start_s, duration_s=round(on, 4),
+            segments=segs, best_s=best.b_start_s, score=best.score, video_duration_s=float(row["duration_s"] or 0.0),
+            match=best.score, segment_sources=[(m.a_start_s, m.a_end_s) for m in ms]))
+    results.sort(key=lambda r: (-r.duration_s, r.video))
+    n_videos = len(starts) - (own is not None)
+    return QueryResult(query=f"like {_os.path.basename(p)}", kind="video", threshold=basis.level,
+                       results=results[:top] if top else results,
+                       rule=f"shared footage: aligned samples at whitened cosine >= {basis.level:.4f} (versions matching)",
+                       videos_searched=n_videos, frames_searched=len(table))

@@ -248,6 +248,11 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
     assert _rows(a, "SELECT count(*) FROM labels WHERE calibrated_at IS NOT NULL OR calib_precision IS NOT NULL") \
         == [(0,)]
 
+    # v9: the upgrade run compared every old video for shared footage, from the stored vectors.
+    assert report.versions_compared == len(before["videos"])
+    assert _rows(a, "SELECT count(*) FROM videos WHERE matched IS NOT TRUE") == [(0,)]
+    assert a.versions().not_compared == 0
+
     # The catalog and the vectors agree; notes (no thumbnails yet, files gone) are fine.
     check = a.check()
     assert check.ok, check.problems
@@ -255,7 +260,7 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
 
     # Upgrading is done once: a second run changes nothing.
     again = a.index([tmp_path / "nothing-to-index"])
-    assert (again.indexed, again.skipped, again.failed) == (0, 0, 0)
+    assert (again.indexed, again.skipped, again.failed, again.versions_compared) == (0, 0, 0, 0)
     assert _rows(a, Q_FRAMES) == before["frames"] and _rows(a, Q_SHOTS) == shots
 
 

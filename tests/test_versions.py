@@ -118,3 +118,70 @@ def test_letterbox_bars_are_cut() -> None:
     dark_top[:20] = 0  # a picture dark at one edge only is not cut
     assert content_box(dark_top) is None
     assert content_box(np.zeros((90, 160, 3), np.uint8)) is None  # a black frame stays as it is
+
+
+def test_like_video_indexed_or_not(version_store, tmp_path: Path) -> None:
+    """An indexed file's stored samples answer; a copy elsewhere is decoded once and answers the
+    same; the store is not changed; each segment gives its range in the file."""
+    import shutil
+
+    from indexer.errors import QueryError
+
+    d, vset, a, _r = version_store
+    src = next(v for v in vset.versions if v.name == "film1_cutdown.mp4").path
+    catalog = (d / "store" / "catalog.duckdb").read_bytes()
+    indexed = a.like_video(src)
+    copy = tmp_path / "copy.mp4"
+    shutil.copy(src, copy)
+    decoded = a.like_video(copy)
+    assert (d / "store" / "catalog.duckdb").read_bytes() == catalog
+    names = lambda res: {Path(r.video).name for r in res.results}  # noqa: E731
+    family = {v.name for v in vset.versions if v.family == "film1"}
+    assert "film1_master.mp4" in names(indexed) and names(indexed) <= family - {"film1_cutdown.mp4"}
+    assert names(decoded) == names(indexed) | {"film1_cutdown.mp4"}  # the copy also finds the file itself
+    master = next(r for r in decoded.results if Path(r.video).name == "film1_master.mp4")
+    assert master.present and master.segment_sources and len(master.segment_sources) == len(master.segments)
+    for seg, (lo, hi) in zip(master.segments, master.segment_sources):
+        assert hi - lo == pytest.approx(seg.end_s - seg.start_s, abs=0.6)
+    itself = next(r for r in decoded.results if Path(r.video).name == "film1_cutdown.mp4")
+    assert itself.duration_s == pytest.approx(itself.video_duration_s, abs=0.05)
+    with pytest.raises(QueryError, match="file not found"):
+        a.like_video(tmp_path / "missing.mp4")
+    env = env_for_cli(tmp_path, d / "store")
+    out = subprocess.run([sys.executable, "-m", "archive.cli", "search", "--like-video", str(copy), "--json"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.splitlines()[0])
+    assert res["kind"] == "video" and {Path(r["video"]).name for r in res["results"]} == names(decoded)
+    assert all("like_start_s" in s for r in res["results"] for s in r["segments"])
+
+
+def test_check_finds_and_repairs_matches_out_of_step(version_store, tmp_path: Path) -> None:
+    """`archive check` verifies the matches against the catalog and (a sample) against the vectors;
+    `--repair` regroups and has the videos compared again by the next index run."""
+    import shutil
+
+    import duckdb
+
+    d, vset, _a, _r = version_store
+    from archive import Archive
+
+    store = tmp_path / "store"
+    shutil.copytree(d / "store", store)
+    a = Archive(store)
+    first = a.check()
+    assert first.ok, first.problems
+    con = duckdb.connect(str(store / "catalog.duckdb"))
+    con.execute("UPDATE matches SET b_start_s = 0, b_end_s = a_end_s - a_start_s WHERE b_start_s > 3")
+    con.execute("DELETE FROM versions WHERE video_id = (SELECT min(video_id) FROM versions)")
+    con.close()
+    rep = a.check()
+    assert not rep.ok
+    assert any("out of step" in p for p in rep.problems) and any("disagree" in p for p in rep.problems)
+    rep = a.check(repair=True)
+    assert rep.ok, rep.problems
+    assert any("compared again by the next" in x for x in rep.repaired)
+    assert any("not compared" in n for n in rep.notes)
+    a.index([d / "videos"], fps=2.0)
+    rep = a.check()
+    assert rep.ok and not any("not compared" in n for n in rep.notes)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import StoreError
 from . import ivf as ivfmod
+from . import matchtables
 from . import segments
 from . import vectors as vecfile
 from .layout import SEGMENTS_DIR, THUMBS, VECTORS
@@ -135,10 +136,33 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
             "interrupted commit): harmless, readers skip them; `archive optimize` reclaims the space."
         )
     _check_ivf(root, refs, ivf_ref, dim, rep)
+    _check_versions(root, rep, repair)
     for p in segments.orphan_files(root, refs, ivf_ref.file if ivf_ref else None):
         rep.notes.append(f"extra file vectors/{p.name}: left by an interrupted write or merge (the next "
                          "`archive index`, `archive optimize` or `archive check --repair` deletes it).")
     return _finish(rep, paths, root)
+
+
+def _check_versions(root: Path, rep: CheckReport, repair: bool) -> None:
+    """``matches`` and ``versions`` agree with the catalog and, on a sample, with the vectors
+    (:func:`.matchtables.verify`); with ``repair``, what disagrees is regrouped or compared again."""
+    from .reader import load_frames  # noqa: PLC0415
+
+    with read_connection(root) as con:
+        problems, videos = matchtables.verify(con, lambda ids: load_frames(root, ids))
+        todo = con.execute("SELECT count(*) FROM videos WHERE matched IS NULL").fetchall()[0][0]
+    if problems and repair:
+        with Writer(root) as w:
+            w.repair_matches(videos)
+        rep.repaired.append("matches: rows of missing videos and bad ranges dropped, versions regrouped"
+                            + (f", {len(videos)} video(s) to be compared again by the next `archive index`" if videos else ""))
+        with read_connection(root) as con:
+            problems, videos = matchtables.verify(con, lambda ids: load_frames(root, ids))
+            todo = con.execute("SELECT count(*) FROM videos WHERE matched IS NULL").fetchall()[0][0]
+    rep.problems += problems
+    if todo:
+        rep.notes.append(f"{todo} video(s) not compared with the archive for shared footage yet (`archive versions`): "
+                         "the next `archive index` compares them from their stored vectors.")
 
 
 def _check_ivf(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfRef | None, dim: int,

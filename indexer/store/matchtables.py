@@ -126,3 +126,75 @@ def regroup(con: Any) -> None:
     if found:
         con.executemany("INSERT INTO versions VALUES (?, ?, ?, ?)",
                         [(g, v, longest, round(union_length(linked.get(v, [])), 4)) for g, v, longest in found])
+
+
+def verify(con: Any, load: Any, sample: int = 50) -> tuple[list[str], list[int]]:
+    """Check ``matches`` and ``versions`` against the catalog and, on up to ``sample`` match rows
+    spread over the table, against the stored vectors: along each sampled segment, each sample of
+    ``video_a`` is compared (whitened, with the kept basis) with the samples of ``video_b`` around
+    the aligned time; the median of their best cosines must reach the stay level
+    (``1 - 2 (1 - level)``) the matching followed shared footage with. ``load(video_ids)`` gives their frame table.
+
+    Returns:
+        ``(problems, videos)``: each problem says what to do; ``videos`` are those whose matches
+        disagree with their vectors (``archive check --repair`` has them compared again).
+    """
+    problems: list[str] = []
+    n = con.execute("SELECT count(*) FROM matches").fetchall()[0][0]
+    if not n:
+        return problems, []
+    orphan = con.execute("SELECT count(*) FROM matches WHERE video_a NOT IN (SELECT video_id FROM videos) "
+                         "OR video_b NOT IN (SELECT video_id FROM videos)").fetchall()[0][0]
+    if orphan:
+        problems.append(f"{orphan} match row(s) name a video that is not in the catalog: run `archive check --repair`.")
+    bad = con.execute(
+        "SELECT count(*) FROM matches m JOIN videos a ON a.video_id = m.video_a JOIN videos b ON b.video_id = m.video_b "
+        "WHERE m.video_a >= m.video_b OR m.a_start_s < -1e-3 OR m.b_start_s < -1e-3 OR m.a_end_s <= m.a_start_s "
+        "OR m.b_end_s <= m.b_start_s OR m.a_end_s > a.duration_s + 0.05 OR m.b_end_s > b.duration_s + 0.05"
+    ).fetchall()[0][0]
+    if bad:
+        problems.append(f"{bad} match row(s) have time ranges outside their videos: run `archive check --repair`.")
+    kept = {(g, v, bool(lg)) for g, v, lg in con.execute("SELECT group_id, video_id, is_longest FROM versions").fetchall()}
+    rows = con.execute("SELECT video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s FROM matches").fetchall()
+    spans: dict[tuple[int, int], tuple[list, list]] = {}
+    for va, vb, a0, a1, b0, b1 in rows:
+        sa, sb = spans.setdefault((int(va), int(vb)), ([], []))
+        sa.append((a0, a1))
+        sb.append((b0, b1))
+    pairs = {p: min(union_length(sa), union_length(sb)) for p, (sa, sb) in spans.items()}
+    durations = {int(v): float(d or 0.0) for v, d in con.execute("SELECT video_id, duration_s FROM videos").fetchall()}
+    if set(groups(pairs, durations, min_shared(con))) != kept:
+        problems.append("the versions table is out of step with the matches: run `archive check --repair` (it regroups).")
+    basis = read_basis(con)
+    if basis is None:
+        return problems, []
+    mean, transform, level, _cand, _n = basis
+    stay = 1.0 - 2.0 * (1.0 - level)
+    pick = np.unique(np.linspace(0, len(rows) - 1, min(sample, len(rows))).astype(np.int64))
+    chosen = [rows[k] for k in pick if rows[k][0] in durations and rows[k][1] in durations]
+    if not chosen:
+        return problems, []
+    table = load(sorted({int(r[0]) for r in chosen} | {int(r[1]) for r in chosen}))
+    def whiten(x: np.ndarray) -> np.ndarray:
+        y = (np.asarray(x, np.float32) - mean) @ transform
+        return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+    disagree: set[int] = set()
+    for va, vb, a0, a1, b0, b1 in chosen:
+        ia = np.flatnonzero((table.video_id == va) & (table.ts_s >= a0 - 1e-6) & (table.ts_s < a1 - 1e-6) & ~table.blank)
+        jb = np.flatnonzero((table.video_id == vb) & ~table.blank)
+        if not len(ia) or not len(jb):
+            continue
+        at = b0 + (table.ts_s[ia] - a0) * ((b1 - b0) / max(a1 - a0, 1e-9))
+        k = np.clip(np.searchsorted(table.ts_s[jb], at), 0, len(jb) - 1)
+        va_v = whiten(table.vectors.take(table.row[ia]))
+        best = np.full(len(ia), -1.0)
+        for d in (-2, -1, 0, 1):  # the B samples around the aligned time (the sample grids differ)
+            kk = np.clip(k + d, 0, len(jb) - 1)
+            vb_v = whiten(table.vectors.take(table.row[jb[kk]]))
+            best = np.maximum(best, np.einsum("ij,ij->i", va_v, vb_v))
+        if float(np.median(best)) < stay:
+            disagree.update((int(va), int(vb)))
+    if disagree:
+        problems.append(f"matches of {len(disagree)} video(s) disagree with their stored vectors: run `archive check "
+                        "--repair`, then `archive index` on any folder to compare them again.")
+    return problems, sorted(disagree)

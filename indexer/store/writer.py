@@ -306,6 +306,21 @@ class Writer:
             matchtables.replace(con, video_ids, rows)
             matchtables.regroup(con)
 
+    def repair_matches(self, video_ids: Sequence[int]) -> None:
+        """Drop match rows of missing videos or with bad ranges, forget the matches of ``video_ids``
+        (the next index run compares them again) and regroup, in one transaction."""
+        with self._catalog() as con, transaction(con):
+            con.execute("DELETE FROM matches WHERE video_a NOT IN (SELECT video_id FROM videos) OR video_b NOT IN "
+                        "(SELECT video_id FROM videos) OR video_a >= video_b OR a_end_s <= a_start_s OR b_end_s <= b_start_s")
+            con.execute("DELETE FROM matches m USING videos a, videos b WHERE a.video_id = m.video_a AND "
+                        "b.video_id = m.video_b AND (m.a_end_s > a.duration_s + 0.05 OR m.b_end_s > b.duration_s + 0.05)")
+            ids = [int(v) for v in video_ids]
+            if ids:
+                con.execute("DELETE FROM matches WHERE video_a IN (SELECT unnest(?::INTEGER[])) OR "
+                            "video_b IN (SELECT unnest(?::INTEGER[]))", [ids, ids])
+                con.execute("UPDATE videos SET matched = NULL WHERE video_id IN (SELECT unnest(?::INTEGER[]))", [ids])
+            matchtables.regroup(con)
+
     def set_min_shared(self, seconds: float) -> None:
         """Group versions by ``seconds`` of shared footage from now on (``meta.min_shared``)."""
         with self._catalog() as con, transaction(con):
