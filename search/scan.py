@@ -75,32 +75,6 @@ class Scanner:
             self._release()
         return out
 
-    def at_least(self, queries: np.ndarray, level: float, step: int = 8192) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A range search: every ``(frame position, query index, cosine)`` with a cosine of at
-        least ``level``, from one exact pass over the vectors (read in file order)."""
-        t = self.table
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        pos_out, q_out, s_out = [], [], []
-
-        def keep(s: np.ndarray, pos: np.ndarray) -> None:
-            r, c = np.nonzero(s >= level)
-            if len(r):
-                pos_out.append(pos[r])
-                q_out.append(c)
-                s_out.append(s[r, c])
-
-        if len(q) and len(t):
-            if self._dense():
-                for block, pos, local in self._blocks(step):
-                    keep(matvecs(block, q)[local], pos)
-                    self._release()
-            else:
-                for a in range(0, len(t), step):
-                    keep(matvecs(t.vectors.take(t.row[a : a + step]), q), np.arange(a, min(a + step, len(t))))
-                    self._release()
-        cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
-        return cat(pos_out, np.int64), cat(q_out, np.int64), cat(s_out, np.float32)
-
     def scores_at(self, idx: np.ndarray, queries: np.ndarray) -> np.ndarray:
         """Exact scores ``(len(idx), n_queries)`` of the frames at positions ``idx`` only."""
         t = self.table

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from indexer.store import FrameTable
 
     from .query import QueryResult
-    from .scan import Scanner
 
 MATCH_SPREAD = 1.0  # whitened: a sample matches when closer than the median step inside a shot
 CANDIDATE_SPREAD = 4.0  # raw cosine: candidates are closer than 4x the median step inside a shot
@@ -44,6 +43,8 @@ WHITEN_SAMPLE = 50_000  # vectors the whitening is measured on
 WHITEN_REG = 0.01  # each direction's variance gets 1% of the largest added before scaling (more
 # when the archive has fewer than 4 samples per dimension)
 MIN_WHITEN = 64  # fewer content samples than this: no whitening
+BASIS_VIDEOS = 2000  # videos (spread over the archive) the basis is measured on
+PASS_SAMPLES = 2048  # samples compared with the archive in one pass over its vectors
 LEVEL_MIN, LEVEL_MAX = 0.80, 0.9995  # the level is kept inside this range
 LEVEL_FALLBACK = 0.95  # when the archive has too few samples to measure it
 MIN_PAIRS = 20  # consecutive same-shot pairs needed to measure the level
@@ -369,77 +370,115 @@ def make_side(video_id: int, ts: np.ndarray, end: np.ndarray, shot: np.ndarray, 
                 *_shot_spans(shot, ts, end))
 
 
-def find(table: "FrameTable", scanner: "Scanner", sides: Sequence[Side], basis: Basis,
-         skip: Any = None) -> list[Match]:
-    """Every aligned shared segment between each of ``sides`` and the videos of ``table``, in one
-    range search for all their samples (module docstring). A side's own video is not compared
-    with itself; ``skip(video_a, video_b)`` may leave other pairs out (already compared)."""
+def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basis, skip: Any = None,
+         videos: Sequence[int] | None = None, step: int = 8192) -> list[Match]:
+    """Every aligned shared segment between each of ``sides`` and the stored videos (module
+    docstring): one range search of all their samples over the stored vectors (read in file
+    order, memory-mapped; the catalog is asked only about the frames that came close), then the
+    alignment of each candidate video. A side's own video is not compared with itself;
+    ``skip(video_a, video_b)`` may leave other pairs out (already compared); ``videos`` limits the
+    candidates to those ids."""
+    from indexer.store import frame_videos, load_frames, vector_layer  # noqa: PLC0415
+
     from .query import _bounds  # noqa: PLC0415
+    from .scan import matvecs  # noqa: PLC0415
 
     usable = [s for s in sides if len(s) and (~s.blank).any()]
-    if not usable or not len(table):
+    if not usable:
         return []
-    q = np.concatenate([s.vectors[~s.blank] for s in usable])
+    q = np.ascontiguousarray(np.concatenate([s.vectors[~s.blank] for s in usable]), np.float32)
     owner = np.concatenate([np.full(int((~s.blank).sum()), k) for k, s in enumerate(usable)])
-    sample = np.concatenate([np.flatnonzero(~s.blank) for s in usable])
-    pos, qi, _sim = scanner.at_least(q, basis.candidate_level)
-    keep = ~table.blank[pos]
-    pos, qi = pos[keep], qi[keep]
-    starts, stops = _bounds(table.video_id)
-    vid_of_group = table.video_id[starts] if len(starts) else np.zeros(0, np.int64)
-    group = np.searchsorted(starts, pos, side="right") - 1
-    out: list[Match] = []
+    view, ids = vector_layer(store_dir)
+    hit_ids, hit_q = [], []
+    for r0, block in view.blocks(step):
+        r, c = np.nonzero(matvecs(block, q) >= basis.candidate_level)
+        if len(r):
+            hit_ids.append(ids[r0 + r])
+            hit_q.append(c)
+        view.release_pages()
+    del view
+    if not hit_ids:
+        return []
+    fid, qi = np.concatenate(hit_ids), np.concatenate(hit_q)
+    video_of = frame_videos(store_dir, fid)
+    vid = np.array([video_of.get(int(f), -1) for f in fid], np.int64)
+    keep = vid >= 0
+    if videos is not None:
+        keep &= np.isin(vid, np.asarray(list(videos), np.int64))
+    vid, qi = vid[keep], qi[keep]
+    wanted: dict[int, list[int]] = {}
     for k, a in enumerate(usable):
         mine = owner[qi] == k
-        g, smp = group[mine], sample[qi[mine]]
-        if not len(g):
+        if not mine.any():
             continue
-        pairs = np.unique(np.stack([g, smp], axis=1), axis=0)  # distinct (candidate video, A sample)
+        pairs = np.unique(np.stack([vid[mine], qi[mine]], axis=1), axis=0)  # distinct (video, A sample)
         cand, n = np.unique(pairs[:, 0], return_counts=True)
-        wa = None
-        for gi in cand[n >= MIN_RUN]:
-            vb = int(vid_of_group[gi])
-            if vb == a.video_id or (skip is not None and skip(a.video_id, vb)):
+        wanted[k] = [int(v) for v in cand[n >= MIN_RUN] if int(v) != a.video_id and not (skip and skip(a.video_id, int(v)))]
+    every = sorted({v for vs in wanted.values() for v in vs})
+    if not every:
+        return []
+    table = load_frames(store_dir, every)
+    starts, stops = _bounds(table.video_id)
+    at = {int(table.video_id[s0]): (int(s0), int(s1)) for s0, s1 in zip(starts, stops)}
+    out: list[Match] = []
+    white: dict[int, np.ndarray] = {}
+    for k, vs in wanted.items():
+        a = usable[k]
+        wa = basis.whiten(a.vectors)
+        for v in vs:
+            if v not in at:
                 continue
-            b = side_of(table, int(starts[gi]), int(stops[gi]))
-            wa = basis.whiten(a.vectors) if wa is None else wa
-            out += align(a, b, wa @ basis.whiten(b.vectors).T, basis.level)
-        table.release_pages()
+            b = side_of(table, *at[v])
+            if v not in white:
+                white[v] = basis.whiten(b.vectors)
+            out += align(a, b, wa @ white[v].T, basis.level)
     return out
 
 
-def basis_of(store_dir: "str | os.PathLike[str]", table: "FrameTable") -> tuple[Basis, bool]:
-    """The store's kept basis, or one measured now on ``table`` (then ``True``: to be kept)."""
-    from indexer.store import read_match_basis  # noqa: PLC0415
+def basis_of(store_dir: "str | os.PathLike[str]") -> tuple[Basis, bool]:
+    """The store's kept basis, or one measured now on a sample of its videos (then ``True``: to be kept)."""
+    from indexer.store import load_frames, read_match_basis, video_refs  # noqa: PLC0415
 
     kept = read_match_basis(store_dir)
     if kept is not None:
         mean, transform, level, cand, n = kept
         return Basis(mean, transform, level, cand, n), False
-    return measure_basis(table), True
+    refs = video_refs(store_dir)
+    ids = [r.video_id for r in refs]
+    if len(ids) > BASIS_VIDEOS:  # videos spread over the archive, each with all its samples
+        ids = [ids[k] for k in np.linspace(0, len(ids) - 1, BASIS_VIDEOS).astype(np.int64)]
+    return measure_basis(load_frames(store_dir, ids)), True
 
 
-def compare(store_dir: "str | os.PathLike[str]", video_ids: Sequence[int], progress: Any = None) -> tuple[Basis, bool, list[Match]]:
+def compare(store_dir: "str | os.PathLike[str]", video_ids: Sequence[int],
+            progress: Any = None) -> tuple[Basis, bool, list[Match]]:
     """Compare the stored videos ``video_ids`` with the whole archive: ``(basis, new_basis,
-    matches)``, each pair once (a pair of two of them is compared from the lower id)."""
+    matches)``, each pair once (a pair of two of them is compared from the lower id). Their samples
+    go through the range search a few thousand at a time."""
     from indexer.store import load_frames  # noqa: PLC0415
 
     from .query import _bounds  # noqa: PLC0415
-    from .scan import Scanner  # noqa: PLC0415
 
-    table = load_frames(store_dir)
-    basis, new = basis_of(store_dir, table)
-    wanted = set(int(v) for v in video_ids)
-    starts, stops = _bounds(table.video_id)
-    sides = [side_of(table, int(a), int(b)) for a, b in zip(starts, stops) if int(table.video_id[a]) in wanted]
-    scanner = Scanner(table)
+    basis, new = basis_of(store_dir)
+    wanted = sorted(set(int(v) for v in video_ids))
     out: list[Match] = []
-    step = max(1, 2048 // max(1, int(np.median([len(s) for s in sides])) if sides else 1))
-    for k in range(0, len(sides), step):  # a few thousand samples per pass over the archive
-        out += find(table, scanner, sides[k : k + step], basis,
-                    skip=lambda va, vb: vb in wanted and vb < va)
+    k = 0
+    while k < len(wanted):
+        chunk = wanted[k : k + 512]
+        table = load_frames(store_dir, chunk)
+        starts, stops = _bounds(table.video_id)
+        sides = [side_of(table, int(a), int(b)) for a, b in zip(starts, stops)]
+        batch: list[Side] = []
+        for s in sides + [None]:
+            if s is not None and (not batch or sum(len(x) for x in batch) + len(s) <= PASS_SAMPLES):
+                batch.append(s)
+                continue
+            if batch:
+                out += find(store_dir, batch, basis, skip=lambda va, vb: vb in set(wanted) and vb < va)
+            batch = [s] if s is not None else []
+        k += len(chunk)
         if progress is not None:
-            progress(min(k + step, len(sides)), len(sides))
+            progress(min(k, len(wanted)), len(wanted))
     return basis, new, [m.ordered() for m in out]
 
 
@@ -544,26 +583,25 @@ def like_video(store_dir: "str | os.PathLike[str]", path: "str | os.PathLike[str
     import os as _os  # noqa: PLC0415
 
     from indexer.errors import QueryError, VideoOpenError  # noqa: PLC0415
-    from indexer.store import load_frames  # noqa: PLC0415
+    from indexer.store import common_sample_fps, load_frames, video_refs  # noqa: PLC0415
 
-    from .query import QueryResult, VideoResult, _bounds  # noqa: PLC0415
-    from .scan import Scanner  # noqa: PLC0415
+    from .query import QueryResult, VideoResult  # noqa: PLC0415
     from .timeline import Segment  # noqa: PLC0415
 
     p = _os.path.abspath(_os.path.expanduser(str(path)))
     if not _os.path.isfile(p):
         raise QueryError(f"--like-video {path}: file not found.")
-    table = load_frames(store_dir)
-    basis, _new = basis_of(store_dir, table)
-    starts, stops = _bounds(table.video_id)
-    own = next((k for k, a in enumerate(starts) if table.videos[int(table.video_id[a])]["path"] == p), None)
+    basis, _new = basis_of(store_dir)
+    refs = video_refs(store_dir)
+    own = next((r.video_id for r in refs if r.path == p), None)
     if own is not None:
-        side = side_of(table, int(starts[own]), int(stops[own]))
+        table = load_frames(store_dir, [own])
+        side = side_of(table, 0, len(table))
     else:
         from indexer import settings  # noqa: PLC0415
         from indexer.embed import embed_video  # noqa: PLC0415
 
-        fps = float(np.median([v["sample_fps"] for v in table.videos.values()])) if table.videos else settings.DEFAULT_FPS
+        fps = common_sample_fps(store_dir) or settings.DEFAULT_FPS
         try:
             rec = embed_video(p, encoder_of(), fps=fps)
         except (VideoOpenError, OSError) as exc:
@@ -572,15 +610,15 @@ def like_video(store_dir: "str | os.PathLike[str]", path: "str | os.PathLike[str
         blank = [bool(shots) and shots[f.shot].kind != "content" for f in rec.frames]
         side = make_side(-1, [f.ts_s for f in rec.frames], [f.end_s for f in rec.frames], [f.shot for f in rec.frames],
                          blank, rec.vectors)
-    found = find(table, Scanner(table), [side], basis)
+    found = find(store_dir, [side], basis, videos=videos)
     by_video: dict[int, list[Match]] = {}
     for m in found:
-        if videos is None or m.video_b in set(videos):
-            by_video.setdefault(m.video_b, []).append(m)
+        by_video.setdefault(m.video_b, []).append(m)
+    rows = {r.video_id: r for r in refs}
     results = []
     for vid, ms in by_video.items():
         ms.sort(key=lambda m: m.b_start_s)
-        row = table.videos[vid]
+        row = {"path": rows[vid].path, "duration_s": rows[vid].duration_s}
         segs = [Segment(m.b_start_s, m.b_end_s, m.score) for m in ms]
         spans = sorted((m.b_start_s, m.b_end_s) for m in ms)
         on = 0.0
@@ -598,8 +636,8 @@ def like_video(store_dir: "str | os.PathLike[str]", path: "str | os.PathLike[str
             segments=segs, best_s=best.b_start_s, score=best.score, video_duration_s=float(row["duration_s"] or 0.0),
             match=best.score, segment_sources=[(m.a_start_s, m.a_end_s) for m in ms]))
     results.sort(key=lambda r: (-r.duration_s, r.video))
-    n_videos = len(starts) - (own is not None)
     return QueryResult(query=f"like {_os.path.basename(p)}", kind="video", threshold=basis.level,
                        results=results[:top] if top else results,
                        rule=f"shared footage: aligned samples at whitened cosine >= {basis.level:.4f} (versions matching)",
-                       videos_searched=n_videos, frames_searched=len(table))
+                       videos_searched=len(refs) - (own is not None))
+

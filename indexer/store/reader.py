@@ -486,3 +486,34 @@ def version_rows(store_dir: str | os.PathLike[str]) -> tuple[list[Row], float, i
         done, todo = con.execute("SELECT count(*) FILTER (WHERE matched), count(*) FILTER (WHERE matched IS NULL) "
                                  "FROM videos").fetchall()[0]
         return rows, matchtables.min_shared(con), int(done), int(todo)
+
+
+def vector_layer(store_dir: str | os.PathLike[str]) -> tuple[VectorView, np.ndarray]:
+    """Every stored vector (memory-mapped, seen as one matrix; dead rows included) and its frame id."""
+    with read_connection(store_dir) as con:
+        dim = int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
+        refs = segments.registered(con)
+    vecs, ids, _bgs = segments.open_segments(Path(store_dir), refs, dim)
+    return vecs, ids
+
+
+def frame_videos(store_dir: str | os.PathLike[str], frame_ids: np.ndarray) -> dict[int, int]:
+    """The video of each of ``frame_ids`` that is a live content frame (dead rows and frames of
+    black/blank shots are left out)."""
+    if not len(frame_ids):
+        return {}
+    with read_connection(store_dir) as con:
+        con.register("_wanted", {"frame_id": np.unique(np.asarray(frame_ids, np.int64))})
+        try:
+            rows = con.execute("SELECT f.frame_id, f.video_id FROM frames f JOIN _wanted USING (frame_id) "
+                               "JOIN shots s USING (shot_id) WHERE s.kind = 'content'").fetchnumpy()
+        finally:
+            con.unregister("_wanted")
+    return dict(zip(rows["frame_id"].tolist(), rows["video_id"].tolist()))
+
+
+def common_sample_fps(store_dir: str | os.PathLike[str]) -> float | None:
+    """The sample rate most of the archive was indexed at (None: no video)."""
+    with read_connection(store_dir) as con:
+        row = con.execute("SELECT sample_fps FROM videos GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchall()
+    return float(row[0][0]) if row else None
