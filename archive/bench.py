@@ -289,11 +289,22 @@ def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: 
         if chunk:
             w.commit(chunk)
     build_s = time.perf_counter() - t0
+    # its videos share no footage: they are marked compared (as index runs leave them), and the
+    # matching basis is measured now, so that adding a clip later pays only for the clip
+    from indexer.store import unmatched_videos
+    from search import versions as versions_mod
+
+    t1 = time.perf_counter()
+    basis, _new = versions_mod.basis_of(store)
+    with Writer(store) as w:
+        w.save_match_basis(basis.mean, basis.transform, basis.level, basis.candidate_level, basis.vectors)
+        w.replace_matches(unmatched_videos(store), [])
+    basis_s = time.perf_counter() - t1
     from indexer.store import store_info
 
     size = store_info(store).bytes
     return {"frames": frames, "videos": n_videos, "build_s": round(build_s, 2), "bytes_on_disk": size,
-            "bytes_per_frame": round(size / frames, 1)}
+            "bytes_per_frame": round(size / frames, 1), "versions_basis_s": round(basis_s, 2)}
 
 
 def bench_queries(store: str, queries: int) -> dict[str, Any]:
@@ -466,15 +477,19 @@ def bench_add(store: str, clip: str) -> dict[str, Any]:
     from indexer.encoder import ModelSpec
     from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, read_meta, store_info
 
+    from indexer.errors import ArchiveError
+
+    if not os.path.isfile(clip):
+        raise ArchiveError(f"--add {clip}: file not found.")
     with Writer(store) as w:  # an older store is upgraded first, as `archive index` would
         w.attach_existing()
     before = store_info(store)
     wall, rss, out, code = _child(_archive_cmd() + ["index", clip, "--store", store, "--json", "-q"])
     if code not in (0, 1) or not out.strip():
-        raise RuntimeError(f"archive index {clip} failed (exit status {code})")
+        raise ArchiveError(f"archive index {clip} failed (exit status {code})")
     rep = json.loads(out)
     if rep.get("indexed") != 1:
-        raise RuntimeError(f"{clip} was not indexed (already in the store?): give a clip the store does not hold")
+        raise ArchiveError(f"{clip} was not indexed (already in the store?): give a clip the store does not hold")
     from indexer import terms
     from indexer.encoder import TextEncoder
 
@@ -499,10 +514,45 @@ def bench_add(store: str, clip: str) -> dict[str, Any]:
         w.commit([rec])
         commit_s, written = time.perf_counter() - t0, _wchar() - b0
         w.remove_videos([rec.path])
+    match = bench_match(store, os.path.abspath(clip))
     return {"mode": "add", "store_frames": before.frames, "store_segments": before.segments, "clip": clip,
             "indexed": rep.get("indexed"), "clip_frames": rep.get("frames"), "index_wall_s": round(wall, 3),
-            "index_peak_rss_mb": round(rss, 1), "writer_attach_s": round(attach_s, 3),
-            "commit_s": round(commit_s, 4), "commit_bytes_written": written, "commit_frames": 60}
+            "index_peak_rss_mb": round(rss, 1), "index_versions_s": rep.get("versions_s"),
+            "versions_share_of_index": round(rep.get("versions_s", 0.0) / max(wall - rep.get("versions_s", 0.0), 1e-9), 3),
+            "writer_attach_s": round(attach_s, 3),
+            "commit_s": round(commit_s, 4), "commit_bytes_written": written, "commit_frames": 60, **match}
+
+
+def bench_match(store: str, path: str, runs: int = 3) -> dict[str, Any]:
+    """Matching one video against the whole archive (range search over every stored vector, or
+    the IVF index where there is one, then alignment of its candidates), ``runs`` times in this
+    process. The video is the store's last synthetic one when there is one (its vectors are
+    shaped like the archive's, so the candidates are what a new ad of that archive would meet),
+    else ``path``; with an IVF index, an exact scan is timed too."""
+    from indexer.store import load_frames, video_refs
+    from search import versions as versions_mod
+
+    refs = video_refs(store)
+    ref = next((r for r in reversed(refs) if r.path.startswith("/synthetic/")), None) or next(r for r in refs if r.path == path)
+    table = load_frames(store, [ref.video_id])
+    side = versions_mod.side_of(table, 0, len(table))
+    basis, _new = versions_mod.basis_of(store)
+
+    def timed(use_ivf: bool) -> tuple[list[float], int]:
+        times, found = [], 0
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            found = len(versions_mod.find(store, [side], basis, use_ivf=use_ivf))
+            times.append(round(time.perf_counter() - t0, 4))
+        return times, found
+
+    out: dict[str, Any] = {"match_video": ref.path, "match_samples": len(side)}
+    out["match_one_video_s"], out["match_segments"] = timed(True)
+    from indexer.store import ivf_layer
+
+    if ivf_layer(store)[0] is not None:
+        out["match_one_video_exact_scan_s"], _n = timed(False)
+    return out
 
 
 def bench_cold(store: str, text: str, runs: int = 3) -> dict[str, Any]:

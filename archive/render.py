@@ -369,6 +369,7 @@ def report_dict(r: IndexReport) -> dict[str, Any]:
         "text_not_read": [{"path": p, "error": n} for p, n in r.text_notes],
         "versions_compared": r.versions_compared,
         "matches_found": r.matches_found,
+        "versions_s": r.versions_s,
     }
 
 
@@ -389,6 +390,8 @@ def print_report(r: IndexReport, as_json: bool) -> None:
     if r.versions_compared:
         err.print(f"versions: {r.versions_compared} video(s) compared with the archive, {r.matches_found} shared "
                   f"segment(s) found in {r.versions_s:.1f} s; see `archive versions`.", highlight=False)
+        if r.versions_note:
+            err.print(f"[yellow]note:[/] {esc(r.versions_note)}", highlight=False)
     for p, why in r.text_notes:
         err.print(f"[yellow]no text read[/] {esc(p)}: {esc(why.removeprefix('on-screen text not read: '))}", highlight=False)
     if r.thumbnails_added:

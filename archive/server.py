@@ -4,7 +4,7 @@
     GET  /api/search?q=            the same result shape as ``archive search --json``
     POST /api/search/image         query by example: the request body is an image file
     GET  /api/videos               every indexed video, with its labels
-    GET  /api/videos/{id}          one video: shots, label segments, failures
+    GET  /api/videos/{id}          one video: shots, label segments, text read, versions, failures
     GET  /api/thumbnails/{frame}   a sampled frame's JPEG (made at index time)
     GET  /api/media/{id}           the video file itself, with HTTP range requests
     GET  /api/stats                the archive's numbers and saved labels
@@ -214,7 +214,7 @@ def create_app(store: str | os.PathLike[str] | list[str | os.PathLike[str]], dev
             r["playable"] = _playable(r)
         return {"videos": rows}
 
-    @app.get("/api/videos/{video_id}", summary="One video: its shots, label segments, text lines read and any failure note")
+    @app.get("/api/videos/{video_id}", summary="One video: its shots, label segments, text lines read, versions (shared footage) and any failure note")
     def video(video_id: int = Path_(..., ge=0, le=ID), store: int = store_q) -> dict[str, Any]:
         v = video_detail(store_dir(store), video_id)
         if v is None:

@@ -84,6 +84,7 @@ class IndexReport:
     versions_compared: int = 0  # videos compared with the archive for shared footage this run
     matches_found: int = 0  # ... aligned shared segments found
     versions_s: float = 0.0  # seconds the comparing took
+    versions_note: str | None = None  # how to make it faster, when it was slow
     encoder: Any = field(default=None, repr=False, compare=False)  # the model the run loaded, to reuse
 
     @property

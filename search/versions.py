@@ -3,23 +3,30 @@
 Shared footage leaves runs of near-identical vectors, in the same order, in two videos. For each
 new video (or a file given to ``archive search --like-video``):
 
-1. **Neighbours.** Every sample is compared with the whole archive in one exact scan of the
-   stored vectors (a range search: every stored sample at or above the *match level*); videos
-   with at least ``MIN_RUN`` such samples become candidates. Nothing is compared video by video.
-2. **Alignment.** For each candidate, the full cosine matrix of the two videos' samples is
-   computed, and shared footage is found as lines ``t_b = s * t_a + c`` through the cells at or
-   above the level: speeds ``s`` of 0.96-1.04 (25 vs 24 fps transfers), any offset ``c``. The
-   line with the most samples of the new video is taken, its cells are cut into runs (gaps of up
-   to ``BRIDGE_S`` are bridged: motion, a flash, a dissolve), each run of at least ``MIN_RUN`` samples is one aligned segment, and
-   the shots it used are taken out before the next line is looked for: so dropped shots split a
-   segment, reordered shots give segments of their own, and a held shot matches once.
-3. **Boundaries.** Segment ends lie on samples (one sample interval apart); an end within one
-   interval of a cut of its shot is moved onto the cut, so boundaries at cuts are exact to the
-   frame on both sides.
+1. **Neighbours.** Every sample is compared with the whole archive: in one exact scan of the
+   stored vectors (a range search: every stored sample at or above the *candidate level*), or,
+   in an archive with an IVF index (``archive optimize``), through FAISS: its ``IVF_NEIGHBOURS``
+   nearest stored samples (PQ cosines, ``IVF_MARGIN`` of slack), plus an exact scan of the
+   segments the index does not hold yet. Videos with at least ``MIN_RUN`` samples near some
+   become candidates. Nothing is compared video by video.
+2. **Alignment.** For each candidate, the cosine matrix of the two videos' whitened samples is
+   computed, and shared footage is found as lines ``t_b = s * t_a + c`` (speeds 0.96-1.04, any
+   offset) through the cells at or above the *match level*, followed through cells at or above
+   the *stay level* (twice as far from 1). A line's cells are cut into runs (gaps up to
+   ``BRIDGE_S`` bridged; a run goes on across a cut only when both videos cut there), and each
+   run is placed shot pair by shot pair (:func:`_place`: the offset that lines up all samples of
+   the two shots best, one that puts their cuts together winning near ties; the shared part is
+   where the shots overlap), so boundaries at cuts are exact to the frame on both sides and
+   others lie within a sample interval. The shots placed leave play before the next line is
+   looked for: dropped shots split a segment, reordered shots give segments of their own, and a
+   held shot matches once.
+3. **Pairs.** A pair is matched only when one of its segments rests on ``MIN_RUN`` samples of each
+   video at the match level and averages it; weaker segments (motion-heavy shots) count only
+   beside such a one.
 
 The match level is the archive's own "same footage" distance: ``1 - MATCH_SPREAD * d``, where
 ``d`` is the median distance (``1 - cosine``) between consecutive samples of one shot, measured once
-on the archive and kept in the store (``meta.match_level``), so later runs match alike. Two
+on the archive and kept in the store (table ``match_basis``, with the whitening), so later runs match alike. Two
 samples match when they are closer than motion inside a shot typically moves a picture.
 """
 
@@ -45,6 +52,9 @@ WHITEN_REG = 0.01  # each direction's variance gets 1% of the largest added befo
 MIN_WHITEN = 64  # fewer content samples than this: no whitening
 BASIS_VIDEOS = 2000  # videos (spread over the archive) the basis is measured on
 PASS_SAMPLES = 2048  # samples compared with the archive in one pass over its vectors
+IVF_NEIGHBOURS = 256  # nearest stored samples asked of the IVF index per sample (archives that have one)
+MATCH_NPROBE_DIV = 8  # the same footage lies in the nearest lists: an eighth of the lists a query visits
+IVF_MARGIN = 0.05  # ... kept when their approximate (PQ) cosine is at most this far below the candidate level
 LEVEL_MIN, LEVEL_MAX = 0.80, 0.9995  # the level is kept inside this range
 LEVEL_FALLBACK = 0.95  # when the archive has too few samples to measure it
 MIN_PAIRS = 20  # consecutive same-shot pairs needed to measure the level
@@ -181,12 +191,19 @@ def _lines(ta: np.ndarray, tb: np.ndarray, ii: np.ndarray, jj: np.ndarray, tol: 
         order = np.argsort(c, kind="stable")
         cs, rows = c[order], ii[order]
         hi = np.searchsorted(cs, cs + 2 * tol, side="right")
-        for k in range(len(cs)):
-            if hi[k] - k < best_key[0]:
-                continue
-            key = (len(np.unique(rows[k : hi[k]])), int(hi[k] - k), -abs(float(s) - 1.0))
+        # prev[k]: the position of the previous cell of the same A sample (-1: none); a window
+        # [k, hi) holds as many distinct samples as cells whose previous one lies before k
+        by_row = np.lexsort((np.arange(len(rows)), rows))
+        prev = np.full(len(rows), -1, np.int64)
+        same = rows[by_row][1:] == rows[by_row][:-1]
+        prev[by_row[1:][same]] = by_row[:-1][same]
+        for k in np.argsort(k_sizes := (hi - np.arange(len(cs))), kind="stable")[::-1]:
+            if k_sizes[k] < best_key[0]:
+                break
+            n = int(np.count_nonzero(prev[k : hi[k]] < k))
+            key = (n, int(k_sizes[k]), -abs(float(s) - 1.0))
             if key > best_key:
-                best_key, best = key, (float(s), float(np.median(cs[k : hi[k]])), key[0])
+                best_key, best = key, (float(s), float(np.median(cs[k : hi[k]])), n)
     return best
 
 
@@ -202,7 +219,7 @@ def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None =
     weak[:, b.blank] = False
     strong_m = sims >= level
     out: list[Match] = []
-    firm = False  # a segment resting on MIN_RUN samples at the match level, and averaging it, was found
+    firm = False  # a segment resting on MIN_RUN samples of each video at the match level, and averaging it
     for _ in range(256):  # lines per pair (a safety bound)
         ok = weak & strong_m
         ii, jj = np.nonzero(ok)
@@ -227,7 +244,9 @@ def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None =
             if n_strong < MIN_RUN and not (n_strong and len(ri) > MIN_RUN):
                 continue
             placed = _pieces(a, b, ri, rj, s, sims, level, stay, interval, tol)
-            firm = firm or (n_strong >= MIN_RUN and any(m.score >= level for m in placed))
+            strong_cells = strong_m[ri, rj]
+            firm = firm or (len(np.unique(ri[strong_cells])) >= MIN_RUN and len(np.unique(rj[strong_cells])) >= MIN_RUN
+                            and any(m.score >= level for m in placed))
             for m in placed:  # take the shot pairs placed out of play (a held shot matches once)
                 ia = (a.ts_s >= m.a_start_s - 1e-6) & (a.ts_s < m.a_end_s - 1e-6)
                 jb = (b.ts_s >= m.b_start_s - 1e-6) & (b.ts_s < m.b_end_s - 1e-6)
@@ -370,15 +389,28 @@ def make_side(video_id: int, ts: np.ndarray, end: np.ndarray, shot: np.ndarray, 
                 *_shot_spans(shot, ts, end))
 
 
+_SEARCHABLE: dict[Any, Any] = {}  # the IVF index with every segment's codes, per store state (one kept)
+
+
+def _searchable(codec: Any, parts: Any, key: Any) -> Any:
+    """The IVF index holding every coded segment, built once per store state and process."""
+    if key not in _SEARCHABLE:
+        _SEARCHABLE.clear()
+        _SEARCHABLE[key] = codec.searchable(parts)
+    return _SEARCHABLE[key]
+
+
 def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basis, skip: Any = None,
-         videos: Sequence[int] | None = None, step: int = 8192) -> list[Match]:
+         videos: Sequence[int] | None = None, step: int = 8192, use_ivf: bool = True) -> list[Match]:
     """Every aligned shared segment between each of ``sides`` and the stored videos (module
     docstring): one range search of all their samples over the stored vectors (read in file
     order, memory-mapped; the catalog is asked only about the frames that came close), then the
     alignment of each candidate video. A side's own video is not compared with itself;
     ``skip(video_a, video_b)`` may leave other pairs out (already compared); ``videos`` limits the
-    candidates to those ids."""
-    from indexer.store import frame_videos, load_frames, vector_layer  # noqa: PLC0415
+    candidates to those ids; ``use_ivf`` False scans every vector exactly even where the archive
+    has an IVF index."""
+    from indexer import settings  # noqa: PLC0415
+    from indexer.store import frame_videos, ivf_layer, load_frames, vector_layer  # noqa: PLC0415
 
     from .query import _bounds  # noqa: PLC0415
     from .scan import matvecs  # noqa: PLC0415
@@ -388,16 +420,28 @@ def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basi
         return []
     q = np.ascontiguousarray(np.concatenate([s.vectors[~s.blank] for s in usable]), np.float32)
     owner = np.concatenate([np.full(int((~s.blank).sum()), k) for k, s in enumerate(usable)])
-    view, ids = vector_layer(store_dir)
     hit_ids, hit_q = [], []
-    for r0, block in view.blocks(step):
-        r, c = np.nonzero(matvecs(block, q) >= basis.candidate_level)
-        if len(r):
-            hit_ids.append(ids[r0 + r])
-            hit_q.append(c)
-        view.release_pages()
+    codec, parts, view, ids, key = ivf_layer(store_dir) if use_ivf else (None, [], None, None, ())
+    if codec is not None:  # a large archive: nearest neighbours through its IVF index
+        index = _searchable(codec, parts, key)
+        import faiss  # noqa: PLC0415
+
+        faiss.extract_index_ivf(index).nprobe = max(1, settings.ivf_nprobe() // MATCH_NPROBE_DIV)
+        dist, found = index.search(q, IVF_NEIGHBOURS)
+        r, c = np.nonzero((found >= 0) & (dist >= basis.candidate_level - IVF_MARGIN))
+        hit_ids.append(found[r, c])
+        hit_q.append(r)
+    else:
+        view, ids = vector_layer(store_dir)
+    if view is not None:  # every vector (or those the IVF index does not hold yet), exactly
+        for r0, block in view.blocks(step):
+            r, c = np.nonzero(matvecs(block, q) >= basis.candidate_level)
+            if len(r):
+                hit_ids.append(ids[r0 + r])
+                hit_q.append(c)
+            view.release_pages()
     del view
-    if not hit_ids:
+    if not hit_ids or not sum(len(h) for h in hit_ids):
         return []
     fid, qi = np.concatenate(hit_ids), np.concatenate(hit_q)
     video_of = frame_videos(store_dir, fid)

@@ -72,6 +72,48 @@ def test_cutdown_segments_land_on_the_masters_shots(version_store) -> None:
         assert abs(best["a_start_s"] - t.a_start) <= 0.5 + 1e-6 and abs(best["b_start_s"] - t.b_start) <= 0.5 + 1e-6
 
 
+def test_web_page_shows_versions_on_both_timelines(version_store, tmp_path: Path) -> None:
+    from test_server import chromium, get, start_server, stop
+
+    d, vset, a, _r = version_store
+    from indexer.store import video_refs
+
+    refs = {r.name: r.video_id for r in video_refs(d / "store")}
+    p, url = start_server(d / "store", tmp_path)
+    try:
+        detail = json.loads(get(url + f"api/videos/{refs['film0_cutdown.mp4']}")[2])
+        others = {v["name"]: v for v in detail["versions"]}
+        assert "film0_master.mp4" in others and not any(n.startswith("other") for n in others)
+        master = others["film0_master.mp4"]
+        assert master["segments"] and all(s["end_s"] <= detail["duration_s"] + 0.05 for s in master["segments"])
+        assert all(s["other_end_s"] <= master["duration_s"] + 0.05 for s in master["segments"])
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1100, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(url + f"?video={refs['film0_cutdown.mp4']}")
+                page.wait_for_selector(".versions .version")
+                card = page.locator(".versions")
+                assert f"shares footage with {len(others)} video" in card.locator("h3").inner_text()
+                item = card.locator(".version", has_text="film0_master.mp4")
+                assert item.locator(".timeline").count() == 2  # this video's timeline and the master's
+                assert item.locator(".timeline").nth(0).locator(".seg").count() == len(master["segments"])
+                assert item.locator(".timeline").nth(1).locator(".seg").count() == len(master["segments"])
+                item.locator("a.details").click()  # the link leads to the master's own page
+                page.wait_for_function("location.search.includes('video=%d')" % refs["film0_master.mp4"])
+                page.wait_for_selector(".versions .version")
+                assert page.locator(".versions .version", has_text="film0_cutdown.mp4").count() == 1
+                assert not errors, errors
+            finally:
+                browser.close()
+    finally:
+        stop(p)
+
+
 def test_versions_cli_and_removal(version_store, tmp_path: Path) -> None:
     d, vset, a, _r = version_store
     env = env_for_cli(tmp_path, d / "store")
@@ -185,3 +227,35 @@ def test_check_finds_and_repairs_matches_out_of_step(version_store, tmp_path: Pa
     a.index([d / "videos"], fps=2.0)
     rep = a.check()
     assert rep.ok and not any("not compared" in n for n in rep.notes)
+
+
+def test_ivf_index_finds_the_same_versions_as_the_exact_scan(version_store, tmp_path: Path, monkeypatch) -> None:
+    """In an archive large enough for an IVF index (the version set plus 12,000 synthetic frames),
+    the nearest neighbours through FAISS lead to the same matches as the exact range search."""
+    import shutil
+
+    from archive import Archive
+    from archive.bench import build_synthetic
+    from indexer.store import load_frames, video_refs
+    from search import versions as versions_mod
+    from search.query import _bounds
+
+    d, vset, _a, _r = version_store
+    store = tmp_path / "store"
+    shutil.copytree(d / "store", store)
+    real = {r.video_id for r in video_refs(store)}
+    build_synthetic(str(store), 12_000, TEST_MODEL, "none")  # keeps the store's basis; marks its videos compared
+    Archive(store).optimize(ivf=True)
+    basis, new = versions_mod.basis_of(store)
+    assert not new
+    table = load_frames(store, sorted(real))
+    starts, stops = _bounds(table.video_id)
+    sides = [versions_mod.side_of(table, int(a), int(b)) for a, b in zip(starts, stops)]
+
+    def pairs(use_ivf: bool) -> set[tuple[int, int]]:
+        return {(m.ordered().video_a, m.ordered().video_b)
+                for m in versions_mod.find(store, sides, basis, use_ivf=use_ivf)}
+
+    exact, through_ivf = pairs(False), pairs(True)
+    assert exact and through_ivf == exact
+    assert all(a in real and b in real for a, b in exact)  # nothing matched among the synthetic frames

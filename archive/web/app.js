@@ -119,9 +119,9 @@ function textRead(r) {
 
 function readLabel(n) { return `Read on screen (${n} segment${n === 1 ? "" : "s"}): `; }
 
-function detailsLink(si, id, name) {
+function detailsLink(si, id, name, text) {
   return el("a", { href: `/?video=${id}${si ? `&store=${si}` : ""}`, class: "details",
-    onclick: (e) => { e.preventDefault(); showVideo(si, id, true); } }, `details of ${name}`);
+    onclick: (e) => { e.preventDefault(); showVideo(si, id, true); } }, text || `details of ${name}`);
 }
 
 function resultCard(r) {
@@ -156,6 +156,26 @@ function videoCard(v) {
       detailsLink(v.store_index, v.video_id, v.name)));
 }
 
+function versionsCard(si, v) {
+  // the videos that share footage with this one: the shared stretches on both timelines
+  const items = (v.versions || []).map((o) => {
+    const here = { video: v.path, video_id: v.video_id, store_index: si, video_duration_s: v.duration_s,
+      segments: o.segments.map((s) => ({ start_s: s.start_s, end_s: s.end_s })) };
+    const there = { video: o.path, video_id: o.video_id, store_index: si, video_duration_s: o.duration_s,
+      segments: o.segments.map((s) => ({ start_s: s.other_start_s, end_s: s.other_end_s })) };
+    const pairs = o.segments.map((s) => `${fmt(s.start_s)} – ${fmt(s.end_s)} = ${fmt(s.other_start_s)} – ${fmt(s.other_end_s)}`);
+    return el("li", { class: "version" },
+      el("p", {}, detailsLink(si, o.video_id, o.name, o.name), o.is_longest ? el("span", { class: "badge present" }, "longest") : "",
+        el("span", { class: "muted" }, ` · ${fmt(o.duration_s)} · shares ${fmt(o.shared_s)}: ${pairs.join("; ")}`)),
+      el("p", { class: "muted tl" }, `in ${v.name}`), timeline(here),
+      el("p", { class: "muted tl" }, `in ${o.name}`), timeline(there));
+  });
+  return el("li", { class: "result versions" }, el("div", { class: "body" },
+    el("h3", {}, items.length ? `Versions: shares footage with ${items.length} video${items.length === 1 ? "" : "s"}` : "Versions"),
+    items.length ? el("ul", { class: "version-list" }, items)
+      : el("p", { class: "muted" }, "No other indexed video shares footage with it.")));
+}
+
 async function showVideo(si, id, push = false) {
   if (push) history.pushState({ video: id }, "", `/?video=${id}${si ? `&store=${si}` : ""}`);
   status("Loading…");
@@ -172,6 +192,7 @@ async function showVideo(si, id, push = false) {
         "aria-label": `Play from ${fmt(t.start_s)}` }, `${fmt(t.start_s)} – ${fmt(t.end_s)}`),
       ` “${t.text}” `, el("span", { class: "muted" }, `(confidence ${t.confidence.toFixed(2)})`)));
     $("#results").replaceChildren(videoCard(row || { ...v, shots: v.shots.length, thumbnail_frame_id: null }),
+      versionsCard(si, v),
       el("li", { class: "result textlines" }, el("div", { class: "body" },
         el("h3", {}, "Text on screen"),
         lines.length ? el("ol", { class: "lines" }, lines)

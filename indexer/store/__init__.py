@@ -29,6 +29,7 @@ from .reader import (
     match_rows,
     common_sample_fps,
     frame_videos,
+    ivf_layer,
     ocr_lines,
     ocr_todo,
     ocr_unread,
@@ -75,5 +76,5 @@ __all__ = [
     "VideoRef", "Writer",
     "check_store", "has_catalog", "indexed_paths", "known_files", "label_stats", "list_videos", "load_frames", "match_rows", "ocr_lines", "ocr_row", "ocr_todo", "ocr_unread", "prune",
     "read_connection", "read_labels", "read_match_basis", "read_meta", "read_thumbnail", "store_info", "store_spec", "thumbs_todo",
-    "unmatched_videos", "vector_layer", "version_rows", "video_detail", "frame_videos", "common_sample_fps", "video_path", "video_refs",
+    "unmatched_videos", "vector_layer", "version_rows", "video_detail", "frame_videos", "common_sample_fps", "ivf_layer", "video_path", "video_refs",
 ]

@@ -413,8 +413,9 @@ def list_videos(store_dir: str | os.PathLike[str]) -> list[Row]:
 
 
 def video_detail(store_dir: str | os.PathLike[str], video_id: int) -> Row | None:
-    """One video's row with its ``shots``, ``labels`` (answers), label ``segments`` and
-    ``failures`` notes; None when there is no such video."""
+    """One video's row with its ``shots``, ``labels`` (answers), label ``segments``, ``text_lines``,
+    ``failures`` notes and ``versions`` (videos sharing footage with it, and where); None when
+    there is no such video."""
     with read_connection(store_dir) as con:
         rows = _records(con.execute("SELECT * FROM videos WHERE video_id = ?", [video_id]))
         if not rows:
@@ -432,7 +433,34 @@ def video_detail(store_dir: str | os.PathLike[str], video_id: int) -> Row | None
             "SELECT frame_id, start_s, end_s, text, confidence, x, y, w, h FROM ocr WHERE video_id = ? "
             "ORDER BY start_s, y, x", [video_id]))
         v["failures"] = _records(con.execute("SELECT error, seen_at FROM failures WHERE path = ?", [v["path"]]))
+        v["versions"] = _versions_of(con, video_id)
     return v
+
+
+def _versions_of(con: Any, video_id: int) -> list[Row]:
+    """The videos sharing footage with ``video_id`` (longest shared first), each with the aligned
+    segments seen from this video (``start_s``/``end_s`` here, ``other_start_s``/``other_end_s``
+    there), its group and whether it is the group's longest."""
+    rows = _records(con.execute(
+        "SELECT CASE WHEN m.video_a = ? THEN m.video_b ELSE m.video_a END AS other, "
+        "CASE WHEN m.video_a = ? THEN m.a_start_s ELSE m.b_start_s END AS start_s, "
+        "CASE WHEN m.video_a = ? THEN m.a_end_s ELSE m.b_end_s END AS end_s, "
+        "CASE WHEN m.video_a = ? THEN m.b_start_s ELSE m.a_start_s END AS other_start_s, "
+        "CASE WHEN m.video_a = ? THEN m.b_end_s ELSE m.a_end_s END AS other_end_s, m.score "
+        "FROM matches m WHERE m.video_a = ? OR m.video_b = ? ORDER BY start_s", [video_id] * 7))
+    if not rows:
+        return []
+    others = sorted({r["other"] for r in rows})
+    info = {r["video_id"]: r for r in _records(con.execute(
+        "SELECT v.video_id, v.name, v.path, v.duration_s, g.group_id, coalesce(g.is_longest, false) AS is_longest "
+        "FROM videos v LEFT JOIN versions g USING (video_id) WHERE v.video_id IN (SELECT unnest(?::INTEGER[]))",
+        [others]))}
+    out = []
+    for o in others:
+        segs = [{k: r[k] for k in ("start_s", "end_s", "other_start_s", "other_end_s", "score")} for r in rows if r["other"] == o]
+        out.append({**info.get(o, {"video_id": o}), "segments": segs,
+                    "shared_s": round(sum(x["end_s"] - x["start_s"] for x in segs), 3)})
+    return sorted(out, key=lambda x: -x["shared_s"])
 
 
 def video_path(store_dir: str | os.PathLike[str], video_id: int) -> str | None:
@@ -517,3 +545,30 @@ def common_sample_fps(store_dir: str | os.PathLike[str]) -> float | None:
     with read_connection(store_dir) as con:
         row = con.execute("SELECT sample_fps FROM videos GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchall()
     return float(row[0][0]) if row else None
+
+
+def ivf_layer(store_dir: str | os.PathLike[str]) -> tuple[ivfmod.IvfCodec | None, list[tuple[np.ndarray, np.ndarray]],
+                                                       VectorView | None, np.ndarray, tuple[Any, ...]]:
+    """For a nearest-neighbour search through the store's IVF index: the index (None: the store
+    has none), ``(frame ids, codes)`` of each segment with codes in it (memory-mapped), the vectors
+    and frame ids of the segments without (to be scanned exactly), and a key that changes when any
+    of these does."""
+    with read_connection(store_dir) as con:
+        dim = int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
+        refs = segments.registered(con)
+        ref = ivfmod.current(con)
+    if ref is None:
+        return None, [], None, np.zeros(0, np.int64), ()
+    root = Path(store_dir)
+    codec = ivfmod.IvfCodec.load(root, ref)
+    parts, bare = [], []
+    for r in refs:
+        codes = segments.read_codes(root, r, codec.code_size) if r.ivf_id == ref.ivf_id else None
+        if codes is None:
+            bare.append(r)
+        else:
+            ids, _vecs, _owner = segments.vecfile.map_file(r.path(root))
+            parts.append((np.asarray(ids), codes))
+    view, ids, _bgs = segments.open_segments(root, bare, dim) if bare else (None, np.zeros(0, np.int64), [])
+    key = (str(root.resolve()), ref.ivf_id, tuple(r.segment_id for r in refs if r not in bare))
+    return codec, parts, view, ids, key
