@@ -312,6 +312,7 @@ def info_dict(info: StoreInfo) -> dict[str, Any]:
         "ocr": info.ocr,
         "text_lines": info.text_lines,
         "text_videos": info.text_videos,
+        "versions": info.versions,
     }
 
 
@@ -340,6 +341,10 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
                 if info.ocr else "off (archive index FOLDER --ocr reads the text on screen)")
     d.pop("text_lines")
     d.pop("text_videos")
+    v = info.versions
+    d["versions"] = (f"{v['groups']} group(s) of {v['videos_in_groups']} videos sharing at least {v['min_shared_s']:g} s, "
+                     f"{v['matches']:,} shared segments (`archive versions`)"
+                     + (f"; {v['not_compared']} video(s) not compared yet: run `archive index`" if v["not_compared"] else ""))
     for k, v in d.items():
         if k != "store":
             t.add_row(k, str(v))

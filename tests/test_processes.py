@@ -184,7 +184,9 @@ def test_kill_9_inside_a_merge_loses_and_doubles_nothing(folder, reference, tmp_
     assert [(r["video"], r["present"], r["segments"]) for r in json.loads(answers.stdout)["results"]] == before
 
     repaired = json.loads(run(["check", "--repair", "--json"], env).stdout)
-    assert repaired["ok"] and not repaired["notes"] and any("deleted" in r for r in repaired["repaired"])
+    # the run was killed before it compared its videos for versions: the next index run does that
+    notes = [n for n in repaired["notes"] if "not compared with the archive" not in n]
+    assert repaired["ok"] and not notes and any("deleted" in r for r in repaired["repaired"])
     assert vector_ids(store) == cat
 
 

@@ -56,6 +56,9 @@ def test_versions_found_and_grouped(version_store) -> None:
         longest = [m for m in g.members if m.is_longest]
         assert len(longest) == 1 and longest[0].duration_s == max(m.duration_s for m in g.members)
     assert rep.not_compared == 0
+    info = a.info().versions
+    assert (info["groups"], info["videos_in_groups"], info["not_compared"]) == (2, 14, 0)
+    assert info["matches"] == len(a.matches())
 
 
 def test_cutdown_segments_land_on_the_masters_shots(version_store) -> None:
@@ -105,8 +108,11 @@ def test_web_page_shows_versions_on_both_timelines(version_store, tmp_path: Path
                 assert item.locator(".timeline").nth(1).locator(".seg").count() == len(master["segments"])
                 item.locator("a.details").click()  # the link leads to the master's own page
                 page.wait_for_function("location.search.includes('video=%d')" % refs["film0_master.mp4"])
-                page.wait_for_selector(".versions .version")
-                assert page.locator(".versions .version", has_text="film0_cutdown.mp4").count() == 1
+                page.wait_for_function(  # the master's page has replaced the cut-down's
+                    "document.querySelector('#results .result h3')?.textContent === 'film0_master.mp4' && "
+                    "document.querySelector('.versions .version') !== null")
+                links = page.locator(".versions .version a.details").all_inner_texts()
+                assert "film0_cutdown.mp4" in links and "film0_master.mp4" not in links
                 assert not errors, errors
             finally:
                 browser.close()
@@ -259,3 +265,34 @@ def test_ivf_index_finds_the_same_versions_as_the_exact_scan(version_store, tmp_
     exact, through_ivf = pairs(False), pairs(True)
     assert exact and through_ivf == exact
     assert all(a in real and b in real for a, b in exact)  # nothing matched among the synthetic frames
+
+
+def test_new_and_reindexed_videos_are_compared_alone(version_store, tmp_path: Path) -> None:
+    """Adding a video compares it (only it) with the archive; indexing it again after its content
+    changed replaces its matches."""
+    import shutil
+
+    from archive import Archive
+
+    d, vset, _a, _r = version_store
+    store = tmp_path / "store"
+    shutil.copytree(d / "store", store)
+    a = Archive(store)
+    by = vset.by_name()
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    new = clips / "master_again.mp4"
+    shutil.copy(by["film0_master.mp4"].path, new)
+    rep = a.index([clips], fps=2.0)
+    assert (rep.indexed, rep.versions_compared) == (1, 1)
+    mine = a.matches([str(new)])
+    same = [m for m in mine if "film0_master.mp4" in (m["name_a"], m["name_b"])]
+    assert same and sum(m["a_end_s"] - m["a_start_s"] for m in same) == pytest.approx(by["film0_master.mp4"].duration_s, abs=0.6)
+    assert {m["name_a"] for m in mine} | {m["name_b"] for m in mine} <= {v.name for v in vset.versions
+                                                                        if v.family == "film0"} | {new.name}
+    shutil.copy(by["film1_master.mp4"].path, new)  # another film now
+    rep = a.index([clips], fps=2.0)
+    assert (rep.indexed, rep.versions_compared) == (1, 1)
+    names = {m["name_a"] for m in a.matches([str(new)])} | {m["name_b"] for m in a.matches([str(new)])}
+    assert "film1_master.mp4" in names and not any(n.startswith("film0") for n in names)
+    assert a.check().ok

@@ -224,6 +224,13 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         kinds = dict(con.execute("SELECT kind, sum(n_vectors) FROM vector_segments GROUP BY 1 ORDER BY 1").fetchall())
         text_lines, text_videos = con.execute(
             "SELECT (SELECT count(*) FROM ocr), count(*) FILTER (WHERE ocr_lines IS NOT NULL) FROM videos").fetchall()[0]
+        groups, grouped, n_matches, todo = con.execute(
+            "SELECT (SELECT count(DISTINCT group_id) FROM versions), (SELECT count(*) FROM versions), "
+            "(SELECT count(*) FROM matches), (SELECT count(*) FROM videos WHERE matched IS NULL)").fetchall()[0]
+        from . import matchtables  # noqa: PLC0415
+
+        versions = {"groups": int(groups), "videos_in_groups": int(grouped), "matches": int(n_matches),
+                    "not_compared": int(todo), "min_shared_s": matchtables.min_shared(con)}
         ivf_ref = ivfmod.current(con)
         covered = 0 if ivf_ref is None else int(con.execute(
             "SELECT coalesce(sum(n_vectors), 0) FROM vector_segments WHERE ivf_id = ?", [ivf_ref.ivf_id]).fetchall()[0][0])
@@ -266,6 +273,7 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         ocr=meta.get("ocr") == "1",
         text_lines=int(text_lines),
         text_videos=int(text_videos),
+        versions=versions,
     )
 
 

@@ -198,6 +198,7 @@ class StoreInfo:
     ocr: bool = False  # index runs read on-screen text (archive index --ocr once)
     text_lines: int = 0  # rows of the ocr table
     text_videos: int = 0  # videos whose text was read
+    versions: dict[str, Any] = field(default_factory=dict)  # groups, videos_in_groups, matches, not_compared, min_shared_s
 
 
 @dataclass
