@@ -1,5 +1,6 @@
 # Quick start:  make demo       (index the sample clips, run a search)
 #               make eval-demo  (measure the answers against labelled truth)
+#               make versions-demo  (versions of the same ad: which videos share footage, and where)
 #               make test       (run the test suite)
 # Offline (no model hub): ARCHIVE_PRETRAINED=none make demo
 
@@ -14,8 +15,9 @@ TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 endif
 DEMO_STORE ?= data
 EVAL_DEMO ?= eval-demo
+VERSIONS_DEMO ?= versions-demo
 
-.PHONY: install demo eval-demo test clean-demo browser
+.PHONY: install demo eval-demo versions-demo test clean-demo browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +42,13 @@ eval-demo: install
 	$(BIN)/archive index $(EVAL_DEMO)/ads --store $(EVAL_DEMO)/store --quiet
 	$(BIN)/archive eval $(EVAL_DEMO)/truth.csv --store $(EVAL_DEMO)/store --plot $(EVAL_DEMO)/eval.png
 	$(BIN)/archive eval $(EVAL_DEMO)/truth_with_mistakes.csv --store $(EVAL_DEMO)/store --plot $(EVAL_DEMO)/mistakes.png
+
+versions-demo: install
+	$(BIN)/python tests/versionads.py $(VERSIONS_DEMO) --families 2 --distractors 3
+	$(BIN)/archive index $(VERSIONS_DEMO)/videos --store $(VERSIONS_DEMO)/store --quiet
+	$(BIN)/archive versions --store $(VERSIONS_DEMO)/store
+	$(BIN)/archive versions film0_cutdown.mp4 --store $(VERSIONS_DEMO)/store
+	$(BIN)/archive search --like-video $(VERSIONS_DEMO)/videos/film1_bumper.mp4 --store $(VERSIONS_DEMO)/store
 
 # The browser test drives Debian's Chromium (Playwright with executablePath); installed when missing.
 browser:
