@@ -149,7 +149,9 @@ class Archive:
         t0 = time.perf_counter()
         if progress is not None:
             progress(Progress("versions", frames=len(todo)))
-        basis, new, found = versions_mod.compare(self.store, todo)
+        step = None if progress is None else (
+            lambda done, total: progress(Progress("versions", frames=total, done=float(done))))
+        basis, new, found = versions_mod.compare(self.store, todo, progress=step)
         rows = [(m.video_a, m.video_b, m.a_start_s, m.a_end_s, m.b_start_s, m.b_end_s, m.score, m.samples) for m in found]
         with Writer(self.store) as w:
             if new:

@@ -64,8 +64,16 @@ class IndexProgress:
                       style="dim", highlight=False)
             return
         if ev.kind == "versions" and self.enabled:
-            err.print(f"comparing {ev.frames} video(s) with the archive for shared footage (versions) ...",
-                      style="dim", highlight=False)
+            import time  # noqa: PLC0415
+
+            now = time.monotonic()
+            if not ev.done:
+                err.print(f"comparing {ev.frames} video(s) with the archive for shared footage (versions) ...",
+                          style="dim", highlight=False)
+                self._versions_at = now
+            elif ev.done < ev.frames and now - getattr(self, "_versions_at", now) >= 10.0:  # a long first run
+                err.print(f"  compared {int(ev.done):,} of {ev.frames:,} videos", style="dim", highlight=False)
+                self._versions_at = now
             return
         if ev.kind == "model" and self.enabled:
             err.print(f"loading model {ev.message} ...", style="dim", highlight=False)

@@ -14,7 +14,8 @@ class Progress:
     ``partial`` (indexed, but not all of it decoded: ``message``), ``thumbs`` (an indexed
     video is decoded again for its thumbnails: ``frames``), ``text`` (an indexed video is decoded
     again for its on-screen text: ``frames``), ``notext`` (its text could not be read: ``message``),
-    ``versions`` (``frames`` videos are compared with the archive for shared footage)."""
+    ``versions`` (``frames`` videos are compared with the archive for shared footage; ``done`` of
+    them so far, 0 at the start)."""
 
     kind: str
     path: str = ""
