@@ -105,8 +105,9 @@ def groups(pairs: dict[tuple[int, int], float], durations: dict[int, float],
     return out
 
 
-def regroup(con: Any) -> None:
-    """Rebuild ``versions`` from ``matches`` and ``meta.min_shared``."""
+def _grouping(con: Any) -> tuple[dict[tuple[int, int], tuple[list, list]], list[tuple[int, int, bool]]]:
+    """Each pair's shared time ranges on both sides, and the groups ``matches`` and
+    ``meta.min_shared`` make (:func:`groups`)."""
     rows = con.execute("SELECT video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s FROM matches").fetchall()
     spans: dict[tuple[int, int], tuple[list, list]] = {}
     for va, vb, a0, a1, b0, b1 in rows:
@@ -115,7 +116,12 @@ def regroup(con: Any) -> None:
         sb.append((b0, b1))
     pairs = {p: min(union_length(sa), union_length(sb)) for p, (sa, sb) in spans.items()}
     durations = {int(v): float(d or 0.0) for v, d in con.execute("SELECT video_id, duration_s FROM videos").fetchall()}
-    found = groups(pairs, durations, min_shared(con))
+    return spans, groups(pairs, durations, min_shared(con))
+
+
+def regroup(con: Any) -> None:
+    """Rebuild ``versions`` from ``matches`` and ``meta.min_shared``."""
+    spans, found = _grouping(con)
     linked: dict[int, list[tuple[float, float]]] = {}
     members = {v: g for g, v, _ in found}
     for (va, vb), (sa, sb) in spans.items():
@@ -155,23 +161,17 @@ def verify(con: Any, load: Any, sample: int = 50) -> tuple[list[str], list[int]]
     if bad:
         problems.append(f"{bad} match row(s) have time ranges outside their videos: run `archive check --repair`.")
     kept = {(g, v, bool(lg)) for g, v, lg in con.execute("SELECT group_id, video_id, is_longest FROM versions").fetchall()}
-    rows = con.execute("SELECT video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s FROM matches").fetchall()
-    spans: dict[tuple[int, int], tuple[list, list]] = {}
-    for va, vb, a0, a1, b0, b1 in rows:
-        sa, sb = spans.setdefault((int(va), int(vb)), ([], []))
-        sa.append((a0, a1))
-        sb.append((b0, b1))
-    pairs = {p: min(union_length(sa), union_length(sb)) for p, (sa, sb) in spans.items()}
-    durations = {int(v): float(d or 0.0) for v, d in con.execute("SELECT video_id, duration_s FROM videos").fetchall()}
-    if set(groups(pairs, durations, min_shared(con))) != kept:
+    if set(_grouping(con)[1]) != kept:
         problems.append("the versions table is out of step with the matches: run `archive check --repair` (it regroups).")
     basis = read_basis(con)
     if basis is None:
         return problems, []
     mean, transform, level, _cand, _n = basis
     stay = 1.0 - 2.0 * (1.0 - level)
+    rows = con.execute("SELECT video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s FROM matches").fetchall()
+    known = {int(r[0]) for r in con.execute("SELECT video_id FROM videos").fetchall()}
     pick = np.unique(np.linspace(0, len(rows) - 1, min(sample, len(rows))).astype(np.int64))
-    chosen = [rows[k] for k in pick if rows[k][0] in durations and rows[k][1] in durations]
+    chosen = [rows[k] for k in pick if rows[k][0] in known and rows[k][1] in known]
     if not chosen:
         return problems, []
     table = load(sorted({int(r[0]) for r in chosen} | {int(r[1]) for r in chosen}))
