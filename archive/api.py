@@ -160,8 +160,9 @@ class Archive:
         report.versions_compared = len(todo)
         report.matches_found = len(rows)
         report.versions_s = round(time.perf_counter() - t0, 3)
-        info = store_info(self.store)
-        if report.versions_s > SLOW_VERSIONS_S * len(todo) and info.ivf is None and info.frames >= 200_000:
+        slow = report.versions_s > SLOW_VERSIONS_S * len(todo)
+        info = store_info(self.store) if slow else None
+        if info is not None and info.ivf is None and info.frames >= 200_000:
             report.versions_note = (f"comparing took {report.versions_s:.1f} s: the archive ({info.frames:,} frames) is "
                                     "scanned in full for each new video; `archive optimize --ivf` gives it an IVF "
                                     "index, and matching then takes about 0.2 s a video at 1M frames.")
