@@ -282,7 +282,7 @@ def test_labels_see_names_and_say_what_found_them(ads, store, encoder, tmp_path:
 
 
 def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path: Path) -> None:
-    from test_server import chromium, get, start_server, stop
+    from test_server import browser_page, get, start_server, stop
 
     p, url = start_server(store, tmp_path)
     try:
@@ -298,37 +298,28 @@ def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path
         assert [ocrmod.normalize(t["text"]) for t in detail["text_lines"]][:2] == ["summersale", "0sugar"]
         assert json.loads(get(url + "api/stats")[2])["ocr"] is True
 
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
-            try:
-                page = browser.new_page(viewport={"width": 1100, "height": 900})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(url + "?ocr=terms%20apply")
-                page.wait_for_selector(".result .texts")
-                assert "the words “terms apply” on screen" in page.locator("#status").inner_text()
-                first = page.locator(".result").first
-                assert "text_ad2.mp4" in first.locator("h3").inner_text()
-                assert "terms" in first.locator(".texts").inner_text().lower()
-                first.locator(".details").click()
-                page.wait_for_selector(".textlines li")
-                assert "video=" in page.url
-                lines = page.locator(".textlines li").all_inner_texts()
-                flat = [ocrmod.normalize(x) for x in lines]
-                assert any("termsapply" in x for x in flat) and any("sale4999eur" in x for x in flat)
-                page.goto(url)  # typed, with "written on screen" ticked
-                page.wait_for_selector(".result")
-                page.check("#ocr-mode")
-                page.fill("#q", "limited edition")
-                page.keyboard.press("Enter")
-                page.wait_for_selector(".result .texts")
-                assert page.url.endswith("/?ocr=limited%20edition")
-                assert "“Limited / edition”" in page.locator(".result .texts").first.inner_text()
-                assert not errors, errors
-            finally:
-                browser.close()
+        with browser_page() as (_browser, page, errors):
+            page.goto(url + "?ocr=terms%20apply")
+            page.wait_for_selector(".result .texts")
+            assert "the words “terms apply” on screen" in page.locator("#status").inner_text()
+            first = page.locator(".result").first
+            assert "text_ad2.mp4" in first.locator("h3").inner_text()
+            assert "terms" in first.locator(".texts").inner_text().lower()
+            first.locator(".details").click()
+            page.wait_for_selector(".textlines li")
+            assert "video=" in page.url
+            lines = page.locator(".textlines li").all_inner_texts()
+            flat = [ocrmod.normalize(x) for x in lines]
+            assert any("termsapply" in x for x in flat) and any("sale4999eur" in x for x in flat)
+            page.goto(url)  # typed, with "written on screen" ticked
+            page.wait_for_selector(".result")
+            page.check("#ocr-mode")
+            page.fill("#q", "limited edition")
+            page.keyboard.press("Enter")
+            page.wait_for_selector(".result .texts")
+            assert page.url.endswith("/?ocr=limited%20edition")
+            assert "“Limited / edition”" in page.locator(".result .texts").first.inner_text()
+            assert not errors, errors
     finally:
         stop(p)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 from PIL import Image
@@ -239,54 +241,62 @@ def chromium() -> str:
     return path
 
 
-def test_page_in_a_real_browser(served, tmp_path):
+@contextlib.contextmanager
+def browser_page(width: int = 1100, height: int = 900) -> Iterator[tuple[Any, Any, list[str]]]:
+    """Headless Chromium (Playwright driving Debian's chromium): ``(browser, page, errors)``, where
+    ``errors`` collects the page's uncaught JavaScript errors."""
     from playwright.sync_api import sync_playwright
 
-    url = served["url"]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page = browser.new_page(viewport={"width": width, "height": height})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            # a text search typed with the keyboard
-            page.goto(url)
-            page.wait_for_selector(".result")
-            page.keyboard.press("/")
-            page.keyboard.type("a red car")
-            page.keyboard.press("Enter")
-            page.wait_for_function("document.querySelector('#status').textContent.includes('a red car')")
-            assert page.url.endswith("/?q=a%20red%20car")
-            assert page.locator(".result").count() == 2
-            # query by example: upload a frame of shot B, see its two segments and thumbnails
-            page.set_input_files("#image", str(served["look2"]))
-            page.wait_for_function("document.querySelector('#status').textContent.includes('example image')")
-            first = page.locator(".result").first
-            assert "spot.mp4" in first.locator("h3").inner_text()
-            page.wait_for_function(
-                "Array.from(document.querySelectorAll('.result img')).every(i => i.complete && i.naturalWidth > 0)")
-            segs = first.locator(".seg")
-            assert segs.count() == 2
-            start = float(segs.nth(1).get_attribute("data-start"))
-            assert abs(start - served["ad"].spans(2)[1][0]) < 0.05
-            # keyboard only: focus the second segment and press Enter; the video plays from there
-            segs.nth(1).focus()
-            page.keyboard.press("Enter")
-            page.wait_for_function("document.querySelector('#video').readyState >= 2", timeout=20000)
-            t = page.evaluate("document.querySelector('#video').currentTime")
-            assert start - 0.05 <= t <= start + 3.0
-            assert page.evaluate("document.querySelector('#video').error") is None
-            page.screenshot(path=str(tmp_path / "page.png"))
-            page.keyboard.press("Escape")
-            assert not page.locator("#player").evaluate("d => d.open")
-            # phone width: one column, nothing wider than the screen
-            phone = browser.new_page(viewport={"width": 390, "height": 844})
-            phone.goto(url + "?q=a%20red%20car")
-            phone.wait_for_selector(".result")
-            assert phone.evaluate("document.documentElement.scrollWidth") <= 390
-            assert not errors, errors
+            yield browser, page, errors
         finally:
             browser.close()
+
+
+def test_page_in_a_real_browser(served, tmp_path):
+    url = served["url"]
+    with browser_page() as (browser, page, errors):
+        # a text search typed with the keyboard
+        page.goto(url)
+        page.wait_for_selector(".result")
+        page.keyboard.press("/")
+        page.keyboard.type("a red car")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('a red car')")
+        assert page.url.endswith("/?q=a%20red%20car")
+        assert page.locator(".result").count() == 2
+        # query by example: upload a frame of shot B, see its two segments and thumbnails
+        page.set_input_files("#image", str(served["look2"]))
+        page.wait_for_function("document.querySelector('#status').textContent.includes('example image')")
+        first = page.locator(".result").first
+        assert "spot.mp4" in first.locator("h3").inner_text()
+        page.wait_for_function(
+            "Array.from(document.querySelectorAll('.result img')).every(i => i.complete && i.naturalWidth > 0)")
+        segs = first.locator(".seg")
+        assert segs.count() == 2
+        start = float(segs.nth(1).get_attribute("data-start"))
+        assert abs(start - served["ad"].spans(2)[1][0]) < 0.05
+        # keyboard only: focus the second segment and press Enter; the video plays from there
+        segs.nth(1).focus()
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelector('#video').readyState >= 2", timeout=20000)
+        t = page.evaluate("document.querySelector('#video').currentTime")
+        assert start - 0.05 <= t <= start + 3.0
+        assert page.evaluate("document.querySelector('#video').error") is None
+        page.screenshot(path=str(tmp_path / "page.png"))
+        page.keyboard.press("Escape")
+        assert not page.locator("#player").evaluate("d => d.open")
+        # phone width: one column, nothing wider than the screen
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.goto(url + "?q=a%20red%20car")
+        phone.wait_for_selector(".result")
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        assert not errors, errors
 
 
 def test_older_store_gets_thumbnails_on_the_next_index_run(tmp_path):

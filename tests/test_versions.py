@@ -76,7 +76,7 @@ def test_cutdown_segments_land_on_the_masters_shots(version_store) -> None:
 
 
 def test_web_page_shows_versions_on_both_timelines(version_store, tmp_path: Path) -> None:
-    from test_server import chromium, get, start_server, stop
+    from test_server import browser_page, get, start_server, stop
 
     d, vset, a, _r = version_store
     from indexer.store import video_refs
@@ -90,32 +90,23 @@ def test_web_page_shows_versions_on_both_timelines(version_store, tmp_path: Path
         master = others["film0_master.mp4"]
         assert master["segments"] and all(s["end_s"] <= detail["duration_s"] + 0.05 for s in master["segments"])
         assert all(s["other_end_s"] <= master["duration_s"] + 0.05 for s in master["segments"])
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
-            try:
-                page = browser.new_page(viewport={"width": 1100, "height": 900})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(url + f"?video={refs['film0_cutdown.mp4']}")
-                page.wait_for_selector(".versions .version")
-                card = page.locator(".versions")
-                assert f"shares footage with {len(others)} video" in card.locator("h3").inner_text()
-                item = card.locator(".version", has_text="film0_master.mp4")
-                assert item.locator(".timeline").count() == 2  # this video's timeline and the master's
-                assert item.locator(".timeline").nth(0).locator(".seg").count() == len(master["segments"])
-                assert item.locator(".timeline").nth(1).locator(".seg").count() == len(master["segments"])
-                item.locator("a.details").click()  # the link leads to the master's own page
-                page.wait_for_function("location.search.includes('video=%d')" % refs["film0_master.mp4"])
-                page.wait_for_function(  # the master's page has replaced the cut-down's
-                    "document.querySelector('#results .result h3')?.textContent === 'film0_master.mp4' && "
-                    "document.querySelector('.versions .version') !== null")
-                links = page.locator(".versions .version a.details").all_inner_texts()
-                assert "film0_cutdown.mp4" in links and "film0_master.mp4" not in links
-                assert not errors, errors
-            finally:
-                browser.close()
+        with browser_page() as (_browser, page, errors):
+            page.goto(url + f"?video={refs['film0_cutdown.mp4']}")
+            page.wait_for_selector(".versions .version")
+            card = page.locator(".versions")
+            assert f"shares footage with {len(others)} video" in card.locator("h3").inner_text()
+            item = card.locator(".version", has_text="film0_master.mp4")
+            assert item.locator(".timeline").count() == 2  # this video's timeline and the master's
+            assert item.locator(".timeline").nth(0).locator(".seg").count() == len(master["segments"])
+            assert item.locator(".timeline").nth(1).locator(".seg").count() == len(master["segments"])
+            item.locator("a.details").click()  # the link leads to the master's own page
+            page.wait_for_function("location.search.includes('video=%d')" % refs["film0_master.mp4"])
+            page.wait_for_function(  # the master's page has replaced the cut-down's
+                "document.querySelector('#results .result h3')?.textContent === 'film0_master.mp4' && "
+                "document.querySelector('.versions .version') !== null")
+            links = page.locator(".versions .version a.details").all_inner_texts()
+            assert "film0_cutdown.mp4" in links and "film0_master.mp4" not in links
+            assert not errors, errors
     finally:
         stop(p)
 
