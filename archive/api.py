@@ -136,7 +136,20 @@ class Archive:
             self._set_min_shared(min_shared)
         if has_catalog(self.store) and settings.versions_enabled():
             self._compare_versions(report, progress)
+        if has_catalog(self.store):
+            self._refresh_image_levels()
         return report
+
+    def _refresh_image_levels(self) -> None:
+        """Measure and keep the image rule's levels when the archive changed (:mod:`search.levels`)."""
+        from indexer.errors import StoreLocked  # noqa: PLC0415
+        from search import levels  # noqa: PLC0415
+
+        try:
+            with Writer(self.store) as w:
+                levels.refresh(self.store, w)
+        except StoreLocked:  # another run is writing: it keeps them when it ends (queries measure them meanwhile)
+            pass
 
     def _compare_versions(self, report: IndexReport, progress: ProgressFn | None) -> None:
         """Compare the videos not yet compared (the new ones, and on the first run after an upgrade
@@ -351,7 +364,10 @@ class Archive:
 
     def prune(self, dry_run: bool = False) -> list[str]:
         """Remove indexed videos whose files are gone; returns their paths."""
-        return prune(self.store, dry_run)
+        gone = prune(self.store, dry_run)
+        if gone and not dry_run:
+            self._refresh_image_levels()
+        return gone
 
     def sql(self, query: str) -> SqlResult:
         """Run one read-only SQL statement on the catalog; ``clip_score(frame_id, 'text')`` is available."""

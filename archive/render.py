@@ -313,6 +313,7 @@ def info_dict(info: StoreInfo) -> dict[str, Any]:
         "text_lines": info.text_lines,
         "text_videos": info.text_videos,
         "versions": info.versions,
+        "image_levels": info.image_levels,
     }
 
 
@@ -345,6 +346,15 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
     d["versions"] = (f"{v['groups']} group(s) of {v['videos_in_groups']} videos sharing at least {v['min_shared_s']:g} s, "
                      f"{v['matches']:,} shared segments (`archive versions`)"
                      + (f"; {v['not_compared']} video(s) not compared yet: run `archive index`" if v["not_compared"] else ""))
+    lv = info.image_levels
+    if lv is None:
+        d["image_levels"] = "not kept yet: queries by example measure them; the next `archive index` keeps them"
+    else:
+        same = "-" if lv.get("same_shot") is None else f"{1.0 - 4.0 * (1.0 - lv['same_shot']):.4f}"
+        over = {"videos": "pairs of different videos", "shots": "pairs of the video's shots"}.get(lv.get("over"), "too few pairs")
+        d["image_levels"] = (f"same footage >= {same}, chance {lv['chance']:.4f} ({lv.get('pairs', 0):,} {over}, "
+                             f"{lv.get('left_out', 0):,} left out as the same footage)"
+                             + ("" if lv.get("current") else "; the archive changed since: the next `archive index` measures them again"))
     for k, v in d.items():
         if k != "store":
             t.add_row(k, str(v))

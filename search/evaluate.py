@@ -338,7 +338,7 @@ def answers(searcher: Searcher, truth: Truth, todo: Sequence[TruthQuery], labels
     if threshold is not None:
         rules = rules_for(kinds, table, threshold)
     else:
-        base = rules_for(kinds, table)
+        base = rules_for(kinds, table, calib=searcher.image_levels() if "image" in kinds else None)
         rules = [label_rule(labels[q.target]) if q.kind == "label" else r for q, r in zip(todo, base)]
     allv = np.stack(vecs).astype(np.float32)
     raw = scanner.scores_at(idx, allv)

@@ -18,12 +18,26 @@ Image queries (query by example)
     1. same footage: its distance to the example (``1 - cosine``) is at most four times the
        distance between two consecutive samples of one shot (their 10th-percentile cosine, so
        camera and subject motion within a shot is allowed for);
-    2. above chance: its cosine is higher than 99.9% of the cosines between frames of different
-       shots (the archive's "unrelated footage" level).
+    2. above chance: its cosine is higher than 99.9% of the cosines between samples of unrelated
+       footage (the archive's "chance" level).
 
-    It finds the same footage (a shot, a packshot, a logo card) wherever it recurs, and nothing
-    when the example is not in the archive. An object seen in other footage scores lower than its
-    own shot and needs ``--threshold``.
+    "Unrelated footage" are samples of two different videos that are not the same footage. An
+    archive of ads holds the same footage many times (cut-downs, re-encodes, packshots), and those
+    pairs would lift the chance level up to the same-footage scores: the more versions, the more
+    stills missed in their own shots. So a pair is left out when
+      * the versions matching (:mod:`search.versions`) links the two stretches (``matches``), or
+      * its two shots are the same footage by their closest samples: some sample of one is as
+        alike to some sample of the other as two neighbouring samples of one shot are (the 25th
+        percentile of those cosines, :data:`IMAGE_NEIGHBOUR_PERCENTILE`).
+    The chance level is therefore never above what two neighbouring samples of one shot score:
+    footage that alike cannot be told from the same footage by its picture. Archives of one
+    video use pairs of its different shots (left out the same way).
+
+    Both levels are the archive's, measured on all of it (not on a ``--video`` scope) when videos
+    are indexed, and kept in the store (:mod:`search.levels`). The rule finds the same footage (a
+    shot, a packshot, a logo card) wherever it recurs, and nothing when the example is not in the
+    archive. An object seen in other footage scores lower than its own shot and needs
+    ``--threshold``.
 
 Over time
     A shot's strength is its best sample's (shots longer than ``LONG_SHOT_S`` are refined per
@@ -36,15 +50,15 @@ at least the threshold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
 from indexer.terms import BACKGROUND_PROMPTS, LOGIT_SCALE, background_lse
 
-__all__ = ["BACKGROUND_PROMPTS", "LOGIT_SCALE", "TEMPLATES", "Rule", "background_lse", "calibrate_images",
-           "ensemble", "shot_level", "text_probability"]
+__all__ = ["BACKGROUND_PROMPTS", "LOGIT_SCALE", "TEMPLATES", "ImageCalibration", "Linked", "Rule", "background_lse",
+           "calibrate_images", "ensemble", "shot_level", "text_probability"]
 
 TEMPLATES: tuple[str, ...] = (
     "{}",
@@ -57,8 +71,11 @@ TEXT_ENTER = 0.5  # probability against the backgrounds to start a segment
 TEXT_STAY = 0.35  # ... and to stay in one
 IMAGE_SPREAD = 4.0  # level 1: distance at most 4x that of two samples of one shot
 IMAGE_SAME_PERCENTILE = 10.0  # ... taken at this percentile of same-shot cosines
-IMAGE_CHANCE_PERCENTILE = 99.9  # level 2: above this percentile of different-shot cosines
+IMAGE_CHANCE_PERCENTILE = 99.9  # level 2: above this percentile of cosines of unrelated footage
+IMAGE_NEIGHBOUR_PERCENTILE = 25.0  # shots whose closest samples are as alike as this are the same footage
+IMAGE_CHANCE_PAIRS = 20000  # pairs the chance level is measured on (at most)
 IMAGE_FALLBACK = 0.80  # the chance level when the archive has too few pairs to measure
+SHOT_SAMPLES = 8  # samples of each shot compared to decide whether two shots are the same footage
 MIN_PAIRS = 10
 LONG_SHOT_S = 4.0
 
@@ -111,61 +128,205 @@ def text_probability(query_scores: np.ndarray, bg_lse: np.ndarray, scale: float 
     return np.exp(-np.logaddexp(0.0, -z))
 
 
-def same_shot_cosine(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
-                     percentile: float = IMAGE_SAME_PERCENTILE, max_pairs: int = 20000) -> float | None:
-    """The ``percentile`` of cosine between consecutive samples of one content shot (None: too few pairs)."""
+def consecutive_cosines(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
+                        max_pairs: int = 20000) -> np.ndarray | None:
+    """Cosines of consecutive samples of one content shot (None: fewer than ``MIN_PAIRS``)."""
     if len(rows) < 2:
         return None
-    same = (shot_id[1:] == shot_id[:-1]) & ~blank[1:]
-    idx = np.flatnonzero(same)
+    idx = np.flatnonzero((shot_id[1:] == shot_id[:-1]) & ~blank[1:])
     if len(idx) < MIN_PAIRS:
         return None
     if len(idx) > max_pairs:
         idx = idx[np.linspace(0, len(idx) - 1, max_pairs).astype(np.int64)]
-    a = vectors[rows[idx]]
-    b = vectors[rows[idx + 1]]
-    return float(np.percentile(np.einsum("ij,ij->i", a, b), percentile))
+    return np.einsum("ij,ij->i", _take(vectors, rows[idx]), _take(vectors, rows[idx + 1]))
 
 
-def different_shot_cosine(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
-                          percentile: float = IMAGE_CHANCE_PERCENTILE, max_pairs: int = 20000) -> float | None:
-    """The ``percentile`` of cosine between samples of different content shots (None: too few)."""
+def same_shot_cosine(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
+                     percentile: float = IMAGE_SAME_PERCENTILE, max_pairs: int = 20000) -> float | None:
+    """The ``percentile`` of cosine between consecutive samples of one content shot (None: too few pairs)."""
+    cos = consecutive_cosines(vectors, rows, shot_id, blank, max_pairs)
+    return None if cos is None else float(np.percentile(cos, percentile))
+
+
+def _take(vectors: Any, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(vectors[np.asarray(rows, np.int64)], np.float32)
+
+
+@dataclass(frozen=True)
+class Linked:
+    """Stretches of two videos that are the same footage (``matches`` rows, both ways round):
+    row ``k`` says video ``a[k]`` from ``a0[k]`` to ``a1[k]`` s is video ``b[k]`` from ``b0[k]`` to ``b1[k]`` s."""
+
+    a: np.ndarray
+    b: np.ndarray
+    a0: np.ndarray
+    a1: np.ndarray
+    b0: np.ndarray
+    b1: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[float]]) -> "Linked":
+        """From ``(video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s)`` rows."""
+        m = np.asarray(rows, np.float64).reshape(-1, 6)
+        both = np.concatenate([m, m[:, [1, 0, 4, 5, 2, 3]]])
+        order = np.lexsort((both[:, 1], both[:, 0]))
+        both = both[order]
+        return cls(both[:, 0].astype(np.int64), both[:, 1].astype(np.int64), both[:, 2], both[:, 3], both[:, 4], both[:, 5])
+
+    def covers(self, va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, tol: np.ndarray) -> np.ndarray:
+        """Whether each sample pair (video ``va`` at ``ta`` s, video ``vb`` at ``tb`` s) lies in a linked
+        stretch, give or take ``tol`` seconds."""
+        out = np.zeros(len(va), bool)
+        if not len(self.a) or not len(va):
+            return out
+        key = self.a * (1 << 32) + self.b
+        want = np.asarray(va, np.int64) * (1 << 32) + np.asarray(vb, np.int64)
+        lo, hi = np.searchsorted(key, want, "left"), np.searchsorted(key, want, "right")
+        for i in np.flatnonzero(hi > lo):
+            k = slice(lo[i], hi[i])
+            out[i] = bool(np.any((self.a0[k] - tol[i] <= ta[i]) & (ta[i] <= self.a1[k] + tol[i])
+                                 & (self.b0[k] - tol[i] <= tb[i]) & (tb[i] <= self.b1[k] + tol[i])))
+        return out
+
+
+def _shot_bounds(shot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each position, the start and stop positions of its run of one shot."""
+    n = len(shot_id)
+    starts = np.flatnonzero(np.concatenate([[True], shot_id[1:] != shot_id[:-1]]))
+    stops = np.append(starts[1:], n)
+    which = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
+    return starts[which], stops[which]
+
+
+def same_footage_shots(vectors: Any, rows: np.ndarray, shot_id: np.ndarray, a: np.ndarray, b: np.ndarray,
+                       level: float, per_shot: int = SHOT_SAMPLES, chunk: int = 1024,
+                       bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """For each pair of positions ``a[i]``, ``b[i]``: whether their shots are the same footage, i.e.
+    some sample of one (``per_shot`` of each, evenly spread) has cosine >= ``level`` with some
+    sample of the other. Positions must be grouped by shot (sorted by video and time); ``bounds``
+    is :func:`_shot_bounds` of ``shot_id`` when already computed."""
+    out = np.zeros(len(a), bool)
+    if not len(a):
+        return out
+    start, stop = _shot_bounds(shot_id) if bounds is None else bounds
+    pairs, inverse = np.unique(np.column_stack([start[a], start[b]]), axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    k = np.arange(per_shot)
+
+    def spread(first: np.ndarray) -> np.ndarray:  # (m, per_shot) positions inside each shot
+        length = stop[first] - first
+        return first[:, None] + (k[None, :] * length[:, None]) // per_shot
+
+    dup = np.zeros(len(pairs), bool)
+    for c in range(0, len(pairs), chunk):
+        p = pairs[c : c + chunk]
+        pa, pb = spread(p[:, 0]), spread(p[:, 1])
+        va = _take(vectors, rows[pa.ravel()]).reshape(len(p), per_shot, -1)
+        vb = _take(vectors, rows[pb.ravel()]).reshape(len(p), per_shot, -1)
+        dup[c : c + chunk] = np.einsum("pkd,pld->pkl", va, vb).reshape(len(p), -1).max(axis=1) >= level
+    return dup[inverse]
+
+
+@dataclass(frozen=True)
+class ChanceMeasure:
+    """The chance level and what it was measured on."""
+
+    level: float | None  # None: too few pairs
+    pairs: int  # pairs of unrelated footage measured
+    left_out: int  # pairs left out as the same footage (linked by matches, or shots that alike)
+    over: str  # "videos": pairs of different videos; "shots": different shots of the archive's one video
+
+
+def chance_cosine(vectors: Any, rows: np.ndarray, video_id: np.ndarray, ts_s: np.ndarray, shot_id: np.ndarray,
+                  blank: np.ndarray, neighbour: float | None, linked: Linked | None = None,
+                  tol_s: np.ndarray | float = 0.5, percentile: float = IMAGE_CHANCE_PERCENTILE,
+                  max_pairs: int = IMAGE_CHANCE_PAIRS, seed: int = 0) -> ChanceMeasure:
+    """The ``percentile`` of cosines between samples of unrelated footage (see the module docstring).
+
+    Pairs are drawn at random (seeded: the same archive gives the same level) among content
+    samples of different videos, or every pair when there are few; an archive of one video uses
+    pairs of its different shots. Left out: pairs in stretches ``linked`` says are the same
+    footage (give or take ``tol_s``, per video or one for all), and pairs whose shots are the same
+    footage by :func:`same_footage_shots` at ``neighbour``. Positions must be grouped by shot.
+    """
     keep = np.flatnonzero(~blank)
     n = len(keep)
-    if n < 4:
-        return None
-    half = n // 2
-    a = keep[:half]
-    b = keep[half : 2 * half]
-    diff = shot_id[a] != shot_id[b]
-    a, b = a[diff], b[diff]
+    over = "videos" if len(np.unique(video_id[keep])) >= 2 else "shots"
+    if n < 2:
+        return ChanceMeasure(None, 0, 0, over)
+    if n * (n - 1) // 2 <= 3 * max_pairs:
+        i, j = np.triu_indices(n, 1)
+        shuffle = np.random.default_rng(seed).permutation(len(i))
+        a, b = keep[i[shuffle]], keep[j[shuffle]]
+    else:
+        rng = np.random.default_rng(seed)
+        a, b = keep[rng.integers(0, n, 3 * max_pairs)], keep[rng.integers(0, n, 3 * max_pairs)]
+    ok = video_id[a] != video_id[b] if over == "videos" else shot_id[a] != shot_id[b]
+    a, b = a[ok], b[ok]
+    tol = np.broadcast_to(np.asarray(tol_s, np.float64), video_id.shape)
+    bounds = _shot_bounds(shot_id) if neighbour is not None else None
+    kept_a, kept_b, left_out, done = [], [], 0, 0
+    step = max(1000, max_pairs // 4)
+    while done < len(a) and sum(len(x) for x in kept_a) < max_pairs:  # in batches: stop once enough are kept
+        ba, bb = a[done : done + step], b[done : done + step]
+        done += len(ba)
+        n0 = len(ba)
+        if linked is not None and over == "videos":
+            ok = ~linked.covers(video_id[ba], ts_s[ba], video_id[bb], ts_s[bb], np.maximum(tol[ba], tol[bb]))
+            ba, bb = ba[ok], bb[ok]
+        if neighbour is not None:
+            ok = ~same_footage_shots(vectors, rows, shot_id, ba, bb, neighbour, bounds=bounds)
+            ba, bb = ba[ok], bb[ok]
+        left_out += n0 - len(ba)
+        kept_a.append(ba)
+        kept_b.append(bb)
+    a = np.concatenate(kept_a) if kept_a else a[:0]
+    b = np.concatenate(kept_b) if kept_b else b[:0]
+    a, b = a[:max_pairs], b[:max_pairs]
     if len(a) < MIN_PAIRS:
-        return None
-    if len(a) > max_pairs:
-        pick = np.linspace(0, len(a) - 1, max_pairs).astype(np.int64)
-        a, b = a[pick], b[pick]
-    sims = np.einsum("ij,ij->i", vectors[rows[a]], vectors[rows[b]])
-    return float(np.percentile(sims, percentile))
+        return ChanceMeasure(None, len(a), left_out, over)
+    sims = np.einsum("ij,ij->i", _take(vectors, rows[a]), _take(vectors, rows[b]))
+    return ChanceMeasure(float(np.percentile(sims, percentile)), len(a), left_out, over)
 
 
 @dataclass(frozen=True)
 class ImageCalibration:
-    """The archive's two levels for the image rule."""
+    """The archive's two levels for the image rule, and what they were measured on."""
 
     same_shot: float | None  # 10th-percentile cosine of consecutive samples in one shot
-    chance: float  # the 99.9th percentile of cosines between different shots
+    chance: float  # the 99.9th percentile of cosines between samples of unrelated footage
+    neighbour: float | None = None  # 25th-percentile cosine of consecutive samples: "the same footage"
+    pairs: int = 0  # pairs of unrelated footage the chance level was measured on (0: the fallback)
+    left_out: int = 0  # pairs left out as the same footage
+    over: str = "videos"  # "videos", "shots" (an archive of one video) or "fallback" (too few pairs)
 
     def threshold(self) -> float:
         """The cosine a frame needs to match an example image."""
         same = -1.0 if self.same_shot is None else 1.0 - IMAGE_SPREAD * (1.0 - self.same_shot)
         return float(max(same, self.chance))
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
-def calibrate_images(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray) -> ImageCalibration:
-    """Measure the image rule's levels on the frames given (see the module docstring)."""
-    chance = different_shot_cosine(vectors, rows, shot_id, blank)
-    return ImageCalibration(same_shot_cosine(vectors, rows, shot_id, blank),
-                            IMAGE_FALLBACK if chance is None else chance)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ImageCalibration":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def calibrate_images(vectors: Any, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
+                     video_id: np.ndarray | None = None, ts_s: np.ndarray | None = None,
+                     linked: Linked | None = None, tol_s: np.ndarray | float = 0.5) -> ImageCalibration:
+    """Measure the image rule's levels on the samples given (see the module docstring); positions
+    must be sorted by video and time. Without ``video_id`` every sample counts as one video's."""
+    video_id = np.zeros(len(rows), np.int64) if video_id is None else video_id
+    ts_s = np.zeros(len(rows)) if ts_s is None else ts_s
+    cos = consecutive_cosines(vectors, rows, shot_id, blank)
+    same = None if cos is None else float(np.percentile(cos, IMAGE_SAME_PERCENTILE))
+    neighbour = None if cos is None else float(np.percentile(cos, IMAGE_NEIGHBOUR_PERCENTILE))
+    m = chance_cosine(vectors, rows, video_id, ts_s, shot_id, blank, neighbour, linked, tol_s)
+    if m.level is None:
+        return ImageCalibration(same, IMAGE_FALLBACK, neighbour, 0, m.left_out, "fallback")
+    return ImageCalibration(same, m.level, neighbour, m.pairs, m.left_out, m.over)
 
 
 def shot_level(strength: np.ndarray, shot_id: np.ndarray, shot_len_s: np.ndarray, blank: np.ndarray,

@@ -129,13 +129,14 @@ def rules_for(
     threshold: float | None = None,
     merge_gap_s: float = 0.0,
     min_duration_s: float = 0.0,
+    calib: presence.ImageCalibration | None = None,
 ) -> list[Rule]:
-    """The rule of each query: the text rule, the image rule calibrated on ``table``, or a plain cut."""
+    """The rule of each query: the text rule, the image rule at ``calib`` (the archive's levels,
+    :mod:`search.levels`; None: measured on ``table`` alone), or a plain cut."""
     if threshold is not None:
         return [Rule("threshold", threshold, threshold, min_duration_s, merge_gap_s) for _ in kinds]
-    calib = None
-    if "image" in kinds:
-        calib = presence.calibrate_images(table.vectors, table.row, table.shot_id, table.blank)
+    if "image" in kinds and calib is None:
+        calib = presence.calibrate_images(table.vectors, table.row, table.shot_id, table.blank, table.video_id, table.ts_s)
     out = []
     for k in kinds:
         if k == "text":
@@ -293,6 +294,7 @@ class Searcher:
         self._table: tuple[Any, list[int] | None, Scanner] | None = None
         self._lse: tuple[FrameTable, np.ndarray] | None = None
         self._ivf: tuple[FrameTable, Any] | None = None
+        self._levels: tuple[Any, presence.ImageCalibration] | None = None
         self._text_cache: dict[str, np.ndarray] = {}
         self.last_timings: dict[str, float] = {}
         for t in self.templates:
@@ -324,6 +326,17 @@ class Searcher:
 
             self._ivf = (table, IvfRanker(self.store_dir, table))
         return self._ivf[1]
+
+    def image_levels(self, scope: list[int] | None = None) -> presence.ImageCalibration:
+        """The image rule's levels of the whole archive (kept in the store by the index run, else
+        measured on it; :mod:`search.levels`), whatever the scope; kept until the store changes."""
+        from . import levels  # noqa: PLC0415
+
+        key = _store_stamp(self.store_dir)
+        if self._levels is None or self._levels[0] != key:
+            whole = (lambda: self.frames(None)) if scope is None else None
+            self._levels = (key, levels.image_levels(self.store_dir, whole))
+        return self._levels[1]
 
     def background_lse(self, scanner: Scanner) -> np.ndarray:
         """Per-frame background term of the text rule: the one stored at index time when it was
@@ -458,14 +471,16 @@ class Searcher:
             sub = table.subset(idx)
             raw = scanner.scores_at(idx, allv)
             t3 = time.perf_counter()
-            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
+            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s,
+                              self.image_levels(scope) if "image" in kinds and threshold is None else None)
             results = rank(sub, raw, None if bg_lse is None else bg_lse[idx], labels, kinds, rules, top, None)
             for res in results:
                 res.videos_searched, res.frames_searched = len(ranker.starts), len(table)
         else:
             raw = scanner.scores(allv) if self.exact else scanner.fast_scores(allv)
             t3 = time.perf_counter()
-            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s)
+            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s,
+                              self.image_levels(scope) if "image" in kinds and threshold is None else None)
             exact = None
             if not self.exact and not scanner.last_exact:
                 def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -53,3 +53,62 @@ def test_image_threshold_is_the_higher_of_same_footage_and_chance():
     assert ImageCalibration(same_shot=0.999, chance=0.9).threshold() == pytest.approx(0.996)
     assert ImageCalibration(same_shot=0.95, chance=0.9).threshold() == pytest.approx(0.9)
     assert ImageCalibration(None, 0.85).threshold() == pytest.approx(0.85)
+
+
+def _recurring_vectors(videos: int = 6, dim: int = 32, seed: int = 0):
+    """Each video: the same footage (shot 0, one direction plus noise), then two shots of its own;
+    4 samples a shot, 1 s apart."""
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=dim)
+    vecs, video, ts, shot = [], [], [], []
+    for v in range(videos):
+        for k, base in enumerate([shared, rng.normal(size=dim), rng.normal(size=dim)]):
+            for i in range(4):
+                x = base + 0.02 * rng.normal(size=dim)
+                vecs.append(x / np.linalg.norm(x))
+                video.append(v)
+                ts.append(4.0 * k + i)
+                shot.append(10 * v + k)
+    n = len(vecs)
+    return np.array(vecs, np.float32), np.arange(n), np.array(video), np.array(ts, float), np.array(shot), np.zeros(n, bool)
+
+
+def test_chance_level_leaves_out_the_same_footage():
+    from search.presence import Linked, chance_cosine
+
+    vecs, rows, video, ts, shot, blank = _recurring_vectors()
+    shared = shot % 10 == 0
+    unrelated = [float(vecs[i] @ vecs[j]) for i in range(len(vecs)) for j in range(len(vecs))
+                 if video[i] != video[j] and not (shared[i] and shared[j])]
+    kept = chance_cosine(vecs, rows, video, ts, shot, blank, neighbour=None)
+    assert kept.level > 0.99 and kept.left_out == 0  # a sixth of the pairs are the shared shot: the level is its
+    by_shots = chance_cosine(vecs, rows, video, ts, shot, blank, neighbour=0.99)
+    assert np.percentile(unrelated, 99) < by_shots.level < max(unrelated) + 1e-6 and by_shots.left_out > 0 and by_shots.over == "videos"
+    spans = [(a, b, 0.0, 3.0, 0.0, 3.0) for a in range(6) for b in range(a + 1, 6)]  # what matching would link
+    by_matches = chance_cosine(vecs, rows, video, ts, shot, blank, neighbour=None, linked=Linked.from_rows(spans),
+                               tol_s=0.5)
+    assert by_matches.level == pytest.approx(by_shots.level) and by_matches.left_out == by_shots.left_out
+    one = video == 0  # one video: pairs of its different shots
+    alone = chance_cosine(vecs[one], rows[: one.sum()], video[one], ts[one], shot[one], blank[one], neighbour=0.99)
+    assert alone.over == "shots" and alone.level < 0.9
+
+
+def test_linked_covers_stretches_both_ways_round():
+    from search.presence import Linked
+
+    link = Linked.from_rows([(1, 2, 0.0, 2.0, 5.0, 7.0)])
+    va, ta, vb, tb = np.array([1, 2, 1, 1, 3]), np.array([1.0, 6.0, 2.4, 1.0, 1.0]), np.array([2, 1, 2, 2, 2]), \
+        np.array([6.0, 1.0, 7.4, 3.0, 6.0])
+    assert link.covers(va, ta, vb, tb, np.full(5, 0.5)).tolist() == [True, True, True, False, False]
+
+
+def test_kept_levels_hold_while_one_percent_changes():
+    from search.levels import fresh
+
+    kept = {"stamp": "1000:1999:0:100:7"}
+    assert fresh(kept, "1000:1999:0:100:7")
+    assert fresh(kept, "1010:2009:5:101:8")  # 10 frames added, one match more: 1%
+    assert not fresh(kept, "1011:2010:5:100:7")  # 11 frames added
+    assert not fresh(kept, "990:2009:5:100:7")  # 10 added and 20 removed
+    assert not fresh(kept, "1000:1999:0:102:7")  # 2% more matches
+    assert not fresh({"stamp": "10:9:0:0:0"}, "10:9:0:1:5") and not fresh(None, "1:0:0:0:0")

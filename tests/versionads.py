@@ -210,8 +210,9 @@ def _frame(look: GradedShot, k: int, v: Version, cache: dict) -> np.ndarray:
 
 
 def write(folder: str | Path, versions: Sequence[Version], seed: int = 0,
-          look_size: tuple[int, int] = (320, 180)) -> VersionSet:
-    """Render every version into ``folder`` (H.264 MP4, or MPEG-4 part 2 for ``codec='mpeg4'``)."""
+          look_size: tuple[int, int] = (320, 180), looks: dict | None = None) -> VersionSet:
+    """Render every version into ``folder`` (H.264 MP4, or MPEG-4 part 2 for ``codec='mpeg4'``).
+    ``looks`` (key: an object with ``frame(k)``) replaces the graded looks made here."""
     import av  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
@@ -219,11 +220,12 @@ def write(folder: str | Path, versions: Sequence[Version], seed: int = 0,
     keys = list(dict.fromkeys(c.key for v in versions for c in v.cuts))
     need = {k: max(c.first + c.frames for v in versions for c in v.cuts if c.key == k) for k in keys}
     combos = [(sg, gr) for sg in range(len(segs)) for gr in range(len(GRADES))]
-    if len(keys) > len(combos):
-        raise ValueError(f"{len(keys)} shots: at most {len(combos)} looks are distinct")
-    pick = rng.permutation(len(combos))  # every shot its own (source stretch, grade): no two share footage
-    looks = {k: GradedShot(_Shot(segs[combos[pick[i]][0]], need[k], look_size, rng), combos[pick[i]][1])
-             for i, k in enumerate(keys)}
+    if looks is None:
+        if len(keys) > len(combos):
+            raise ValueError(f"{len(keys)} shots: at most {len(combos)} looks are distinct")
+        pick = rng.permutation(len(combos))  # every shot its own (source stretch, grade): no two share footage
+        looks = {k: GradedShot(_Shot(segs[combos[pick[i]][0]], need[k], look_size, rng), combos[pick[i]][1])
+                 for i, k in enumerate(keys)}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cache: dict = {}

@@ -29,6 +29,8 @@ from .reader import (
     match_rows,
     common_sample_fps,
     frame_videos,
+    image_levels_state,
+    levels_fresh,
     ivf_layer,
     ocr_lines,
     ocr_todo,

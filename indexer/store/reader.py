@@ -8,6 +8,7 @@ do. Vectors come memory-mapped from the vector file; no video file is opened her
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -231,6 +232,14 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
 
         versions = {"groups": int(groups), "videos_in_groups": int(grouped), "matches": int(n_matches),
                     "not_compared": int(todo), "min_shared_s": matchtables.min_shared(con)}
+        image_levels = None
+        if IMAGE_LEVELS_KEY in meta:
+            try:
+                image_levels = json.loads(meta[IMAGE_LEVELS_KEY])
+            except ValueError:
+                image_levels = None
+        if image_levels is not None:
+            image_levels["current"] = levels_fresh(image_levels, levels_stamp(con))
         ivf_ref = ivfmod.current(con)
         covered = 0 if ivf_ref is None else int(con.execute(
             "SELECT coalesce(sum(n_vectors), 0) FROM vector_segments WHERE ivf_id = ?", [ivf_ref.ivf_id]).fetchall()[0][0])
@@ -274,6 +283,7 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         text_lines=int(text_lines),
         text_videos=int(text_videos),
         versions=versions,
+        image_levels=image_levels,
     )
 
 
@@ -508,6 +518,56 @@ def match_rows(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | Non
             "SELECT m.*, a.name AS name_a, a.path AS path_a, b.name AS name_b, b.path AS path_b FROM matches m "
             f"JOIN videos a ON a.video_id = m.video_a JOIN videos b ON b.video_id = m.video_b{where} "
             "ORDER BY m.video_a, m.video_b, m.a_start_s", params))
+
+
+IMAGE_LEVELS_KEY = "image_levels"  # meta key: the image rule's levels (search.levels), JSON
+
+
+def levels_stamp(con: Any) -> str:
+    """What the image rule's levels depend on: the live frames and the matches. Changes whenever a
+    video is added, replaced or removed, or the matches change."""
+    f = con.execute("SELECT count(*), coalesce(max(frame_id), -1), coalesce(sum(frame_id), 0) FROM frames").fetchone()
+    m = con.execute("SELECT count(*), coalesce(sum(hash(video_a, video_b, a_start_s, b_start_s) % 1000000007), 0) "
+                    "FROM matches").fetchone()
+    return ":".join(str(int(x)) for x in (*f, *m))
+
+
+LEVELS_DRIFT = 0.01  # kept image levels hold while at most this share of the frames (and of the matches) changed
+
+
+def levels_fresh(kept: dict | None, stamp: str) -> bool:
+    """Whether levels kept at ``kept["stamp"]`` still hold for a store now at ``stamp``
+    (:func:`levels_stamp`: frames, max frame id, sum of ids, matches, hash)."""
+    if kept is None or not isinstance(kept.get("stamp"), str):
+        return False
+    if kept["stamp"] == stamp:
+        return True
+    try:
+        f0, m0, _s0, k0, _h0 = (int(x) for x in kept["stamp"].split(":"))
+        f1, m1, _s1, k1, _h1 = (int(x) for x in stamp.split(":"))
+    except ValueError:
+        return False
+    added = max(0, m1 - m0)  # frame ids only grow: new frames have ids above the old maximum
+    removed = max(0, f0 + added - f1)
+    return added + removed <= LEVELS_DRIFT * f0 and abs(k1 - k0) <= LEVELS_DRIFT * k0
+
+
+def image_levels_state(store_dir: str | os.PathLike[str]) -> tuple[str, dict[str, Any] | None, np.ndarray, dict[int, float]]:
+    """For the image rule's levels: the store's current stamp (:func:`levels_stamp`), the levels kept
+    in ``meta`` with the stamp they were measured at (None: none kept), every ``matches`` row as
+    ``(video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s)``, and each video's sample rate."""
+    with read_connection(store_dir) as con:
+        stamp = levels_stamp(con)
+        row = con.execute("SELECT value FROM meta WHERE key = ?", [IMAGE_LEVELS_KEY]).fetchall()
+        spans = con.execute("SELECT video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s FROM matches").fetchall()
+        fps = dict(con.execute("SELECT video_id, sample_fps FROM videos").fetchall())
+    kept = None
+    if row:
+        try:
+            kept = json.loads(row[0][0])
+        except ValueError:
+            kept = None
+    return stamp, kept, np.asarray(spans, np.float64).reshape(-1, 6), {int(k): float(v) for k, v in fps.items()}
 
 
 def version_rows(store_dir: str | os.PathLike[str]) -> tuple[list[Row], float, int, int]:

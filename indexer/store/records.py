@@ -199,6 +199,7 @@ class StoreInfo:
     text_lines: int = 0  # rows of the ocr table
     text_videos: int = 0  # videos whose text was read
     versions: dict[str, Any] = field(default_factory=dict)  # groups, videos_in_groups, matches, not_compared, min_shared_s
+    image_levels: dict[str, Any] | None = None  # the image rule's kept levels (search.levels) and "current"; None: none kept
 
 
 @dataclass

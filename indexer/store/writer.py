@@ -328,6 +328,20 @@ class Writer:
             con.execute("INSERT INTO meta VALUES ('min_shared', ?)", [repr(float(seconds))])
             matchtables.regroup(con)
 
+    def save_image_levels(self, levels: dict[str, Any], stamp: str) -> bool:
+        """Keep the image rule's levels (``meta.image_levels``, :mod:`search.levels`), measured at
+        ``stamp``; kept only when the store is still at that stamp (else False: nothing saved)."""
+        import json  # noqa: PLC0415
+
+        from .reader import IMAGE_LEVELS_KEY, levels_stamp  # noqa: PLC0415
+
+        with self._catalog() as con, transaction(con):
+            if levels_stamp(con) != stamp:
+                return False
+            con.execute("DELETE FROM meta WHERE key = ?", [IMAGE_LEVELS_KEY])
+            con.execute("INSERT INTO meta VALUES (?, ?)", [IMAGE_LEVELS_KEY, json.dumps({**levels, "stamp": stamp})])
+        return True
+
     # -- labels ---------------------------------------------------------------------------------
     def save_label(self, name: str, prompts: Sequence[str], threshold: float | None,
                    ocr: Sequence[str] = ()) -> None:

@@ -1,0 +1,79 @@
+"""The image rule's levels of an archive (:mod:`search.presence`): measured on all of it, kept in
+the store, read by every query.
+
+An index run (and ``archive prune``) measures them once its videos are committed and compared
+for versions (the chance level leaves out the stretches ``matches`` links), and keeps them in
+``meta.image_levels`` with a stamp of the frames and matches they were measured on. They are
+estimates from 20,000 random pairs: while at most 1% of the archive's frames (and of its
+matches) changed since, they hold and are not measured again (a big archive takes a new clip
+without it). Otherwise (more changed, or a store indexed before levels were kept) the next index
+run measures them again, and a query meanwhile measures them itself, on the whole archive, with
+the numbers an index run would keep. A ``--video`` scope never changes them: a video answers an
+example the same whether it is asked alone or with the archive.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from indexer.store import FrameTable, image_levels_state, levels_fresh as fresh, load_frames
+
+from .presence import ImageCalibration, Linked, calibrate_images
+
+if TYPE_CHECKING:
+    from indexer.store import Writer
+
+__all__ = ["fresh", "image_levels", "measure", "refresh"]
+
+
+def measure(store_dir: str | os.PathLike[str], table: FrameTable | None = None) -> tuple[ImageCalibration, str]:
+    """Measure the levels on the whole archive (``table``: its frame table, if already loaded);
+    returns them and the store's stamp read before."""
+    stamp, _kept, spans, fps = image_levels_state(store_dir)
+    if table is not None:
+        return _calibrate(table, spans, fps), stamp
+    table = load_frames(store_dir)
+    cal = _calibrate(table, spans, fps)
+    table.release_pages()
+    return cal, stamp
+
+
+def _calibrate(table: FrameTable, spans: np.ndarray, fps: dict[int, float]) -> ImageCalibration:
+    rate = np.array([fps.get(int(v), 0.0) or 2.0 for v in np.unique(table.video_id)])
+    per_video = dict(zip(np.unique(table.video_id).tolist(), (1.0 / rate).tolist()))
+    tol = np.array([per_video[int(v)] for v in table.video_id]) if len(table) else np.zeros(0)
+    linked = Linked.from_rows(spans) if len(spans) else None
+    return calibrate_images(table.vectors, table.row, table.shot_id, table.blank, table.video_id, table.ts_s, linked, tol)
+
+
+def image_levels(store_dir: str | os.PathLike[str], whole: Callable[[], FrameTable] | None = None) -> ImageCalibration:
+    """The archive's levels: those kept in the store when it is still at their stamp, else measured
+    now on the whole archive (``whole`` gives its frame table; default: read it)."""
+    stamp, kept, spans, fps = image_levels_state(store_dir)
+    if fresh(kept, stamp):
+        return ImageCalibration.from_dict(kept)
+    if whole is not None:
+        return _calibrate(whole(), spans, fps)
+    table = load_frames(store_dir)
+    cal = _calibrate(table, spans, fps)
+    table.release_pages()
+    return cal
+
+
+def refresh(store_dir: str | os.PathLike[str], writer: "Writer") -> ImageCalibration | None:
+    """Measure and keep the levels when the kept ones are missing or no longer hold (:func:`fresh`;
+    call with the writer's lock held, so that nothing changes meanwhile). Returns the new levels, or None when the kept
+    ones still hold or the archive has no frame."""
+    stamp, kept, spans, fps = image_levels_state(store_dir)
+    if fresh(kept, stamp):
+        return None
+    table = load_frames(store_dir)
+    if not len(table):
+        return None
+    cal = _calibrate(table, spans, fps)
+    table.release_pages()
+    writer.save_image_levels(cal.to_dict(), stamp)
+    return cal
