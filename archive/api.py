@@ -148,7 +148,7 @@ class Archive:
         try:
             with Writer(self.store) as w:
                 levels.refresh(self.store, w)
-        except StoreLocked:  # another run is writing: it keeps them when it ends (queries measure them meanwhile)
+        except StoreLocked:  # another program is writing: queries measure them until an index run keeps them
             pass
 
     def _compare_versions(self, report: IndexReport, progress: ProgressFn | None) -> None:

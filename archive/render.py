@@ -347,13 +347,16 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
                      f"{v['matches']:,} shared segments (`archive versions`)"
                      + (f"; {v['not_compared']} video(s) not compared yet: run `archive index`" if v["not_compared"] else ""))
     lv = info.image_levels
-    if lv is None:
+    from search.presence import IMAGE_SPREAD, ImageCalibration  # noqa: PLC0415
+
+    cal = None if lv is None else ImageCalibration.from_dict(lv)
+    if cal is None:
         d["image_levels"] = "not kept yet: queries by example measure them; the next `archive index` keeps them"
     else:
-        same = "-" if lv.get("same_shot") is None else f"{1.0 - 4.0 * (1.0 - lv['same_shot']):.4f}"
-        over = {"videos": "pairs of different videos", "shots": "pairs of the video's shots"}.get(lv.get("over"), "too few pairs")
-        d["image_levels"] = (f"same footage >= {same}, chance {lv['chance']:.4f} ({lv.get('pairs', 0):,} {over}, "
-                             f"{lv.get('left_out', 0):,} left out as the same footage)"
+        same = "-" if cal.same_shot is None else f"{1.0 - IMAGE_SPREAD * (1.0 - cal.same_shot):.4f}"
+        over = {"videos": "pairs of different videos", "shots": "pairs of the video's shots"}.get(cal.over, "too few pairs")
+        d["image_levels"] = (f"an example matches at cosine >= {cal.threshold():.4f} (same footage {same}, chance "
+                             f"{cal.chance:.4f} from {cal.pairs:,} {over}, {cal.left_out:,} left out as the same footage)"
                              + ("" if lv.get("current") else "; the archive changed since: the next `archive index` measures them again"))
     for k, v in d.items():
         if k != "store":

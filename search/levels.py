@@ -42,19 +42,25 @@ def measure(store_dir: str | os.PathLike[str], table: FrameTable | None = None) 
 
 
 def _calibrate(table: FrameTable, spans: np.ndarray, fps: dict[int, float]) -> ImageCalibration:
-    rate = np.array([fps.get(int(v), 0.0) or 2.0 for v in np.unique(table.video_id)])
-    per_video = dict(zip(np.unique(table.video_id).tolist(), (1.0 / rate).tolist()))
-    tol = np.array([per_video[int(v)] for v in table.video_id]) if len(table) else np.zeros(0)
+    vids, inverse = np.unique(table.video_id, return_inverse=True)
+    interval = 1.0 / np.array([fps.get(int(v), 0.0) or 2.0 for v in vids])  # one sample interval per video
+    tol = interval[np.asarray(inverse).ravel()] if len(table) else np.zeros(0)
     linked = Linked.from_rows(spans) if len(spans) else None
     return calibrate_images(table.vectors, table.row, table.shot_id, table.blank, table.video_id, table.ts_s, linked, tol)
+
+
+def _kept(kept: dict | None, stamp: str) -> ImageCalibration | None:
+    """The kept levels when they still hold (:func:`fresh`) and are of this version, else None."""
+    return ImageCalibration.from_dict(kept) if fresh(kept, stamp) else None
 
 
 def image_levels(store_dir: str | os.PathLike[str], whole: Callable[[], FrameTable] | None = None) -> ImageCalibration:
     """The archive's levels: those kept in the store when it is still at their stamp, else measured
     now on the whole archive (``whole`` gives its frame table; default: read it)."""
     stamp, kept, spans, fps = image_levels_state(store_dir)
-    if fresh(kept, stamp):
-        return ImageCalibration.from_dict(kept)
+    held = _kept(kept, stamp)
+    if held is not None:
+        return held
     if whole is not None:
         return _calibrate(whole(), spans, fps)
     table = load_frames(store_dir)
@@ -68,7 +74,7 @@ def refresh(store_dir: str | os.PathLike[str], writer: "Writer") -> ImageCalibra
     call with the writer's lock held, so that nothing changes meanwhile). Returns the new levels, or None when the kept
     ones still hold or the archive has no frame."""
     stamp, kept, spans, fps = image_levels_state(store_dir)
-    if fresh(kept, stamp):
+    if _kept(kept, stamp) is not None:
         return None
     table = load_frames(store_dir)
     if not len(table):

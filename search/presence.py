@@ -22,16 +22,17 @@ Image queries (query by example)
        footage (the archive's "chance" level).
 
     "Unrelated footage" are samples of two different videos that are not the same footage. An
-    archive of ads holds the same footage many times (cut-downs, re-encodes, packshots), and those
-    pairs would lift the chance level up to the same-footage scores: the more versions, the more
-    stills missed in their own shots. So a pair is left out when
-      * the versions matching (:mod:`search.versions`) links the two stretches (``matches``), or
+    archive of ads holds the same footage many times (cut-downs, re-encodes, packshots, stock
+    shots in several spots), and those pairs would lift the chance level up to the same-footage
+    scores: the more versions, the more stills missed in their own shots. So a pair is left out
+    when
+      * the versions matching (:mod:`search.versions`) aligns its two samples (``matches``), or
       * its two shots are the same footage by their closest samples: some sample of one is as
-        alike to some sample of the other as two neighbouring samples of one shot are (the 25th
-        percentile of those cosines, :data:`IMAGE_NEIGHBOUR_PERCENTILE`).
-    The chance level is therefore never above what two neighbouring samples of one shot score:
-    footage that alike cannot be told from the same footage by its picture. Archives of one
-    video use pairs of its different shots (left out the same way).
+        alike to some sample of the other as two consecutive samples of one shot (the archive's
+        ``same_shot`` level, their 10th-percentile cosine) - or the pair itself is that alike.
+    The chance level is therefore below the ``same_shot`` level: footage that alike cannot be told
+    from the same footage by its picture. Archives of one video use pairs of its different shots
+    (left out the same way).
 
     Both levels are the archive's, measured on all of it (not on a ``--video`` scope) when videos
     are indexed, and kept in the store (:mod:`search.levels`). The rule finds the same footage (a
@@ -72,7 +73,6 @@ TEXT_STAY = 0.35  # ... and to stay in one
 IMAGE_SPREAD = 4.0  # level 1: distance at most 4x that of two samples of one shot
 IMAGE_SAME_PERCENTILE = 10.0  # ... taken at this percentile of same-shot cosines
 IMAGE_CHANCE_PERCENTILE = 99.9  # level 2: above this percentile of cosines of unrelated footage
-IMAGE_NEIGHBOUR_PERCENTILE = 25.0  # shots whose closest samples are as alike as this are the same footage
 IMAGE_CHANCE_PAIRS = 20000  # pairs the chance level is measured on (at most)
 IMAGE_FALLBACK = 0.80  # the chance level when the archive has too few pairs to measure
 SHOT_SAMPLES = 8  # samples of each shot compared to decide whether two shots are the same footage
@@ -174,8 +174,9 @@ class Linked:
         return cls(both[:, 0].astype(np.int64), both[:, 1].astype(np.int64), both[:, 2], both[:, 3], both[:, 4], both[:, 5])
 
     def covers(self, va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, tol: np.ndarray) -> np.ndarray:
-        """Whether each sample pair (video ``va`` at ``ta`` s, video ``vb`` at ``tb`` s) lies in a linked
-        stretch, give or take ``tol`` seconds."""
+        """Whether each sample pair (video ``va`` at ``ta`` s, video ``vb`` at ``tb`` s) is one moment
+        of a linked stretch: ``ta`` in the stretch of ``va`` and ``tb`` at the time it maps to in
+        ``vb`` (the stretch's two ranges mapped onto each other linearly), give or take ``tol`` s."""
         out = np.zeros(len(va), bool)
         if not len(self.a) or not len(va):
             return out
@@ -184,8 +185,10 @@ class Linked:
         lo, hi = np.searchsorted(key, want, "left"), np.searchsorted(key, want, "right")
         for i in np.flatnonzero(hi > lo):
             k = slice(lo[i], hi[i])
-            out[i] = bool(np.any((self.a0[k] - tol[i] <= ta[i]) & (ta[i] <= self.a1[k] + tol[i])
-                                 & (self.b0[k] - tol[i] <= tb[i]) & (tb[i] <= self.b1[k] + tol[i])))
+            a0, a1, b0, b1 = self.a0[k], self.a1[k], self.b0[k], self.b1[k]
+            scale = np.where(a1 > a0, (b1 - b0) / np.maximum(a1 - a0, 1e-9), 1.0)
+            at = b0 + (ta[i] - a0) * scale
+            out[i] = bool(np.any((a0 - tol[i] <= ta[i]) & (ta[i] <= a1 + tol[i]) & (np.abs(tb[i] - at) <= tol[i])))
         return out
 
 
@@ -237,34 +240,51 @@ class ChanceMeasure:
     over: str  # "videos": pairs of different videos; "shots": different shots of the archive's one video
 
 
+def _draw_pairs(keep: np.ndarray, group: np.ndarray, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``m`` random pairs of positions ``keep`` (sorted by ``group``) whose ``group`` differs: the
+    first uniform, the second uniform among the positions of other groups."""
+    g = group[keep]
+    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
+    sizes = np.diff(np.append(starts, len(keep)))
+    which = np.repeat(np.arange(len(starts)), sizes)
+    i = rng.integers(0, len(keep), m)
+    own_start, own_size = starts[which[i]], sizes[which[i]]
+    r = (rng.random(m) * (len(keep) - own_size)).astype(np.int64)
+    j = np.where(r >= own_start, r + own_size, r)
+    return keep[i], keep[j]
+
+
 def chance_cosine(vectors: Any, rows: np.ndarray, video_id: np.ndarray, ts_s: np.ndarray, shot_id: np.ndarray,
-                  blank: np.ndarray, neighbour: float | None, linked: Linked | None = None,
+                  blank: np.ndarray, same_level: float | None, linked: Linked | None = None,
                   tol_s: np.ndarray | float = 0.5, percentile: float = IMAGE_CHANCE_PERCENTILE,
                   max_pairs: int = IMAGE_CHANCE_PAIRS, seed: int = 0) -> ChanceMeasure:
     """The ``percentile`` of cosines between samples of unrelated footage (see the module docstring).
 
     Pairs are drawn at random (seeded: the same archive gives the same level) among content
-    samples of different videos, or every pair when there are few; an archive of one video uses
-    pairs of its different shots. Left out: pairs in stretches ``linked`` says are the same
-    footage (give or take ``tol_s``, per video or one for all), and pairs whose shots are the same
-    footage by :func:`same_footage_shots` at ``neighbour``. Positions must be grouped by shot.
+    samples of different videos, or every such pair when there are few; an archive of one video
+    uses pairs of its different shots. Left out: pairs ``linked`` aligns (give or take ``tol_s``,
+    per position or one for all), and pairs whose shots (or themselves) are the same footage by
+    :func:`same_footage_shots` at ``same_level`` (None: none left out that way). Positions must be
+    sorted by video and time.
     """
     keep = np.flatnonzero(~blank)
     n = len(keep)
     over = "videos" if len(np.unique(video_id[keep])) >= 2 else "shots"
+    group = video_id if over == "videos" else shot_id
     if n < 2:
         return ChanceMeasure(None, 0, 0, over)
-    if n * (n - 1) // 2 <= 3 * max_pairs:
+    if n * (n - 1) // 2 <= 3 * max_pairs:  # few: every pair, in a seeded random order
         i, j = np.triu_indices(n, 1)
         shuffle = np.random.default_rng(seed).permutation(len(i))
         a, b = keep[i[shuffle]], keep[j[shuffle]]
+        ok = group[a] != group[b]
+        a, b = a[ok], b[ok]
+    elif len(np.unique(group[keep])) >= 2:
+        a, b = _draw_pairs(keep, group, 3 * max_pairs, np.random.default_rng(seed))
     else:
-        rng = np.random.default_rng(seed)
-        a, b = keep[rng.integers(0, n, 3 * max_pairs)], keep[rng.integers(0, n, 3 * max_pairs)]
-    ok = video_id[a] != video_id[b] if over == "videos" else shot_id[a] != shot_id[b]
-    a, b = a[ok], b[ok]
+        a = b = keep[:0]
     tol = np.broadcast_to(np.asarray(tol_s, np.float64), video_id.shape)
-    bounds = _shot_bounds(shot_id) if neighbour is not None else None
+    bounds = _shot_bounds(shot_id) if same_level is not None else None
     kept_a, kept_b, left_out, done = [], [], 0, 0
     step = max(1000, max_pairs // 4)
     while done < len(a) and sum(len(x) for x in kept_a) < max_pairs:  # in batches: stop once enough are kept
@@ -274,19 +294,22 @@ def chance_cosine(vectors: Any, rows: np.ndarray, video_id: np.ndarray, ts_s: np
         if linked is not None and over == "videos":
             ok = ~linked.covers(video_id[ba], ts_s[ba], video_id[bb], ts_s[bb], np.maximum(tol[ba], tol[bb]))
             ba, bb = ba[ok], bb[ok]
-        if neighbour is not None:
-            ok = ~same_footage_shots(vectors, rows, shot_id, ba, bb, neighbour, bounds=bounds)
+        if same_level is not None:
+            own = np.einsum("ij,ij->i", _take(vectors, rows[ba]), _take(vectors, rows[bb]))
+            ok = (own < same_level) & ~same_footage_shots(vectors, rows, shot_id, ba, bb, same_level, bounds=bounds)
             ba, bb = ba[ok], bb[ok]
         left_out += n0 - len(ba)
         kept_a.append(ba)
         kept_b.append(bb)
-    a = np.concatenate(kept_a) if kept_a else a[:0]
-    b = np.concatenate(kept_b) if kept_b else b[:0]
-    a, b = a[:max_pairs], b[:max_pairs]
+    a = np.concatenate(kept_a)[:max_pairs] if kept_a else a[:0]
+    b = np.concatenate(kept_b)[:max_pairs] if kept_b else b[:0]
     if len(a) < MIN_PAIRS:
         return ChanceMeasure(None, len(a), left_out, over)
     sims = np.einsum("ij,ij->i", _take(vectors, rows[a]), _take(vectors, rows[b]))
     return ChanceMeasure(float(np.percentile(sims, percentile)), len(a), left_out, over)
+
+
+LEVELS_VERSION = 2  # how the kept levels were measured (kept levels of another version are measured again)
 
 
 @dataclass(frozen=True)
@@ -295,10 +318,10 @@ class ImageCalibration:
 
     same_shot: float | None  # 10th-percentile cosine of consecutive samples in one shot
     chance: float  # the 99.9th percentile of cosines between samples of unrelated footage
-    neighbour: float | None = None  # 25th-percentile cosine of consecutive samples: "the same footage"
     pairs: int = 0  # pairs of unrelated footage the chance level was measured on (0: the fallback)
     left_out: int = 0  # pairs left out as the same footage
     over: str = "videos"  # "videos", "shots" (an archive of one video) or "fallback" (too few pairs)
+    version: int = LEVELS_VERSION
 
     def threshold(self) -> float:
         """The cosine a frame needs to match an example image."""
@@ -309,8 +332,15 @@ class ImageCalibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ImageCalibration":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+    def from_dict(cls, d: Any) -> "ImageCalibration | None":
+        """Levels kept as :meth:`to_dict`; None when ``d`` is not that (or of another version)."""
+        try:
+            if int(d["version"]) != LEVELS_VERSION:
+                return None
+            same = None if d["same_shot"] is None else float(d["same_shot"])
+            return cls(same, float(d["chance"]), int(d["pairs"]), int(d["left_out"]), str(d["over"]))
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 def calibrate_images(vectors: Any, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
@@ -320,13 +350,11 @@ def calibrate_images(vectors: Any, rows: np.ndarray, shot_id: np.ndarray, blank:
     must be sorted by video and time. Without ``video_id`` every sample counts as one video's."""
     video_id = np.zeros(len(rows), np.int64) if video_id is None else video_id
     ts_s = np.zeros(len(rows)) if ts_s is None else ts_s
-    cos = consecutive_cosines(vectors, rows, shot_id, blank)
-    same = None if cos is None else float(np.percentile(cos, IMAGE_SAME_PERCENTILE))
-    neighbour = None if cos is None else float(np.percentile(cos, IMAGE_NEIGHBOUR_PERCENTILE))
-    m = chance_cosine(vectors, rows, video_id, ts_s, shot_id, blank, neighbour, linked, tol_s)
+    same = same_shot_cosine(vectors, rows, shot_id, blank)
+    m = chance_cosine(vectors, rows, video_id, ts_s, shot_id, blank, same, linked, tol_s)
     if m.level is None:
-        return ImageCalibration(same, IMAGE_FALLBACK, neighbour, 0, m.left_out, "fallback")
-    return ImageCalibration(same, m.level, neighbour, m.pairs, m.left_out, m.over)
+        return ImageCalibration(same, IMAGE_FALLBACK, 0, m.left_out, "fallback")
+    return ImageCalibration(same, m.level, m.pairs, m.left_out, m.over)
 
 
 def shot_level(strength: np.ndarray, shot_id: np.ndarray, shot_len_s: np.ndarray, blank: np.ndarray,

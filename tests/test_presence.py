@@ -80,16 +80,18 @@ def test_chance_level_leaves_out_the_same_footage():
     shared = shot % 10 == 0
     unrelated = [float(vecs[i] @ vecs[j]) for i in range(len(vecs)) for j in range(len(vecs))
                  if video[i] != video[j] and not (shared[i] and shared[j])]
-    kept = chance_cosine(vecs, rows, video, ts, shot, blank, neighbour=None)
+    kept = chance_cosine(vecs, rows, video, ts, shot, blank, same_level=None)
     assert kept.level > 0.99 and kept.left_out == 0  # a sixth of the pairs are the shared shot: the level is its
-    by_shots = chance_cosine(vecs, rows, video, ts, shot, blank, neighbour=0.99)
+    by_shots = chance_cosine(vecs, rows, video, ts, shot, blank, same_level=0.99)
     assert np.percentile(unrelated, 99) < by_shots.level < max(unrelated) + 1e-6 and by_shots.left_out > 0 and by_shots.over == "videos"
     spans = [(a, b, 0.0, 3.0, 0.0, 3.0) for a in range(6) for b in range(a + 1, 6)]  # what matching would link
-    by_matches = chance_cosine(vecs, rows, video, ts, shot, blank, neighbour=None, linked=Linked.from_rows(spans),
+    by_matches = chance_cosine(vecs, rows, video, ts, shot, blank, same_level=None, linked=Linked.from_rows(spans),
                                tol_s=0.5)
-    assert by_matches.level == pytest.approx(by_shots.level) and by_matches.left_out == by_shots.left_out
+    assert 0 < by_matches.left_out < by_shots.left_out  # only the moments the matching aligns
+    both = chance_cosine(vecs, rows, video, ts, shot, blank, same_level=0.99, linked=Linked.from_rows(spans), tol_s=0.5)
+    assert both.level == pytest.approx(by_shots.level) and both.left_out == by_shots.left_out
     one = video == 0  # one video: pairs of its different shots
-    alone = chance_cosine(vecs[one], rows[: one.sum()], video[one], ts[one], shot[one], blank[one], neighbour=0.99)
+    alone = chance_cosine(vecs[one], rows[: one.sum()], video[one], ts[one], shot[one], blank[one], same_level=0.99)
     assert alone.over == "shots" and alone.level < 0.9
 
 
@@ -97,9 +99,13 @@ def test_linked_covers_stretches_both_ways_round():
     from search.presence import Linked
 
     link = Linked.from_rows([(1, 2, 0.0, 2.0, 5.0, 7.0)])
-    va, ta, vb, tb = np.array([1, 2, 1, 1, 3]), np.array([1.0, 6.0, 2.4, 1.0, 1.0]), np.array([2, 1, 2, 2, 2]), \
-        np.array([6.0, 1.0, 7.4, 3.0, 6.0])
-    assert link.covers(va, ta, vb, tb, np.full(5, 0.5)).tolist() == [True, True, True, False, False]
+    va, ta = np.array([1, 2, 1, 1, 3, 1]), np.array([1.0, 6.0, 2.4, 1.0, 1.0, 0.2])
+    vb, tb = np.array([2, 1, 2, 2, 2, 2]), np.array([6.0, 1.0, 7.4, 3.0, 6.0, 6.8])
+    # aligned moments (either way round, at the ends give or take 0.5 s) are covered; another video, a
+    # time outside the stretch, or two moments of the stretch that do not align are not
+    assert link.covers(va, ta, vb, tb, np.full(6, 0.5)).tolist() == [True, True, True, False, False, False]
+    speed = Linked.from_rows([(1, 2, 0.0, 10.0, 0.0, 10.4)])  # 4% slower in video 2
+    assert speed.covers(np.array([1]), np.array([9.0]), np.array([2]), np.array([9.36]), np.array([0.1])).tolist() == [True]
 
 
 def test_kept_levels_hold_while_one_percent_changes():
@@ -112,3 +118,27 @@ def test_kept_levels_hold_while_one_percent_changes():
     assert not fresh(kept, "990:2009:5:100:7")  # 10 added and 20 removed
     assert not fresh(kept, "1000:1999:0:102:7")  # 2% more matches
     assert not fresh({"stamp": "10:9:0:0:0"}, "10:9:0:1:5") and not fresh(None, "1:0:0:0:0")
+
+
+def test_chance_level_stays_below_the_same_shot_level_with_long_shots():
+    """Shots longer than the samples compared per shot: a shared stretch between them is still
+    left out (the pair itself is as alike as consecutive samples)."""
+    from search.presence import calibrate_images
+
+    rng = np.random.default_rng(1)
+    dim, videos, n = 32, 30, 40
+    shared = [rng.normal(size=dim) for _ in range(4)]
+    vecs, video, ts, shot = [], [], [], []
+    for v in range(videos):
+        walk = rng.normal(size=dim)
+        for i in range(n):  # one long panning shot, the same 4 samples (stock footage) at 1-4
+            walk = walk + 0.15 * rng.normal(size=dim)
+            x = shared[i - 1] + 0.01 * rng.normal(size=dim) if 1 <= i <= 4 else walk
+            vecs.append(x / np.linalg.norm(x))
+            video.append(v)
+            ts.append(i / 2)
+            shot.append(v)
+    vecs = np.array(vecs, np.float32)
+    cal = calibrate_images(vecs, np.arange(len(vecs)), np.array(shot), np.zeros(len(vecs), bool), np.array(video),
+                           np.array(ts))
+    assert cal.over == "videos" and cal.left_out > 0 and cal.chance < cal.same_shot

@@ -84,7 +84,7 @@ def test_recurring_footage_would_lift_a_chance_level_that_keeps_it(recurring) ->
 
     d, rs, a, paths = recurring
     t = load_frames(d / "store")
-    kept_all = presence.chance_cosine(t.vectors, t.row, t.video_id, t.ts_s, t.shot_id, t.blank, neighbour=None)
+    kept_all = presence.chance_cosine(t.vectors, t.row, t.video_id, t.ts_s, t.shot_id, t.blank, same_level=None)
     from search.query import Searcher
 
     levels = Searcher(d / "store").image_levels()
@@ -92,7 +92,7 @@ def test_recurring_footage_would_lift_a_chance_level_that_keeps_it(recurring) ->
     own = min(r.score for key, res in zip(rs.keys(), a.search(image=[paths[k] for k in rs.keys()], top=None))
               for r in res.results if Path(r.video).name in {ap.video for ap in rs.appearances(key)})
     assert kept_all.level > own > levels.threshold()
-    assert levels.chance < levels.neighbour  # never above what neighbouring samples of one shot score
+    assert levels.chance < levels.same_shot  # below what two consecutive samples of one shot score
 
 
 def test_levels_are_the_archives_whatever_the_scope(recurring, tmp_path: Path) -> None:
@@ -147,3 +147,13 @@ def test_removing_videos_measures_the_levels_again(recurring, tmp_path: Path) ->
     measured, stamp = levels.measure(copy)
     assert stamp == after["stamp"] and _same(measured.to_dict(), {k: v for k, v in after.items() if k != "stamp"})
     assert np.isfinite(after["chance"]) and after["pairs"] >= 1000
+    import duckdb
+
+    from search.query import Searcher
+
+    con = duckdb.connect(str(copy / "catalog.duckdb"))  # a store without kept levels (indexed before them)
+    con.execute("DELETE FROM meta WHERE key = 'image_levels'")
+    con.close()
+    assert Archive(copy).info().image_levels is None
+    on_the_spot = Searcher(copy).image_levels()  # measured by the query, on the whole archive
+    assert _same(on_the_spot.to_dict(), {k: v for k, v in after.items() if k != "stamp"})

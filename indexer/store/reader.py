@@ -238,7 +238,9 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
                 image_levels = json.loads(meta[IMAGE_LEVELS_KEY])
             except ValueError:
                 image_levels = None
-        if image_levels is not None:
+        if not isinstance(image_levels, dict):
+            image_levels = None
+        else:
             image_levels["current"] = levels_fresh(image_levels, levels_stamp(con))
         ivf_ref = ivfmod.current(con)
         covered = 0 if ivf_ref is None else int(con.execute(
@@ -538,7 +540,7 @@ LEVELS_DRIFT = 0.01  # kept image levels hold while at most this share of the fr
 def levels_fresh(kept: dict | None, stamp: str) -> bool:
     """Whether levels kept at ``kept["stamp"]`` still hold for a store now at ``stamp``
     (:func:`levels_stamp`: frames, max frame id, sum of ids, matches, hash)."""
-    if kept is None or not isinstance(kept.get("stamp"), str):
+    if not isinstance(kept, dict) or not isinstance(kept.get("stamp"), str):
         return False
     if kept["stamp"] == stamp:
         return True
@@ -547,9 +549,13 @@ def levels_fresh(kept: dict | None, stamp: str) -> bool:
         f1, m1, _s1, k1, _h1 = (int(x) for x in stamp.split(":"))
     except ValueError:
         return False
-    added = max(0, m1 - m0)  # frame ids only grow: new frames have ids above the old maximum
+    # new frames get ids above the largest one (ids that `archive optimize` frees may be given again:
+    # then a change reads up to twice too small)
+    added = max(0, m1 - m0)
     removed = max(0, f0 + added - f1)
-    return added + removed <= LEVELS_DRIFT * f0 and abs(k1 - k0) <= LEVELS_DRIFT * k0
+    # matches: 1% of them, and at least one per 10,000 frames (a big archive with few matches takes a
+    # clip that matches something without measuring again)
+    return added + removed <= LEVELS_DRIFT * f0 and abs(k1 - k0) <= LEVELS_DRIFT * max(k0, f0 / 100)
 
 
 def image_levels_state(store_dir: str | os.PathLike[str]) -> tuple[str, dict[str, Any] | None, np.ndarray, dict[int, float]]:
