@@ -40,12 +40,7 @@ def measure(store_dir: str | os.PathLike[str], table: FrameTable | None = None) 
     """Measure the levels on the whole archive (``table``: its frame table, if already loaded);
     returns them and the store's stamp read before."""
     stamp, _kept, spans, fps = image_levels_state(store_dir)
-    if table is not None:
-        return _calibrate(table, spans, fps), stamp
-    table = load_frames(store_dir)
-    cal = _calibrate(table, spans, fps)
-    table.release_pages()
-    return cal, stamp
+    return _calibrate(load_frames(store_dir) if table is None else table, spans, fps), stamp
 
 
 def _calibrate(table: FrameTable, spans: np.ndarray, fps: dict[int, float]) -> ImageCalibration:
@@ -84,24 +79,19 @@ def _kept(kept: dict | None, stamp: str) -> ImageCalibration | None:
 
 
 def image_levels(store_dir: str | os.PathLike[str], whole: Callable[[], FrameTable] | None = None) -> ImageCalibration:
-    """The archive's levels: those kept in the store when it is still at their stamp, else measured
-    now on the whole archive (``whole`` gives its frame table; default: read it)."""
+    """The archive's levels: those kept in the store while they hold, else measured now on the whole
+    archive (``whole`` gives its frame table; default: read it)."""
     stamp, kept, spans, fps = image_levels_state(store_dir)
     held = _kept(kept, stamp)
     if held is not None:
         return held
-    if whole is not None:
-        return _calibrate(whole(), spans, fps)
-    table = load_frames(store_dir)
-    cal = _calibrate(table, spans, fps)
-    table.release_pages()
-    return cal
+    return _calibrate(whole() if whole is not None else load_frames(store_dir), spans, fps)
 
 
 def refresh(store_dir: str | os.PathLike[str], writer: "Writer") -> ImageCalibration | None:
     """Measure and keep the levels when the kept ones are missing or no longer hold (:func:`fresh`;
-    call with the writer's lock held, so that nothing changes meanwhile). Returns the new levels, or None when the kept
-    ones still hold or the archive has no frame."""
+    call with the writer's lock held, so that nothing changes meanwhile). Returns the new levels,
+    or None when the kept ones still hold or the archive has no frame."""
     stamp, kept, spans, fps = image_levels_state(store_dir)
     if _kept(kept, stamp) is not None:
         return None
@@ -109,6 +99,5 @@ def refresh(store_dir: str | os.PathLike[str], writer: "Writer") -> ImageCalibra
     if not len(table):
         return None
     cal = _calibrate(table, spans, fps)
-    table.release_pages()
     writer.save_image_levels(cal.to_dict(), stamp)
     return cal
