@@ -128,9 +128,9 @@ def text_probability(query_scores: np.ndarray, bg_lse: np.ndarray, scale: float 
     return np.exp(-np.logaddexp(0.0, -z))
 
 
-def consecutive_cosines(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
-                        max_pairs: int = 20000) -> np.ndarray | None:
-    """Cosines of consecutive samples of one content shot (None: fewer than ``MIN_PAIRS``)."""
+def same_shot_cosine(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
+                     percentile: float = IMAGE_SAME_PERCENTILE, max_pairs: int = 20000) -> float | None:
+    """The ``percentile`` of cosine between consecutive samples of one content shot (None: too few pairs)."""
     if len(rows) < 2:
         return None
     idx = np.flatnonzero((shot_id[1:] == shot_id[:-1]) & ~blank[1:])
@@ -138,14 +138,8 @@ def consecutive_cosines(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarr
         return None
     if len(idx) > max_pairs:
         idx = idx[np.linspace(0, len(idx) - 1, max_pairs).astype(np.int64)]
-    return np.einsum("ij,ij->i", _take(vectors, rows[idx]), _take(vectors, rows[idx + 1]))
-
-
-def same_shot_cosine(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
-                     percentile: float = IMAGE_SAME_PERCENTILE, max_pairs: int = 20000) -> float | None:
-    """The ``percentile`` of cosine between consecutive samples of one content shot (None: too few pairs)."""
-    cos = consecutive_cosines(vectors, rows, shot_id, blank, max_pairs)
-    return None if cos is None else float(np.percentile(cos, percentile))
+    cos = np.einsum("ij,ij->i", _take(vectors, rows[idx]), _take(vectors, rows[idx + 1]))
+    return float(np.percentile(cos, percentile))
 
 
 def _take(vectors: Any, rows: np.ndarray) -> np.ndarray:

@@ -465,22 +465,21 @@ class Searcher:
         kinds = ["text"] * len(texts) + ["image"] * len(images)
         labels = texts + [f"image:{Path(i).name}" for i in images]
         ranker = None if self.exact or scope is not None or top is None else self.ivf_ranker(scanner)
+        calib = self.image_levels(scope) if "image" in kinds and threshold is None else None
         if ranker is not None:  # a large archive: candidates from the IVF index, rescored exactly
             idx = ranker.candidates(allv, [k == "text" and threshold is None for k in kinds], bg_lse,
                                     settings.ivf_candidate_videos(top), scanner.scores_at)
             sub = table.subset(idx)
             raw = scanner.scores_at(idx, allv)
             t3 = time.perf_counter()
-            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s,
-                              self.image_levels(scope) if "image" in kinds and threshold is None else None)
+            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s, calib)
             results = rank(sub, raw, None if bg_lse is None else bg_lse[idx], labels, kinds, rules, top, None)
             for res in results:
                 res.videos_searched, res.frames_searched = len(ranker.starts), len(table)
         else:
             raw = scanner.scores(allv) if self.exact else scanner.fast_scores(allv)
             t3 = time.perf_counter()
-            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s,
-                              self.image_levels(scope) if "image" in kinds and threshold is None else None)
+            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s, calib)
             exact = None
             if not self.exact and not scanner.last_exact:
                 def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
