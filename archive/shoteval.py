@@ -1,18 +1,21 @@
 """Shot-boundary evaluation on generated ad-like videos of real footage with exact truth.
 
-    python -m archive.shoteval [--videos 4] [--seconds 50] [--out DIR] [--json]
+    python -m archive.shoteval [--videos 4] [--seconds 50] [--out DIR] [--flashes P] [--pans P] [--json]
 
 Generates ``--videos`` held-out videos with ``tests/transitions.py`` (seeds ``--seed``,
 ``--seed + 1``, ...; hard cuts, cross-dissolves, fades through black), runs each detector on them
 and prints a markdown table per detector: precision, recall, F1, hits per transition kind, the
-mean absolute error of matched boundaries and the detector's seconds.
+mean absolute error of matched boundaries and the detector's seconds. ``--flashes`` and
+``--pans`` add photo flashes and whip pans inside shots (not transitions): the false positives
+that fall in them get a column of their own.
 
 Matching: a predicted boundary frame matches a true transition when it lies in
 ``[start_frame - 2, end_frame + 2]`` (a cut: within 2 frames of it). Pairs are taken greedily by
 the distance to the transition's :meth:`TransitionTruth.boundary_frame`, each transition and each
 prediction at most once; unmatched predictions are false positives. ``FP`` shows ``n (k in
 window)``: k of the n fell inside a transition's window that another prediction had matched
-(e.g. a fade reported both where the picture goes and where it comes back).
+(e.g. a fade reported both where the picture goes and where it comes back). Our detectors
+report a fade through black once, where the picture comes back (:func:`boundaries`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 2  # frames either side of a transition
+FADE_BLACK_MAX_S = 1.0  # a black shot up to this long between two pictures is a fade's middle
 KINDS = ("cut", "dissolve", "fade")
 
 Detector = Callable[[Path, float], list[int]]  # (video, frame rate) -> boundary frame indexes
@@ -67,9 +71,36 @@ def ours(mode: str) -> Detector:
                 pass
         except TypeError as e:  # a signature inspect could not see (wrappers)
             raise Unavailable(f"sample_frames(shots={mode!r}): {e}") from e
-        return [round(s.start_s * rate) for s in stats.shots[1:]]
+        return boundaries(stats.shots, rate)
 
     return run
+
+
+def boundaries(shots: list[Any], rate: float) -> list[int]:
+    """The frames where our ``shots`` (:class:`indexer.shots.ShotSpan`) say a new picture begins.
+
+    A fade through black is one transition: the dark frames between two pictures (flagged
+    ``black`` shots, with any dim ``blank`` ones on the way, at most :data:`FADE_BLACK_MAX_S` in
+    all, never matched) are its middle, and the boundary is where the next picture comes back, as
+    in the truth (and as the ``shots`` table records it: that shot begins with ``transition =
+    'fade'``). A longer black stretch, one at the video's end, or a blank one without black (a
+    slate) is a shot of its own.
+    """
+    out: list[int] = []
+    i = 1
+    while i < len(shots):
+        j = i  # shots[i:j] is a run of black or blank shots
+        while j < len(shots) and shots[j].blank:
+            j += 1
+        middle = j > i and j < len(shots) and any(s.kind == "black" for s in shots[i:j]) \
+            and shots[j].start_s - shots[i].start_s <= FADE_BLACK_MAX_S
+        if middle:  # a fade's dark middle (dim flat frames on the way count blank): one boundary
+            out.append(round(shots[j].start_s * rate))
+            i = j + 1
+        else:
+            out.append(round(shots[i].start_s * rate))
+            i += 1
+    return out
 
 
 def scenedetect_version() -> str | None:
@@ -112,6 +143,8 @@ class Score:
     tp: int = 0
     fp: int = 0
     fp_in_window: int = 0
+    fp_hazard: dict[str, int] = field(default_factory=lambda: {"flash": 0, "pan": 0})  # FPs in a flash / whip pan
+    hazards: dict[str, int] = field(default_factory=lambda: {"flash": 0, "pan": 0})
     hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     errors: dict[str, list[int]] = field(default_factory=lambda: {k: [] for k in KINDS})
@@ -140,7 +173,8 @@ class Score:
         if self.unavailable:
             return {"unavailable": self.unavailable}
         return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "tp": self.tp,
-                "fp": self.fp, "fp_in_window": self.fp_in_window, "hits": self.hits, "total": self.total,
+                "fp": self.fp, "fp_in_window": self.fp_in_window, "fp_hazard": self.fp_hazard,
+                "hazards": self.hazards, "hits": self.hits, "total": self.total,
                 "mae_frames": {k: self.mae(k) for k in KINDS}, "seconds": self.seconds}
 
 
@@ -169,6 +203,9 @@ def score(truth: Any, predictions: list[int], into: Score) -> None:
     unmatched = [p for pi, p in enumerate(predictions) if pi not in used_p]
     into.fp += len(unmatched)
     into.fp_in_window += sum(any(lo <= p <= hi for lo, hi in windows) for p in unmatched)
+    for kind, first, last in getattr(truth, "hazards", []):
+        into.hazards[kind] += 1
+        into.fp_hazard[kind] += sum(first - TOLERANCE <= p <= last + TOLERANCE for p in unmatched)
 
 
 def evaluate(videos: list[Any], names: list[str]) -> dict[str, Score]:
@@ -193,17 +230,21 @@ def evaluate(videos: list[Any], names: list[str]) -> dict[str, Score]:
 
 def table(scores: dict[str, Score]) -> str:
     """The markdown table of ``scores``."""
+    hz = next((s.hazards for s in scores.values() if not s.unavailable), {})
+    with_hz = any(hz.values())
     lines = ["| detector | precision | recall | F1 | cuts | dissolves | fades | FP (in window) "
-             "| mean \\|err\\| frames (cut/dissolve/fade) | seconds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             + (f"| FP in {hz['flash']} flashes / {hz['pan']} whip pans " if with_hz else "")
+             + "| mean \\|err\\| frames (cut/dissolve/fade) | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | " + ("--- | " if with_hz else "") + "--- | --- |"]
     for name, s in scores.items():
         if s.unavailable:
             lines.append(f"| {name} | unavailable: {s.unavailable} | | | | | | | | |")
             continue
         hits = " | ".join(f"{s.hits[k]}/{s.total[k]}" for k in KINDS)
         mae = "/".join("-" if s.mae(k) is None else f"{s.mae(k):.2f}" for k in KINDS)
+        extra = f"| {s.fp_hazard['flash']} / {s.fp_hazard['pan']} " if with_hz else ""
         lines.append(f"| {name} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {hits} "
-                     f"| {s.fp} ({s.fp_in_window}) | {mae} | {s.seconds:.1f} |")
+                     f"| {s.fp} ({s.fp_in_window}) {extra}| {mae} | {s.seconds:.1f} |")
     return "\n".join(lines)
 
 
@@ -214,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1000, help="seed of the first video (default 1000, held out)")
     ap.add_argument("--out", type=Path, help="keep the videos and their truth here (default: a temporary folder)")
     ap.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated, of: " + ", ".join(DETECTORS))
+    ap.add_argument("--flashes", type=float, default=0.0, metavar="P",
+                    help="probability that a shot of >= 0.8 s gets a photo flash (default 0)")
+    ap.add_argument("--pans", type=float, default=0.0, metavar="P",
+                    help="probability that a shot is a whip pan (default 0)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.detectors.split(",") if n.strip()]
@@ -229,12 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         for i in range(args.videos):
             seed = args.seed + i
-            truth = tr.make_transition_video(out / f"shoteval_{seed}.mp4", seconds=args.seconds, seed=seed)
+            truth = tr.make_transition_video(out / f"shoteval_{seed}.mp4", seconds=args.seconds, seed=seed,
+                                             flashes=args.flashes, pans=args.pans)
             videos.append(truth)
             if args.out:
                 (out / f"shoteval_{seed}.json").write_text(json.dumps({
                     "rate": str(truth.rate), "n_frames": truth.n_frames, "shots": truth.shots,
-                    "transitions": [dict(vars(t), boundary=truth.boundary_frame(t)) for t in truth.transitions]}))
+                    "transitions": [dict(vars(t), boundary=truth.boundary_frame(t)) for t in truth.transitions],
+                    "hazards": truth.hazards}))
         gen_s = time.perf_counter() - t0
         scores = evaluate(videos, names)
     finally:
@@ -245,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     version = scenedetect_version()
     if args.json:
         print(json.dumps({"videos": args.videos, "seconds": args.seconds, "seeds": [args.seed + i for i in range(args.videos)],
-                          "truth": counts, "scenedetect": version, "tolerance_frames": TOLERANCE,
+                          "truth": counts, "flashes": args.flashes, "pans": args.pans,
+                          "scenedetect": version, "tolerance_frames": TOLERANCE,
                           "detectors": {n: s.as_dict() for n, s in scores.items()}}, indent=2))
         return 0
     print(f"{args.videos} video(s) x {args.seconds:g} s at {videos[0].rate} fps, seeds {args.seed}.."

@@ -151,3 +151,64 @@ def test_memory_stays_bounded_on_a_long_video():
         assert len(s._buf) < transnet.WINDOW and len(s._hot) == len(s._buf)
     single, many = s.close()
     assert len(single) == len(many) == n and s.windows_run == 0 and s.windows == -(-n // transnet.STEP)
+
+
+def _probs(n: int, runs: list[tuple[int, int, float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame (single, many) probabilities: 0.01 everywhere, ``(first, last, single, many)`` runs set."""
+    single, many = np.full(n, 0.01, np.float32), np.full(n, 0.01, np.float32)
+    for a, b, s, m in runs:
+        single[a : b + 1], many[a : b + 1] = s, m
+    return single, many
+
+
+def test_a_transition_the_model_sees_under_way_without_pinning_its_frame():
+    """``many`` above the threshold for 6 frames while ``single`` stays below it: a dissolve starting
+    at the run's middle; a 2-frame run is not enough; a run next to a found transition adds nothing."""
+    n = 200
+    threshold = transnet.THRESHOLD
+    single, many = _probs(n, [(40, 45, threshold - 0.2, threshold + 0.3),  # sure it is under way
+                              (100, 101, threshold - 0.2, threshold + 0.3),  # too short
+                              (150, 152, threshold + 0.4, threshold + 0.4),  # a dissolve found as published
+                              (153, 158, threshold - 0.2, threshold + 0.3)])  # ... and its tail
+    assert transnet.MANY_RUN > 2
+    found = transnet.transitions(single, many, np.zeros(n, bool))
+    assert [(t.kind, t.first, t.last, t.start) for t in found] == [
+        ("dissolve", 40, 45, 43), ("dissolve", 150, 158, 154)]
+    black = np.zeros(n, bool)
+    black[42] = True
+    assert [t.kind for t in transnet.transitions(single, many, black)][0] == "fade"
+
+
+def test_no_boundary_inside_a_black_stretch():
+    """TransNetV2 marking a transition inside black frames the fast detector already bounds adds no
+    shot: a fade stays content | black | content, with the black shot's edges where the fast
+    detector put them."""
+    from indexer.shots import ShotSpan, merge_transitions
+
+    fps = 25.0
+    times = [i / fps for i in range(100)]
+    shots = [ShotSpan(0.0, 0.0, "content", "start"), ShotSpan(times[40], 0.0, "black", "fade"),
+             ShotSpan(times[50], 0.0, "content", "fade")]
+    found = [transnet.Transition("cut", 45, 45, 45), transnet.Transition("dissolve", 44, 47, 46)]
+    merged = merge_transitions(shots, times, found, 4.0)
+    assert [(round(s.start_s * fps), s.kind) for s in merged] == [(0, "content"), (40, "black"), (50, "content")]
+
+
+def test_shoteval_counts_a_fade_through_black_once():
+    """The evaluation reads a fade's dark middle (black shots, dim blank ones on the way, up to
+    1 s) as one transition, at the frame the picture comes back; a longer black shot, or black at
+    the end, keeps its own boundaries."""
+    from archive.shoteval import boundaries
+    from indexer.shots import ShotSpan
+
+    def spans(starts_kinds: list[tuple[int, str]]) -> list[ShotSpan]:
+        return [ShotSpan(f / 25.0, 0.0, k, "cut") for f, k in starts_kinds]
+
+    fade = spans([(0, "content"), (100, "blank"), (103, "black"), (110, "content"), (200, "content")])
+    assert boundaries(fade, 25.0) == [110, 200]
+    long_black = spans([(0, "content"), (100, "black"), (160, "content")])
+    assert boundaries(long_black, 25.0) == [100, 160]
+    at_end = spans([(0, "content"), (100, "black")])
+    assert boundaries(at_end, 25.0) == [100]
+    slate = spans([(0, "content"), (100, "blank"), (110, "content")])  # no black: a slate, a shot
+    assert boundaries(slate, 25.0) == [100, 110]

@@ -63,6 +63,9 @@ class TransitionTruth:
     transitions: list[Transition]
     shots: list[tuple[int, int, int]]
     looks: list[dict[str, float]] = field(default_factory=list)  # each shot's source stretch and look
+    # Things inside shots that are not transitions: ``("flash", first, last)`` (frames washed out
+    # to near white) and ``("pan", first, last)`` (a whip pan across the source picture).
+    hazards: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -157,6 +160,8 @@ class _Shot:
         self.flip = bool(rng.random() < 0.5)
         self.gain = rng.uniform(0.8, 1.2, size=3).astype(np.float32)
         self.size = size
+        self.pan = 0.0  # source pixels the crop moves per frame (a whip pan when set), bouncing
+        self.room = sw - self.cw
         self.look = {"source_id": seg.source_id, "first_src": seg.first + self.offset, "speed": self.speed,
                      "zoom": zoom, "x": self.x, "y": self.y, "flip": float(self.flip)}
 
@@ -166,7 +171,11 @@ class _Shot:
 
         src = load_source(self.seg.source_id)
         idx = min(self.seg.first + self.offset + math.floor(k * self.speed), self.seg.last)
-        x0, y0 = int(round(self.x)), int(round(self.y))
+        x = self.x
+        if self.pan and self.room > 1:
+            x = (self.x + k * self.pan) % (2 * self.room)  # back and forth across the room
+            x = x if x <= self.room else 2 * self.room - x
+        x0, y0 = int(round(x)), int(round(self.y))
         crop = src[idx, y0 : y0 + int(round(self.ch)), x0 : x0 + int(round(self.cw))]
         img = cv2.resize(crop, self.size, interpolation=cv2.INTER_AREA if crop.shape[1] > self.size[0] else cv2.INTER_LINEAR)
         if self.flip:
@@ -185,6 +194,8 @@ def make_transition_video(
     p_dissolve: float = 0.3,
     p_fade: float = 0.15,
     shot_seconds: tuple[float, float] = (0.4, 4.0),
+    flashes: float = 0.0,
+    pans: float = 0.0,
 ) -> TransitionTruth:
     """Write an H.264 MP4 (libx264, yuv420p, veryfast, crf 20, constant ``rate``) of real-footage
     shots joined by random transitions, and return its exact truth.
@@ -194,6 +205,12 @@ def make_transition_video(
     frames, 6-15 frames up) with the given probabilities. Consecutive shots come from different
     source stretches. A dissolve blends A's continuing frames with B's first frames; a fade
     multiplies A's continuing frames (then B's first frames) by ``1 - i/(N1+1)`` (then ``j/(N2+1)``).
+
+    Hazards (not transitions; listed in ``hazards``), drawn from their own random stream so the
+    default video of a seed does not change: with probability ``flashes`` a shot of at least 0.8 s
+    gets a photo flash (1-2 frames of its pure part washed 60-85% towards white, at least 4 frames
+    from its ends); with probability ``pans`` a shot becomes a whip pan (zoomed 1.6-1.8x, the crop
+    crossing the picture in 0.3-0.8 s, back and forth).
     """
     import av  # noqa: PLC0415
 
@@ -235,6 +252,24 @@ def make_transition_video(
         seg = fitting[int(rng.integers(len(fitting)))] if fitting else max(choices, key=lambda s: s.length)
         shots.append(_Shot(seg, need, size, rng))
         prev = seg
+    hz = np.random.default_rng([seed, 1])
+    flash_at: dict[int, tuple[int, int, float]] = {}  # shot -> (offset in its pure part, frames, strength)
+    for i, (pure, _) in enumerate(plan):
+        if pans and hz.random() < pans:
+            sh = shots[i]
+            zoom = float(hz.uniform(1.6, 1.8))
+            src = load_source(sh.seg.source_id)
+            s_h, s_w = src.shape[1:3]
+            w0 = min(s_w, s_h * size[0] / size[1])
+            sh.cw, sh.ch = w0 / zoom, w0 * size[1] / size[0] / zoom
+            sh.room = s_w - sh.cw
+            sh.x, sh.y = 0.0, float(hz.uniform(0, s_h - sh.ch))
+            sh.pan = sh.room / (float(hz.uniform(0.3, 0.8)) * rate)
+            sh.look.update(zoom=zoom, x=0.0, y=sh.y, pan=sh.pan)
+        if flashes and pure >= 0.8 * rate and hz.random() < flashes:
+            n_flash = int(hz.integers(1, 3))
+            flash_at[i] = (int(hz.integers(4, pure - 4 - n_flash + 1)), n_flash, float(hz.uniform(0.6, 0.85)))
+    hazards: list[tuple[str, int, int]] = []
 
     # 3. Frame recipes: (weight, shot, k) terms per output frame; an empty list is black.
     recipes: list[list[tuple[float, int, int]]] = []
@@ -250,6 +285,13 @@ def make_transition_video(
         first = len(recipes)
         recipes.extend([[(1.0, s, take(s))] for _ in range(pure)])
         truth_shots.append((shots[s].seg.source_id, first, len(recipes) - 1))
+        if shots[s].pan:
+            hazards.append(("pan", first, len(recipes) - 1))
+        if s in flash_at:
+            at, n_flash, strength = flash_at[s]
+            for f in range(first + at, first + at + n_flash):
+                recipes[f] = [(1.0 - strength, *recipes[f][0][1:]), (strength, -1, 0)]  # -1: white
+            hazards.append(("flash", first + at, first + at + n_flash - 1))
         if trans is None:
             continue
         kind, n_out, n_black, n_in = trans
@@ -280,7 +322,7 @@ def make_transition_video(
         for i, terms in enumerate(recipes):
             img = np.zeros((h, w, 3), np.float32)
             for weight, s, k in terms:
-                img += weight * shots[s].frame(k)
+                img += weight * (255.0 if s < 0 else shots[s].frame(k))
             frame = av.VideoFrame.from_ndarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, rate)
@@ -289,4 +331,4 @@ def make_transition_video(
         for packet in stream.encode():
             container.mux(packet)
     return TransitionTruth(path=path, rate=Fraction(rate), n_frames=n, transitions=transitions,
-                           shots=truth_shots, looks=[s.look for s in shots])
+                           shots=truth_shots, looks=[s.look for s in shots], hazards=hazards)
