@@ -135,6 +135,7 @@ class Archive:
         if min_shared is not None:
             self._set_min_shared(min_shared)
         if has_catalog(self.store) and settings.versions_enabled():
+            self._train_match_ivf(report, progress)
             self._compare_versions(report, progress)
         if has_catalog(self.store):
             self._refresh_image_levels()
@@ -150,6 +151,30 @@ class Archive:
                 levels.refresh(self.store, w)
         except StoreLocked:  # another program is writing: queries measure them until an index run keeps them
             pass
+
+    def _train_match_ivf(self, report: IndexReport, progress: ProgressFn | None) -> None:
+        """Once an index run has grown the archive to ``ARCHIVE_MATCH_IVF_FRAMES`` frames, train its
+        IVF index (once), so that comparing each new video for shared footage takes a fraction of a
+        second instead of a scan of every frame. Queries keep their exact scan below
+        ``ARCHIVE_IVF_FRAMES``; later commits give new rows their codes without retraining."""
+        import time  # noqa: PLC0415
+
+        from indexer.store import ivf as ivfmod  # noqa: PLC0415
+
+        limit = settings.match_ivf_frames()
+        if not limit or not report.indexed_ids:
+            return
+        info = store_info(self.store)
+        if info is None or info.ivf is not None or info.frames < max(limit, ivfmod.MIN_VECTORS):
+            return
+        t0 = time.perf_counter()
+        step = None if progress is None else (  # called with 0 done first
+            lambda done, total, _what=None: progress(Progress("ivf", frames=int(total), done=float(done))))
+        with Writer(self.store) as w:
+            w.attach_existing()
+            w.train_ivf(progress=step)
+        report.ivf_trained_s = round(time.perf_counter() - t0, 3)
+        report.ivf_frames = info.frames
 
     def _compare_versions(self, report: IndexReport, progress: ProgressFn | None) -> None:
         """Compare the videos not yet compared (the new ones, and on the first run after an upgrade

@@ -75,6 +75,19 @@ class IndexProgress:
                 err.print(f"  compared {int(ev.done):,} of {ev.frames:,} videos", style="dim", highlight=False)
                 self._versions_at = now
             return
+        if ev.kind == "ivf" and self.enabled:
+            import time  # noqa: PLC0415
+
+            now = time.monotonic()
+            if not ev.done:
+                err.print(f"the archive has {ev.frames:,} frames: training its IVF index, once, so that comparing new "
+                          "videos for shared footage stays fast (a few minutes per million frames) ...",
+                          style="dim", highlight=False)
+                self._ivf_at = now
+            elif now - getattr(self, "_ivf_at", now) >= 10.0:
+                err.print(f"  encoded {int(ev.done):,} of {ev.frames:,} vectors", style="dim", highlight=False)
+                self._ivf_at = now
+            return
         if ev.kind == "model" and self.enabled:
             err.print(f"loading model {ev.message} ...", style="dim", highlight=False)
             return

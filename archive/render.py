@@ -337,7 +337,9 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
         i = info.ivf
         d["ivf"] = (f"{i['factory']}, trained on {i['trained_vectors']:,} of {i['archive_vectors_at_training']:,} "
                     f"vectors; {i['vectors_with_codes']:,} have codes; archive {i['growth_since_training']}x "
-                    f"since{' (stale: run `archive optimize`)' if i['stale'] else ''}")
+                    f"since{' (stale: run `archive optimize`)' if i['stale'] else ''}"
+                    + ("; trained by an index run for matching versions only (`archive optimize --ivf` lets "
+                       "queries of archives past ARCHIVE_IVF_FRAMES use it too)" if i.get("matching_only") else ""))
     d["ocr"] = (f"on: {info.text_lines:,} text lines from {info.text_videos} of {info.videos} videos"
                 if info.ocr else "off (archive index FOLDER --ocr reads the text on screen)")
     d.pop("text_lines")
@@ -388,6 +390,8 @@ def report_dict(r: IndexReport) -> dict[str, Any]:
         "versions_compared": r.versions_compared,
         "matches_found": r.matches_found,
         "versions_s": r.versions_s,
+        "ivf_trained_s": r.ivf_trained_s,
+        "ivf_frames": r.ivf_frames,
     }
 
 
@@ -405,6 +409,12 @@ def print_report(r: IndexReport, as_json: bool) -> None:
     if r.ocr and (r.indexed or r.text_added):
         added = f"; {r.text_added} video(s) indexed before got their text (nothing re-embedded)" if r.text_added else ""
         err.print(f"on-screen text: {r.text_lines} line(s) read{added}.", highlight=False)
+    if r.ivf_trained_s:
+        from indexer import settings  # noqa: PLC0415
+
+        err.print(f"IVF index trained over {r.ivf_frames:,} frames in {r.ivf_trained_s:.1f} s (once: the archive reached "
+                  f"{settings.match_ivf_frames():,} frames; new videos get their codes as they are committed). "
+                  "Comparing new videos for shared footage now goes through it.", highlight=False)
     if r.versions_compared:
         err.print(f"versions: {r.versions_compared} video(s) compared with the archive, {r.matches_found} shared "
                   f"segment(s) found in {r.versions_s:.1f} s; see `archive versions`.", highlight=False)

@@ -15,7 +15,8 @@ class Progress:
     video is decoded again for its thumbnails: ``frames``), ``text`` (an indexed video is decoded
     again for its on-screen text: ``frames``), ``notext`` (its text could not be read: ``message``),
     ``versions`` (``frames`` videos are compared with the archive for shared footage; ``done`` of
-    them so far, 0 at the start)."""
+    them so far, 0 at the start), ``ivf`` (the archive's IVF index is trained: ``frames`` vectors to
+    encode, ``done`` so far)."""
 
     kind: str
     path: str = ""
@@ -86,6 +87,8 @@ class IndexReport:
     matches_found: int = 0  # ... aligned shared segments found
     versions_s: float = 0.0  # seconds the comparing took
     versions_note: str | None = None  # how to make it faster, when it was slow
+    ivf_trained_s: float = 0.0  # seconds spent training the IVF index this run (once, when the archive grew large)
+    ivf_frames: int = 0  # ... over this many frames
     encoder: Any = field(default=None, repr=False, compare=False)  # the model the run loaded, to reuse
 
     @property

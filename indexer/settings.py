@@ -27,6 +27,8 @@ No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variab
 ``ARCHIVE_IVF_FRAMES``          archives of at least this many frames get an IVF index from
                                 ``archive optimize`` and rank through it (2,000,000)
 ``ARCHIVE_IVF_NPROBE``          IVF lists a query visits (64)
+``ARCHIVE_MATCH_IVF_FRAMES``    an index run adding videos to an archive of at least this many frames
+                                trains its IVF index once, for matching versions (500,000; 0: never)
 ``ARCHIVE_TEST_PAUSE``          test hook: stop at a named point of an index run (see
                                 :mod:`indexer.hooks`); never set it in normal use
 ==============================  =============================================================
@@ -59,6 +61,9 @@ BF16_SCAN_FRAMES = 50_000
 IVF_FRAMES = 2_000_000  # brute force (bf16) took 94 ms at 1M frames here: past 2M it leaves the 150 ms goal
 IVF_NPROBE = 64
 OCR_SIDE = 360  # 20 px text at 360p stays 20 px; 12 px still reads (indexer.ocr); cost grows with pixels
+# Comparing a new video for shared footage scans the whole archive exactly until it has an IVF
+# index: about 2.3 s a video at 1M frames, 1.1 s at 500k (a tenth of a 30 s clip's index run).
+MATCH_IVF_FRAMES = 500_000
 IVF_RETRAIN_GROWTH = 4.0  # `archive optimize` retrains when the archive is this many times the trained one
 
 
@@ -176,6 +181,13 @@ def ivf_frames() -> int:
     """Archives of at least this many live frames get (``archive optimize``) and use an IVF index
     (``$ARCHIVE_IVF_FRAMES``, at least 1)."""
     return _int_env("ARCHIVE_IVF_FRAMES", IVF_FRAMES)
+
+
+def match_ivf_frames() -> int:
+    """An index run that adds videos to an archive of at least this many frames without an IVF
+    index trains one (once), so comparing new videos for shared footage stays fast; queries still
+    use it only from :func:`ivf_frames` (``$ARCHIVE_MATCH_IVF_FRAMES``; 0: never)."""
+    return _int_env("ARCHIVE_MATCH_IVF_FRAMES", MATCH_IVF_FRAMES, least=0)
 
 
 def ivf_nprobe() -> int:

@@ -196,3 +196,52 @@ def test_files_of_an_interrupted_ivf_training_are_removed_and_lost_codes_are_sca
     with read_connection(big) as con:
         assert all(s.ivf_id == 1 for s in segmod.registered(con))
     assert check_store(big).ok and not any("no codes" in n for n in check_store(big).notes)
+
+
+def test_an_index_run_that_grows_the_archive_large_trains_its_ivf_index_once(big, tmp_path):
+    """Comparing new videos for shared footage scans every frame until the archive has an IVF index.
+    An index run that adds videos to an archive of ``ARCHIVE_MATCH_IVF_FRAMES`` frames or more
+    trains one (once, announced), every row gets its codes, and the run's versions compare goes
+    through it; below the limit nothing is trained, and a later run does not train again."""
+    from indexer.store import ivf_layer
+
+    data = Path(__file__).parent / "data"
+    env = env_for_cli(tmp_path, big)
+
+    def index(name: str, limit: str, as_json: bool = True) -> tuple[dict, str]:
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(data / "tree.avi", folder / f"{name}.avi")
+        p = subprocess.run([sys.executable, "-m", "archive.cli", "index", str(folder)] + (["--json"] if as_json else []),
+                           env={**env, "ARCHIVE_MATCH_IVF_FRAMES": limit}, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout) if as_json else {}, p.stderr
+
+    d, _ = index("below", "20000")  # 12,000 frames: below the limit
+    assert d["indexed"] == 1 and d["versions_compared"] == 1 and d["ivf_trained_s"] == 0
+    assert store_info(big).ivf is None
+
+    _, err = index("crossing", "10000", as_json=False)
+    info = store_info(big)
+    assert "training its IVF index" in err and f"IVF index trained over {info.frames:,} frames" in err
+    assert "indexed 1 video" in err and "versions: 1 video(s) compared" in err
+    assert info.ivf is not None and info.ivf["vectors_with_codes"] == info.frames and not info.ivf["stale"]
+    assert ivf_layer(big)[0] is not None  # what the versions compare reads candidates through
+    assert check_store(big).ok
+
+    # Trained for matching only: queries keep their scan (ARCHIVE_IVF_FRAMES is 5,000 here) until
+    # the user opts them in with `archive optimize --ivf`.
+    assert info.ivf["matching_only"] and "scan" in info.query_index
+    assert load_frames(big).ivf is None
+
+    d, err = index("later", "10000")  # the next run adds its rows' codes, no retraining
+    assert d["indexed"] == 1 and d["ivf_trained_s"] == 0 and "training" not in err
+    with read_connection(big) as con:
+        assert con.execute("SELECT count(*) FROM vector_ivf").fetchall() == [(1,)]
+    info = store_info(big)
+    assert info.ivf["vectors_with_codes"] == info.frames
+
+    Archive(big).optimize(ivf=True)
+    info = store_info(big)
+    assert not info.ivf["matching_only"] and info.query_index.startswith("IVF index")
+    assert load_frames(big).ivf is not None

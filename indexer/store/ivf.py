@@ -34,6 +34,9 @@ import numpy as np
 from ..errors import StoreError
 from .layout import SEGMENTS_DIR, fsync_dir, now
 
+# meta key: the IVF index was trained by an index run for matching versions only; queries keep
+# their exact scan until `archive optimize --ivf` (which deletes the key) opts them in
+MATCHING_ONLY_KEY = "ivf_matching_only"
 TRAIN_PER_LIST = 40  # training vectors per list (FAISS asks for at least 39)
 MIN_VECTORS = 256 * TRAIN_PER_LIST  # the fewest lists (256), and PQ's 256 centroids per sub-vector
 ENCODE_ROWS = 1 << 15  # rows encoded at a time

@@ -169,9 +169,11 @@ def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | N
         vrows = con.execute(f"SELECT * FROM videos{where}", params)
         names = [d[0] for d in vrows.description]
         videos = {int(r[0]): dict(zip(names, r)) for r in vrows.fetchall()}
-        dim = int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        dim = int(meta["dim"])
         refs = segments.registered(con)
-        ivf_ref = ivfmod.current(con)
+        # an index trained for matching only does not rank queries (see ivfmod.MATCHING_ONLY_KEY)
+        ivf_ref = None if meta.get(ivfmod.MATCHING_ONLY_KEY) else ivfmod.current(con)
     frame_id = np.asarray(cols["frame_id"], np.int64)
     vecs, ids, bgs = segments.open_segments(Path(store_dir), refs, dim)
     order = np.argsort(ids, kind="stable")
@@ -253,8 +255,8 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         ivf = {"factory": ivf_ref.factory, "trained_vectors": ivf_ref.trained_vectors,
                "archive_vectors_at_training": ivf_ref.archive_vectors, "vectors_with_codes": covered,
                "growth_since_training": round(grown, 2), "stale": grown > settings.IVF_RETRAIN_GROWTH or covered < n_vectors,
-               "nprobe": settings.ivf_nprobe()}
-    if ivf_ref is not None and frames >= settings.ivf_frames():
+               "nprobe": settings.ivf_nprobe(), "matching_only": bool(meta.get(ivfmod.MATCHING_ONLY_KEY))}
+    if ivf_ref is not None and frames >= settings.ivf_frames() and not ivf["matching_only"]:
         how = f"IVF index ({ivf_ref.factory}, nprobe {settings.ivf_nprobe()}): candidates rescored exactly"
         if ivf["stale"]:
             how += "; stale: run `archive optimize`"

@@ -577,12 +577,28 @@ class Writer:
             refs, live = self._live_counts(con)
         n_live = sum(live.values())
         cur = self._ivf_ref
+        asked = bool(train)
         if train is None:
             train = cur is not None and n_live > settings.IVF_RETRAIN_GROWTH * max(1, cur.archive_vectors)
         if train and n_live:
             self._train_ivf(refs, n_live, rep, progress)
+            if asked:  # `archive optimize --ivf`: queries of large archives may rank through it too
+                with self._catalog() as con:
+                    con.execute("DELETE FROM meta WHERE key = ?", [ivfmod.MATCHING_ONLY_KEY])
         elif self._ivf_ref is not None:
             self._encode_missing(refs, rep, progress)
+        return rep
+
+    def train_ivf(self, progress: Any = None) -> MergeReport:
+        """Train a new IVF index and give every segment its codes, merging nothing (what an index
+        run does once its archive is large: :func:`indexer.settings.match_ivf_frames`)."""
+        with self._catalog() as con:
+            refs, live = self._live_counts(con)
+        rep = MergeReport()
+        self._train_ivf(refs, sum(live.values()), rep, progress)
+        with self._catalog() as con, transaction(con):
+            con.execute("DELETE FROM meta WHERE key = ?", [ivfmod.MATCHING_ONLY_KEY])
+            con.execute("INSERT INTO meta VALUES (?, '1')", [ivfmod.MATCHING_ONLY_KEY])
         return rep
 
     def _train_ivf(self, refs: Sequence[SegmentRef], n_live: int, rep: MergeReport, progress: Any) -> None:
