@@ -218,12 +218,12 @@ def classify(
             for vid, segs in written(store_dir, saved[n].ocr, sorted(set(table.videos))).items():
                 sel = table.video_id == vid
                 for sg in segs:
-                    read[:, k] |= sel & (table.ts_s < sg.end_s) & (table.end_s > sg.start_s)
+                    read[:, k] |= sel & (table.start_s < sg.end_s) & (table.end_s > sg.start_s)
     if read.any():
         rows = read.any(axis=1)
         winner[rows] = np.argmax(np.where(read[rows], lab[rows], -np.inf), axis=1)
     classes = names + [SOMETHING_ELSE]
-    dur = table.end_s - table.ts_s
+    dur = table.end_s - table.start_s
     out: list[VideoClass] = []
     for vid in np.unique(table.video_id):
         sel = (table.video_id == vid) & ~table.blank

@@ -233,7 +233,7 @@ def rank(
             a, b = starts[g], stops[g]
             st = strengths(c, lse, rule, table.shot_id[a:b], table.shot_len_s[a:b], table.blank[a:b])
             tl = summarise(table.ts_s[a:b], table.end_s[a:b], st, rule.enter, rule.stay,
-                           rule.merge_gap_s, rule.min_duration_s, scores=c)
+                           rule.merge_gap_s, rule.min_duration_s, scores=c, from_s=table.start_s[a:b])
             v = table.videos[int(table.video_id[a])]
             res.results.append(
                 VideoResult(

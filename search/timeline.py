@@ -115,14 +115,16 @@ def summarise(
     merge_gap_s: float = 0.0,
     min_duration_s: float = 0.0,
     scores: np.ndarray | None = None,
+    from_s: np.ndarray | None = None,
 ) -> Timeline:
     """One video's timeline: segments (see :func:`segments`), first appearance, total time on
-    screen, and the best moment by raw score."""
+    screen, and the best moment by raw score. Each frame stands for ``[from_s, end_s)`` (default
+    ``from_s = ts_s``, the time it was sampled, which is what ``best_s`` reports)."""
     strength = np.asarray(strength, np.float64)
     scores = strength if scores is None else np.asarray(scores)
     if scores.size == 0:
         return Timeline(False, None, 0.0, None, float("nan"))
-    segs = segments(ts_s, end_s, strength, enter, stay, merge_gap_s, min_duration_s, scores)
+    segs = segments(ts_s if from_s is None else from_s, end_s, strength, enter, stay, merge_gap_s, min_duration_s, scores)
     best = int(np.argmax(scores))
     return Timeline(
         present=bool(segs),

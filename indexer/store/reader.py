@@ -76,8 +76,8 @@ class FrameTable:
 
     frame_id: np.ndarray  # int64
     video_id: np.ndarray  # int64
-    ts_s: np.ndarray  # float64
-    end_s: np.ndarray  # float64
+    ts_s: np.ndarray  # float64, when the frame was sampled
+    end_s: np.ndarray  # float64, the end of the time it stands for: the next sample, or its shot's end
     shot_id: np.ndarray  # int64
     shot_len_s: np.ndarray  # float64, length of the frame's shot
     blank: np.ndarray  # bool, the frame's shot is black/blank/slate
@@ -90,6 +90,14 @@ class FrameTable:
     bg_key: str | None = None
     segments: list[segments.SegmentRef] = field(default_factory=list)  # the vectors' segments, in view order
     ivf: ivfmod.IvfRef | None = None  # the store's IVF index when the table was read (None: none)
+    # the start of the time each frame stands for: its shot's start for the first sample of a shot
+    # entered by a dissolve (whose middle is only known after the frames around it were sampled),
+    # else ts_s; None: ts_s
+    from_s: np.ndarray | None = None
+
+    @property
+    def start_s(self) -> np.ndarray:
+        return self.ts_s if self.from_s is None else self.from_s
 
     def __len__(self) -> int:
         return len(self.frame_id)
@@ -105,7 +113,7 @@ class FrameTable:
             thumb_offset=self.thumb_offset[idx] if len(self.thumb_offset) else self.thumb_offset,
             thumb_bytes=self.thumb_bytes[idx] if len(self.thumb_bytes) else self.thumb_bytes,
             videos=self.videos, bg_lse=None if self.bg_lse is None else self.bg_lse[idx], bg_key=self.bg_key,
-            segments=self.segments, ivf=self.ivf)
+            segments=self.segments, ivf=self.ivf, from_s=None if self.from_s is None else self.from_s[idx])
 
     def ivf_parts(self, store_dir: str | os.PathLike[str], code_size: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
         """For the IVF index: ``(ids, codes)`` of each segment with codes in it (memory-mapped), and
@@ -161,6 +169,7 @@ def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | N
         fwhere = where.replace("video_id", "f.video_id")
         cols = con.execute(
             "SELECT f.frame_id, f.video_id, f.ts_s, f.end_s, f.shot_id, s.end_s - s.start_s AS shot_len_s, "
+            "coalesce(s.start_s, f.ts_s) AS shot_start_s, coalesce(s.end_s, f.end_s) AS shot_end_s, "
             "s.kind <> 'content' AS blank, coalesce(f.thumb_offset, -1) AS thumb_offset, "
             f"coalesce(f.thumb_bytes, 0) AS thumb_bytes FROM frames f JOIN shots s USING (shot_id){fwhere} "
             "ORDER BY f.video_id, f.ts_s",
@@ -187,12 +196,25 @@ def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | N
         bg_key = keyed.most_common(1)[0][0]
         parts = [b if b is not None and r.bg_key == bg_key else np.full(r.n_vectors, np.nan) for r, b in zip(refs, bgs)]
         bg_lse = np.concatenate(parts)[row] if parts else np.zeros(0)
+    # Each sample stands for the time up to the next one, within its shot: a shot entered by a
+    # dissolve begins at the dissolve's middle, which no sample was taken at (TransNetV2 decides it
+    # after those frames went by), so its first sample stands for the time from the shot's start,
+    # and the sample before it only up to there. Shots that begin with a cut or a fade have their
+    # first frame sampled: nothing changes for them.
+    ts = np.asarray(cols["ts_s"], np.float64)[ok]
+    shot = np.asarray(cols["shot_id"], np.int64)[ok]
+    first = np.ones(len(shot), bool)
+    first[1:] = shot[1:] != shot[:-1]
+    shot_start = np.asarray(cols["shot_start_s"], np.float64)[ok]
+    from_s = np.where(first & (shot_start < ts), shot_start, ts)
+    end = np.minimum(np.asarray(cols["end_s"], np.float64)[ok], np.maximum(np.asarray(cols["shot_end_s"], np.float64)[ok], ts))
     return FrameTable(
         frame_id=frame_id[ok],
         video_id=np.asarray(cols["video_id"], np.int64)[ok],
-        ts_s=np.asarray(cols["ts_s"], np.float64)[ok],
-        end_s=np.asarray(cols["end_s"], np.float64)[ok],
-        shot_id=np.asarray(cols["shot_id"], np.int64)[ok],
+        ts_s=ts,
+        end_s=end,
+        from_s=from_s,
+        shot_id=shot,
         shot_len_s=np.asarray(cols["shot_len_s"], np.float64)[ok],
         blank=np.asarray(cols["blank"], bool)[ok],
         row=row.astype(np.int64),
