@@ -200,15 +200,7 @@ def transitions(single: np.ndarray, many: np.ndarray, black: np.ndarray) -> list
     """
     out: list[Transition] = []
     n = len(single)
-    above = single > THRESHOLD
-    i = 0
-    while i < n:
-        if not above[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < n and above[j + 1]:
-            j += 1
+    for i, j in _runs(single > THRESHOLD):
         a, b = i, j
         while a > 0 and many[a - 1] > THRESHOLD:
             a -= 1
@@ -220,7 +212,6 @@ def transitions(single: np.ndarray, many: np.ndarray, black: np.ndarray) -> list
             out.append(Transition("fade", a, b, min(j + 1, n - 1)))
         else:
             out.append(Transition("dissolve", a, b, (a + b + 1) // 2))
-        i = j + 1
     # A gradual transition the model is sure is under way (``many``) but whose single frame it
     # does not pin (``single`` below the threshold all along): 1 dissolve in 16 of the generated
     # evaluation videos, several next to whip pans. No such run of MANY_RUN frames or more lay
@@ -228,18 +219,15 @@ def transitions(single: np.ndarray, many: np.ndarray, black: np.ndarray) -> list
     taken = np.zeros(n, bool)
     for t in out:
         taken[max(0, t.first - 2) : t.last + 3] = True
-    busy = many > THRESHOLD
-    i = 0
-    while i < n:
-        if not busy[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < n and busy[j + 1]:
-            j += 1
+    for i, j in _runs(many > THRESHOLD):
         if j - i + 1 >= MANY_RUN and not taken[i : j + 1].any():
             kind = "fade" if bool(np.any(black[i : j + 1])) else "dissolve"
             out.append(Transition(kind, i, j, (i + j + 1) // 2))
-        i = j + 1
     out.sort(key=lambda t: t.first)
     return out
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """First and last index (inclusive) of each run of True in ``mask``."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist()))
