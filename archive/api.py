@@ -167,12 +167,21 @@ class Archive:
         info = store_info(self.store)
         if info is None or info.ivf is not None or info.frames < max(limit, ivfmod.MIN_VECTORS):
             return
+        from indexer.errors import StoreError, StoreLocked  # noqa: PLC0415
+
         t0 = time.perf_counter()
         step = None if progress is None else (  # called with 0 done first
             lambda done, total, _what=None: progress(Progress("ivf", frames=int(total), done=float(done))))
-        with Writer(self.store) as w:
-            w.attach_existing()
-            w.train_ivf(progress=step)
+        try:
+            with Writer(self.store) as w:
+                w.attach_existing()
+                w.train_ivf(progress=step)
+        except StoreLocked:  # another program is writing: a later run trains it
+            return
+        except (StoreError, MemoryError, RuntimeError) as exc:  # the videos are committed: say so and go on
+            report.versions_note = (f"the IVF index for matching could not be trained ({exc}); new videos are compared "
+                                    "by scanning every frame until a later run or `archive optimize --ivf` trains it.")
+            return
         report.ivf_trained_s = round(time.perf_counter() - t0, 3)
         report.ivf_frames = info.frames
 
@@ -203,7 +212,9 @@ class Archive:
         if info is not None and info.ivf is None and info.frames >= 200_000:
             report.versions_note = (f"comparing took {report.versions_s:.1f} s: the archive ({info.frames:,} frames) is "
                                     "scanned in full for each new video; `archive optimize --ivf` gives it an IVF "
-                                    "index, and matching then takes about 0.2 s a video at 1M frames.")
+                                    "index (queries of archives past ARCHIVE_IVF_FRAMES use it too), and matching then "
+                                    "takes about 0.2 s a video at 1M frames. From ARCHIVE_MATCH_IVF_FRAMES frames "
+                                    f"({settings.match_ivf_frames():,}) an index run trains one for matching only.")
 
     def _set_min_shared(self, seconds: float) -> None:
         if not seconds >= 0:

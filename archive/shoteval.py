@@ -238,7 +238,7 @@ def table(scores: dict[str, Score]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | " + ("--- | " if with_hz else "") + "--- | --- |"]
     for name, s in scores.items():
         if s.unavailable:
-            lines.append(f"| {name} | unavailable: {s.unavailable} | | | | | | | | |")
+            lines.append(f"| {name} | unavailable: {s.unavailable} | | | | | | | " + ("| " if with_hz else "") + "| |")
             continue
         hits = " | ".join(f"{s.hits[k]}/{s.total[k]}" for k in KINDS)
         mae = "/".join("-" if s.mae(k) is None else f"{s.mae(k):.2f}" for k in KINDS)

@@ -24,8 +24,8 @@ No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variab
 ``ARCHIVE_OCR_SIDE``            short side, in pixels, frames are read at (360; never enlarged)
 ``ARCHIVE_VERSIONS``            ``0``: index runs do not compare new videos for shared footage (default on)
 ``ARCHIVE_BF16_SCAN_FRAMES``    archives of at least this many frames rank from bf16 (50,000)
-``ARCHIVE_IVF_FRAMES``          archives of at least this many frames get an IVF index from
-                                ``archive optimize`` and rank through it (2,000,000)
+``ARCHIVE_IVF_FRAMES``          archives of at least this many frames whose IVF index came from
+                                ``archive optimize --ivf`` rank queries through it (2,000,000)
 ``ARCHIVE_IVF_NPROBE``          IVF lists a query visits (64)
 ``ARCHIVE_MATCH_IVF_FRAMES``    an index run adding videos to an archive of at least this many frames
                                 trains its IVF index once, for matching versions (500,000; 0: never)

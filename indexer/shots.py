@@ -119,7 +119,7 @@ class ShotDetector:
         self._before: np.ndarray | None = None  # the frame before the last cut between two pictures ...
         self._jump = 0.0  # ... that cut's difference ...
         self._since = 0  # ... and frames pushed since it
-        self._saved: tuple[float, list[float]] | None = None  # the shot it ended: its end, its recent diffs
+        self._saved: tuple[int, list[float]] | None = None  # shots before that boundary, the recent diffs then
 
     def push(self, ts_s: float, thumb: np.ndarray) -> bool:
         """Add a frame shown from ``ts_s``. Returns True when it starts a new shot (the first frame too)."""
@@ -199,8 +199,8 @@ def merge_transitions(shots: list[ShotSpan], times: list[float], found: list[Any
     ``times`` are the frames' times (the index ``found`` refers to). Cuts and changes to and from
     blank frames stay where the fast detector put them (exact to the frame). A dissolve replaces
     the cuts the fast detector fired inside it by one boundary at its middle; a cut or fade the
-    fast detector did not see adds a boundary (not inside a black or blank stretch, whose edges
-    are exact already); one it did see only gains its span.
+    fast detector did not see adds a boundary (not inside a black stretch, whose edges are exact
+    already; between two slates it may); one it did see only gains its span.
     """
     import bisect  # noqa: PLC0415
 
@@ -216,8 +216,8 @@ def merge_transitions(shots: list[ShotSpan], times: list[float], found: list[Any
             if any(s.kind != "content" or s.transition == "fade" for _, s in near):
                 continue  # to or from a blank frame: the fast detector's fade boundaries hold
             k = bisect.bisect_right([i for i, _ in bounds], tr.start) - 1
-            if not near and k >= 0 and bounds[k][1].blank:
-                continue  # inside a black or blank stretch: its edges are the boundaries
+            if not near and k >= 0 and bounds[k][1].kind == "black":
+                continue  # inside a black stretch: its edges are the boundaries
             gone = {id(s) for _, s in near}
             bounds = [(i, s) for i, s in bounds if id(s) not in gone]
             k = bisect.bisect_right([i for i, _ in bounds], tr.start) - 1
@@ -229,8 +229,8 @@ def merge_transitions(shots: list[ShotSpan], times: list[float], found: list[Any
                     s.transition, s.trans_start_s, s.trans_end_s = "fade", *span
         elif tr.start > 0:
             k = bisect.bisect_right([i for i, _ in bounds], tr.start) - 1
-            if k >= 0 and bounds[k][1].blank:
-                continue  # inside a black or blank stretch: its edges are the boundaries
+            if k >= 0 and bounds[k][1].kind == "black":
+                continue  # inside a black stretch (a fade's middle): its edges are the boundaries
             kind = bounds[k][1].kind if k >= 0 else "content"
             bounds.insert(k + 1, (tr.start, ShotSpan(times[tr.start], 0.0, kind, tr.kind, *span)))
     out = [s for _, s in bounds]

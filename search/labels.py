@@ -218,7 +218,7 @@ def classify(
             for vid, segs in written(store_dir, saved[n].ocr, sorted(set(table.videos))).items():
                 sel = table.video_id == vid
                 for sg in segs:
-                    read[:, k] |= sel & (table.start_s < sg.end_s) & (table.end_s > sg.start_s)
+                    read[:, k] |= sel & (table.ts_s < sg.end_s) & (table.end_s > sg.start_s)
     if read.any():
         rows = read.any(axis=1)
         winner[rows] = np.argmax(np.where(read[rows], lab[rows], -np.inf), axis=1)

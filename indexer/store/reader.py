@@ -199,8 +199,8 @@ def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | N
     # Each sample stands for the time up to the next one, within its shot: a shot entered by a
     # dissolve begins at the dissolve's middle, which no sample was taken at (TransNetV2 decides it
     # after those frames went by), so its first sample stands for the time from the shot's start,
-    # and the sample before it only up to there. Shots that begin with a cut or a fade have their
-    # first frame sampled: nothing changes for them.
+    # and the sample before it only up to there (the same holds for a cut or fade TransNetV2 adds).
+    # Shots the fast detector starts have their first frame sampled: nothing changes for them.
     ts = np.asarray(cols["ts_s"], np.float64)[ok]
     shot = np.asarray(cols["shot_id"], np.int64)[ok]
     first = np.ones(len(shot), bool)

@@ -577,14 +577,13 @@ class Writer:
             refs, live = self._live_counts(con)
         n_live = sum(live.values())
         cur = self._ivf_ref
-        asked = bool(train)
+        asked = bool(train)  # trained because the caller asked (not for growth)
         if train is None:
             train = cur is not None and n_live > settings.IVF_RETRAIN_GROWTH * max(1, cur.archive_vectors)
         if train and n_live:
-            self._train_ivf(refs, n_live, rep, progress)
-            if asked:  # `archive optimize --ivf`: queries of large archives may rank through it too
-                with self._catalog() as con:
-                    con.execute("DELETE FROM meta WHERE key = ?", [ivfmod.MATCHING_ONLY_KEY])
+            # `archive optimize --ivf`: queries of large archives may rank through it too; a
+            # retraining for growth keeps whatever the index served
+            self._train_ivf(refs, n_live, rep, progress, matching_only=False if asked else None)
         elif self._ivf_ref is not None:
             self._encode_missing(refs, rep, progress)
         return rep
@@ -595,15 +594,15 @@ class Writer:
         with self._catalog() as con:
             refs, live = self._live_counts(con)
         rep = MergeReport()
-        self._train_ivf(refs, sum(live.values()), rep, progress)
-        with self._catalog() as con, transaction(con):
-            con.execute("DELETE FROM meta WHERE key = ?", [ivfmod.MATCHING_ONLY_KEY])
-            con.execute("INSERT INTO meta VALUES (?, '1')", [ivfmod.MATCHING_ONLY_KEY])
+        self._train_ivf(refs, sum(live.values()), rep, progress, matching_only=True)
         return rep
 
-    def _train_ivf(self, refs: Sequence[SegmentRef], n_live: int, rep: MergeReport, progress: Any) -> None:
+    def _train_ivf(self, refs: Sequence[SegmentRef], n_live: int, rep: MergeReport, progress: Any,
+                   matching_only: bool | None = None) -> None:
         """Train a new IVF index on a sample of the stored vectors, encode every segment's rows
-        into new sidecars, then swap the registrations in one transaction (see :mod:`.ivf`)."""
+        into new sidecars, then swap the registrations in one transaction (see :mod:`.ivf`), which
+        also marks the index as serving matching only (``matching_only`` True), queries too (False),
+        or leaves that as it was (None)."""
         import time  # noqa: PLC0415
 
         if n_live < ivfmod.MIN_VECTORS:
@@ -631,6 +630,10 @@ class Writer:
         hooks.pause("ivf.written")
         with self._catalog() as con, transaction(con):
             ivfmod.register(con, ref)
+            if matching_only is not None:
+                con.execute("DELETE FROM meta WHERE key = ?", [ivfmod.MATCHING_ONLY_KEY])
+                if matching_only:
+                    con.execute("INSERT INTO meta VALUES (?, '1')", [ivfmod.MATCHING_ONLY_KEY])
             ids = [r.segment_id for r in refs if r.n_vectors]
             if ids:
                 con.execute(f"UPDATE vector_segments SET ivf_id = ? WHERE segment_id IN ({', '.join('?' * len(ids))})",
