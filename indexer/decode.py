@@ -79,6 +79,7 @@ class DecodeStats:
     notes: list[str] = field(default_factory=list)
     shots: list[ShotSpan] = field(default_factory=list)  # complete once decoding has ended
     transnet_windows: tuple[int, int] = (0, 0)  # TransNetV2 windows run, of all windows
+    flash_samples_dropped: int = 0  # samples not kept: they showed a flash (see ShotDetector)
 
     @property
     def duration_s(self) -> float:
@@ -258,6 +259,10 @@ def sample_frames(
         next_k = 0
         eps = 1e-6
         stats.header_frames = int(stream.frames or 0)
+        # Samples taken from a boundary that may still turn out to be a flash (the picture comes
+        # back within a few frames: ShotDetector undoes the boundary) wait here until it is known:
+        # a flash's frames are washed-out pictures of the shot they interrupt, never samples.
+        held: list[SampledFrame] = []
         for ts, frame in _frames_in_presentation_order(container, stream, time_base, native_fps, stats, av):
             if origin is None:
                 origin = ts
@@ -267,7 +272,15 @@ def sample_frames(
             if getattr(frame, "is_corrupt", False):
                 stats.corrupt_frames += 1
             thumb = thumbnail(frame)
+            flashes = detector.flashes
             new_shot = detector.push(t, thumb)
+            if detector.flashes != flashes:
+                stats.flash_samples_dropped += len(held)
+                held.clear()
+            elif held and not detector.may_be_flash:
+                stats.sampled_frames += len(held)
+                yield from held
+                held.clear()
             if stream_tn is not None:
                 stream_tn.push(thumb)
                 times.append(t)
@@ -285,9 +298,15 @@ def sample_frames(
             if turn:  # display orientation, as players show it
                 stats.rotation = turn * 90
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=turn))
+            sample = SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1, thumb=thumb, source=frame, turn=turn,
+                                  bars=box is not None)
+            if detector.may_be_flash:
+                held.append(sample)
+                continue
             stats.sampled_frames += 1
-            yield SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1, thumb=thumb, source=frame, turn=turn,
-                               bars=box is not None)
+            yield sample
+        stats.sampled_frames += len(held)
+        yield from held  # a boundary in the video's last frames: no flash came back
     finally:
         container.close()
         _judge(stats)

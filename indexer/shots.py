@@ -168,6 +168,12 @@ class ShotDetector:
             self.kind = kind
         return new
 
+    @property
+    def may_be_flash(self) -> bool:
+        """Whether the last boundary may still be undone as a flash (for at most ``flash_frames``
+        frames after it)."""
+        return self._before is not None
+
     def _flash_over(self, cur: np.ndarray) -> bool:
         """Whether ``cur`` shows the picture of before the last boundary again, a few frames on
         (that boundary was a flash); if so, the flash's shots are dropped and the shot before it

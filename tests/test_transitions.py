@@ -237,3 +237,21 @@ def test_shoteval_counts_a_fade_through_black_once():
     assert boundaries(at_end, 25.0) == [100]
     slate = spans([(0, "content"), (100, "blank"), (110, "content")])  # no black: a slate, a shot
     assert boundaries(slate, 25.0) == [100, 110]
+
+
+def test_a_flash_is_neither_a_shot_nor_a_sample(tmp_path):
+    """Real footage with photo flashes (1-2 frames washed towards white) in its shots, sampled at
+    every frame: no shot begins at a flash and no flash frame is a sample; every other frame is."""
+    truth = make_transition_video(tmp_path / "flashes.mp4", seconds=12.0, size=(320, 180), seed=11, flashes=1.0,
+                                  p_cut=1.0, p_dissolve=0.0, p_fade=0.0)
+    rate = float(truth.rate)
+    flashes = [(a, b) for kind, a, b in truth.hazards if kind == "flash"]
+    assert len(flashes) >= 2  # premise
+    stats = DecodeStats()
+    sampled = [round(f.ts_s * rate) for f in sample_frames(truth.path, rate, stats=stats, shots="fast")]
+    in_flash = {f for a, b in flashes for f in range(a, b + 1)}
+    assert not in_flash & set(sampled)
+    assert set(sampled) == set(range(truth.n_frames)) - in_flash
+    starts = [round(s.start_s * rate) for s in stats.shots]
+    assert starts == [0] + [t.start_frame for t in truth.transitions]  # the cuts, exactly; no flash
+    assert stats.flash_samples_dropped == len(in_flash)
