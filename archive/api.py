@@ -161,11 +161,10 @@ class Archive:
 
         from indexer.store import ivf as ivfmod  # noqa: PLC0415
 
-        limit = settings.match_ivf_frames()
-        if not limit or not report.indexed_ids:
+        if not report.indexed_ids:
             return
         info = store_info(self.store)
-        if info is None or info.ivf is not None or info.frames < max(limit, ivfmod.MIN_VECTORS):
+        if info is None or info.ivf is not None or not ivfmod.match_index_due(info.frames):
             return
         from indexer.errors import StoreError, StoreLocked  # noqa: PLC0415
 

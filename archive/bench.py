@@ -310,13 +310,11 @@ def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: 
     with Writer(store) as w:  # and the image rule's levels kept, as an index run leaves them
         levels.refresh(store, w)
     levels_s = time.perf_counter() - t2
-    from indexer import settings
     from indexer.store import ivf as ivfmod
     from indexer.store import store_info
 
     ivf_s = None
-    limit = settings.match_ivf_frames()
-    if limit and frames >= max(limit, ivfmod.MIN_VECTORS):  # the IVF index the index runs would have trained
+    if ivfmod.match_index_due(frames):  # the IVF index the index runs would have trained
         t3 = time.perf_counter()
         with Writer(store) as w:
             w.attach_existing()

@@ -59,6 +59,15 @@ class IvfRef:
         return store_dir / SEGMENTS_DIR / self.file
 
 
+def match_index_due(frames: int) -> bool:
+    """Whether an archive of ``frames`` frames without an IVF index should get one for matching
+    versions (``ARCHIVE_MATCH_IVF_FRAMES``, and enough vectors to train on)."""
+    from .. import settings  # noqa: PLC0415
+
+    limit = settings.match_ivf_frames()
+    return bool(limit) and frames >= max(limit, MIN_VECTORS)
+
+
 def file_name(ivf_id: int) -> str:
     return f"ivf-{ivf_id:08d}.faiss"
 
