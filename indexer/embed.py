@@ -15,6 +15,7 @@ import numpy as np
 
 from . import hooks, settings, terms
 from .decode import VideoInfo, probe
+from .decodeproc import DecoderLost, ProcessPrefetch
 from .discover import fingerprint
 from .encoder import Encoder
 from .ocr import OcrEngine
@@ -37,7 +38,7 @@ def embed_video(
     progress: ProgressFn = no_progress,
     times_out: StageTimes | None = None,
     info: VideoInfo | None = None,
-    decoder: FramePrefetch | None = None,
+    decoder: FramePrefetch | ProcessPrefetch | None = None,
     background: tuple[np.ndarray, str] | None = None,
     shots: str = "fast",
     ocr: OcrEngine | None = None,
@@ -69,9 +70,14 @@ def embed_video(
             dec = FramePrefetch(path, encoder.prep, fps, batch_size, shots=shots, ocr=ocr).start()
         chunks: list[np.ndarray] = []
         while True:
-            item = dec.q.get()
+            item = dec.get()
             if item is END:
                 break
+            if isinstance(item, DecoderLost):  # a decoding process died: decode here, from the start
+                dec.close()
+                dec = FramePrefetch(path, encoder.prep, fps, batch_size, shots=shots, ocr=ocr).start()
+                chunks = []
+                continue
             if isinstance(item, BaseException):
                 raise item
             batch_t, ts, n = item

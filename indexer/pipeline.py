@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 from . import hooks, imagefast, settings, terms
 from . import ocr as ocrmod
 from .decode import VideoInfo, probe
+from .decodeproc import ProcessPrefetch
 from .discover import discover
 from .embed import embed_video
-from .encoder import Encoder, ImagePrep
+from .encoder import Encoder, ImagePrep, import_torch_early
 from .errors import VideoOpenError
 from .plan import choose_spec, plan_files
 from .prefetch import FramePrefetch, decoder_plan
@@ -105,32 +106,35 @@ def index_paths(
         explicit = detector if settings.shots_asked(shots) != "auto" else None
         plan = plan_files(files, known, fps, explicit)
         problems.extend(plan.bad)
-        report.skipped = len(plan.same)
-        report.missing = sorted(p for p in indexed_paths(store_dir) if not os.path.exists(p))
-        for p in plan.same:
-            progress(Progress("skip", path=p))
-        no_thumbs = [p for p in plan.same if not known[p].has_thumbnails]
-        infos: dict[str, VideoInfo] = {}
-        for f in plan.todo:
-            try:
-                infos[f] = probe(f)
-            except VideoOpenError:
-                pass  # embed_video reports it
-        progress(Progress("plan", total=len(plan.todo), seconds=sum(i.duration_s for i in infos.values())))
-        if ray is not None and plan.todo:
-            _index_on_ray(writer, ray, spec, device, precision, fps, batch_size, progress, report, detector,
-                          plan.todo, problems, infos, plan.touched, no_thumbs, engine)
-            if engine is not None:
-                add_text(writer, plan.same, engine, progress, report)
-            report.wall_s = time.perf_counter() - t0
-            return report
         runner = _Runner(writer, encoder, fps, batch_size, progress, report, shots=detector, ocr=engine)
         try:
-            if plan.todo and encoder is None:
-                # The first videos decode while the model loads (importing torch alone takes ~2 s).
+            if plan.todo and encoder is None and ray is None:
+                # The model is needed: torch imports, and the first videos decode (in child processes),
+                # while the rest of the planning goes on (indexer.decodeproc).
+                import_torch_early()
                 early = imagefast.prep_for(spec.name, spec.pretrained)
                 if early is not None:
                     runner.start_early(plan.todo, early)
+            report.skipped = len(plan.same)
+            report.missing = sorted(p for p in indexed_paths(store_dir) if not os.path.exists(p))
+            for p in plan.same:
+                progress(Progress("skip", path=p))
+            no_thumbs = [p for p in plan.same if not known[p].has_thumbnails]
+            infos: dict[str, VideoInfo] = {}
+            for f in plan.todo:
+                try:
+                    infos[f] = probe(f)
+                except VideoOpenError:
+                    pass  # embed_video reports it
+            progress(Progress("plan", total=len(plan.todo), seconds=sum(i.duration_s for i in infos.values())))
+            if ray is not None and plan.todo:
+                _index_on_ray(writer, ray, spec, device, precision, fps, batch_size, progress, report, detector,
+                              plan.todo, problems, infos, plan.touched, no_thumbs, engine)
+                if engine is not None:
+                    add_text(writer, plan.same, engine, progress, report)
+                report.wall_s = time.perf_counter() - t0
+                return report
+            if plan.todo and encoder is None:
                 progress(Progress("model", message=f"{spec.name} ({spec.pretrained})"))
                 encoder = Encoder.load(spec.name, spec.pretrained, device, precision=precision)
                 runner.encoder = encoder
@@ -278,10 +282,11 @@ class _Runner(Committer):
         self.ocr = ocr  # reads on-screen text in the decoding threads (None: not)
         self.encoder, self.fps, self.batch_size, self.background = encoder, fps, batch_size, background
         self.todo: list[str] = []
-        self.decoders: dict[int, FramePrefetch] = {}
+        self.decoders: dict[int, FramePrefetch | ProcessPrefetch] = {}
         self.started: set[int] = set()
         self._lock = threading.Lock()
         self._prep: ImagePrep | None = None
+        self._early = False  # decoders started now run in a child process (the model is loading)
         self.shots = shots  # the shot detector: fast or transnet
 
     def start_early(self, todo: Sequence[str], prep: ImagePrep) -> None:
@@ -290,8 +295,12 @@ class _Runner(Committer):
         self._prep = prep
         ahead, _ = decoder_plan()
         self.todo = list(todo)
+        # importing torch holds the GIL for about a second and a half: a decoding thread would mostly
+        # wait for it, a decoding process runs beside it (indexer.decodeproc). Text reading stays in threads.
+        self._early = self.ocr is None and settings.early_decode() == "process"
         for k in range(min(ahead, len(todo))):
             self._start(k)
+        self._early = False
 
     def close_decoders(self) -> None:
         """Stop every decoder, and start no more."""
@@ -307,11 +316,15 @@ class _Runner(Committer):
         with self._lock:
             if i < len(self.todo) and i not in self.started and self._prep is not None:
                 self.started.add(i)
-                self.decoders[i] = FramePrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads,
-                                                 self.shots, self.ocr)
+                if self._early:
+                    self.decoders[i] = ProcessPrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads,
+                                                       self.shots)
+                else:
+                    self.decoders[i] = FramePrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads,
+                                                     self.shots, self.ocr)
                 self.decoders[i].start(on_done=lambda: self._start(i + ahead))
 
-    def _take(self, i: int) -> FramePrefetch | None:
+    def _take(self, i: int) -> FramePrefetch | ProcessPrefetch | None:
         with self._lock:
             return self.decoders.pop(i, None)
 

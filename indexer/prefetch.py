@@ -5,6 +5,8 @@ while the model is still loading.
 
 A :class:`FramePrefetch` started early (while the previous video's last batches are embedded)
 keeps the decoder busy across video boundaries; :func:`decoder_plan` says how many run at once.
+The videos an index run starts while its model is still loading decode in child processes
+instead (:mod:`indexer.decodeproc`, same batches), out of the way of the import's GIL.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .report import StageTimes
 from .thumbs import jpeg_thumbnail
 
 END = object()  # put on the queue after the last batch
+EARLY_BATCH = 8  # a model waiting for frames gets a batch of this many (or more) at once
 
 
 class FramePrefetch:
@@ -53,6 +56,10 @@ class FramePrefetch:
         self.owner: list[int] = []  # per sample: index into the embedded vectors
         self.thumbs: list[bytes] = []  # per sample: its JPEG thumbnail
         self.q: "queue.Queue[Any]" = queue.Queue(maxsize=2)
+        # set by a consumer that found the queue empty: the model is idle, so the batch on its way
+        # goes as soon as it holds EARLY_BATCH samples (the model then overlaps the decoding of the
+        # rest; a model kept busy gets full batches, and per-frame cost hardly depends on the size)
+        self.hungry = threading.Event()
         self.on_done: Callable[[], None] | None = None  # called in the thread when decoding ends
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._produce, name="decode", daemon=True)
@@ -94,7 +101,8 @@ class FramePrefetch:
                     t2 = time.perf_counter()
                     tm.ocr += t2 - t0
                     t0 = t2
-                if len(batch) >= self.batch_size:
+                if len(batch) >= self.batch_size or (len(batch) >= EARLY_BATCH and self.hungry.is_set()):
+                    self.hungry.clear()
                     self.q.put((np.stack(batch), frame.ts_s, len(times)))
                     batch = []
                 if self.stop.is_set():
@@ -118,6 +126,12 @@ class FramePrefetch:
             self.tm.ocr_frames += wanted
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             self.ocr_error = f"on-screen text not read: {type(exc).__name__}: {str(exc)[:200]}"
+
+    def get(self) -> Any:
+        """The next queue item (a batch, :data:`END` or an exception), saying it is awaited when none is ready."""
+        if self.q.empty():
+            self.hungry.set()
+        return self.q.get()
 
     def close(self) -> None:
         """Stop the thread (after the last batch, or on an error) and wait for it."""

@@ -20,6 +20,8 @@ No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variab
                                 ``fast``
 ``ARCHIVE_COMMIT_INTERVAL_S``   finished videos wait at most this long for their commit (5)
 ``ARCHIVE_DECODERS``            videos decoded at once during indexing (2)
+``ARCHIVE_EARLY_DECODE``        ``process``: videos that start decoding while the model loads are
+                                decoded in a child process (default); ``thread``: in this one
 ``ARCHIVE_OCR``                 ``1``: read on-screen text while indexing (as ``--ocr``)
 ``ARCHIVE_OCR_SIDE``            short side, in pixels, frames are read at (360; never enlarged)
 ``ARCHIVE_VERSIONS``            ``0``: index runs do not compare new videos for shared footage (default on)
@@ -160,6 +162,12 @@ def decoders() -> int:
         return max(1, int(_env("ARCHIVE_DECODERS") or DEFAULT_DECODERS))
     except ValueError:
         return DEFAULT_DECODERS
+
+
+def early_decode() -> str:
+    """``$ARCHIVE_EARLY_DECODE``: ``process`` (default) or ``thread``, where the videos that start
+    decoding while the model loads are decoded (:mod:`indexer.decodeproc`)."""
+    return "thread" if (_env("ARCHIVE_EARLY_DECODE") or "").strip().lower() == "thread" else "process"
 
 
 def bf16_scan_frames() -> int:

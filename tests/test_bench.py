@@ -85,3 +85,26 @@ def test_make_ads_writes_h264_clips_with_cuts(tmp_path):
     bad = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d), "--ads-size", "big"],
                          env=env_for_cli(tmp_path), capture_output=True, text=True)
     assert bad.returncode == 2 and "--ads-size" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_add_leaves_the_store_as_it_found_it(tmp_path):
+    env = env_for_cli(tmp_path)
+    store = tmp_path / "kept"
+    p = subprocess.run(ARCHIVE + ["bench", "--frames", "2000", "--queries", "0", "--keep", str(store),
+                                  "--model", TEST_MODEL, "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    videos = [json.loads(subprocess.run(ARCHIVE + ["info", "--store", str(store), "--json"], env=env,
+                                        capture_output=True, text=True, timeout=600).stdout)["videos"]]
+    for _ in range(2):  # the same clip twice: each run adds it, measures, and removes it again
+        p = subprocess.run(ARCHIVE + ["bench", "--add", str(DATA / "tree.avi"), "--store", str(store), "--json"],
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        add = json.loads(p.stdout.splitlines()[0])
+        assert add["mode"] == "add" and add["indexed"] == 1 and add["clip_frames"] > 0 and add["commit_frames"] == 60
+        assert add["index_wall_s"] > 0 and add["commit_bytes_written"] > 0
+        videos.append(json.loads(subprocess.run(ARCHIVE + ["info", "--store", str(store), "--json"], env=env,
+                                                capture_output=True, text=True, timeout=600).stdout)["videos"])
+    assert videos == [videos[0]] * 3 and videos[0] > 0
+    check = subprocess.run(ARCHIVE + ["check", "--store", str(store)], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -1,0 +1,129 @@
+"""Decoding in a child process while the model loads (indexer.decodeproc): the same samples, batches,
+shots and thumbnails as a decoding thread; a child that dies is replaced by a thread; errors travel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from archive import Archive
+from conftest import DATA
+from indexer import decodeproc
+from indexer.decodeproc import ProcessPrefetch
+from indexer.embed import embed_video
+from indexer.errors import VideoOpenError
+from indexer.prefetch import EARLY_BATCH, END, FramePrefetch
+from videos import ad_shots, make_video
+
+
+def _same_vectors(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to the model's arithmetic: batches may be cut differently (a waiting model takes
+    what is decoded so far), and bf16 kernels may round a row differently in another batch size."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    if a.shape != b.shape:
+        return False
+    cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(np.min(cos)) >= 0.9999
+
+
+def _drain(dec) -> tuple[list[np.ndarray], list]:
+    batches = []
+    while True:
+        item = dec.get()
+        if item is END:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        batches.append(item)
+    dec.close()
+    return [b for b, _ts, _n in batches], [(ts, n) for _b, ts, n in batches]
+
+
+@pytest.mark.parametrize("name,shots", [("Megamind.avi", "transnet"), ("ad.mp4", "transnet"), ("ad.mp4", "fast")])
+def test_a_child_process_decodes_what_a_thread_decodes(encoder, tmp_path: Path, name: str, shots: str) -> None:
+    path = DATA / name if name != "ad.mp4" else make_video(tmp_path / name, ad_shots("25"), "25").path
+    runs = []
+    for kind in (FramePrefetch, ProcessPrefetch):
+        dec = kind(str(path), encoder.prep, 2.0, 8, 1, shots).start()
+        arrays, marks = _drain(dec)
+        runs.append((arrays, marks, dec))
+    (a_arr, a_marks, a), (b_arr, b_marks, b) = runs
+    assert len(a_arr) == len(b_arr) >= 2 and a_marks == b_marks
+    assert all(np.array_equal(x, y) for x, y in zip(a_arr, b_arr))
+    assert a.times == b.times and a.shot_of == b.shot_of and a.owner == b.owner and a.thumbs == b.thumbs
+    assert [(s.start_s, s.end_s, s.kind, s.transition) for s in a.stats.shots] == \
+           [(s.start_s, s.end_s, s.kind, s.transition) for s in b.stats.shots]
+    assert a.stats.decoded_frames == b.stats.decoded_frames > 0 and b.proc is not None and b.proc.returncode == 0
+
+
+def test_a_child_that_dies_is_replaced_by_a_thread(encoder) -> None:
+    path = str(DATA / "Megamind.avi")
+    want = embed_video(path, encoder, 2.0)
+    dec = ProcessPrefetch(path, encoder.prep, 2.0, 8, 1, "transnet").start()
+    dec.proc.kill()  # killed before (or while) it sends anything
+    dec.proc.wait()
+    got = embed_video(path, encoder, 2.0, decoder=dec)
+    assert [(f.ts_s, f.end_s, f.shot) for f in got.frames] == [(f.ts_s, f.end_s, f.shot) for f in want.frames]
+    assert _same_vectors(got.vectors, want.vectors) and got.thumbs == want.thumbs and len(got.frames) > 10
+
+
+def test_a_child_that_cannot_start_is_replaced_by_a_thread(encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(DATA / "tree.avi")
+    want = embed_video(path, encoder, 2.0)
+    monkeypatch.setattr(decodeproc.sys, "executable", "/nonexistent/python")
+    dec = ProcessPrefetch(path, encoder.prep, 2.0, 8, 1, "fast").start()
+    assert dec.proc is None
+    got = embed_video(path, encoder, 2.0, decoder=dec, shots="fast")
+    assert _same_vectors(got.vectors, want.vectors) and len(got.frames) == len(want.frames) > 0
+
+
+def test_a_file_that_is_not_a_video_fails_as_in_a_thread(encoder, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video\n")
+    messages = []
+    for kind in (FramePrefetch, ProcessPrefetch):
+        dec = kind(str(bad), encoder.prep, 2.0, 8, 1, "fast").start()
+        with pytest.raises(VideoOpenError) as exc:
+            embed_video(str(bad), encoder, 2.0, decoder=dec, shots="fast")
+        messages.append(str(exc.value))
+    assert messages[0] == messages[1] and str(bad) in messages[0]
+
+
+def test_closing_early_stops_the_child(encoder) -> None:
+    dec = ProcessPrefetch(str(DATA / "Megamind.avi"), encoder.prep, 2.0, 8, 1, "transnet").start()
+    first = dec.get()
+    assert not isinstance(first, BaseException) and first is not END
+    dec.close()
+    assert dec.proc.returncode is not None and not dec.thread.is_alive()
+
+
+def test_a_waiting_model_gets_an_early_batch(encoder) -> None:
+    dec = FramePrefetch(str(DATA / "Megamind.avi"), encoder.prep, 4.0, 32, 1, "fast")
+    dec.hungry.set()  # the model waits from the start: the first batch goes out at EARLY_BATCH samples
+    dec.start()
+    first, second = dec.q.get(), dec.q.get()  # asked without saying so: the next one fills up
+    dec.close()
+    assert len(first[0]) == EARLY_BATCH and len(second[0]) == 32
+
+
+def test_an_index_run_decodes_its_first_videos_in_a_child(tmp_path: Path, clips: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+    real = ProcessPrefetch.start
+    monkeypatch.setattr(ProcessPrefetch, "start", lambda self, on_done=None: started.append(self.path) or real(self, on_done))
+    rows = []
+    for how in ("process", "thread"):
+        monkeypatch.setenv("ARCHIVE_EARLY_DECODE", how)
+        a = Archive(tmp_path / how)  # no encoder handed in: it loads while the first videos decode
+        rep = a.index([clips])
+        assert rep.indexed == 2 and rep.ok
+        rows.append(a.sql("SELECT v.name, f.ts_s, f.end_s, s.start_s, s.transition FROM frames f "
+                          "JOIN videos v USING (video_id) JOIN shots s USING (shot_id) ORDER BY 1, 2").rows)
+    assert sorted(Path(p).name for p in started) == ["Megamind.avi", "tree.avi"]
+    assert rows[0] == rows[1] and len(rows[0]) > 30
+    from indexer.store import load_frames
+
+    t = [load_frames(tmp_path / how) for how in ("process", "thread")]
+    assert _same_vectors(t[0].vectors[t[0].row], t[1].vectors[t[1].row])
