@@ -48,7 +48,7 @@ class Scanner:
         if self._order is None:
             self._order = np.argsort(t.row, kind="stable")
             self._sorted_rows = t.row[self._order]
-        for r0, block in t.vectors.blocks(step):
+        for r0, block in t.vectors.blocks(step, reuse=True):
             lo, hi = np.searchsorted(self._sorted_rows, [r0, r0 + len(block)])
             if hi > lo:
                 yield block, self._order[lo:hi], self._sorted_rows[lo:hi] - r0

@@ -434,7 +434,7 @@ def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basi
     else:
         view, ids = vector_layer(store_dir)
     if view is not None:  # every vector (or those the IVF index does not hold yet), exactly
-        for r0, block in view.blocks(step):
+        for r0, block in view.blocks(step, reuse=True):
             r, c = np.nonzero(matvecs(block, q) >= basis.candidate_level)
             if len(r):
                 hit_ids.append(ids[r0 + r])

@@ -252,3 +252,23 @@ def test_a_segment_without_its_stored_term_gets_it_computed_for_its_frames_only(
     missing = np.isnan(table.bg_lse)
     assert missing.any() and not missing.all()  # the first segment's frames only
     assert shown(Searcher(a.store, text_encoder=text_only).search(texts)) == shown(all_stored)
+
+
+def test_fp16_rows_convert_exactly_whichever_path_converts_them():
+    rng = np.random.default_rng(7)
+    n = segmod.FAST_DECODE_ROWS * 2 + 123  # blocks above and below the size FAISS converts
+    a = (rng.standard_normal((n, DIM)) * 0.05).astype(np.float16)
+    a[0, :4] = [np.float16(6e-8), np.float16(-0.0), np.float16(65504), np.float16(1e-5)]  # subnormal, -0, max
+    b = rng.standard_normal((500, DIM)).astype(np.float32)
+    view = segmod.VectorView([a, b], [None, None], DIM)
+    want = np.concatenate([a.astype(np.float32), b])
+    for reuse in (False, True):
+        got = np.concatenate([blk.copy() for _r0, blk in view.blocks(segmod.FAST_DECODE_ROWS + 7, reuse=reuse)])
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert np.array_equal(view[10 : n - 5], want[10 : n - 5]) and np.array_equal(view[[3, n + 2, 1]], want[[3, n + 2, 1]])
+    # a reused buffer holds only the block last asked for
+    blocks = view.blocks(segmod.FAST_DECODE_ROWS, reuse=True)
+    _r0, first = next(blocks)
+    kept = first.copy()
+    _r1, second = next(blocks)
+    assert np.shares_memory(first, second) and not np.array_equal(first, kept)
