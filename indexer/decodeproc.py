@@ -66,8 +66,9 @@ class ProcessPrefetch:
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
+            # a session of its own: Ctrl-C in the terminal goes to this process, which stops the child
             self.proc = subprocess.Popen([sys.executable, "-m", "indexer.decodeproc"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, env=env)
+                                         stdout=subprocess.PIPE, env=env, start_new_session=True)
             assert self.proc.stdin is not None
             pickle.dump((self.path, self.prep, self.fps, self.batch_size, self.threads, self.shots), self.proc.stdin,
                         protocol=pickle.HIGHEST_PROTOCOL)

@@ -96,26 +96,6 @@ def _plain_spec(name: str, pretrained: str) -> ModelSpec:
     return ModelSpec(name.strip(), str(path.resolve()) if path.is_file() else p)
 
 
-def import_torch_early() -> None:
-    """Start importing torch in a background thread (1.3-2 s on two cores, nearly all of it holding
-    the GIL), so that what an index run does before it needs the model overlaps it. The model's own
-    ``import torch`` then waits for this one; an import that fails here fails there again, with its
-    message."""
-    import sys  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-
-    if "torch" in sys.modules:
-        return
-
-    def run() -> None:
-        try:
-            import torch  # noqa: F401, PLC0415
-        except BaseException:  # noqa: BLE001 - reported by the import that needs it
-            pass
-
-    threading.Thread(target=run, name="import-torch", daemon=True).start()
-
-
 def pick_device(device: str = settings.DEFAULT_DEVICE) -> str:
     """``auto`` -> ``cuda`` if available, else ``mps``, else ``cpu``; an explicit choice is checked."""
     import torch  # noqa: PLC0415

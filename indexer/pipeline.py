@@ -23,7 +23,7 @@ from .decode import VideoInfo, probe
 from .decodeproc import ProcessPrefetch
 from .discover import discover
 from .embed import embed_video
-from .encoder import Encoder, ImagePrep, import_torch_early
+from .encoder import Encoder, ImagePrep
 from .errors import VideoOpenError
 from .plan import choose_spec, plan_files
 from .prefetch import FramePrefetch, decoder_plan
@@ -109,14 +109,12 @@ def index_paths(
         runner = _Runner(writer, encoder, fps, batch_size, progress, report, shots=detector, ocr=engine)
         try:
             if plan.todo and encoder is None and ray is None:
-                # The model is needed: torch imports, and the first videos decode (in child processes),
-                # while the rest of the planning goes on (indexer.decodeproc).
-                import_torch_early()
+                # The first videos decode while the model loads, in child processes: importing torch
+                # holds the GIL a decoding thread would need (indexer.decodeproc).
                 early = imagefast.prep_for(spec.name, spec.pretrained)
                 if early is not None:
                     runner.start_early(plan.todo, early)
             report.skipped = len(plan.same)
-            report.missing = sorted(p for p in indexed_paths(store_dir) if not os.path.exists(p))
             for p in plan.same:
                 progress(Progress("skip", path=p))
             no_thumbs = [p for p in plan.same if not known[p].has_thumbnails]
@@ -132,6 +130,7 @@ def index_paths(
                               plan.todo, problems, infos, plan.touched, no_thumbs, engine)
                 if engine is not None:
                     add_text(writer, plan.same, engine, progress, report)
+                report.missing = _missing(store_dir)
                 report.wall_s = time.perf_counter() - t0
                 return report
             if plan.todo and encoder is None:
@@ -162,9 +161,15 @@ def index_paths(
                 report.failed += len(problems)
         finally:
             runner.close_decoders()  # those started early for a run that then failed
+        report.missing = _missing(store_dir)  # (not while the model loads: the import needs the GIL)
     report.encoder = encoder
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def _missing(store_dir: Path) -> list[str]:
+    """Indexed files that are no longer where they were (``archive prune`` removes them)."""
+    return sorted(p for p in indexed_paths(store_dir) if not os.path.exists(p))
 
 
 def _index_on_ray(writer: Writer, opts: "RayOptions", spec: Any, device: str, precision: str, fps: float,

@@ -127,3 +127,47 @@ def test_an_index_run_decodes_its_first_videos_in_a_child(tmp_path: Path, clips:
 
     t = [load_frames(tmp_path / how) for how in ("process", "thread")]
     assert _same_vectors(t[0].vectors[t[0].row], t[1].vectors[t[1].row])
+
+
+def _children(pid: int) -> list[int]:
+    """Decoding children of process ``pid`` (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"indexer.decodeproc" in cmd:
+            out.append(int(d.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_while_the_model_loads_stops_the_run_and_its_children(tmp_path: Path, clips: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import env_for_cli
+
+    env = env_for_cli(tmp_path)
+    subprocess.run([sys.executable, "-m", "archive.cli", "index", str(clips / "tree.avi"), "-q"], env=env, check=True,
+                   capture_output=True, timeout=600)  # a store and the model's exports: the next run decodes early
+    proc = subprocess.Popen([sys.executable, "-m", "archive.cli", "index", str(clips / "Megamind.avi")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    kids: list[int] = []
+    while not kids and proc.poll() is None and time.monotonic() < deadline:
+        kids = _children(proc.pid)  # the run has planned and started decoding while its model loads
+        time.sleep(0.01)
+    assert kids, "no decoding child was started"
+    time.sleep(0.3)  # the run now waits for torch (importing in the background): 1-2 s on two cores
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends (the child has a session of its own)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    time.sleep(0.2)
+    assert all(not Path(f"/proc/{k}").exists() or "Z" in Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids)
