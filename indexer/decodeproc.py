@@ -58,6 +58,7 @@ class ProcessPrefetch:
         self.on_done: Callable[[], None] | None = None
         self.stop = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ended = False  # the child sent its last message
         self.thread = threading.Thread(target=self._receive, name="decode-child", daemon=True)
 
     def start(self, on_done: Callable[[], None] | None = None) -> "ProcessPrefetch":
@@ -94,6 +95,7 @@ class ProcessPrefetch:
                     message = END
                 else:
                     message = body
+                self.ended = True  # the child is done and leaves by itself
                 break
         except Exception:  # noqa: BLE001 - EOF or a torn message: the child is gone
             message = None
@@ -131,6 +133,11 @@ class ProcessPrefetch:
                     self.proc.stdin.close()
             except OSError:
                 pass
+            if self.proc.poll() is None and self.ended:  # it is on its way out: let it go
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
