@@ -354,7 +354,7 @@ def bench_queries(store: str, queries: int) -> dict[str, Any]:
                        "exactly")
         out["ivf_load_s"] = round(ranker.load_s, 2)
     else:
-        out["scan"] = "bf16, shown videos rescored exactly" if scanner.approximate else "exact fp32"
+        out["scan"] = f"{scanner.copy_kind}, shown videos rescored exactly" if scanner.approximate else "exact fp32"
     if ranker is not None or scanner.approximate:  # after peak RSS is read: the exact pass reads every vector
         out.update(recall_vs_exact(s, texts))
         # queries that relate to the synthetic concepts as a trained model's texts do to its images

@@ -13,6 +13,7 @@ from indexer.encoder import ModelSpec
 from indexer.errors import StoreError
 from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, load_frames
 from search.query import Searcher
+from search.scan import int8_kernel
 from videos import Shot, ad_shots, frame_at, make_video
 
 SPEC = ModelSpec("ViT-S-32-alt", "none")
@@ -78,9 +79,9 @@ def test_bf16_ranking_gives_the_exact_answers(tmp_path, encoder, monkeypatch, th
     monkeypatch.setenv("ARCHIVE_BF16_SCAN_FRAMES", "1")
     s = Searcher(tmp_path, encoder=encoder)
     first = s.search(texts, top=5, threshold=threshold)  # a one-shot process: scans fp32, builds no copy
-    assert s.scanner(None).approximate and s.scanner(None)._bf16 is None and s.scanner(None).last_exact
-    fast = s.search(texts, top=5, threshold=threshold)  # later queries rank from the bf16 copy
-    assert s.scanner(None)._bf16 is not None and not s.scanner(None).last_exact
+    assert s.scanner(None).approximate and s.scanner(None).copy_kind is None and s.scanner(None).last_exact
+    fast = s.search(texts, top=5, threshold=threshold)  # later queries rank from the int8 (or bf16) copy
+    assert s.scanner(None).copy_kind == ("int8" if int8_kernel() else "bf16") and not s.scanner(None).last_exact
     assert shown(first) == shown(fast) == shown(exact)
     if threshold is not None:
         assert sum(r.present for q in exact for r in q.results) >= 10  # the cut does find frames
@@ -100,3 +101,21 @@ def test_bf16_ranking_on_real_video_finds_the_same_timings(tmp_path, encoder, mo
     assert not s.scanner(None).last_exact and shown(fast) == shown(exact)
     [best] = fast[0].results
     assert best.video == str(truth.path) and best.present and fast[0].threshold > IMAGE_THRESHOLD - 0.05
+
+
+def test_the_int8_ranking_copy_is_close_to_the_vectors(tmp_path, encoder, monkeypatch):
+    if not int8_kernel():
+        pytest.skip("this torch has no int8 weight kernel: the ranking copy is bf16")
+    synthetic(tmp_path, encoder)
+    monkeypatch.setenv("ARCHIVE_BF16_SCAN_FRAMES", "1")
+    s = Searcher(tmp_path, encoder=encoder)
+    q = s.text_vectors(["a beach", "football", "a red car"])
+    sc = s.scanner(None)
+    exact = sc.fast_scores(q)  # the first call scans the stored vectors
+    ranked = sc.fast_scores(q)  # then the int8 copy
+    assert sc.copy_kind == "int8" and ranked.shape == exact.shape
+    err = np.abs(ranked - exact)
+    assert float(err.max()) <= 0.01 and float(err.mean()) <= 0.002
+    # ranking by the copy puts each query's exact best frame within its best few
+    for j in range(len(q)):
+        assert int(np.argmax(exact[:, j])) in set(np.argsort(-ranked[:, j])[:5].tolist())

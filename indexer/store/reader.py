@@ -283,7 +283,7 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         if ivf["stale"]:
             how += "; stale: run `archive optimize`"
     elif frames >= settings.bf16_scan_frames():
-        how = "bf16 scan, shown videos rescored exactly"
+        how = "scan of an int8 copy (bf16 without torch's int8 kernel) from the second query of a process, shown videos rescored exactly"
     else:
         how = "exact scan"
     root = Path(store_dir)
