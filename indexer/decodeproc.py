@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Callable
 
 from .decode import DecodeStats
 from .encoder import ImagePrep
-from .prefetch import END, FramePrefetch
+from .prefetch import END, FramePrefetch, join_draining
 from .report import StageTimes
 
 
@@ -141,12 +141,7 @@ class ProcessPrefetch:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
-        while self.thread.is_alive():  # unblock a receiver waiting on a full queue
-            try:
-                self.q.get_nowait()
-            except queue.Empty:
-                pass
-            self.thread.join(timeout=0.05)
+        join_draining(self.thread, self.q)  # the receiver may wait on a full queue
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
 

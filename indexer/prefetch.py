@@ -136,12 +136,17 @@ class FramePrefetch:
     def close(self) -> None:
         """Stop the thread (after the last batch, or on an error) and wait for it."""
         self.stop.set()
-        while self.thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                self.q.get_nowait()
-            except queue.Empty:
-                pass
-            self.thread.join(timeout=0.05)
+        join_draining(self.thread, self.q)
+
+
+def join_draining(thread: threading.Thread, q: "queue.Queue[Any]") -> None:
+    """Wait for ``thread``, emptying ``q`` meanwhile (it may be blocked putting into a full queue)."""
+    while thread.is_alive():
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            pass
+        thread.join(timeout=0.05)
 
 
 def decoder_plan() -> tuple[int, int]:
