@@ -526,18 +526,20 @@ def bench_add(store: str, clip: str) -> dict[str, Any]:
                       fps=25.0, width=1920, height=1080, codec="h264", sample_fps=2.0, decoded_frames=750,
                       frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, t // 4) for t in range(60)], vectors=vec,
                       shots=[ShotRecord(a * 2.0, a * 2.0 + 2.0) for a in range(15)], **bg)
-    with Writer(store) as w:
-        t0 = time.perf_counter()
-        w.attach(ModelSpec(meta["model"], meta["pretrained"]), dim)
-        attach_s = time.perf_counter() - t0
-        b0, t0 = _wchar(), time.perf_counter()
-        w.commit([rec])
-        commit_s, written = time.perf_counter() - t0, _wchar() - b0
-        w.remove_videos([rec.path])
-    match = bench_match(store, os.path.abspath(clip))
-    with Writer(store) as w:  # the store as it was (its files keep the removed rows until `archive optimize`)
-        w.attach(ModelSpec(meta["model"], meta["pretrained"]), dim)
-        w.remove_videos([os.path.abspath(clip)])
+    try:
+        with Writer(store) as w:
+            t0 = time.perf_counter()
+            w.attach(ModelSpec(meta["model"], meta["pretrained"]), dim)
+            attach_s = time.perf_counter() - t0
+            b0, t0 = _wchar(), time.perf_counter()
+            w.commit([rec])
+            commit_s, written = time.perf_counter() - t0, _wchar() - b0
+            w.remove_videos([rec.path])
+        match = bench_match(store, os.path.abspath(clip))
+    finally:  # the videos as they were (the files keep the removed rows until `archive optimize`)
+        with Writer(store) as w:
+            w.attach(ModelSpec(meta["model"], meta["pretrained"]), dim)
+            w.remove_videos([os.path.abspath(clip), rec.path])
     return {"mode": "add", "store_frames": before.frames, "store_segments": before.segments, "clip": clip,
             "indexed": rep.get("indexed"), "clip_frames": rep.get("frames"), "index_wall_s": round(wall, 3),
             "index_peak_rss_mb": round(rss, 1), "index_versions_s": rep.get("versions_s"),

@@ -17,6 +17,8 @@ stderr. A child whose parent is gone stops at its next write or when its stdin c
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import pickle
 import queue
@@ -66,15 +68,24 @@ class ProcessPrefetch:
         env = dict(os.environ)  # the child imports this very package, wherever it was imported from
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env["OMP_NUM_THREADS"] = "1"  # TransNetV2 here must not fight the model's threads for the cores
         try:
-            # a session of its own: Ctrl-C in the terminal goes to this process, which stops the child
+            # a session of its own: Ctrl-C in the terminal goes to this process, which stops the child;
+            # started in the package's folder, so no module of the caller's folder shadows one of ours
             self.proc = subprocess.Popen([sys.executable, "-m", "indexer.decodeproc"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, env=env, start_new_session=True)
+                                         stdout=subprocess.PIPE, env=env, cwd=root, start_new_session=True)
             assert self.proc.stdin is not None
-            pickle.dump((self.path, self.prep, self.fps, self.batch_size, self.threads, self.shots), self.proc.stdin,
-                        protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((os.path.abspath(self.path), self.prep, self.fps, self.batch_size, self.threads, self.shots),
+                        self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             self.proc.stdin.flush()
-        except (OSError, ValueError) as exc:  # no child: the caller decodes in a thread instead
+        except Exception as exc:  # noqa: BLE001 - no child: the caller decodes in a thread instead
+            if self.proc is not None:
+                self.proc.kill()
+                self.proc.wait()
+                for pipe in (self.proc.stdin, self.proc.stdout):
+                    with contextlib.suppress(OSError, ValueError):
+                        if pipe is not None:
+                            pipe.close()
             self.proc = None
             self.q.put(DecoderLost(f"the decoding process did not start ({exc})"))
             return self
@@ -91,7 +102,10 @@ class ProcessPrefetch:
                     self._put(body)
                     continue
                 if kind == "end":
-                    self.times, self.shot_of, self.owner, self.thumbs, self.stats, self.tm = body
+                    self.times, self.shot_of, self.owner, self.thumbs, self.stats, tm = body
+                    for f in dataclasses.fields(tm):  # the child's stages; the embedding is counted here
+                        if f.name != "embed":
+                            setattr(self.tm, f.name, getattr(tm, f.name))
                     message = END
                 else:
                     message = body

@@ -301,9 +301,10 @@ class _Runner(Committer):
         ahead, _ = decoder_plan()
         self.todo = list(todo)
         # importing torch holds the GIL for about a second and a half: a decoding thread would mostly
-        # wait for it, a decoding process runs beside it (indexer.decodeproc). Text reading stays in threads.
-        self._early = self.ocr is None and settings.early_decode() == "process"
+        # wait for it, a decoding process runs beside it (indexer.decodeproc). One: a child that meets
+        # a dissolve loads TransNetV2 (torch) too, up to about 0.9 GB. Text reading stays in threads.
         for k in range(min(ahead, len(todo))):
+            self._early = k == 0 and self.ocr is None and settings.early_decode() == "process"
             self._start(k)
         self._early = False
 

@@ -59,7 +59,7 @@ class Scanner:
 
     @property
     def approximate(self) -> bool:
-        """Whether :meth:`fast_scores` ranks from bf16 (large tables) rather than exactly."""
+        """Whether :meth:`fast_scores` ranks from a compact copy (large tables) rather than exactly."""
         return len(self.table) >= settings.bf16_scan_frames()
 
     def _release(self) -> None:
@@ -126,7 +126,9 @@ class Scanner:
         import torch  # noqa: PLC0415
 
         if self._copy is None:
-            self._copy = self._to_int8() if int8_kernel() else ("bf16", self._to_bf16())
+            # (the kernel works on rows of a multiple of 16 values: every open_clip width is one)
+            int8 = self.table.vectors.shape[1] % 16 == 0 and int8_kernel()
+            self._copy = self._to_int8() if int8 else ("bf16", self._to_bf16())
         q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(torch.bfloat16)
         out = np.empty((len(self.table), len(q)), np.float32)
         with torch.inference_mode():

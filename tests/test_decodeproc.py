@@ -108,8 +108,10 @@ def test_a_waiting_model_gets_an_early_batch(encoder) -> None:
     assert len(first[0]) == EARLY_BATCH and len(second[0]) == 32
 
 
-def test_an_index_run_decodes_its_first_videos_in_a_child(tmp_path: Path, clips: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_index_run_decodes_its_first_video_in_a_child(tmp_path: Path, clips: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHIVE_DECODERS", "2")
+    Archive(tmp_path / "warm").index([clips / "tree.avi"])  # the model's exports: later runs decode early
     started = []
     real = ProcessPrefetch.start
     monkeypatch.setattr(ProcessPrefetch, "start", lambda self, on_done=None: started.append(self.path) or real(self, on_done))
@@ -121,7 +123,7 @@ def test_an_index_run_decodes_its_first_videos_in_a_child(tmp_path: Path, clips:
         assert rep.indexed == 2 and rep.ok
         rows.append(a.sql("SELECT v.name, f.ts_s, f.end_s, s.start_s, s.transition FROM frames f "
                           "JOIN videos v USING (video_id) JOIN shots s USING (shot_id) ORDER BY 1, 2").rows)
-    assert sorted(Path(p).name for p in started) == ["Megamind.avi", "tree.avi"]
+    assert [Path(p).name for p in started] == ["Megamind.avi"]  # the first video only; the second in a thread
     assert rows[0] == rows[1] and len(rows[0]) > 30
     from indexer.store import load_frames
 
@@ -182,3 +184,24 @@ def test_ctrl_c_while_the_model_loads_stops_the_run_and_its_children(tmp_path: P
     while not all(gone(k) for k in kids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(gone(k) for k in kids)
+
+
+def test_embedding_time_is_counted_for_a_child_decoded_video(encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from indexer.report import StageTimes
+
+    calls = []
+    real = type(encoder).encode_batch
+
+    def slow(self, batch):  # every model call takes at least 50 ms
+        calls.append(len(batch))
+        time.sleep(0.05)
+        return real(self, batch)
+
+    monkeypatch.setattr(type(encoder), "encode_batch", slow)
+    tm = StageTimes()
+    dec = ProcessPrefetch(str(DATA / "Megamind.avi"), encoder.prep, 2.0, 8, 1, "fast").start()
+    rec = embed_video(str(DATA / "Megamind.avi"), encoder, 2.0, times_out=tm, decoder=dec, shots="fast")
+    assert len(calls) >= 2 and tm.embed >= 0.05 * len(calls) and tm.frames == len(rec.frames)
+    assert tm.decode > 0  # the child's own stages come back too

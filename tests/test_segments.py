@@ -264,7 +264,7 @@ def test_fp16_rows_convert_exactly_whichever_path_converts_them():
     want = np.concatenate([a.astype(np.float32), b])
     for reuse in (False, True):
         got = np.concatenate([blk.copy() for _r0, blk in view.blocks(segmod.FAST_DECODE_ROWS + 7, reuse=reuse)])
-        assert got.dtype == np.float32 and np.array_equal(got, want)
+        assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))  # -0 too
     assert np.array_equal(view[10 : n - 5], want[10 : n - 5]) and np.array_equal(view[[3, n + 2, 1]], want[[3, n + 2, 1]])
     # a reused buffer holds only the block last asked for
     blocks = view.blocks(segmod.FAST_DECODE_ROWS, reuse=True)
