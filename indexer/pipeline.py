@@ -291,7 +291,6 @@ class _Runner(Committer):
         self.started: set[int] = set()
         self._lock = threading.Lock()
         self._prep: ImagePrep | None = None
-        self._early = False  # decoders started now run in a child process (the model is loading)
         self.shots = shots  # the shot detector: fast or transnet
 
     def start_early(self, todo: Sequence[str], prep: ImagePrep) -> None:
@@ -304,9 +303,7 @@ class _Runner(Committer):
         # wait for it, a decoding process runs beside it (indexer.decodeproc). One: a child that meets
         # a dissolve loads TransNetV2 (torch) too, up to about 0.9 GB. Text reading stays in threads.
         for k in range(min(ahead, len(todo))):
-            self._early = k == 0 and self.ocr is None and settings.early_decode() == "process"
-            self._start(k)
-        self._early = False
+            self._start(k, in_child=k == 0 and self.ocr is None and settings.early_decode() == "process")
 
     def close_decoders(self) -> None:
         """Stop every decoder, and start no more."""
@@ -315,14 +312,15 @@ class _Runner(Committer):
         for dec in decs:
             dec.close()
 
-    def _start(self, i: int) -> None:
+    def _start(self, i: int, in_child: bool = False) -> None:
         """Start decoding video ``i``; when it is decoded, start the next one not started, so
-        decoders keep working while the model finishes earlier files."""
+        decoders keep working while the model finishes earlier files; ``in_child``: in a child
+        process (:mod:`indexer.decodeproc`)."""
         ahead, threads = decoder_plan()
         with self._lock:
             if i < len(self.todo) and i not in self.started and self._prep is not None:
                 self.started.add(i)
-                if self._early:
+                if in_child:
                     self.decoders[i] = ProcessPrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads,
                                                        self.shots)
                 else:
