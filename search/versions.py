@@ -369,24 +369,33 @@ def side_of(table: "FrameTable", lo: int, hi: int, vectors: np.ndarray | None = 
     ts, end = table.ts_s[sl], table.end_s[sl]
     vecs = np.asarray(table.vectors.take(table.row[sl]), np.float32) if vectors is None else vectors
     return Side(int(table.video_id[lo]) if hi > lo else -1, ts, end, shot, table.blank[sl], vecs,
-                *_shot_spans(shot, ts, end))
+                *_shot_spans(shot, table.start_s[sl], end))
 
 
-def _shot_spans(shot: np.ndarray, ts: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _shot_spans(shot: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's shot start and end: the start of the time its shot's first sample stands for
+    (the shot's own start, also for a shot entered by a dissolve, whose first sample comes after the
+    dissolve's middle), and the end of its last sample's."""
     if not len(shot):
         return np.zeros(0), np.zeros(0)
     starts = np.flatnonzero(np.concatenate([[True], shot[1:] != shot[:-1]]))
     stops = np.append(starts[1:], len(shot))
     counts = stops - starts
-    return np.repeat(ts[starts], counts), np.repeat(end[stops - 1], counts)
+    return np.repeat(start[starts], counts), np.repeat(end[stops - 1], counts)
 
 
 def make_side(video_id: int, ts: np.ndarray, end: np.ndarray, shot: np.ndarray, blank: np.ndarray,
-              vectors: np.ndarray) -> Side:
-    """A :class:`Side` of samples that are not in a store (a file decoded for one query)."""
+              vectors: np.ndarray, shot_start: np.ndarray | None = None) -> Side:
+    """A :class:`Side` of samples that are not in a store (a file decoded for one query);
+    ``shot_start``: each sample's shot's start (default: its shot's first sample's time)."""
     ts, end, shot = np.asarray(ts, np.float64), np.asarray(end, np.float64), np.asarray(shot, np.int64)
+    start = ts
+    if shot_start is not None:  # as the store has it (FrameTable.start_s): a first sample stands for its shot's start
+        first = np.concatenate([[True], shot[1:] != shot[:-1]]) if len(shot) else np.zeros(0, bool)
+        ss = np.asarray(shot_start, np.float64)
+        start = np.where(first & (ss < ts), ss, ts)
     return Side(video_id, ts, end, shot, np.asarray(blank, bool), np.asarray(vectors, np.float32),
-                *_shot_spans(shot, ts, end))
+                *_shot_spans(shot, start, end))
 
 
 _SEARCHABLE: dict[Any, Any] = {}  # the IVF index with every segment's codes, per store state (one kept)
@@ -653,7 +662,7 @@ def like_video(store_dir: "str | os.PathLike[str]", path: "str | os.PathLike[str
         shots = rec.shots or []
         blank = [bool(shots) and shots[f.shot].kind != "content" for f in rec.frames]
         side = make_side(-1, [f.ts_s for f in rec.frames], [f.end_s for f in rec.frames], [f.shot for f in rec.frames],
-                         blank, rec.vectors)
+                         blank, rec.vectors, [shots[f.shot].start_s if shots else f.ts_s for f in rec.frames])
     found = find(store_dir, [side], basis, videos=videos)
     by_video: dict[int, list[Match]] = {}
     for m in found:

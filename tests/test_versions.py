@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TEST_MODEL, env_for_cli
 from versionads import Shared, make_set, score
 
@@ -287,3 +286,40 @@ def test_new_and_reindexed_videos_are_compared_alone(version_store, tmp_path: Pa
     names = {m["name_a"] for m in a.matches([str(new)])} | {m["name_b"] for m in a.matches([str(new)])}
     assert "film1_master.mp4" in names and not any(n.startswith("film0") for n in names)
     assert a.check().ok
+
+
+def test_cuts_moved_a_few_frames_either_way(tmp_path: Path, encoder) -> None:
+    """A recut moves every cut of the master by up to three frames, trimming some shots and reaching
+    into the takes for others (frames the master does not show); a cut-down trims at its cuts. Every
+    pair of the film is found, with nothing else, and each shared segment's boundaries lie within
+    one sample interval of the truth."""
+    from versionads import HANDLE
+
+    from archive import Archive
+
+    vset = make_set(tmp_path / "videos", families=1, distractors=2, seed=5, kinds=("recut", "cutdown"))
+    by = vset.by_name()
+    master, recut = by["film0_master.mp4"], by["film0_recut.mp4"]
+    added_head = [c for c in recut.cuts if c.first < HANDLE]
+    added_tail = [c for m, c in zip(master.cuts, recut.cuts) if c.first + c.frames > m.first + m.frames]
+    assert added_head and added_tail and any(c.first > HANDLE for c in recut.cuts)  # added and trimmed
+    a = Archive(tmp_path / "store", encoder=encoder)
+    a.index([tmp_path / "videos"], fps=2.0, model=TEST_MODEL, pretrained="none")
+    result = score(vset, _found(a), interval_s=0.5)
+    assert (result["precision"], result["recall"]) == (1.0, 1.0), (result["false_pairs"], result["missed_pairs"])
+    assert result["pairs_true"] == 3
+    assert result["segments_within_one_interval"] == result["segments"], result["worst"]
+    assert result["iou_min"] >= 0.8, result["worst"]
+
+
+def test_a_shot_entered_by_a_dissolve_starts_at_its_own_start() -> None:
+    """A shot entered by a dissolve starts at the dissolve's middle, before its first sample: the
+    alignment places such shots from their start, for a decoded file as for stored samples."""
+    from search.versions import make_side
+
+    ts, end, shot = [0.0, 0.5, 1.3, 1.8], [0.5, 1.1, 1.8, 2.3], [0, 0, 1, 1]
+    vecs = np.eye(4, 8, dtype=np.float32)
+    side = make_side(-1, ts, end, shot, [False] * 4, vecs, shot_start=[0.0, 0.0, 1.1, 1.1])
+    assert side.shot_start.tolist() == [0.0, 0.0, 1.1, 1.1] and side.shot_end.tolist() == [1.1, 1.1, 2.3, 2.3]
+    plain = make_side(-1, ts, end, shot, [False] * 4, vecs)  # without starts: each shot's first sample
+    assert plain.shot_start.tolist() == [0.0, 0.0, 1.3, 1.3]

@@ -8,6 +8,9 @@ versions reuse the master's frames the way real versions do:
 * ``reencode``: every shot, at another size and quality (or another codec);
 * ``letterbox`` / ``pillarbox``: the picture inside black bars of a 4:3 / 16:9 frame;
 * ``cutdown``: some shots dropped, a few frames trimmed at each cut, an end card of its own;
+* ``recut``: every shot, each cut moved by up to ``HANDLE`` frames either way: frames trimmed, or
+  added from the take the master's shot was cut from (with this kind, masters leave ``HANDLE``
+  frames of each take unused before and after their shots);
 * ``reorder``: the shots in another order;
 * ``speed``: the same frames played 4% slower or faster (25 vs 24 fps transfers);
 * ``bumper``: two shots and an end card.
@@ -34,7 +37,9 @@ import numpy as np
 from evalads import GRADES, GradedShot
 from transitions import _Shot, source_segments
 
-BASE_RATE = 25  # the looks' own frame rate: look frame k is the master's k-th frame of that shot
+BASE_RATE = 25  # the looks' own frame rate: look frame k is the k-th frame of that take
+KINDS = ("reencode", "letterbox", "cutdown", "reorder", "speed", "bumper")  # the default versions of a film
+HANDLE = 3  # with a ``recut``: frames of each take before and after the master's shot
 
 
 @dataclass
@@ -87,10 +92,10 @@ class Shared:
 JOIN_S = 0.3  # pieces that continue each other within this on both sides (frames trimmed at a cut) are one
 
 
-def shared(va: Version, vb: Version, min_s: float = 0.5) -> list[Shared]:
+def shared(va: Version, vb: Version, min_s: float = 0.5, join_s: float = JOIN_S) -> list[Shared]:
     """The footage ``va`` and ``vb`` share, as aligned segments (pieces that continue each other
-    on both sides, but for a few frames trimmed at a cut, are one), longest first; pieces shorter
-    than ``min_s`` are left out."""
+    within ``join_s`` on both sides, frames trimmed or added at a cut, are one), longest first;
+    pieces shorter than ``min_s`` are left out."""
     pieces: list[Shared] = []
     for ca, a0, _a1 in va.spans():
         for cb, b0, _b1 in vb.spans():
@@ -105,7 +110,7 @@ def shared(va: Version, vb: Version, min_s: float = 0.5) -> list[Shared]:
     merged: list[Shared] = []
     for p in pieces:
         m = merged[-1] if merged else None
-        if m and -1e-6 <= p.a_start - m.a_end <= JOIN_S and -1e-6 <= p.b_start - m.b_end <= JOIN_S:
+        if m and -1e-6 <= p.a_start - m.a_end <= join_s and -1e-6 <= p.b_start - m.b_end <= join_s:
             m.a_end, m.b_end = p.a_end, p.b_end
         else:
             merged.append(Shared(p.a_start, p.a_end, p.b_start, p.b_end))
@@ -122,13 +127,13 @@ class VersionSet:
     def by_name(self) -> dict[str, Version]:
         return {v.name: v for v in self.versions}
 
-    def pairs(self, min_s: float = 0.5) -> dict[tuple[str, str], list[Shared]]:
-        """Every pair (names sorted) that shares footage, with the segments."""
+    def pairs(self, min_s: float = 0.5, join_s: float = JOIN_S) -> dict[tuple[str, str], list[Shared]]:
+        """Every pair (names sorted) that shares footage, with the segments (see :func:`shared`)."""
         out = {}
         vs = sorted(self.versions, key=lambda v: v.name)
         for i, va in enumerate(vs):
             for vb in vs[i + 1 :]:
-                s = shared(va, vb, min_s)
+                s = shared(va, vb, min_s, join_s)
                 if s:
                     out[(va.name, vb.name)] = s
         return out
@@ -144,12 +149,12 @@ def _bars(size: tuple[int, int], aspect: float) -> tuple[int, int, int, int]:
     return (0, (h - bh) // 2, w, bh)
 
 
-def family(name: str, rng: np.random.Generator, n_shots: int = 6, kinds: Sequence[str] = (
-        "reencode", "letterbox", "cutdown", "reorder", "speed", "bumper"), base_size: tuple[int, int] = (320, 180),
-        shot_s: tuple[float, float] = (1.2, 3.0)) -> list[Version]:
+def family(name: str, rng: np.random.Generator, n_shots: int = 6, kinds: Sequence[str] = KINDS,
+           base_size: tuple[int, int] = (320, 180), shot_s: tuple[float, float] = (1.2, 3.0)) -> list[Version]:
     """A master of ``n_shots`` shots and one version of each of ``kinds``."""
     lengths = [int(round(rng.uniform(*shot_s) * BASE_RATE)) for _ in range(n_shots)]
-    master = [Cut(f"{name}.{k}", 0, n) for k, n in enumerate(lengths)]
+    head = HANDLE if "recut" in kinds else 0  # the take's frames before the master's shot
+    master = [Cut(f"{name}.{k}", head, n) for k, n in enumerate(lengths)]
     out = [Version(f"{name}_master.mp4", name, "master", master, size=base_size)]
     bw, bh = base_size
     for kind in kinds:
@@ -166,18 +171,24 @@ def family(name: str, rng: np.random.Generator, n_shots: int = 6, kinds: Sequenc
             for k in keep:
                 c = master[k]
                 a, b = int(rng.integers(0, 4)), int(rng.integers(0, 4))  # frames trimmed at the cuts
-                v.cuts.append(Cut(c.key, a, c.frames - a - b))
+                v.cuts.append(Cut(c.key, c.first + a, c.frames - a - b))
             v.cuts.append(Cut(f"{name}.end_cutdown", 0, int(1.5 * BASE_RATE)))
         elif kind == "reorder":
             order = rng.permutation(n_shots).tolist()
             while order == list(range(n_shots)):
                 order = rng.permutation(n_shots).tolist()
-            v.cuts = [Cut(master[k].key, 0, master[k].frames) for k in order]
+            v.cuts = [Cut(master[k].key, master[k].first, master[k].frames) for k in order]
+        elif kind == "recut":  # each cut moved: frames trimmed (> 0) or added from the take (< 0)
+            v.cuts = []
+            for c in master:
+                a, b = int(rng.integers(-HANDLE, HANDLE + 1)), int(rng.integers(-HANDLE, HANDLE + 1))
+                v.cuts.append(Cut(c.key, c.first + a, c.frames - a - b))
         elif kind == "speed":
             v.rate = 24 if rng.random() < 0.5 else 26
         elif kind == "bumper":
             k = int(rng.integers(0, n_shots - 1))
-            v.cuts = [Cut(master[k].key, 0, master[k].frames), Cut(master[k + 1].key, 0, master[k + 1].frames),
+            v.cuts = [Cut(master[k].key, master[k].first, master[k].frames),
+                      Cut(master[k + 1].key, master[k + 1].first, master[k + 1].frames),
                       Cut(f"{name}.end_bumper", 0, int(1.2 * BASE_RATE))]
         out.append(v)
     return out
@@ -255,7 +266,7 @@ def write(folder: str | Path, versions: Sequence[Version], seed: int = 0,
 
 
 def make_set(folder: str | Path, families: int = 3, distractors: int = 4, seed: int = 0,
-             kinds: Sequence[str] = ("reencode", "letterbox", "cutdown", "reorder", "speed", "bumper"),
+             kinds: Sequence[str] = KINDS,
              n_shots: int = 6, size: tuple[int, int] = (320, 180)) -> VersionSet:
     """``families`` films with a version of each of ``kinds``, and ``distractors`` unrelated films."""
     rng = np.random.default_rng(seed)
@@ -293,8 +304,10 @@ def score(vset: VersionSet, found: dict[tuple[str, str], list[Shared]], interval
           min_s: float = 0.5) -> dict[str, object]:
     """Pair precision and recall, the temporal IoU of shared footage (per pair, both sides), and
     how far found segment boundaries lie from the truth's (each truth segment against the found
-    segment that overlaps it most), in seconds and in sample intervals."""
-    truth = vset.pairs(min_s)
+    segment that overlaps it most), in seconds and in sample intervals. Truth pieces that continue
+    each other within one sample interval on both sides (a cut moved by a few frames in one
+    version and the other way in another) are one segment: boundaries are promised to an interval."""
+    truth = vset.pairs(min_s, max(JOIN_S, interval_s))
     tp = sorted(set(truth) & set(found))
     fp = sorted(set(found) - set(truth))
     fn = sorted(set(truth) - set(found))
@@ -333,9 +346,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval", action="store_true", help="index the set and score `archive versions` against the truth")
     ap.add_argument("--fps", type=float, default=2.0)
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help=f"versions of each film, comma-separated, of: {', '.join(KINDS + ('recut',))}")
     args = ap.parse_args(argv)
     folder = Path(args.folder)
-    vset = make_set(folder / "videos", args.families, args.distractors, args.seed)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(KINDS + ("recut",)))
+    if unknown:
+        ap.error(f"unknown version kind(s): {', '.join(unknown)}")
+    vset = make_set(folder / "videos", args.families, args.distractors, args.seed, kinds=kinds)
     print(f"wrote {len(vset.versions)} videos into {folder / 'videos'}")
     if not args.eval:
         return
