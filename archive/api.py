@@ -387,15 +387,17 @@ class Archive:
         folders again to re-embed them)."""
         return check_store(self.store, repair=repair)
 
-    def optimize(self, ivf: bool = False, progress: Any = None) -> MergeReport:
+    def optimize(self, ivf: bool = False, progress: Any = None, retrain: bool = False) -> MergeReport:
         """Merge the vector segments into as few as possible, drop dead rows (replaced and removed
-        videos) and rewrite fp32 segments as fp16. ``ivf`` trains an IVF index that large-archive
-        queries then rank candidates with (see the README's "Scaling out"); an existing one is
-        retrained once the archive has grown 4 times past it. Searches keep working meanwhile."""
+        videos) and rewrite fp32 segments as fp16. ``ivf`` has large-archive queries rank candidates
+        through an IVF index (see the README's "Scaling out"): the one an index run trained for
+        matching versions when it fits the archive's size, else a new one (``retrain``: always a
+        new one); an existing one is retrained once the archive has grown 4 times past it.
+        Searches keep working meanwhile."""
         read_meta(self.store)  # StoreNotFound before taking the lock
         with Writer(self.store) as w:
             w.attach_existing()
-            return w.optimize(train=True if ivf else None, progress=progress)
+            return w.optimize(train=True if ivf or retrain else None, progress=progress, retrain=retrain)
 
     def prune(self, dry_run: bool = False) -> list[str]:
         """Remove indexed videos whose files are gone; returns their paths."""

@@ -543,17 +543,20 @@ def check(
 
 @app.command()
 def optimize(
-    ivf: bool = typer.Option(False, "--ivf", help="Train an IVF index (FAISS IVF,PQ) that queries in archives "
-                             "of ARCHIVE_IVF_FRAMES frames or more rank candidates with (see README, Scaling out)."),
+    ivf: bool = typer.Option(False, "--ivf", help="Have queries in archives of ARCHIVE_IVF_FRAMES frames or more "
+                             "rank candidates through an IVF index (FAISS IVF,PQ; see README, Scaling out): the one "
+                             "an index run trained for matching versions when it fits the archive, else a new one."),
+    retrain: bool = typer.Option(False, "--retrain", help="With --ivf: train a new IVF index even when the existing "
+                                 "one fits."),
     as_json: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Merge the vector segments into few large fp16 ones, drop the vectors of replaced or removed videos,
-    and (--ivf) train the IVF index of a large archive."""
+    and (--ivf) let queries of a large archive use its IVF index."""
     from .render import print_optimize  # noqa: PLC0415
 
     arch = _archive(store)
-    print_optimize(_call(lambda: arch.optimize(ivf=ivf)), as_json)
+    print_optimize(_call(lambda: arch.optimize(ivf=ivf, retrain=retrain)), as_json)
 
 
 @app.command()

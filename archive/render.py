@@ -458,7 +458,7 @@ def print_check(rep: Any, as_json: bool) -> None:
 def print_optimize(rep: Any, as_json: bool) -> None:
     d = {"merged": rep.merged, "written": rep.written, "rows_copied": rep.rows_copied,
          "dead_dropped": rep.dead_dropped, "ivf": rep.ivf, "ivf_trained_on": rep.ivf_trained_on,
-         "train_s": rep.train_s, "encoded": rep.encoded, "encode_s": rep.encode_s}
+         "train_s": rep.train_s, "encoded": rep.encoded, "encode_s": rep.encode_s, "ivf_kept": rep.ivf_kept}
     if as_json:
         print(dumps(d))
         return
@@ -471,5 +471,10 @@ def print_optimize(rep: Any, as_json: bool) -> None:
     if rep.ivf:
         err.print(f"trained the IVF index {rep.ivf} on {rep.ivf_trained_on:,} vectors in {rep.train_s} s; "
                   f"encoded {rep.encoded:,} vectors in {rep.encode_s} s.", highlight=False)
+    elif rep.ivf_kept:
+        err.print(f"queries rank candidates through the existing IVF index {rep.ivf_kept} (it fits the archive; "
+                  f"`--retrain` trains a new one)"
+                  + (f"; gave {rep.encoded:,} vectors their codes in {rep.encode_s} s." if rep.encoded else "."),
+                  highlight=False)
     elif rep.encoded:
         err.print(f"gave {rep.encoded:,} vectors their IVF codes in {rep.encode_s} s.", highlight=False)

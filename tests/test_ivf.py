@@ -241,7 +241,22 @@ def test_an_index_run_that_grows_the_archive_large_trains_its_ivf_index_once(big
     info = store_info(big)
     assert info.ivf["vectors_with_codes"] == info.frames
 
-    Archive(big).optimize(ivf=True)
+    with read_connection(big) as con:
+        trained = con.execute("SELECT ivf_id, file FROM vector_ivf").fetchall()
+    rep = Archive(big).optimize(ivf=True)  # that index fits the archive: kept, not trained again
+    assert rep.ivf is None and rep.ivf_kept == info.ivf["factory"] and rep.train_s is None
+    with read_connection(big) as con:
+        assert con.execute("SELECT ivf_id, file FROM vector_ivf").fetchall() == trained
     info = store_info(big)
     assert not info.ivf["matching_only"] and info.query_index.startswith("IVF index")
     assert load_frames(big).ivf is not None
+    assert check_store(big).ok
+
+    rep = Archive(big).optimize(ivf=True, retrain=True)  # asked for: a new one
+    assert rep.ivf == info.ivf["factory"] and rep.encoded == info.frames
+    with read_connection(big) as con:
+        [(new_id, _file)] = con.execute("SELECT ivf_id, file FROM vector_ivf").fetchall()
+    assert new_id > trained[0][0]
+    info = store_info(big)
+    assert not info.ivf["matching_only"] and info.ivf["vectors_with_codes"] == info.frames
+    assert check_store(big).ok

@@ -211,6 +211,7 @@ class MergeReport:
     rows_copied: int = 0  # live vector rows copied into them
     dead_dropped: int = 0  # dead rows (replaced or removed videos) left behind
     ivf: str | None = None  # the IVF index trained now (FAISS factory string), if any
+    ivf_kept: str | None = None  # the IVF index queries were opted in to as it was (not trained again)
     ivf_trained_on: int = 0  # vectors in its training sample
     train_s: float | None = None
     encoded: int = 0  # vectors given IVF codes

@@ -560,12 +560,13 @@ class Writer:
             rep.add(run, self.merge(run))
 
     def optimize(self, max_vectors: int = segments.OPTIMIZE_MAX_VECTORS, train: bool | None = None,
-                 progress: Any = None) -> MergeReport:
+                 progress: Any = None, retrain: bool = False) -> MergeReport:
         """Merge consecutive segments into as few as possible (each up to ``max_vectors``), drop
-        every dead row and rewrite fp32 segments as fp16. ``train`` True trains the IVF index (a
-        new one); None retrains one that exists when the archive has grown ``IVF_RETRAIN_GROWTH``
-        times past the one it was trained on, and gives every segment its codes; False never trains.
-        ``progress(done, total, what)`` is called as vectors are encoded."""
+        every dead row and rewrite fp32 segments as fp16. ``train`` True makes queries rank through
+        an IVF index: the existing one when it fits the archive (:meth:`_ivf_fits`; ``retrain``
+        True: never), else a new one; None retrains one that exists when the archive has grown
+        ``IVF_RETRAIN_GROWTH`` times past the one it was trained on, and gives every segment its
+        codes; False never trains. ``progress(done, total, what)`` is called as vectors are encoded."""
         from .. import settings  # noqa: PLC0415
 
         with self._catalog() as con:
@@ -580,6 +581,14 @@ class Writer:
         asked = bool(train)  # trained because the caller asked (not for growth)
         if train is None:
             train = cur is not None and n_live > settings.IVF_RETRAIN_GROWTH * max(1, cur.archive_vectors)
+        elif train and not retrain and cur is not None and self._ivf_fits(cur, n_live):
+            # the index an index run trained (for matching versions) is the one a training now would
+            # make: queries are opted in to it as it is, and rows without codes get theirs
+            self._encode_missing(refs, rep, progress)
+            with self._catalog() as con, transaction(con):
+                con.execute("DELETE FROM meta WHERE key = ?", [ivfmod.MATCHING_ONLY_KEY])
+            rep.ivf_kept = cur.factory
+            return rep
         if train and n_live:
             # `archive optimize --ivf`: queries of large archives may rank through it too; a
             # retraining for growth keeps whatever the index served
@@ -587,6 +596,13 @@ class Writer:
         elif self._ivf_ref is not None:
             self._encode_missing(refs, rep, progress)
         return rep
+
+    @staticmethod
+    def _ivf_fits(ref: ivfmod.IvfRef, n_live: int) -> bool:
+        """Whether ``ref`` is the index a training now would make: the same number of lists, and
+        the archive has not doubled since (nor shrunk to half)."""
+        want = min(ivfmod.shape_for(n_live, 8)[0], max(1, n_live // ivfmod.TRAIN_PER_LIST))  # as _train_ivf
+        return want == ref.nlist and 0.5 * ref.archive_vectors <= n_live <= 2 * ref.archive_vectors
 
     def train_ivf(self, progress: Any = None) -> MergeReport:
         """Train a new IVF index and give every segment its codes, merging nothing (what an index
