@@ -90,15 +90,21 @@ def register(con: Any, ref: IvfRef) -> None:
                  ref.archive_vectors, ref.train_s, now()])
 
 
-def shape_for(n_vectors: int, dim: int) -> tuple[int, int]:
-    """``(nlist, m)`` for an archive of ``n_vectors``: about sqrt(N) lists (a power of two, 256 to
-    16,384), and PQ codes of one byte per 8 dimensions."""
+def lists_for(n_vectors: int) -> int:
+    """How many lists a training for an archive of ``n_vectors`` makes: about sqrt(N), a power of
+    two from 256 to 16,384, and no more than its ``TRAIN_PER_LIST`` training vectors a list allow."""
     nlist = 2 ** round(math.log2(max(1.0, math.sqrt(n_vectors))))
     nlist = int(min(16384, max(256, nlist)))
+    return min(nlist, max(1, n_vectors // TRAIN_PER_LIST))
+
+
+def shape_for(n_vectors: int, dim: int) -> tuple[int, int]:
+    """``(nlist, m)`` for an archive of ``n_vectors``: :func:`lists_for` lists, and PQ codes of one
+    byte per 8 dimensions."""
     m = max(1, dim // 8)
     while dim % m:
         m -= 1
-    return nlist, m
+    return lists_for(n_vectors), m
 
 
 class IvfCodec:

@@ -601,8 +601,7 @@ class Writer:
     def _ivf_fits(ref: ivfmod.IvfRef, n_live: int) -> bool:
         """Whether ``ref`` is the index a training now would make: the same number of lists, and
         the archive has not doubled since (nor shrunk to half)."""
-        want = min(ivfmod.shape_for(n_live, 8)[0], max(1, n_live // ivfmod.TRAIN_PER_LIST))  # as _train_ivf
-        return want == ref.nlist and 0.5 * ref.archive_vectors <= n_live <= 2 * ref.archive_vectors
+        return ivfmod.lists_for(n_live) == ref.nlist and 0.5 * ref.archive_vectors <= n_live <= 2 * ref.archive_vectors
 
     def train_ivf(self, progress: Any = None) -> MergeReport:
         """Train a new IVF index and give every segment its codes, merging nothing (what an index
