@@ -272,3 +272,43 @@ def test_fp16_rows_convert_exactly_whichever_path_converts_them():
     kept = first.copy()
     _r1, second = next(blocks)
     assert np.shares_memory(first, second) and not np.array_equal(first, kept)
+
+
+def _advised_random(addr):
+    """Whether the mapping holding ``addr`` is advised for random reads (``rr`` in its VmFlags)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0] if line else ""
+        if "-" in head and ":" not in head:
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= addr < hi
+        elif inside and line.startswith("VmFlags:"):
+            return "rr" in line.split()[1:]
+    raise AssertionError("mapping not found")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the mapping's flags from /proc/self/smaps")
+def test_scattered_rows_are_read_without_read_around(tmp_path):
+    # a large archive's query reads a few thousand rows spread over gigabytes of mapped vectors; a
+    # fault there must read its page, not the device's read-ahead window around it (8 MB per fault
+    # on some disks: gigabytes per cold query). Contiguous reads keep the read-ahead.
+    build(tmp_path, 40, 10)
+    [path] = sorted((tmp_path / "vectors").glob("seg-*.faiss"))[:1]
+    _ids, vecs, owner = vecfile.map_file(path)
+    addr = vecs.__array_interface__["data"][0]
+    seen = []
+
+    class Probe(np.ndarray):
+        def __getitem__(self, key):
+            seen.append(_advised_random(addr))
+            return np.asarray(self)[key]
+
+    view = segmod.VectorView([vecs.view(Probe)], [owner], DIM)
+    n = len(vecs)
+    assert not _advised_random(addr)
+    got = view.take(np.array([n - 1, 3, n // 2]))  # far apart
+    assert seen == [True] and not _advised_random(addr)  # advised while reading, the default again after
+    assert np.array_equal(got, np.asarray(vecs)[[n - 1, 3, n // 2]].astype(np.float32))
+    seen.clear()
+    view.take(np.arange(10, 30))  # a run of neighbours
+    assert seen == [False]

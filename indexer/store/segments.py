@@ -298,7 +298,13 @@ class VectorView:
         seg = np.searchsorted(self.offsets, rows, side="right") - 1
         for k in np.unique(seg):
             sel = np.flatnonzero(seg == k)
-            out[sel] = self.parts[k][rows[sel] - self.offsets[k]]
+            local = rows[sel] - self.offsets[k]
+            # rows far apart are read page by page: a fault in a mapped file otherwise reads the
+            # device's whole read-ahead window around it (8 MB on some disks), so a few thousand
+            # scattered rows (a large archive's candidates) would read gigabytes from a cold cache
+            scattered = len(local) * SCATTERED_GAP_ROWS < int(local.max()) - int(local.min()) + 1
+            with vecfile.random_access(self.owners[k], scattered):
+                out[sel] = self.parts[k][local]
         return out
 
     def blocks(self, step: int, reuse: bool = False) -> Iterator[tuple[int, np.ndarray]]:
@@ -317,6 +323,7 @@ class VectorView:
             vecfile.release_pages(owner)
 
 
+SCATTERED_GAP_ROWS = 16  # rows wanted further apart than this on average are read without read-around
 FAST_DECODE_ROWS = 4096  # fp16 blocks of at least this many rows are converted by FAISS
 _FP16: dict[int, Any] = {}  # FAISS's fp16 scalar quantizer, per dimension
 

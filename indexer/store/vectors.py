@@ -6,8 +6,9 @@ costs nothing up front; :mod:`.segments` writes them.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -105,3 +106,20 @@ def release_pages(owner: Any) -> None:
 
     if isinstance(owner, mmap.mmap) and hasattr(owner, "madvise"):
         owner.madvise(mmap.MADV_DONTNEED)
+
+
+@contextlib.contextmanager
+def random_access(owner: Any, scattered: bool = True) -> Iterator[None]:
+    """While inside, faults in a mapped vector file read only the page they touch (``MADV_RANDOM``),
+    not the read-ahead window around it; afterwards the default again. A no-op when ``scattered``
+    is False or for anything but an ``mmap``."""
+    import mmap  # noqa: PLC0415
+
+    advise = scattered and isinstance(owner, mmap.mmap) and hasattr(mmap, "MADV_RANDOM")
+    if advise:
+        owner.madvise(mmap.MADV_RANDOM)
+    try:
+        yield
+    finally:
+        if advise:
+            owner.madvise(mmap.MADV_NORMAL)
