@@ -125,16 +125,17 @@ class IvfRanker:
             score = exact[np.searchsorted(every, pos), j].astype(np.float64)
             keep = ~t.blank[pos]
             pos, score = pos[keep], score[keep]
-            if texts[j] and bg_lse is not None:
-                score = presence.LOGIT_SCALE * score - bg_lse[pos]
+            text = bool(texts[j]) and bg_lse is not None
+            z = presence.LOGIT_SCALE * score - bg_lse[pos] if text else score
+            # the videos best first as the read path orders them (search.query._order): by the
+            # rule's logit, then by raw score
             g = self.group[pos]
-            best: dict[int, float] = {}
-            for gi, sc in zip(g[np.argsort(-score, kind="stable")], np.sort(score)[::-1]):
-                if gi not in best:
-                    best[int(gi)] = float(sc)
-                    if len(best) >= videos:
-                        break
-            groups.update(best)
+            vids, inv = np.unique(g, return_inverse=True)
+            best_z = np.full(len(vids), -np.inf)
+            best_raw = np.full(len(vids), -np.inf)
+            np.maximum.at(best_z, inv, z)
+            np.maximum.at(best_raw, inv, score)
+            groups.update(int(v) for v in vids[np.lexsort((-best_raw, -best_z))[:videos]])
         if not groups:
             return np.zeros(0, np.int64)
         gs = np.array(sorted(groups), np.int64)

@@ -170,7 +170,10 @@ def _order(col: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, blank: np.nda
 
     One vectorised pass: a video's best shot-level strength is its best non-blank frame's
     strength, and the text rule's probability rises with ``100 * score - background``, so the
-    maximum is taken before the probability.
+    maximum is taken before the probability. Strengths are compared by that logit, not by the
+    probability: a probability of a strong match rounds to 1.0, and ties there would otherwise be
+    broken by the raw score, an order the IVF index's candidates (which follow the logit) do not
+    know (:mod:`.candidates`).
     """
     if not len(starts):
         return np.zeros(0, np.int64)
@@ -182,7 +185,7 @@ def _order(col: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, blank: np.nda
     best_st = np.where(np.isneginf(best_z), -np.inf, best_st)
     best_raw = np.maximum.reduceat(col, starts)
     hits = (best_st >= rule.enter).astype(np.int8)
-    return np.lexsort((-best_raw, -np.nan_to_num(best_st, neginf=-1e9), -hits))
+    return np.lexsort((-best_raw, -np.nan_to_num(best_z, neginf=-1e9), -hits))
 
 
 Exact = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray | None]"]

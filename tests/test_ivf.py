@@ -21,6 +21,7 @@ from conftest import TEST_MODEL, env_for_cli
 
 from archive import Archive
 from archive.bench import build_synthetic
+from indexer import settings
 from indexer.errors import StoreError
 from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, check_store, load_frames, store_info
 from indexer.store import segments as segmod
@@ -260,3 +261,37 @@ def test_an_index_run_that_grows_the_archive_large_trains_its_ivf_index_once(big
     info = store_info(big)
     assert not info.ivf["matching_only"] and info.ivf["vectors_with_codes"] == info.frames
     assert check_store(big).ok
+
+
+def test_candidates_follow_the_read_paths_order_where_strong_matches_saturate(big, encoder, monkeypatch):
+    # The text rule's probability of a strong match rounds to 1.0; the read path then still orders
+    # videos by the rule's logit (not by raw cosine among the ties), which is what the index's
+    # candidates follow: the exact best videos are always among them.
+    from search import presence
+    from search.query import _bounds, _order, rules_for
+
+    Archive(big, encoder=encoder).optimize(ivf=True)
+    monkeypatch.setenv("ARCHIVE_IVF_NPROBE", "256")  # every list: only the ordering is under test
+    s = Searcher(big, encoder=encoder)
+    scanner = s.scanner(None)
+    ranker = s.ivf_ranker(scanner)
+    t = scanner.table
+    x = np.asarray(t.vectors.take(t.row), np.float64)
+    rng = np.random.default_rng(3)
+    q = _unit(x[0] + 0.3 * _unit(rng.standard_normal(x.shape[1])))
+    w = 0.6 * _unit(rng.standard_normal(x.shape[1]))
+    bg = 100.0 * (x @ w) - 60.0  # a background term linear in the vectors: logit = 100 x.(q - w) + 60
+    raw = x @ q
+    starts, _stops = _bounds(t.video_id)
+    [rule] = rules_for(["text"], t)
+    top = 10
+    want = _order(raw, bg, rule, t.blank, starts)[:top]
+    z_best = np.maximum.reduceat(np.where(t.blank, -np.inf, 100 * raw - bg), starts)
+    p_best = presence.text_probability(z_best, 0.0, 1.0)
+    assert (p_best[want] == 1.0).all()  # saturated: every one of them has probability 1.0 ...
+    by_raw = np.lexsort((-np.maximum.reduceat(raw, starts), -p_best))[:top]
+    assert set(want) != set(by_raw)  # ... and ties broken by raw cosine would pick other videos
+    cand = ranker.candidates(q[None, :].astype(np.float32), [True], bg, settings.ivf_candidate_videos(top),
+                             scanner.scores_at)
+    got = set(np.unique(ranker.group[cand]).tolist())
+    assert set(want.tolist()) <= got
