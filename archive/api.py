@@ -26,7 +26,7 @@ from indexer.report import Progress
 from indexer.rayrun import RayOptions
 from indexer.store import (
     CheckReport, LabelCalibration, MergeReport, StoreInfo, Writer, check_store, has_catalog, match_rows, prune, read_labels,
-    read_meta, store_info, store_spec, unmatched_videos,
+    read_meta, shared_reads, store_info, store_spec, unmatched_videos,
 )
 from search import evaluate as evaluate_mod
 from search import labels as labels_mod
@@ -189,15 +189,16 @@ class Archive:
         every one) with the archive, and commit their matches (:mod:`search.versions`)."""
         import time  # noqa: PLC0415
 
-        todo = unmatched_videos(self.store)
-        if not todo:
-            return
         t0 = time.perf_counter()
-        if progress is not None:
-            progress(Progress("versions", frames=len(todo)))
-        step = None if progress is None else (
-            lambda done, total: progress(Progress("versions", frames=total, done=float(done))))
-        basis, new, found = versions_mod.compare(self.store, todo, progress=step)
+        with shared_reads(self.store):  # one catalog connection for the reads below
+            todo = unmatched_videos(self.store)
+            if not todo:
+                return
+            if progress is not None:
+                progress(Progress("versions", frames=len(todo)))
+            step = None if progress is None else (
+                lambda done, total: progress(Progress("versions", frames=total, done=float(done))))
+            basis, new, found = versions_mod.compare(self.store, todo, progress=step)
         rows = [(m.video_a, m.video_b, m.a_start_s, m.a_end_s, m.b_start_s, m.b_end_s, m.score, m.samples) for m in found]
         with Writer(self.store) as w:
             if new:

@@ -323,3 +323,26 @@ def test_a_shot_entered_by_a_dissolve_starts_at_its_own_start() -> None:
     assert side.shot_start.tolist() == [0.0, 0.0, 1.1, 1.1] and side.shot_end.tolist() == [1.1, 1.1, 2.3, 2.3]
     plain = make_side(-1, ts, end, shot, [False] * 4, vecs)  # without starts: each shot's first sample
     assert plain.shot_start.tolist() == [0.0, 0.0, 1.3, 1.3]
+
+
+def test_comparing_reads_the_catalog_through_one_connection(version_store, monkeypatch) -> None:
+    """An add compares its videos with the archive inside shared_reads: the catalog is opened and
+    checked once, not once per read (about 20 ms each), with the same matches."""
+    from indexer.store import read_connection, reader, shared_reads, unmatched_videos
+    from search import versions
+
+    d, _vset, _a, _r = version_store
+    store = d / "store"
+    with read_connection(store) as con:
+        ids = [int(r[0]) for r in con.execute("SELECT video_id FROM videos ORDER BY video_id LIMIT 2").fetchall()]
+    opened = []
+    real = reader.connect
+    monkeypatch.setattr(reader, "connect", lambda *args, **kw: opened.append(args) or real(*args, **kw))
+    with shared_reads(store):
+        assert unmatched_videos(store) == []
+        _b, _n, shared = versions.compare(store, ids)
+    assert len(opened) == 1
+    opened.clear()
+    _b, _n, alone = versions.compare(store, ids)
+    assert len(opened) >= 4  # what each read costs without it
+    assert shared == alone and shared

@@ -40,6 +40,7 @@ from .reader import (
     read_match_basis,
     read_meta,
     read_thumbnail,
+    shared_reads,
     store_info,
     store_spec,
     thumbs_todo,
@@ -77,6 +78,6 @@ __all__ = [
     "SegmentRef", "SegmentRow", "ShotRecord", "StoreInfo", "ThumbTodo", "VectorView", "VideoLabelRow", "VideoRecord",
     "VideoRef", "Writer",
     "check_store", "has_catalog", "indexed_paths", "known_files", "label_stats", "list_videos", "load_frames", "match_rows", "ocr_lines", "ocr_row", "ocr_todo", "ocr_unread", "prune",
-    "read_connection", "read_labels", "read_match_basis", "read_meta", "read_thumbnail", "store_info", "store_spec", "thumbs_todo",
+    "read_connection", "read_labels", "read_match_basis", "read_meta", "read_thumbnail", "shared_reads", "store_info", "store_spec", "thumbs_todo",
     "unmatched_videos", "vector_layer", "version_rows", "video_detail", "frame_videos", "common_sample_fps", "ivf_layer", "video_path", "video_refs",
 ]
