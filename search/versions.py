@@ -21,8 +21,10 @@ new video (or a file given to ``archive search --like-video``):
    looked for: dropped shots split a segment, reordered shots give segments of their own, and a
    held shot matches once.
 3. **Pairs.** A pair is matched only when one of its segments rests on ``MIN_RUN`` samples of each
-   video at the match level and averages it; weaker segments (motion-heavy shots) count only
-   beside such a one.
+   video at the match level and averages it, and does not line up two still pictures (a run
+   whose consecutive samples are closer than half the way from the match level to 1 in both
+   videos: two stills match at any offset, so they show no footage in order); weaker segments
+   (motion-heavy shots, stills) count only beside such a one.
 
 The match level is the archive's own "same footage" distance: ``1 - MATCH_SPREAD * d``, where
 ``d`` is the median distance (``1 - cosine``) between consecutive samples of one shot, measured once
@@ -60,6 +62,7 @@ LEVEL_FALLBACK = 0.95  # when the archive has too few samples to measure it
 MIN_PAIRS = 20  # consecutive same-shot pairs needed to measure the level
 MIN_RUN = 2  # samples on a line for a segment
 BRIDGE_S = 2.0  # samples on one line this far apart (or closer) are one segment
+STILL = 0.5  # consecutive samples closer than half the way from the match level to 1: a still picture
 JOIN = 1.25  # segments that continue each other within 1.25 sample intervals on both sides are one
 SPEEDS = np.round(np.arange(0.96, 1.0401, 0.01), 4)  # speed ratios tried (B's time per A's time)
 
@@ -207,10 +210,12 @@ def _lines(ta: np.ndarray, tb: np.ndarray, ii: np.ndarray, jj: np.ndarray, tol: 
     return best
 
 
-def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None = None) -> list[Match]:
+def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None = None,
+          white: tuple[np.ndarray, np.ndarray] | None = None) -> list[Match]:
     """Aligned shared segments of two videos from their samples' cosine matrix (see the module
     docstring): lines are found through cells at or above ``level``, and followed through cells at
-    or above ``stay`` (default: twice as far from 1 as ``level``)."""
+    or above ``stay`` (default: twice as far from 1 as ``level``). ``white``: both videos' whitened
+    vectors (those ``sims`` was made of), for the check that a firm segment is not two stills."""
     interval = max(1e-3, min(a.interval_s, b.interval_s))
     tol = 0.75 * interval
     stay = 1.0 - 2.0 * (1.0 - level) if stay is None else stay
@@ -246,7 +251,8 @@ def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None =
             placed = _pieces(a, b, ri, rj, s, sims, level, stay, interval, tol)
             strong_cells = strong_m[ri, rj]
             firm = firm or (len(np.unique(ri[strong_cells])) >= MIN_RUN and len(np.unique(rj[strong_cells])) >= MIN_RUN
-                            and any(m.score >= level for m in placed))
+                            and any(m.score >= level for m in placed)
+                            and (white is None or not _two_stills(white, ri, rj, level)))
             for m in placed:  # take the shot pairs placed out of play (a held shot matches once)
                 ia = (a.ts_s >= m.a_start_s - 1e-6) & (a.ts_s < m.a_end_s - 1e-6)
                 jb = (b.ts_s >= m.b_start_s - 1e-6) & (b.ts_s < m.b_end_s - 1e-6)
@@ -259,6 +265,22 @@ def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None =
     # weaker segments (a single sample at the match level, or a lower average: motion-heavy shots)
     # count only beside a firm one, never alone: footage that only looks alike stays apart
     return _merge(out, interval) if firm else []
+
+
+def _two_stills(white: tuple[np.ndarray, np.ndarray], ri: np.ndarray, rj: np.ndarray, level: float) -> bool:
+    """Whether a run lines up two still pictures: in both videos its consecutive samples are far
+    closer to each other than motion inside a shot moves them (``STILL`` of the way from the
+    match level to 1). Two stills match at any offset, so their line says nothing of shared
+    footage in order; a still end card and a near-still shot of another film in the same colours
+    are alike to a model that sees colour layout."""
+    wa, wb = white
+    ua, ub = np.unique(ri), np.unique(rj)
+    if len(ua) < 2 or len(ub) < 2:
+        return False
+    sa = float(np.median(np.sum(wa[ua[1:]] * wa[ua[:-1]], axis=1)))
+    sb = float(np.median(np.sum(wb[ub[1:]] * wb[ub[:-1]], axis=1)))
+    still = 1.0 - STILL * (1.0 - level)
+    return sa >= still and sb >= still
 
 
 def _runs(li: np.ndarray, lj: np.ndarray, a: Side, b: Side, s: float, c: float, tol: float) -> list[np.ndarray]:
@@ -484,7 +506,7 @@ def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basi
             b = side_of(table, *at[v])
             if v not in white:
                 white[v] = basis.whiten(b.vectors)
-            out += align(a, b, wa @ white[v].T, basis.level)
+            out += align(a, b, wa @ white[v].T, basis.level, white=(wa, white[v]))
     return out
 
 

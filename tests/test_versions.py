@@ -346,3 +346,36 @@ def test_comparing_reads_the_catalog_through_one_connection(version_store, monke
     _b, _n, alone = versions.compare(store, ids)
     assert len(opened) >= 4  # what each read costs without it
     assert shared == alone and shared
+
+
+def test_two_stills_alike_are_not_shared_footage_a_moving_shot_is() -> None:
+    """Two stills that match (an end card, a near-still shot of another film in its colours) match
+    at any offset: no pair rests on them alone. The same footage moving is a pair."""
+    from search.versions import STILL, align, make_side
+
+    rng = np.random.default_rng(4)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+    n, dim, level = 6, 64, 0.9
+    ts = np.arange(n) * 0.5
+    still = unit(rng.standard_normal(dim))
+    a_still = unit(still + 0.01 * rng.standard_normal((n, dim)))  # consecutive cosine about 0.99
+    b_still = unit(still + 0.2 * unit(rng.standard_normal(dim)) + 0.01 * rng.standard_normal((n, dim)))
+    path = unit(np.cumsum(0.45 * unit(rng.standard_normal((n, dim))), axis=0) + still)  # a moving shot
+    b_move = unit(path + 0.03 * rng.standard_normal((n, dim)))  # the same footage, re-encoded
+
+    def side(vid, v):
+        return make_side(vid, ts, ts + 0.5, np.zeros(n, np.int64), np.zeros(n, bool), v)
+
+    a, b = side(1, a_still), side(2, b_still)
+    sims = a_still @ b_still.T
+    assert (sims > level).all()  # every sample of one matches every sample of the other
+    assert align(a, b, sims, level)  # without the vectors' own steps, a line of matches ...
+    assert align(a, b, sims, level, white=(a_still, b_still)) == []  # ... but two stills
+    m, mb = side(3, path), side(4, b_move)
+    sims = path @ b_move.T
+    assert np.median(np.sum(path[1:] * path[:-1], axis=1)) < 1 - STILL * (1 - level)  # it moves more than a still
+    [seg] = align(m, mb, sims, level, white=(path, b_move))
+    assert (seg.a_start_s, seg.a_end_s, seg.b_start_s, seg.b_end_s) == (0.0, 3.0, 0.0, 3.0)
