@@ -312,3 +312,6 @@ def test_scattered_rows_are_read_without_read_around(tmp_path):
     seen.clear()
     view.take(np.arange(10, 30))  # a run of neighbours
     assert seen == [False]
+    seen.clear()
+    view.take(np.array([n - 1, 3]), read_around=True)  # the caller's choice wins
+    assert seen == [False]

@@ -346,6 +346,16 @@ def test_comparing_reads_the_catalog_through_one_connection(version_store, monke
     _b, _n, alone = versions.compare(store, ids)
     assert len(opened) >= 4  # what each read costs without it
     assert shared == alone and shared
+    # nested scopes share the outer one's connection; an error inside closes it and leaves no trace
+    opened.clear()
+    with pytest.raises(RuntimeError), shared_reads(store):
+        with shared_reads(store), read_connection(store) as c1, read_connection(store) as c2:
+            assert c1 is c2
+        raise RuntimeError("inside")
+    assert len(opened) == 1 and reader._SHARED.cons == {}
+    with read_connection(store) as con:  # back to a connection per read
+        assert con.execute("SELECT count(*) FROM videos").fetchall()[0][0] > 0
+    assert len(opened) == 2
 
 
 def test_two_stills_alike_are_not_shared_footage_a_moving_shot_is() -> None:

@@ -80,9 +80,10 @@ def _catalog_key(store_dir: str | os.PathLike[str]) -> str:
 def shared_reads(store_dir: str | os.PathLike[str]) -> Iterator[None]:
     """Inside, every :func:`read_connection` of this store in this thread gets one connection,
     opened and checked once (about 20 ms a connection saved: comparing a new video with the archive
-    reads the catalog six times). What it reads is the catalog as of each statement, as always; a
-    writer of the same store must not be opened in this process meanwhile (DuckDB refuses a
-    read-write connection beside a read-only one)."""
+    reads the catalog six times). What it reads is the catalog as of each statement, as always.
+    Keep it short: an open read connection holds the catalog's file lock, so a writer in another
+    process waits for it (up to ``OPEN_RETRY_S``), and one in this process is refused (DuckDB
+    allows no read-write connection beside a read-only one)."""
     cons = _SHARED.__dict__.setdefault("cons", {})
     key = _catalog_key(store_dir)
     if key in cons:  # nested: the outer one keeps it

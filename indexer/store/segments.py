@@ -289,8 +289,10 @@ class VectorView:
             return self.take(rows[None])[0]
         return self.take(rows)
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """The rows ``rows`` (global), in that order, as one float32 array."""
+    def take(self, rows: np.ndarray, read_around: bool | None = None) -> np.ndarray:
+        """The rows ``rows`` (global), in that order, as one float32 array. ``read_around``: whether
+        page faults may read the disk's read-ahead window around them (None: unless the rows lie
+        far apart, more than ``SCATTERED_GAP_ROWS`` on average)."""
         rows = np.asarray(rows, np.int64)
         out = np.empty((len(rows), self.dim), np.float32)
         if not len(rows):
@@ -302,7 +304,8 @@ class VectorView:
             # rows far apart are read page by page: a fault in a mapped file otherwise reads the
             # device's whole read-ahead window around it (8 MB on some disks), so a few thousand
             # scattered rows (a large archive's candidates) would read gigabytes from a cold cache
-            scattered = len(local) * SCATTERED_GAP_ROWS < int(local.max()) - int(local.min()) + 1
+            scattered = len(local) * SCATTERED_GAP_ROWS < int(local.max()) - int(local.min()) + 1 \
+                if read_around is None else not read_around
             with vecfile.random_access(self.owners[k], scattered):
                 out[sel] = self.parts[k][local]
         return out
