@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Sequence
 
@@ -189,8 +190,6 @@ class Archive:
         """Compare the videos not yet compared (the new ones, and on the first run after an upgrade
         every one) with the archive, and commit their matches (:mod:`search.versions`)."""
         import time  # noqa: PLC0415
-
-        import contextlib  # noqa: PLC0415
 
         t0 = time.perf_counter()
         todo = unmatched_videos(self.store)
