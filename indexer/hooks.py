@@ -18,7 +18,11 @@ The points, in the order an index run meets them:
 ``merge.swapped``   a merge's registrations are swapped; the old files are not deleted yet
 ``ivf.written``     `archive optimize` wrote a new IVF index and every segment's new codes; the
                     catalog still registers the old ones
+``ivf.lists_written`` ... and its lists file (every code grouped by list); still not registered
 ``ivf.swapped``     ... the new IVF index is registered; the old one's files are not deleted yet
+``lists.written``   a new lists file of the IVF index is written (an index run that added many
+                    rows, or `archive optimize`); the catalog still registers the old one
+``lists.swapped``   ... the new lists file is registered; the old one is not deleted yet
 ==================  ===========================================================================
 """
 
@@ -31,7 +35,8 @@ from . import settings
 from .errors import UsageError
 
 POINTS = ("embed.batch", "video.done", "commit.thumbs", "segment.written", "commit.vectors", "commit.catalog",
-          "merge.written", "merge.swapped", "ivf.written", "ivf.swapped")
+          "merge.written", "merge.swapped", "ivf.written", "ivf.lists_written", "ivf.swapped", "lists.written",
+          "lists.swapped")
 _seen: dict[str, int] = {}
 
 

@@ -130,7 +130,7 @@ def index_paths(
                               plan.todo, problems, infos, plan.touched, no_thumbs, engine)
                 if engine is not None:
                     add_text(writer, plan.same, engine, progress, report)
-                report.missing = _missing(store_dir)
+                report.missing = _missing(store_dir, paths)
                 report.wall_s = time.perf_counter() - t0
                 return report
             if plan.todo and encoder is None:
@@ -161,15 +161,18 @@ def index_paths(
                 report.failed += len(problems)
         finally:
             runner.close_decoders()  # those started early for a run that then failed
-        report.missing = _missing(store_dir)  # (not while the model loads: the import needs the GIL)
+        report.missing = _missing(store_dir, paths)  # (not while the model loads: the import needs the GIL)
     report.encoder = encoder
     report.wall_s = time.perf_counter() - t0
     return report
 
 
-def _missing(store_dir: Path) -> list[str]:
-    """Indexed files that are no longer where they were (``archive prune`` removes them)."""
-    return sorted(p for p in indexed_paths(store_dir) if not os.path.exists(p))
+def _missing(store_dir: Path, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Indexed files of the run's folders (and files) that are no longer where they were
+    (``archive prune`` removes them; ``archive check`` names those of the whole archive). Only
+    those: an add of one clip to a large archive, perhaps on a network share, does not look up
+    every file it holds."""
+    return sorted(p for p in indexed_paths(store_dir, under=paths) if not os.path.exists(p))
 
 
 def _index_on_ray(writer: Writer, opts: "RayOptions", spec: Any, device: str, precision: str, fps: float,

@@ -40,9 +40,7 @@ class IvfRanker:
         assert table.ivf is not None
         self.table = table
         self.codec = IvfCodec.load(Path(store_dir), table.ivf)
-        parts, self.bare = table.ivf_parts(store_dir, self.codec.code_size)
-        self.index = self.codec.searchable(parts)
-        del parts
+        self.index, self.bare = table.ivf_search(store_dir, self.codec)
         order = np.argsort(table.frame_id, kind="stable")
         self._fid_sorted = table.frame_id[order]
         self._fid_pos = order
@@ -102,12 +100,7 @@ class IvfRanker:
         t = self.table
         index = self.index
         k = int(min(max(videos * FRAMES_PER_VIDEO, 256), max(1, self.covered)))
-        try:
-            import faiss  # noqa: PLC0415
-
-            faiss.extract_index_ivf(index).nprobe = settings.ivf_nprobe()
-        except (ImportError, RuntimeError):  # pragma: no cover
-            pass
+        index.set_nprobe(settings.ivf_nprobe())
         q = np.ascontiguousarray(queries, np.float32)
         probe = q.copy()
         if bg_lse is not None and any(texts):

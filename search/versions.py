@@ -420,17 +420,6 @@ def make_side(video_id: int, ts: np.ndarray, end: np.ndarray, shot: np.ndarray, 
                 *_shot_spans(shot, start, end))
 
 
-_SEARCHABLE: dict[Any, Any] = {}  # the IVF index with every segment's codes, per store state (one kept)
-
-
-def _searchable(codec: Any, parts: Any, key: Any) -> Any:
-    """The IVF index holding every coded segment, built once per store state and process."""
-    if key not in _SEARCHABLE:
-        _SEARCHABLE.clear()
-        _SEARCHABLE[key] = codec.searchable(parts)
-    return _SEARCHABLE[key]
-
-
 def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basis, skip: Any = None,
          videos: Sequence[int] | None = None, step: int = 8192, use_ivf: bool = True) -> list[Match]:
     """Every aligned shared segment between each of ``sides`` and the stored videos (module
@@ -452,12 +441,9 @@ def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basi
     q = np.ascontiguousarray(np.concatenate([s.vectors[~s.blank] for s in usable]), np.float32)
     owner = np.concatenate([np.full(int((~s.blank).sum()), k) for k, s in enumerate(usable)])
     hit_ids, hit_q = [], []
-    codec, parts, view, ids, key = ivf_layer(store_dir) if use_ivf else (None, [], None, None, ())
-    if codec is not None:  # a large archive: nearest neighbours through its IVF index
-        index = _searchable(codec, parts, key)
-        import faiss  # noqa: PLC0415
-
-        faiss.extract_index_ivf(index).nprobe = max(1, settings.ivf_nprobe() // MATCH_NPROBE_DIV)
+    index, view, ids, _key = ivf_layer(store_dir) if use_ivf else (None, None, None, ())
+    if index is not None:  # a large archive: nearest neighbours through its IVF index
+        index.set_nprobe(max(1, settings.ivf_nprobe() // MATCH_NPROBE_DIV))
         dist, found = index.search(q, IVF_NEIGHBOURS)
         r, c = np.nonzero((found >= 0) & (dist >= basis.candidate_level - IVF_MARGIN))
         hit_ids.append(found[r, c])

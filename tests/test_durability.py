@@ -111,6 +111,23 @@ def test_prune_removes_videos_whose_files_are_gone(store):
                  "(SELECT 1 FROM videos v WHERE v.video_id = s.video_id)").records() == [{"n": 0}]
 
 
+def test_an_index_run_names_the_gone_files_of_its_own_folders_only(store, tmp_path):
+    # An add to a large archive (perhaps on a network share) must not look up every file it holds:
+    # a run reports the files gone from the folders and files it was given; `check` names them all.
+    a, folder = store
+    os.remove(folder / "a.mp4")
+    other = tmp_path / "other"
+    other.mkdir()
+    make_video(other / "c.mp4", [Shot(4, 20)], "25")
+    rep = a.index([other])
+    assert rep.ok and rep.indexed == 1 and rep.missing == []
+    assert any("1 indexed file(s) no longer exist" in n for n in a.check().notes)
+    rep = a.index([folder])
+    assert rep.ok and rep.missing == [str(folder / "a.mp4")]
+    rep = a.index([folder / "a.mp4", other / "c.mp4"])  # files named: the gone one itself
+    assert rep.missing == [str(folder / "a.mp4")] and rep.skipped == 1
+
+
 def test_old_schema_is_migrated_by_the_next_index_run(store):
     a, folder = store
     con = duckdb.connect(str(a.store / "catalog.duckdb"))

@@ -191,10 +191,13 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
     a, store, before, vectors, report = _upgrade(name, tmp_path, encoder)
     old_paths = [v[1] for v in before["videos"]]
 
-    # What the run reports: nothing to index, the fixture's (foreign) paths are missing.
+    # What the run reports: nothing to index; the fixture's (foreign) paths are missing, which the
+    # run does not say (they are not in the folder it indexed) and `archive check` does.
     assert report.ok and report.files_seen == 0
     assert (report.indexed, report.skipped, report.failed, report.thumbnails_added) == (0, 0, 0, 0)
-    assert report.missing == sorted(p for p in old_paths if not os.path.exists(p))
+    gone = sorted(p for p in old_paths if not os.path.exists(p))
+    assert gone and report.missing == []
+    assert any(f"{len(gone)} indexed file(s) no longer exist" in n for n in a.check().notes)
     assert report.repaired == [] and report.damaged_file is None
 
     info = a.info()

@@ -315,3 +315,27 @@ def test_scattered_rows_are_read_without_read_around(tmp_path):
     seen.clear()
     view.take(np.array([n - 1, 3]), read_around=True)  # the caller's choice wins
     assert seen == [False]
+
+
+def test_frames_of_a_few_videos_are_located_by_id_range_and_binary_search():
+    # load_frames(store, video_ids) finds the rows of a few videos' frames without reading every
+    # stored id: the segment by its id range, then a binary search in its ids (ascending as
+    # written). A segment whose ids are out of order, or a frame no segment holds, makes it hand
+    # over to the full lookup (None), never a wrong row.
+    from indexer.store.reader import _locate
+
+    def ref(k, ids):
+        return segmod.SegmentRef(k, segmod.file_name(k), segmod.F16, len(ids), int(min(ids)), int(max(ids)), None)
+
+    a = np.array([10, 11, 13, 14], np.int64)
+    b = np.array([20, 22, 25], np.int64)
+    refs = [ref(0, a), segmod.SegmentRef(1, segmod.file_name(1), segmod.F16, 0, 0, -1, None), ref(2, b)]
+    offsets = np.array([0, 4, 4, 7], np.int64)
+    ok, row = _locate(np.array([22, 10, 14, 25]), refs, [a, np.zeros(0, np.int64), b], offsets)
+    assert ok.all() and row.tolist() == [5, 0, 3, 6]
+    assert _locate(np.array([12]), refs, [a, np.zeros(0, np.int64), b], offsets) is None  # not stored
+    assert _locate(np.array([30]), refs, [a, np.zeros(0, np.int64), b], offsets) is None  # past every range
+    shuffled = np.array([14, 10, 13, 11], np.int64)
+    assert _locate(np.array([13, 11]), [ref(0, shuffled)], [shuffled], np.array([0, 4])) is None
+    ok, row = _locate(np.zeros(0, np.int64), refs, [a, np.zeros(0, np.int64), b], offsets)
+    assert not len(row)

@@ -55,7 +55,9 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
         read_meta(root)  # StoreNotFound before taking the lock
         with Writer(root) as w:
             w.attach_existing()
+            lists_fixed = w.repair_lists()
             done = ([f"deleted {n}" for n in w.removed_files]
+                    + (["wrote the IVF index's lists file again"] if lists_fixed else [])
                     + ([f"moved a damaged vector file to {w.damaged_file}"] if w.damaged_file else [])
                     + [f"dropped {p} (its vectors were lost): index it again to re-embed it" for p in w.repaired])
     rep = CheckReport(store=str(root.resolve()), repaired=done)
@@ -87,6 +89,7 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
     with read_connection(root) as con:
         refs = segments.registered(con)
         ivf_ref = ivfmod.current(con)
+        lists_ref = ivfmod.current_lists(con)
     rep.segments = len(refs)
     dim = int(meta.get("dim", 0))
     all_ids = [np.zeros(0, np.int64)]
@@ -136,8 +139,9 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
             "interrupted commit): harmless, readers skip them; `archive optimize` reclaims the space."
         )
     _check_ivf(root, refs, ivf_ref, dim, rep)
+    _check_lists(root, refs, ivf_ref, lists_ref, rep)
     _check_versions(root, rep, repair)
-    for p in segments.orphan_files(root, refs, ivf_ref.file if ivf_ref else None):
+    for p in segments.orphan_files(root, refs, [ivf_ref.file if ivf_ref else None, lists_ref.file if lists_ref else None]):
         rep.notes.append(f"extra file vectors/{p.name}: left by an interrupted write or merge (the next "
                          "`archive index`, `archive optimize` or `archive check --repair` deletes it).")
     return _finish(rep, paths, root)
@@ -195,6 +199,61 @@ def _check_ivf(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfR
         if np.mean(np.all(again[:, :coarse] == np.asarray(codes[rows])[:, :coarse], axis=1)) < 0.99:
             rep.problems.append(f"the IVF codes of {ref.file} do not match its vectors: run `archive optimize` to "
                                 "encode them again.")
+
+
+def lists_problem(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfRef | None,
+                  lists_ref: ivfmod.ListsRef | None) -> str | None:
+    """What is wrong with the IVF index's lists file (None: nothing, or there is none to check):
+    it opens as the registered index's lists, holds as many rows as registered, and a sample of
+    its rows lies in range and in the list its segment's code names."""
+    if ivf_ref is None or lists_ref is None:
+        return None
+    fix = "queries and comparisons build the index from the codes instead (slower); `archive optimize` writes it again."
+    if lists_ref.ivf_id != ivf_ref.ivf_id:
+        return f"the IVF lists file {lists_ref.file} belongs to another IVF index: {fix}"
+    try:
+        codec = ivfmod.IvfCodec.load(root, ivf_ref)
+    except StoreError:
+        return None  # said by _check_ivf
+    index = codec.open_lists(root, lists_ref)
+    if index is None:
+        return f"the IVF lists file vectors/{lists_ref.file} is missing or damaged: {fix}"
+    import faiss  # noqa: PLC0415
+
+    inv = faiss.extract_index_ivf(index).invlists
+    by_range = sorted((r.min_frame_id, r.max_frame_id, r) for r in refs if r.n_vectors and r.ivf_id == ivf_ref.ivf_id)
+    lows = np.array([b[0] for b in by_range], np.int64)
+    bad = 0
+    for lst in np.linspace(0, codec.ref.nlist - 1, min(codec.ref.nlist, 64)).astype(np.int64):
+        n = inv.list_size(int(lst))
+        if not n:
+            continue
+        ids = faiss.rev_swig_ptr(inv.get_ids(int(lst)), n).copy()[:: max(1, n // 4)]
+        if (ids < 0).any() or (ids > lists_ref.max_frame_id).any():
+            return f"the IVF lists file vectors/{lists_ref.file} holds ids it should not (damaged): {fix}"
+        for fid in ids:  # a row some segment still holds has its code filed under this list
+            k = int(np.searchsorted(lows, fid, side="right")) - 1
+            if k < 0 or fid > by_range[k][1]:
+                continue  # a dead row merged away: readers skip it
+            r = by_range[k][2]
+            seg_ids = np.asarray(segments.vecfile.map_file(r.path(root))[0])
+            at = np.flatnonzero(seg_ids == fid)
+            codes = segments.read_codes(root, r, codec.code_size)
+            if len(at) and codes is not None and ivfmod.list_numbers(np.asarray(codes[at[:1]]), codec.coarse_size)[0] != lst:
+                bad += 1
+    if bad:
+        return f"the IVF lists file vectors/{lists_ref.file} files {bad} sampled row(s) under the wrong list: {fix}"
+    return None
+
+
+def _check_lists(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfRef | None,
+                 lists_ref: ivfmod.ListsRef | None, rep: CheckReport) -> None:
+    problem = lists_problem(root, refs, ivf_ref, lists_ref)
+    if problem is not None:
+        rep.problems.append(problem)
+    elif ivf_ref is not None and lists_ref is None:
+        rep.notes.append("the IVF index has no lists file yet (made by an older version): queries and comparisons "
+                         "build the index from the codes (slower); `archive optimize` or the next `archive index` writes it.")
 
 
 def _bg_ok(root: Path, ref: segments.SegmentRef) -> bool:

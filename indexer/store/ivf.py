@@ -18,16 +18,33 @@ read path then rescores the candidates' videos exactly from the stored vectors (
 Training writes a new index and new sidecars next to the old ones, then swaps the registrations
 in one transaction: a crash leaves either the old index registered (the new files are orphans the
 next writer deletes) or the new one.
+
+**Lists file.** Building the searchable index from every segment's codes costs a fresh process
+time and memory in proportion to the archive (about 1.5 s and 700 MB at 10M frames), which an
+``archive index`` of one clip (comparing it for versions) or a cold query would pay. So the codes
+are also kept grouped by list, in ``vectors/ivf-00000003.lists-00000007.faiss``: a plain FAISS
+index file (its inverted lists in FAISS's own contiguous layout) that a reader memory-maps
+(``IO_FLAG_MMAP``): opening it reads nothing, and a search reads only the lists it probes. It is
+registered in ``meta`` (:data:`LISTS_KEY`) with the highest frame id it covers: it holds every
+coded row with a frame id up to that one, and frame ids are never given out again below it
+(:class:`~indexer.store.writer.Writer` starts above it), so the rows written since are exactly
+the coded rows above it; a reader adds their codes in memory (:func:`open_search`). Dead rows
+in it are filtered out by the catalog, as dead rows of segments are. Training writes it with the
+new sidecars; ``archive optimize`` and an index run that has added more than :func:`lists_due`
+allows rewrite it (streamed: memory stays bounded), durably, before one transaction registers
+it; a reader that finds it unusable builds the index from the codes as before.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -40,6 +57,10 @@ MATCHING_ONLY_KEY = "ivf_matching_only"
 TRAIN_PER_LIST = 40  # training vectors per list (FAISS asks for at least 39)
 MIN_VECTORS = 256 * TRAIN_PER_LIST  # the fewest lists (256), and PQ's 256 centroids per sub-vector
 ENCODE_ROWS = 1 << 15  # rows encoded at a time
+LISTS_KEY = "ivf_lists"  # meta key: the registered lists file (ListsRef as JSON)
+LISTS_CHUNK = 1 << 19  # rows sorted into lists at a time while a lists file is written
+LISTS_TAIL_MIN = 100_000  # an index run rewrites the lists file once more rows than this, and than
+LISTS_TAIL_SHARE = 0.1  # ... this share of the rows in it, were written since
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,53 @@ def current(con: Any) -> IvfRef | None:
         return None
     r = rows[0]
     return IvfRef(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), r[7])
+
+
+@dataclass(frozen=True)
+class ListsRef:
+    """A registered lists file: the codes of every coded row with a frame id up to
+    ``max_frame_id`` (``vectors`` rows, dead ones included) grouped by list, for index ``ivf_id``."""
+
+    ivf_id: int
+    seq: int
+    max_frame_id: int
+    vectors: int
+
+    @property
+    def file(self) -> str:
+        return f"ivf-{self.ivf_id:08d}.lists-{self.seq:08d}.faiss"
+
+    def path(self, store_dir: Path) -> Path:
+        return store_dir / SEGMENTS_DIR / self.file
+
+
+def current_lists(con: Any) -> ListsRef | None:
+    """The registered lists file (None: none; readers then build the index from the codes)."""
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [LISTS_KEY]).fetchall()
+    if not rows:
+        return None
+    try:
+        d = json.loads(rows[0][0])
+        return ListsRef(int(d["ivf_id"]), int(d["seq"]), int(d["max_frame_id"]), int(d["vectors"]))
+    except (ValueError, KeyError, TypeError):
+        return None  # unreadable: as if there were none (the next optimize writes a new one)
+
+
+def register_lists(con: Any, ref: ListsRef | None) -> None:
+    """Make ``ref`` the registered lists file (None: none), inside the caller's transaction."""
+    con.execute("DELETE FROM meta WHERE key = ?", [LISTS_KEY])
+    if ref is not None:
+        con.execute("INSERT INTO meta VALUES (?, ?)", [LISTS_KEY, json.dumps(
+            {"ivf_id": ref.ivf_id, "seq": ref.seq, "max_frame_id": ref.max_frame_id, "vectors": ref.vectors})])
+
+
+def lists_due(lists: ListsRef | None, ivf_id: int, rows_since: int) -> bool:
+    """Whether an index run should rewrite the lists file: there is none for the registered index,
+    or more rows were written since than ``LISTS_TAIL_MIN`` and ``LISTS_TAIL_SHARE`` of it (so a
+    reader adds a bounded share in memory, and the rewrites cost a constant per row added)."""
+    if lists is None or lists.ivf_id != ivf_id:
+        return True
+    return rows_since > max(LISTS_TAIL_MIN, LISTS_TAIL_SHARE * lists.vectors)
 
 
 def register(con: Any, ref: IvfRef) -> None:
@@ -138,6 +206,23 @@ class IvfCodec:
         if not len(x):
             return np.zeros((0, self.code_size), np.uint8)
         return self.index.sa_encode(x)
+
+    def open_lists(self, store_dir: Path, lists: ListsRef | None) -> Any:
+        """The lists file as a searchable FAISS index, memory-mapped (None: there is none for this
+        index, or it is missing or damaged: the caller builds the index from the codes)."""
+        if lists is None or lists.ivf_id != self.ivf_id:
+            return None
+        import faiss  # noqa: PLC0415
+
+        try:
+            index = faiss.read_index(str(lists.path(store_dir)), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            ivf = faiss.extract_index_ivf(index)
+        except RuntimeError:
+            return None
+        if (int(index.ntotal) != lists.vectors or ivf.nlist != self.ref.nlist or index.d != self.index.d
+                or int(index.sa_code_size()) != self.code_size):
+            return None
+        return index
 
     def searchable(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Any:
         """A copy of the trained index holding ``(ids, codes)`` of every part, ready to search."""
@@ -208,3 +293,155 @@ def write_codes(path: Path, chunks: Callable[[], Any]) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise StoreError(f"could not write {path} ({exc.strerror or exc}); the archive is unchanged.") from exc
+
+
+def list_numbers(codes: np.ndarray, coarse_size: int) -> np.ndarray:
+    """The list each code is filed under (its first ``coarse_size`` bytes, little-endian)."""
+    lst = np.zeros(len(codes), np.int64)
+    for k in range(coarse_size):
+        lst |= np.asarray(codes[:, k], np.int64) << (8 * k)
+    return lst
+
+
+def _lists_header(codec: IvfCodec, n: int, sizes: np.ndarray) -> bytes:
+    """The bytes of a FAISS index file for ``codec``'s index holding ``n`` rows in lists of
+    ``sizes``, up to where the lists' data begins (FAISS's own layout: each list's codes, then its
+    ids, list after list; what ``write_index`` writes and ``IO_FLAG_MMAP`` maps)."""
+    import faiss  # noqa: PLC0415
+
+    empty = faiss.clone_index(codec.index)
+    ivf = faiss.extract_index_ivf(empty)
+    ivf.invlists.reset()
+    empty.ntotal = n
+    data = faiss.serialize_index(empty).tobytes()
+    nlist, cs = int(ivf.nlist), int(ivf.code_size)
+    tail = b"ilar" + struct.pack("<QQ", nlist, cs) + b"sprs" + struct.pack("<Q", 0)
+    if not data.endswith(tail):  # pragma: no cover (a FAISS whose file layout differs)
+        raise StoreError("this FAISS version writes IVF index files in an unknown layout; the lists file was not written.")
+    return (data[: -len(tail)] + b"ilar" + struct.pack("<QQ", nlist, cs) + b"full"
+            + struct.pack("<Q", nlist) + np.asarray(sizes, "<u8").tobytes())
+
+
+def write_lists(store_dir: Path, codec: IvfCodec, parts: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+                seq: int, max_frame_id: int, progress: Any = None) -> ListsRef:
+    """Write the lists file of ``parts()`` (``(frame ids, codes)`` of every coded row with a frame
+    id up to ``max_frame_id``; called twice: once to size the lists, once to fill them), durably
+    (temp file, fsync, rename). Memory stays bounded: ``LISTS_CHUNK`` rows are sorted at a time
+    and written to their lists' places in the file.
+
+    Raises:
+        StoreError: the disk is full or the folder is not writable.
+    """
+    nlist, coarse = codec.ref.nlist, codec.coarse_size
+    cs = codec.code_size - coarse  # bytes of a code inside a list (its list number is implied)
+
+    def chunks() -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        for ids, codes in parts():
+            for a in range(0, len(ids), LISTS_CHUNK):
+                yield np.asarray(ids[a : a + LISTS_CHUNK], np.int64), np.asarray(codes[a : a + LISTS_CHUNK], np.uint8)
+
+    sizes = np.zeros(nlist, np.int64)
+    for _ids, codes in chunks():
+        sizes += np.bincount(list_numbers(codes, coarse), minlength=nlist)[:nlist]
+    n = int(sizes.sum())
+    ref = ListsRef(codec.ivf_id, seq, int(max_frame_id), n)
+    head = _lists_header(codec, n, sizes)
+    at = len(head) + np.concatenate([[0], np.cumsum(sizes * (cs + 8))])[:-1]  # each list's codes, then its ids
+    dest = ref.path(store_dir)
+    tmp = dest.with_name(dest.name + ".tmp")
+    fill = np.zeros(nlist, np.int64)
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+        try:
+            os.ftruncate(fd, int(len(head) + n * (cs + 8)))
+            os.pwrite(fd, head, 0)
+            done = 0
+            for ids, codes in chunks():
+                lst = list_numbers(codes, coarse)
+                order = np.argsort(lst, kind="stable")  # rows keep their order inside a list
+                lst = lst[order]
+                pq = np.ascontiguousarray(codes[order, coarse:])
+                rid = np.ascontiguousarray(ids[order], "<i8")
+                cut = np.flatnonzero(np.diff(lst)) + 1
+                for a, b in zip(np.concatenate([[0], cut]), np.concatenate([cut, [len(lst)]])):
+                    if b <= a:
+                        continue
+                    k = int(lst[a])
+                    f = int(fill[k])
+                    if f + (b - a) > sizes[k]:
+                        raise StoreError("the codes changed while the lists file was written; nothing was registered.")
+                    os.pwrite(fd, pq[a:b], int(at[k] + f * cs))
+                    os.pwrite(fd, rid[a:b], int(at[k] + sizes[k] * cs + f * 8))
+                    fill[k] = f + (b - a)
+                done += len(ids)
+                if progress:
+                    progress(done, n, "writing the IVF index's lists")
+            if not np.array_equal(fill, sizes):
+                raise StoreError("the codes changed while the lists file was written; nothing was registered.")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"could not write the IVF lists file {dest} ({exc.strerror or exc}); the archive is "
+                         "unchanged.") from exc
+    except StoreError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ref
+
+
+class IvfSearch:
+    """The store's IVF index, ready to search: the lists file (memory-mapped) and an in-memory
+    index of the rows written since (either may be missing). Results of the two are merged."""
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = [p for p in parts if p is not None and p.ntotal]
+        self.ntotal = sum(int(p.ntotal) for p in self.parts)
+
+    def set_nprobe(self, nprobe: int) -> None:
+        import faiss  # noqa: PLC0415
+
+        for p in self.parts:
+            faiss.extract_index_ivf(p).nprobe = int(nprobe)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best rows of each query (inner product, best first; id -1 where fewer)."""
+        q = np.ascontiguousarray(q, np.float32)
+        if not self.parts:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if len(self.parts) == 1:
+            return self.parts[0].search(q, k)
+        found = [p.search(q, k) for p in self.parts]
+        dist = np.hstack([d for d, _ in found])
+        ids = np.hstack([i for _, i in found])
+        dist = np.where(ids >= 0, dist, -np.inf)
+        order = np.argsort(-dist, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def open_search(store_dir: Path, codec: IvfCodec, lists: ListsRef | None, coded: Sequence[Any],
+                codes_of: Callable[[Any], np.ndarray | None], ids_of: Callable[[Any], np.ndarray]) -> tuple[IvfSearch, list[Any]]:
+    """The searchable index of segments ``coded`` (those registered with codes in ``codec``'s
+    index): the lists file plus, in memory, the rows above its highest frame id (all rows when
+    the file is missing or unusable). Returns it and the segments whose codes turned out to be
+    unreadable (to be scanned exactly)."""
+    main = codec.open_lists(store_dir, lists)
+    above = lists.max_frame_id if main is not None and lists is not None else -1
+    parts, bare = [], []
+    for r in coded:
+        if r.max_frame_id <= above:
+            continue  # every row of it is in the lists file
+        codes = codes_of(r)
+        if codes is None:
+            bare.append(r)
+            continue
+        ids = np.asarray(ids_of(r))
+        if r.min_frame_id <= above:
+            keep = ids > above
+            ids, codes = ids[keep], np.asarray(codes)[keep]
+        parts.append((ids, codes))
+    tail = codec.searchable(parts) if any(len(i) for i, _ in parts) else None
+    return IvfSearch([main, tail]), bare

@@ -125,6 +125,7 @@ class FrameTable:
     bg_key: str | None = None
     segments: list[segments.SegmentRef] = field(default_factory=list)  # the vectors' segments, in view order
     ivf: ivfmod.IvfRef | None = None  # the store's IVF index when the table was read (None: none)
+    ivf_lists: ivfmod.ListsRef | None = None  # ... and its lists file (None: none)
     # the start of the time each frame stands for: its shot's start for the first sample of a shot
     # entered by a dissolve (whose middle is only known after the frames around it were sampled),
     # else ts_s; None: ts_s
@@ -148,25 +149,25 @@ class FrameTable:
             thumb_offset=self.thumb_offset[idx] if len(self.thumb_offset) else self.thumb_offset,
             thumb_bytes=self.thumb_bytes[idx] if len(self.thumb_bytes) else self.thumb_bytes,
             videos=self.videos, bg_lse=None if self.bg_lse is None else self.bg_lse[idx], bg_key=self.bg_key,
-            segments=self.segments, ivf=self.ivf, from_s=None if self.from_s is None else self.from_s[idx])
+            segments=self.segments, ivf=self.ivf, ivf_lists=self.ivf_lists, from_s=None if self.from_s is None else self.from_s[idx])
 
-    def ivf_parts(self, store_dir: str | os.PathLike[str], code_size: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-        """For the IVF index: ``(ids, codes)`` of each segment with codes in it (memory-mapped), and
-        the positions of the frames whose segments have none (to be scored exactly)."""
+    def ivf_search(self, store_dir: str | os.PathLike[str], codec: ivfmod.IvfCodec) -> tuple[ivfmod.IvfSearch, np.ndarray]:
+        """The IVF index of this table's segments, ready to search (:func:`ivfmod.open_search`:
+        its lists file memory-mapped, the rows written since in memory), and the positions of the
+        frames whose segments have no codes in it (to be scored exactly)."""
         root = Path(store_dir)
-        parts, bare = [], []
-        for k, ref in enumerate(self.segments):
-            codes = segments.read_codes(root, ref, code_size) if self.ivf and ref.ivf_id == self.ivf.ivf_id else None
-            lo, hi = self.vectors.offsets[k], self.vectors.offsets[k + 1]
-            if codes is None:
-                bare.append((lo, hi))
-            else:
-                ids, _vecs, _owner = segments.vecfile.map_file(ref.path(root))
-                parts.append((np.asarray(ids), codes))
+        k_of = {ref.segment_id: k for k, ref in enumerate(self.segments)}
+        coded = [r for r in self.segments if self.ivf and r.ivf_id == self.ivf.ivf_id]
+        search, lost = ivfmod.open_search(
+            root, codec, self.ivf_lists, coded, lambda r: segments.read_codes(root, r, codec.code_size),
+            lambda r: segments.vecfile.map_file(r.path(root))[0])
+        bare = [r for r in self.segments if r not in coded] + lost
         mask = np.zeros(len(self), bool)
-        for lo, hi in bare:
+        for r in bare:
+            k = k_of[r.segment_id]
+            lo, hi = self.vectors.offsets[k], self.vectors.offsets[k + 1]
             mask |= (self.row >= lo) & (self.row < hi)
-        return parts, np.flatnonzero(mask)
+        return search, np.flatnonzero(mask)
 
     def release_pages(self) -> None:
         """Hand the mapped vector pages back to the OS page cache (resident memory stays flat)."""
@@ -218,19 +219,30 @@ def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | N
         refs = segments.registered(con)
         # an index trained for matching only does not rank queries (see ivfmod.MATCHING_ONLY_KEY)
         ivf_ref = None if meta.get(ivfmod.MATCHING_ONLY_KEY) else ivfmod.current(con)
+        lists_ref = ivfmod.current_lists(con) if ivf_ref is not None else None
     frame_id = np.asarray(cols["frame_id"], np.int64)
-    vecs, ids, bgs = segments.open_segments(Path(store_dir), refs, dim)
-    order = np.argsort(ids, kind="stable")
-    pos = np.searchsorted(ids[order], frame_id)
-    pos_c = np.minimum(pos, max(len(ids) - 1, 0))
-    ok = (pos < len(ids)) & (ids[order][pos_c] == frame_id) if len(ids) else np.zeros(len(frame_id), bool)
-    row = order[pos_c][ok] if len(ids) else np.zeros(0, np.int64)
+    vecs, id_parts, bgs = segments.open_segments(Path(store_dir), refs, dim, concat_ids=False)
+    found = _locate(frame_id, refs, id_parts, vecs.offsets) if video_ids is not None else None
+    if found is not None:  # a few videos: their rows, without reading every id
+        ok, row = found
+    else:
+        ids = np.concatenate(id_parts).astype(np.int64, copy=False) if id_parts else np.zeros(0, np.int64)
+        order = np.argsort(ids, kind="stable")
+        pos = np.searchsorted(ids[order], frame_id)
+        pos_c = np.minimum(pos, max(len(ids) - 1, 0))
+        ok = (pos < len(ids)) & (ids[order][pos_c] == frame_id) if len(ids) else np.zeros(len(frame_id), bool)
+        row = order[pos_c][ok] if len(ids) else np.zeros(0, np.int64)
     bg_lse, bg_key = None, None
     keyed = Counter(r.bg_key for r, b in zip(refs, bgs) if r.bg_key is not None and b is not None)
     if keyed:  # the commonest key; frames of segments with another key, or none, get NaN
         bg_key = keyed.most_common(1)[0][0]
-        parts = [b if b is not None and r.bg_key == bg_key else np.full(r.n_vectors, np.nan) for r, b in zip(refs, bgs)]
-        bg_lse = np.concatenate(parts)[row] if parts else np.zeros(0)
+        bg_lse = np.full(len(row), np.nan)
+        seg_of = np.searchsorted(vecs.offsets, row, side="right") - 1
+        for k in np.unique(seg_of):
+            b = bgs[k]
+            if b is not None and refs[k].bg_key == bg_key:
+                m = seg_of == k
+                bg_lse[m] = b[row[m] - vecs.offsets[k]]
     # Each sample stands for the time up to the next one, within its shot: a shot entered by a
     # dissolve begins at the dissolve's middle, which no sample was taken at (TransNetV2 decides it
     # after those frames went by), so its first sample stands for the time from the shot's start,
@@ -261,7 +273,39 @@ def _load_frames(store_dir: str | os.PathLike[str], video_ids: Sequence[int] | N
         bg_key=bg_key,
         segments=refs,
         ivf=ivf_ref,
+        ivf_lists=lists_ref,
     )
+
+
+def _locate(frame_id: np.ndarray, refs: Sequence[segments.SegmentRef], id_parts: Sequence[np.ndarray],
+            offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(found, row)`` of each frame id: its segment by the segments' id ranges, then a binary
+    search in that segment's ids (written in ascending order), touching a few pages of them and
+    not the whole archive's. None when some frame is not found so (a segment out of order, or a
+    lost row): the caller then looks every id up."""
+    if not len(frame_id):
+        return np.zeros(0, bool), np.zeros(0, np.int64)
+    have = np.array([k for k, r in enumerate(refs) if r.n_vectors], np.int64)
+    if not len(have):
+        return None
+    lows = np.array([refs[k].min_frame_id for k in have], np.int64)
+    by = np.argsort(lows, kind="stable")
+    at = np.searchsorted(lows[by], frame_id, side="right") - 1
+    if (at < 0).any():
+        return None
+    seg = have[by[at]]
+    highs = np.array([r.max_frame_id for r in refs], np.int64)
+    if (frame_id > highs[seg]).any():
+        return None
+    row = np.empty(len(frame_id), np.int64)
+    for k in np.unique(seg):
+        m = seg == k
+        ids = id_parts[k]
+        pos = np.minimum(np.searchsorted(ids, frame_id[m]), len(ids) - 1)
+        if not np.array_equal(np.asarray(ids[pos], np.int64), frame_id[m]):
+            return None
+        row[m] = offsets[k] + pos
+    return np.ones(len(frame_id), bool), row
 
 
 def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
@@ -384,6 +428,9 @@ def label_stats(store_dir: str | os.PathLike[str]) -> dict[str, LabelStats]:
     return {r[0]: LabelStats(int(r[1]), float(r[2])) for r in rows}
 
 
+FEW_VIDEOS = 1000  # up to this many videos, their frames are looked up by an IN list (not a scan of all)
+
+
 def known_files(store_dir: str | os.PathLike[str], paths: Sequence[str] | None = None) -> dict[str, KnownFile]:
     """The indexed videos by path, all of them or those of ``paths`` ({} when there is no store yet).
     Asking for ``paths`` reads only their rows of ``videos`` and, for the thumbnail check, only
@@ -398,19 +445,34 @@ def known_files(store_dir: str | os.PathLike[str], paths: Sequence[str] | None =
         else:
             con.execute("CREATE TEMP TABLE wanted_paths AS SELECT unnest(?::VARCHAR[]) AS path", [list(paths)])
             con.execute("CREATE TEMP TABLE wanted AS SELECT v.* FROM videos v JOIN wanted_paths USING (path)")
-        rows = con.execute(
-            "SELECT w.path, w.size_bytes, w.mtime, w.fingerprint, w.sample_fps, "
-            "NOT EXISTS (SELECT 1 FROM frames f WHERE f.video_id = w.video_id AND f.thumb_bytes IS NULL), "
-            "w.shot_detector FROM wanted w").fetchall()
-    return {r[0]: KnownFile(r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows}
+        rows = con.execute("SELECT w.video_id, w.path, w.size_bytes, w.mtime, w.fingerprint, w.sample_fps, "
+                           "w.shot_detector FROM wanted w").fetchall()
+        ids = [r[0] for r in rows]
+        if len(ids) <= FEW_VIDEOS:  # a few: their frames only (frames lie in video order: few row groups)
+            no_thumbs = {r[0] for r in con.execute(
+                f"SELECT DISTINCT video_id FROM frames WHERE thumb_bytes IS NULL AND video_id IN ({', '.join('?' * len(ids))})",
+                ids).fetchall()} if ids else set()
+        else:
+            no_thumbs = {r[0] for r in con.execute(
+                "SELECT DISTINCT video_id FROM frames WHERE thumb_bytes IS NULL").fetchall()}
+    return {r[1]: KnownFile(r[2], r[3], r[4], r[5], r[0] not in no_thumbs, r[6]) for r in rows}
 
 
-def indexed_paths(store_dir: str | os.PathLike[str]) -> list[str]:
-    """Every indexed video's path ([] when there is no store yet)."""
+def indexed_paths(store_dir: str | os.PathLike[str], under: Sequence[str | os.PathLike[str]] | None = None) -> list[str]:
+    """Every indexed video's path ([] when there is no store yet); ``under``: only those that
+    are one of these paths or lie in one of these folders (absolute paths, as indexed)."""
     if not has_catalog(store_dir):
         return []
     with read_connection(store_dir) as con:
-        return [r[0] for r in con.execute("SELECT path FROM videos").fetchall()]
+        if under is None:
+            return [r[0] for r in con.execute("SELECT path FROM videos").fetchall()]
+        roots = [os.path.abspath(p) for p in under]
+        if not roots:
+            return []
+        folders = [r.rstrip(os.sep) + os.sep for r in roots]
+        cond = " OR ".join(["path = ? OR starts_with(path, ?)"] * len(roots))
+        params = [x for pair in zip(roots, folders) for x in pair]
+        return [r[0] for r in con.execute(f"SELECT path FROM videos WHERE {cond}", params).fetchall()]
 
 
 def video_refs(store_dir: str | os.PathLike[str]) -> list[VideoRef]:
@@ -680,28 +742,31 @@ def common_sample_fps(store_dir: str | os.PathLike[str]) -> float | None:
     return float(row[0][0]) if row else None
 
 
-def ivf_layer(store_dir: str | os.PathLike[str]) -> tuple[ivfmod.IvfCodec | None, list[tuple[np.ndarray, np.ndarray]],
-                                                       VectorView | None, np.ndarray, tuple[Any, ...]]:
-    """For a nearest-neighbour search through the store's IVF index: the index (None: the store
-    has none), ``(frame ids, codes)`` of each segment with codes in it (memory-mapped), the vectors
-    and frame ids of the segments without (to be scanned exactly), and a key that changes when any
-    of these does."""
+def ivf_layer(store_dir: str | os.PathLike[str]) -> tuple[ivfmod.IvfSearch | None, VectorView | None, np.ndarray,
+                                                       tuple[Any, ...]]:
+    """For a nearest-neighbour search through the store's IVF index: the index, ready to search
+    (:func:`ivfmod.open_search`; None: the store has none), the vectors and frame ids of the
+    segments it does not cover (to be scanned exactly), and a key that changes when any of these does."""
     with read_connection(store_dir) as con:
         dim = int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
         refs = segments.registered(con)
         ref = ivfmod.current(con)
+        lists = ivfmod.current_lists(con) if ref is not None else None
     if ref is None:
-        return None, [], None, np.zeros(0, np.int64), ()
+        return None, None, np.zeros(0, np.int64), ()
     root = Path(store_dir)
-    codec = ivfmod.IvfCodec.load(root, ref)
-    parts, bare = [], []
-    for r in refs:
-        codes = segments.read_codes(root, r, codec.code_size) if r.ivf_id == ref.ivf_id else None
-        if codes is None:
-            bare.append(r)
-        else:
-            ids, _vecs, _owner = segments.vecfile.map_file(r.path(root))
-            parts.append((np.asarray(ids), codes))
+    coded = [r for r in refs if r.ivf_id == ref.ivf_id]
+    key = (str(root.resolve()), ref.ivf_id, lists, tuple(r.segment_id for r in coded))
+    if key not in _IVF_SEARCH:  # built once per store state and process (an index run compares many videos)
+        codec = ivfmod.IvfCodec.load(root, ref)
+        _IVF_SEARCH.clear()
+        _IVF_SEARCH[key] = ivfmod.open_search(
+            root, codec, lists, coded, lambda r: segments.read_codes(root, r, codec.code_size),
+            lambda r: segments.vecfile.map_file(r.path(root))[0])
+    search, lost = _IVF_SEARCH[key]
+    bare = [r for r in refs if r not in coded] + lost
     view, ids, _bgs = segments.open_segments(root, bare, dim) if bare else (None, np.zeros(0, np.int64), [])
-    key = (str(root.resolve()), ref.ivf_id, tuple(r.segment_id for r in refs if r not in bare))
-    return codec, parts, view, ids, key
+    return search, view, ids, key
+
+
+_IVF_SEARCH: dict[Any, Any] = {}  # ivf_layer's searchable index, per store state (one kept)

@@ -216,6 +216,8 @@ class MergeReport:
     train_s: float | None = None
     encoded: int = 0  # vectors given IVF codes
     encode_s: float | None = None
+    lists_rows: int = 0  # rows written to a new IVF lists file (0: none written)
+    lists_s: float | None = None
 
     def add(self, run: Any, new: Any) -> None:
         copied = new.n_vectors if new is not None else 0

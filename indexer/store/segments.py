@@ -351,10 +351,10 @@ def _f32(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return dst
 
 
-def read_codes(store_dir: Path, ref: SegmentRef, code_size: int) -> np.ndarray | None:
+def read_codes(store_dir: Path, ref: SegmentRef, code_size: int, ivf_id: int | None = None) -> np.ndarray | None:
     """A segment's IVF codes ``(n_vectors, code_size)`` uint8, memory-mapped (None: its sidecar is
-    missing or of another size)."""
-    path = ref.ivf_path(store_dir)
+    missing or of another size); ``ivf_id``: those for that index (default: its own)."""
+    path = ref.ivf_path(store_dir, ivf_id)
     try:
         if path.stat().st_size != ref.n_vectors * code_size or not ref.n_vectors:
             return None
@@ -363,9 +363,10 @@ def read_codes(store_dir: Path, ref: SegmentRef, code_size: int) -> np.ndarray |
         return None
 
 
-def open_segments(store_dir: Path, refs: Sequence[SegmentRef], dim: int) -> tuple[VectorView, np.ndarray, list[np.ndarray | None]]:
+def open_segments(store_dir: Path, refs: Sequence[SegmentRef], dim: int, concat_ids: bool = True) -> tuple[VectorView, Any, list[np.ndarray | None]]:
     """Map every segment: (the vectors as one view, every row's frame id, each segment's
-    background term or None).
+    background term or None). ``concat_ids`` False: the frame ids as one mapped array per
+    segment (nothing read yet), not one array of all.
 
     Raises:
         StoreError: a registered segment is missing or damaged (says how to repair).
@@ -396,6 +397,8 @@ def open_segments(store_dir: Path, refs: Sequence[SegmentRef], dim: int) -> tupl
             if bg is not None and len(bg) != ref.n_vectors:
                 bg = None
         bgs.append(bg)
+    if not concat_ids:
+        return VectorView(parts, owners, dim), ids, bgs
     all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     return VectorView(parts, owners, dim), all_ids.astype(np.int64, copy=False), bgs
 
@@ -475,14 +478,14 @@ def stream_live(store_dir: Path, run: Sequence[SegmentRef], live_ids: np.ndarray
             del view, codes
 
 
-def orphan_files(store_dir: Path, refs: Sequence[SegmentRef], ivf_file: str | None = None) -> list[Path]:
+def orphan_files(store_dir: Path, refs: Sequence[SegmentRef], keep_files: Sequence[str | None] = ()) -> list[Path]:
     """Files in ``vectors/`` that no registered segment owns (left by a crash or a merge);
-    damaged files moved aside (``*.damaged-*``) are kept for inspection; ``ivf_file`` is the
-    registered IVF index (other ``ivf-*`` files are orphans too)."""
+    damaged files moved aside (``*.damaged-*``) are kept for inspection; ``keep_files`` are the
+    registered IVF index and its lists file (other ``ivf-*`` files are orphans too)."""
     folder = store_dir / SEGMENTS_DIR
     if not folder.is_dir():
         return []
-    keep = {p.name for r in refs for p in r.files(store_dir)} | ({ivf_file} if ivf_file else set())
+    keep = {p.name for r in refs for p in r.files(store_dir)} | {f for f in keep_files if f}
     return sorted(p for p in folder.iterdir() if p.name not in keep and ".damaged-" not in p.name)
 
 

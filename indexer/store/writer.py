@@ -98,6 +98,7 @@ class Writer:
         self.removed_files: list[str] = []  # orphan segment files deleted by reconcile
         self._ivf_ref: ivfmod.IvfRef | None = None  # the registered IVF index (large archives)
         self._ivf_codec: ivfmod.IvfCodec | None = None  # ... loaded when a commit needs it
+        self._lists: ivfmod.ListsRef | None = None  # ... and its registered lists file
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "Writer":
@@ -219,7 +220,9 @@ class Writer:
             refs = segments.registered(con)
             self._ivf_ref = ivfmod.current(con)
             self._ivf_codec = None
-            for p in segments.orphan_files(self.dir, refs, self._ivf_ref.file if self._ivf_ref else None):
+            self._lists = ivfmod.current_lists(con)
+            keep = [self._ivf_ref.file if self._ivf_ref else None, self._lists.file if self._lists else None]
+            for p in segments.orphan_files(self.dir, refs, keep):
                 with contextlib.suppress(OSError):
                     p.unlink()
                     self.removed_files.append(p.name)
@@ -250,8 +253,10 @@ class Writer:
             one = lambda sql: int(con.execute(sql).fetchall()[0][0])  # noqa: E731
             self._next_video_id = one("SELECT coalesce(max(video_id), -1) + 1 FROM videos")
             self._next_shot_id = one("SELECT coalesce(max(shot_id), -1) + 1 FROM shots")
+            # (never below the lists file's: rows up to its frame id are taken to be in it)
             self._next_frame_id = max(one("SELECT coalesce(max(frame_id), -1) + 1 FROM frames"),
-                                      one("SELECT coalesce(max(max_frame_id), -1) + 1 FROM vector_segments"))
+                                      one("SELECT coalesce(max(max_frame_id), -1) + 1 FROM vector_segments"),
+                                      self._lists.max_frame_id + 1 if self._lists else 0)
             self._next_segment_id = one("SELECT coalesce(max(segment_id), -1) + 1 FROM vector_segments")
 
     def _reconcile_codes(self, con: Any, refs: Sequence[SegmentRef]) -> None:
@@ -556,8 +561,10 @@ class Writer:
                 refs, live = self._live_counts(con)
             run = segments.auto_merge_run(refs, live)
             if not run:
-                return rep
+                break
             rep.add(run, self.merge(run))
+        self.refresh_lists(rep)
+        return rep
 
     def optimize(self, max_vectors: int = segments.OPTIMIZE_MAX_VECTORS, train: bool | None = None,
                  progress: Any = None, retrain: bool = False) -> MergeReport:
@@ -585,6 +592,7 @@ class Writer:
             # the index an index run trained (for matching versions) is the one a training now would
             # make: queries are opted in to it as it is, and rows without codes get theirs
             self._encode_missing(refs, rep, progress)
+            self.refresh_lists(rep, exact=True, progress=progress)
             with self._catalog() as con, transaction(con):
                 con.execute("DELETE FROM meta WHERE key = ?", [ivfmod.MATCHING_ONLY_KEY])
             rep.ivf_kept = cur.factory
@@ -595,6 +603,7 @@ class Writer:
             self._train_ivf(refs, n_live, rep, progress, matching_only=False if asked else None)
         elif self._ivf_ref is not None:
             self._encode_missing(refs, rep, progress)
+            self.refresh_lists(rep, exact=True, progress=progress)
         return rep
 
     @staticmethod
@@ -644,8 +653,12 @@ class Writer:
         t0 = time.perf_counter()
         self._write_codes(refs, codec, progress)
         hooks.pause("ivf.written")
+        coded = [r for r in refs if r.n_vectors]
+        lists = self._write_lists(coded, codec, rep, progress, ivf_id=ref.ivf_id)
+        hooks.pause("ivf.lists_written")
         with self._catalog() as con, transaction(con):
             ivfmod.register(con, ref)
+            ivfmod.register_lists(con, lists)
             if matching_only is not None:
                 con.execute("DELETE FROM meta WHERE key = ?", [ivfmod.MATCHING_ONLY_KEY])
                 if matching_only:
@@ -657,6 +670,7 @@ class Writer:
         hooks.pause("ivf.swapped")
         old = self._ivf_ref
         self._ivf_ref, self._ivf_codec = ref, codec
+        self._drop_old_lists(lists)
         for r in refs:  # the old index's sidecars and file
             if r.ivf_id is not None and r.ivf_id != ref.ivf_id:
                 r.ivf_path(self.dir).unlink(missing_ok=True)
@@ -687,6 +701,94 @@ class Writer:
                 r.ivf_path(self.dir).unlink(missing_ok=True)
         rep.encoded += sum(r.n_vectors for r in todo)
         rep.encode_s = round(time.perf_counter() - t0, 2)
+
+    def lists_tail(self) -> int:
+        """Rows with IVF codes that the registered lists file does not hold (written since it)."""
+        if self._ivf_ref is None:
+            return 0
+        with self._catalog() as con:
+            refs = segments.registered(con)
+        above = self._lists.max_frame_id if self._lists and self._lists.ivf_id == self._ivf_ref.ivf_id else -1
+        n = 0
+        for r in refs:
+            if r.ivf_id != self._ivf_ref.ivf_id or r.max_frame_id <= above or not r.n_vectors:
+                continue
+            n += r.n_vectors if r.min_frame_id > above else int(
+                (np.asarray(segments.vecfile.map_file(r.path(self.dir))[0]) > above).sum())
+        return n
+
+    def refresh_lists(self, rep: MergeReport | None = None, exact: bool = False, progress: Any = None,
+                      force: bool = False) -> bool:
+        """Rewrite the IVF index's lists file (:mod:`.ivf`) when :func:`ivfmod.lists_due` says
+        so (``exact``: whenever it lacks any coded row, or holds a row no segment holds; ``force``:
+        always), giving codes first to the segments that have none. Returns whether it was written."""
+        cur = self._ivf_ref
+        if cur is None:
+            return False
+        with self._catalog() as con:
+            refs = segments.registered(con)
+        tail = self.lists_tail()
+        lists = self._lists if self._lists and self._lists.ivf_id == cur.ivf_id else None
+        coded_rows = sum(r.n_vectors for r in refs if r.ivf_id == cur.ivf_id)
+        if force:
+            due = True
+        elif exact:
+            due = lists is None or tail > 0 or any(r.n_vectors and r.ivf_id != cur.ivf_id for r in refs) or (
+                lists.vectors != coded_rows - tail)
+        else:
+            due = ivfmod.lists_due(lists, cur.ivf_id, tail)
+        if not due:
+            return False
+        rep = rep if rep is not None else MergeReport()
+        self._encode_missing(refs, rep, progress)
+        with self._catalog() as con:
+            refs = [r for r in segments.registered(con) if r.n_vectors]
+        new = self._write_lists(refs, self._codec(), rep, progress)
+        hooks.pause("lists.written")
+        with self._catalog() as con, transaction(con):
+            ivfmod.register_lists(con, new)
+        hooks.pause("lists.swapped")
+        self._drop_old_lists(new)
+        return True
+
+    def repair_lists(self) -> bool:
+        """Write the lists file again when it is missing, damaged or of another index
+        (:func:`.check.lists_problem`). Returns whether it was written."""
+        from .check import lists_problem  # noqa: PLC0415
+
+        if self._ivf_ref is None or self._lists is None:
+            return False
+        with self._catalog() as con:
+            refs = segments.registered(con)
+        if lists_problem(self.dir, refs, self._ivf_ref, self._lists) is None:
+            return False
+        return self.refresh_lists(force=True)
+
+    def _write_lists(self, refs: Sequence[SegmentRef], codec: ivfmod.IvfCodec, rep: MergeReport, progress: Any,
+                     ivf_id: int | None = None) -> ivfmod.ListsRef:
+        """Write a lists file of the codes of ``refs`` (for index ``ivf_id``; default: their own)."""
+        import time  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+
+        def parts() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for r in refs:
+                codes = segments.read_codes(self.dir, r, codec.code_size, ivf_id)
+                if codes is None:
+                    raise StoreError(f"the IVF codes of {r.file} are missing or short: run `archive optimize`.")
+                yield np.asarray(segments.vecfile.map_file(r.path(self.dir))[0]), codes
+
+        seq = (self._lists.seq + 1) if self._lists else 1
+        new = ivfmod.write_lists(self.dir, codec, parts, seq, self._next_frame_id - 1, progress)
+        rep.lists_rows = new.vectors
+        rep.lists_s = round(time.perf_counter() - t0, 2)
+        return new
+
+    def _drop_old_lists(self, new: ivfmod.ListsRef | None) -> None:
+        """After ``new`` was registered: delete the lists file it replaces (readers that mapped it keep it)."""
+        old, self._lists = self._lists, new
+        if old is not None and (new is None or old.file != new.file):
+            old.path(self.dir).unlink(missing_ok=True)
 
     def _write_codes(self, refs: Sequence[SegmentRef], codec: ivfmod.IvfCodec, progress: Any) -> None:
         total = sum(r.n_vectors for r in refs)

@@ -1,0 +1,267 @@
+"""The IVF index's lists file: every code grouped by list, memory-mapped by readers.
+
+A fresh process (a CLI query, the versions compare of `archive index`) used to build the
+searchable IVF index from every segment's codes: time and memory in proportion to the archive.
+Now it maps the lists file (reading nothing until it searches) and adds in memory only the rows
+written since. On real FAISS, DuckDB and open_clip.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import subprocess
+import sys
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from conftest import TEST_MODEL, env_for_cli
+
+from archive import Archive
+from archive.bench import build_synthetic
+from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, check_store, ivf_layer
+from indexer.store import ivf as ivfmod
+from indexer.store import segments as segmod
+from indexer.store.reader import read_connection
+from search.query import Searcher
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture()
+def big(tmp_path, monkeypatch):
+    """12,000 synthetic frames with a trained IVF index that queries use (ARCHIVE_IVF_FRAMES 5,000)."""
+    monkeypatch.setenv("ARCHIVE_IVF_FRAMES", "5000")
+    store = tmp_path / "big"
+    build_synthetic(str(store), 12_000, TEST_MODEL, "none")
+    Archive(store).optimize(ivf=True)
+    return store
+
+
+def _lists(store: Path) -> ivfmod.ListsRef | None:
+    with read_connection(store) as con:
+        return ivfmod.current_lists(con)
+
+
+def _record(path: Path, vecs: np.ndarray) -> VideoRecord:
+    n = len(vecs)
+    return VideoRecord(
+        path=str(path), size_bytes=1, mtime=0.0, fingerprint=f"{abs(hash(str(path))):032x}"[:32], duration_s=n * 0.5,
+        fps=25.0, width=64, height=64, codec="h264", sample_fps=2.0, decoded_frames=n * 12,
+        frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, 0) for t in range(n)], vectors=vecs,
+        shots=[ShotRecord(0.0, n * 0.5)])
+
+
+def _from_codes(store: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """What readers built before the lists file: one index from every segment's codes."""
+    with read_connection(store) as con:
+        refs = segmod.registered(con)
+        ref = ivfmod.current(con)
+    codec = ivfmod.IvfCodec.load(store, ref)
+    parts = [(np.asarray(segmod.vecfile.map_file(r.path(store))[0]), segmod.read_codes(store, r, codec.code_size))
+             for r in refs if r.ivf_id == ref.ivf_id]
+    index = codec.searchable(parts)
+    faiss.extract_index_ivf(index).nprobe = ref.nlist
+    return (*index.search(_queries(store), 40), int(index.ntotal))
+
+
+def _queries(store: Path) -> np.ndarray:
+    return _unit(np.random.default_rng(11).standard_normal((6, _dim(store))))
+
+
+def _dim(store: Path) -> int:
+    with read_connection(store) as con:
+        return int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
+
+
+def _through_layer(store: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
+    index, _view, _ids, _key = ivf_layer(store)
+    index.set_nprobe(10_000)  # every list: only what the index holds is compared
+    d, i = index.search(_queries(store), 40)
+    return d, i, index.ntotal, len(index.parts)
+
+
+def test_training_writes_a_lists_file_that_faiss_reads_and_that_searches_like_the_codes(big):
+    lists = _lists(big)
+    assert lists is not None and lists.ivf_id == 1 and lists.vectors == 12_000
+    path = lists.path(big)
+    # FAISS's own reader takes it as a plain IVF index file ...
+    whole = faiss.read_index(str(path))
+    assert whole.ntotal == 12_000 and faiss.extract_index_ivf(whole).nlist == 256
+    # ... and the store's readers map it: the same neighbours, the same scores, as an index built
+    # from every segment's codes, with nothing built in memory.
+    d0, i0, n0 = _from_codes(big)
+    d1, i1, n1, parts = _through_layer(big)
+    assert n1 == n0 == 12_000 and parts == 1
+    assert np.array_equal(i1, i0)
+    np.testing.assert_allclose(d1, d0, rtol=1e-6)
+    assert check_store(big).ok
+
+
+def test_a_commit_writes_nothing_in_proportion_to_the_archive_and_readers_add_only_its_rows(
+        big, encoder, tmp_path, monkeypatch):
+    lists = _lists(big)
+    stamp = lists.path(big).stat()
+    before = {p.name: p.stat().st_size for p in (big / "vectors").iterdir()}
+    q = Searcher(big, encoder=encoder).text_vectors(["a lighthouse at dusk"])[0]
+    near = _unit(q[None, :] + 0.05 * _unit(np.random.default_rng(5).standard_normal((8, len(q)))))
+    rec = _record(tmp_path / "new_ad.mp4", near)
+    with Writer(big) as w:
+        w.attach_existing()
+        w.commit([rec])
+    after = {p.name: p.stat().st_size for p in (big / "vectors").iterdir()}
+    new = {k: v for k, v in after.items() if k not in before}
+    assert all(before[k] == after[k] for k in before)  # nothing there was rewritten
+    # the new video's segment and codes only: 8 rows of fp16 vectors, ids and codes, and headers
+    assert sum(new.values()) < 8 * (2 * _dim(big) + 8 + 64) + 1024
+    assert _lists(big) == lists and lists.path(big).stat().st_mtime_ns == stamp.st_mtime_ns
+
+    # A reader maps the lists file and reads the codes of the new segment only.
+    calls = []
+    real = segmod.read_codes
+    monkeypatch.setattr(segmod, "read_codes", lambda *a, **k: calls.append(a[1].file) or real(*a, **k))
+    d1, i1, n1, parts = _through_layer(big)
+    assert n1 == 12_008 and parts == 2 and len(calls) == 1
+    monkeypatch.undo()
+    d0, i0, _n0 = _from_codes(big)
+    assert np.array_equal(i1, i0)
+    np.testing.assert_allclose(d1, d0, rtol=1e-6)
+    # and the new video is answered through the index, with a few lists probed
+    monkeypatch.setenv("ARCHIVE_IVF_FRAMES", "5000")
+    monkeypatch.setenv("ARCHIVE_IVF_NPROBE", "8")
+    s = Searcher(big, encoder=encoder)
+    [r] = s.search(["a lighthouse at dusk"], top=3)
+    assert s.ivf_ranker(s.scanner(None)) is not None
+    assert r.results[0].video == rec.path and r.results[0].present and r.results[0].duration_s == 4.0
+
+
+def test_an_index_run_rewrites_the_lists_file_once_enough_rows_were_added(big, tmp_path, monkeypatch):
+    first = _lists(big)
+    rng = np.random.default_rng(2)
+    recs = [_record(tmp_path / f"ad{k}.mp4", _unit(rng.standard_normal((10, _dim(big))))) for k in range(3)]
+    monkeypatch.setattr(ivfmod, "LISTS_TAIL_MIN", 25)  # small numbers: the rule, not the size, is tested
+    monkeypatch.setattr(ivfmod, "LISTS_TAIL_SHARE", 0.002)  # (24 rows of 12,000)
+    with Writer(big) as w:
+        w.attach_existing()
+        w.commit(recs[:2])
+        assert w.lists_tail() == 20
+        w.auto_merge()  # what an index run does at its end: 20 rows since, not yet due
+        assert _lists(big) == first
+        w.commit(recs[2:])
+        rep = w.auto_merge()  # 30 rows since: due
+    second = _lists(big)
+    assert rep.lists_rows == 12_030 and second.seq == first.seq + 1 and second.vectors == 12_030
+    assert not first.path(big).exists() and second.path(big).exists()  # the old one deleted after the swap
+    assert second.max_frame_id >= max(segmod_max_ids(big))
+    d0, i0, _n0 = _from_codes(big)
+    d1, i1, n1, parts = _through_layer(big)
+    assert n1 == 12_030 and parts == 1 and np.array_equal(i1, i0)
+    assert check_store(big).ok
+
+
+def segmod_max_ids(store: Path) -> list[int]:
+    with read_connection(store) as con:
+        return [r.max_frame_id for r in segmod.registered(con)]
+
+
+def test_frame_ids_are_never_given_out_again_below_the_lists_file(big, tmp_path):
+    rng = np.random.default_rng(4)
+    rec = _record(tmp_path / "last.mp4", _unit(rng.standard_normal((6, _dim(big)))))
+    with Writer(big) as w:
+        w.attach_existing()
+        w.commit([rec])
+    Archive(big).optimize()  # the lists file now holds the last video's rows too
+    lists = _lists(big)
+    assert lists.vectors == 12_006
+    with Writer(big) as w:
+        w.attach_existing()
+        w.remove_videos([rec.path])
+    Archive(big).optimize()  # its rows are gone from every segment: the highest frame id dropped
+    assert max(segmod_max_ids(big)) < lists.max_frame_id
+    again = _record(tmp_path / "again.mp4", _unit(rng.standard_normal((6, _dim(big)))))
+    with Writer(big) as w:
+        w.attach_existing()
+        w.commit([again])
+    with read_connection(big) as con:
+        ids = [r[0] for r in con.execute("SELECT f.frame_id FROM frames f JOIN videos v USING (video_id) "
+                                         "WHERE v.path = ?", [again.path]).fetchall()]
+    assert min(ids) > lists.max_frame_id  # a reader takes rows up to there to be in the lists file
+    d0, i0, _n0 = _from_codes(big)
+    d1, i1, _n1, _parts = _through_layer(big)
+    assert np.array_equal(i1, i0)
+    assert check_store(big).ok
+
+
+def test_a_damaged_or_missing_lists_file_is_said_searched_around_and_repaired(big, encoder, monkeypatch):
+    monkeypatch.setenv("ARCHIVE_IVF_NPROBE", "256")
+    want = [r.to_dict() for r in Searcher(big, encoder=encoder, exact=True).search(["a beach"], top=5, threshold=0.3)[0].results]
+    lists = _lists(big)
+    path = lists.path(big)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut short
+    rep = check_store(big)
+    assert not rep.ok and any("lists file" in p and "missing or damaged" in p for p in rep.problems)
+    # readers build the index from the codes instead: the same answers
+    d0, i0, _n0 = _from_codes(big)
+    d1, i1, n1, parts = _through_layer(big)
+    assert n1 == 12_000 and np.array_equal(i1, i0)
+    got = [r.to_dict() for r in Searcher(big, encoder=encoder).search(["a beach"], top=5, threshold=0.3)[0].results]
+    assert got == want
+    fixed = check_store(big, repair=True)
+    assert fixed.ok and any("lists file" in r for r in fixed.repaired)
+    new = _lists(big)
+    assert new.seq == lists.seq + 1 and new.path(big).exists() and not path.exists()
+    assert _through_layer(big)[3] == 1
+
+    # A store made before lists files (IVF index, no lists file): noted; the next optimize writes it.
+    with Writer(big) as w, w._catalog() as con:
+        ivfmod.register_lists(con, None)
+    new.path(big).unlink()
+    rep = check_store(big)
+    assert rep.ok and any("no lists file yet" in n for n in rep.notes)
+    assert np.array_equal(_through_layer(big)[1], i0)
+    opt = Archive(big).optimize()
+    assert opt.lists_rows == 12_000 and _lists(big) is not None and check_store(big).ok
+
+
+@pytest.mark.parametrize("point", ["lists.written", "lists.swapped"])
+def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path, point):
+    rec = _record(tmp_path / "tail.mp4", _unit(np.random.default_rng(9).standard_normal((7, _dim(big)))))
+    with Writer(big) as w:
+        w.attach_existing()
+        w.commit([rec])
+    first = _lists(big)
+    d0, i0, _n0 = _from_codes(big)
+    env = env_for_cli(tmp_path, big)
+    env["ARCHIVE_IVF_FRAMES"] = "5000"
+    marker = tmp_path / "paused"
+    env["ARCHIVE_TEST_PAUSE"] = f"{point}={marker}"
+    p = subprocess.Popen([sys.executable, "-m", "archive.cli", "optimize"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for _ in range(30_000):
+            if marker.exists() or p.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert marker.exists(), p.stderr.read() if p.poll() is not None else "never paused"
+    finally:
+        os.killpg(p.pid, 9)
+        p.wait()
+    now = _lists(big)
+    if point == "lists.written":
+        assert now == first  # the new file is an orphan: readers never open it
+    else:
+        assert now.seq == first.seq + 1 and now.vectors == 12_007 and first.path(big).exists()
+    d1, i1, n1, _parts = _through_layer(big)
+    assert n1 == 12_007 and np.array_equal(i1, i0)
+    rep = check_store(big)
+    assert rep.ok and any("extra file vectors/ivf-" in n for n in rep.notes)
+    with Writer(big) as w:  # the next writer deletes what the killed one left
+        w.attach_existing()
+    leftovers = [q.name for q in (big / "vectors").iterdir() if ".lists-" in q.name]
+    assert leftovers == [_lists(big).file]
+    assert check_store(big).ok
