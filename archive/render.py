@@ -336,8 +336,8 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
     else:
         i = info.ivf
         d["ivf"] = (f"{i['factory']}, trained on {i['trained_vectors']:,} of {i['archive_vectors_at_training']:,} "
-                    f"vectors; {i['vectors_with_codes']:,} have codes; archive {i['growth_since_training']}x "
-                    f"since{' (stale: run `archive optimize`)' if i['stale'] else ''}"
+                    f"vectors; {i['vectors_with_codes']:,} have codes ({i['lists_vectors']:,} in its lists file); "
+                    f"archive {i['growth_since_training']}x since{' (stale: run `archive optimize`)' if i['stale'] else ''}"
                     + ("; trained by an index run for matching versions only (`archive optimize --ivf` lets "
                        "queries of archives past ARCHIVE_IVF_FRAMES use it too)" if i.get("matching_only") else ""))
     d["ocr"] = (f"on: {info.text_lines:,} text lines from {info.text_videos} of {info.videos} videos"
@@ -458,7 +458,8 @@ def print_check(rep: Any, as_json: bool) -> None:
 def print_optimize(rep: Any, as_json: bool) -> None:
     d = {"merged": rep.merged, "written": rep.written, "rows_copied": rep.rows_copied,
          "dead_dropped": rep.dead_dropped, "ivf": rep.ivf, "ivf_trained_on": rep.ivf_trained_on,
-         "train_s": rep.train_s, "encoded": rep.encoded, "encode_s": rep.encode_s, "ivf_kept": rep.ivf_kept}
+         "train_s": rep.train_s, "encoded": rep.encoded, "encode_s": rep.encode_s, "ivf_kept": rep.ivf_kept,
+         "lists_rows": rep.lists_rows, "lists_s": rep.lists_s}
     if as_json:
         print(dumps(d))
         return
@@ -478,3 +479,6 @@ def print_optimize(rep: Any, as_json: bool) -> None:
                   highlight=False)
     elif rep.encoded:
         err.print(f"gave {rep.encoded:,} vectors their IVF codes in {rep.encode_s} s.", highlight=False)
+    if rep.lists_rows:
+        err.print(f"wrote the IVF index's lists file ({rep.lists_rows:,} codes grouped by list, memory-mapped by "
+                  f"queries) in {rep.lists_s} s.", highlight=False)

@@ -21,7 +21,7 @@ from conftest import TEST_MODEL, env_for_cli
 
 from archive import Archive
 from archive.bench import build_synthetic
-from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, check_store, ivf_layer
+from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, check_store, ivf_layer, store_info
 from indexer.store import ivf as ivfmod
 from indexer.store import segments as segmod
 from indexer.store.reader import read_connection
@@ -97,6 +97,7 @@ def test_training_writes_a_lists_file_that_faiss_reads_and_that_searches_like_th
     d0, i0, n0 = _from_codes(big)
     d1, i1, n1, parts = _through_layer(big)
     assert n1 == n0 == 12_000 and parts == 1
+    assert store_info(big).ivf["lists_vectors"] == 12_000
     assert np.array_equal(i1, i0)
     np.testing.assert_allclose(d1, d0, rtol=1e-6)
     assert check_store(big).ok
@@ -228,8 +229,9 @@ def test_a_damaged_or_missing_lists_file_is_said_searched_around_and_repaired(bi
     assert opt.lists_rows == 12_000 and _lists(big) is not None and check_store(big).ok
 
 
-@pytest.mark.parametrize("point", ["lists.written", "lists.swapped"])
-def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path, point):
+@pytest.mark.parametrize("point, args", [("lists.written", []), ("lists.swapped", []),
+                                         ("ivf.lists_written", ["--ivf", "--retrain"])])
+def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path, point, args):
     rec = _record(tmp_path / "tail.mp4", _unit(np.random.default_rng(9).standard_normal((7, _dim(big)))))
     with Writer(big) as w:
         w.attach_existing()
@@ -240,7 +242,7 @@ def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path
     env["ARCHIVE_IVF_FRAMES"] = "5000"
     marker = tmp_path / "paused"
     env["ARCHIVE_TEST_PAUSE"] = f"{point}={marker}"
-    p = subprocess.Popen([sys.executable, "-m", "archive.cli", "optimize"], env=env, stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-m", "archive.cli", "optimize", *args], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         for _ in range(30_000):
@@ -252,8 +254,8 @@ def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path
         os.killpg(p.pid, 9)
         p.wait()
     now = _lists(big)
-    if point == "lists.written":
-        assert now == first  # the new file is an orphan: readers never open it
+    if point != "lists.swapped":
+        assert now == first  # the new file (and a new index's) are orphans: readers never open them
     else:
         assert now.seq == first.seq + 1 and now.vectors == 12_007 and first.path(big).exists()
     d1, i1, n1, _parts = _through_layer(big)

@@ -317,6 +317,44 @@ def test_scattered_rows_are_read_without_read_around(tmp_path):
     assert seen == [False]
 
 
+def _mapped_rss_kb(addr):
+    """Resident kB of the mapping holding ``addr`` (its ``Rss:`` line in /proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0] if line else ""
+        if "-" in head and ":" not in head:
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= addr < hi
+        elif inside and line.startswith("Rss:"):
+            return int(line.split()[1])
+    raise AssertionError("mapping not found")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the mapping's size from /proc/self/smaps")
+def test_scattered_rows_are_read_from_the_file_and_never_mapped_in(tmp_path):
+    # A large archive's candidates (a few thousand rows spread over gigabytes) are read with pread,
+    # one call per run of consecutive rows: the same values as through the mapping, and none of the
+    # mapping's pages become resident (a fault maps the whole page-cache folio around it).
+    build(tmp_path, 40, 40)
+    from indexer.store.reader import read_connection
+
+    with read_connection(tmp_path) as con:
+        refs = segmod.registered(con)
+    view, _ids, _bgs = segmod.open_segments(tmp_path, refs, DIM)
+    [part] = view.parts
+    assert view.files[0] is not None and part.dtype == np.float16
+    n = len(part)
+    rows = np.array([n - 1, 5, 6, 7, n // 2, 5, 900, 901, 0], np.int64)  # runs, a repeat, both ends
+    view.release_pages()
+    addr = part.__array_interface__["data"][0]
+    before = _mapped_rss_kb(addr)
+    got = view.take(rows)
+    assert _mapped_rss_kb(addr) == before  # read through pread: nothing mapped in
+    assert np.array_equal(got, np.asarray(part)[rows].astype(np.float32))
+    # neighbours keep the mapping (and its read-ahead), with the same values
+    assert np.array_equal(view.take(np.arange(100, 140)), np.asarray(part)[100:140].astype(np.float32))
+
+
 def test_frames_of_a_few_videos_are_located_by_id_range_and_binary_search():
     # load_frames(store, video_ids) finds the rows of a few videos' frames without reading every
     # stored id: the segment by its id range, then a binary search in its ids (ascending as

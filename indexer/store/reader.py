@@ -346,6 +346,7 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         else:
             image_levels["current"] = levels_fresh(image_levels, levels_stamp(con))
         ivf_ref = ivfmod.current(con)
+        lists_ref = ivfmod.current_lists(con)
         covered = 0 if ivf_ref is None else int(con.execute(
             "SELECT coalesce(sum(n_vectors), 0) FROM vector_segments WHERE ivf_id = ?", [ivf_ref.ivf_id]).fetchall()[0][0])
     from .. import settings  # noqa: PLC0415
@@ -356,7 +357,10 @@ def store_info(store_dir: str | os.PathLike[str]) -> StoreInfo:
         ivf = {"factory": ivf_ref.factory, "trained_vectors": ivf_ref.trained_vectors,
                "archive_vectors_at_training": ivf_ref.archive_vectors, "vectors_with_codes": covered,
                "growth_since_training": round(grown, 2), "stale": grown > settings.IVF_RETRAIN_GROWTH or covered < n_vectors,
-               "nprobe": settings.ivf_nprobe(), "matching_only": bool(meta.get(ivfmod.MATCHING_ONLY_KEY))}
+               "nprobe": settings.ivf_nprobe(), "matching_only": bool(meta.get(ivfmod.MATCHING_ONLY_KEY)),
+               # the lists file (rows in it, dead ones included; 0: none yet) and its highest frame id
+               "lists_vectors": lists_ref.vectors if lists_ref and lists_ref.ivf_id == ivf_ref.ivf_id else 0,
+               "lists_max_frame_id": lists_ref.max_frame_id if lists_ref and lists_ref.ivf_id == ivf_ref.ivf_id else None}
     if ivf_ref is not None and frames >= settings.ivf_frames() and not ivf["matching_only"]:
         how = f"IVF index ({ivf_ref.factory}, nprobe {settings.ivf_nprobe()}): candidates rescored exactly"
         if ivf["stale"]:
