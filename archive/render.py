@@ -390,6 +390,7 @@ def report_dict(r: IndexReport) -> dict[str, Any]:
         "versions_compared": r.versions_compared,
         "matches_found": r.matches_found,
         "versions_s": r.versions_s,
+        "lists_note": r.lists_note,
         "ivf_trained_s": r.ivf_trained_s,
         "ivf_frames": r.ivf_frames,
     }
@@ -420,6 +421,8 @@ def print_report(r: IndexReport, as_json: bool) -> None:
                   f"segment(s) found in {r.versions_s:.1f} s; see `archive versions`.", highlight=False)
         if r.versions_note:
             err.print(f"[yellow]note:[/] {esc(r.versions_note)}", highlight=False)
+    if r.lists_note:
+        err.print(f"[yellow]note:[/] {esc(r.lists_note)}", highlight=False)
     for p, why in r.text_notes:
         err.print(f"[yellow]no text read[/] {esc(p)}: {esc(why.removeprefix('on-screen text not read: '))}", highlight=False)
     if r.thumbnails_added:

@@ -153,7 +153,7 @@ def index_paths(
                 if engine is not None:
                     add_text(writer, plan.same, engine, progress, report)
                 if report.indexed:
-                    report.segments_merged = writer.auto_merge().merged
+                    _merged(writer, report)
             else:  # nothing to embed and no catalog to record failures in
                 for p, why in problems:
                     progress(Progress("fail", path=p, message=why))
@@ -165,6 +165,15 @@ def index_paths(
     report.encoder = encoder
     report.wall_s = time.perf_counter() - t0
     return report
+
+
+def _merged(writer: Writer, report: IndexReport) -> None:
+    """The end of a run that indexed something: merge its small segments, refresh the IVF lists file."""
+    rep = writer.auto_merge()
+    report.segments_merged = rep.merged
+    if rep.lists_error:
+        report.lists_note = (f"the IVF index's lists file could not be written ({rep.lists_error}); the videos are "
+                             "committed, and queries build the index from its codes until a later run writes it.")
 
 
 def _missing(store_dir: Path, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -201,7 +210,7 @@ def _index_on_ray(writer: Writer, opts: "RayOptions", spec: Any, device: str, pr
     for p in no_thumbs:
         report.thumbnails_added += add_thumbnails(writer, p, progress)
     if report.indexed:
-        report.segments_merged = writer.auto_merge().merged
+        _merged(writer, report)
 
 
 def add_text(writer: Writer, paths: Sequence[str], engine: "ocrmod.OcrEngine", progress: ProgressFn,

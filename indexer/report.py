@@ -87,6 +87,7 @@ class IndexReport:
     matches_found: int = 0  # ... aligned shared segments found
     versions_s: float = 0.0  # seconds the comparing took
     versions_note: str | None = None  # how to make it faster, when it was slow
+    lists_note: str | None = None  # the IVF lists file was due and could not be written (why)
     ivf_trained_s: float = 0.0  # seconds spent training the IVF index this run (once, when the archive grew large)
     ivf_frames: int = 0  # ... over this many frames
     encoder: Any = field(default=None, repr=False, compare=False)  # the model the run loaded, to reuse

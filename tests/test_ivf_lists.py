@@ -9,6 +9,7 @@ written since. On real FAISS, DuckDB and open_clip.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import subprocess
 import sys
@@ -218,6 +219,14 @@ def test_a_damaged_or_missing_lists_file_is_said_searched_around_and_repaired(bi
     assert new.seq == lists.seq + 1 and new.path(big).exists() and not path.exists()
     assert _through_layer(big)[3] == 1
 
+    # `archive optimize` writes a damaged one again too (its counts alone would say it is current).
+    data = new.path(big).read_bytes()
+    new.path(big).write_bytes(data[:4096])
+    assert not check_store(big).ok
+    opt = Archive(big).optimize()
+    assert opt.lists_rows == 12_000 and _lists(big).seq == new.seq + 1 and check_store(big).ok
+    new = _lists(big)
+
     # A store made before lists files (IVF index, no lists file): noted; the next optimize writes it.
     with Writer(big) as w, w._catalog() as con:
         ivfmod.register_lists(con, None)
@@ -267,3 +276,32 @@ def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path
     leftovers = [q.name for q in (big / "vectors").iterdir() if ".lists-" in q.name]
     assert leftovers == [_lists(big).file]
     assert check_store(big).ok
+
+
+def test_a_lists_file_that_cannot_be_written_does_not_fail_the_index_run(big, encoder, tmp_path, monkeypatch):
+    # The lists file only speeds readers up: when writing a due one fails (a full disk), the run's
+    # videos stay committed, the report says so, and readers build the index from the codes.
+    first = _lists(big)
+    monkeypatch.setattr(ivfmod, "LISTS_TAIL_MIN", 0)
+    monkeypatch.setattr(ivfmod, "LISTS_TAIL_SHARE", 0.0)
+
+    def full(*_a, **_k):
+        raise ivfmod.StoreError("could not write the IVF lists file (No space left on device); the archive is unchanged.")
+
+    monkeypatch.setattr(ivfmod, "write_lists", full)
+    rec = _record(tmp_path / "one.mp4", _unit(np.random.default_rng(8).standard_normal((5, _dim(big)))))
+    with Writer(big) as w:
+        w.attach_existing()
+        w.commit([rec])
+        rep = w.auto_merge()
+    assert rep.lists_error and "No space left" in rep.lists_error
+    assert _lists(big) == first and check_store(big).ok
+    folder = tmp_path / "clips"  # a real index run: its report says it, and the run succeeds
+    folder.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "tree.avi", folder / "tree.avi")
+    report = Archive(big, encoder=encoder).index([folder])
+    assert report.ok and report.indexed == 1 and "lists file could not be written" in report.lists_note
+    monkeypatch.undo()
+    d0, i0, _n0 = _from_codes(big)
+    d1, i1, n1, parts = _through_layer(big)
+    assert n1 > 12_005 and parts == 2 and np.array_equal(i1, i0)

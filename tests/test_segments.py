@@ -353,6 +353,13 @@ def test_scattered_rows_are_read_from_the_file_and_never_mapped_in(tmp_path):
     assert np.array_equal(got, np.asarray(part)[rows].astype(np.float32))
     # neighbours keep the mapping (and its read-ahead), with the same values
     assert np.array_equal(view.take(np.arange(100, 140)), np.asarray(part)[100:140].astype(np.float32))
+    # a file put in its place since (a name given to another segment) is not read: the mapping is
+    [path] = [refs[0].path(tmp_path)]
+    other = path.with_name("other.tmp")
+    other.write_bytes(b"\0" * path.stat().st_size)
+    os.replace(other, path)
+    again = view.take(rows)
+    assert np.array_equal(again, got) and _mapped_rss_kb(addr) > before
 
 
 def test_frames_of_a_few_videos_are_located_by_id_range_and_binary_search():

@@ -208,7 +208,8 @@ def lists_problem(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.I
     its rows lies in range and in the list its segment's code names."""
     if ivf_ref is None or lists_ref is None:
         return None
-    fix = "queries and comparisons build the index from the codes instead (slower); `archive optimize` writes it again."
+    fix = ("queries and comparisons build the index from the codes instead (slower); `archive check --repair` "
+           "(or `archive optimize`) writes it again.")
     if lists_ref.ivf_id != ivf_ref.ivf_id:
         return f"the IVF lists file {lists_ref.file} belongs to another IVF index: {fix}"
     try:
@@ -221,8 +222,11 @@ def lists_problem(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.I
     import faiss  # noqa: PLC0415
 
     inv = faiss.extract_index_ivf(index).invlists
-    by_range = sorted((r.min_frame_id, r.max_frame_id, r) for r in refs if r.n_vectors and r.ivf_id == ivf_ref.ivf_id)
+    dim = int(codec.index.d)
+    by_range = sorted((r.min_frame_id, r.max_frame_id, r) for r in refs if r.n_vectors and r.ivf_id == ivf_ref.ivf_id
+                      and segments.verify_header(root, r, dim) is None)  # (a damaged segment is said elsewhere)
     lows = np.array([b[0] for b in by_range], np.int64)
+    opened: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     bad = 0
     for lst in np.linspace(0, codec.ref.nlist - 1, min(codec.ref.nlist, 64)).astype(np.int64):
         n = inv.list_size(int(lst))
@@ -236,10 +240,17 @@ def lists_problem(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.I
             if k < 0 or fid > by_range[k][1]:
                 continue  # a dead row merged away: readers skip it
             r = by_range[k][2]
-            seg_ids = np.asarray(segments.vecfile.map_file(r.path(root))[0])
-            at = np.flatnonzero(seg_ids == fid)
-            codes = segments.read_codes(root, r, codec.code_size)
-            if len(at) and codes is not None and ivfmod.list_numbers(np.asarray(codes[at[:1]]), codec.coarse_size)[0] != lst:
+            if r.segment_id not in opened:
+                try:
+                    seg_ids = np.asarray(segments.vecfile.map_file(r.path(root))[0])
+                except StoreError:
+                    seg_ids = np.zeros(0, np.int64)
+                opened[r.segment_id] = (seg_ids, segments.read_codes(root, r, codec.code_size))
+            seg_ids, codes = opened[r.segment_id]
+            at = min(int(np.searchsorted(seg_ids, fid)), max(len(seg_ids) - 1, 0))
+            if not len(seg_ids) or seg_ids[at] != fid or codes is None:
+                continue  # out of order, gone, or without codes: said elsewhere
+            if ivfmod.list_numbers(np.asarray(codes[at : at + 1]), codec.coarse_size)[0] != lst:
                 bad += 1
     if bad:
         return f"the IVF lists file vectors/{lists_ref.file} files {bad} sampled row(s) under the wrong list: {fix}"

@@ -470,7 +470,7 @@ def indexed_paths(store_dir: str | os.PathLike[str], under: Sequence[str | os.Pa
     with read_connection(store_dir) as con:
         if under is None:
             return [r[0] for r in con.execute("SELECT path FROM videos").fetchall()]
-        roots = [os.path.abspath(p) for p in under]
+        roots = [os.path.abspath(os.path.expanduser(p)) for p in under]
         if not roots:
             return []
         folders = [r.rstrip(os.sep) + os.sep for r in roots]

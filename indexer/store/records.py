@@ -218,6 +218,7 @@ class MergeReport:
     encode_s: float | None = None
     lists_rows: int = 0  # rows written to a new IVF lists file (0: none written)
     lists_s: float | None = None
+    lists_error: str | None = None  # why a due lists file could not be written (an index run goes on)
 
     def add(self, run: Any, new: Any) -> None:
         copied = new.n_vectors if new is not None else 0

@@ -262,7 +262,7 @@ class VectorView:
     """
 
     def __init__(self, parts: Sequence[np.ndarray], owners: Sequence[Any], dim: int,
-                 files: Sequence[tuple[Path, int] | None] | None = None) -> None:
+                 files: Sequence[tuple[Path, int, tuple[int, int]] | None] | None = None) -> None:
         self.parts = list(parts)
         self.owners = list(owners)
         self.dim = dim
@@ -322,8 +322,10 @@ class VectorView:
         folio around it (up to megabytes on recent kernels), so a few thousand scattered rows had
         2 GB of file pages counted in the process's resident memory until they were released.
         Returns False (nothing read) when the file cannot be read so (the caller maps instead)."""
-        path, at = self.files[k]  # type: ignore[misc]
+        path, at, ident = self.files[k]  # type: ignore[misc]
         part = self.parts[k]
+        if not hasattr(os, "preadv"):
+            return False
         order = np.argsort(local, kind="stable")
         srt = local[order]
         buf = np.empty((len(srt), self.dim), part.dtype)
@@ -336,6 +338,9 @@ class VectorView:
         except OSError:
             return False
         try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != ident:  # not the file mapped (its name was given to another since)
+                return False
             flat = memoryview(buf).cast("B")
             for a, b in zip(starts.tolist(), stops.tolist()):
                 want = (b - a) * row_bytes
@@ -442,15 +447,19 @@ def open_segments(store_dir: Path, refs: Sequence[SegmentRef], dim: int, concat_
     return VectorView(parts, owners, dim, files), all_ids.astype(np.int64, copy=False), bgs
 
 
-def _file_rows(path: Path, vecs: np.ndarray, owner: Any) -> tuple[Path, int] | None:
-    """``(path, byte offset of the first row)`` of vectors mapped from ``path`` by
-    :func:`vecfile.map_file` (None: not a plain mapping of the file)."""
+def _file_rows(path: Path, vecs: np.ndarray, owner: Any) -> tuple[Path, int, tuple[int, int]] | None:
+    """``(path, byte offset of the first row, (device, inode))`` of vectors mapped from ``path``
+    by :func:`vecfile.map_file` (None: not a plain mapping of the file)."""
     import mmap  # noqa: PLC0415
 
     if not isinstance(owner, mmap.mmap) or not len(vecs) or not vecs.flags.c_contiguous:
         return None
     at = vecs.ctypes.data - np.frombuffer(owner, np.uint8).ctypes.data
-    return (path, int(at)) if 0 <= at < len(owner) else None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, int(at), (st.st_dev, st.st_ino)) if 0 <= at < len(owner) else None
 
 
 # -- merging -----------------------------------------------------------------------------------

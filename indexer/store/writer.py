@@ -563,7 +563,10 @@ class Writer:
             if not run:
                 break
             rep.add(run, self.merge(run))
-        self.refresh_lists(rep)
+        try:
+            self.refresh_lists(rep)
+        except StoreError as exc:  # only a speed-up: the videos are committed, the next run tries again
+            rep.lists_error = str(exc)
         return rep
 
     def optimize(self, max_vectors: int = segments.OPTIMIZE_MAX_VECTORS, train: bool | None = None,
@@ -734,7 +737,7 @@ class Writer:
             due = True
         elif exact:
             due = lists is None or tail > 0 or any(r.n_vectors and r.ivf_id != cur.ivf_id for r in refs) or (
-                lists.vectors != coded_rows - tail)
+                lists.vectors != coded_rows - tail) or self._codec().open_lists(self.dir, lists) is None
         else:
             due = ivfmod.lists_due(lists, cur.ivf_id, tail)
         if not due:
