@@ -274,17 +274,23 @@ def test_fp16_rows_convert_exactly_whichever_path_converts_them():
     assert np.shares_memory(first, second) and not np.array_equal(first, kept)
 
 
-def _advised_random(addr):
-    """Whether the mapping holding ``addr`` is advised for random reads (``rr`` in its VmFlags)."""
+def _smaps_field(addr, name):
+    """The values of field ``name`` (``"Rss:"``, ``"VmFlags:"``) of the mapping holding ``addr``,
+    from /proc/self/smaps."""
     inside = False
     for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split()[0] if line else ""
         if "-" in head and ":" not in head:
             lo, hi = (int(x, 16) for x in head.split("-"))
             inside = lo <= addr < hi
-        elif inside and line.startswith("VmFlags:"):
-            return "rr" in line.split()[1:]
+        elif inside and line.startswith(name):
+            return line.split()[1:]
     raise AssertionError("mapping not found")
+
+
+def _advised_random(addr):
+    """Whether the mapping holding ``addr`` is advised for random reads (``rr`` in its VmFlags)."""
+    return "rr" in _smaps_field(addr, "VmFlags:")
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the mapping's flags from /proc/self/smaps")
@@ -318,16 +324,8 @@ def test_scattered_rows_are_read_without_read_around(tmp_path):
 
 
 def _mapped_rss_kb(addr):
-    """Resident kB of the mapping holding ``addr`` (its ``Rss:`` line in /proc/self/smaps)."""
-    inside = False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()[0] if line else ""
-        if "-" in head and ":" not in head:
-            lo, hi = (int(x, 16) for x in head.split("-"))
-            inside = lo <= addr < hi
-        elif inside and line.startswith("Rss:"):
-            return int(line.split()[1])
-    raise AssertionError("mapping not found")
+    """Resident kB of the mapping holding ``addr``."""
+    return int(_smaps_field(addr, "Rss:")[0])
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the mapping's size from /proc/self/smaps")
