@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import StoreError
+from . import segments
 from .layout import SEGMENTS_DIR, fsync_dir, now
 
 # meta key: the IVF index was trained by an index run for matching versions only; queries keep
@@ -439,8 +440,7 @@ class IvfSearch:
         return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
 
 
-def open_search(store_dir: Path, codec: IvfCodec, lists: ListsRef | None, coded: Sequence[Any],
-                codes_of: Callable[[Any], np.ndarray | None], ids_of: Callable[[Any], np.ndarray]) -> tuple[IvfSearch, list[Any]]:
+def open_search(store_dir: Path, codec: IvfCodec, lists: ListsRef | None, coded: Sequence[Any]) -> tuple[IvfSearch, list[Any]]:
     """The searchable index of segments ``coded`` (those registered with codes in ``codec``'s
     index): the lists file plus, in memory, the rows above its highest frame id (all rows when
     the file is missing or unusable). Returns it and the segments whose codes turned out to be
@@ -451,11 +451,11 @@ def open_search(store_dir: Path, codec: IvfCodec, lists: ListsRef | None, coded:
     for r in coded:
         if r.max_frame_id <= above:
             continue  # every row of it is in the lists file
-        codes = codes_of(r)
+        codes = segments.read_codes(store_dir, r, codec.code_size)
         if codes is None:
             bare.append(r)
             continue
-        ids = np.asarray(ids_of(r))
+        ids = np.asarray(segments.vecfile.map_file(r.path(store_dir))[0])
         if r.min_frame_id <= above:
             keep = ids > above
             ids, codes = ids[keep], np.asarray(codes)[keep]

@@ -158,9 +158,7 @@ class FrameTable:
         root = Path(store_dir)
         k_of = {ref.segment_id: k for k, ref in enumerate(self.segments)}
         coded = [r for r in self.segments if self.ivf and r.ivf_id == self.ivf.ivf_id]
-        search, lost = ivfmod.open_search(
-            root, codec, self.ivf_lists, coded, lambda r: segments.read_codes(root, r, codec.code_size),
-            lambda r: segments.vecfile.map_file(r.path(root))[0])
+        search, lost = ivfmod.open_search(root, codec, self.ivf_lists, coded)
         bare = [r for r in self.segments if r not in coded] + lost
         mask = np.zeros(len(self), bool)
         for r in bare:
@@ -764,9 +762,7 @@ def ivf_layer(store_dir: str | os.PathLike[str]) -> tuple[ivfmod.IvfSearch | Non
     if key not in _IVF_SEARCH:  # built once per store state and process (an index run compares many videos)
         codec = ivfmod.IvfCodec.load(root, ref)
         _IVF_SEARCH.clear()
-        _IVF_SEARCH[key] = ivfmod.open_search(
-            root, codec, lists, coded, lambda r: segments.read_codes(root, r, codec.code_size),
-            lambda r: segments.vecfile.map_file(r.path(root))[0])
+        _IVF_SEARCH[key] = ivfmod.open_search(root, codec, lists, coded)
     search, lost = _IVF_SEARCH[key]
     bare = [r for r in refs if r not in coded] + lost
     view, ids, _bgs = segments.open_segments(root, bare, dim) if bare else (None, np.zeros(0, np.int64), [])

@@ -705,12 +705,14 @@ class Writer:
         rep.encoded += sum(r.n_vectors for r in todo)
         rep.encode_s = round(time.perf_counter() - t0, 2)
 
-    def lists_tail(self) -> int:
-        """Rows with IVF codes that the registered lists file does not hold (written since it)."""
+    def lists_tail(self, refs: Sequence[SegmentRef] | None = None) -> int:
+        """Rows with IVF codes that the registered lists file does not hold (written since it),
+        among ``refs`` (default: the registered segments)."""
         if self._ivf_ref is None:
             return 0
-        with self._catalog() as con:
-            refs = segments.registered(con)
+        if refs is None:
+            with self._catalog() as con:
+                refs = segments.registered(con)
         above = self._lists.max_frame_id if self._lists and self._lists.ivf_id == self._ivf_ref.ivf_id else -1
         n = 0
         for r in refs:
@@ -730,7 +732,7 @@ class Writer:
             return False
         with self._catalog() as con:
             refs = segments.registered(con)
-        tail = self.lists_tail()
+        tail = self.lists_tail(refs)
         lists = self._lists if self._lists and self._lists.ivf_id == cur.ivf_id else None
         coded_rows = sum(r.n_vectors for r in refs if r.ivf_id == cur.ivf_id)
         if force:
