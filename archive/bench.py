@@ -52,6 +52,7 @@ def bench_index(
     from indexer.encoder import Encoder
     from indexer.pipeline import index_paths
 
+    settings.idle_threads_sleep()  # as `archive index` does, before torch loads
     t0 = time.perf_counter()
     enc = None
     if ray_workers is None:

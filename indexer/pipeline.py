@@ -87,6 +87,7 @@ def index_paths(
     fps = settings.check_fps(fps)
     batch_size = settings.check_batch_size(batch_size)
     detector = settings.shots(shots)
+    settings.idle_threads_sleep()  # before torch loads: the decoders need the cores it would spin on
     hooks.start_run()
     t0 = time.perf_counter()
     store_dir = Path(store_dir)

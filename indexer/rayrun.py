@@ -38,8 +38,9 @@ from .report import IndexReport, Progress, ProgressFn, StageTimes
 from .store import Writer
 
 MAX_ATTEMPTS = 2  # a video whose worker dies this many times is recorded as a failure
-# The ARCHIVE_* settings (and the test hook) reach the workers as they are in the driver.
-_FORWARD = ("ARCHIVE_", "HF_", "OMP_NUM_THREADS", "TORCH_")
+# The ARCHIVE_* settings (and the test hook) reach the workers as they are in the driver; so do
+# the OpenMP threads' settings (an index run's spin count: settings.idle_threads_sleep).
+_FORWARD = ("ARCHIVE_", "HF_", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "TORCH_")
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,29 @@ def test_embedding_time_is_counted_for_a_child_decoded_video(encoder, monkeypatc
     rec = embed_video(str(DATA / "Megamind.avi"), encoder, 2.0, times_out=tm, decoder=dec, shots="fast")
     assert len(calls) >= 2 and tm.embed >= 0.05 * len(calls) and tm.frames == len(rec.frames)
     assert tm.decode > 0  # the child's own stages come back too
+
+
+@pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
+def test_an_index_run_lets_idle_model_threads_sleep(tmp_path: Path, user_policy: str | None) -> None:
+    """The model's OpenMP threads spin only briefly on cores the decoders need
+    (settings.idle_threads_sleep): libgomp, asked to show its settings when it loads, has the
+    run's spin count; a policy the user set is kept."""
+    import subprocess
+    import sys
+
+    from conftest import env_for_cli
+
+    env = env_for_cli(tmp_path)
+    env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
+    env["OMP_DISPLAY_ENV"] = "VERBOSE"
+    if user_policy:
+        env["OMP_WAIT_POLICY"] = user_policy
+    run = subprocess.run([sys.executable, "-m", "archive.cli", "index", str(DATA / "tree.avi"), "-q"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    spins = [line.split("=", 1)[1].strip() for line in run.stderr.splitlines() if "GOMP_SPINCOUNT" in line]
+    assert spins, run.stderr  # torch's OpenMP loaded in this run and showed its settings
+    from indexer.settings import SPIN_COUNT
+
+    assert (f"'{SPIN_COUNT}'" in spins) is (user_policy is None)
