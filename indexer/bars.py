@@ -24,14 +24,22 @@ MIN_LEFT = 0.4  # cut only when at least 40% of the side is left
 
 
 def _dark_run(lines: np.ndarray) -> tuple[int, int]:
-    """Dark lines at the start and at the end of ``lines`` (each row is one line's pixels)."""
-    mean = lines.mean(axis=1)
-    p95 = np.partition(lines, int(0.95 * (lines.shape[1] - 1)), axis=1)[:, int(0.95 * (lines.shape[1] - 1))]
-    dark = (mean <= DARK_MEAN) & (p95 <= DARK_P95)
+    """Dark lines at the start and at the end of ``lines`` (each row is one line's pixels, as the
+    sum of the three channels: grey times 3, exact in integers)."""
+    k = int(0.95 * (lines.shape[1] - 1))
+    p95 = np.partition(lines, k, axis=1)[:, k]
+    dark = (lines.sum(axis=1, dtype=np.int64) <= 3 * DARK_MEAN * lines.shape[1]) & (p95 <= 3 * DARK_P95)
     n = len(dark)
     lead = n if dark.all() else int(np.argmin(dark))
     trail = n if dark.all() else int(np.argmin(dark[::-1]))
     return lead, trail
+
+
+def _grey3(rgb: np.ndarray) -> np.ndarray:
+    out = rgb[..., 0].astype(np.uint16)
+    out += rgb[..., 1]
+    out += rgb[..., 2]
+    return out
 
 
 def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -41,12 +49,15 @@ def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
         return None
     h, w = rgb.shape[:2]
     step = max(1, min(h, w) // 256)  # a few hundred pixels per line are enough
-    grey = rgb[::1, ::step].astype(np.float32).mean(axis=2)
-    top, bottom = _dark_run(grey)
+    # grey x 3 per pixel, the channels added in integers (a float mean over the channel axis took
+    # 3-4 ms for every sample of a 720p video): rows see every step-th pixel of each line, columns
+    # every step-th pixel of each column
+    rows = _grey3(rgb[:, ::step])
+    cols = (rows if step == 1 else _grey3(rgb[::step, :])).T
+    top, bottom = _dark_run(rows)
     if top >= h:  # a black frame
         return None
-    grey_c = rgb[::step, ::1].astype(np.float32).mean(axis=2).T
-    left, right = _dark_run(grey_c)
+    left, right = _dark_run(cols)
     y = min(top, bottom)
     x = min(left, right)
     cut_y = y >= MIN_BAR * h and h - 2 * y >= MIN_LEFT * h

@@ -158,6 +158,24 @@ def test_letterbox_bars_are_cut() -> None:
     assert content_box(np.zeros((90, 160, 3), np.uint8)) is None  # a black frame stays as it is
 
 
+@pytest.mark.parametrize("bar, dark", [((24, 24, 24), True), ((24, 24, 25), False), ((0, 0, 0), True),
+                                       ((10, 10, 10), True)])
+def test_letterbox_bars_at_the_darkness_limits(bar: tuple[int, int, int], dark: bool) -> None:
+    """A bar is dark when its grey (the mean of the channels) is at most 24 on average and at most
+    48 at its 95th percentile: exactly 24 is dark, a third of a level more is not. Also at a size
+    where lines are read at every second pixel (short side >= 512)."""
+    from indexer.bars import content_box
+
+    rng = np.random.default_rng(1)
+    for h, w in ((120, 160), (600, 1000)):
+        frame = rng.integers(60, 255, size=(h, w, 3), dtype=np.uint8)
+        frame[: h // 8] = bar
+        frame[h - h // 8 :] = bar
+        if bar == (10, 10, 10):  # a few bright pixels, under 5 % of the line, leave it dark
+            frame[: h // 8, :: 25] = 200
+        assert content_box(frame) == ((0, h // 8, w, h - 2 * (h // 8)) if dark else None)
+
+
 def test_like_video_indexed_or_not(version_store, tmp_path: Path) -> None:
     """An indexed file's stored samples answer; a copy elsewhere is decoded once and answers the
     same; the store is not changed; each segment gives its range in the file."""
