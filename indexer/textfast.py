@@ -78,7 +78,8 @@ class BPETokenizer:
         import regex  # noqa: PLC0415
 
         self.encoder: dict[str, int] = tables["encoder"]
-        self.bpe_ranks = {tuple(m.split(" ")): i for i, m in enumerate(tables["merges"])}
+        self._merges: list[str] = tables["merges"]
+        self._ranks: dict[tuple[str, ...], int] | None = None
         self.sot, self.eot = int(tables["sot"]), int(tables["eot"])
         self.context_length = int(tables["context_length"])
         special = "|".join(tables["special"])
@@ -87,6 +88,14 @@ class BPETokenizer:
         self.cache: dict[str, str] = {t: t for t in tables["special"]}
         self.byte_encoder = _bytes_to_unicode()
 
+    @property
+    def bpe_ranks(self) -> dict[tuple[str, ...], int]:
+        """The merges' ranks, built when a text is first tokenized (0.1 s: an index run or an
+        image query that never tokenizes does not pay it)."""
+        if self._ranks is None:
+            self._ranks = {tuple(m.split(" ")): i for i, m in enumerate(self._merges)}
+        return self._ranks
+
     def _bpe(self, token: str) -> str:
         if token in self.cache:
             return self.cache[token]
@@ -94,9 +103,10 @@ class BPETokenizer:
         pairs = set(zip(word, word[1:]))
         if not pairs:
             return token + "</w>"
+        ranks = self.bpe_ranks
         while True:
-            bigram = min(pairs, key=lambda p: self.bpe_ranks.get(p, float("inf")))
-            if bigram not in self.bpe_ranks:
+            bigram = min(pairs, key=lambda p: ranks.get(p, float("inf")))
+            if bigram not in ranks:
                 break
             first, second = bigram
             new: list[str] = []

@@ -122,6 +122,7 @@ def test_numpy_text_tower_gives_open_clips_vectors(cache, monkeypatch):
     full = Encoder.load(TEST_MODEL, "none", "cpu", precision="fp32", full=True)
     tower = textfast.NumpyTextTower.open(TEST_MODEL, "none")
     assert tower is not None
+    assert tower.tokenizer._ranks is None  # built when a text is first tokenized, not at load
     # shared prefixes (templates), a text cut to the context, punctuation and unicode
     texts = ["a beach", "a photo of a beach.", "a photo of a dog.", "a still from a video showing a beach.",
              "stop! now", "Ünïcode &amp; text 123", "a very " + "long " * 100 + "text", "a"]
