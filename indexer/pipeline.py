@@ -91,9 +91,10 @@ def index_paths(
     hooks.start_run()
     t0 = time.perf_counter()
     store_dir = Path(store_dir)
-    read_text = settings.ocr(ocr, has_catalog(store_dir) and read_meta(store_dir).get("ocr") == "1")
+    meta = read_meta(store_dir) if has_catalog(store_dir) else {}  # read once (each read opens the catalog)
+    read_text = settings.ocr(ocr, meta.get("ocr") == "1")
     engine = ocrmod.engine(settings.ocr_side()) if read_text else None
-    spec = choose_spec(store_dir, model, pretrained, encoder.spec if encoder is not None else None)
+    spec = choose_spec(store_dir, model, pretrained, encoder.spec if encoder is not None else None, meta)
     report = IndexReport(store=str(store_dir.resolve()), model=spec.name, pretrained=spec.pretrained, ocr=read_text)
     files, problems = discover(paths)
     report.files_seen = len(files)

@@ -68,17 +68,19 @@ def plan_files(files: Sequence[str], known: dict[str, KnownFile], fps: float, sh
     return plan
 
 
-def choose_spec(store_dir: Path, model: str | None, pretrained: str | None, loaded: ModelSpec | None) -> ModelSpec:
+def choose_spec(store_dir: Path, model: str | None, pretrained: str | None, loaded: ModelSpec | None,
+                meta: dict[str, str] | None = None) -> ModelSpec:
     """The model for this run: the loaded encoder's, else asked for, else the store's, else the
-    defaults; checked against the store.
+    defaults; checked against the store (``meta``: its ``meta`` table when the caller has read it).
 
     Raises:
         ModelMismatch: the store was built with another model or weights.
         ModelLoadError: an unknown model, tag or checkpoint file.
     """
     existing: ModelSpec | None = None
-    if has_catalog(store_dir):
+    if meta is None and has_catalog(store_dir):
         meta = read_meta(store_dir)
+    if meta:
         existing = ModelSpec(meta["model"], meta["pretrained"])
     if loaded is not None:
         spec = loaded
