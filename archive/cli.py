@@ -629,6 +629,7 @@ def _ray_flag(argv: List[str]) -> List[str]:
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    settings.FREEZE_AFTER_LOAD = True  # one command a process: nothing loaded with a model is garbage later
     sys.argv[1:] = _ray_flag(sys.argv[1:])
     try:
         app()

@@ -242,6 +242,10 @@ def pause_hook() -> str | None:
     return _env("ARCHIVE_TEST_PAUSE")
 
 
+# Set by the `archive` command (one command a process): the objects alive once a model is loaded
+# are frozen out of the garbage collector's sight (indexer.encoder._collector_paused).
+FREEZE_AFTER_LOAD = False
+
 SPIN_COUNT = "10000"  # GOMP_SPINCOUNT of an index run: about 0.1 ms of spinning, not libgomp's 3 ms
 
 

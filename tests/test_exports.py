@@ -80,6 +80,33 @@ def test_a_fresh_process_embeds_without_open_clip(cache):
                                                                "torchvision": False}
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_model_loads_without_garbage_collections(cache, freeze):
+    """No full collection runs while a fresh process imports torch and loads the model (each
+    walks every object torch made, for nothing: 3-4 of them before), at most the one the collector
+    owes when it is on again after it. With the CLI's setting, what the load left alive is frozen
+    out of later collections."""
+    Encoder.load(TEST_MODEL, "none", "cpu", full=True)  # exports
+    code = (
+        "import gc, json\n"
+        "from indexer import settings\n"
+        "from indexer.encoder import Encoder\n"
+        f"settings.FREEZE_AFTER_LOAD = {freeze}\n"
+        "runs = []\n"
+        "gc.callbacks.append(lambda phase, info: runs.append(info['generation']) if phase == 'start' else None)\n"
+        f"e = Encoder.load({TEST_MODEL!r}, 'none', 'cpu')\n"
+        "during = runs.count(2)\n"
+        "n = len(runs)\n"
+        "gc.collect()\n"
+        "print(json.dumps({'during': during <= 1, 'enabled': gc.isenabled(), 'after': len(runs) - n,"
+        " 'frozen': gc.get_freeze_count() > 10000, 'torch': 'torch' in __import__('sys').modules}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"during": True, "enabled": True, "after": 1,
+                                                               "frozen": freeze, "torch": True}
+
+
 def test_a_damaged_export_is_rebuilt_and_a_switched_off_one_unused(cache, monkeypatch):
     full = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
     folder = imagefast.export_dir(TEST_MODEL, "none", full.precision)
