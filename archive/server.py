@@ -293,6 +293,7 @@ def warm(app: Any) -> None:
     s = app.state.searcher
     for one in (s.searchers if isinstance(s, ShardedSearcher) else [s]):
         _ = one.encoder
+        one.text_encoder.encode_texts(["a photo"])  # the tokenizer's tables too
         one.background_vectors()
         one.background_lse(one.scanner(None))
 

@@ -28,7 +28,8 @@ def _dark_run(lines: np.ndarray) -> tuple[int, int]:
     sum of the three channels: grey times 3, exact in integers)."""
     k = int(0.95 * (lines.shape[1] - 1))
     p95 = np.partition(lines, k, axis=1)[:, k]
-    dark = (lines.sum(axis=1, dtype=np.int64) <= 3 * DARK_MEAN * lines.shape[1]) & (p95 <= 3 * DARK_P95)
+    total = lines.sum(axis=1, dtype=np.int64 if lines.dtype.kind == "u" else np.float64)
+    dark = (total <= 3 * DARK_MEAN * lines.shape[1]) & (p95 <= 3 * DARK_P95)
     n = len(dark)
     lead = n if dark.all() else int(np.argmin(dark))
     trail = n if dark.all() else int(np.argmin(dark[::-1]))
@@ -36,6 +37,11 @@ def _dark_run(lines: np.ndarray) -> tuple[int, int]:
 
 
 def _grey3(rgb: np.ndarray) -> np.ndarray:
+    """Grey x 3 per pixel: the three channels added, exact in integers for 8-bit RGB (other
+    arrays, such as RGBA or float pictures, the mean of all their channels x 3 in float32, as
+    before)."""
+    if rgb.dtype != np.uint8 or rgb.shape[2] != 3:
+        return rgb.astype(np.float32).mean(axis=2) * np.float32(3)
     out = rgb[..., 0].astype(np.uint16)
     out += rgb[..., 1]
     out += rgb[..., 2]

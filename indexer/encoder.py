@@ -14,6 +14,7 @@ torch and open_clip are imported here lazily, so the CLI starts instantly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -96,26 +97,37 @@ def _plain_spec(name: str, pretrained: str) -> ModelSpec:
     return ModelSpec(name.strip(), str(path.resolve()) if path.is_file() else p)
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a model loads, and back as it was after.
+def _pil_prep(preprocess: Any, rgb: np.ndarray) -> np.ndarray:
+    """open_clip's own preprocessing of one RGB frame (through PIL)."""
+    from PIL import Image  # noqa: PLC0415
+
+    return preprocess(Image.fromarray(rgb)).numpy()
+
+
+def _load_quietly(load: Any) -> "Encoder":
+    """``load()`` with Python's cyclic garbage collector off, and back as it was after.
 
     Importing torch and loading a model create a few hundred thousand objects and no garbage, yet
     each full collection they set off walks all of them (15-70 ms each, 3-4 in a load, nothing
-    collected). With ``settings.FREEZE_AFTER_LOAD`` (the CLI) the objects alive after the load are also
-    moved out of the collector's sight (``gc.freeze``), so the collections later in the run do not
-    walk torch's objects again (one at the end of an index run took 84 ms). Not done for library
-    callers: a frozen object that later becomes garbage in a cycle is never freed.
+    collected). With ``settings.FREEZE_AFTER_LOAD`` (the CLI) the objects alive after a load that
+    succeeded are also moved out of the collector's sight (``gc.freeze``), so the collections later
+    in the run do not walk torch's objects again (one at the end of an index run took 84 ms); after
+    a full build (the first load of a model, which exports its towers, or a GPU) its garbage is
+    collected first. Not done for library callers: a frozen object that later becomes garbage in
+    a cycle is never freed.
     """
     import gc  # noqa: PLC0415
 
     was = gc.isenabled()
     gc.disable()
     try:
-        yield
-    finally:
+        enc = load()
         if settings.FREEZE_AFTER_LOAD:
+            if enc.model is not None:
+                gc.collect()
             gc.freeze()
+        return enc
+    finally:
         if was:
             gc.enable()
 
@@ -230,12 +242,10 @@ class Encoder:
         self.context_length = int(getattr(model, "context_length", 77) or 77)
         self.dim = int(self._probe_dim())
         plain = _plain_transform(preprocess, self.image_size)  # (mean, std): open_clip's usual pipeline
-        self.prep = ImagePrep(self.image_size, *(plain or (None, None)), fallback=self._pil_prep)
-
-    def _pil_prep(self, rgb: np.ndarray) -> np.ndarray:
-        from PIL import Image  # noqa: PLC0415
-
-        return self.preprocess(Image.fromarray(rgb)).numpy()
+        # (a function of the transform, not a bound method: the encoder holds no cycle, so a dropped
+        # one is freed at once, also where the collector no longer sees it: _load_quietly)
+        self.prep = ImagePrep(self.image_size, *(plain or (None, None)),
+                              fallback=functools.partial(_pil_prep, preprocess))
 
     @property
     def text_precision(self) -> str:
@@ -275,8 +285,7 @@ class Encoder:
         Raises:
             ModelLoadError: unknown model or tag, missing file, or weights that cannot be fetched.
         """
-        with _collector_paused():
-            return cls._load(name, pretrained, device, cache_dir, precision, full)
+        return _load_quietly(lambda: cls._load(name, pretrained, device, cache_dir, precision, full))
 
     @classmethod
     def _load(cls, name: str, pretrained: str, device: str, cache_dir: str | None, precision: str,

@@ -207,6 +207,16 @@ def test_embedding_time_is_counted_for_a_child_decoded_video(encoder, monkeypatc
     assert tm.decode > 0  # the child's own stages come back too
 
 
+def _torch_uses_libgomp() -> bool:
+    import glob
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    root = Path(spec.origin).parent if spec and spec.origin else None
+    return root is not None and bool(glob.glob(str(root / "lib" / "libgomp*")))
+
+
+@pytest.mark.skipif(not _torch_uses_libgomp(), reason="torch's OpenMP here is not GNU libgomp (macOS, conda builds)")
 @pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
 def test_an_index_run_lets_idle_model_threads_sleep(tmp_path: Path, user_policy: str | None) -> None:
     """The model's OpenMP threads spin only briefly on cores the decoders need

@@ -107,6 +107,24 @@ def test_a_model_loads_without_garbage_collections(cache, freeze):
                                                                "frozen": freeze, "torch": True}
 
 
+def test_a_dropped_full_encoder_is_freed_without_the_cycle_collector(cache):
+    """A whole model that is let go is freed at once (no reference cycle), so it is freed even in
+    the CLI, where what a load leaves alive is frozen out of the collector's sight."""
+    import gc
+    import weakref
+
+    enc = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
+    model, whole = weakref.ref(enc.model), weakref.ref(enc)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del enc
+        assert whole() is None and model() is None
+    finally:
+        if was:
+            gc.enable()
+
+
 def test_a_damaged_export_is_rebuilt_and_a_switched_off_one_unused(cache, monkeypatch):
     full = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
     folder = imagefast.export_dir(TEST_MODEL, "none", full.precision)
