@@ -62,6 +62,13 @@ def test_exported_towers_give_the_models_vectors_and_answers(cache, tmp_path, cl
     assert any(r.present for r in r1.results)
 
 
+def _in_fresh_process(code: str) -> dict:
+    """Run ``code`` in a new Python process of this checkout; the JSON object it prints last."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def test_a_fresh_process_embeds_without_open_clip(cache):
     Encoder.load(TEST_MODEL, "none", "cpu", full=True)  # exports
     code = (
@@ -74,10 +81,7 @@ def test_a_fresh_process_embeds_without_open_clip(cache):
         "print(json.dumps({'lite': e.model is None, 'n': len(v), 'open_clip': 'open_clip' in sys.modules,"
         " 'torchvision': 'torchvision' in sys.modules}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"lite": True, "n": 3, "open_clip": False,
-                                                               "torchvision": False}
+    assert _in_fresh_process(code) == {"lite": True, "n": 3, "open_clip": False, "torchvision": False}
 
 
 @pytest.mark.parametrize("freeze", [False, True])
@@ -101,10 +105,7 @@ def test_a_model_loads_without_garbage_collections(cache, freeze):
         "print(json.dumps({'during': during <= 1, 'enabled': gc.isenabled(), 'after': len(runs) - n,"
         " 'frozen': gc.get_freeze_count() > 10000, 'torch': 'torch' in __import__('sys').modules}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"during": True, "enabled": True, "after": 1,
-                                                               "frozen": freeze, "torch": True}
+    assert _in_fresh_process(code) == {"during": True, "enabled": True, "after": 1, "frozen": freeze, "torch": True}
 
 
 def test_a_dropped_full_encoder_is_freed_without_the_cycle_collector(cache):
