@@ -148,7 +148,11 @@ def test_stored_background_term_gives_the_answers_computed_ones_give(ads, tmp_pa
     table = load_frames(a.store)
     bg, key = background_vectors(encoder)
     assert table.bg_lse is not None and table.bg_key == key
-    np.testing.assert_allclose(table.bg_lse, terms.background_lse(table.vectors[table.row] @ bg.T), atol=1e-6)
+    # Stored at index time from each video's own rows, recomputed here from all rows at once: the
+    # matrix product's blocking (and so its order of summation) follows the shape, so each float32
+    # dot product may differ in its last bits (~1e-6), and the logit scale (100) makes that ~1e-4
+    # in the log-sum-exp at most (seen: 3e-6). The answers below must still be the same.
+    np.testing.assert_allclose(table.bg_lse, terms.background_lse(table.vectors[table.row] @ bg.T), rtol=0, atol=1e-4)
     texts = ["a beach", "a red car", "people dancing"]
     text_only = TextEncoder.open(SPEC)  # fp32, as the stored term was computed: it is used
     searcher = Searcher(a.store, text_encoder=text_only)
