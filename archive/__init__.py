@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def __getattr__(name: str) -> Any:  # lazy, so `archive --help` stays instant
     if name == "Archive":
-        from .api import Archive
+        from .api import Archive  # lazy: `archive --help` imports this package, not the core
 
         return Archive
     raise AttributeError(name)

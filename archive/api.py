@@ -17,29 +17,41 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any, Sequence
 
 from indexer import settings
-from indexer.encoder import Encoder, TextEncoder
-from indexer.errors import ArchiveError
-from indexer.pipeline import IndexReport, ProgressFn, index_paths
-from indexer.report import Progress
-from indexer.rayrun import RayOptions
+from indexer.errors import ArchiveError, StoreError, StoreLocked
+from indexer.model.encoder import Encoder, TextEncoder
+from indexer.run.embed import embed_video
+from indexer.run.options import IndexOptions, RayOptions
+from indexer.run.pipeline import IndexReport, ProgressFn, index_paths
+from indexer.run.report import Progress
 from indexer.store import (
-    CheckReport, LabelCalibration, MergeReport, StoreInfo, Writer, check_store, has_catalog, match_rows, prune, read_labels,
-    read_meta, shared_reads, store_info, store_spec, unmatched_videos,
+    CheckReport,
+    LabelCalibration,
+    MergeReport,
+    Reader,
+    StoreInfo,
+    VideoRecord,
+    Writer,
+    check_store,
+    has_catalog,
+    prune,
 )
-from search import evaluate as evaluate_mod
+from indexer.store import ivf as ivfmod
 from search import labels as labels_mod
-from search.evaluate import Calibration, EvalReport
-from search.labels import LabelSummary, VideoClass
-from search.ocrsearch import check_phrase
+from search import levels
 from search import versions as versions_mod
-from search.query import QueryResult, Searcher, resolve_scope
+from search.eval import evaluate as evaluate_mod
+from search.eval.evaluate import Calibration, EvalReport
+from search.labels import LabelSummary, VideoClass
+from search.query import Searcher, resolve_scope
+from search.results import QueryResult
 from search.shards import ShardedSearcher
 from search.sql import SqlResult, run_sql
 from search.versions import VersionsReport
-
+from search.written import check_phrase
 
 SHARED_READS_VIDEOS = 8  # new videos compared through one catalog connection (about 0.2 s each at 1M frames)
 SLOW_VERSIONS_S = 1.0  # seconds a video's comparing may take before the index report says how to speed it up
@@ -78,7 +90,7 @@ class Archive:
     Args:
         store: the store folder; None means ``$ARCHIVE_STORE`` or ``./data``.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` for the model.
-        encoder: an already loaded :class:`~indexer.encoder.Encoder` to use (tests and notebooks
+        encoder: an already loaded :class:`~indexer.model.encoder.Encoder` to use (tests and notebooks
             share one); it is used when it is the store's model, and otherwise loaded on first use.
 
     The model is loaded once, on first use, and kept for later calls.
@@ -105,15 +117,15 @@ class Archive:
         ocr: bool | None = None,
         min_shared: float | None = None,
     ) -> IndexReport:
-        """Index video files and folders. See :func:`indexer.pipeline.index_paths`.
+        """Index video files and folders. See :func:`indexer.run.pipeline.index_paths`.
 
-        ``ray`` runs the per-video step on Ray (:mod:`indexer.rayrun`): ``"local"``, ``"auto"``, an
-        address, or :class:`~indexer.rayrun.RayOptions`; commits stay in this process.
+        ``ray`` runs the per-video step on Ray (:mod:`indexer.run.ray_runner`): ``"local"``, ``"auto"``, an
+        address, or :class:`~indexer.run.options.RayOptions`; commits stay in this process.
 
         ``model``/``pretrained`` default to ``$ARCHIVE_MODEL``/``$ARCHIVE_PRETRAINED``, then the
         store's own, then ViT-B-32 / laion2b_s34b_b79k.
 
-        ``ocr=True`` reads on-screen text into the ``ocr`` table (:mod:`indexer.ocr`); the store
+        ``ocr=True`` reads on-screen text into the ``ocr`` table (:mod:`indexer.media.ocr`); the store
         remembers it, and videos indexed before without text get theirs (not re-embedded).
 
         Every new video is then compared with the archive for shared footage (versions of one
@@ -123,15 +135,14 @@ class Archive:
         model = model or settings.env_model()
         pretrained = pretrained or settings.env_pretrained()
         enc = self._encoder if self._encoder is not None and model is None and pretrained is None else None
-        report = index_paths(
-            paths, self.store, model=model, pretrained=pretrained, fps=fps, batch_size=batch_size,
-            device=self.device, progress=progress or (lambda _e: None), encoder=enc, precision=precision,
-            shots=shots, ray=RayOptions(address=ray) if isinstance(ray, str) else ray, ocr=ocr,
-        )
+        options = IndexOptions(fps=fps, batch_size=batch_size, model=model, pretrained=pretrained, device=self.device,
+                               precision=precision, shots=shots, ocr=ocr,
+                               ray=RayOptions(address=ray) if isinstance(ray, str) else ray)
+        report = index_paths(paths, self.store, options, progress=progress or (lambda _e: None), encoder=enc)
         if report.encoder is not None:
             self._encoder = report.encoder  # the model is loaded once per Archive
         changed = report.indexed_ids + report.text_ids
-        if changed and read_labels(self.store):
+        if changed and Reader(self.store).labels():
             with Writer(self.store) as w:  # label tables follow the new videos and new text (theirs only)
                 self._refresh_labels(w, changed)
         if min_shared is not None:
@@ -145,9 +156,6 @@ class Archive:
 
     def _refresh_image_levels(self) -> None:
         """Measure and keep the image rule's levels when the archive changed (:mod:`search.levels`)."""
-        from indexer.errors import StoreLocked  # noqa: PLC0415
-        from search import levels  # noqa: PLC0415
-
         try:
             with Writer(self.store) as w:
                 levels.refresh(self.store, w)
@@ -159,16 +167,11 @@ class Archive:
         IVF index (once), so that comparing each new video for shared footage takes a fraction of a
         second instead of a scan of every frame. Queries keep their exact scan below
         ``ARCHIVE_IVF_FRAMES``; later commits give new rows their codes without retraining."""
-        import time  # noqa: PLC0415
-
-        from indexer.store import ivf as ivfmod  # noqa: PLC0415
-
         if not report.indexed_ids:
             return
-        info = store_info(self.store)
+        info = Reader(self.store).info()
         if info is None or info.ivf is not None or not ivfmod.match_index_due(info.frames):
             return
-        from indexer.errors import StoreError, StoreLocked  # noqa: PLC0415
 
         t0 = time.perf_counter()
         step = None if progress is None else (  # called with 0 done first
@@ -176,7 +179,7 @@ class Archive:
         try:
             with Writer(self.store) as w:
                 w.attach_existing()
-                w.train_ivf(progress=step)
+                w.layer.train_ivf(progress=step)
         except StoreLocked:  # another program is writing: a later run trains it
             return
         except (StoreError, MemoryError, RuntimeError) as exc:  # the videos are committed: say so and go on
@@ -189,10 +192,8 @@ class Archive:
     def _compare_versions(self, report: IndexReport, progress: ProgressFn | None) -> None:
         """Compare the videos not yet compared (the new ones, and on the first run after an upgrade
         every one) with the archive, and commit their matches (:mod:`search.versions`)."""
-        import time  # noqa: PLC0415
-
         t0 = time.perf_counter()
-        todo = unmatched_videos(self.store)
+        todo = Reader(self.store).unmatched_videos()
         if not todo:
             return
         if progress is not None:
@@ -202,19 +203,19 @@ class Archive:
         # a few new videos (an add): one catalog connection for the comparing's reads. Not for
         # many: an open read connection holds the catalog's file lock, and a writer in another
         # process waits for it only so long (OPEN_RETRY_S)
-        shared = shared_reads(self.store) if len(todo) <= SHARED_READS_VIDEOS else contextlib.nullcontext()
-        with shared:
-            basis, new, found = versions_mod.compare(self.store, todo, progress=step)
+        reader = Reader(self.store)
+        with reader if len(todo) <= SHARED_READS_VIDEOS else contextlib.nullcontext():
+            basis, new, found = versions_mod.compare(reader, todo, progress=step)
         rows = [(m.video_a, m.video_b, m.a_start_s, m.a_end_s, m.b_start_s, m.b_end_s, m.score, m.samples) for m in found]
         with Writer(self.store) as w:
             if new:
-                w.save_match_basis(basis.mean, basis.transform, basis.level, basis.candidate_level, basis.vectors)
-            w.replace_matches(todo, rows)
+                w.footage.save_basis(basis.mean, basis.transform, basis.level, basis.candidate_level, basis.vectors)
+            w.footage.replace(todo, rows)
         report.versions_compared = len(todo)
         report.matches_found = len(rows)
         report.versions_s = round(time.perf_counter() - t0, 3)
         slow = report.versions_s > SLOW_VERSIONS_S * len(todo)
-        info = store_info(self.store) if slow else None
+        info = Reader(self.store).info() if slow else None
         if info is not None and info.ivf is None and info.frames >= 200_000:
             report.versions_note = (f"comparing took {report.versions_s:.1f} s: the archive ({info.frames:,} frames) is "
                                     "scanned in full for each new video; `archive optimize --ivf` gives it an IVF "
@@ -225,9 +226,9 @@ class Archive:
     def _set_min_shared(self, seconds: float) -> None:
         if not seconds >= 0:
             raise ArchiveError(f"--min-shared {seconds}: give the seconds of shared footage (0 or more) that make two videos versions.")
-        read_meta(self.store)
+        Reader(self.store).meta()
         with Writer(self.store) as w:
-            w.set_min_shared(seconds)
+            w.footage.set_min_shared(seconds)
 
     def versions(self, videos: Sequence[str] | None = None, min_shared: float | None = None) -> VersionsReport:
         """Versions of the same film: groups of videos that share footage, and (for ``videos``:
@@ -239,7 +240,7 @@ class Archive:
         Raises:
             QueryError: a video argument matches no indexed video.
         """
-        read_meta(self.store)
+        Reader(self.store).meta()
         if min_shared is not None:
             self._set_min_shared(min_shared)
         ids = resolve_scope(self.store, videos) if videos else None
@@ -249,13 +250,13 @@ class Archive:
         """Every aligned shared segment (``matches`` rows with both videos' paths and names), or those
         of ``videos``."""
         ids = resolve_scope(self.store, videos) if videos else None
-        return [versions_mod.segment_dict(r) for r in match_rows(self.store, ids)]
+        return [versions_mod.segment_dict(r) for r in Reader(self.store).match_rows(ids)]
 
     def _refresh_labels(self, writer: Writer, video_ids: Sequence[int] | None = None) -> None:
         """Compute label rows (read path) for ``video_ids`` (None: all) and commit them through the
         writer, which holds the lock."""
         rows = labels_mod.label_results(self.store, self._texts(), video_ids)
-        writer.replace_label_results(rows, video_ids)
+        writer.labels.replace_results(rows, video_ids)
 
     def search(
         self,
@@ -296,15 +297,15 @@ class Archive:
             QueryError: the file is missing or not a decodable video, or a ``videos`` argument
                 matches no indexed video.
         """
-        read_meta(self.store)
+        Reader(self.store).meta()
         ids = resolve_scope(self.store, videos) if videos else None
 
-        def encoder() -> Encoder:
+        def embed(file: str, fps: float) -> VideoRecord:  # a file not indexed: decoded here, not by the read path
             if self._loaded_encoder() is None:
                 self._encoder = Searcher(self.store, self.device).encoder
-            return self._encoder
+            return embed_video(file, self._encoder, fps=fps)
 
-        return versions_mod.like_video(self.store, path, encoder, ids, top)
+        return versions_mod.like_video(self.store, path, embed, ids, top)
 
     def label_add(self, name: str, prompts: Sequence[str] = (), threshold: float | None = None,
                   ocr: Sequence[str] = ()) -> int:
@@ -327,18 +328,18 @@ class Archive:
         words = [w.strip() for w in ocr if w and w.strip()]
         for w in words:
             check_phrase(w)
-        read_meta(self.store)  # StoreNotFound before anything else
+        Reader(self.store).meta()  # StoreNotFound before anything else
         self._texts()  # ModelLoadError before the label is saved
         with Writer(self.store) as w:
-            w.save_label(name, prompts, threshold, words)
+            w.labels.save(name, prompts, threshold, words)
             self._refresh_labels(w)
         return next(lab.videos_present for lab in self.labels() if lab.name == name)
 
     def label_remove(self, name: str) -> None:
         """Remove a saved label and its rows in ``segments`` and ``video_labels``."""
-        read_meta(self.store)
+        Reader(self.store).meta()
         with Writer(self.store) as w:
-            if not w.remove_label(name):
+            if not w.labels.remove(name):
                 raise ArchiveError(f"no label named {name!r}; see `archive label list`.")
 
     def label_calibrate(self, name: str, truth: str | os.PathLike[str],
@@ -354,10 +355,10 @@ class Archive:
             QueryError: no such label, no rows for it, fewer than 3 present videos in the truth, or
                 no cut reaching the target precision.
         """
-        read_meta(self.store)
+        Reader(self.store).meta()
         cal = evaluate_mod.calibrate(self._searcher(), name, truth, target_precision)
         with Writer(self.store) as w:
-            w.calibrate_label(name, cal.threshold, LabelCalibration(
+            w.labels.calibrate(name, cal.threshold, LabelCalibration(
                 cal.precision, cal.recall, cal.judged, cal.positives, target_precision, cal.truth, None))
             self._refresh_labels(w)
         return cal
@@ -366,7 +367,7 @@ class Archive:
                  target_precision: float = evaluate_mod.DEFAULT_TARGET_PRECISION) -> EvalReport:
         """Measure the answers against a truth file (``video,query,start_s,end_s``).
 
-        See :mod:`search.evaluate` for what is measured and :mod:`search.truth` for the file.
+        See :mod:`search.eval.evaluate` for what is measured and :mod:`search.eval.truth` for the file.
         Bad rows do not stop the run: each is one line in ``report.problems``.
         """
         searcher = self._searcher()
@@ -376,7 +377,7 @@ class Archive:
 
     def _searcher(self) -> Searcher:
         return Searcher(self.store, self.device, encoder=self._loaded_encoder(),
-                        text_encoder=self._text if self._text is not None and self._text.spec == store_spec(self.store)
+                        text_encoder=self._text if self._text is not None and self._text.spec == Reader(self.store).spec()
                         else None)
 
     def labels(self) -> list[LabelSummary]:
@@ -401,10 +402,10 @@ class Archive:
         matching versions when it fits the archive's size, else a new one (``retrain``: always a
         new one); an existing one is retrained once the archive has grown 4 times past it.
         Searches keep working meanwhile."""
-        read_meta(self.store)  # StoreNotFound before taking the lock
+        Reader(self.store).meta()  # StoreNotFound before taking the lock
         with Writer(self.store) as w:
             w.attach_existing()
-            return w.optimize(train=True if ivf or retrain else None, progress=progress, retrain=retrain)
+            return w.layer.optimize(train=True if ivf or retrain else None, progress=progress, retrain=retrain)
 
     def prune(self, dry_run: bool = False) -> list[str]:
         """Remove indexed videos whose files are gone; returns their paths."""
@@ -419,7 +420,7 @@ class Archive:
 
     def info(self) -> StoreInfo:
         """Videos, frames, seconds indexed, model, weights, dimension and bytes on disk."""
-        return store_info(self.store)
+        return Reader(self.store).info()
 
     def _texts(self) -> Encoder | TextEncoder:
         """What embeds texts for the store: its loaded model, else the numpy text tower (no torch),
@@ -427,8 +428,8 @@ class Archive:
         enc = self._loaded_encoder()
         if enc is not None:
             return enc
-        if self._text is None or self._text.spec != store_spec(self.store):
-            self._text = TextEncoder.open(store_spec(self.store))
+        if self._text is None or self._text.spec != Reader(self.store).spec():
+            self._text = TextEncoder.open(Reader(self.store).spec())
         if self._text is not None:
             return self._text
         self._encoder = Searcher(self.store, self.device).encoder
@@ -437,4 +438,4 @@ class Archive:
     def _loaded_encoder(self) -> Encoder | None:
         if self._encoder is None:
             return None
-        return self._encoder if self._encoder.spec == store_spec(self.store) else None
+        return self._encoder if self._encoder.spec == Reader(self.store).spec() else None

@@ -26,6 +26,7 @@ from indexer import settings
 from indexer.store import FrameTable, IvfCodec
 
 from . import presence
+from .timeline import video_bounds
 
 FRAMES_PER_VIDEO = 64  # frames asked of the index (and rescored exactly) per candidate video wanted
 FIT_FRAMES = 20_000  # frames the background term's linear fit is made on
@@ -44,9 +45,8 @@ class IvfRanker:
         order = np.argsort(table.frame_id, kind="stable")
         self._fid_sorted = table.frame_id[order]
         self._fid_pos = order
-        from .query import _bounds  # noqa: PLC0415 (query imports this module lazily)
 
-        self.starts, self.stops = _bounds(table.video_id)
+        self.starts, self.stops = video_bounds(table.video_id)
         self.group = np.repeat(np.arange(len(self.starts)), self.stops - self.starts) if len(table) else np.zeros(0, np.int64)
         self.covered = int(self.index.ntotal)
         self._fit: tuple[Any, np.ndarray] | None = None  # (the bg_lse it was made on, direction d)

@@ -17,17 +17,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from indexer import terms
-from indexer.encoder import Encoder
 from indexer.errors import QueryError
-from indexer.store import (
-    LabelCalibration, LabelDef, LabelResults, SegmentRow, VideoLabelRow, label_stats, load_frames, read_labels,
-)
+from indexer.model import background
+from indexer.model.encoder import Encoder
+from indexer.store import LabelCalibration, LabelDef, LabelResults, Reader, SegmentRow, VideoLabelRow
 
 from . import presence
 from .query import Rule, rank, resolve_scope
-from .timeline import Segment
 from .scan import Scanner, background_term
+from .timeline import Segment
+from .written import search_text
 
 SOMETHING_ELSE = "something else"
 
@@ -90,14 +89,14 @@ def label_results(store_dir: str | os.PathLike[str], encoder: Encoder,
         encoder: the store's encoder (for the labels' prompts and the background prompts).
         video_ids: only these videos (None: all).
     """
-    labels = read_labels(store_dir)
+    labels = Reader.of(store_dir).labels()
     out = LabelResults()
     if not labels or (video_ids is not None and not video_ids):
         return out
-    scanner = Scanner(load_frames(store_dir, video_ids))
+    scanner = Scanner(Reader.of(store_dir).frames(video_ids))
     table = scanner.table
     q = presence.ensemble([lab.prompts for lab in labels], encoder.encode_texts)
-    key = terms.background_key(encoder.spec.name, encoder.spec.pretrained, encoder.text_precision)
+    key = background.background_key(encoder.spec.name, encoder.spec.pretrained, encoder.text_precision)
     raw = scanner.scores(q)
     bg_lse = background_term(scanner, key, lambda: encoder.encode_fixed(list(presence.BACKGROUND_PROMPTS)))
     rules = [rule_of(lab) for lab in labels]
@@ -124,9 +123,7 @@ class _Span:
 
 
 def written(store_dir: str | os.PathLike[str], phrases: Sequence[str], video_ids: Sequence[int]) -> dict[int, list[Segment]]:
-    """Per video, the segments where any of ``phrases`` is read on screen (:mod:`search.ocrsearch`)."""
-    from .ocrsearch import search_text  # noqa: PLC0415
-
+    """Per video, the segments where any of ``phrases`` is read on screen (:mod:`search.written`)."""
     out: dict[int, list[Segment]] = {}
     for res in search_text(store_dir, phrases, list(video_ids), None):
         for r in res.results:
@@ -166,9 +163,9 @@ def rule_of(label: LabelDef) -> Rule:
 
 def list_labels(store_dir: str | os.PathLike[str]) -> list[LabelSummary]:
     """Saved labels with how many videos show them and for how long in all."""
-    stats = label_stats(store_dir)
+    stats = Reader.of(store_dir).label_stats()
     out = []
-    for lab in read_labels(store_dir):
+    for lab in Reader.of(store_dir).labels():
         st = stats.get(lab.name)
         out.append(LabelSummary(lab.name, lab.prompts, lab.threshold,
                                 st.videos_present if st else 0, st.seconds if st else 0.0, lab.calibration, lab.ocr))
@@ -192,14 +189,14 @@ def classify(
     Raises:
         QueryError: no labels saved, or an unknown label name.
     """
-    saved = {lab.name: lab for lab in read_labels(store_dir)}
+    saved = {lab.name: lab for lab in Reader.of(store_dir).labels()}
     names = list(labels) if labels else sorted(saved)
     if not names:
         raise QueryError("no labels saved: add some with `archive label add NAME --prompt TEXT`.")
     unknown = [n for n in names if n not in saved]
     if unknown:
         raise QueryError(f"unknown label(s): {', '.join(unknown)}; see `archive label list`.")
-    scanner = Scanner(load_frames(store_dir, resolve_scope(store_dir, videos)))
+    scanner = Scanner(Reader.of(store_dir).frames(resolve_scope(store_dir, videos)))
     table = scanner.table
     q = presence.ensemble([saved[n].prompts for n in names], encoder.encode_texts)
     bg = encoder.encode_fixed(list(presence.BACKGROUND_PROMPTS))

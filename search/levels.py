@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from indexer.store import FrameTable, image_levels_state, levels_fresh as fresh, load_frames
+from indexer.store import FrameTable, Reader
+from indexer.store import levels_fresh as fresh
 
 from .presence import ImageCalibration, Linked, calibrate_images
 
@@ -39,8 +40,8 @@ READ_BLOCK = 32768  # vectors read per block
 def measure(store_dir: str | os.PathLike[str], table: FrameTable | None = None) -> tuple[ImageCalibration, str]:
     """Measure the levels on the whole archive (``table``: its frame table, if already loaded);
     returns them and the store's stamp read before."""
-    stamp, _kept, spans, fps = image_levels_state(store_dir)
-    return _calibrate(load_frames(store_dir) if table is None else table, spans, fps), stamp
+    stamp, _kept, spans, fps = Reader.of(store_dir).image_levels_state()
+    return _calibrate(Reader.of(store_dir).frames() if table is None else table, spans, fps), stamp
 
 
 def _calibrate(table: FrameTable, spans: np.ndarray, fps: dict[int, float]) -> ImageCalibration:
@@ -81,21 +82,21 @@ def _kept(kept: dict | None, stamp: str) -> ImageCalibration | None:
 def image_levels(store_dir: str | os.PathLike[str], whole: Callable[[], FrameTable] | None = None) -> ImageCalibration:
     """The archive's levels: those kept in the store while they hold, else measured now on the whole
     archive (``whole`` gives its frame table; default: read it)."""
-    stamp, kept, spans, fps = image_levels_state(store_dir)
+    stamp, kept, spans, fps = Reader.of(store_dir).image_levels_state()
     held = _kept(kept, stamp)
     if held is not None:
         return held
-    return _calibrate(whole() if whole is not None else load_frames(store_dir), spans, fps)
+    return _calibrate(whole() if whole is not None else Reader.of(store_dir).frames(), spans, fps)
 
 
 def refresh(store_dir: str | os.PathLike[str], writer: "Writer") -> ImageCalibration | None:
     """Measure and keep the levels when the kept ones are missing or no longer hold (:func:`fresh`;
     call with the writer's lock held, so that nothing changes meanwhile). Returns the new levels,
     or None when the kept ones still hold or the archive has no frame."""
-    stamp, kept, spans, fps = image_levels_state(store_dir)
+    stamp, kept, spans, fps = Reader.of(store_dir).image_levels_state()
     if _kept(kept, stamp) is not None:
         return None
-    table = load_frames(store_dir)
+    table = Reader.of(store_dir).frames()
     if not len(table):
         return None
     cal = _calibrate(table, spans, fps)

@@ -56,7 +56,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from indexer.terms import BACKGROUND_PROMPTS, LOGIT_SCALE, background_lse
+from indexer.model.background import BACKGROUND_PROMPTS, LOGIT_SCALE, background_lse
 
 __all__ = ["BACKGROUND_PROMPTS", "LOGIT_SCALE", "TEMPLATES", "ImageCalibration", "Linked", "Rule", "background_lse",
            "calibrate_images", "ensemble", "shot_level", "text_probability"]

@@ -8,98 +8,26 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from indexer import settings, terms
-from indexer.encoder import Encoder, TextEncoder
+from indexer import settings
 from indexer.errors import QueryError
-from indexer.store import CATALOG, VECTORS, FrameTable, load_frames, store_spec, video_refs
+from indexer.model import background
+from indexer.model.encoder import Encoder, TextEncoder
+from indexer.store import CATALOG, VECTORS, FrameTable, Reader
 
-from . import presence
+from . import levels, presence
+from .candidates import IvfRanker
 from .presence import Rule
+from .results import QueryResult, VideoResult
 from .scan import Scanner, background_term
-from .timeline import Segment, summarise
-
-if TYPE_CHECKING:
-    from .candidates import IvfRanker
+from .timeline import summarise, video_bounds
+from .written import check_phrase, search_text
 
 DEFAULT_TOP = settings.DEFAULT_TOP
-
-
-@dataclass
-class VideoResult:
-    """One video's answer to one query. Times in seconds from the start of the video."""
-
-    video_id: int
-    video: str  # path as indexed
-    present: bool
-    first_seen_s: float | None
-    duration_s: float  # total time on screen
-    segments: list[Segment]
-    best_s: float | None  # time of the best-matching frame
-    score: float  # best frame's cosine score
-    video_duration_s: float
-    match: float = 0.0  # best match strength under the rule (text: probability against the backgrounds)
-    best_frame_id: int | None = None  # the best frame (its thumbnail: /api/thumbnails/{id})
-    segment_frame_ids: list[int] = field(default_factory=list)  # each segment's best frame
-    store: str | None = None  # the store it comes from, when several answer as one (search.shards)
-    segment_texts: list[str] | None = None  # written-word queries: the text read in each segment
-    segment_sources: list[tuple[float, float]] | None = None  # --like-video: each segment's time range in the file
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **({"store": self.store} if self.store is not None else {}),
-            "video": self.video,
-            "video_id": self.video_id,
-            "present": self.present,
-            "first_seen_s": _r(self.first_seen_s),
-            "duration_s": _r(self.duration_s),
-            "segments": [
-                {"start_s": _r(s.start_s), "end_s": _r(s.end_s), "peak_score": _r(s.peak_score, 4),
-                 "peak_frame_id": f, **({"text": t} if t is not None else {}),
-                 **({"like_start_s": _r(src[0]), "like_end_s": _r(src[1])} if src is not None else {})}
-                for s, f, t, src in zip(self.segments, self.segment_frame_ids or [None] * len(self.segments),
-                                        self.segment_texts or [None] * len(self.segments),
-                                        self.segment_sources or [None] * len(self.segments))
-            ],
-            "best_s": _r(self.best_s),
-            "best_frame_id": self.best_frame_id,
-            "score": _r(self.score, 4),
-            "match": _r(self.match if np.isfinite(self.match) else None, 4),
-            "video_duration_s": _r(self.video_duration_s),
-        }
-
-
-@dataclass
-class QueryResult:
-    """All videos' answers to one query, best first."""
-
-    query: str
-    kind: str  # "text" or "image"
-    threshold: float  # the level a frame's strength must reach (rule.enter)
-    results: list[VideoResult] = field(default_factory=list)
-    rule: str = ""
-    warnings: list[str] = field(default_factory=list)
-    videos_searched: int = 0
-    frames_searched: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "kind": self.kind,
-            "threshold": round(self.threshold, 6),
-            "rule": self.rule,
-            "warnings": self.warnings,
-            "results": [r.to_dict() for r in self.results],
-        }
-
-
-def _r(x: float | None, nd: int = 3) -> float | None:
-    return None if x is None else round(float(x), nd)
 
 
 def resolve_scope(store_dir: str | os.PathLike[str], videos: Sequence[str] | None) -> list[int] | None:
@@ -111,7 +39,7 @@ def resolve_scope(store_dir: str | os.PathLike[str], videos: Sequence[str] | Non
     """
     if not videos:
         return None
-    refs = video_refs(store_dir)
+    refs = Reader.of(store_dir).video_refs()
     ids: list[int] = []
     for v in videos:
         absv = os.path.abspath(os.path.expanduser(v))
@@ -153,14 +81,6 @@ def strengths(raw: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, shot_id: n
     """Per-frame match strength for one query, at shot level (see :func:`presence.shot_level`)."""
     s = presence.text_probability(raw, bg_lse) if rule.kind == "text" and bg_lse is not None else raw
     return presence.shot_level(s, shot_id, shot_len_s, blank)
-
-
-def _bounds(video_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and stop positions of each video's run of frames."""
-    if not len(video_id):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    cuts = np.flatnonzero(np.diff(video_id)) + 1
-    return np.concatenate([[0], cuts]).astype(np.int64), np.concatenate([cuts, [len(video_id)]]).astype(np.int64)
 
 
 def _order(col: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, blank: np.ndarray,
@@ -213,7 +133,7 @@ def rank(
             ``(raw, bg_lse)`` of the frames at given positions. The best ``2 * top + 10`` videos
             by the approximate scores are then rescored exactly, re-ranked, and cut to ``top``.
     """
-    starts, stops = _bounds(table.video_id)
+    starts, stops = video_bounds(table.video_id)
     out: list[QueryResult] = []
     for j, (label, kind, rule) in enumerate(zip(labels, kinds, rules)):
         col = raw[:, j]
@@ -314,7 +234,7 @@ class Searcher:
         key = _store_stamp(self.store_dir)
         if self._table is not None and self._table[0] == key and self._table[1] == scope:
             return self._table[2]
-        scanner = Scanner(load_frames(self.store_dir, scope))
+        scanner = Scanner(Reader.of(self.store_dir).frames(scope))
         self._table = (key, scope, scanner)
         return scanner
 
@@ -325,7 +245,6 @@ class Searcher:
         if table.ivf is None or len(table) < settings.ivf_frames():
             return None
         if self._ivf is None or self._ivf[0] is not table:
-            from .candidates import IvfRanker  # noqa: PLC0415
 
             self._ivf = (table, IvfRanker(self.store_dir, table))
         return self._ivf[1]
@@ -333,8 +252,6 @@ class Searcher:
     def image_levels(self, scope: list[int] | None = None) -> presence.ImageCalibration:
         """The image rule's levels of the whole archive (kept in the store by the index run, else
         measured on it; :mod:`search.levels`), whatever the scope; kept until the store changes."""
-        from . import levels  # noqa: PLC0415
-
         key = _store_stamp(self.store_dir)
         if self._levels is None or self._levels[0] != key:
             whole = (lambda: self.frames(None)) if scope is None else None
@@ -355,7 +272,7 @@ class Searcher:
         if tuple(self.backgrounds) != tuple(presence.BACKGROUND_PROMPTS):
             return None
         enc = self.text_encoder
-        return terms.background_key(enc.spec.name, enc.spec.pretrained, enc.text_precision)
+        return background.background_key(enc.spec.name, enc.spec.pretrained, enc.text_precision)
 
     def text_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Each text's template-ensemble unit vector; recent ones are remembered."""
@@ -378,7 +295,7 @@ class Searcher:
     def encoder(self) -> Encoder:
         """The store's whole model (image and text towers), loaded on first use."""
         if self._encoder is None:
-            spec = store_spec(self.store_dir)
+            spec = Reader.of(self.store_dir).spec()
             self._encoder = Encoder.load(spec.name, spec.pretrained, self.device)
         return self._encoder
 
@@ -394,7 +311,7 @@ class Searcher:
         if self._encoder is not None:
             return self._encoder
         if self._text_encoder is None:
-            self._text_encoder = TextEncoder.open(store_spec(self.store_dir)) or False
+            self._text_encoder = TextEncoder.open(Reader.of(self.store_dir).spec()) or False
         return self._text_encoder or self.encoder
 
     def search(
@@ -415,7 +332,7 @@ class Searcher:
             texts: free-text queries ("a beach", "football").
             images: example image files (query by example).
             ocr: words written on screen ("drink responsibly"), matched in the ``ocr`` table
-                (:mod:`search.ocrsearch`); ``threshold``, ``merge_gap_s`` and ``min_duration_s``
+                (:mod:`search.written`); ``threshold``, ``merge_gap_s`` and ``min_duration_s``
                 do not apply to them.
             videos: limit to these indexed files, folders or names (None: the whole archive).
             top: videos per query, best first (None: all).
@@ -436,7 +353,6 @@ class Searcher:
         settings.check_seconds("--merge-gap", merge_gap_s)
         settings.check_seconds("--min-duration", min_duration_s)
         if ocr:
-            from .ocrsearch import check_phrase  # noqa: PLC0415
 
             for phrase in ocr:
                 check_phrase(phrase)
@@ -444,7 +360,6 @@ class Searcher:
         results = self._search_pictures(texts, images, scope, top, threshold, merge_gap_s, min_duration_s) \
             if texts or images else []
         if ocr:
-            from .ocrsearch import search_text  # noqa: PLC0415
 
             results += search_text(self.store_dir, ocr, scope, top)
         return results

@@ -13,13 +13,15 @@ once.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from typing import Any, Callable
 
 import numpy as np
 
 from indexer import settings
+from indexer.model.background import background_lse
 from indexer.store import FrameTable
-
 
 _INT8: list[bool] = []  # whether torch's int8 weight kernel works here (checked once)
 
@@ -30,7 +32,7 @@ def int8_kernel() -> bool:
     if not _INT8:
         ok = False
         try:
-            import torch  # noqa: PLC0415
+            import torch  # lazy: heavy import (torch)
 
             g = torch.Generator().manual_seed(0)
             w = torch.randint(-127, 128, (37, 64), dtype=torch.int8, generator=g)
@@ -39,7 +41,7 @@ def int8_kernel() -> bool:
             got = torch.ops.aten._weight_int8pack_mm(x, w, sc).float()
             ref = x.float() @ (w.float() * sc.float()[:, None]).T
             ok = tuple(got.shape) == (3, 37) and bool(((got - ref).abs() <= 0.02 * ref.abs().max()).all())
-        except Exception:  # noqa: BLE001 - missing or failing operator: the bf16 copy instead
+        except Exception:  # missing or failing operator: the bf16 copy instead
             ok = False
         _INT8.append(ok)
     return _INT8[0]
@@ -123,7 +125,7 @@ class Scanner:
         self.last_exact = not self.approximate or (self._copy is None and self.queries == 1)
         if self.last_exact:
             return self.scores(queries)
-        import torch  # noqa: PLC0415
+        import torch  # lazy: heavy import (torch)
 
         if self._copy is None:
             # (the kernel works on rows of a multiple of 16 values: every open_clip width is one)
@@ -143,7 +145,7 @@ class Scanner:
         """The vectors in frame order as int8 rows with one bf16 scale each (the row's largest
         magnitude / 127, rounded to bf16 first so that the rows are quantised against the scale
         used), converted in chunks with mapped pages handed back as for the bf16 copy."""
-        import torch  # noqa: PLC0415
+        import torch  # lazy: heavy import (torch)
 
         t = self.table
         rows = torch.empty((len(t), t.vectors.shape[1]), dtype=torch.int8)
@@ -154,7 +156,6 @@ class Scanner:
             f = sc.float().clamp_min(1e-30)[:, None]
             return torch.round(x / f).clamp_(-127, 127).to(torch.int8), sc
 
-        import warnings  # noqa: PLC0415
 
         if self._dense():
             for block, pos, local in self._blocks(16384):
@@ -176,12 +177,11 @@ class Scanner:
     def _to_bf16(self) -> Any:
         """The vectors in frame order as bf16, converted in chunks; mapped file pages are handed
         back as it goes, so the fp32 file never sits in memory whole."""
-        import torch  # noqa: PLC0415
+        import torch  # lazy: heavy import (torch)
 
         t = self.table
         out = torch.empty((len(t), t.vectors.shape[1]), dtype=torch.bfloat16)
         if self._dense():
-            import warnings  # noqa: PLC0415
 
             for block, pos, local in self._blocks(16384):
                 with warnings.catch_warnings():
@@ -208,9 +208,6 @@ def matvecs(mat: np.ndarray, q: np.ndarray) -> np.ndarray:
     product slowed the next torch text embedding 2-3x on 2 cores. A text query on the numpy text
     tower has no torch to share the cores with, and importing torch would cost more than the scan.
     """
-    import sys  # noqa: PLC0415
-    import warnings  # noqa: PLC0415
-
     out = np.empty((len(mat), len(q)), np.float32)
     if len(mat) == 0:
         return out
@@ -218,7 +215,7 @@ def matvecs(mat: np.ndarray, q: np.ndarray) -> np.ndarray:
         for a in range(0, len(mat), 65536):
             np.matmul(mat[a : a + 65536], q.T, out=out[a : a + 65536])
         return out
-    import torch  # noqa: PLC0415
+    import torch  # lazy: heavy import (torch)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only (memory-mapped) arrays
@@ -232,11 +229,9 @@ def matvecs(mat: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def background_term(scanner: Scanner, key: str | None, vectors: Callable[[], np.ndarray]) -> np.ndarray:
-    """Per frame, the background prompts' term of the text rule (:mod:`indexer.terms`): the one
+    """Per frame, the background prompts' term of the text rule (:mod:`indexer.model.background`): the one
     stored at index time where it was computed with ``key``, computed exactly from the stored
     vectors for the other frames (``vectors()`` gives the background prompts' vectors)."""
-    from indexer.terms import background_lse  # noqa: PLC0415
-
     t = scanner.table
     if t.bg_lse is None or key is None or t.bg_key != key:
         return background_lse(scanner.scores(vectors()))

@@ -21,11 +21,12 @@ from typing import Sequence
 import numpy as np
 
 from indexer import settings
-from indexer.encoder import Encoder, TextEncoder
 from indexer.errors import QueryError
-from indexer.store import store_spec
+from indexer.model.encoder import Encoder, TextEncoder
+from indexer.store import Reader
 
-from .query import QueryResult, Searcher, VideoResult
+from .query import Searcher, resolve_scope
+from .results import QueryResult, VideoResult
 
 
 def _key(r: VideoResult) -> tuple[int, float, float]:
@@ -77,7 +78,7 @@ class ShardedSearcher:
         self.stores = [Path(s) for s in dict.fromkeys(str(Path(s)) for s in stores)]
         if not self.stores:
             raise QueryError("no store to search.")
-        specs = [store_spec(s) for s in self.stores]
+        specs = [Reader.of(s).spec() for s in self.stores]
         odd = [(s, sp) for s, sp in zip(self.stores, specs) if sp != specs[0]]
         if odd:
             s, sp = odd[0]
@@ -125,7 +126,6 @@ class ShardedSearcher:
 
 
 def _matches(store: Path, v: str) -> bool:
-    from .query import resolve_scope  # noqa: PLC0415
 
     try:
         resolve_scope(store, [v])

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from indexer.encoder import Encoder
 from indexer.errors import QueryError
-from indexer.store import load_frames, read_connection
+from indexer.model.encoder import Encoder
+from indexer.store import Reader
 
 from .presence import ensemble
 
@@ -39,7 +39,7 @@ class _ClipScore:
     """The vectorised ``clip_score(frame_id BIGINT, text VARCHAR) -> DOUBLE`` UDF."""
 
     def __init__(self, store_dir: str | os.PathLike[str], encoder: Callable[[], Encoder]) -> None:
-        table = load_frames(store_dir)
+        table = Reader.of(store_dir).frames()
         self._vectors = table.vectors
         self._keep = table  # owns the memory behind self._vectors
         top = int(table.frame_id.max()) + 1 if len(table) else 0
@@ -49,7 +49,7 @@ class _ClipScore:
         self._texts: dict[str, np.ndarray] = {}
 
     def __call__(self, frame_ids: Any, texts: Any) -> Any:
-        import pyarrow as pa  # noqa: PLC0415
+        import pyarrow as pa  # lazy: heavy import
 
         ids = frame_ids.to_numpy(zero_copy_only=False)
         txt = texts.to_pylist()
@@ -89,11 +89,11 @@ def run_sql(
         QueryError: empty, unparsable, several statements, or a statement that writes.
         StoreNotFound: no archive there.
     """
-    import duckdb  # noqa: PLC0415
+    import duckdb  # lazy: `archive --help` and `--version` open no catalog
 
     if not sql or not sql.strip():
         raise QueryError("empty SQL: give a SELECT statement, e.g. archive sql \"SELECT * FROM videos\".")
-    with read_connection(store_dir) as con:
+    with Reader.of(store_dir).connection() as con:
         try:
             statements = con.extract_statements(sql)
         except duckdb.Error as exc:

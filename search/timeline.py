@@ -135,3 +135,11 @@ def summarise(
         segments=segs,
         best_index=best,
     )
+
+
+def video_bounds(video_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and stop positions of each video's run of frames."""
+    if not len(video_id):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cuts = np.flatnonzero(np.diff(video_id)) + 1
+    return np.concatenate([[0], cuts]).astype(np.int64), np.concatenate([cuts, [len(video_id)]]).astype(np.int64)

@@ -17,13 +17,16 @@ if "ARCHIVE_CACHE_DIR" not in os.environ:
 
     os.environ["ARCHIVE_CACHE_DIR"] = tempfile.mkdtemp(prefix="archive-test-cache-")
 
-from videos import Shot, Truth, make_video, seconds_to_frames  # noqa: E402
+from videos import Shot, Truth, make_video, seconds_to_frames
+
+from archive.bench import transitions
 
 TEST_MODEL = "ViT-S-32-alt"  # 43 M params, 256-d, builds with random weights and no network
 DATA = Path(__file__).parent / "data"
 # For random weights, frames of one shot score >= 0.999 against each other and <= ~0.97 against
 # other generated shots: 0.98 splits them. (Pretrained CLIP uses the documented defaults.)
 IMAGE_THRESHOLD = 0.98
+transitions.use_sources(DATA / "Megamind.avi", DATA / "tree.avi")  # the footage generated test videos are cut from
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +39,7 @@ def _test_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def encoder():
-    from indexer.encoder import Encoder
+    from indexer.model.encoder import Encoder
 
     return Encoder.load(TEST_MODEL, "none", "cpu")
 

@@ -18,7 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
-from transitions import _Shot, source_segments
+from archive.bench import transitions
+from archive.bench.transitions import _Shot, source_segments
+
+transitions.use_sources(*(Path(__file__).parent / "data" / n for n in ("Megamind.avi", "tree.avi")))
 
 THUMB_SIZE = (320, 180)
 GRADES = [(perm, inv) for inv in (False, True) for perm in ((0, 1, 2), (2, 0, 1), (1, 2, 0), (0, 2, 1), (2, 1, 0), (1, 0, 2))]
@@ -57,7 +60,7 @@ def make_ads(folder: str | Path, plan: dict[str, Sequence[tuple[str, float]]], r
     Each key is one shot look, taken from the source stretches in turn so that keys next to
     each other come from different footage; a key that appears again repeats the same frames.
     """
-    import av  # noqa: PLC0415
+    import av
 
     rng = np.random.default_rng(seed)
     segments = [s for sid in (0, 1) for s in source_segments(sid)]
@@ -96,7 +99,7 @@ def make_ads(folder: str | Path, plan: dict[str, Sequence[tuple[str, float]]], r
 
 def still(shot: GradedShot, k: int, path: str | Path) -> Path:
     """Frame ``k`` of a shot as a PNG file (an example image for query by image)."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     Image.fromarray(np.clip(shot.frame(k) + 0.5, 0, 255).astype(np.uint8)).save(path)
     return Path(path)

@@ -42,7 +42,7 @@ def library_versions() -> dict[str, str]:
 
 
 def load_encoder(precision: str = "fp32"):
-    from indexer.encoder import Encoder
+    from indexer.model.encoder import Encoder
 
     return Encoder.load(MODEL, PRETRAINED, "cpu", precision=precision)
 
@@ -58,7 +58,7 @@ def frame_rgb() -> np.ndarray:
 def preprocess_summary(enc) -> dict[str, np.ndarray]:
     """The model input for the frame scaled like decoded video frames: per-channel mean and std,
     and the values at :data:`PIXELS`."""
-    from indexer.decode import scale_like_frames
+    from indexer.media.imageprep import scale_like_frames
 
     scaled = scale_like_frames(frame_rgb(), enc.image_size)
     x = enc.preprocess_array(scaled).float()
@@ -83,7 +83,7 @@ def compute(enc) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    from indexer.encoder import RANDOM_SEED
+    from indexer.model.encoder import RANDOM_SEED
 
     enc = load_encoder("fp32")
     arrays = compute(enc)

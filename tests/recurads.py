@@ -25,7 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
-from transitions import _Shot, source_segments
+from archive.bench import transitions
+from archive.bench.transitions import _Shot, source_segments
+
+transitions.use_sources(*(Path(__file__).parent / "data" / n for n in ("Megamind.avi", "tree.avi")))
 from versionads import BASE_RATE, Cut, Version, VersionSet, write
 
 CAST = 0.5  # how much of each pixel is the look's hue
@@ -35,7 +38,7 @@ class TintedShot:
     """A :class:`transitions._Shot` under a colour cast: ``(1 - CAST) * frame + CAST * hue``."""
 
     def __init__(self, shot: _Shot, hue: float) -> None:
-        import colorsys  # noqa: PLC0415
+        import colorsys
 
         self.shot = shot
         self.tint = np.array(colorsys.hsv_to_rgb(hue % 1.0, 1.0, 1.0), np.float32) * 255.0
@@ -74,7 +77,7 @@ class RecurringSet:
 
     def still(self, key: str, path: str | Path) -> Path:
         """A PNG of the middle frame of the part of ``key`` that every video showing it holds."""
-        import cv2  # noqa: PLC0415
+        import cv2
 
         cuts = [c for v in self.vset.versions for c in v.cuts if c.key == key]
         look = self.vset.looks[key]
@@ -149,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {len(rs.vset.versions)} videos into {folder / 'videos'}")
     if not args.eval:
         return
-    from archive import Archive  # noqa: PLC0415
+    from archive import Archive
 
     a = Archive(folder / "store")
     a.index([folder / "videos"], fps=args.fps)
@@ -171,10 +174,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     missed += 1
             elif r.present:
                 false += 1
-    from indexer.store import load_frames  # noqa: PLC0415
-    from search.presence import chance_cosine  # noqa: PLC0415
+    from indexer.store import Reader
+    from search.presence import chance_cosine
 
-    t = load_frames(folder / "store")  # for comparison: the level with every pair of different videos kept
+    t = Reader(folder / "store").frames()  # for comparison: the level with every pair of different videos kept
     every = chance_cosine(t.vectors, t.row, t.video_id, t.ts_s, t.shot_id, t.blank, same_level=None)
     print(json.dumps({"stills": len(keys), "level": results[0].threshold, "found": found, "missed": missed,
                       "false": false, "first_seen_error_max_s": round(worst_first, 3),

@@ -5,12 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import IMAGE_THRESHOLD
 from PIL import Image
+from videos import Shot, make_video, pattern
 
 from archive import Archive
-from conftest import IMAGE_THRESHOLD
 from indexer.errors import ModelMismatch, QueryError, StoreNotFound
-from videos import Shot, make_video, pattern
 
 INTERVAL = 0.5  # seconds between samples at the default --fps 2
 
@@ -171,10 +171,10 @@ def test_real_clips_and_sql(clips, encoder, tmp_path):
     ).records()
     assert gaps == [{"n": 0}]
     # the stored vectors are the encoder's own embeddings of those frames
-    from indexer.decode import sample_frames
-    from indexer.store import load_frames
+    from indexer.media.decode import sample_frames
+    from indexer.store import Reader
 
-    t = load_frames(arc.store)
+    t = Reader(arc.store).frames()
     first = next(sample_frames(clips / "tree.avi", 2.0, encoder.image_size))
     vid = next(k for k, v in t.videos.items() if v["name"] == "tree.avi")
     row = t.row[np.flatnonzero(t.video_id == vid)[0]]

@@ -3,17 +3,16 @@
 import json
 import os
 import struct
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
-
 from conftest import DATA, env_for_cli
-from indexer.decode import DecodeStats, sample_frames
 from videos import Shot, make_video
 
-import subprocess
-import sys
+from indexer.media.decode import DecodeStats, sample_frames
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
 
@@ -46,7 +45,6 @@ def audio_only(path):
 def vfr_video(path):
     """Frames at irregular times (ms): a variable-frame-rate file."""
     import av
-
     from videos import pattern
 
     times_ms = [0, 40, 80, 400, 440, 1500, 1540, 1580, 2500, 3000]

@@ -6,7 +6,6 @@ import sys
 
 import cv2
 import pytest
-
 from conftest import DATA, TEST_MODEL, env_for_cli
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
@@ -42,7 +41,7 @@ def test_bench_index_and_query_report_json(tmp_path):
 
 
 def test_bench_index_ocr_compares_runs_with_and_without_text(tmp_path):
-    from indexer import ocr as ocrmod
+    from indexer.media import ocr as ocrmod
 
     if not ocrmod.available():
         pytest.skip("rapidocr-onnxruntime is not installed")
@@ -70,7 +69,8 @@ def test_make_ads_writes_h264_clips_with_cuts(tmp_path):
     import av
 
     d = tmp_path / "ads"
-    p = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d), "--ads", "2", "--ads-size", "320x180",
+    footage = ["--ads-from", str(DATA / "Megamind.avi"), "--ads-from", str(DATA / "tree.avi")]
+    p = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d), *footage, "--ads", "2", "--ads-size", "320x180",
                                   "--ads-seconds", "4", "--json"],
                        env=env_for_cli(tmp_path), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -82,9 +82,13 @@ def test_make_ads_writes_h264_clips_with_cuts(tmp_path):
             n = sum(1 for _ in c.decode(s))
             assert (s.codec_context.name, s.width, s.height, n) == ("h264", 320, 180, 100)
             assert float(s.average_rate) == 25.0
-    bad = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d), "--ads-size", "big"],
+    bad = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d), *footage, "--ads-size", "big"],
                          env=env_for_cli(tmp_path), capture_output=True, text=True)
     assert bad.returncode == 2 and "--ads-size" in bad.stderr and "Traceback" not in bad.stderr
+    # the installed package holds no footage of its own: without --ads-from it says what to give
+    bare = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d)], env=env_for_cli(tmp_path), capture_output=True,
+                          text=True)
+    assert bare.returncode == 2 and "--ads-from" in bare.stderr and len(bare.stderr.strip().splitlines()) == 1
 
 
 def test_bench_add_leaves_the_store_as_it_found_it(tmp_path):

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA, IMAGE_THRESHOLD, env_for_cli
 from videos import Shot, make_video
 

@@ -1,11 +1,11 @@
 from pathlib import Path
 
 import pytest
-
-from indexer.decode import DecodeStats, probe, sample_frames
-from indexer.discover import discover
-from indexer.errors import VideoOpenError
 from videos import RATES, Shot, make_video, seconds_to_frames
+
+from indexer.errors import VideoOpenError
+from indexer.media.decode import DecodeStats, probe, sample_frames
+from indexer.run.discover import discover
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,4 +1,4 @@
-"""Decoding in a child process while the model loads (indexer.decodeproc): the same samples, batches,
+"""Decoding in a child process while the model loads (indexer.media.decode_child): the same samples, batches,
 shots and thumbnails as a decoding thread; a child that dies is replaced by a thread; errors travel."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
+from videos import ad_shots, make_video
 
 from archive import Archive
-from conftest import DATA
-from indexer import decodeproc
-from indexer.decodeproc import ProcessPrefetch
-from indexer.embed import embed_video
 from indexer.errors import VideoOpenError
-from indexer.prefetch import EARLY_BATCH, END, FramePrefetch
-from videos import ad_shots, make_video
+from indexer.media import decode_child
+from indexer.media.decode_child import ProcessPrefetch
+from indexer.media.prefetch import EARLY_BATCH, END, FramePrefetch
+from indexer.run.embed import embed_video
 
 
 def _same_vectors(a: np.ndarray, b: np.ndarray) -> bool:
@@ -72,7 +72,7 @@ def test_a_child_that_dies_is_replaced_by_a_thread(encoder) -> None:
 def test_a_child_that_cannot_start_is_replaced_by_a_thread(encoder, monkeypatch: pytest.MonkeyPatch) -> None:
     path = str(DATA / "tree.avi")
     want = embed_video(path, encoder, 2.0)
-    monkeypatch.setattr(decodeproc.sys, "executable", "/nonexistent/python")
+    monkeypatch.setattr(decode_child.sys, "executable", "/nonexistent/python")
     dec = ProcessPrefetch(path, encoder.prep, 2.0, 8, 1, "fast").start()
     assert dec.proc is None
     got = embed_video(path, encoder, 2.0, decoder=dec, shots="fast")
@@ -125,9 +125,9 @@ def test_an_index_run_decodes_its_first_video_in_a_child(tmp_path: Path, clips: 
                           "JOIN videos v USING (video_id) JOIN shots s USING (shot_id) ORDER BY 1, 2").rows)
     assert [Path(p).name for p in started] == ["Megamind.avi"]  # the first video only; the second in a thread
     assert rows[0] == rows[1] and len(rows[0]) > 30
-    from indexer.store import load_frames
+    from indexer.store import Reader
 
-    t = [load_frames(tmp_path / how) for how in ("process", "thread")]
+    t = [Reader(tmp_path / how).frames() for how in ("process", "thread")]
     assert _same_vectors(t[0].vectors[t[0].row], t[1].vectors[t[1].row])
 
 
@@ -142,7 +142,7 @@ def _children(pid: int) -> list[int]:
             cmd = (d / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"indexer.decodeproc" in cmd:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"indexer.media.decode_child" in cmd:
             out.append(int(d.name))
     return out
 
@@ -189,7 +189,7 @@ def test_ctrl_c_while_the_model_loads_stops_the_run_and_its_children(tmp_path: P
 def test_embedding_time_is_counted_for_a_child_decoded_video(encoder, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from indexer.report import StageTimes
+    from indexer.media.timing import StageTimes
 
     calls = []
     real = type(encoder).encode_batch

@@ -5,11 +5,11 @@ import shutil
 
 import duckdb
 import pytest
+from videos import Shot, make_video
 
 from archive import Archive
 from indexer.errors import StoreError
 from indexer.store import SCHEMA_VERSION
-from videos import Shot, make_video
 
 
 @pytest.fixture()
@@ -87,8 +87,9 @@ def test_dead_vector_rows_are_skipped_and_dropped_by_optimize(store, tmp_path):
 
 def _still(folder, tmp_path):
     """A frame of a.mp4's second shot, as an example image."""
-    from indexer.decode import sample_frames
     from PIL import Image
+
+    from indexer.media.decode import sample_frames
 
     frame = [f for f in sample_frames(folder / "a.mp4", 2.0)][-1]
     path = tmp_path / "still.png"
@@ -175,11 +176,12 @@ def test_partly_decodable_files_keep_their_frames_and_say_so(tmp_path, encoder):
 
 
 def test_reindex_leaves_no_label_rows_for_old_video_ids(store):
-    from indexer.pipeline import index_paths
+    from indexer.run.options import IndexOptions
+    from indexer.run.pipeline import index_paths
 
     a, folder = store
     a.label_add("anything", threshold=-1.0)
-    index_paths([folder], a.store, fps=3.0)  # the core alone: no label refresh afterwards
+    index_paths([folder], a.store, IndexOptions(fps=3.0))  # the core alone: no label refresh afterwards
     dangling = a.sql("SELECT count(*) AS n FROM video_labels l LEFT JOIN videos v USING (video_id) "
                      "WHERE v.video_id IS NULL").records()
     assert dangling == [{"n": 0}]

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import env_for_cli
+from evalads import PLAN, STILL_FRAME, make_ads, mistaken_rows, still, truth_rows, write_csv
 from PIL import Image
 
 from archive import Archive
-from conftest import env_for_cli
-from evalads import PLAN, STILL_FRAME, make_ads, mistaken_rows, still, truth_rows, write_csv
 from indexer.errors import QueryError
 
 FRAME = 1 / 25  # the ads' native frame
@@ -177,13 +177,14 @@ def test_calibrated_label_takes_the_sweeps_threshold(ads, tmp_path):
         assert lab.calibration.precision == pytest.approx(best.precision)
         assert lab.calibration.target_precision is None and lab.calibration.truth.endswith("car.csv")
         # the search page's API says so too: the label list, and each video's label chips
-        from archive.server import create_app
+        from archive.server.app import create_app
 
-        routes = {r.path: r.endpoint for r in create_app(arc.store).routes if hasattr(r, "endpoint")}
-        [s_lab] = routes["/api/stats"]()["labels"]
+        app = create_app(arc.store)
+        routes = {r.path: r.endpoint for r in app.routes if hasattr(r, "endpoint")}
+        [s_lab] = routes["/api/stats"](app.state.archive)["labels"]
         assert s_lab["rule"] == "calibrated" and s_lab["calibration"]["judged_videos"] == 4
         assert s_lab["calibration"]["precision"] == pytest.approx(best.precision, abs=1e-4)
-        assert {lab_row["rule"] for v in routes["/api/videos"]()["videos"] for lab_row in v["labels"]} == {"calibrated"}
+        assert {lab_row["rule"] for v in routes["/api/videos"](app.state.archive)["videos"] for lab_row in v["labels"]} == {"calibrated"}
         # a target precision: the lowest cut that reaches it
         cal1 = arc.label_calibrate("car", truth, target_precision=1.0)
         want = min((p for p in q.sweep.curve if p.counts.tp + p.counts.fp and p.precision >= 1.0),

@@ -12,7 +12,7 @@ ARCHIVE = [sys.executable, "-m", "archive.cli"]
 
 
 def test_write_truth_judges_every_video_and_query(tmp_path):
-    from archive.bench import eval_texts, write_truth
+    from archive.bench.evaluation import eval_texts, write_truth
     from indexer.store import VideoRef
 
     refs = [VideoRef(i + 1, f"/synthetic/brand{i % 50:02d}/ad{i:06d}.mp4", f"ad{i:06d}.mp4", 30.0, 25.0)

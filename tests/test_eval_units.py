@@ -1,4 +1,4 @@
-"""Fast unit tests of ``search.metrics``, ``search.evaluate.TimeStats`` and ``search.truth``.
+"""Fast unit tests of ``search.eval.metrics``, ``search.eval.evaluate.TimeStats`` and ``search.eval.truth``.
 
 No video, model or store: every expected value is worked out by hand in the comments.
 """
@@ -12,10 +12,21 @@ import pytest
 
 from indexer.errors import QueryError
 from indexer.store import LabelDef, VideoRef
-from search.evaluate import TimeStats, VideoEval
-from search.metrics import Counts, Point, average_precision, best_f1, counts, for_precision, iou, length, merge, \
-    overlap, sweep
-from search.truth import read_truth
+from search.eval.evaluate import TimeStats, VideoEval
+from search.eval.metrics import (
+    Counts,
+    Point,
+    average_precision,
+    best_f1,
+    counts,
+    for_precision,
+    iou,
+    length,
+    merge,
+    overlap,
+    sweep,
+)
+from search.eval.truth import read_truth
 
 approx = pytest.approx
 

@@ -1,4 +1,4 @@
-"""Loading from the exports (indexer/imagefast.py, indexer/textfast.py) gives the model's own
+"""Loading from the exports (indexer/image_tower.py, indexer/text_tower.py) gives the model's own
 answers, without open_clip; a damaged or switched-off export falls back to building the model."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA, TEST_MODEL
 
 from archive import Archive
-from conftest import DATA, TEST_MODEL
-from indexer import imagefast, textfast
-from indexer.decode import sample_frames
-from indexer.encoder import Encoder
+from indexer.media.decode import sample_frames
+from indexer.model import image_tower, text_tower
+from indexer.model.encoder import Encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,8 +73,8 @@ def test_a_fresh_process_embeds_without_open_clip(cache):
     Encoder.load(TEST_MODEL, "none", "cpu", full=True)  # exports
     code = (
         "import json, sys\n"
-        "from indexer.encoder import Encoder\n"
-        "from indexer.decode import sample_frames\n"
+        "from indexer.model.encoder import Encoder\n"
+        "from indexer.media.decode import sample_frames\n"
         f"e = Encoder.load({TEST_MODEL!r}, 'none', 'cpu')\n"
         f"f = [x.rgb for x in sample_frames({str(DATA / 'tree.avi')!r}, 1.0, e.image_size)][:3]\n"
         "v = e.encode_images(f)\n"
@@ -94,7 +94,7 @@ def test_a_model_loads_without_garbage_collections(cache, freeze):
     code = (
         "import gc, json\n"
         "from indexer import settings\n"
-        "from indexer.encoder import Encoder\n"
+        "from indexer.model.encoder import Encoder\n"
         f"settings.FREEZE_AFTER_LOAD = {freeze}\n"
         "runs = []\n"
         "gc.callbacks.append(lambda phase, info: runs.append(info['generation']) if phase == 'start' else None)\n"
@@ -128,7 +128,7 @@ def test_a_dropped_full_encoder_is_freed_without_the_cycle_collector(cache):
 
 def test_a_damaged_export_is_rebuilt_and_a_switched_off_one_unused(cache, monkeypatch):
     full = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
-    folder = imagefast.export_dir(TEST_MODEL, "none", full.precision)
+    folder = image_tower.export_dir(TEST_MODEL, "none", full.precision)
     module = folder / "visual.pt"
     module.write_bytes(module.read_bytes()[:1000])  # cut short
     enc = Encoder.load(TEST_MODEL, "none", "cpu", precision=full.precision)
@@ -138,19 +138,19 @@ def test_a_damaged_export_is_rebuilt_and_a_switched_off_one_unused(cache, monkey
     assert Encoder.load(TEST_MODEL, "none", "cpu", precision=full.precision).model is not None
     monkeypatch.setenv("ARCHIVE_TEXT_TOWER", "torch")
     monkeypatch.delenv("ARCHIVE_IMAGE_TOWER")
-    assert textfast.NumpyTextTower.open(TEST_MODEL, "none") is None
+    assert text_tower.NumpyTextTower.open(TEST_MODEL, "none") is None
     assert Encoder.load(TEST_MODEL, "none", "cpu", precision=full.precision).model is not None
 
 
 def test_decoders_started_for_another_input_size_are_restarted(cache, tmp_path, clips):
     full = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
     # a verified export of the same model and weights that says frames are 160 px: found first
-    odd = imagefast.export_dir(TEST_MODEL, "none", full.precision).parent / (
-        f"{TEST_MODEL}-{textfast.cache_key(TEST_MODEL, 'none')}-0odd")
+    odd = image_tower.export_dir(TEST_MODEL, "none", full.precision).parent / (
+        f"{TEST_MODEL}-{text_tower.cache_key(TEST_MODEL, 'none')}-0odd")
     odd.mkdir(parents=True)
     (odd / "meta.json").write_text(json.dumps({"verified": True, "image_size": 160, "mean": [0.5] * 3,
                                                "std": [0.5] * 3}))
-    assert imagefast.prep_for(TEST_MODEL, "none").image_size == 160
+    assert image_tower.prep_for(TEST_MODEL, "none").image_size == 160
     own = Archive(tmp_path / "own")
     assert own.index([clips]).indexed == 2
     whole = Archive(tmp_path / "whole", encoder=full)
@@ -166,7 +166,7 @@ def test_numpy_text_tower_gives_open_clips_vectors(cache, monkeypatch):
     import torch
 
     full = Encoder.load(TEST_MODEL, "none", "cpu", precision="fp32", full=True)
-    tower = textfast.NumpyTextTower.open(TEST_MODEL, "none")
+    tower = text_tower.NumpyTextTower.open(TEST_MODEL, "none")
     assert tower is not None
     assert tower.tokenizer._ranks is None  # built when a text is first tokenized, not at load
     # shared prefixes (templates), a text cut to the context, punctuation and unicode
@@ -175,7 +175,7 @@ def test_numpy_text_tower_gives_open_clips_vectors(cache, monkeypatch):
     with torch.inference_mode():
         want = torch.nn.functional.normalize(full.model.encode_text(full.tokenizer(texts)).float(), dim=-1).numpy()
     for rows in (1024, 12):  # one pass; then passes of a few texts each
-        monkeypatch.setattr(textfast, "_ROWS", rows)
+        monkeypatch.setattr(text_tower, "_ROWS", rows)
         got = tower.encode(texts)
         assert got.dtype == np.float32 and got.shape == want.shape
         assert float(np.min(np.sum(want * got, axis=1))) >= 0.99999

@@ -8,10 +8,9 @@ scaled like a decoded video frame. These tests recompute them with the installed
 
 from __future__ import annotations
 
+import make_golden as mg
 import numpy as np
 import pytest
-
-import make_golden as mg
 
 COS_FP32, ABS_FP32 = 0.99999, 1e-4
 PRE_TOL = 1e-5
@@ -62,7 +61,7 @@ def compare_vectors(name: str, got: np.ndarray, want: np.ndarray, min_cos: float
 
 def test_golden_file_describes_this_model(golden):
     """The golden file was made by the model and inputs this test recomputes with."""
-    from indexer.encoder import RANDOM_SEED
+    from indexer.model.encoder import RANDOM_SEED
 
     assert str(golden["model"]) == mg.MODEL and str(golden["pretrained"]) == mg.PRETRAINED
     assert int(golden["seed"]) == RANDOM_SEED, f"RANDOM_SEED changed: {RANDOM_SEED}, golden {int(golden['seed'])}"

@@ -20,13 +20,12 @@ import pytest
 from conftest import TEST_MODEL, env_for_cli
 
 from archive import Archive
-from archive.bench import build_synthetic
+from archive.bench.synthetic import build_synthetic
 from indexer import settings
 from indexer.errors import StoreError
-from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, check_store, load_frames, store_info
+from indexer.store import FrameRecord, Reader, ShotRecord, VideoRecord, Writer, check_store
 from indexer.store import segments as segmod
 from indexer.store import vectors as vecfile
-from indexer.store.reader import read_connection
 from search.query import Searcher
 
 STORES = Path(__file__).parent / "data" / "stores"
@@ -61,16 +60,16 @@ def test_an_old_fp32_store_is_read_then_rewritten_as_fp16_by_optimize(tmp_path, 
     empty.mkdir()
     a = Archive(store, encoder=encoder)
     a.index([empty])  # upgrades the catalog; the v3 vector file becomes segment 0 as it is (fp32)
-    assert store_info(store).vector_kinds == {"flat": 58}
+    assert Reader(store).info().vector_kinds == {"flat": 58}
     before = a.search("a tree", "leaves", threshold=0.0)
-    old = load_frames(store)
+    old = Reader(store).frames()
     old_vecs = old.vectors.take(old.row)
 
     rep = a.optimize()
     assert rep.written == 1 and rep.rows_copied == 58 and rep.ivf is None
-    info = store_info(store)
+    info = Reader(store).info()
     assert info.vector_kinds == {"f16": 58} and info.frames == 58
-    new = load_frames(store)
+    new = Reader(store).frames()
     assert np.array_equal(new.frame_id, old.frame_id)
     np.testing.assert_allclose(new.vectors.take(new.row), old_vecs, atol=1e-3)
     after = Archive(store, encoder=encoder).search("a tree", "leaves", threshold=0.0)
@@ -81,7 +80,7 @@ def test_an_old_fp32_store_is_read_then_rewritten_as_fp16_by_optimize(tmp_path, 
     assert check_store(store).ok
     with pytest.raises(StoreError, match="needs at least 10,240 vectors"):  # too small for an index
         a.optimize(ivf=True)
-    assert check_store(store).ok and store_info(store).ivf is None
+    assert check_store(store).ok and Reader(store).info().ivf is None
 
 
 @pytest.fixture()
@@ -100,11 +99,11 @@ def _shown(res):
 
 def test_ivf_index_ranks_candidates_that_are_rescored_exactly_and_takes_new_videos_without_retraining(
         big, encoder, monkeypatch, tmp_path):
-    assert store_info(big).ivf is None and "scan" in store_info(big).query_index
+    assert Reader(big).info().ivf is None and "scan" in Reader(big).info().query_index
     a = Archive(big, encoder=encoder)
     rep = a.optimize(ivf=True)
     assert rep.ivf == "IVF256,PQ32" and rep.encoded == 12_000 and rep.ivf_trained_on == 256 * 40
-    info = store_info(big)
+    info = Reader(big).info()
     assert info.ivf["vectors_with_codes"] == 12_000 and not info.ivf["stale"]
     assert info.query_index.startswith("IVF index (IVF256,PQ32")
     assert check_store(big).ok
@@ -138,7 +137,7 @@ def test_ivf_index_ranks_candidates_that_are_rescored_exactly_and_takes_new_vide
     with Writer(big) as w:
         w.attach_existing()
         w.commit([rec])
-    with read_connection(big) as con:
+    with Reader(big).connection() as con:
         segs = segmod.registered(con)
         ivf_rows = con.execute("SELECT ivf_id, trained_vectors FROM vector_ivf").fetchall()
     assert ivf_rows == [(1, 256 * 40)]  # the same index, not retrained
@@ -164,7 +163,7 @@ def test_files_of_an_interrupted_ivf_training_are_removed_and_lost_codes_are_sca
     a = Archive(big, encoder=encoder)
     a.optimize(ivf=True)
     folder = big / "vectors"
-    with read_connection(big) as con:
+    with Reader(big).connection() as con:
         segs = segmod.registered(con)
     # What a crash between writing a new index and registering it leaves behind:
     (folder / "ivf-00000009.faiss").write_bytes(b"half")
@@ -178,7 +177,7 @@ def test_files_of_an_interrupted_ivf_training_are_removed_and_lost_codes_are_sca
     with Writer(big) as w:  # what the next writer does on opening the store
         w.attach_existing()
     assert not (folder / "ivf-00000009.faiss").exists() and not stray.exists()
-    with read_connection(big) as con:
+    with Reader(big).connection() as con:
         after = segmod.registered(con)
     assert after[-1].ivf_id is None and all(s.ivf_id == 1 for s in after[:-1])
     rep = check_store(big)
@@ -194,7 +193,7 @@ def test_files_of_an_interrupted_ivf_training_are_removed_and_lost_codes_are_sca
         del os.environ["ARCHIVE_IVF_NPROBE"]
     assert _shown(f) == _shown(e)
     a.optimize()  # encodes the segment that lost its codes, without retraining
-    with read_connection(big) as con:
+    with Reader(big).connection() as con:
         assert all(s.ivf_id == 1 for s in segmod.registered(con))
     assert check_store(big).ok and not any("no codes" in n for n in check_store(big).notes)
 
@@ -204,7 +203,7 @@ def test_an_index_run_that_grows_the_archive_large_trains_its_ivf_index_once(big
     An index run that adds videos to an archive of ``ARCHIVE_MATCH_IVF_FRAMES`` frames or more
     trains one (once, announced), every row gets its codes, and the run's versions compare goes
     through it; below the limit nothing is trained, and a later run does not train again."""
-    from indexer.store import ivf_layer
+    from indexer.store import Reader
 
     data = Path(__file__).parent / "data"
     env = env_for_cli(tmp_path, big)
@@ -220,45 +219,45 @@ def test_an_index_run_that_grows_the_archive_large_trains_its_ivf_index_once(big
 
     d, _ = index("below", "20000")  # 12,000 frames: below the limit
     assert d["indexed"] == 1 and d["versions_compared"] == 1 and d["ivf_trained_s"] == 0
-    assert store_info(big).ivf is None
+    assert Reader(big).info().ivf is None
 
     _, err = index("crossing", "10000", as_json=False)
-    info = store_info(big)
+    info = Reader(big).info()
     assert "training its IVF index" in err and f"IVF index trained over {info.frames:,} frames" in err
     assert "indexed 1 video" in err and "versions: 1 video(s) compared" in err
     assert info.ivf is not None and info.ivf["vectors_with_codes"] == info.frames and not info.ivf["stale"]
-    assert ivf_layer(big)[0] is not None  # what the versions compare reads candidates through
+    assert Reader(big).ivf_layer()[0] is not None  # what the versions compare reads candidates through
     assert check_store(big).ok
 
     # Trained for matching only: queries keep their scan (ARCHIVE_IVF_FRAMES is 5,000 here) until
     # the user opts them in with `archive optimize --ivf`.
     assert info.ivf["matching_only"] and "scan" in info.query_index
-    assert load_frames(big).ivf is None
+    assert Reader(big).frames().ivf is None
 
     d, err = index("later", "10000")  # the next run adds its rows' codes, no retraining
     assert d["indexed"] == 1 and d["ivf_trained_s"] == 0 and "training" not in err
-    with read_connection(big) as con:
+    with Reader(big).connection() as con:
         assert con.execute("SELECT count(*) FROM vector_ivf").fetchall() == [(1,)]
-    info = store_info(big)
+    info = Reader(big).info()
     assert info.ivf["vectors_with_codes"] == info.frames
 
-    with read_connection(big) as con:
+    with Reader(big).connection() as con:
         trained = con.execute("SELECT ivf_id, file FROM vector_ivf").fetchall()
     rep = Archive(big).optimize(ivf=True)  # that index fits the archive: kept, not trained again
     assert rep.ivf is None and rep.ivf_kept == info.ivf["factory"] and rep.train_s is None
-    with read_connection(big) as con:
+    with Reader(big).connection() as con:
         assert con.execute("SELECT ivf_id, file FROM vector_ivf").fetchall() == trained
-    info = store_info(big)
+    info = Reader(big).info()
     assert not info.ivf["matching_only"] and info.query_index.startswith("IVF index")
-    assert load_frames(big).ivf is not None
+    assert Reader(big).frames().ivf is not None
     assert check_store(big).ok
 
     rep = Archive(big).optimize(ivf=True, retrain=True)  # asked for: a new one
     assert rep.ivf == info.ivf["factory"] and rep.encoded == info.frames
-    with read_connection(big) as con:
+    with Reader(big).connection() as con:
         [(new_id, _file)] = con.execute("SELECT ivf_id, file FROM vector_ivf").fetchall()
     assert new_id > trained[0][0]
-    info = store_info(big)
+    info = Reader(big).info()
     assert not info.ivf["matching_only"] and info.ivf["vectors_with_codes"] == info.frames
     assert check_store(big).ok
 
@@ -268,7 +267,8 @@ def test_candidates_follow_the_read_paths_order_where_strong_matches_saturate(bi
     # videos by the rule's logit (not by raw cosine among the ties), which is what the index's
     # candidates follow: the exact best videos are always among them.
     from search import presence
-    from search.query import _bounds, _order, rules_for
+    from search.query import _order, rules_for
+    from search.timeline import video_bounds
 
     Archive(big, encoder=encoder).optimize(ivf=True)
     monkeypatch.setenv("ARCHIVE_IVF_NPROBE", "256")  # every list: only the ordering is under test
@@ -282,7 +282,7 @@ def test_candidates_follow_the_read_paths_order_where_strong_matches_saturate(bi
     w = 0.6 * _unit(rng.standard_normal(x.shape[1]))
     bg = 100.0 * (x @ w) - 60.0  # a background term linear in the vectors: logit = 100 x.(q - w) + 60
     raw = x @ q
-    starts, _stops = _bounds(t.video_id)
+    starts, _stops = video_bounds(t.video_id)
     [rule] = rules_for(["text"], t)
     top = 10
     want = _order(raw, bg, rule, t.blank, starts)[:top]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import faiss
@@ -21,11 +21,10 @@ import pytest
 from conftest import TEST_MODEL, env_for_cli
 
 from archive import Archive
-from archive.bench import build_synthetic
-from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, check_store, ivf_layer, store_info
+from archive.bench.synthetic import build_synthetic
+from indexer.store import FrameRecord, Reader, ShotRecord, VideoRecord, Writer, check_store
 from indexer.store import ivf as ivfmod
 from indexer.store import segments as segmod
-from indexer.store.reader import read_connection
 from search.query import Searcher
 
 
@@ -44,7 +43,7 @@ def big(tmp_path, monkeypatch):
 
 
 def _lists(store: Path) -> ivfmod.ListsRef | None:
-    with read_connection(store) as con:
+    with Reader(store).connection() as con:
         return ivfmod.current_lists(con)
 
 
@@ -59,7 +58,7 @@ def _record(path: Path, vecs: np.ndarray) -> VideoRecord:
 
 def _from_codes(store: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """What readers built before the lists file: one index from every segment's codes."""
-    with read_connection(store) as con:
+    with Reader(store).connection() as con:
         refs = segmod.registered(con)
         ref = ivfmod.current(con)
     codec = ivfmod.IvfCodec.load(store, ref)
@@ -75,12 +74,12 @@ def _queries(store: Path) -> np.ndarray:
 
 
 def _dim(store: Path) -> int:
-    with read_connection(store) as con:
+    with Reader(store).connection() as con:
         return int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
 
 
 def _through_layer(store: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
-    index, _view, _ids, _key = ivf_layer(store)
+    index, _view, _ids, _key = Reader(store).ivf_layer()
     index.set_nprobe(10_000)  # every list: only what the index holds is compared
     d, i = index.search(_queries(store), 40)
     return d, i, index.ntotal, len(index.parts)
@@ -98,7 +97,7 @@ def test_training_writes_a_lists_file_that_faiss_reads_and_that_searches_like_th
     d0, i0, n0 = _from_codes(big)
     d1, i1, n1, parts = _through_layer(big)
     assert n1 == n0 == 12_000 and parts == 1
-    assert store_info(big).ivf["lists_vectors"] == 12_000
+    assert Reader(big).info().ivf["lists_vectors"] == 12_000
     assert np.array_equal(i1, i0)
     np.testing.assert_allclose(d1, d0, rtol=1e-6)
     assert check_store(big).ok
@@ -150,11 +149,11 @@ def test_an_index_run_rewrites_the_lists_file_once_enough_rows_were_added(big, t
     with Writer(big) as w:
         w.attach_existing()
         w.commit(recs[:2])
-        assert w.lists_tail() == 20
-        w.auto_merge()  # what an index run does at its end: 20 rows since, not yet due
+        assert w.layer.lists_tail() == 20
+        w.layer.auto_merge()  # what an index run does at its end: 20 rows since, not yet due
         assert _lists(big) == first
         w.commit(recs[2:])
-        rep = w.auto_merge()  # 30 rows since: due
+        rep = w.layer.auto_merge()  # 30 rows since: due
     second = _lists(big)
     assert rep.lists_rows == 12_030 and second.seq == first.seq + 1 and second.vectors == 12_030
     assert not first.path(big).exists() and second.path(big).exists()  # the old one deleted after the swap
@@ -166,7 +165,7 @@ def test_an_index_run_rewrites_the_lists_file_once_enough_rows_were_added(big, t
 
 
 def segmod_max_ids(store: Path) -> list[int]:
-    with read_connection(store) as con:
+    with Reader(store).connection() as con:
         return [r.max_frame_id for r in segmod.registered(con)]
 
 
@@ -188,7 +187,7 @@ def test_frame_ids_are_never_given_out_again_below_the_lists_file(big, tmp_path)
     with Writer(big) as w:
         w.attach_existing()
         w.commit([again])
-    with read_connection(big) as con:
+    with Reader(big).connection() as con:
         ids = [r[0] for r in con.execute("SELECT f.frame_id FROM frames f JOIN videos v USING (video_id) "
                                          "WHERE v.path = ?", [again.path]).fetchall()]
     assert min(ids) > lists.max_frame_id  # a reader takes rows up to there to be in the lists file
@@ -228,7 +227,7 @@ def test_a_damaged_or_missing_lists_file_is_said_searched_around_and_repaired(bi
     new = _lists(big)
 
     # A store made before lists files (IVF index, no lists file): noted; the next optimize writes it.
-    with Writer(big) as w, w._catalog() as con:
+    with Writer(big) as w, w.catalog() as con:
         ivfmod.register_lists(con, None)
     new.path(big).unlink()
     rep = check_store(big)
@@ -293,7 +292,7 @@ def test_a_lists_file_that_cannot_be_written_does_not_fail_the_index_run(big, en
     with Writer(big) as w:
         w.attach_existing()
         w.commit([rec])
-        rep = w.auto_merge()
+        rep = w.layer.auto_merge()
     assert rep.lists_error and "No space left" in rep.lists_error
     assert _lists(big) == first and check_store(big).ok
     folder = tmp_path / "clips"  # a real index run: its report says it, and the run succeeds

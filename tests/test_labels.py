@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from videos import Shot, make_video
 
 from archive import Archive
 from indexer.errors import ArchiveError, QueryError
-from videos import Shot, make_video
 
 
 @pytest.fixture()

@@ -142,7 +142,7 @@ def tree_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A frame of tree.avi (the clip every fixture indexed), at about 10 s, as a PNG."""
     from PIL import Image
 
-    from indexer.decode import sample_frames
+    from indexer.media.decode import sample_frames
 
     frame = next(f for f in sample_frames(TREE, 1.0) if f.ts_s >= 10.0)
     out = tmp_path_factory.mktemp("example") / "tree_10s.png"

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import textads
 from conftest import DATA, env_for_cli
-from indexer import ocr as ocrmod
-from indexer.pipeline import index_paths
-from indexer.store import ocr_lines, read_connection, store_info
+
+from indexer.media import ocr as ocrmod
+from indexer.run.options import IndexOptions
+from indexer.run.pipeline import index_paths
+from indexer.store import Reader
 
 pytestmark = pytest.mark.skipif(not ocrmod.available(), reason="rapidocr-onnxruntime is not installed")
 
@@ -33,7 +34,7 @@ def ads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, textads.TextAd]:
 @pytest.fixture(scope="module")
 def store(ads, encoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("ocrstore") / "store"
-    rep = index_paths([a.path for a in ads.values()], d, encoder=encoder, ocr=True)
+    rep = index_paths([a.path for a in ads.values()], d, IndexOptions(ocr=True), encoder=encoder)
     assert rep.ok and rep.indexed == len(ads) and rep.ocr and rep.text_lines > 0
     return d
 
@@ -78,7 +79,7 @@ def test_phrases_never_shown_are_absent_everywhere(store) -> None:
 
 
 def test_matching_ignores_case_accents_punctuation_and_spacing_and_tolerates_one_error() -> None:
-    from search.ocrsearch import SIMILARITY, similarity
+    from search.written import SIMILARITY, similarity
 
     n = ocrmod.normalize
     assert n("Drink Responsibly!") == n("DRINKRESPONSIBLY") == "drinkresponsibly"
@@ -94,9 +95,9 @@ def test_matching_ignores_case_accents_punctuation_and_spacing_and_tolerates_one
 
 
 def test_the_ocr_table_holds_lines_with_times_and_normalised_boxes(ads, store) -> None:
-    rows = ocr_lines(store)
+    rows = Reader(store).ocr_lines()
     assert rows
-    with read_connection(store) as con:
+    with Reader(store).connection() as con:
         frames = dict(con.execute("SELECT frame_id, video_id FROM frames").fetchall())
         lines = dict(con.execute("SELECT name, ocr_lines FROM videos").fetchall())
     for r in rows:
@@ -107,7 +108,7 @@ def test_the_ocr_table_holds_lines_with_times_and_normalised_boxes(ads, store) -
     assert sum(lines.values()) == len(rows) and set(lines) == set(ads)
     heineken = next(r for r in rows if r["text_norm"] == "heineken")
     assert heineken["x"] == pytest.approx(0.30, abs=0.03) and heineken["y"] == pytest.approx(0.35, abs=0.05)
-    info = store_info(store)
+    info = Reader(store).info()
     assert info.ocr and info.text_lines == len(rows) and info.text_videos == 3
 
 
@@ -125,14 +126,14 @@ def test_text_is_added_to_an_indexed_store_without_re_embedding(ads, store, enco
     paths = [a.path for a in ads.values()]
     index_paths(paths[:2], plain, encoder=encoder)
     before = _vectors(plain)
-    assert not store_info(plain).ocr and all(not r.present for r in _search(plain, "heineken")[0].results)
+    assert not Reader(plain).info().ocr and all(not r.present for r in _search(plain, "heineken")[0].results)
     assert "no on-screen text" in _search(plain, "heineken")[0].warnings[0]
 
-    rep = index_paths(paths[:2], plain, encoder=encoder, ocr=True)
+    rep = index_paths(paths[:2], plain, IndexOptions(ocr=True), encoder=encoder)
     assert rep.indexed == 0 and rep.skipped == 2 and rep.text_added == 2
     assert _vectors(plain) == before  # nothing re-embedded: same frames, same segment files
-    mine = {(r["text_norm"], r["start_s"], r["end_s"]) for r in ocr_lines(plain)}
-    full = {(r["text_norm"], r["start_s"], r["end_s"]) for r in ocr_lines(store) if r["video_id"] < 2}
+    mine = {(r["text_norm"], r["start_s"], r["end_s"]) for r in Reader(plain).ocr_lines()}
+    full = {(r["text_norm"], r["start_s"], r["end_s"]) for r in Reader(store).ocr_lines() if r["video_id"] < 2}
     assert mine == full  # the same lines as when read while indexing
 
     rep = index_paths(paths, plain, encoder=encoder)  # no --ocr: the store remembers it
@@ -141,7 +142,7 @@ def test_text_is_added_to_an_indexed_store_without_re_embedding(ads, store, enco
 
 
 def _vectors(store: Path) -> tuple:
-    with read_connection(store) as con:
+    with Reader(store).connection() as con:
         frames = con.execute("SELECT frame_id, video_id, ts_s FROM frames ORDER BY frame_id").fetchall()
         segs = con.execute("SELECT file, n_vectors FROM vector_segments ORDER BY 1").fetchall()
     return frames, segs
@@ -160,20 +161,20 @@ def test_failing_ocr_is_a_note_and_the_embeddings_are_kept(ads, encoder, tmp_pat
         return real(self, rgb)
 
     _current: dict[str, str] = {}
-    real_produce = __import__("indexer.prefetch", fromlist=["FramePrefetch"]).FramePrefetch._produce
+    real_produce = __import__("indexer.media.prefetch", fromlist=["FramePrefetch"]).FramePrefetch._produce
 
     def produce(self):
         _current["path"] = str(self.path)
         return real_produce(self)
 
     monkeypatch.setattr(ocrmod.OcrEngine, "read", read)
-    monkeypatch.setattr("indexer.prefetch.FramePrefetch._produce", produce)
+    monkeypatch.setattr("indexer.media.prefetch.FramePrefetch._produce", produce)
     monkeypatch.setenv("ARCHIVE_DECODERS", "1")  # one video decoded at a time: the path above is the one read
     d = tmp_path / "s"
-    rep = index_paths([a.path for a in ads.values()], d, encoder=encoder, ocr=True)
+    rep = index_paths([a.path for a in ads.values()], d, IndexOptions(ocr=True), encoder=encoder)
     assert rep.indexed == 3 and rep.failed == 0
     assert [p for p, _ in rep.text_notes] == [str(bad)] and "out of memory" in rep.text_notes[0][1]
-    with read_connection(d) as con:
+    with Reader(d).connection() as con:
         got = dict(con.execute("SELECT name, ocr_lines FROM videos").fetchall())
         n_frames = con.execute("SELECT count(*) FROM frames f JOIN videos v USING (video_id) WHERE v.name = ?",
                                ["text_ad1.mp4"]).fetchall()[0][0]
@@ -182,7 +183,7 @@ def test_failing_ocr_is_a_note_and_the_embeddings_are_kept(ads, encoder, tmp_pat
     assert fails == [(str(bad), rep.text_notes[0][1])]
 
     monkeypatch.setattr(ocrmod.OcrEngine, "read", real)  # the next --ocr run reads what was missed
-    rep = index_paths([a.path for a in ads.values()], d, encoder=encoder, ocr=True)
+    rep = index_paths([a.path for a in ads.values()], d, IndexOptions(ocr=True), encoder=encoder)
     assert rep.text_added == 1 and rep.indexed == 0
     assert _by_name(_search(d, "www.example.com")[0])["text_ad1.mp4"].present
 
@@ -210,7 +211,7 @@ def _write(path: Path, size: tuple[int, int], frames: list[np.ndarray], codec: s
 def test_odd_pictures_read_no_invented_text(encoder, tmp_path: Path) -> None:
     from textads import Overlay, _draw
 
-    from transitions import load_source
+    from archive.bench.transitions import load_source
 
     src = load_source(0)
     d = tmp_path / "odd"
@@ -223,10 +224,10 @@ def test_odd_pictures_read_no_invented_text(encoder, tmp_path: Path) -> None:
     _write(d / "strip.mp4", (1280, 16), [cv2.resize(src[40], (1280, 16))] * 25)
     _write(d / "pixel.avi", (64, 1), [np.full((1, 64, 3), 8 * i, np.uint8) for i in range(25)], codec="rawvideo")
     shutil.copy(DATA / "tree.avi", d / "tree.avi")  # real footage without words
-    rep = index_paths([d], tmp_path / "s", encoder=encoder, ocr=True)
+    rep = index_paths([d], tmp_path / "s", IndexOptions(ocr=True), encoder=encoder)
     assert rep.indexed == 4 and rep.failed == 0 and not rep.text_notes
-    rows = ocr_lines(tmp_path / "s")
-    with read_connection(tmp_path / "s") as con:
+    rows = Reader(tmp_path / "s").ocr_lines()
+    with Reader(tmp_path / "s").connection() as con:
         names = dict(con.execute("SELECT video_id, name FROM videos").fetchall())
     assert {names[r["video_id"]] for r in rows} <= {"uhd.mp4"}
     assert [r["text_norm"] for r in rows] == ["summersale"]
@@ -262,7 +263,7 @@ def test_labels_see_names_and_say_what_found_them(ads, store, encoder, tmp_path:
     arc = Archive(d)
     arc._encoder = encoder
     assert arc.label_add("heineken", ["a green beer bottle"], ocr=["heineken"]) == 1
-    with read_connection(d) as con:
+    with Reader(d).connection() as con:
         segs = con.execute("SELECT v.name, s.start_s, s.end_s, s.found_by FROM segments s JOIN videos v "
                            "USING (video_id) WHERE label = 'heineken'").fetchall()
         vl = con.execute("SELECT v.name, l.present, l.first_seen_s, l.duration_s FROM video_labels l JOIN videos v "
@@ -326,21 +327,20 @@ def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path
 
 def test_ray_workers_read_the_same_text(ads, store, tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray is an optional extra")
-    from indexer.rayrun import RayOptions
-
     from conftest import TEST_MODEL
 
-    rep = index_paths([a.path for a in ads.values()], tmp_path / "s", model=TEST_MODEL, pretrained="none", ocr=True,
-                      ray=RayOptions("local", workers=2))
+    from indexer.run.options import RayOptions
+
+    rep = index_paths([a.path for a in ads.values()], tmp_path / "s", IndexOptions(model=TEST_MODEL, pretrained="none", ocr=True, ray=RayOptions("local", workers=2)))
     assert rep.indexed == 3 and rep.ocr and not rep.text_notes
 
     def lines(d: Path) -> list[tuple]:
-        with read_connection(d) as con:
+        with Reader(d).connection() as con:
             return con.execute("SELECT v.name, o.text_norm, o.start_s, o.end_s FROM ocr o JOIN videos v USING (video_id) "
                                "ORDER BY 1, 3, 2").fetchall()
 
     assert lines(tmp_path / "s") == lines(store)
-    assert store_info(tmp_path / "s").ocr  # the store remembers it
+    assert Reader(tmp_path / "s").info().ocr  # the store remembers it
 
 
 def test_eval_measures_written_word_queries_on_a_truth_file(ads, store, tmp_path: Path) -> None:

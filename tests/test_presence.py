@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from search.presence import (
-    ImageCalibration, background_lse, calibrate_images, same_shot_cosine, shot_level, text_probability,
+    ImageCalibration,
+    background_lse,
+    calibrate_images,
+    same_shot_cosine,
+    shot_level,
+    text_probability,
 )
 
 

@@ -16,7 +16,6 @@ import time
 import faiss
 import numpy as np
 import pytest
-
 from conftest import env_for_cli
 from videos import Shot, make_video
 
@@ -194,7 +193,7 @@ def frame_png(folder, tmp_path):
     """A frame of ad03.mp4's second shot, as an example image."""
     from PIL import Image
 
-    from indexer.decode import sample_frames
+    from indexer.media.decode import sample_frames
 
     path = tmp_path / "ad03.png"
     if not path.exists():

@@ -6,15 +6,15 @@ import mmap
 import faiss
 import numpy as np
 import pytest
+from conftest import IMAGE_THRESHOLD
+from videos import Shot, ad_shots, frame_at, make_video
 
 from archive import Archive
-from conftest import IMAGE_THRESHOLD
-from indexer.encoder import ModelSpec
 from indexer.errors import StoreError
-from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, load_frames
+from indexer.store import FrameRecord, Reader, ShotRecord, VideoRecord, Writer
+from indexer.store.records import ModelSpec
 from search.query import Searcher
 from search.scan import int8_kernel
-from videos import Shot, ad_shots, frame_at, make_video
 
 SPEC = ModelSpec("ViT-S-32-alt", "none")
 
@@ -50,7 +50,7 @@ def shown(results):
 
 def test_vector_segments_are_mapped_and_match_faiss(tmp_path, encoder):
     synthetic(tmp_path, encoder)
-    t = load_frames(tmp_path)
+    t = Reader(tmp_path).frames()
     assert len(t.vectors.owners) == 2 and all(isinstance(o, mmap.mmap) for o in t.vectors.owners)  # mapped, not read
     ref, ids = [], []
     for path in sorted((tmp_path / "vectors").glob("*.faiss")):  # FAISS reads the segments as its own files
@@ -68,7 +68,7 @@ def test_damaged_vector_file_is_one_clear_error(tmp_path, encoder):
     path = sorted((tmp_path / "vectors").glob("*.faiss"))[0]
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(StoreError, match="damaged"):
-        load_frames(tmp_path)
+        Reader(tmp_path).frames()
 
 
 @pytest.mark.parametrize("threshold", [None, 0.12])

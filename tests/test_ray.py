@@ -16,15 +16,15 @@ import time
 
 import numpy as np
 import pytest
-
-from archive import Archive
 from conftest import DATA, env_for_cli
 from test_processes import WAIT_S, kill, paused_at, run, start, wait_for_pause
 from videos import Shot, make_video
 
+from archive import Archive
+
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'clip-video-archive[ray]'")
 
-from indexer.rayrun import RayOptions  # noqa: E402
+from indexer.run.options import RayOptions
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,9 @@ def _catalog(a: Archive) -> dict:
 
 
 def _vectors(a: Archive) -> dict:
-    from indexer.store import load_frames
+    from indexer.store import Reader
 
-    t = load_frames(a.store)
+    t = Reader(a.store).frames()
     names = {vid: v["name"] for vid, v in t.videos.items()}
     return {(names[int(v)], round(float(ts), 6)): np.asarray(t.vectors[r]) for v, ts, r in zip(t.video_id, t.ts_s, t.row)}
 

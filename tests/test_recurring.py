@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TEST_MODEL, env_for_cli
 from recurads import make_recurring
 
@@ -79,11 +78,11 @@ def test_footage_not_in_the_archive_is_absent_everywhere(recurring) -> None:
 def test_recurring_footage_would_lift_a_chance_level_that_keeps_it(recurring) -> None:
     """The archive is one where the old level fails: with the same footage's pairs kept, the
     99.9th percentile of "different" pairs rises above stills' scores in their own shots."""
-    from indexer.store import load_frames
+    from indexer.store import Reader
     from search import presence
 
     d, rs, a, paths = recurring
-    t = load_frames(d / "store")
+    t = Reader(d / "store").frames()
     kept_all = presence.chance_cosine(t.vectors, t.row, t.video_id, t.ts_s, t.shot_id, t.blank, same_level=None)
     from search.query import Searcher
 
@@ -128,13 +127,13 @@ def test_removing_videos_measures_the_levels_again(recurring, tmp_path: Path) ->
     import shutil
 
     from archive import Archive
-    from indexer.store import read_meta
+    from indexer.store import Reader
     from search import levels
 
     d, rs, _a, _paths = recurring
     copy = tmp_path / "store"
     shutil.copytree(d / "store", copy)
-    before = json.loads(read_meta(copy)["image_levels"])
+    before = json.loads(Reader(copy).meta()["image_levels"])
     gone = rs.vset.versions[0].path
     moved = tmp_path / gone.name
     shutil.move(gone, moved)
@@ -142,7 +141,7 @@ def test_removing_videos_measures_the_levels_again(recurring, tmp_path: Path) ->
         assert Archive(copy).prune() == [str(gone)]
     finally:
         shutil.move(moved, gone)
-    after = json.loads(read_meta(copy)["image_levels"])
+    after = json.loads(Reader(copy).meta()["image_levels"])
     assert after["stamp"] != before["stamp"]
     measured, stamp = levels.measure(copy)
     assert stamp == after["stamp"] and _same(measured.to_dict(), {k: v for k, v in after.items() if k != "stamp"})

@@ -9,17 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import env_for_cli
+from videos import Shot, frame_at, make_video
 
 from archive import Archive
-from conftest import env_for_cli
-from indexer import settings, terms
-from indexer.encoder import Encoder, ModelSpec, TextEncoder
-from indexer.pipeline import background_vectors
-from indexer.store import FrameRecord, ShotRecord, VideoRecord, Writer, load_frames, store_info
+from indexer import settings
+from indexer.model import background
+from indexer.model.background import background_vectors
+from indexer.model.encoder import Encoder, TextEncoder
+from indexer.store import FrameRecord, Reader, ShotRecord, VideoRecord, Writer
 from indexer.store import segments as segmod
 from indexer.store import vectors as vecfile
+from indexer.store.records import ModelSpec
 from search.query import Searcher
-from videos import Shot, frame_at, make_video
 
 SPEC = ModelSpec("ViT-S-32-alt", "none")
 DIM = 64
@@ -95,23 +97,23 @@ def test_merges_keep_answers_and_drop_dead_rows(tmp_path):
     with Writer(store) as w:
         w.attach(SPEC, DIM)
         w.commit([record(3, seed=1003)])  # replaces video 3: its first vectors are dead rows
-    t0 = load_frames(store)
+    t0 = Reader(store).frames()
     q = record(5).vectors[:3]
     want = {int(f): v for f, v in zip(t0.frame_id, t0.vectors[t0.row] @ q.T)}
-    info = store_info(store)
+    info = Reader(store).info()
     assert (info.segments, info.vectors, info.frames) == (17, 17 * 60, 16 * 60)
     with Writer(store) as w:
         w.attach(SPEC, DIM)
-        auto = w.auto_merge()
+        auto = w.layer.auto_merge()
     # the newest runs of eight small segments became one each: 17 -> 3
-    assert (auto.merged, auto.written) == (16, 2) and store_info(store).segments == 3
+    assert (auto.merged, auto.written) == (16, 2) and Reader(store).info().segments == 3
     with Writer(store) as w:
         w.attach(SPEC, DIM)
-        opt = w.optimize()
-    info = store_info(store)
+        opt = w.layer.optimize()
+    info = Reader(store).info()
     assert info.segments == 1 and info.vectors == info.frames == 16 * 60
     assert auto.dead_dropped + opt.dead_dropped == 60
-    t1 = load_frames(store)
+    t1 = Reader(store).frames()
     got = {int(f): v for f, v in zip(t1.frame_id, t1.vectors[t1.row] @ q.T)}
     assert got.keys() == want.keys() and all(np.allclose(got[k], want[k]) for k in want)
     assert t1.bg_lse is not None and np.allclose(t1.bg_lse, 7.0)  # the stored terms moved with their rows
@@ -119,7 +121,8 @@ def test_merges_keep_answers_and_drop_dead_rows(tmp_path):
 
 
 def test_auto_merge_policy_is_bounded():
-    ref = lambda i, n: segmod.SegmentRef(i, segmod.file_name(i), "flat", n, i * 10**6, i * 10**6 + n - 1, None)  # noqa: E731
+    def ref(i, n):
+        return segmod.SegmentRef(i, segmod.file_name(i), "flat", n, i * 10**6, i * 10**6 + n - 1, None)
     small = [ref(i, 60) for i in range(8)]
     assert segmod.auto_merge_run(small, {r.segment_id: 60 for r in small}) == small
     assert segmod.auto_merge_run(small[:7], {r.segment_id: 60 for r in small}) == []  # not yet eight
@@ -145,14 +148,14 @@ def test_stored_background_term_gives_the_answers_computed_ones_give(ads, tmp_pa
     folder, _ = ads
     a = Archive(tmp_path / "store", encoder=encoder)
     assert a.index([folder]).indexed == 3
-    table = load_frames(a.store)
+    table = Reader(a.store).frames()
     bg, key = background_vectors(encoder)
     assert table.bg_lse is not None and table.bg_key == key
     # Stored at index time from each video's own rows, recomputed here from all rows at once: the
     # matrix product's blocking (and so its order of summation) follows the shape, so each float32
     # dot product may differ in its last bits (~1e-6), and the logit scale (100) makes that ~1e-4
     # in the log-sum-exp at most (seen: 3e-6). The answers below must still be the same.
-    np.testing.assert_allclose(table.bg_lse, terms.background_lse(table.vectors[table.row] @ bg.T), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(table.bg_lse, background.background_lse(table.vectors[table.row] @ bg.T), rtol=0, atol=1e-4)
     texts = ["a beach", "a red car", "people dancing"]
     text_only = TextEncoder.open(SPEC)  # fp32, as the stored term was computed: it is used
     searcher = Searcher(a.store, text_encoder=text_only)
@@ -160,7 +163,7 @@ def test_stored_background_term_gives_the_answers_computed_ones_give(ads, tmp_pa
     stored = searcher.search(texts)
     for p in (a.store / "vectors").glob("*.bg.npy"):
         p.unlink()
-    assert load_frames(a.store).bg_lse is None
+    assert Reader(a.store).frames().bg_lse is None
     again = Searcher(a.store, text_encoder=text_only).search(texts)  # the term computed from the vectors instead
     assert shown(stored) == shown(again)
 
@@ -252,7 +255,7 @@ def test_a_segment_without_its_stored_term_gets_it_computed_for_its_frames_only(
     all_stored = Searcher(a.store, text_encoder=text_only).search(texts)
     first = sorted((a.store / "vectors").glob("*.bg.npy"))[0]
     first.unlink()
-    table = load_frames(a.store)
+    table = Reader(a.store).frames()
     missing = np.isnan(table.bg_lse)
     assert missing.any() and not missing.all()  # the first segment's frames only
     assert shown(Searcher(a.store, text_encoder=text_only).search(texts)) == shown(all_stored)
@@ -338,9 +341,9 @@ def test_scattered_rows_are_read_from_the_file_and_never_mapped_in(tmp_path):
     # one call per run of consecutive rows: the same values as through the mapping, and none of the
     # mapping's pages become resident (a fault maps the whole page-cache folio around it).
     build(tmp_path, 40, 40)
-    from indexer.store.reader import read_connection
+    from indexer.store.reader import Reader
 
-    with read_connection(tmp_path) as con:
+    with Reader(tmp_path).connection() as con:
         refs = segmod.registered(con)
     view, _ids, _bgs = segmod.open_segments(tmp_path, refs, DIM)
     [part] = view.parts
@@ -369,7 +372,7 @@ def test_frames_of_a_few_videos_are_located_by_id_range_and_binary_search():
     # stored id: the segment by its id range, then a binary search in its ids (ascending as
     # written). A segment whose ids are out of order, or a frame no segment holds, makes it hand
     # over to the full lookup (None), never a wrong row.
-    from indexer.store.reader import _locate
+    from indexer.store.frames import _locate
 
     def ref(k, ids):
         return segmod.SegmentRef(k, segmod.file_name(k), segmod.F16, len(ids), int(min(ids)), int(max(ids)), None)

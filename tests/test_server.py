@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from conftest import DATA, env_for_cli
 from PIL import Image
+from videos import ad_shots, frame_at, make_video
 
 from archive import Archive
-from conftest import DATA, env_for_cli
-from videos import ad_shots, frame_at, make_video
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
 

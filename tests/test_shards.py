@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import IMAGE_THRESHOLD, env_for_cli
+from videos import Shot, frame_at, make_video
 
 from archive import Archive
 from archive.api import search_stores
-from conftest import IMAGE_THRESHOLD, env_for_cli
 from indexer.errors import QueryError
-from videos import Shot, frame_at, make_video
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
 
@@ -69,8 +69,8 @@ def test_top_cuts_the_merged_list(shards, encoder):
 
 
 def test_stores_of_different_models_are_refused(shards, tmp_path):
-    from indexer.encoder import ModelSpec
     from indexer.store import Writer
+    from indexer.store.records import ModelSpec
 
     root, _, _ = shards
     with Writer(tmp_path / "other") as w:

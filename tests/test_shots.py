@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.shots import THUMB_H, THUMB_W, ShotDetector, blank_kind
+from indexer.media.shots import THUMB_H, THUMB_W, ShotDetector, blank_kind
 
 FPS = 25.0
 FRAME_S = 1.0 / FPS

@@ -3,13 +3,15 @@
 import numpy as np
 import pytest
 import torch
+from conftest import DATA, TEST_MODEL
+from videos import Shot, ad_shots, frame_at, make_video
 
 from archive import Archive
-from conftest import DATA, TEST_MODEL
-from indexer.decode import sample_frames
-from indexer.encoder import Encoder, native_bf16
-from indexer.pipeline import StageTimes, embed_video
-from videos import Shot, ad_shots, frame_at, make_video
+from indexer.device import native_bf16
+from indexer.media.decode import sample_frames
+from indexer.media.timing import StageTimes
+from indexer.model.encoder import Encoder
+from indexer.run.pipeline import embed_video
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +99,12 @@ def test_parallel_decoders_give_the_same_store(fp32, tmp_path, monkeypatch):
     rows = [a.sql("SELECT v.name, f.ts_s, f.end_s, s.start_s, s.kind, f.thumb_bytes > 0 AS thumb FROM frames f "
                   "JOIN videos v USING (video_id) JOIN shots s USING (shot_id) ORDER BY 1, 2").rows for a in stores]
     assert rows[0] == rows[1] and len(rows[0]) > 30
-    from indexer.store import load_frames
+    from indexer.store import Reader
 
-    t = [load_frames(a.store) for a in stores]
+    t = [Reader(a.store).frames() for a in stores]
     # Bit for bit, because every model call holds one sample in both runs. At the default batch size
     # which samples share a call depends on the number of decoders and on timing (a waiting model
-    # takes a short batch: indexer.prefetch.EARLY_BATCH); matrix kernels choose their blocking, and
+    # takes a short batch: indexer.media.prefetch.EARLY_BATCH); matrix kernels choose their blocking, and
     # so their order of summation, by batch size, and fp16 storage can round the last-bit
     # differences to the neighbouring half-precision value: up to 6e-5 a component on an AMD EPYC,
     # about 5e-4 on an Intel Xeon with AMX (oneDNN), as large as the gap between two samples of one

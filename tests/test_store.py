@@ -4,9 +4,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from indexer.encoder import ModelSpec
 from indexer.errors import ModelMismatch, StoreError, StoreLocked, StoreNotFound
-from indexer.store import FrameRecord, VideoRecord, Writer, load_frames, store_info
+from indexer.store import FrameRecord, Reader, VideoRecord, Writer
+from indexer.store.records import ModelSpec
 
 SPEC = ModelSpec("ViT-S-32-alt", "none")
 DIM = 8
@@ -29,7 +29,7 @@ def test_commit_and_read_back(tmp_path):
     with Writer(tmp_path) as w:
         w.attach(SPEC, DIM)
         w.commit(recs)
-    t = load_frames(tmp_path)
+    t = Reader(tmp_path).frames()
     assert len(t) == 8
     assert sorted(v["path"] for v in t.videos.values()) == ["/v/a.mp4", "/v/b.mp4"]
     # each frame's vector is the one committed for it
@@ -37,7 +37,7 @@ def test_commit_and_read_back(tmp_path):
     a = t.video_id == by_path["/v/a.mp4"]
     assert np.array_equal(t.vectors[t.row[a]], half(recs[0].vectors))  # stored as fp16
     assert np.all(np.diff(t.ts_s[a]) > 0)
-    info = store_info(tmp_path)
+    info = Reader(tmp_path).info()
     assert (info.videos, info.frames, info.dim, info.model) == (2, 8, DIM, "ViT-S-32-alt")
     assert info.seconds == pytest.approx(4.0)
 
@@ -57,18 +57,18 @@ def test_recommit_replaces_old_rows_and_vectors(tmp_path):
         w.attach(SPEC, DIM)
         w.commit([record("/v/a.mp4", 5, 1)])
         w.commit([new])
-    t = load_frames(tmp_path)
+    t = Reader(tmp_path).frames()
     assert len(t) == 2 and len(t.videos) == 1
     assert np.array_equal(t.vectors[t.row], half(new.vectors))
-    info = store_info(tmp_path)
+    info = Reader(tmp_path).info()
     assert (info.vectors, info.segments) == (7, 2)  # the old 5 are dead rows until a merge
     with Writer(tmp_path) as w:
         w.attach(SPEC, DIM)
-        rep = w.optimize()
+        rep = w.layer.optimize()
     assert (rep.merged, rep.written, rep.rows_copied, rep.dead_dropped) == (2, 1, 2, 5)
-    info = store_info(tmp_path)
+    info = Reader(tmp_path).info()
     assert (info.vectors, info.segments, info.frames) == (2, 1, 2) and len(segment_files(tmp_path)) == 1
-    t2 = load_frames(tmp_path)
+    t2 = Reader(tmp_path).frames()
     assert np.array_equal(t2.frame_id, t.frame_id) and np.array_equal(t2.vectors[t2.row], half(new.vectors))
 
 
@@ -98,14 +98,14 @@ def test_other_model_is_a_clear_error(tmp_path):
 
 def test_missing_store_and_missing_vectors(tmp_path):
     with pytest.raises(StoreNotFound, match="archive index"):
-        load_frames(tmp_path / "nowhere")
+        Reader(tmp_path / "nowhere").frames()
     with Writer(tmp_path) as w:
         w.attach(SPEC, DIM)
         w.commit([record("/v/a.mp4", 4, 1)])
     for p in segment_files(tmp_path):
         p.unlink()
     with pytest.raises(StoreError, match="archive index"):
-        load_frames(tmp_path)
+        Reader(tmp_path).frames()
 
 
 def test_writer_reconciles_vectors_with_catalog(tmp_path):
@@ -118,5 +118,5 @@ def test_writer_reconciles_vectors_with_catalog(tmp_path):
     with Writer(tmp_path) as w:
         w.attach(SPEC, DIM)
         assert sorted(w.repaired) == ["/v/a.mp4", "/v/b.mp4"]
-    assert store_info(tmp_path).videos == 0
-    assert len(load_frames(tmp_path)) == 0
+    assert Reader(tmp_path).info().videos == 0
+    assert len(Reader(tmp_path).frames()) == 0

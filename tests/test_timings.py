@@ -2,9 +2,9 @@
 
 import pytest
 from PIL import Image
+from videos import RATES, ad_shots, frame_at, make_video, pattern
 
 from archive import Archive
-from videos import RATES, ad_shots, frame_at, make_video, pattern
 
 
 @pytest.fixture(scope="module", params=["25", "29.97", "23.976"])

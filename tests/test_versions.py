@@ -78,9 +78,9 @@ def test_web_page_shows_versions_on_both_timelines(version_store, tmp_path: Path
     from test_server import browser_page, get, start_server, stop
 
     d, vset, a, _r = version_store
-    from indexer.store import video_refs
+    from indexer.store import Reader
 
-    refs = {r.name: r.video_id for r in video_refs(d / "store")}
+    refs = {r.name: r.video_id for r in Reader(d / "store").video_refs()}
     p, url = start_server(d / "store", tmp_path)
     try:
         detail = json.loads(get(url + f"api/videos/{refs['film0_cutdown.mp4']}")[2])
@@ -141,7 +141,7 @@ def test_versions_cli_and_removal(version_store, tmp_path: Path) -> None:
 
 
 def test_letterbox_bars_are_cut() -> None:
-    from indexer.bars import content_box, crop_bars
+    from indexer.media.imageprep import content_box, crop_bars
 
     rng = np.random.default_rng(0)
     pic = rng.integers(40, 255, size=(90, 160, 3), dtype=np.uint8)
@@ -164,7 +164,7 @@ def test_letterbox_bars_at_the_darkness_limits(bar: tuple[int, int, int], dark: 
     """A bar is dark when its grey (the mean of the channels) is at most 24 on average and at most
     48 at its 95th percentile: exactly 24 is dark, a third of a level more is not. Also at a size
     where lines are read at every second pixel (short side >= 512)."""
-    from indexer.bars import content_box
+    from indexer.media.imageprep import content_box
 
     rng = np.random.default_rng(1)
     for h, w in ((120, 160), (600, 1000)):
@@ -191,7 +191,8 @@ def test_like_video_indexed_or_not(version_store, tmp_path: Path) -> None:
     shutil.copy(src, copy)
     decoded = a.like_video(copy)
     assert (d / "store" / "catalog.duckdb").read_bytes() == catalog
-    names = lambda res: {Path(r.video).name for r in res.results}  # noqa: E731
+    def names(res):
+        return {Path(r.video).name for r in res.results}
     family = {v.name for v in vset.versions if v.family == "film1"}
     assert "film1_master.mp4" in names(indexed) and names(indexed) <= family - {"film1_cutdown.mp4"}
     assert names(decoded) == names(indexed) | {"film1_cutdown.mp4"}  # the copy also finds the file itself
@@ -249,21 +250,21 @@ def test_ivf_index_finds_the_same_versions_as_the_exact_scan(version_store, tmp_
     import shutil
 
     from archive import Archive
-    from archive.bench import build_synthetic
-    from indexer.store import load_frames, video_refs
+    from archive.bench.synthetic import build_synthetic
+    from indexer.store import Reader
     from search import versions as versions_mod
-    from search.query import _bounds
+    from search.timeline import video_bounds
 
     d, vset, _a, _r = version_store
     store = tmp_path / "store"
     shutil.copytree(d / "store", store)
-    real = {r.video_id for r in video_refs(store)}
+    real = {r.video_id for r in Reader(store).video_refs()}
     build_synthetic(str(store), 12_000, TEST_MODEL, "none")  # keeps the store's basis; marks its videos compared
     Archive(store).optimize(ivf=True)
     basis, new = versions_mod.basis_of(store)
     assert not new
-    table = load_frames(store, sorted(real))
-    starts, stops = _bounds(table.video_id)
+    table = Reader(store).frames(sorted(real))
+    starts, stops = video_bounds(table.video_id)
     sides = [versions_mod.side_of(table, int(a), int(b)) for a, b in zip(starts, stops)]
 
     def pairs(use_ivf: bool) -> set[tuple[int, int]]:
@@ -344,34 +345,35 @@ def test_a_shot_entered_by_a_dissolve_starts_at_its_own_start() -> None:
 
 
 def test_comparing_reads_the_catalog_through_one_connection(version_store, monkeypatch) -> None:
-    """An add compares its videos with the archive inside shared_reads: the catalog is opened and
+    """An add compares its videos with the archive inside ``with reader:``: the catalog is opened and
     checked once, not once per read (about 20 ms each), with the same matches."""
-    from indexer.store import read_connection, reader, shared_reads, unmatched_videos
-    from search import versions
+    from indexer.store import Reader, reader
+    from search import versions as compare
 
     d, _vset, _a, _r = version_store
     store = d / "store"
-    with read_connection(store) as con:
+    with Reader(store).connection() as con:
         ids = [int(r[0]) for r in con.execute("SELECT video_id FROM videos ORDER BY video_id LIMIT 2").fetchall()]
     opened = []
     real = reader.connect
     monkeypatch.setattr(reader, "connect", lambda *args, **kw: opened.append(args) or real(*args, **kw))
-    with shared_reads(store):
-        assert unmatched_videos(store) == []
-        _b, _n, shared = versions.compare(store, ids)
+    shared_reader = Reader(store)
+    with shared_reader:
+        assert shared_reader.unmatched_videos() == []
+        _b, _n, shared = compare.compare(shared_reader, ids)
     assert len(opened) == 1
     opened.clear()
-    _b, _n, alone = versions.compare(store, ids)
+    _b, _n, alone = compare.compare(store, ids)
     assert len(opened) >= 4  # what each read costs without it
     assert shared == alone and shared
-    # nested scopes share the outer one's connection; an error inside closes it and leaves no trace
+    # nested blocks share the outer one's connection; an error inside closes it and leaves no trace
     opened.clear()
-    with pytest.raises(RuntimeError), shared_reads(store):
-        with shared_reads(store), read_connection(store) as c1, read_connection(store) as c2:
+    with pytest.raises(RuntimeError), shared_reader:
+        with shared_reader, shared_reader.connection() as c1, shared_reader.connection() as c2:
             assert c1 is c2
         raise RuntimeError("inside")
-    assert len(opened) == 1 and reader._SHARED.cons == {}
-    with read_connection(store) as con:  # back to a connection per read
+    assert len(opened) == 1 and shared_reader._con is None
+    with shared_reader.connection() as con:  # back to a connection per read
         assert con.execute("SELECT count(*) FROM videos").fetchall()[0][0] > 0
     assert len(opened) == 2
 
@@ -379,7 +381,8 @@ def test_comparing_reads_the_catalog_through_one_connection(version_store, monke
 def test_two_stills_alike_are_not_shared_footage_a_moving_shot_is() -> None:
     """Two stills that match (an end card, a near-still shot of another film in its colours) match
     at any offset: no pair rests on them alone. The same footage moving is a pair."""
-    from search.versions import STILL, align, make_side
+    from search.versions import align, make_side
+    from search.versions.align import STILL
 
     rng = np.random.default_rng(4)
 

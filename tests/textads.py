@@ -19,7 +19,10 @@ from typing import Sequence
 
 import numpy as np
 
-from transitions import _Shot, source_segments
+from archive.bench import transitions
+from archive.bench.transitions import _Shot, source_segments
+
+transitions.use_sources(*(Path(__file__).parent / "data" / n for n in ("Megamind.avi", "tree.avi")))
 
 SIZE = (640, 360)
 RATE = 25
@@ -51,7 +54,7 @@ class TextAd:
 
 
 def _draw(img: np.ndarray, overlays: Sequence[Overlay]) -> np.ndarray:
-    from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415
+    from PIL import Image, ImageDraw, ImageFont
 
     im = Image.fromarray(img)
     d = ImageDraw.Draw(im)
@@ -69,7 +72,7 @@ def make_text_ads(folder: str | Path, plan: dict[str, Sequence[tuple[float, Sequ
                   size: tuple[int, int] = SIZE, seed: int = 0) -> dict[str, TextAd]:
     """Write one H.264 MP4 per entry of ``plan`` (file name -> shots as ``(seconds, overlays)``),
     each shot a different stretch of real footage; return where each phrase is on screen."""
-    import av  # noqa: PLC0415
+    import av
 
     rng = np.random.default_rng(seed)
     segments = [s for sid in (0, 1) for s in source_segments(sid)]
@@ -215,12 +218,13 @@ def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, 
     """Write :func:`random_plan`'s ads, index them with ``--ocr`` (the store's default model with
     random weights: the OCR does not depend on it) and measure ``archive search --ocr`` on them:
     recall of the shown phrases, first-seen errors, and false positives of never-shown phrases."""
-    from indexer.pipeline import index_paths
+    from indexer.run.options import IndexOptions
+    from indexer.run.pipeline import index_paths
     from search.query import Searcher
 
     folder = Path(folder)
     ads = make_text_ads(folder / "ads", random_plan(n_videos, seed=seed), seed=seed)
-    rep = index_paths([a.path for a in ads.values()], folder / "store", model="ViT-B-32", pretrained="none", ocr=True)
+    rep = index_paths([a.path for a in ads.values()], folder / "store", IndexOptions(model="ViT-B-32", pretrained="none", ocr=True))
     shown = {p: (name, ad, spans[0]) for name, ad in ads.items() for p, spans in ad.shown.items()}
     s = Searcher(folder / "store")
     found, exact, late, wrong, errs, misses, by_size, off = 0, 0, [], 0, [], [], {}, []

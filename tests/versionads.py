@@ -33,9 +33,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
 from evalads import GRADES, GradedShot
-from transitions import _Shot, source_segments
+
+from archive.bench import transitions
+from archive.bench.transitions import _Shot, source_segments
+
+transitions.use_sources(*(Path(__file__).parent / "data" / n for n in ("Megamind.avi", "tree.avi")))
 
 BASE_RATE = 25  # the looks' own frame rate: look frame k is the k-th frame of that take
 KINDS = ("reencode", "letterbox", "cutdown", "reorder", "speed", "bumper")  # the default versions of a film
@@ -202,7 +205,7 @@ def distractor(name: str, rng: np.random.Generator, n_shots: int = 5, base_size:
 
 
 def _frame(look: GradedShot, k: int, v: Version, cache: dict) -> np.ndarray:
-    import cv2  # noqa: PLC0415
+    import cv2
 
     key = (id(look), k)
     if key not in cache:
@@ -224,7 +227,7 @@ def write(folder: str | Path, versions: Sequence[Version], seed: int = 0,
           look_size: tuple[int, int] = (320, 180), looks: dict | None = None) -> VersionSet:
     """Render every version into ``folder`` (H.264 MP4, or MPEG-4 part 2 for ``codec='mpeg4'``).
     ``looks`` (key: an object with ``frame(k)``) replaces the graded looks made here."""
-    import av  # noqa: PLC0415
+    import av
 
     rng = np.random.default_rng(seed)
     segs = [s for sid in (0, 1) for s in source_segments(sid)]
@@ -358,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {len(vset.versions)} videos into {folder / 'videos'}")
     if not args.eval:
         return
-    from archive import Archive  # noqa: PLC0415
+    from archive import Archive
 
     a = Archive(folder / "store")
     a.index([folder / "videos"], fps=args.fps)

@@ -74,7 +74,7 @@ def make_video(
 
     Frame ``i`` has pts ``i / rate`` exactly, so shot boundaries are known to the frame.
     """
-    import av  # noqa: PLC0415
+    import av
 
     rate = RATES[rate] if isinstance(rate, str) else rate
     path = Path(path)
@@ -125,7 +125,8 @@ def seconds_to_frames(seconds: float, rate: Fraction | str) -> int:
 def ad_shots(rate: Fraction | str) -> list[Shot]:
     """An ad-like sequence with known truth: a 0.4 s shot, a fade to and from black, a shot
     that comes back."""
-    f = lambda s: seconds_to_frames(s, rate)  # noqa: E731
+    def f(s):
+        return seconds_to_frames(s, rate)
     return [
         Shot(1, f(2.0)),                      # A  0.0 - 2.0
         Shot(2, f(0.4)),                      # B  a 0.4 s shot

@@ -8,49 +8,25 @@ catalog (except the user's own read-only statements in :mod:`search.sql`). One m
 * :mod:`.schema`: tables, schema version, numbered migrations;
 * :mod:`.records`: the named types that cross this boundary;
 * :mod:`.vectors`: one FAISS vector file (memory-mapped reads);
-* :mod:`.segments`: the vector layer (append-only segments, merges, the background term);
-* :mod:`.ivf`: the IVF index that ranks candidates in large archives;
-* :mod:`.reader`: every read (frame tables for queries, info, labels, the server's rows);
-* :mod:`.writer`: the single writer (lock, reconcile, commit, delete, labels, thumbnails);
-* :mod:`.thumbfile`: appending thumbnails to ``thumbs.bin``;
+* :mod:`.segments`: the vector layer (append-only segments, live rows, the background term);
+* :mod:`.frames`: the frame table every query scores (frames in scope, their vectors mapped);
+* :mod:`.ivf`: the IVF index that ranks candidates in large archives, and its lists file;
+* :mod:`.reader`: :class:`Reader`, every read (info, labels, known files, the server's rows);
+* :mod:`.writer`: :class:`Writer`, the single writer (lock, reconcile, commit, delete, text, thumbnails);
+* :mod:`.upkeep`: merges, ``optimize`` and the IVF index's upkeep (``writer.layer``);
+* :mod:`.label_tables`: saved labels and their answers (``writer.labels``);
+* :mod:`.shared_footage`: matches, versions and the matching basis (``writer.footage``);
+* :mod:`.levels`: the image rule's kept levels and when they still hold;
+* :mod:`.thumbnails`: appending thumbnails to ``thumbs.bin``;
 * :mod:`.check`: verifying and pruning a store.
 """
 
 from .check import CheckReport, check_store, prune
+from .frames import FrameTable
 from .ivf import IvfCodec, IvfRef
 from .layout import CATALOG, LOCK, SEGMENTS_DIR, THUMBS, VECTORS, has_catalog
-from .reader import (
-    FrameTable,
-    indexed_paths,
-    known_files,
-    label_stats,
-    list_videos,
-    load_frames,
-    match_rows,
-    common_sample_fps,
-    frame_videos,
-    image_levels_state,
-    levels_fresh,
-    ivf_layer,
-    ocr_lines,
-    ocr_todo,
-    ocr_unread,
-    read_connection,
-    read_labels,
-    read_match_basis,
-    read_meta,
-    read_thumbnail,
-    shared_reads,
-    store_info,
-    store_spec,
-    thumbs_todo,
-    unmatched_videos,
-    vector_layer,
-    version_rows,
-    video_detail,
-    video_path,
-    video_refs,
-)
+from .levels import IMAGE_LEVELS_KEY, levels_fresh
+from .reader import Reader
 from .records import (
     FrameRecord,
     KnownFile,
@@ -59,6 +35,7 @@ from .records import (
     LabelResults,
     LabelStats,
     MergeReport,
+    ModelSpec,
     OcrTodo,
     SegmentRow,
     ShotRecord,
@@ -67,17 +44,16 @@ from .records import (
     VideoLabelRow,
     VideoRecord,
     VideoRef,
+    normalize,
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .segments import SegmentRef, VectorView
 from .writer import Writer, ocr_row
 
 __all__ = [
-    "CATALOG", "LOCK", "SEGMENTS_DIR", "THUMBS", "VECTORS", "MIGRATIONS", "SCHEMA_VERSION",
-    "CheckReport", "FrameRecord", "IvfCodec", "IvfRef", "FrameTable", "KnownFile", "LabelCalibration", "LabelDef", "LabelResults", "LabelStats", "MergeReport", "OcrTodo",
-    "SegmentRef", "SegmentRow", "ShotRecord", "StoreInfo", "ThumbTodo", "VectorView", "VideoLabelRow", "VideoRecord",
-    "VideoRef", "Writer",
-    "check_store", "has_catalog", "indexed_paths", "known_files", "label_stats", "list_videos", "load_frames", "match_rows", "ocr_lines", "ocr_row", "ocr_todo", "ocr_unread", "prune",
-    "read_connection", "read_labels", "read_match_basis", "read_meta", "read_thumbnail", "shared_reads", "store_info", "store_spec", "thumbs_todo",
-    "unmatched_videos", "vector_layer", "version_rows", "video_detail", "frame_videos", "common_sample_fps", "ivf_layer", "video_path", "video_refs",
+    "CATALOG", "IMAGE_LEVELS_KEY", "LOCK", "MIGRATIONS", "SCHEMA_VERSION", "SEGMENTS_DIR", "THUMBS", "VECTORS",
+    "CheckReport", "FrameRecord", "FrameTable", "IvfCodec", "IvfRef", "KnownFile", "LabelCalibration", "LabelDef",
+    "LabelResults", "LabelStats", "MergeReport", "ModelSpec", "OcrTodo", "Reader", "SegmentRef", "SegmentRow",
+    "ShotRecord", "StoreInfo", "ThumbTodo", "VectorView", "VideoLabelRow", "VideoRecord", "VideoRef", "Writer",
+    "check_store", "has_catalog", "levels_fresh", "normalize", "ocr_row", "prune",
 ]

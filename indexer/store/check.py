@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StoreError
+from indexer.errors import StoreError
+
 from . import ivf as ivfmod
-from . import matchtables
-from . import segments
+from . import segments, shared_footage
 from . import vectors as vecfile
+from .ivf import lists_problem
 from .layout import SEGMENTS_DIR, THUMBS, VECTORS
-from .reader import read_connection, read_meta
+from .reader import Reader
 from .writer import Writer
 
 
@@ -52,16 +53,16 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
     root = Path(store_dir)
     done: list[str] = []
     if repair:
-        read_meta(root)  # StoreNotFound before taking the lock
+        Reader(root).meta()  # StoreNotFound before taking the lock
         with Writer(root) as w:
             w.attach_existing()
-            lists_fixed = w.repair_lists()
+            lists_fixed = w.layer.repair_lists()
             done = ([f"deleted {n}" for n in w.removed_files]
                     + (["wrote the IVF index's lists file again"] if lists_fixed else [])
                     + ([f"moved a damaged vector file to {w.damaged_file}"] if w.damaged_file else [])
                     + [f"dropped {p} (its vectors were lost): index it again to re-embed it" for p in w.repaired])
     rep = CheckReport(store=str(root.resolve()), repaired=done)
-    with read_connection(root) as con:
+    with Reader(root).connection() as con:
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         rep.videos = con.execute("SELECT count(*) FROM videos").fetchall()[0][0]
         frame_ids = np.asarray(con.execute("SELECT frame_id FROM frames").fetchnumpy()["frame_id"], np.int64)
@@ -86,7 +87,7 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
     if empty_videos:
         rep.notes.append(f"{empty_videos} video(s) have no frames (nothing decodable).")
 
-    with read_connection(root) as con:
+    with Reader(root).connection() as con:
         refs = segments.registered(con)
         ivf_ref = ivfmod.current(con)
         lists_ref = ivfmod.current_lists(con)
@@ -123,7 +124,7 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
     missing = np.setdiff1d(frame_ids, ids)
     extra = np.setdiff1d(ids, frame_ids)
     if len(missing):
-        with read_connection(root) as con:
+        with Reader(root).connection() as con:
             con.register("m", {"frame_id": missing})
             affected = con.execute(
                 "SELECT DISTINCT v.path FROM frames f JOIN m USING (frame_id) JOIN videos v USING (video_id) ORDER BY 1"
@@ -150,18 +151,16 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
 def _check_versions(root: Path, rep: CheckReport, repair: bool) -> None:
     """``matches`` and ``versions`` agree with the catalog and, on a sample, with the vectors
     (:func:`.matchtables.verify`); with ``repair``, what disagrees is regrouped or compared again."""
-    from .reader import load_frames  # noqa: PLC0415
-
-    with read_connection(root) as con:
-        problems, videos = matchtables.verify(con, lambda ids: load_frames(root, ids))
+    with Reader(root).connection() as con:
+        problems, videos = shared_footage.verify(con, lambda ids: Reader(root).frames(ids))
         todo = con.execute("SELECT count(*) FROM videos WHERE matched IS NULL").fetchall()[0][0]
     if problems and repair:
         with Writer(root) as w:
-            w.repair_matches(videos)
+            w.footage.repair(videos)
         rep.repaired.append("matches: rows of missing videos and bad ranges dropped, versions regrouped"
                             + (f", {len(videos)} video(s) to be compared again by the next `archive index`" if videos else ""))
-        with read_connection(root) as con:
-            problems, videos = matchtables.verify(con, lambda ids: load_frames(root, ids))
+        with Reader(root).connection() as con:
+            problems, videos = shared_footage.verify(con, lambda ids: Reader(root).frames(ids))
             todo = con.execute("SELECT count(*) FROM videos WHERE matched IS NULL").fetchall()[0][0]
     rep.problems += problems
     if todo:
@@ -201,62 +200,6 @@ def _check_ivf(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfR
                                 "encode them again.")
 
 
-def lists_problem(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfRef | None,
-                  lists_ref: ivfmod.ListsRef | None) -> str | None:
-    """What is wrong with the IVF index's lists file (None: nothing, or there is none to check):
-    it opens as the registered index's lists, holds as many rows as registered, and a sample of
-    its rows lies in range and in the list its segment's code names."""
-    if ivf_ref is None or lists_ref is None:
-        return None
-    fix = ("queries and comparisons build the index from the codes instead (slower); `archive check --repair` "
-           "(or `archive optimize`) writes it again.")
-    if lists_ref.ivf_id != ivf_ref.ivf_id:
-        return f"the IVF lists file {lists_ref.file} belongs to another IVF index: {fix}"
-    try:
-        codec = ivfmod.IvfCodec.load(root, ivf_ref)
-    except StoreError:
-        return None  # said by _check_ivf
-    index = codec.open_lists(root, lists_ref)
-    if index is None:
-        return f"the IVF lists file vectors/{lists_ref.file} is missing or damaged: {fix}"
-    import faiss  # noqa: PLC0415
-
-    inv = faiss.extract_index_ivf(index).invlists
-    dim = int(codec.index.d)
-    by_range = sorted((r.min_frame_id, r.max_frame_id, r) for r in refs if r.n_vectors and r.ivf_id == ivf_ref.ivf_id
-                      and segments.verify_header(root, r, dim) is None)  # (a damaged segment is said elsewhere)
-    lows = np.array([b[0] for b in by_range], np.int64)
-    opened: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-    bad = 0
-    for lst in np.linspace(0, codec.ref.nlist - 1, min(codec.ref.nlist, 64)).astype(np.int64):
-        n = inv.list_size(int(lst))
-        if not n:
-            continue
-        ids = faiss.rev_swig_ptr(inv.get_ids(int(lst)), n).copy()[:: max(1, n // 4)]
-        if (ids < 0).any() or (ids > lists_ref.max_frame_id).any():
-            return f"the IVF lists file vectors/{lists_ref.file} holds ids it should not (damaged): {fix}"
-        for fid in ids:  # a row some segment still holds has its code filed under this list
-            k = int(np.searchsorted(lows, fid, side="right")) - 1
-            if k < 0 or fid > by_range[k][1]:
-                continue  # a dead row merged away: readers skip it
-            r = by_range[k][2]
-            if r.segment_id not in opened:
-                try:
-                    seg_ids = np.asarray(segments.vecfile.map_file(r.path(root))[0])
-                except StoreError:
-                    seg_ids = np.zeros(0, np.int64)
-                opened[r.segment_id] = (seg_ids, segments.read_codes(root, r, codec.code_size))
-            seg_ids, codes = opened[r.segment_id]
-            at = min(int(np.searchsorted(seg_ids, fid)), max(len(seg_ids) - 1, 0))
-            if not len(seg_ids) or seg_ids[at] != fid or codes is None:
-                continue  # out of order, gone, or without codes: said elsewhere
-            if ivfmod.list_numbers(np.asarray(codes[at : at + 1]), codec.coarse_size)[0] != lst:
-                bad += 1
-    if bad:
-        return f"the IVF lists file vectors/{lists_ref.file} files {bad} sampled row(s) under the wrong list: {fix}"
-    return None
-
-
 def _check_lists(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfRef | None,
                  lists_ref: ivfmod.ListsRef | None, rep: CheckReport) -> None:
     problem = lists_problem(root, refs, ivf_ref, lists_ref)
@@ -276,7 +219,7 @@ def _bg_ok(root: Path, ref: segments.SegmentRef) -> bool:
 
 def _check_thumbnails(rep: CheckReport, root: Path) -> None:
     """Thumbnails must lie inside thumbs.bin; frames without one are noted (the next index run adds them)."""
-    with read_connection(root) as con:
+    with Reader(root).connection() as con:
         none, end = con.execute(
             "SELECT count(*) FILTER (WHERE thumb_bytes IS NULL), coalesce(max(thumb_offset + thumb_bytes), 0) FROM frames"
         ).fetchall()[0]
@@ -322,9 +265,9 @@ def prune(store_dir: str | os.PathLike[str], dry_run: bool = False) -> list[str]
         StoreNotFound: no archive there.
         StoreLocked: an index run is writing.
     """
-    read_meta(store_dir)  # StoreNotFound before taking the lock
+    Reader(store_dir).meta()  # StoreNotFound before taking the lock
     with Writer(store_dir) as w:
-        with read_connection(store_dir) as con:
+        with Reader(store_dir).connection() as con:
             paths = [r[0] for r in con.execute("SELECT path FROM videos ORDER BY path").fetchall()]
         gone = [p for p in paths if not os.path.exists(p)]
         if gone and not dry_run:

@@ -48,7 +48,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import StoreError
+from indexer import settings
+from indexer.errors import StoreError
+
 from . import segments
 from .layout import SEGMENTS_DIR, fsync_dir, now
 
@@ -84,8 +86,6 @@ class IvfRef:
 def match_index_due(frames: int) -> bool:
     """Whether an archive of ``frames`` frames without an IVF index should get one for matching
     versions (``ARCHIVE_MATCH_IVF_FRAMES``, and enough vectors to train on)."""
-    from .. import settings  # noqa: PLC0415
-
     limit = settings.match_ivf_frames()
     return bool(limit) and frames >= max(limit, MIN_VECTORS)
 
@@ -184,14 +184,14 @@ class IvfCodec:
         self.ivf_id = ref.ivf_id
         self.index = index
         self.code_size = int(index.sa_code_size())
-        import faiss  # noqa: PLC0415
+        import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
         self.coarse_size = int(faiss.extract_index_ivf(index).coarse_code_size())  # the list number's bytes
 
     @classmethod
     def load(cls, store_dir: Path, ref: IvfRef) -> "IvfCodec":
         """Raises: StoreError: the index file is missing or damaged."""
-        import faiss  # noqa: PLC0415
+        import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
         path = ref.path(store_dir)
         try:
@@ -213,7 +213,7 @@ class IvfCodec:
         index, or it is missing or damaged: the caller builds the index from the codes)."""
         if lists is None or lists.ivf_id != self.ivf_id:
             return None
-        import faiss  # noqa: PLC0415
+        import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
         try:
             index = faiss.read_index(str(lists.path(store_dir)), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
@@ -230,7 +230,7 @@ class IvfCodec:
 
     def searchable(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Any:
         """A copy of the trained index holding ``(ids, codes)`` of every part, ready to search."""
-        import faiss  # noqa: PLC0415
+        import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
         index = faiss.clone_index(self.index)
         for ids, codes in parts:
@@ -241,7 +241,7 @@ class IvfCodec:
 
 def train(sample: np.ndarray, n_vectors: int, ivf_id: int) -> tuple[Any, IvfRef]:
     """Train ``IVF{nlist},PQ{m}`` (inner product) on ``sample`` for an archive of ``n_vectors``."""
-    import faiss  # noqa: PLC0415
+    import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
     dim = sample.shape[1]
     nlist, m = shape_for(n_vectors, dim)
@@ -264,7 +264,7 @@ def write_index(store_dir: Path, ref: IvfRef, index: Any) -> None:
     Raises:
         StoreError: the disk is full or the folder is not writable.
     """
-    import faiss  # noqa: PLC0415
+    import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
     dest = ref.path(store_dir)
     tmp = dest.with_name(dest.name + ".tmp")
@@ -311,7 +311,7 @@ def _lists_header(codec: IvfCodec, n: int, sizes: np.ndarray) -> bytes:
     """The bytes of a FAISS index file for ``codec``'s index holding ``n`` rows in lists of
     ``sizes``, up to where the lists' data begins (FAISS's own layout: each list's codes, then its
     ids, list after list; what ``write_index`` writes and ``IO_FLAG_MMAP`` maps)."""
-    import faiss  # noqa: PLC0415
+    import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
     empty = faiss.clone_index(codec.index)
     ivf = faiss.extract_index_ivf(empty)
@@ -420,7 +420,7 @@ class IvfSearch:
         self.ntotal = sum(int(p.ntotal) for p in self.parts)
 
     def set_nprobe(self, nprobe: int) -> None:
-        import faiss  # noqa: PLC0415
+        import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
         for p in self.parts:
             faiss.extract_index_ivf(p).nprobe = int(nprobe)
@@ -462,3 +462,59 @@ def open_search(store_dir: Path, codec: IvfCodec, lists: ListsRef | None, coded:
         parts.append((ids, codes))
     tail = codec.searchable(parts) if any(len(i) for i, _ in parts) else None
     return IvfSearch([main, tail]), bare
+
+
+def lists_problem(root: Path, refs: list[segments.SegmentRef], ivf_ref: IvfRef | None,
+                  lists_ref: ListsRef | None) -> str | None:
+    """What is wrong with the IVF index's lists file (None: nothing, or there is none to check):
+    it opens as the registered index's lists, holds as many rows as registered, and a sample of
+    its rows lies in range and in the list its segment's code names."""
+    if ivf_ref is None or lists_ref is None:
+        return None
+    fix = ("queries and comparisons build the index from the codes instead (slower); `archive check --repair` "
+           "(or `archive optimize`) writes it again.")
+    if lists_ref.ivf_id != ivf_ref.ivf_id:
+        return f"the IVF lists file {lists_ref.file} belongs to another IVF index: {fix}"
+    try:
+        codec = IvfCodec.load(root, ivf_ref)
+    except StoreError:
+        return None  # said by _check_ivf
+    index = codec.open_lists(root, lists_ref)
+    if index is None:
+        return f"the IVF lists file vectors/{lists_ref.file} is missing or damaged: {fix}"
+    import faiss  # lazy: FAISS is loaded only where vectors are read or written
+
+    inv = faiss.extract_index_ivf(index).invlists
+    dim = int(codec.index.d)
+    by_range = sorted((r.min_frame_id, r.max_frame_id, r) for r in refs if r.n_vectors and r.ivf_id == ivf_ref.ivf_id
+                      and segments.verify_header(root, r, dim) is None)  # (a damaged segment is said elsewhere)
+    lows = np.array([b[0] for b in by_range], np.int64)
+    opened: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+    bad = 0
+    for lst in np.linspace(0, codec.ref.nlist - 1, min(codec.ref.nlist, 64)).astype(np.int64):
+        n = inv.list_size(int(lst))
+        if not n:
+            continue
+        ids = faiss.rev_swig_ptr(inv.get_ids(int(lst)), n).copy()[:: max(1, n // 4)]
+        if (ids < 0).any() or (ids > lists_ref.max_frame_id).any():
+            return f"the IVF lists file vectors/{lists_ref.file} holds ids it should not (damaged): {fix}"
+        for fid in ids:  # a row some segment still holds has its code filed under this list
+            k = int(np.searchsorted(lows, fid, side="right")) - 1
+            if k < 0 or fid > by_range[k][1]:
+                continue  # a dead row merged away: readers skip it
+            r = by_range[k][2]
+            if r.segment_id not in opened:
+                try:
+                    seg_ids = np.asarray(segments.vecfile.map_file(r.path(root))[0])
+                except StoreError:
+                    seg_ids = np.zeros(0, np.int64)
+                opened[r.segment_id] = (seg_ids, segments.read_codes(root, r, codec.code_size))
+            seg_ids, codes = opened[r.segment_id]
+            at = min(int(np.searchsorted(seg_ids, fid)), max(len(seg_ids) - 1, 0))
+            if not len(seg_ids) or seg_ids[at] != fid or codes is None:
+                continue  # out of order, gone, or without codes: said elsewhere
+            if list_numbers(np.asarray(codes[at : at + 1]), codec.coarse_size)[0] != lst:
+                bad += 1
+    if bad:
+        return f"the IVF lists file vectors/{lists_ref.file} files {bad} sampled row(s) under the wrong list: {fix}"
+    return None

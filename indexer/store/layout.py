@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import StoreError, StoreNotFound
+from indexer.errors import StoreError, StoreNotFound
 
 CATALOG = "catalog.duckdb"
 VECTORS = "frames.faiss"  # schema 3 and older: the single vector file
@@ -61,7 +61,7 @@ def connect(path: Path, read_only: bool, retry_s: float = OPEN_RETRY_S) -> Any:
     Raises:
         StoreError: still locked after ``retry_s``, or not a DuckDB file.
     """
-    import duckdb  # noqa: PLC0415
+    import duckdb
 
     deadline = time.monotonic() + retry_s
     delay = 0.02

@@ -5,6 +5,7 @@ Times are in seconds (``_s``) from the start of the video.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +51,10 @@ class VideoRecord:
     note: str | None = None
     shots: list[ShotRecord] = field(default_factory=list)
     thumbs: list[bytes] | None = None  # a JPEG per frame (None: no thumbnails)
-    bg_lse: np.ndarray | None = None  # per frame, the background prompts' term (indexer.terms)
-    bg_key: str | None = None  # what bg_lse was computed with (indexer.terms.background_key)
-    shot_detector: str | None = None  # fast or transnet (indexer.shots, indexer.transnet)
-    ocr: list[Any] | None = None  # on-screen text lines (indexer.ocr.OcrLine; None: text not read)
+    bg_lse: np.ndarray | None = None  # per frame, the background prompts' term (indexer.model.background)
+    bg_key: str | None = None  # what bg_lse was computed with (indexer.model.background.background_key)
+    shot_detector: str | None = None  # fast or transnet (indexer.media.shots, indexer.media.transnet)
+    ocr: list[Any] | None = None  # on-screen text lines (indexer.media.ocr.OcrLine; None: text not read)
     ocr_note: str | None = None  # why the text could not be read (the embeddings are kept)
 
 
@@ -88,7 +89,7 @@ class LabelDef:
     prompts: list[str]
     threshold: float | None  # None: the presence rule
     calibration: "LabelCalibration | None" = None  # how the threshold was chosen, when calibrated
-    ocr: list[str] = field(default_factory=list)  # written words that show it too (search.ocrsearch)
+    ocr: list[str] = field(default_factory=list)  # written words that show it too (search.written)
 
 
 @dataclass(frozen=True)
@@ -229,3 +230,22 @@ class MergeReport:
 
 
 Row = dict[str, Any]  # a catalog row by column name, as the server's JSON shows it
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model made (or will make) the vectors: what the store records."""
+
+    name: str
+    pretrained: str  # a tag, an absolute checkpoint path, or "none"
+
+    @property
+    def random_weights(self) -> bool:
+        return self.pretrained == "none"
+
+
+def normalize(text: str) -> str:
+    """The form the ``ocr`` table keeps a line's text in (``text_norm``) and phrases are matched in: case-folded, accents removed, only letters and digits kept (OCR drops and
+    invents spaces and punctuation; "Drink Responsibly!" and "DRINKRESPONSIBLY" are the same)."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if c.isalnum() and not unicodedata.combining(c))

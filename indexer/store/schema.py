@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..errors import ModelMismatch, StoreError
+from indexer.errors import ModelMismatch, StoreError
+
 from .layout import now, transaction
 
 SCHEMA_VERSION = 9

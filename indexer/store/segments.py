@@ -36,6 +36,7 @@ merges carry the codes along, so new videos join the existing lists without retr
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import struct
 import time
@@ -45,8 +46,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .. import hooks
-from ..errors import StoreError
+from indexer import crashpoints
+from indexer.errors import StoreError
+
 from . import vectors as vecfile
 from .layout import SEGMENTS_DIR, fsync_dir, now
 
@@ -148,7 +150,7 @@ def _f16_prefix(dim: int) -> bytes:
     """FAISS's own bytes for an empty IndexIDMap2(IndexScalarQuantizer(dim, QT_fp16, inner product)),
     without its two empty arrays (the codes, then the ids)."""
     if dim not in _PREFIX:
-        import faiss  # noqa: PLC0415
+        import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
         sq = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         raw = faiss.serialize_index(faiss.IndexIDMap2(sq)).tobytes()
@@ -232,7 +234,7 @@ def write_segment(
             if ivf is not None:
                 ivf_fh.flush()
                 os.fsync(ivf_fh.fileno())
-        hooks.pause("segment.written")
+        crashpoints.pause("segment.written")
         if with_bg:
             os.replace(bg_tmp, bg_dest)
         if ivf is not None:
@@ -382,7 +384,7 @@ def _f32(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return a
     if a.dtype != np.float16 or a.ndim != 2 or len(a) < FAST_DECODE_ROWS:
         return a.astype(np.float32)
-    import faiss  # noqa: PLC0415
+    import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
     codes = np.ascontiguousarray(a).view(np.uint8)
     n, dim = a.shape
@@ -450,8 +452,6 @@ def open_segments(store_dir: Path, refs: Sequence[SegmentRef], dim: int, concat_
 def _file_rows(path: Path, vecs: np.ndarray, owner: Any) -> tuple[Path, int, tuple[int, int]] | None:
     """``(path, byte offset of the first row, (device, inode))`` of vectors mapped from ``path``
     by :func:`vecfile.map_file` (None: not a plain mapping of the file)."""
-    import mmap  # noqa: PLC0415
-
     if not isinstance(owner, mmap.mmap) or not len(vecs) or not vecs.flags.c_contiguous:
         return None
     at = vecs.ctypes.data - np.frombuffer(owner, np.uint8).ctypes.data
@@ -566,3 +566,10 @@ def verify_header(store_dir: Path, ref: SegmentRef, dim: int) -> str | None:
 
 def damaged_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.damaged-{int(time.time())}")
+
+
+def live_rows(con: Any, refs: Sequence[SegmentRef]) -> dict[int, int]:
+    """Catalog frames in each segment's id range: its live rows (ranges never overlap). One small
+    query per segment: a range join over the whole frames table took seconds at 10M frames."""
+    return {r.segment_id: int(con.execute("SELECT count(*) FROM frames WHERE frame_id BETWEEN ? AND ?",
+                                          [r.min_frame_id, r.max_frame_id]).fetchall()[0][0]) for r in refs}

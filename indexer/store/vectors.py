@@ -7,12 +7,14 @@ costs nothing up front; :mod:`.segments` writes them.
 from __future__ import annotations
 
 import contextlib
+import mmap
+import struct
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import StoreError
+from indexer.errors import StoreError
 
 
 def read(path: Path, mmap: bool = False) -> Any:
@@ -21,7 +23,7 @@ def read(path: Path, mmap: bool = False) -> Any:
     Raises:
         StoreError: the file is damaged (says how to rebuild it).
     """
-    import faiss  # noqa: PLC0415
+    import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
@@ -35,7 +37,7 @@ def read(path: Path, mmap: bool = False) -> Any:
 
 def arrays(index: Any) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) views of an IndexIDMap2(IndexFlat) without copying."""
-    import faiss  # noqa: PLC0415
+    import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
     n = index.ntotal
     if n == 0:
@@ -59,9 +61,6 @@ def map_file(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
     Raises:
         StoreError: unreadable or damaged.
     """
-    import mmap  # noqa: PLC0415
-    import struct  # noqa: PLC0415
-
     head = 4 + 33  # fourcc + d, ntotal, 2 dummies, is_trained, metric_type
     sq_at = 2 * head  # an fp16 SQ index: qtype, rangestat, rangestat_arg, d, code_size, trained (empty)
     sq_len = 4 + 4 + 4 + 8 + 8 + 8
@@ -102,8 +101,6 @@ def map_file(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
 def release_pages(owner: Any) -> None:
     """Unmap a mapped vector file's pages from this process (they stay in the OS page cache), so
     scanning vectors does not grow resident memory. A no-op for anything but an ``mmap``."""
-    import mmap  # noqa: PLC0415
-
     if isinstance(owner, mmap.mmap) and hasattr(owner, "madvise"):
         owner.madvise(mmap.MADV_DONTNEED)
 
@@ -113,8 +110,6 @@ def random_access(owner: Any, scattered: bool = True) -> Iterator[None]:
     """While inside, faults in a mapped vector file read only the page they touch (``MADV_RANDOM``),
     not the read-ahead window around it; afterwards the default again. A no-op when ``scattered``
     is False or for anything but an ``mmap``."""
-    import mmap  # noqa: PLC0415
-
     advise = scattered and isinstance(owner, mmap.mmap) and hasattr(mmap, "MADV_RANDOM")
     if advise:
         owner.madvise(mmap.MADV_RANDOM)
