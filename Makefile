@@ -59,6 +59,12 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest -q
+	d=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir "$$d" && rm -rf "$$d"
+
+.PHONY: docs
+# The generated pages of the docs site (CLI, settings, catalog tables, make targets, layout), from the code.
+docs: install
+	$(BIN)/python docs/gen_ref.py
 
 clean-demo:
-	rm -f $(DEMO_STORE)/catalog.duckdb $(DEMO_STORE)/frames.faiss $(DEMO_STORE)/thumbs.bin $(DEMO_STORE)/writer.lock
+	rm -rf $(DEMO_STORE)/catalog.duckdb $(DEMO_STORE)/catalog.duckdb.wal $(DEMO_STORE)/frames.faiss $(DEMO_STORE)/vectors $(DEMO_STORE)/thumbs.bin $(DEMO_STORE)/writer.lock

@@ -85,7 +85,7 @@ def search_stores(
 
 
 class Archive:
-    """A video archive in one store folder (``catalog.duckdb`` + ``frames.faiss``).
+    """A video archive in one store folder (``catalog.duckdb``, the vector segments in ``vectors/`` and ``thumbs.bin``).
 
     Args:
         store: the store folder; None means ``$ARCHIVE_STORE`` or ``./data``.
@@ -398,7 +398,7 @@ class Archive:
     def optimize(self, ivf: bool = False, progress: Any = None, retrain: bool = False) -> MergeReport:
         """Merge the vector segments into as few as possible, drop dead rows (replaced and removed
         videos) and rewrite fp32 segments as fp16. ``ivf`` has large-archive queries rank candidates
-        through an IVF index (see the README's "Scaling out"): the one an index run trained for
+        through an IVF index (see the docs' "Scaling out" page): the one an index run trained for
         matching versions when it fits the archive's size, else a new one (``retrain``: always a
         new one); an existing one is retrained once the archive has grown 4 times past it.
         Searches keep working meanwhile."""

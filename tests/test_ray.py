@@ -4,7 +4,7 @@ The same folder indexed in-process and on Ray gives the same catalog; a worker k
 replaced and its video done again; a video that kills its worker twice is a failure and the run goes
 on; a killed driver loses nothing committed and a re-run completes. Kills land where the test
 says: the hook ``ARCHIVE_TEST_PAUSE`` stops a worker (or the driver) at a named point and writes
-its process id beside the marker (indexer/hooks.py).
+its process id beside the marker (indexer/crashpoints.py).
 """
 
 from __future__ import annotations

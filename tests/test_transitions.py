@@ -1,5 +1,5 @@
 """Dissolves and fades found by TransNetV2 (--shots transnet, the default), on videos built from
-real footage with known transitions (tests/transitions.py); hard cuts stay exact."""
+real footage with known transitions (archive/bench/transitions.py); hard cuts stay exact."""
 
 from __future__ import annotations
 

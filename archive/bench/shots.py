@@ -2,7 +2,7 @@
 
     python -m archive.bench.shots [--videos 4] [--seconds 50] [--out DIR] [--flashes P] [--pans P] [--json]
 
-Generates ``--videos`` held-out videos with ``tests/transitions.py`` (seeds ``--seed``,
+Generates ``--videos`` held-out videos with :mod:`archive.bench.transitions` (seeds ``--seed``,
 ``--seed + 1``, ...; hard cuts, cross-dissolves, fades through black), runs each detector on them
 and prints a markdown table per detector: precision, recall, F1, hits per transition kind, the
 mean absolute error of matched boundaries and the detector's seconds. ``--flashes`` and

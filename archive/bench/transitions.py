@@ -1,5 +1,5 @@
 """Ad-like test videos cut from real footage, with hard cuts, cross-dissolves and fades through
-black at exactly known frames: the truth for shot-boundary evaluation (``archive/shoteval.py``).
+black at exactly known frames: the truth for shot-boundary evaluation (``python -m archive.bench.shots``).
 
 Every shot is a contiguous run of frames of one of the source clips (:func:`use_sources`: real
 footage of the user's, or the repository's test clips Megamind.avi and tree.avi), taken from inside one of the clip's own shots: the clips' internal cuts

@@ -29,7 +29,7 @@ app = typer.Typer(
 T = TypeVar("T")
 
 StoreOpt = typer.Option(
-    None, "--store", help="Store folder (catalog.duckdb + frames.faiss). [default: $ARCHIVE_STORE, else ./data]",
+    None, "--store", help="Store folder (catalog.duckdb, vectors/, thumbs.bin). [default: $ARCHIVE_STORE, else ./data]",
     show_default=False,
 )
 DeviceOpt = typer.Option(settings.DEFAULT_DEVICE, "--device", help="auto, cpu, cuda or mps.")
@@ -165,7 +165,7 @@ def search(
     top: int = typer.Option(settings.DEFAULT_TOP, "--top", help="Videos per query, best first."),
     threshold: Optional[float] = typer.Option(
         None, "--threshold", show_default=False,
-        help="A plain cosine cut instead of the presence rule (see README). [default: the rule]",
+        help="A plain cosine cut instead of the presence rule (see the docs: How present is decided). [default: the rule]",
     ),
     merge_gap: float = typer.Option(0.0, "--merge-gap", help="Join segments at most this many seconds apart."),
     template: Optional[List[str]] = typer.Option(
@@ -442,7 +442,7 @@ def bench(
         None, "--shots", show_default=False, help="With --index: shot detector, auto, transnet or fast. [default: auto]"),
     bench_ray_workers: Optional[int] = typer.Option(
         None, "--ray-workers", show_default=False,
-        help="With --index: run the per-video work on N workers of a local Ray runtime (needs the [ray] extra)."),
+        help="With --index: run the per-video work on N workers of a local Ray runtime (needs the ray extra: pip install 'clip-video-archive[ray]')."),
     keep: Optional[Path] = typer.Option(None, "--keep", help="With --frames: build the store here and keep it.",
                                         show_default=False),
     make_ads: Optional[Path] = typer.Option(
@@ -515,7 +515,7 @@ def check(
 @app.command()
 def optimize(
     ivf: bool = typer.Option(False, "--ivf", help="Have queries in archives of ARCHIVE_IVF_FRAMES frames or more "
-                             "rank candidates through an IVF index (FAISS IVF,PQ; see README, Scaling out): the one "
+                             "rank candidates through an IVF index (FAISS IVF,PQ; see the docs, Scaling out): the one "
                              "an index run trained for matching versions when it fits the archive, else a new one."),
     retrain: bool = typer.Option(False, "--retrain", help="With --ivf: train a new IVF index even when the existing "
                                  "one fits."),

@@ -45,7 +45,7 @@ class ShotParams:
     window: int = 8  # frames in that recent average
     # A smaller jump cuts when it stands far out from a quiet shot: cuts between two dark shots
     # differ by 22-30, while no difference inside a shot of the 16 generated evaluation videos
-    # (tests/transitions.py, seeds 2000-2015) reaching 20 was over 4.1 times its recent average.
+    # (archive/bench/transitions.py, seeds 2000-2015) reaching 20 was over 4.1 times its recent average.
     soft_cut_threshold: float = 20.0
     soft_ratio: float = 6.0
     soft_history: int = 3  # frames of the shot's recent differences that rule needs

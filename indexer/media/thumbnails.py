@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-THUMB_LONG_SIDE = 256  # 256x144 for 16:9, about 6-9 KB each (README: Thumbnails)
+THUMB_LONG_SIDE = 256  # 256x144 for 16:9, about 6-9 KB each (docs: the store on disk)
 THUMB_QUALITY = 80
 
 

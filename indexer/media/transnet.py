@@ -14,7 +14,7 @@ be under way: a frame that differs from the frame :data:`GAP` frames before it b
 :data:`GATE_LONG` grey levels (mean absolute difference), although no single step in between is a
 hard cut, and whose halfway frame is close to the mean of the two (within :data:`GATE_BLEND` of
 their difference: true of a dissolve, where every pixel moves linearly, not of motion). On the
-evaluation videos (archive/shoteval.py) every dissolve opened the gate (the loosest at 0.27) and
+evaluation videos (``python -m archive.bench.shots``) every dissolve opened the gate (the loosest at 0.27) and
 half the windows ran. Hard cuts are the fast detector's job (exact to the frame); a still or
 moving shot without a blend never triggers a window. A window that is not run says "no transition".
 

@@ -150,7 +150,7 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
 
 def _check_versions(root: Path, rep: CheckReport, repair: bool) -> None:
     """``matches`` and ``versions`` agree with the catalog and, on a sample, with the vectors
-    (:func:`.matchtables.verify`); with ``repair``, what disagrees is regrouped or compared again."""
+    (:func:`.shared_footage.verify`); with ``repair``, what disagrees is regrouped or compared again."""
     with Reader(root).connection() as con:
         problems, videos = shared_footage.verify(con, lambda ids: Reader(root).frames(ids))
         todo = con.execute("SELECT count(*) FROM videos WHERE matched IS NULL").fetchall()[0][0]

@@ -404,7 +404,7 @@ class Reader:
 
     # -- versions ------------------------------------------------------------------------------------
     def match_basis(self) -> tuple[np.ndarray, np.ndarray, float, float, int] | None:
-        """How the store compares samples for matching (:mod:`.matchtables`); None: not measured yet."""
+        """How the store compares samples for matching (:mod:`.shared_footage`); None: not measured yet."""
         with self.connection() as con:
             return shared_footage.read_basis(con)
 
