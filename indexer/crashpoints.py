@@ -8,6 +8,7 @@ once. Never set it in normal use.
 The points, in the order an index run meets them:
 
 ==================  ===========================================================================
+``model.load``      a run that loads its own model is about to load it; its first video decodes
 ``embed.batch``     a batch of a video's frames was embedded (the video is half done)
 ``video.done``      a video is decoded and embedded, waiting for its commit
 ``commit.thumbs``   a commit appended its thumbnails; no vector or catalog row written yet
@@ -34,9 +35,22 @@ import time
 from . import settings
 from .errors import UsageError
 
-POINTS = ("embed.batch", "video.done", "commit.thumbs", "segment.written", "commit.vectors", "commit.catalog",
-          "merge.written", "merge.swapped", "ivf.written", "ivf.lists_written", "ivf.swapped", "lists.written",
-          "lists.swapped")
+POINTS = (
+    "model.load",
+    "embed.batch",
+    "video.done",
+    "commit.thumbs",
+    "segment.written",
+    "commit.vectors",
+    "commit.catalog",
+    "merge.written",
+    "merge.swapped",
+    "ivf.written",
+    "ivf.lists_written",
+    "ivf.swapped",
+    "lists.written",
+    "lists.swapped",
+)
 _seen: dict[str, int] = {}
 
 

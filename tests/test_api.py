@@ -5,12 +5,16 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import IMAGE_THRESHOLD
+from gen.videos import Shot, make_video, pattern
+from helpers import IMAGE_THRESHOLD
 from PIL import Image
-from videos import Shot, make_video, pattern
 
 from archive import Archive
 from indexer.errors import ModelMismatch, QueryError, StoreNotFound
+
+pytestmark = (
+    pytest.mark.slow
+)  # each in-process index run decodes its first video in a child process (indexer.media.decode_child)
 
 INTERVAL = 0.5  # seconds between samples at the default --fps 2
 
@@ -159,10 +163,17 @@ def test_real_clips_and_sql(clips, encoder, tmp_path):
         "WHERE v.name = 'Megamind.avi' ORDER BY s.start_s"
     ).records()
     assert [(r["kind"], r["first_frame"]) for r in shots] == [
-        ("black", 1), ("content", 2), ("content", 99), ("content", 155), ("content", 201)]
+        ("black", 1),
+        ("content", 2),
+        ("content", 99),
+        ("content", 155),
+        ("content", 201),
+    ]
     # every frame lies inside its shot
-    assert arc.sql("SELECT count(*) AS n FROM frames f JOIN shots s USING (shot_id) "
-                   "WHERE f.ts_s < s.start_s OR f.end_s > s.end_s + 1e-9").records() == [{"n": 0}]
+    assert arc.sql(
+        "SELECT count(*) AS n FROM frames f JOIN shots s USING (shot_id) "
+        "WHERE f.ts_s < s.start_s OR f.end_s > s.end_s + 1e-9"
+    ).records() == [{"n": 0}]
     assert rows[0]["fps"] == pytest.approx(23.976, abs=1e-3)
     # frames cover each video without gaps: end_s of one sample is ts_s of the next
     gaps = arc.sql(

@@ -9,12 +9,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import DATA, env_for_cli
-from videos import Shot, make_video
+from gen.videos import Shot, make_video
+from helpers import ARCHIVE, DATA, env_for_cli, run_cli
 
 from indexer.media.decode import DecodeStats, sample_frames
-
-ARCHIVE = [sys.executable, "-m", "archive.cli"]
 
 
 def rotate_mp4(src, dest):
@@ -45,7 +43,7 @@ def audio_only(path):
 def vfr_video(path):
     """Frames at irregular times (ms): a variable-frame-rate file."""
     import av
-    from videos import pattern
+    from gen.videos import pattern
 
     times_ms = [0, 40, 80, 400, 440, 1500, 1540, 1580, 2500, 3000]
     with av.open(str(path), "w") as c:
@@ -88,6 +86,7 @@ def test_variable_frame_rate_follows_the_timestamps(tmp_path):
     assert st.decoded_frames == len(times_ms)
 
 
+@pytest.mark.slow  # the CLI in a process
 def test_messy_folder(tmp_path):
     d = tmp_path / "mess"
     d.mkdir()
@@ -103,15 +102,14 @@ def test_messy_folder(tmp_path):
     make_video(d / "spaces and ünïcödé ✓.mp4", [Shot(1, 25)], "25")
     make_video(d / "eight_k.mp4", [Shot(2, 3)], "25", size=(7680, 4320))
     env = env_for_cli(tmp_path)
-    p = subprocess.run(ARCHIVE + ["index", str(d), "-q"], env=env, capture_output=True, text=True, timeout=600)
+    p = run_cli(["index", d, "-q"], env, timeout=600)
     assert p.returncode == 1, p.stderr  # not every file succeeded
     assert "Traceback" not in p.stderr
     bad = {"zero.mp4", "text.mp4", "scrambled.mp4", "loop.mp4", "song.mp4", "truncated.avi"}
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith(("skipped ", "partly decoded "))]
     assert len(lines) == len(bad)  # one line per bad file
     assert {os.path.basename(ln.split(": ")[0].split(" ", 2)[-1]) for ln in lines} == bad
-    out = subprocess.run(ARCHIVE + ["sql", "SELECT path, error FROM failures ORDER BY path", "--json"], env=env,
-                         capture_output=True, text=True)
+    out = run_cli(["sql", "SELECT path, error FROM failures ORDER BY path", "--json"], env)
     rows = json.loads(out.stdout)
     assert {os.path.basename(r["path"]) for r in rows} == bad
     why = {os.path.basename(r["path"]): r["error"] for r in rows}
@@ -119,22 +117,23 @@ def test_messy_folder(tmp_path):
     assert "empty file" in why["zero.mp4"]
     assert "symbolic links" in why["loop.mp4"]
     assert "partly decoded" in why["truncated.avi"]
-    vids = json.loads(subprocess.run(ARCHIVE + ["sql", "SELECT name, width, height FROM videos ORDER BY name",
-                                                "--json"], env=env, capture_output=True, text=True).stdout)
+    vids = json.loads(run_cli(["sql", "SELECT name, width, height FROM videos ORDER BY name", "--json"], env).stdout)
     assert [v["name"] for v in vids] == ["bugy.avi", "eight_k.mp4", "spaces and ünïcödé ✓.mp4", "truncated.avi"]
     assert vids[1]["width"] == 7680
 
 
+@pytest.mark.slow  # the CLI in a process
 def test_fifo_does_not_hang_the_run(tmp_path):
     d = tmp_path / "pipes"
     d.mkdir()
     os.mkfifo(d / "stream.mp4")
     make_video(d / "good.mp4", [Shot(1, 25)], "25")
-    p = subprocess.run(ARCHIVE + ["index", str(d), "-q", "--json"], env=env_for_cli(tmp_path),
-                       capture_output=True, text=True, timeout=300)
+    p = run_cli(["index", d, "-q", "--json"], env_for_cli(tmp_path), timeout=300)
     rep = json.loads(p.stdout)
     assert p.returncode == 1 and rep["indexed"] == 1
-    assert rep["failures"] == [{"path": str(d / "stream.mp4"), "error": "not a regular file (a pipe, socket or device)"}]
+    assert rep["failures"] == [
+        {"path": str(d / "stream.mp4"), "error": "not a regular file (a pipe, socket or device)"}
+    ]
 
 
 AS_NOBODY = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -143,14 +142,17 @@ AS_NOBODY = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-grou
 def nobody_can_run_the_cli(cwd: str) -> tuple[bool, str]:
     """Whether user nobody (65534) can start this checkout's CLI: a clone or a virtualenv inside a
     private (0700) folder, such as root's home or a `mktemp -d`, is out of its reach."""
-    p = subprocess.run(AS_NOBODY + [sys.executable, "-c", "import archive.cli"], cwd=cwd,
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        AS_NOBODY + [sys.executable, "-c", "import archive.cli"], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
     last = (p.stderr.strip().splitlines() or ["?"])[-1]
     return p.returncode == 0, last
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"),
-                    reason="needs root to run the CLI as another user")
+@pytest.mark.slow  # the CLI as another user
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"), reason="needs root to run the CLI as another user"
+)
 def test_unreadable_file_as_an_ordinary_user():
     import shutil
     import tempfile
@@ -160,8 +162,7 @@ def test_unreadable_file_as_an_ordinary_user():
     ok, why = nobody_can_run_the_cli(root)
     if not ok:
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"user nobody cannot run {sys.executable} with this checkout (a private folder on "
-                    f"the way?): {why}")
+        pytest.skip(f"user nobody cannot run {sys.executable} with this checkout (a private folder on the way?): {why}")
     try:
         os.chmod(root, 0o777)
         d = os.path.join(root, "videos")
@@ -183,6 +184,7 @@ def test_unreadable_file_as_an_ordinary_user():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow  # the CLI in a process
 def test_non_utf8_file_name_is_one_failure_and_the_rest_is_indexed(tmp_path):
     d = tmp_path / "names"
     d.mkdir()
@@ -191,8 +193,7 @@ def test_non_utf8_file_name_is_one_failure_and_the_rest_is_indexed(tmp_path):
     bad = os.path.join(os.fsencode(d), b"bad\xff.mp4")
     with open(bad, "wb") as fh:
         fh.write((d / "a.mp4").read_bytes())
-    p = subprocess.run(ARCHIVE + ["index", str(d), "-q", "--json"], env=env_for_cli(tmp_path),
-                       capture_output=True, text=True, timeout=300)
+    p = run_cli(["index", d, "-q", "--json"], env_for_cli(tmp_path), timeout=300)
     assert "Traceback" not in p.stderr, p.stderr
     rep = json.loads(p.stdout)
     assert p.returncode == 1 and rep["indexed"] == 2

@@ -1,26 +1,37 @@
 """`archive bench` smoke sizes: the numbers exist and add up (timings themselves are not asserted)."""
 
 import json
-import subprocess
-import sys
 
 import cv2
 import pytest
-from conftest import DATA, TEST_MODEL, env_for_cli
+from helpers import DATA, TEST_MODEL, env_for_cli, run_cli
 
-ARCHIVE = [sys.executable, "-m", "archive.cli"]
+pytestmark = pytest.mark.slow  # every test runs `archive bench` (and other commands) in processes of their own
 
 
 def test_bench_index_and_query_report_json(tmp_path):
     env = env_for_cli(tmp_path)
-    p = subprocess.run(ARCHIVE + ["bench", "--index", str(DATA / "tree.avi"), "--naive", "--frames", "3000",
-                                  "--queries", "3", "--model", TEST_MODEL, "--json"],
-                       env=env, capture_output=True, text=True, timeout=600)
+    p = run_cli(
+        [
+            "bench",
+            "--index",
+            DATA / "tree.avi",
+            "--naive",
+            "--frames",
+            "3000",
+            "--queries",
+            "3",
+            "--model",
+            TEST_MODEL,
+            "--json",
+        ],
+        env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
     idx, qry = [json.loads(ln) for ln in p.stdout.splitlines()]
     # the index run embeds what `archive index` embeds for this clip
-    run = subprocess.run(ARCHIVE + ["index", str(DATA / "tree.avi"), "--json", "-q"], env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = run_cli(["index", DATA / "tree.avi", "--json", "-q"], env, timeout=600)
     assert idx["mode"] == "index" and idx["videos"] == 1 and idx["frames"] == json.loads(run.stdout)["frames"]
     assert set(idx["stages_s"]) == {"decode", "preprocess", "embed", "write"}
     # the naive loop keeps every Nth frame OpenCV reads, N = round(native fps / fps)
@@ -45,12 +56,11 @@ def test_bench_index_ocr_compares_runs_with_and_without_text(tmp_path):
 
     if not ocrmod.available():
         pytest.skip("rapidocr-onnxruntime is not installed")
-    import textads
+    from gen import textads
 
     ads = textads.make_text_ads(tmp_path / "ads", {"a.mp4": textads.PLAN["text_ad0.mp4"]})
     env = env_for_cli(tmp_path)
-    p = subprocess.run(ARCHIVE + ["bench", "--index", str(ads["a.mp4"].path), "--ocr", "--model", TEST_MODEL, "--json"],
-                       env=env, capture_output=True, text=True, timeout=600)
+    p = run_cli(["bench", "--index", ads["a.mp4"].path, "--ocr", "--model", TEST_MODEL, "--json"], env, timeout=600)
     assert p.returncode == 0, p.stderr
     o = json.loads(p.stdout)["ocr"]
     assert o["text_lines"] == len(ads["a.mp4"].shown) and o["not_read"] == 0
@@ -61,7 +71,7 @@ def test_bench_index_ocr_compares_runs_with_and_without_text(tmp_path):
 
 
 def test_bench_needs_something_to_measure(tmp_path):
-    p = subprocess.run(ARCHIVE + ["bench"], env=env_for_cli(tmp_path), capture_output=True, text=True)
+    p = run_cli(["bench"], env_for_cli(tmp_path))
     assert p.returncode == 2 and "--index" in p.stderr
 
 
@@ -70,9 +80,11 @@ def test_make_ads_writes_h264_clips_with_cuts(tmp_path):
 
     d = tmp_path / "ads"
     footage = ["--ads-from", str(DATA / "Megamind.avi"), "--ads-from", str(DATA / "tree.avi")]
-    p = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d), *footage, "--ads", "2", "--ads-size", "320x180",
-                                  "--ads-seconds", "4", "--json"],
-                       env=env_for_cli(tmp_path), capture_output=True, text=True, timeout=300)
+    p = run_cli(
+        ["bench", "--make-ads", d, *footage, "--ads", "2", "--ads-size", "320x180", "--ads-seconds", "4", "--json"],
+        env_for_cli(tmp_path),
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     made = json.loads(p.stdout)
     assert made["mode"] == "make-ads" and len(made["files"]) == 2 and made["shots"] >= 2
@@ -82,33 +94,30 @@ def test_make_ads_writes_h264_clips_with_cuts(tmp_path):
             n = sum(1 for _ in c.decode(s))
             assert (s.codec_context.name, s.width, s.height, n) == ("h264", 320, 180, 100)
             assert float(s.average_rate) == 25.0
-    bad = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d), *footage, "--ads-size", "big"],
-                         env=env_for_cli(tmp_path), capture_output=True, text=True)
+    bad = run_cli(["bench", "--make-ads", d, *footage, "--ads-size", "big"], env_for_cli(tmp_path))
     assert bad.returncode == 2 and "--ads-size" in bad.stderr and "Traceback" not in bad.stderr
     # the installed package holds no footage of its own: without --ads-from it says what to give
-    bare = subprocess.run(ARCHIVE + ["bench", "--make-ads", str(d)], env=env_for_cli(tmp_path), capture_output=True,
-                          text=True)
+    bare = run_cli(["bench", "--make-ads", d], env_for_cli(tmp_path))
     assert bare.returncode == 2 and "--ads-from" in bare.stderr and len(bare.stderr.strip().splitlines()) == 1
 
 
 def test_bench_add_leaves_the_store_as_it_found_it(tmp_path):
     env = env_for_cli(tmp_path)
     store = tmp_path / "kept"
-    p = subprocess.run(ARCHIVE + ["bench", "--frames", "2000", "--queries", "0", "--keep", str(store),
-                                  "--model", TEST_MODEL, "--json"], env=env, capture_output=True, text=True, timeout=600)
+    p = run_cli(
+        ["bench", "--frames", "2000", "--queries", "0", "--keep", store, "--model", TEST_MODEL, "--json"],
+        env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
-    videos = [json.loads(subprocess.run(ARCHIVE + ["info", "--store", str(store), "--json"], env=env,
-                                        capture_output=True, text=True, timeout=600).stdout)["videos"]]
+    videos = [json.loads(run_cli(["info", "--store", store, "--json"], env, timeout=600).stdout)["videos"]]
     for _ in range(2):  # the same clip twice: each run adds it, measures, and removes it again
-        p = subprocess.run(ARCHIVE + ["bench", "--add", str(DATA / "tree.avi"), "--store", str(store), "--json"],
-                           env=env, capture_output=True, text=True, timeout=600)
+        p = run_cli(["bench", "--add", DATA / "tree.avi", "--store", store, "--json"], env, timeout=600)
         assert p.returncode == 0, p.stderr
         add = json.loads(p.stdout.splitlines()[0])
         assert add["mode"] == "add" and add["indexed"] == 1 and add["clip_frames"] > 0 and add["commit_frames"] == 60
         assert add["index_wall_s"] > 0 and add["commit_bytes_written"] > 0
-        videos.append(json.loads(subprocess.run(ARCHIVE + ["info", "--store", str(store), "--json"], env=env,
-                                                capture_output=True, text=True, timeout=600).stdout)["videos"])
+        videos.append(json.loads(run_cli(["info", "--store", store, "--json"], env, timeout=600).stdout)["videos"])
     assert videos == [videos[0]] * 3 and videos[0] > 0
-    check = subprocess.run(ARCHIVE + ["check", "--store", str(store)], env=env, capture_output=True, text=True,
-                           timeout=600)
+    check = run_cli(["check", "--store", store], env, timeout=600)
     assert check.returncode == 0, check.stdout + check.stderr

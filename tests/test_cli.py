@@ -7,16 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA, IMAGE_THRESHOLD, env_for_cli
-from videos import Shot, make_video
+from gen.videos import Shot, make_video
+from helpers import DATA, IMAGE_THRESHOLD, env_for_cli, run_cli
 
-ARCHIVE = [sys.executable, "-m", "archive.cli"]
+pytestmark = pytest.mark.slow  # every test runs the CLI in a process of its own
+
 COMMANDS = ["index", "search", "sql", "info", "classify", ["label", "add"], ["label", "list"], ["label", "remove"]]
 
 
 def run(args, tmp_path, env=None, check=None):
-    p = subprocess.run(ARCHIVE + [str(a) for a in args], capture_output=True, text=True,
-                       env=env or env_for_cli(tmp_path), timeout=300)
+    p = run_cli(args, env or env_for_cli(tmp_path), timeout=300)
     if check is not None:
         assert p.returncode == check, p.stderr + p.stdout
     return p
@@ -40,7 +40,9 @@ def test_help_for_every_command_without_loading_torch(tmp_path):
     # `archive --help` answers without importing torch or open_clip
     probe = subprocess.run(
         [sys.executable, "-c", "import sys, archive.cli; print('torch' in sys.modules, 'open_clip' in sys.modules)"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert probe.stdout.split() == ["False", "False"]
 
@@ -81,8 +83,20 @@ def test_index_search_sql_info_end_to_end(tmp_path, store_with_clips):
     assert info["frames"] == (23 + 4) + (7 + 1) and info["bytes"] > 0
     assert info["seconds"] == pytest.approx(11.30 + 100 / 29.97, abs=0.02)
 
-    out = run(["search", "a cartoon", "a beach", "--image", DATA / "megamind_frame.png",
-               "--threshold", str(IMAGE_THRESHOLD), "--json"], tmp_path, check=0)
+    out = run(
+        [
+            "search",
+            "a cartoon",
+            "a beach",
+            "--image",
+            DATA / "megamind_frame.png",
+            "--threshold",
+            str(IMAGE_THRESHOLD),
+            "--json",
+        ],
+        tmp_path,
+        check=0,
+    )
     lines = [json.loads(ln) for ln in out.stdout.splitlines()]
     assert [ln["query"] for ln in lines] == ["a cartoon", "a beach", "image:megamind_frame.png"]
     img = lines[2]["results"]
@@ -94,7 +108,9 @@ def test_index_search_sql_info_end_to_end(tmp_path, store_with_clips):
     table = run(["search", "a cartoon"], tmp_path, check=0)
     assert "a cartoon" in table.stdout and "Megamind" in table.stdout
 
-    rows = json.loads(run(["sql", "SELECT name, n_frames FROM videos ORDER BY name", "--json"], tmp_path, check=0).stdout)
+    rows = json.loads(
+        run(["sql", "SELECT name, n_frames FROM videos ORDER BY name", "--json"], tmp_path, check=0).stdout
+    )
     assert rows == [{"name": "Megamind.avi", "n_frames": 27}, {"name": "ad one.mp4", "n_frames": 8}]
     csv = run(["sql", "SELECT count(*) AS n FROM frames", "--csv"], tmp_path, check=0).stdout
     assert csv.splitlines() == ["n", "35"]
@@ -104,11 +120,18 @@ def test_labels_and_classify_from_the_cli(tmp_path, store_with_clips):
     run(["label", "add", "cartoon", "--prompt", "a cartoon", "--prompt", "an animated film"], tmp_path, check=0)
     run(["label", "add", "anything", "--threshold", "-1"], tmp_path, check=0)
     labels = json.loads(run(["label", "list", "--json"], tmp_path, check=0).stdout)
-    assert [(x["label"], x["prompts"]) for x in labels] == [("anything", ["anything"]),
-                                                          ("cartoon", ["a cartoon", "an animated film"])]
+    assert [(x["label"], x["prompts"]) for x in labels] == [
+        ("anything", ["anything"]),
+        ("cartoon", ["a cartoon", "an animated film"]),
+    ]
     assert labels[0]["videos_present"] == 2
-    vl = json.loads(run(["sql", "SELECT label, count(*) AS n FROM video_labels GROUP BY label ORDER BY label",
-                         "--json"], tmp_path, check=0).stdout)
+    vl = json.loads(
+        run(
+            ["sql", "SELECT label, count(*) AS n FROM video_labels GROUP BY label ORDER BY label", "--json"],
+            tmp_path,
+            check=0,
+        ).stdout
+    )
     assert vl == [{"label": "anything", "n": 2}, {"label": "cartoon", "n": 2}]
     lines = run(["classify", "--labels", "cartoon,anything", "--json"], tmp_path, check=0).stdout.splitlines()
     assert len(lines) == 2
@@ -174,7 +197,12 @@ def test_no_store_and_model_mismatch_errors(tmp_path, store_with_clips):
 
 def test_offline_without_cached_weights_is_one_line(tmp_path):
     env = env_for_cli(tmp_path)
-    env.update(ARCHIVE_MODEL="ViT-B-32", ARCHIVE_PRETRAINED="laion2b_s34b_b79k", HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    env.update(
+        ARCHIVE_MODEL="ViT-B-32",
+        ARCHIVE_PRETRAINED="laion2b_s34b_b79k",
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_OFFLINE="1",
+    )
     clip = tmp_path / "c.mp4"
     make_video(clip, [Shot(1, 10)], "25")
     p = run(["index", clip], tmp_path, env=env)
@@ -193,7 +221,9 @@ def test_bad_files_are_reported_and_the_run_goes_on(tmp_path):
     assert p.returncode == 1  # not every file succeeded
     assert "Traceback" not in p.stderr
     assert "empty.mp4" in p.stderr and "notes.mp4" in p.stderr
-    rows = json.loads(run(["sql", "SELECT path, error FROM failures ORDER BY path", "--json"], tmp_path, check=0).stdout)
+    rows = json.loads(
+        run(["sql", "SELECT path, error FROM failures ORDER BY path", "--json"], tmp_path, check=0).stdout
+    )
     assert [Path(r["path"]).name for r in rows] == ["empty.mp4", "notes.mp4"]
     assert json.loads(run(["info", "--json"], tmp_path, check=0).stdout)["videos"] == 1
 

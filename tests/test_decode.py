@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from videos import RATES, Shot, make_video, seconds_to_frames
+from gen.videos import RATES, Shot, make_video, seconds_to_frames
 
 from indexer.errors import VideoOpenError
 from indexer.media.decode import DecodeStats, probe, sample_frames

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
-from videos import ad_shots, make_video
+from gen.videos import ad_shots, make_video
+from helpers import DATA, env_for_cli, paused_at, run_cli, start_cli, wait_for_pause
 
 from archive import Archive
 from indexer.errors import VideoOpenError
@@ -41,6 +41,7 @@ def _drain(dec) -> tuple[list[np.ndarray], list]:
     return [b for b, _ts, _n in batches], [(ts, n) for _b, ts, n in batches]
 
 
+@pytest.mark.slow  # a decoding child process (ProcessPrefetch), TransNetV2
 @pytest.mark.parametrize("name,shots", [("Megamind.avi", "transnet"), ("ad.mp4", "transnet"), ("ad.mp4", "fast")])
 def test_a_child_process_decodes_what_a_thread_decodes(encoder, tmp_path: Path, name: str, shots: str) -> None:
     path = DATA / name if name != "ad.mp4" else make_video(tmp_path / name, ad_shots("25"), "25").path
@@ -53,11 +54,13 @@ def test_a_child_process_decodes_what_a_thread_decodes(encoder, tmp_path: Path, 
     assert len(a_arr) == len(b_arr) >= 2 and a_marks == b_marks
     assert all(np.array_equal(x, y) for x, y in zip(a_arr, b_arr))
     assert a.times == b.times and a.shot_of == b.shot_of and a.owner == b.owner and a.thumbs == b.thumbs
-    assert [(s.start_s, s.end_s, s.kind, s.transition) for s in a.stats.shots] == \
-           [(s.start_s, s.end_s, s.kind, s.transition) for s in b.stats.shots]
+    assert [(s.start_s, s.end_s, s.kind, s.transition) for s in a.stats.shots] == [
+        (s.start_s, s.end_s, s.kind, s.transition) for s in b.stats.shots
+    ]
     assert a.stats.decoded_frames == b.stats.decoded_frames > 0 and b.proc is not None and b.proc.returncode == 0
 
 
+@pytest.mark.slow  # a decoding child process (ProcessPrefetch)
 def test_a_child_that_dies_is_replaced_by_a_thread(encoder) -> None:
     path = str(DATA / "Megamind.avi")
     want = embed_video(path, encoder, 2.0)
@@ -69,6 +72,7 @@ def test_a_child_that_dies_is_replaced_by_a_thread(encoder) -> None:
     assert _same_vectors(got.vectors, want.vectors) and got.thumbs == want.thumbs and len(got.frames) > 10
 
 
+@pytest.mark.slow  # a decoding child process (ProcessPrefetch)
 def test_a_child_that_cannot_start_is_replaced_by_a_thread(encoder, monkeypatch: pytest.MonkeyPatch) -> None:
     path = str(DATA / "tree.avi")
     want = embed_video(path, encoder, 2.0)
@@ -79,6 +83,7 @@ def test_a_child_that_cannot_start_is_replaced_by_a_thread(encoder, monkeypatch:
     assert _same_vectors(got.vectors, want.vectors) and len(got.frames) == len(want.frames) > 0
 
 
+@pytest.mark.slow  # a decoding child process (ProcessPrefetch)
 def test_a_file_that_is_not_a_video_fails_as_in_a_thread(encoder, tmp_path: Path) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video\n")
@@ -91,6 +96,7 @@ def test_a_file_that_is_not_a_video_fails_as_in_a_thread(encoder, tmp_path: Path
     assert messages[0] == messages[1] and str(bad) in messages[0]
 
 
+@pytest.mark.slow  # a decoding child process (ProcessPrefetch)
 def test_closing_early_stops_the_child(encoder) -> None:
     dec = ProcessPrefetch(str(DATA / "Megamind.avi"), encoder.prep, 2.0, 8, 1, "transnet").start()
     first = dec.get()
@@ -108,21 +114,29 @@ def test_a_waiting_model_gets_an_early_batch(encoder) -> None:
     assert len(first[0]) == EARLY_BATCH and len(second[0]) == 32
 
 
-def test_an_index_run_decodes_its_first_video_in_a_child(tmp_path: Path, clips: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
+def test_an_index_run_decodes_its_first_video_in_a_child(
+    tmp_path: Path, clips: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ARCHIVE_DECODERS", "2")
     Archive(tmp_path / "warm").index([clips / "tree.avi"])  # the model's exports: later runs decode early
     started = []
     real = ProcessPrefetch.start
-    monkeypatch.setattr(ProcessPrefetch, "start", lambda self, on_done=None: started.append(self.path) or real(self, on_done))
+    monkeypatch.setattr(
+        ProcessPrefetch, "start", lambda self, on_done=None: started.append(self.path) or real(self, on_done)
+    )
     rows = []
     for how in ("process", "thread"):
         monkeypatch.setenv("ARCHIVE_EARLY_DECODE", how)
         a = Archive(tmp_path / how)  # no encoder handed in: it loads while the first videos decode
         rep = a.index([clips])
         assert rep.indexed == 2 and rep.ok
-        rows.append(a.sql("SELECT v.name, f.ts_s, f.end_s, s.start_s, s.transition FROM frames f "
-                          "JOIN videos v USING (video_id) JOIN shots s USING (shot_id) ORDER BY 1, 2").rows)
+        rows.append(
+            a.sql(
+                "SELECT v.name, f.ts_s, f.end_s, s.start_s, s.transition FROM frames f "
+                "JOIN videos v USING (video_id) JOIN shots s USING (shot_id) ORDER BY 1, 2"
+            ).rows
+        )
     assert [Path(p).name for p in started] == ["Megamind.avi"]  # the first video only; the second in a thread
     assert rows[0] == rows[1] and len(rows[0]) > 30
     from indexer.store import Reader
@@ -147,29 +161,26 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow  # the CLI in a process
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_ctrl_c_while_the_model_loads_stops_the_run_and_its_children(tmp_path: Path, clips: Path) -> None:
     import signal
-    import subprocess
-    import sys
     import time
 
-    from conftest import env_for_cli
-
     env = env_for_cli(tmp_path)
-    subprocess.run([sys.executable, "-m", "archive.cli", "index", str(clips / "tree.avi"), "-q"], env=env, check=True,
-                   capture_output=True, timeout=600)  # a store and the model's exports: the next run decodes early
+    # a store and the model's exports: the next run decodes early
+    run_cli(["index", clips / "tree.avi", "-q"], env, check=True, text=False, timeout=600)
+    marker = tmp_path / "paused"
     # SIGINT as a terminal has it (a runner started in the background may hand its children SIGINT ignored)
-    proc = subprocess.Popen([sys.executable, "-m", "archive.cli", "index", str(clips / "Megamind.avi")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    kids: list[int] = []
-    while not kids and proc.poll() is None and time.monotonic() < deadline:
-        kids = _children(proc.pid)  # the run has planned and started decoding while its model loads
-        time.sleep(0.01)
+    proc = start_cli(
+        ["index", clips / "Megamind.avi"],
+        paused_at(env, "model.load", marker),
+        new_session=False,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    wait_for_pause(proc, marker)  # the run has planned, started decoding, and stops where its model loads
+    kids = _children(proc.pid)
     assert kids, "no decoding child was started"
-    time.sleep(0.1)  # the run is importing torch now (0.5 s even on a fast machine) while the child decodes
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends (the child has a session of its own)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
@@ -186,6 +197,7 @@ def test_ctrl_c_while_the_model_loads_stops_the_run_and_its_children(tmp_path: P
     assert all(gone(k) for k in kids)
 
 
+@pytest.mark.slow  # a decoding child process (ProcessPrefetch)
 def test_embedding_time_is_counted_for_a_child_decoded_video(encoder, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
@@ -216,25 +228,20 @@ def _torch_uses_libgomp() -> bool:
     return root is not None and bool(glob.glob(str(root / "lib" / "libgomp*")))
 
 
+@pytest.mark.slow  # the CLI in a process
 @pytest.mark.skipif(not _torch_uses_libgomp(), reason="torch's OpenMP here is not GNU libgomp (macOS, conda builds)")
 @pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
 def test_an_index_run_lets_idle_model_threads_sleep(tmp_path: Path, user_policy: str | None) -> None:
     """The model's OpenMP threads spin only briefly on cores the decoders need
     (settings.idle_threads_sleep): libgomp, asked to show its settings when it loads, has the
     run's spin count; a policy the user set is kept."""
-    import subprocess
-    import sys
-
-    from conftest import env_for_cli
-
     env = env_for_cli(tmp_path)
     env.pop("OMP_WAIT_POLICY", None)
     env.pop("GOMP_SPINCOUNT", None)
     env["OMP_DISPLAY_ENV"] = "VERBOSE"
     if user_policy:
         env["OMP_WAIT_POLICY"] = user_policy
-    run = subprocess.run([sys.executable, "-m", "archive.cli", "index", str(DATA / "tree.avi"), "-q"], env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = run_cli(["index", DATA / "tree.avi", "-q"], env, timeout=600)
     assert run.returncode == 0, run.stderr
     spins = [line.split("=", 1)[1].strip() for line in run.stderr.splitlines() if "GOMP_SPINCOUNT" in line]
     assert spins, run.stderr  # torch's OpenMP loaded in this run and showed its settings

@@ -114,6 +114,7 @@ def test_the_walker_finds_sub_commands_and_options() -> None:
     assert {"--fps", "--json", "--store", "--quiet"} <= set(gen_ref.option_names(commands[("index",)]))
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_importing_the_cli_does_not_import_torch() -> None:
     code = (
         "import sys, archive.cli, archive.cli.app; bad = {'torch', 'open_clip'} & set(sys.modules); assert not bad, bad"

@@ -5,11 +5,16 @@ import shutil
 
 import duckdb
 import pytest
-from videos import Shot, make_video
+from gen.videos import Shot, make_video
+from helpers import env_for_cli, run_cli
 
 from archive import Archive
 from indexer.errors import StoreError
 from indexer.store import SCHEMA_VERSION
+
+pytestmark = (
+    pytest.mark.slow
+)  # index runs decode their first video in a child process (indexer.media.decode_child), or run the CLI
 
 
 @pytest.fixture()
@@ -74,13 +79,17 @@ def test_dead_vector_rows_are_skipped_and_dropped_by_optimize(store, tmp_path):
     assert (report.indexed, report.skipped) == (1, 1)
     rep = a.check()
     assert rep.ok and rep.vectors > rep.frames and rep.segments == 2
-    before = [(r.video, r.present, r.first_seen_s, r.duration_s) for r in a.search(image=_still(folder, tmp_path))[0].results]
+    before = [
+        (r.video, r.present, r.first_seen_s, r.duration_s) for r in a.search(image=_still(folder, tmp_path))[0].results
+    ]
     merged = a.optimize()
     assert merged.merged == 2 and merged.written == 1 and merged.dead_dropped == rep.vectors - rep.frames
     rep = a.check()
     assert rep.ok and not any("no catalog frame" in n for n in rep.notes)
     assert rep.frames == rep.vectors and rep.segments == 1
-    after = [(r.video, r.present, r.first_seen_s, r.duration_s) for r in a.search(image=_still(folder, tmp_path))[0].results]
+    after = [
+        (r.video, r.present, r.first_seen_s, r.duration_s) for r in a.search(image=_still(folder, tmp_path))[0].results
+    ]
     assert after == before and any(p for _, p, _, _ in after)
     assert a.optimize().merged == 0  # nothing left to do
 
@@ -108,8 +117,9 @@ def test_prune_removes_videos_whose_files_are_gone(store):
     assert a.info().videos == 1 and rep.ok and [n for n in rep.notes if "belong to no catalog frame" in n]
     a.optimize()
     assert a.check().ok and not a.check().notes
-    assert a.sql("SELECT count(*) AS n FROM shots s WHERE NOT EXISTS "
-                 "(SELECT 1 FROM videos v WHERE v.video_id = s.video_id)").records() == [{"n": 0}]
+    assert a.sql(
+        "SELECT count(*) AS n FROM shots s WHERE NOT EXISTS (SELECT 1 FROM videos v WHERE v.video_id = s.video_id)"
+    ).records() == [{"n": 0}]
 
 
 def test_an_index_run_names_the_gone_files_of_its_own_folders_only(store, tmp_path):
@@ -166,7 +176,9 @@ def test_partly_decodable_files_keep_their_frames_and_say_so(tmp_path, encoder):
     a = Archive(tmp_path / "store", encoder=encoder)
     report = a.index([folder])
     assert report.indexed == 2 and report.partial == 1 and not report.ok
-    rows = a.sql("SELECT v.name, v.n_frames, v.duration_s, f.error FROM videos v JOIN failures f USING (path)").records()
+    rows = a.sql(
+        "SELECT v.name, v.n_frames, v.duration_s, f.error FROM videos v JOIN failures f USING (path)"
+    ).records()
     assert len(rows) == 1 and rows[0]["name"] == "truncated.avi"
     assert "partly decoded" in rows[0]["error"] and "truncated" in rows[0]["error"]
     assert 5.0 < rows[0]["duration_s"] < 6.0 and rows[0]["n_frames"] >= 10
@@ -182,8 +194,9 @@ def test_reindex_leaves_no_label_rows_for_old_video_ids(store):
     a, folder = store
     a.label_add("anything", threshold=-1.0)
     index_paths([folder], a.store, IndexOptions(fps=3.0))  # the core alone: no label refresh afterwards
-    dangling = a.sql("SELECT count(*) AS n FROM video_labels l LEFT JOIN videos v USING (video_id) "
-                     "WHERE v.video_id IS NULL").records()
+    dangling = a.sql(
+        "SELECT count(*) AS n FROM video_labels l LEFT JOIN videos v USING (video_id) WHERE v.video_id IS NULL"
+    ).records()
     assert dangling == [{"n": 0}]
 
 
@@ -200,10 +213,6 @@ def test_unwritable_store_is_one_clear_error(store):
 
 def test_disk_full_during_a_commit_is_one_line_and_leaves_no_temp_file(tmp_path):
     import resource
-    import subprocess
-    import sys
-
-    from conftest import env_for_cli
 
     def limit():  # files may not grow past 3 MB: the catalog fits, the vector file does not
         resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))
@@ -214,8 +223,7 @@ def test_disk_full_during_a_commit_is_one_line_and_leaves_no_temp_file(tmp_path)
         make_video(folder / f"c{i}.mp4", [Shot(i + 1, 50), Shot(i + 40, 50)], "25", size=(160, 120))
     env = env_for_cli(tmp_path)
     env["ARCHIVE_MODEL"] = "ViT-B-32"  # 512-d vectors: the file outgrows the limit sooner
-    p = subprocess.run([sys.executable, "-m", "archive.cli", "index", str(folder), "-q", "--fps", "25"],
-                       env=env, capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    p = run_cli(["index", folder, "-q", "--fps", "25"], env, timeout=600, preexec_fn=limit)
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("error:")

@@ -9,13 +9,11 @@ the measuring, on answers the rule gets right.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import env_for_cli
-from evalads import PLAN, STILL_FRAME, make_ads, mistaken_rows, still, truth_rows, write_csv
+from gen.evalads import PLAN, STILL_FRAME, make_ads, mistaken_rows, still, truth_rows, write_csv
+from helpers import env_for_cli, run_cli
 from PIL import Image
 
 from archive import Archive
@@ -101,15 +99,18 @@ def test_a_plain_threshold_is_measured_instead_of_the_rule(ads, tmp_path):
         assert q.sweep.best.f1 == 1.0
 
 
+@pytest.mark.slow  # the CLI in a process
 def test_cli_eval_json_plot_and_bad_rows(ads, tmp_path):
     arc, truths, d = ads
-    rows = _truth_rows(truths, "ab") + [("nowhere.mp4", "image:a.png", 1, 2), ("ad0.mp4", "image:b.png", 3, 1),
-                                         ("ad0.mp4", "label:nolabel", "", "")]
+    rows = _truth_rows(truths, "ab") + [
+        ("nowhere.mp4", "image:a.png", 1, 2),
+        ("ad0.mp4", "image:b.png", 3, 1),
+        ("ad0.mp4", "label:nolabel", "", ""),
+    ]
     truth = _write(d / "cli.csv", rows)
     env = env_for_cli(tmp_path, arc.store)
     png = tmp_path / "eval.png"
-    p = subprocess.run([sys.executable, "-m", "archive.cli", "eval", str(truth), "--json", "--plot", str(png)],
-                       capture_output=True, text=True, env=env, check=False)
+    p = run_cli(["eval", truth, "--json", "--plot", png], env)
     assert p.returncode == 1, p.stderr  # bad rows: measured anyway, and said
     body = json.loads(p.stdout)
     n = len(rows) + 1  # lines in the file
@@ -127,24 +128,28 @@ def test_cli_eval_json_plot_and_bad_rows(ads, tmp_path):
         assert im.size[0] > 600 and im.size[1] > 300
 
 
+@pytest.mark.slow  # the CLI in a process
 def test_cli_eval_text_output_and_one_line_errors(ads, tmp_path):
     arc, truths, d = ads
     env = env_for_cli(tmp_path, arc.store)
     # a query and a label name with rich markup and an emoji code in them are printed as written
-    truth = _write(d / "text.csv", _truth_rows(truths, "g") + [("ad0.mp4", "a [/b] sign :dog:", "", ""),
-                                                                ("ad1.mp4", "label:[red]x", "", "")])
-    p = subprocess.run([sys.executable, "-m", "archive.cli", "eval", str(truth)], capture_output=True, text=True,
-                       env=env, check=False)
+    truth = _write(
+        d / "text.csv",
+        _truth_rows(truths, "g") + [("ad0.mp4", "a [/b] sign :dog:", "", ""), ("ad1.mp4", "label:[red]x", "", "")],
+    )
+    p = run_cli(["eval", truth], env)
     assert p.returncode == 1, p.stderr  # label:[red]x is not saved
     assert "Traceback" not in p.stderr and "label:[red]x: no saved label" in p.stderr
     for title in ("presence per video", "first seen", "time on screen", "a plain cosine cut", "a [/b] sign :dog:"):
         assert title in p.stdout
     utf16 = tmp_path / "utf16.csv"
     utf16.write_text("video,query,start_s,end_s\nad0.mp4,x,1,2\n", encoding="utf-16")
-    for args in (["eval", str(tmp_path / "missing.csv")], ["eval", str(utf16)],
-                 ["eval", str(truth), "--target-precision", "1.5"]):
-        p = subprocess.run([sys.executable, "-m", "archive.cli", *args], capture_output=True, text=True, env=env,
-                           check=False)
+    for args in (
+        ["eval", str(tmp_path / "missing.csv")],
+        ["eval", str(utf16)],
+        ["eval", str(truth), "--target-precision", "1.5"],
+    ):
+        p = run_cli(args, env)
         assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
         assert p.stderr.startswith("error:") and "Traceback" not in p.stderr
 
@@ -164,9 +169,13 @@ def test_calibrated_label_takes_the_sweeps_threshold(ads, tmp_path):
         cal = arc.label_calibrate("car", truth)
         assert cal.threshold == pytest.approx(best.threshold, abs=1e-9) and cal.problems == []
         assert (cal.precision, cal.recall, cal.judged, cal.positives) == (best.precision, best.recall, 4, 3)
-        rows = {r["name"]: r for r in arc.sql(
-            "SELECT v.name, l.present, l.rule FROM video_labels l JOIN videos v USING (video_id) "
-            "WHERE l.label = 'car'").records()}
+        rows = {
+            r["name"]: r
+            for r in arc.sql(
+                "SELECT v.name, l.present, l.rule FROM video_labels l JOIN videos v USING (video_id) "
+                "WHERE l.label = 'car'"
+            ).records()
+        }
         for v in q.videos:  # each video's answer follows the new cut of its best cosine
             assert rows[Path(v.video).name]["present"] == (v.score >= cal.threshold)
             assert rows[Path(v.video).name]["rule"] == "calibrated"
@@ -178,30 +187,43 @@ def test_calibrated_label_takes_the_sweeps_threshold(ads, tmp_path):
         assert lab.calibration.target_precision is None and lab.calibration.truth.endswith("car.csv")
         # the search page's API says so too: the label list, and each video's label chips
         from archive.server.app import create_app
+        from archive.server.routes import router
 
         app = create_app(arc.store)
-        routes = {r.path: r.endpoint for r in app.routes if hasattr(r, "endpoint")}
+        # the router's own routes: FastAPI 0.165 keeps an included router whole in app.routes
+        routes = {r.path: r.endpoint for r in router.routes if hasattr(r, "endpoint")}
         [s_lab] = routes["/api/stats"](app.state.archive)["labels"]
         assert s_lab["rule"] == "calibrated" and s_lab["calibration"]["judged_videos"] == 4
         assert s_lab["calibration"]["precision"] == pytest.approx(best.precision, abs=1e-4)
-        assert {lab_row["rule"] for v in routes["/api/videos"](app.state.archive)["videos"] for lab_row in v["labels"]} == {"calibrated"}
+        assert {
+            lab_row["rule"] for v in routes["/api/videos"](app.state.archive)["videos"] for lab_row in v["labels"]
+        } == {"calibrated"}
         # a target precision: the lowest cut that reaches it
         cal1 = arc.label_calibrate("car", truth, target_precision=1.0)
-        want = min((p for p in q.sweep.curve if p.counts.tp + p.counts.fp and p.precision >= 1.0),
-                   key=lambda p: p.threshold)
+        want = min(
+            (p for p in q.sweep.curve if p.counts.tp + p.counts.fp and p.precision >= 1.0), key=lambda p: p.threshold
+        )
         assert cal1.threshold == pytest.approx(want.threshold) and cal1.precision == 1.0
         assert arc.labels()[0].calibration.target_precision == 1.0
         # rows that cannot be used are reported and the rest is used
-        bad = _write(tmp_path / "bad.csv", [tuple(x.split(",")) for x in truth.read_text().splitlines()[1:]]
-                     + [("nowhere.mp4", "label:car", 1, 2)])
+        bad = _write(
+            tmp_path / "bad.csv",
+            [tuple(x.split(",")) for x in truth.read_text().splitlines()[1:]] + [("nowhere.mp4", "label:car", 1, 2)],
+        )
         cal_bad = arc.label_calibrate("car", bad)
-        assert cal_bad.problems == ["line 6: no indexed video has the path or name 'nowhere.mp4' "
-                                    "(see `archive sql \"SELECT path FROM videos\"`)."]
+        assert cal_bad.problems == [
+            "line 6: no indexed video has the path or name 'nowhere.mp4' "
+            '(see `archive sql "SELECT path FROM videos"`).'
+        ]
         assert cal_bad.threshold == pytest.approx(best.threshold)
         # the label's own prompt as the query works too
-        prompt_truth = _write(tmp_path / "prompt.csv", [(n, "a red car", a, b) for n, _, a, b in
-                                                         [tuple(x.split(",")) for x in
-                                                          truth.read_text().splitlines()[1:]]])
+        prompt_truth = _write(
+            tmp_path / "prompt.csv",
+            [
+                (n, "a red car", a, b)
+                for n, _, a, b in [tuple(x.split(",")) for x in truth.read_text().splitlines()[1:]]
+            ],
+        )
         assert arc.label_calibrate("car", prompt_truth).threshold == pytest.approx(best.threshold)
         # saving the label again drops the calibration
         arc.label_add("car", ["a red car"])

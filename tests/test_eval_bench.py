@@ -3,20 +3,18 @@
 
 import csv
 import json
-import subprocess
-import sys
 
-from conftest import TEST_MODEL, env_for_cli
-
-ARCHIVE = [sys.executable, "-m", "archive.cli"]
+import pytest
+from helpers import TEST_MODEL, env_for_cli, run_cli
 
 
 def test_write_truth_judges_every_video_and_query(tmp_path):
     from archive.bench.evaluation import eval_texts, write_truth
     from indexer.store import VideoRef
 
-    refs = [VideoRef(i + 1, f"/synthetic/brand{i % 50:02d}/ad{i:06d}.mp4", f"ad{i:06d}.mp4", 30.0, 25.0)
-            for i in range(400)]
+    refs = [
+        VideoRef(i + 1, f"/synthetic/brand{i % 50:02d}/ad{i:06d}.mp4", f"ad{i:06d}.mp4", 30.0, 25.0) for i in range(400)
+    ]
     path = tmp_path / "truth.csv"
     wrote = write_truth(str(path), refs, 200, 20)
     rows = list(csv.DictReader(path.open()))
@@ -33,15 +31,21 @@ def test_write_truth_judges_every_video_and_query(tmp_path):
     assert write_truth(str(path), refs, 200, 20) == wrote  # deterministic
 
 
+@pytest.mark.slow  # runs `archive bench` in processes
 def test_bench_eval_reports_a_fully_judged_run(tmp_path):
     env = env_for_cli(tmp_path)
     store = tmp_path / "synthetic"
-    p = subprocess.run(ARCHIVE + ["bench", "--frames", "600", "--queries", "0", "--keep", str(store),
-                                  "--model", TEST_MODEL, "--json"],
-                       env=env, capture_output=True, text=True, timeout=600)
+    p = run_cli(
+        ["bench", "--frames", "600", "--queries", "0", "--keep", store, "--model", TEST_MODEL, "--json"],
+        env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
-    p = subprocess.run(ARCHIVE + ["bench", "--eval", "--store", str(store), "--eval-videos", "5", "--eval-queries", "2",
-                                  "--runs", "2", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    p = run_cli(
+        ["bench", "--eval", "--store", store, "--eval-videos", "5", "--eval-queries", "2", "--runs", "2", "--json"],
+        env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["mode"] == "eval" and r["store_frames"] == 600 and r["store_videos"] == 10
@@ -51,11 +55,14 @@ def test_bench_eval_reports_a_fully_judged_run(tmp_path):
     assert set(r["in_process_split_s"]) == {"read_truth", "answers", "measure", "rest", "to_dict_json"}
 
 
+@pytest.mark.slow  # runs `archive bench` in processes
 def test_bench_eval_usage_errors_are_one_line(tmp_path):
     env = env_for_cli(tmp_path)
-    for args, code, word in ((["--eval"], 2, "--store"),
-                             (["--eval", "--store", str(tmp_path), "--eval-videos", "0"], 2, "--eval-videos"),
-                             (["--eval", "--store", str(tmp_path / "none")], 1, "no archive")):
-        p = subprocess.run(ARCHIVE + ["bench", *args], env=env, capture_output=True, text=True, timeout=300)
+    for args, code, word in (
+        (["--eval"], 2, "--store"),
+        (["--eval", "--store", str(tmp_path), "--eval-videos", "0"], 2, "--eval-videos"),
+        (["--eval", "--store", str(tmp_path / "none")], 1, "no archive"),
+    ):
+        p = run_cli(["bench", *args], env, timeout=300)
         assert p.returncode == code and word in p.stderr and "Traceback" not in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1

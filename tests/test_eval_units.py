@@ -279,9 +279,21 @@ def test_point_to_dict_rounds():
 
 
 def _ve(vid, truth=True, predicted=True, fps=25.0, true_first=None, first=None, true_dur=0.0, dur=0.0, iou_=None):
-    return VideoEval(video_id=vid, video=f"v{vid}.mp4", truth=truth, predicted=predicted, rank=vid, score=0.3,
-                     fps=fps, true_first_s=true_first, first_seen_s=first, true_duration_s=true_dur,
-                     duration_s=dur, iou=iou_, segments=[])
+    return VideoEval(
+        video_id=vid,
+        video=f"v{vid}.mp4",
+        truth=truth,
+        predicted=predicted,
+        rank=vid,
+        score=0.3,
+        fps=fps,
+        true_first_s=true_first,
+        first_seen_s=first,
+        true_duration_s=true_dur,
+        duration_s=dur,
+        iou=iou_,
+        segments=[],
+    )
 
 
 def _three():
@@ -325,9 +337,11 @@ def test_timestats_duration_errors():
 
 
 def test_timestats_ignores_videos_not_present_in_both():
-    extra = [_ve(4, truth=True, predicted=False, true_first=9.0, true_dur=3.0),  # missed
-             _ve(5, truth=False, predicted=True, first=2.0, dur=7.0),  # false alarm
-             _ve(6, truth=False, predicted=False)]
+    extra = [
+        _ve(4, truth=True, predicted=False, true_first=9.0, true_dur=3.0),  # missed
+        _ve(5, truth=False, predicted=True, first=2.0, dur=7.0),  # false alarm
+        _ve(6, truth=False, predicted=False),
+    ]
     assert TimeStats.of(_three() + extra) == TimeStats.of(_three())
 
 
@@ -450,14 +464,18 @@ def test_truth_query_kinds(tmp_path, refs):
 def test_truth_image_relative_to_working_directory(tmp_path, refs, monkeypatch):
     png = _png(tmp_path / "pics" / "x.png")
     monkeypatch.chdir(tmp_path / "pics")
-    t = read_truth(_write(tmp_path / "t" / "truth.csv", "video,query,start_s,end_s\nbeach.mp4,image:x.png,1,2\n"),
-                   refs, LABELS)
+    t = read_truth(
+        _write(tmp_path / "t" / "truth.csv", "video,query,start_s,end_s\nbeach.mp4,image:x.png,1,2\n"), refs, LABELS
+    )
     assert t.problems == [] and t.queries[0].target == str(png.resolve())
 
 
 def test_truth_utf8_bom_accepted(tmp_path, refs):
-    t = read_truth(_write(tmp_path / "truth.csv", b"\xef\xbb\xbf" + b"video,query,start_s,end_s\nbeach.mp4,sea,1,2\n"),
-                   refs, LABELS)
+    t = read_truth(
+        _write(tmp_path / "truth.csv", b"\xef\xbb\xbf" + b"video,query,start_s,end_s\nbeach.mp4,sea,1,2\n"),
+        refs,
+        LABELS,
+    )
     assert t.problems == [] and t.rows == 1 and _q(t, "sea").intervals == {1: [(1.0, 2.0)]}
 
 
@@ -474,14 +492,14 @@ def test_truth_columns_in_other_order_and_extra_column(tmp_path, refs):
 
 
 def test_truth_quoted_query_with_comma(tmp_path, refs):
-    t = read_truth(_write(tmp_path / "truth.csv", 'video,query,start_s,end_s\nbeach.mp4,"sand, sea",1,2\n'),
-                   refs, LABELS)
+    t = read_truth(
+        _write(tmp_path / "truth.csv", 'video,query,start_s,end_s\nbeach.mp4,"sand, sea",1,2\n'), refs, LABELS
+    )
     assert [q.query for q in t.queries] == ["sand, sea"]
 
 
 def test_truth_blank_lines_skipped(tmp_path, refs):
-    t = read_truth(_write(tmp_path / "truth.csv", "video,query,start_s,end_s\n\nbeach.mp4,sea,1,2\n  \n"),
-                   refs, LABELS)
+    t = read_truth(_write(tmp_path / "truth.csv", "video,query,start_s,end_s\n\nbeach.mp4,sea,1,2\n  \n"), refs, LABELS)
     assert t.problems == [] and t.rows == 1
 
 
@@ -541,25 +559,28 @@ HEAD = "video,query,start_s,end_s\nbeach.mp4,sea,1,2\n"
 TAIL = "city.mp4,dog,1,2\n"
 
 
-@pytest.mark.parametrize("row, message, unjudged", [
-    ("nope.mp4,sea,1,2", "no indexed video has the path or name 'nope.mp4'", False),
-    ("dup.mp4,sea,1,2", "'dup.mp4' names 2 indexed videos", False),
-    ("city.mp4,sea,5,4", "end_s 4 is before start_s 5", True),
-    # city is 10 s at 25 fps: 10.05 is more than one frame (0.04 s) past the end
-    ("city.mp4,sea,9,10.05", "end_s 10.05 is past the end of city.mp4 (10.000 s)", True),
-    ("city.mp4,sea,-1,2", "start_s -1 is before the start of the video", True),
-    ("city.mp4,sea,one,two", "must be seconds", True),
-    ("city.mp4,sea,1.5,2,5s", None, False),  # an extra unnamed field is ignored: no problem
-    ("city.mp4,sea,1,", "give both start_s and end_s", True),
-    ("city.mp4,sea,,2", "give both start_s and end_s", True),
-    ("city.mp4,sea,nan,2", "must be finite seconds", True),
-    ("city.mp4,sea,1,inf", "must be finite seconds", True),
-    ("city.mp4,image:x.png,1,2", "no readable image at x.png", False),
-    ("city.mp4,image:missing.png,1,2", "no readable image at missing.png", False),
-    ("city.mp4,label:nope,1,2", "no saved label named 'nope'", False),
-    (",sea,1,2", "no video", False),
-    ("city.mp4,,1,2", "no query", False),
-])
+@pytest.mark.parametrize(
+    "row, message, unjudged",
+    [
+        ("nope.mp4,sea,1,2", "no indexed video has the path or name 'nope.mp4'", False),
+        ("dup.mp4,sea,1,2", "'dup.mp4' names 2 indexed videos", False),
+        ("city.mp4,sea,5,4", "end_s 4 is before start_s 5", True),
+        # city is 10 s at 25 fps: 10.05 is more than one frame (0.04 s) past the end
+        ("city.mp4,sea,9,10.05", "end_s 10.05 is past the end of city.mp4 (10.000 s)", True),
+        ("city.mp4,sea,-1,2", "start_s -1 is before the start of the video", True),
+        ("city.mp4,sea,one,two", "must be seconds", True),
+        ("city.mp4,sea,1.5,2,5s", None, False),  # an extra unnamed field is ignored: no problem
+        ("city.mp4,sea,1,", "give both start_s and end_s", True),
+        ("city.mp4,sea,,2", "give both start_s and end_s", True),
+        ("city.mp4,sea,nan,2", "must be finite seconds", True),
+        ("city.mp4,sea,1,inf", "must be finite seconds", True),
+        ("city.mp4,image:x.png,1,2", "no readable image at x.png", False),
+        ("city.mp4,image:missing.png,1,2", "no readable image at missing.png", False),
+        ("city.mp4,label:nope,1,2", "no saved label named 'nope'", False),
+        (",sea,1,2", "no video", False),
+        ("city.mp4,,1,2", "no query", False),
+    ],
+)
 def test_truth_bad_row_is_one_problem(tmp_path, refs, row, message, unjudged):
     _write(tmp_path / "x.png", "this is not a picture\n")
     t = read_truth(_write(tmp_path / "truth.csv", HEAD + row + "\n" + TAIL), refs, LABELS)
@@ -606,14 +627,18 @@ def test_header_without_time_columns_stops_the_run(tmp_path, refs):
 
 def test_bare_carriage_returns_end_lines(tmp_path, refs):
     # "CSV (Macintosh)" writes \r alone between lines
-    t = read_truth(_write(tmp_path / "truth.csv", b"video,query,start_s,end_s\rbeach.mp4,sea,1,2\rcity.mp4,sea,,\r"),
-                   refs, LABELS)
+    t = read_truth(
+        _write(tmp_path / "truth.csv", b"video,query,start_s,end_s\rbeach.mp4,sea,1,2\rcity.mp4,sea,,\r"), refs, LABELS
+    )
     assert t.problems == [] and t.rows == 2 and _q(t, "sea").intervals == {1: [(1.0, 2.0)], 2: []}
 
 
 def test_quoted_line_break_is_one_problem_per_line(tmp_path, refs):
-    t = read_truth(_write(tmp_path / "truth.csv", 'video,query,start_s,end_s\n"beach.mp4","a\ndog",1,2\n'
-                                                  "beach.mp4,sea,1,2\n"), refs, LABELS)
+    t = read_truth(
+        _write(tmp_path / "truth.csv", 'video,query,start_s,end_s\n"beach.mp4","a\ndog",1,2\nbeach.mp4,sea,1,2\n'),
+        refs,
+        LABELS,
+    )
     assert t.problems[0].startswith("line 2: not a CSV row") and t.rows == 1
     assert [q.query for q in t.queries] == ["sea"]
 
@@ -624,8 +649,11 @@ def test_truncated_image_is_a_problem(tmp_path, refs):
     Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "full.jpg", quality=95)
     data = (tmp_path / "full.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
-    t = read_truth(_write(tmp_path / "truth.csv", "video,query,start_s,end_s\nbeach.mp4,image:cut.jpg,1,2\n"
-                                                  "beach.mp4,sea,1,2\n"), refs, LABELS)
+    t = read_truth(
+        _write(tmp_path / "truth.csv", "video,query,start_s,end_s\nbeach.mp4,image:cut.jpg,1,2\nbeach.mp4,sea,1,2\n"),
+        refs,
+        LABELS,
+    )
     assert len(t.problems) == 1 and "no readable image" in t.problems[0] and t.rows == 1
 
 
@@ -660,9 +688,11 @@ def test_missing_file_raises(tmp_path, refs):
 
 
 def test_absent_and_interval_for_same_video_conflict(tmp_path, refs):
-    text = ("video,query,start_s,end_s\n"
-            "beach.mp4,sea,,\nbeach.mp4,sea,1,2\n"  # absent, then an interval: kept, line 3 reported
-            "city.mp4,sea,1,2\ncity.mp4,sea,,\n")  # interval, then absent: kept, line 5 reported
+    text = (
+        "video,query,start_s,end_s\n"
+        "beach.mp4,sea,,\nbeach.mp4,sea,1,2\n"  # absent, then an interval: kept, line 3 reported
+        "city.mp4,sea,1,2\ncity.mp4,sea,,\n"
+    )  # interval, then absent: kept, line 5 reported
     t = read_truth(_write(tmp_path / "truth.csv", text), refs, LABELS)
     assert [p[:8] for p in t.problems] == ["line 3: ", "line 5: "]
     assert "line 2 says it is absent" in t.problems[0]
@@ -673,8 +703,11 @@ def test_absent_and_interval_for_same_video_conflict(tmp_path, refs):
 
 
 def _times(tmp_path, refs, video, a, b):
-    t = read_truth(_write(tmp_path / "truth.csv", f"video,query,start_s,end_s\nbeach.mp4,pad,0,1\n{video},sea,{a},{b}\n"),
-                   refs, LABELS)
+    t = read_truth(
+        _write(tmp_path / "truth.csv", f"video,query,start_s,end_s\nbeach.mp4,pad,0,1\n{video},sea,{a},{b}\n"),
+        refs,
+        LABELS,
+    )
     return t, _q(t, "sea")
 
 
@@ -716,4 +749,3 @@ def test_empty_spreadsheet_rows_are_skipped(tmp_path, refs):
     p.write_text("video,query,start_s,end_s\n,,,\nbeach.mp4,sea,1,2\n,,,\n")
     t = read_truth(p, refs, [])
     assert t.problems == [] and t.rows == 1
-

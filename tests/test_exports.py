@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, TEST_MODEL
+from helpers import DATA, TEST_MODEL
 
 from archive import Archive
 from indexer.media.decode import sample_frames
@@ -30,10 +30,13 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _store_rows(a: Archive) -> list[tuple]:
-    return a.sql("SELECT v.name, f.ts_s, f.end_s, s.start_s, s.end_s FROM frames f JOIN videos v USING (video_id) "
-                 "JOIN shots s USING (shot_id) ORDER BY 1, 2").rows
+    return a.sql(
+        "SELECT v.name, f.ts_s, f.end_s, s.start_s, s.end_s FROM frames f JOIN videos v USING (video_id) "
+        "JOIN shots s USING (shot_id) ORDER BY 1, 2"
+    ).rows
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_exported_towers_give_the_models_vectors_and_answers(cache, tmp_path, clips):
     full = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
     assert full.model is not None
@@ -69,6 +72,7 @@ def _in_fresh_process(code: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_a_fresh_process_embeds_without_open_clip(cache):
     Encoder.load(TEST_MODEL, "none", "cpu", full=True)  # exports
     code = (
@@ -84,6 +88,7 @@ def test_a_fresh_process_embeds_without_open_clip(cache):
     assert _in_fresh_process(code) == {"lite": True, "n": 3, "open_clip": False, "torchvision": False}
 
 
+@pytest.mark.slow  # a fresh Python process
 @pytest.mark.parametrize("freeze", [False, True])
 def test_a_model_loads_without_garbage_collections(cache, freeze):
     """No full collection runs while a fresh process imports torch and loads the model (each
@@ -142,14 +147,17 @@ def test_a_damaged_export_is_rebuilt_and_a_switched_off_one_unused(cache, monkey
     assert Encoder.load(TEST_MODEL, "none", "cpu", precision=full.precision).model is not None
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_decoders_started_for_another_input_size_are_restarted(cache, tmp_path, clips):
     full = Encoder.load(TEST_MODEL, "none", "cpu", full=True)
     # a verified export of the same model and weights that says frames are 160 px: found first
     odd = image_tower.export_dir(TEST_MODEL, "none", full.precision).parent / (
-        f"{TEST_MODEL}-{text_tower.cache_key(TEST_MODEL, 'none')}-0odd")
+        f"{TEST_MODEL}-{text_tower.cache_key(TEST_MODEL, 'none')}-0odd"
+    )
     odd.mkdir(parents=True)
-    (odd / "meta.json").write_text(json.dumps({"verified": True, "image_size": 160, "mean": [0.5] * 3,
-                                               "std": [0.5] * 3}))
+    (odd / "meta.json").write_text(
+        json.dumps({"verified": True, "image_size": 160, "mean": [0.5] * 3, "std": [0.5] * 3})
+    )
     assert image_tower.prep_for(TEST_MODEL, "none").image_size == 160
     own = Archive(tmp_path / "own")
     assert own.index([clips]).indexed == 2
@@ -158,8 +166,9 @@ def test_decoders_started_for_another_input_size_are_restarted(cache, tmp_path, 
     assert _store_rows(own) == _store_rows(whole)
     still = DATA / "megamind_frame.png"
     [r1], [r2] = own.search(image=still), whole.search(image=still)
-    assert [(r.video_id, r.present, r.first_seen_s, round(r.score, 3)) for r in r1.results] == \
-        [(r.video_id, r.present, r.first_seen_s, round(r.score, 3)) for r in r2.results]
+    assert [(r.video_id, r.present, r.first_seen_s, round(r.score, 3)) for r in r1.results] == [
+        (r.video_id, r.present, r.first_seen_s, round(r.score, 3)) for r in r2.results
+    ]
 
 
 def test_numpy_text_tower_gives_open_clips_vectors(cache, monkeypatch):
@@ -170,8 +179,16 @@ def test_numpy_text_tower_gives_open_clips_vectors(cache, monkeypatch):
     assert tower is not None
     assert tower.tokenizer._ranks is None  # built when a text is first tokenized, not at load
     # shared prefixes (templates), a text cut to the context, punctuation and unicode
-    texts = ["a beach", "a photo of a beach.", "a photo of a dog.", "a still from a video showing a beach.",
-             "stop! now", "Ünïcode &amp; text 123", "a very " + "long " * 100 + "text", "a"]
+    texts = [
+        "a beach",
+        "a photo of a beach.",
+        "a photo of a dog.",
+        "a still from a video showing a beach.",
+        "stop! now",
+        "Ünïcode &amp; text 123",
+        "a very " + "long " * 100 + "text",
+        "a",
+    ]
     with torch.inference_mode():
         want = torch.nn.functional.normalize(full.model.encode_text(full.tokenizer(texts)).float(), dim=-1).numpy()
     for rows in (1024, 12):  # one pass; then passes of a few texts each

@@ -1,6 +1,6 @@
 """Golden outputs of the random-weight test model: drift in weights, preprocessing or precision fails here.
 
-tests/data/golden_vit_s_32_alt.npz holds what tests/make_golden.py computed with
+tests/data/golden_vit_s_32_alt.npz holds what tests/gen/make_golden.py computed with
 ``ViT-S-32-alt`` / ``none`` (seeded random weights) in fp32 on CPU: the embedding of
 tests/data/megamind_frame.png, of one text, and a summary of the model input for that frame
 scaled like a decoded video frame. These tests recompute them with the installed libraries.
@@ -8,9 +8,9 @@ scaled like a decoded video frame. These tests recompute them with the installed
 
 from __future__ import annotations
 
-import make_golden as mg
 import numpy as np
 import pytest
+from gen import make_golden as mg
 
 COS_FP32, ABS_FP32 = 0.99999, 1e-4
 PRE_TOL = 1e-5
@@ -24,39 +24,36 @@ def golden() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def fp32():
-    """An explicit fp32 encoder (the session ``encoder`` fixture follows the hardware's precision)."""
-    enc = mg.load_encoder("fp32")
-    assert enc.precision == "fp32"
-    return enc
-
-
-@pytest.fixture(scope="module")
 def fresh(fp32) -> dict[str, np.ndarray]:
     return mg.compute(fp32)
 
 
 def provenance(golden: dict[str, np.ndarray]) -> str:
     """Which versions made the golden file, which are installed, and how (not) to regenerate it."""
-    made = ", ".join(f"{k[len('version_'):]} {golden[k]}" for k in sorted(golden) if k.startswith("version_"))
+    made = ", ".join(f"{k[len('version_') :]} {golden[k]}" for k in sorted(golden) if k.startswith("version_"))
     now = ", ".join(f"{k} {v}" for k, v in sorted(mg.library_versions().items()))
     return (
         f"\n  golden file {mg.GOLDEN.name} was made with: {made}"
         f"\n  installed now:                            {now}"
         "\n  If this follows a deliberate upgrade (or a deliberate change in preprocessing), check the"
-        "\n  new outputs, then regenerate with `python tests/make_golden.py`; otherwise this is drift: fix it."
+        "\n  new outputs, then regenerate with `python tests/gen/make_golden.py`; otherwise this is drift: fix it."
     )
 
 
-def compare_vectors(name: str, got: np.ndarray, want: np.ndarray, min_cos: float, max_abs: float | None,
-                    golden: dict[str, np.ndarray]) -> None:
+def compare_vectors(
+    name: str, got: np.ndarray, want: np.ndarray, min_cos: float, max_abs: float | None, golden: dict[str, np.ndarray]
+) -> None:
     assert got.shape == want.shape and got.dtype == np.float32, (
-        f"{name}: shape/dtype {got.shape} {got.dtype}, golden {want.shape} {want.dtype}{provenance(golden)}")
+        f"{name}: shape/dtype {got.shape} {got.dtype}, golden {want.shape} {want.dtype}{provenance(golden)}"
+    )
     cos = float(np.dot(got, want) / (np.linalg.norm(got) * np.linalg.norm(want)))
     diff = float(np.max(np.abs(got - want)))
     ok = cos >= min_cos and (max_abs is None or diff <= max_abs)
-    assert ok, (f"{name}: cosine {cos:.7f} to golden (need >= {min_cos}), max abs diff {diff:.2e}"
-                + (f" (need <= {max_abs:.0e})" if max_abs is not None else "") + provenance(golden))
+    assert ok, (
+        f"{name}: cosine {cos:.7f} to golden (need >= {min_cos}), max abs diff {diff:.2e}"
+        + (f" (need <= {max_abs:.0e})" if max_abs is not None else "")
+        + provenance(golden)
+    )
 
 
 def test_golden_file_describes_this_model(golden):
@@ -83,11 +80,14 @@ def test_preprocessing_matches_golden(golden, fresh):
     """The scaled frame's shape, and the model input's shape, per-channel mean/std and fixed pixels, to 1e-5."""
     for key in ("scaled_shape", "pre_shape"):
         assert np.array_equal(fresh[key], golden[key]), (
-            f"{key}: {fresh[key].tolist()}, golden {golden[key].tolist()}{provenance(golden)}")
+            f"{key}: {fresh[key].tolist()}, golden {golden[key].tolist()}{provenance(golden)}"
+        )
     for key in ("pre_mean", "pre_std", "pre_pixels"):
         diff = float(np.max(np.abs(fresh[key] - golden[key])))
-        assert diff <= PRE_TOL, (f"{key}: {fresh[key].tolist()}, golden {golden[key].tolist()} "
-                                 f"(max abs diff {diff:.2e} > {PRE_TOL:.0e}){provenance(golden)}")
+        assert diff <= PRE_TOL, (
+            f"{key}: {fresh[key].tolist()}, golden {golden[key].tolist()} "
+            f"(max abs diff {diff:.2e} > {PRE_TOL:.0e}){provenance(golden)}"
+        )
 
 
 def test_bf16_vectors_are_close_to_golden_fp32(golden):

@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, env_for_cli
+from helpers import DATA, TEST_MODEL, env_for_cli, run_cli, video_record
 
 from archive import Archive
 from archive.bench.synthetic import build_synthetic
 from indexer import settings
 from indexer.errors import StoreError
-from indexer.store import FrameRecord, Reader, ShotRecord, VideoRecord, Writer, check_store
+from indexer.store import Reader, ShotRecord, Writer, check_store
 from indexer.store import segments as segmod
 from indexer.store import vectors as vecfile
 from search.query import Searcher
 
-STORES = Path(__file__).parent / "data" / "stores"
+STORES = DATA / "stores"
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -74,8 +71,9 @@ def test_an_old_fp32_store_is_read_then_rewritten_as_fp16_by_optimize(tmp_path, 
     np.testing.assert_allclose(new.vectors.take(new.row), old_vecs, atol=1e-3)
     after = Archive(store, encoder=encoder).search("a tree", "leaves", threshold=0.0)
     for b, c in zip(before, after):
-        assert [(r.video, r.present, r.first_seen_s, r.duration_s) for r in b.results] == \
-               [(r.video, r.present, r.first_seen_s, r.duration_s) for r in c.results]
+        assert [(r.video, r.present, r.first_seen_s, r.duration_s) for r in b.results] == [
+            (r.video, r.present, r.first_seen_s, r.duration_s) for r in c.results
+        ]
         assert [round(r.score, 3) for r in b.results] == [round(r.score, 3) for r in c.results]
     assert check_store(store).ok
     with pytest.raises(StoreError, match="needs at least 10,240 vectors"):  # too small for an index
@@ -97,8 +95,10 @@ def _shown(res):
     return [r.to_dict() for r in res.results]
 
 
+@pytest.mark.slow  # the CLI in a process
 def test_ivf_index_ranks_candidates_that_are_rescored_exactly_and_takes_new_videos_without_retraining(
-        big, encoder, monkeypatch, tmp_path):
+    big, encoder, monkeypatch, tmp_path
+):
     assert Reader(big).info().ivf is None and "scan" in Reader(big).info().query_index
     a = Archive(big, encoder=encoder)
     rep = a.optimize(ivf=True)
@@ -129,11 +129,15 @@ def test_ivf_index_ranks_candidates_that_are_rescored_exactly_and_takes_new_vide
     q = fast.text_vectors(["a lighthouse at dusk"])[0]
     rng = np.random.default_rng(5)
     vecs = _unit(q[None, :] + 0.05 * _unit(rng.standard_normal((8, len(q)))))
-    rec = VideoRecord(
-        path=str(tmp_path / "new_ad.mp4"), size_bytes=1, mtime=0.0, fingerprint="f" * 32, duration_s=4.0, fps=25.0,
-        width=64, height=64, codec="h264", sample_fps=2.0, decoded_frames=100,
-        frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, 0) for t in range(8)], vectors=vecs,
-        shots=[ShotRecord(0.0, 4.0)])
+    rec = video_record(
+        str(tmp_path / "new_ad.mp4"),
+        vecs,
+        fingerprint="f" * 32,
+        width=64,
+        height=64,
+        decoded_frames=100,
+        shots=[ShotRecord(0.0, 4.0)],
+    )
     with Writer(big) as w:
         w.attach_existing()
         w.commit([rec])
@@ -152,7 +156,7 @@ def test_ivf_index_ranks_candidates_that_are_rescored_exactly_and_takes_new_vide
     # archive info says which index answers, from the CLI.
     env = env_for_cli(tmp_path, big)
     env["ARCHIVE_IVF_FRAMES"] = "5000"
-    p = subprocess.run([sys.executable, "-m", "archive.cli", "info", "--json"], env=env, capture_output=True, text=True)
+    p = run_cli(["info", "--json"], env)
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["ivf"]["factory"] == "IVF256,PQ32" and d["ivf"]["vectors_with_codes"] == 12_008
@@ -198,6 +202,7 @@ def test_files_of_an_interrupted_ivf_training_are_removed_and_lost_codes_are_sca
     assert check_store(big).ok and not any("no codes" in n for n in check_store(big).notes)
 
 
+@pytest.mark.slow  # the CLI in a process
 def test_an_index_run_that_grows_the_archive_large_trains_its_ivf_index_once(big, tmp_path):
     """Comparing new videos for shared footage scans every frame until the archive has an IVF index.
     An index run that adds videos to an archive of ``ARCHIVE_MATCH_IVF_FRAMES`` frames or more
@@ -205,15 +210,13 @@ def test_an_index_run_that_grows_the_archive_large_trains_its_ivf_index_once(big
     through it; below the limit nothing is trained, and a later run does not train again."""
     from indexer.store import Reader
 
-    data = Path(__file__).parent / "data"
     env = env_for_cli(tmp_path, big)
 
     def index(name: str, limit: str, as_json: bool = True) -> tuple[dict, str]:
         folder = tmp_path / name
         folder.mkdir()
-        shutil.copy(data / "tree.avi", folder / f"{name}.avi")
-        p = subprocess.run([sys.executable, "-m", "archive.cli", "index", str(folder)] + (["--json"] if as_json else []),
-                           env={**env, "ARCHIVE_MATCH_IVF_FRAMES": limit}, capture_output=True, text=True)
+        shutil.copy(DATA / "tree.avi", folder / f"{name}.avi")
+        p = run_cli(["index", folder] + (["--json"] if as_json else []), {**env, "ARCHIVE_MATCH_IVF_FRAMES": limit})
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout) if as_json else {}, p.stderr
 
@@ -291,7 +294,8 @@ def test_candidates_follow_the_read_paths_order_where_strong_matches_saturate(bi
     assert (p_best[want] == 1.0).all()  # saturated: every one of them has probability 1.0 ...
     by_raw = np.lexsort((-np.maximum.reduceat(raw, starts), -p_best))[:top]
     assert set(want) != set(by_raw)  # ... and ties broken by raw cosine would pick other videos
-    cand = ranker.candidates(q[None, :].astype(np.float32), [True], bg, settings.ivf_candidate_videos(top),
-                             scanner.scores_at)
+    cand = ranker.candidates(
+        q[None, :].astype(np.float32), [True], bg, settings.ivf_candidate_videos(top), scanner.scores_at
+    )
     got = set(np.unique(ranker.group[cand]).tolist())
     assert set(want.tolist()) <= got

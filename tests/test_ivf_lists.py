@@ -8,21 +8,18 @@ written since. On real FAISS, DuckDB and open_clip.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, env_for_cli
+from helpers import DATA, TEST_MODEL, env_for_cli, kill, start_cli, video_record
 
 from archive import Archive
 from archive.bench.synthetic import build_synthetic
-from indexer.store import FrameRecord, Reader, ShotRecord, VideoRecord, Writer, check_store
+from indexer.store import Reader, ShotRecord, VideoRecord, Writer, check_store, vectorview
 from indexer.store import ivf as ivfmod
 from indexer.store import segments as segmod
 from search.query import Searcher
@@ -32,13 +29,29 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def _big_built(tmp_path_factory):
+    """The store of :func:`big`, built once for this module (13 s; each test changes its own copy)."""
+    store = tmp_path_factory.mktemp("big") / "big"
+    with pytest.MonkeyPatch.context() as mp:  # as the tests' own environment (conftest's _test_env)
+        for k, v in {
+            "ARCHIVE_MODEL": TEST_MODEL,
+            "ARCHIVE_PRETRAINED": "none",
+            "HF_HUB_OFFLINE": "1",
+            "ARCHIVE_IVF_FRAMES": "5000",
+        }.items():
+            mp.setenv(k, v)
+        build_synthetic(str(store), 12_000, TEST_MODEL, "none")
+        Archive(store).optimize(ivf=True)
+    return store
+
+
 @pytest.fixture()
-def big(tmp_path, monkeypatch):
+def big(_big_built, tmp_path, monkeypatch):
     """12,000 synthetic frames with a trained IVF index that queries use (ARCHIVE_IVF_FRAMES 5,000)."""
     monkeypatch.setenv("ARCHIVE_IVF_FRAMES", "5000")
     store = tmp_path / "big"
-    build_synthetic(str(store), 12_000, TEST_MODEL, "none")
-    Archive(store).optimize(ivf=True)
+    shutil.copytree(_big_built, store)
     return store
 
 
@@ -48,12 +61,14 @@ def _lists(store: Path) -> ivfmod.ListsRef | None:
 
 
 def _record(path: Path, vecs: np.ndarray) -> VideoRecord:
-    n = len(vecs)
-    return VideoRecord(
-        path=str(path), size_bytes=1, mtime=0.0, fingerprint=f"{abs(hash(str(path))):032x}"[:32], duration_s=n * 0.5,
-        fps=25.0, width=64, height=64, codec="h264", sample_fps=2.0, decoded_frames=n * 12,
-        frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, 0) for t in range(n)], vectors=vecs,
-        shots=[ShotRecord(0.0, n * 0.5)])
+    return video_record(
+        str(path),
+        vecs,
+        fingerprint=f"{abs(hash(str(path))):032x}"[:32],
+        width=64,
+        height=64,
+        shots=[ShotRecord(0.0, len(vecs) * 0.5)],
+    )
 
 
 def _from_codes(store: Path) -> tuple[np.ndarray, np.ndarray, int]:
@@ -62,8 +77,11 @@ def _from_codes(store: Path) -> tuple[np.ndarray, np.ndarray, int]:
         refs = segmod.registered(con)
         ref = ivfmod.current(con)
     codec = ivfmod.IvfCodec.load(store, ref)
-    parts = [(np.asarray(segmod.vecfile.map_file(r.path(store))[0]), segmod.read_codes(store, r, codec.code_size))
-             for r in refs if r.ivf_id == ref.ivf_id]
+    parts = [
+        (np.asarray(segmod.vecfile.map_file(r.path(store))[0]), vectorview.read_codes(store, r, codec.code_size))
+        for r in refs
+        if r.ivf_id == ref.ivf_id
+    ]
     index = codec.searchable(parts)
     faiss.extract_index_ivf(index).nprobe = ref.nlist
     return (*index.search(_queries(store), 40), int(index.ntotal))
@@ -104,7 +122,8 @@ def test_training_writes_a_lists_file_that_faiss_reads_and_that_searches_like_th
 
 
 def test_a_commit_writes_nothing_in_proportion_to_the_archive_and_readers_add_only_its_rows(
-        big, encoder, tmp_path, monkeypatch):
+    big, encoder, tmp_path, monkeypatch
+):
     lists = _lists(big)
     stamp = lists.path(big).stat()
     before = {p.name: p.stat().st_size for p in (big / "vectors").iterdir()}
@@ -123,8 +142,8 @@ def test_a_commit_writes_nothing_in_proportion_to_the_archive_and_readers_add_on
 
     # A reader maps the lists file and reads the codes of the new segment only.
     calls = []
-    real = segmod.read_codes
-    monkeypatch.setattr(segmod, "read_codes", lambda *a, **k: calls.append(a[1].file) or real(*a, **k))
+    real = vectorview.read_codes
+    monkeypatch.setattr(vectorview, "read_codes", lambda *a, **k: calls.append(a[1].file) or real(*a, **k))
     d1, i1, n1, parts = _through_layer(big)
     assert n1 == 12_008 and parts == 2 and len(calls) == 1
     monkeypatch.undo()
@@ -188,8 +207,12 @@ def test_frame_ids_are_never_given_out_again_below_the_lists_file(big, tmp_path)
         w.attach_existing()
         w.commit([again])
     with Reader(big).connection() as con:
-        ids = [r[0] for r in con.execute("SELECT f.frame_id FROM frames f JOIN videos v USING (video_id) "
-                                         "WHERE v.path = ?", [again.path]).fetchall()]
+        ids = [
+            r[0]
+            for r in con.execute(
+                "SELECT f.frame_id FROM frames f JOIN videos v USING (video_id) WHERE v.path = ?", [again.path]
+            ).fetchall()
+        ]
     assert min(ids) > lists.max_frame_id  # a reader takes rows up to there to be in the lists file
     d0, i0, _n0 = _from_codes(big)
     d1, i1, _n1, _parts = _through_layer(big)
@@ -199,7 +222,10 @@ def test_frame_ids_are_never_given_out_again_below_the_lists_file(big, tmp_path)
 
 def test_a_damaged_or_missing_lists_file_is_said_searched_around_and_repaired(big, encoder, monkeypatch):
     monkeypatch.setenv("ARCHIVE_IVF_NPROBE", "256")
-    want = [r.to_dict() for r in Searcher(big, encoder=encoder, exact=True).search(["a beach"], top=5, threshold=0.3)[0].results]
+    want = [
+        r.to_dict()
+        for r in Searcher(big, encoder=encoder, exact=True).search(["a beach"], top=5, threshold=0.3)[0].results
+    ]
     lists = _lists(big)
     path = lists.path(big)
     data = path.read_bytes()
@@ -237,8 +263,10 @@ def test_a_damaged_or_missing_lists_file_is_said_searched_around_and_repaired(bi
     assert opt.lists_rows == 12_000 and _lists(big) is not None and check_store(big).ok
 
 
-@pytest.mark.parametrize("point, args", [("lists.written", []), ("lists.swapped", []),
-                                         ("ivf.lists_written", ["--ivf", "--retrain"])])
+@pytest.mark.slow  # kills `archive optimize`, a process of its own, at a named point
+@pytest.mark.parametrize(
+    "point, args", [("lists.written", []), ("lists.swapped", []), ("ivf.lists_written", ["--ivf", "--retrain"])]
+)
 def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path, point, args):
     rec = _record(tmp_path / "tail.mp4", _unit(np.random.default_rng(9).standard_normal((7, _dim(big)))))
     with Writer(big) as w:
@@ -250,8 +278,7 @@ def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path
     env["ARCHIVE_IVF_FRAMES"] = "5000"
     marker = tmp_path / "paused"
     env["ARCHIVE_TEST_PAUSE"] = f"{point}={marker}"
-    p = subprocess.Popen([sys.executable, "-m", "archive.cli", "optimize", *args], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = start_cli(["optimize", *args], env)
     try:
         for _ in range(30_000):
             if marker.exists() or p.poll() is not None:
@@ -259,8 +286,7 @@ def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path
             time.sleep(0.01)
         assert marker.exists(), p.stderr.read() if p.poll() is not None else "never paused"
     finally:
-        os.killpg(p.pid, 9)
-        p.wait()
+        kill(p)
     now = _lists(big)
     if point != "lists.swapped":
         assert now == first  # the new file (and a new index's) are orphans: readers never open them
@@ -277,6 +303,7 @@ def test_kill_9_while_optimize_writes_the_lists_file_loses_nothing(big, tmp_path
     assert check_store(big).ok
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_a_lists_file_that_cannot_be_written_does_not_fail_the_index_run(big, encoder, tmp_path, monkeypatch):
     # The lists file only speeds readers up: when writing a due one fails (a full disk), the run's
     # videos stay committed, the report says so, and readers build the index from the codes.
@@ -285,7 +312,9 @@ def test_a_lists_file_that_cannot_be_written_does_not_fail_the_index_run(big, en
     monkeypatch.setattr(ivfmod, "LISTS_TAIL_SHARE", 0.0)
 
     def full(*_a, **_k):
-        raise ivfmod.StoreError("could not write the IVF lists file (No space left on device); the archive is unchanged.")
+        raise ivfmod.StoreError(
+            "could not write the IVF lists file (No space left on device); the archive is unchanged."
+        )
 
     monkeypatch.setattr(ivfmod, "write_lists", full)
     rec = _record(tmp_path / "one.mp4", _unit(np.random.default_rng(8).standard_normal((5, _dim(big)))))
@@ -297,7 +326,7 @@ def test_a_lists_file_that_cannot_be_written_does_not_fail_the_index_run(big, en
     assert _lists(big) == first and check_store(big).ok
     folder = tmp_path / "clips"  # a real index run: its report says it, and the run succeeds
     folder.mkdir()
-    shutil.copy(Path(__file__).parent / "data" / "tree.avi", folder / "tree.avi")
+    shutil.copy(DATA / "tree.avi", folder / "tree.avi")
     report = Archive(big, encoder=encoder).index([folder])
     assert report.ok and report.indexed == 1 and "lists file could not be written" in report.lists_note
     monkeypatch.undo()

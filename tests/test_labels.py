@@ -2,10 +2,14 @@
 
 import numpy as np
 import pytest
-from videos import Shot, make_video
+from gen.videos import Shot, make_video
 
 from archive import Archive
 from indexer.errors import ArchiveError, QueryError
+
+pytestmark = (
+    pytest.mark.slow
+)  # each in-process index run decodes its first video in a child process (indexer.media.decode_child)
 
 
 @pytest.fixture()
@@ -20,15 +24,23 @@ def arc(tmp_path, encoder):
 
 
 def rows(a, label):
-    return {r["path"]: r for r in a.sql(
-        "SELECT v.path, l.present, l.first_seen_s, l.duration_s, l.n_segments, l.score FROM video_labels l "
-        f"JOIN videos v USING (video_id) WHERE l.label = '{label}'").records()}
+    return {
+        r["path"]: r
+        for r in a.sql(
+            "SELECT v.path, l.present, l.first_seen_s, l.duration_s, l.n_segments, l.score FROM video_labels l "
+            f"JOIN videos v USING (video_id) WHERE l.label = '{label}'"
+        ).records()
+    }
 
 
 def segs(a, label, path):
-    return [(r["start_s"], r["end_s"]) for r in a.sql(
-        "SELECT s.start_s, s.end_s FROM segments s JOIN videos v USING (video_id) "
-        f"WHERE s.label = '{label}' AND v.path = '{path}' ORDER BY s.start_s").records()]
+    return [
+        (r["start_s"], r["end_s"])
+        for r in a.sql(
+            "SELECT s.start_s, s.end_s FROM segments s JOIN videos v USING (video_id) "
+            f"WHERE s.label = '{label}' AND v.path = '{path}' ORDER BY s.start_s"
+        ).records()
+    ]
 
 
 @pytest.mark.parametrize("use_threshold", [False, True])
@@ -37,7 +49,9 @@ def test_label_tables_agree_with_search(arc, use_threshold):
     prompt = "a construction site"
     thr = None
     if use_threshold:  # random weights: a cut at the median score makes some frames match
-        thr = float(np.median([r["s"] for r in a.sql(f"SELECT clip_score(frame_id, '{prompt}') AS s FROM frames").records()]))
+        thr = float(
+            np.median([r["s"] for r in a.sql(f"SELECT clip_score(frame_id, '{prompt}') AS s FROM frames").records()])
+        )
     a.label_add("site", [prompt], threshold=thr)
     [res] = a.search(prompt, threshold=thr, top=None)
     table = rows(a, "site")
@@ -96,11 +110,13 @@ def test_classify_shares(arc):
         a.classify(labels=["nope"])
 
 
-def readme_sql():
+def docs_sql():
+    """Every SQL example of the docs site (```sql blocks; one statement after each ``--`` comment)."""
     import re
     from pathlib import Path
 
-    text = (Path(__file__).parent.parent / "README.md").read_text()
+    docs = Path(__file__).parent.parent / "docs"
+    text = "\n".join(p.read_text() for p in sorted(docs.rglob("*.md")))
     out = []
     for block in re.findall(r"```sql\n(.*?)```", text, re.S):
         cur: list[str] = []
@@ -116,11 +132,11 @@ def readme_sql():
     return out
 
 
-def test_every_sql_example_in_the_readme_runs(arc):
+def test_every_sql_example_in_the_docs_runs(arc):
     a, _ = arc
     for name in ("alcohol", "football", "beach", "car", "logo"):
         a.label_add(name, threshold=-1.0 if name in ("car", "beach") else None)
-    queries = readme_sql()
+    queries = docs_sql()
     assert len(queries) >= 13
     for q in queries:
         a.sql(q.rstrip(";"))  # raises QueryError on any mistake

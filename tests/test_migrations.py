@@ -25,8 +25,10 @@ import pytest
 from archive import Archive
 
 # The fixtures were written by DuckDB 2.0.1; older DuckDB versions need not read its files.
-pytestmark = pytest.mark.skipif(int(duckdb.__version__.split(".")[0]) < 2,
-                                reason=f"the fixture catalogs need DuckDB 2 to read (installed: {duckdb.__version__})")
+pytestmark = pytest.mark.skipif(
+    int(duckdb.__version__.split(".")[0]) < 2,
+    reason=f"the fixture catalogs need DuckDB 2 to read (installed: {duckdb.__version__})",
+)
 from indexer.errors import StoreError
 from indexer.store import SCHEMA_VERSION
 
@@ -42,11 +44,24 @@ FIXTURES: dict[str, dict[str, Any]] = {
     # fc1eaaa: the last commit writing v2 (real shots, labels).
     "v2": {"commit": "fc1eaaa", "version": 2, "videos": 1, "frames": 58, "shots": True, "labels": ["leaves", "tree"]},
     # 7c6f1da: the last commit writing v1; it already has shots (since 59ce3bb) and labels.
-    "v1-shots": {"commit": "7c6f1da", "version": 1, "videos": 1, "frames": 58, "shots": True,
-                 "labels": ["leaves", "tree"]},
+    "v1-shots": {
+        "commit": "7c6f1da",
+        "version": 1,
+        "videos": 1,
+        "frames": 58,
+        "shots": True,
+        "labels": ["leaves", "tree"],
+    },
     # 98deb9d: the last commit writing v3 (thumbnails; one vector file, frames.faiss).
-    "v3": {"commit": "98deb9d", "version": 3, "videos": 1, "frames": 58, "shots": True, "labels": ["leaves", "tree"],
-           "thumbs": True},
+    "v3": {
+        "commit": "98deb9d",
+        "version": 3,
+        "videos": 1,
+        "frames": 58,
+        "shots": True,
+        "labels": ["leaves", "tree"],
+        "thumbs": True,
+    },
 }
 
 # Catalogs written by 59ce3bb and 7c6f1da say schema version 1 but already have the shots table
@@ -56,6 +71,7 @@ UPGRADABLE = list(FIXTURES)
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
 
 def _copy_fixture(name: str, tmp_path: Path) -> Path:
     dest = tmp_path / f"store-{name}"
@@ -70,15 +86,19 @@ def _tables(con: Any) -> set[str]:
 
 
 # The same statements run on the old catalog (duckdb, read-only) and on the upgraded one (a.sql).
-Q_VIDEOS = ("SELECT video_id, path, name, size_bytes, mtime, fingerprint, duration_s, fps, width, height, "
-            "codec, n_frames, sample_fps, decoded_frames FROM videos ORDER BY video_id")
+Q_VIDEOS = (
+    "SELECT video_id, path, name, size_bytes, mtime, fingerprint, duration_s, fps, width, height, "
+    "codec, n_frames, sample_fps, decoded_frames FROM videos ORDER BY video_id"
+)
 Q_FRAMES = "SELECT frame_id, video_id, ts_s, end_s FROM frames ORDER BY frame_id"
 Q_FRAME_SHOTS = "SELECT frame_id, shot_id FROM frames ORDER BY frame_id"
 Q_SHOTS = "SELECT shot_id, video_id, start_s, end_s, kind FROM shots ORDER BY shot_id"
 Q_LABELS = "SELECT label, prompts, threshold, created_at FROM labels ORDER BY label"
 Q_SEGMENTS = "SELECT label, video_id, start_s, end_s, peak_score FROM segments ORDER BY label, video_id, start_s"
-Q_VIDEO_LABELS = ("SELECT video_id, label, present, first_seen_s, duration_s, n_segments, best_s, score "
-                  "FROM video_labels ORDER BY video_id, label")
+Q_VIDEO_LABELS = (
+    "SELECT video_id, label, present, first_seen_s, duration_s, n_segments, best_s, score "
+    "FROM video_labels ORDER BY video_id, label"
+)
 
 
 def _before(store: Path) -> dict[str, Any]:
@@ -98,8 +118,12 @@ def _before(store: Path) -> dict[str, Any]:
             "segments": con.execute(Q_SEGMENTS).fetchall() if "segments" in tables else [],
             "video_labels": con.execute(Q_VIDEO_LABELS).fetchall() if "video_labels" in tables else [],
         }
-        frame_cols = {r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'frames'").fetchall()}
+        frame_cols = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'frames'"
+            ).fetchall()
+        }
         snap["has_thumb_columns"] = bool(frame_cols & {"thumb_offset", "thumb_bytes"})
     finally:
         con.close()
@@ -113,7 +137,9 @@ def _rows(a: Archive, query: str) -> list[tuple[Any, ...]]:
 def _vectors(store: Path) -> dict[int, np.ndarray]:
     """frame id -> vector, read with FAISS: from frames.faiss (schema 3 and older) or from every
     vector segment (schema 4)."""
-    files = [store / "frames.faiss"] if (store / "frames.faiss").exists() else sorted((store / "vectors").glob("*.faiss"))
+    files = (
+        [store / "frames.faiss"] if (store / "frames.faiss").exists() else sorted((store / "vectors").glob("*.faiss"))
+    )
     out: dict[int, np.ndarray] = {}
     for path in files:
         index = faiss.read_index(str(path))
@@ -150,7 +176,9 @@ def tree_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _upgrade(name: str, tmp_path: Path, encoder: Any) -> tuple[Archive, Path, dict[str, Any], dict[int, np.ndarray], Any]:
+def _upgrade(
+    name: str, tmp_path: Path, encoder: Any
+) -> tuple[Archive, Path, dict[str, Any], dict[int, np.ndarray], Any]:
     """Copy the fixture, read it as it is, and upgrade it with `index` on an empty folder."""
     store = _copy_fixture(name, tmp_path)
     before, vectors = _before(store), _vectors(store)
@@ -165,6 +193,7 @@ def _upgrade(name: str, tmp_path: Path, encoder: Any) -> tuple[Archive, Path, di
 
 
 # -- tests --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ALL)
 def test_old_store_is_refused_by_readers_until_indexed(name, tmp_path, encoder, tree_png):
@@ -226,9 +255,13 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
         assert _rows(a, Q_FRAME_SHOTS) == before["frame_shots"]
     else:
         assert sorted((s[1], s[2], s[3], s[4]) for s in shots) == sorted(
-            (v[0], 0.0, v[6], "content") for v in before["videos"])
-    assert _rows(a, "SELECT count(*) FROM frames f LEFT JOIN shots s USING (shot_id) "
-                    "WHERE s.shot_id IS NULL OR s.video_id <> f.video_id") == [(0,)]
+            (v[0], 0.0, v[6], "content") for v in before["videos"]
+        )
+    assert _rows(
+        a,
+        "SELECT count(*) FROM frames f LEFT JOIN shots s USING (shot_id) "
+        "WHERE s.shot_id IS NULL OR s.video_id <> f.video_id",
+    ) == [(0,)]
     assert len({s[0] for s in shots}) == len(shots), "shot ids repeat"
 
     # Thumbnails: kept as they were (v3); none for older stores until their videos are indexed again.
@@ -236,7 +269,9 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
         assert _rows(a, "SELECT count(*) FROM frames WHERE thumb_bytes > 0") == [(len(before["frames"]),)]
         assert (store / "thumbs.bin").read_bytes() == before["thumbs_bin"]
     else:
-        assert _rows(a, "SELECT count(*) FROM frames WHERE thumb_offset IS NOT NULL OR thumb_bytes IS NOT NULL") == [(0,)]
+        assert _rows(a, "SELECT count(*) FROM frames WHERE thumb_offset IS NOT NULL OR thumb_bytes IS NOT NULL") == [
+            (0,)
+        ]
         assert not (store / "thumbs.bin").exists()
 
     # Labels and their materialised answers survive as they were.
@@ -246,10 +281,14 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
     assert sorted(lab.name for lab in a.labels()) == FIXTURES[name]["labels"]
     # v6: no label is calibrated yet, and each answer says which rule gave it (the label's own).
     assert all(lab.calibration is None and lab.rule in ("presence", "threshold") for lab in a.labels())
-    assert _rows(a, "SELECT count(*) FROM video_labels v JOIN labels l USING (label) WHERE v.rule IS DISTINCT FROM "
-                    "CASE WHEN l.threshold IS NULL THEN 'presence' ELSE 'threshold' END") == [(0,)]
-    assert _rows(a, "SELECT count(*) FROM labels WHERE calibrated_at IS NOT NULL OR calib_precision IS NOT NULL") \
-        == [(0,)]
+    assert _rows(
+        a,
+        "SELECT count(*) FROM video_labels v JOIN labels l USING (label) WHERE v.rule IS DISTINCT FROM "
+        "CASE WHEN l.threshold IS NULL THEN 'presence' ELSE 'threshold' END",
+    ) == [(0,)]
+    assert _rows(a, "SELECT count(*) FROM labels WHERE calibrated_at IS NOT NULL OR calib_precision IS NOT NULL") == [
+        (0,)
+    ]
 
     # v9: the upgrade run compared every old video for shared footage, from the stored vectors.
     assert report.versions_compared == len(before["videos"])
@@ -324,6 +363,7 @@ def test_reindex_after_upgrade_adds_thumbnails_only(name, tmp_path, encoder):
     assert not any("thumbnail" in n for n in check.notes), check.notes
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 @pytest.mark.parametrize("name", UPGRADABLE)
 def test_new_video_after_upgrade_gets_fresh_ids_and_labels_are_recomputed(name, tmp_path, encoder, tree_png):
     """After the upgrade, indexing a new file adds it beside the old videos (no id clashes with
@@ -349,13 +389,18 @@ def test_new_video_after_upgrade_gets_fresh_ids_and_labels_are_recomputed(name, 
     for fid, vec in vectors.items():
         np.testing.assert_array_equal(after[fid], vec)
     assert set(after) == {f[0] for f in frames}
-    assert _rows(a, f"SELECT count(*) FROM frames WHERE video_id = {new_id} AND thumb_bytes > 0") == [(len(new_frames),)]
+    assert _rows(a, f"SELECT count(*) FROM frames WHERE video_id = {new_id} AND thumb_bytes > 0") == [
+        (len(new_frames),)
+    ]
 
     # Shot ids stay unique; every frame's shot belongs to its video.
     shots = _rows(a, Q_SHOTS)
     assert len({s[0] for s in shots}) == len(shots)
-    assert _rows(a, "SELECT count(*) FROM frames f LEFT JOIN shots s USING (shot_id) "
-                    "WHERE s.shot_id IS NULL OR s.video_id <> f.video_id") == [(0,)]
+    assert _rows(
+        a,
+        "SELECT count(*) FROM frames f LEFT JOIN shots s USING (shot_id) "
+        "WHERE s.shot_id IS NULL OR s.video_id <> f.video_id",
+    ) == [(0,)]
 
     # Labels: every saved label has an answer for every video, old ones included.
     labels = FIXTURES[name]["labels"]
@@ -369,4 +414,3 @@ def test_new_video_after_upgrade_gets_fresh_ids_and_labels_are_recomputed(name, 
     [q] = a.search(image=tree_png)
     assert {r.video for r in q.results} == {v[1] for v in videos}
     assert all(r.score > 0.99 for r in q.results)
-

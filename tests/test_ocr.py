@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
-import textads
-from conftest import DATA, env_for_cli
+from gen import textads
+from helpers import DATA, TEST_MODEL, env_for_cli, run_cli
 
 from indexer.media import ocr as ocrmod
 from indexer.run.options import IndexOptions
@@ -49,13 +47,14 @@ def _by_name(res) -> dict[str, object]:
     return {Path(r.video).name: r for r in res.results}
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4)
 def test_every_overlaid_phrase_is_found_with_its_times(ads, store) -> None:
     found = 0
     results = _search(store, *textads.QUERIES)
     for res, (query, shown) in zip(results, textads.QUERIES.items()):
         assert res.kind == "ocr" and res.query == query
-        (name, ad), = [(n, a) for n, a in ads.items() if shown in a.shown]
-        (start, end), = ad.shown[shown]
+        ((name, ad),) = [(n, a) for n, a in ads.items() if shown in a.shown]
+        ((start, end),) = ad.shown[shown]
         hits = [r for r in res.results if r.present]
         if [Path(r.video).name for r in hits] != [name]:
             continue
@@ -72,6 +71,7 @@ def test_every_overlaid_phrase_is_found_with_its_times(ads, store) -> None:
     assert found / len(textads.QUERIES) >= 0.95, f"recall {found}/{len(textads.QUERIES)}"
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4)
 def test_phrases_never_shown_are_absent_everywhere(store) -> None:
     for res in _search(store, *textads.ABSENT):
         assert not any(r.present for r in res.results), res.query
@@ -94,6 +94,7 @@ def test_matching_ignores_case_accents_punctuation_and_spacing_and_tolerates_one
     assert similarity("0", [n("10% off")])[0] == 100 and similarity("5", [n("10% off")])[0] == 0  # short: exact
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4)
 def test_the_ocr_table_holds_lines_with_times_and_normalised_boxes(ads, store) -> None:
     rows = Reader(store).ocr_lines()
     assert rows
@@ -112,6 +113,7 @@ def test_the_ocr_table_holds_lines_with_times_and_normalised_boxes(ads, store) -
     assert info.ocr and info.text_lines == len(rows) and info.text_videos == 3
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4)
 def test_text_queries_mix_with_picture_queries_and_follow_video(ads, store) -> None:
     from search.query import Searcher
 
@@ -121,6 +123,7 @@ def test_text_queries_mix_with_picture_queries_and_follow_video(ads, store) -> N
     assert [Path(r.video).name for r in res[2].results] == ["text_ad0.mp4"] and not res[2].results[0].present
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4)
 def test_text_is_added_to_an_indexed_store_without_re_embedding(ads, store, encoder, tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     paths = [a.path for a in ads.values()]
@@ -148,8 +151,10 @@ def _vectors(store: Path) -> tuple:
     return frames, segs
 
 
-def test_failing_ocr_is_a_note_and_the_embeddings_are_kept(ads, encoder, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow  # the OCR models (PP-OCRv4)
+def test_failing_ocr_is_a_note_and_the_embeddings_are_kept(
+    ads, encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = ocrmod.OcrEngine.read
     bad = ads["text_ad1.mp4"].path
 
@@ -176,8 +181,9 @@ def test_failing_ocr_is_a_note_and_the_embeddings_are_kept(ads, encoder, tmp_pat
     assert [p for p, _ in rep.text_notes] == [str(bad)] and "out of memory" in rep.text_notes[0][1]
     with Reader(d).connection() as con:
         got = dict(con.execute("SELECT name, ocr_lines FROM videos").fetchall())
-        n_frames = con.execute("SELECT count(*) FROM frames f JOIN videos v USING (video_id) WHERE v.name = ?",
-                               ["text_ad1.mp4"]).fetchall()[0][0]
+        n_frames = con.execute(
+            "SELECT count(*) FROM frames f JOIN videos v USING (video_id) WHERE v.name = ?", ["text_ad1.mp4"]
+        ).fetchall()[0][0]
         fails = con.execute("SELECT path, error FROM failures").fetchall()
     assert got["text_ad1.mp4"] is None and got["text_ad0.mp4"] > 0 and n_frames > 0
     assert fails == [(str(bad), rep.text_notes[0][1])]
@@ -208,8 +214,9 @@ def _write(path: Path, size: tuple[int, int], frames: list[np.ndarray], codec: s
     return path
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4), TransNetV2
 def test_odd_pictures_read_no_invented_text(encoder, tmp_path: Path) -> None:
-    from textads import Overlay, _draw
+    from gen.textads import Overlay, _draw
 
     from archive.bench.transitions import load_source
 
@@ -233,10 +240,12 @@ def test_odd_pictures_read_no_invented_text(encoder, tmp_path: Path) -> None:
     assert [r["text_norm"] for r in rows] == ["summersale"]
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4), the CLI in processes
 def test_cli_search_ocr_json_and_info(store, tmp_path: Path) -> None:
     env = env_for_cli(tmp_path, store)
-    out = subprocess.run([sys.executable, "-m", "archive.cli", "search", "--ocr", "Drink responsibly!", "--ocr",
-                          "0800 999 000", "--top", "2", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    out = run_cli(
+        ["search", "--ocr", "Drink responsibly!", "--ocr", "0800 999 000", "--top", "2", "--json"], env, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     first, second = [json.loads(x) for x in out.stdout.splitlines()]
     assert first["kind"] == "ocr" and first["query"] == "Drink responsibly!"
@@ -244,15 +253,14 @@ def test_cli_search_ocr_json_and_info(store, tmp_path: Path) -> None:
     assert r["present"] and Path(r["video"]).name == "text_ad0.mp4" and r["first_seen_s"] == pytest.approx(5.0)
     assert r["segments"][0]["text"].lower().replace(" ", "") == "drinkresponsibly"
     assert not any(x["present"] for x in second["results"])
-    bad = subprocess.run([sys.executable, "-m", "archive.cli", "search", "--ocr", "?!"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    bad = run_cli(["search", "--ocr", "?!"], env, timeout=300)
     assert bad.returncode != 0 and "letters or digits" in bad.stderr and "Traceback" not in bad.stderr
-    info = subprocess.run([sys.executable, "-m", "archive.cli", "info", "--json"], env=env, capture_output=True,
-                          text=True, timeout=300)
+    info = run_cli(["info", "--json"], env, timeout=300)
     d = json.loads(info.stdout)
     assert d["ocr"] is True and d["text_lines"] > 0 and d["text_videos"] == 3
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4)
 def test_labels_see_names_and_say_what_found_them(ads, store, encoder, tmp_path: Path) -> None:
     from archive import Archive
     from search.labels import combine
@@ -264,11 +272,15 @@ def test_labels_see_names_and_say_what_found_them(ads, store, encoder, tmp_path:
     arc._encoder = encoder
     assert arc.label_add("heineken", ["a green beer bottle"], ocr=["heineken"]) == 1
     with Reader(d).connection() as con:
-        segs = con.execute("SELECT v.name, s.start_s, s.end_s, s.found_by FROM segments s JOIN videos v "
-                           "USING (video_id) WHERE label = 'heineken'").fetchall()
-        vl = con.execute("SELECT v.name, l.present, l.first_seen_s, l.duration_s FROM video_labels l JOIN videos v "
-                         "USING (video_id) WHERE label = 'heineken' AND present").fetchall()
-    (start, end), = ads["text_ad0.mp4"].shown["Heineken"]
+        segs = con.execute(
+            "SELECT v.name, s.start_s, s.end_s, s.found_by FROM segments s JOIN videos v "
+            "USING (video_id) WHERE label = 'heineken'"
+        ).fetchall()
+        vl = con.execute(
+            "SELECT v.name, l.present, l.first_seen_s, l.duration_s FROM video_labels l JOIN videos v "
+            "USING (video_id) WHERE label = 'heineken' AND present"
+        ).fetchall()
+    ((start, end),) = ads["text_ad0.mp4"].shown["Heineken"]
     assert segs == [("text_ad0.mp4", pytest.approx(start), pytest.approx(end), "text")]
     assert vl == [("text_ad0.mp4", True, pytest.approx(start), pytest.approx(end - start))]
     [lab] = [x for x in arc.labels() if x.name == "heineken"]
@@ -279,11 +291,15 @@ def test_labels_see_names_and_say_what_found_them(ads, store, encoder, tmp_path:
     # picture and words: joined where they overlap, each part saying what found it
     got = combine([Segment(0.0, 1.0, 0.31), Segment(4.0, 6.0, 0.30)], [Segment(5.0, 7.0, 0.95), Segment(9.0, 9.5, 1.0)])
     assert [(g.start_s, g.end_s, g.found_by, g.peak_score) for g in got] == [
-        (0.0, 1.0, "picture", 0.31), (4.0, 7.0, "both", 0.30), (9.0, 9.5, "text", 1.0)]
+        (0.0, 1.0, "picture", 0.31),
+        (4.0, 7.0, "both", 0.30),
+        (9.0, 9.5, "text", 1.0),
+    ]
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4), `archive serve` and Chromium
 def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path: Path) -> None:
-    from test_server import browser_page, get, start_server, stop
+    from helpers import browser_page, get, start_server, stop
 
     p, url = start_server(store, tmp_path)
     try:
@@ -325,24 +341,30 @@ def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path
         stop(p)
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4), Ray
 def test_ray_workers_read_the_same_text(ads, store, tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray is an optional extra")
-    from conftest import TEST_MODEL
-
     from indexer.run.options import RayOptions
 
-    rep = index_paths([a.path for a in ads.values()], tmp_path / "s", IndexOptions(model=TEST_MODEL, pretrained="none", ocr=True, ray=RayOptions("local", workers=2)))
+    rep = index_paths(
+        [a.path for a in ads.values()],
+        tmp_path / "s",
+        IndexOptions(model=TEST_MODEL, pretrained="none", ocr=True, ray=RayOptions("local", workers=2)),
+    )
     assert rep.indexed == 3 and rep.ocr and not rep.text_notes
 
     def lines(d: Path) -> list[tuple]:
         with Reader(d).connection() as con:
-            return con.execute("SELECT v.name, o.text_norm, o.start_s, o.end_s FROM ocr o JOIN videos v USING (video_id) "
-                               "ORDER BY 1, 3, 2").fetchall()
+            return con.execute(
+                "SELECT v.name, o.text_norm, o.start_s, o.end_s FROM ocr o JOIN videos v USING (video_id) "
+                "ORDER BY 1, 3, 2"
+            ).fetchall()
 
     assert lines(tmp_path / "s") == lines(store)
     assert Reader(tmp_path / "s").info().ocr  # the store remembers it
 
 
+@pytest.mark.slow  # the OCR models (PP-OCRv4)
 def test_eval_measures_written_word_queries_on_a_truth_file(ads, store, tmp_path: Path) -> None:
     from archive import Archive
 

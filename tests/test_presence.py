@@ -75,7 +75,14 @@ def _recurring_vectors(videos: int = 6, dim: int = 32, seed: int = 0):
                 ts.append(4.0 * k + i)
                 shot.append(10 * v + k)
     n = len(vecs)
-    return np.array(vecs, np.float32), np.arange(n), np.array(video), np.array(ts, float), np.array(shot), np.zeros(n, bool)
+    return (
+        np.array(vecs, np.float32),
+        np.arange(n),
+        np.array(video),
+        np.array(ts, float),
+        np.array(shot),
+        np.zeros(n, bool),
+    )
 
 
 def test_chance_level_leaves_out_the_same_footage():
@@ -83,15 +90,24 @@ def test_chance_level_leaves_out_the_same_footage():
 
     vecs, rows, video, ts, shot, blank = _recurring_vectors()
     shared = shot % 10 == 0
-    unrelated = [float(vecs[i] @ vecs[j]) for i in range(len(vecs)) for j in range(len(vecs))
-                 if video[i] != video[j] and not (shared[i] and shared[j])]
+    unrelated = [
+        float(vecs[i] @ vecs[j])
+        for i in range(len(vecs))
+        for j in range(len(vecs))
+        if video[i] != video[j] and not (shared[i] and shared[j])
+    ]
     kept = chance_cosine(vecs, rows, video, ts, shot, blank, same_level=None)
     assert kept.level > 0.99 and kept.left_out == 0  # a sixth of the pairs are the shared shot: the level is its
     by_shots = chance_cosine(vecs, rows, video, ts, shot, blank, same_level=0.99)
-    assert np.percentile(unrelated, 99) < by_shots.level < max(unrelated) + 1e-6 and by_shots.left_out > 0 and by_shots.over == "videos"
+    assert (
+        np.percentile(unrelated, 99) < by_shots.level < max(unrelated) + 1e-6
+        and by_shots.left_out > 0
+        and by_shots.over == "videos"
+    )
     spans = [(a, b, 0.0, 3.0, 0.0, 3.0) for a in range(6) for b in range(a + 1, 6)]  # what matching would link
-    by_matches = chance_cosine(vecs, rows, video, ts, shot, blank, same_level=None, linked=Linked.from_rows(spans),
-                               tol_s=0.5)
+    by_matches = chance_cosine(
+        vecs, rows, video, ts, shot, blank, same_level=None, linked=Linked.from_rows(spans), tol_s=0.5
+    )
     assert 0 < by_matches.left_out < by_shots.left_out  # only the moments the matching aligns
     both = chance_cosine(vecs, rows, video, ts, shot, blank, same_level=0.99, linked=Linked.from_rows(spans), tol_s=0.5)
     assert both.level == pytest.approx(by_shots.level) and both.left_out == by_shots.left_out
@@ -110,7 +126,9 @@ def test_linked_covers_stretches_both_ways_round():
     # time outside the stretch, or two moments of the stretch that do not align are not
     assert link.covers(va, ta, vb, tb, np.full(6, 0.5)).tolist() == [True, True, True, False, False, False]
     speed = Linked.from_rows([(1, 2, 0.0, 10.0, 0.0, 10.4)])  # 4% slower in video 2
-    assert speed.covers(np.array([1]), np.array([9.0]), np.array([2]), np.array([9.36]), np.array([0.1])).tolist() == [True]
+    assert speed.covers(np.array([1]), np.array([9.0]), np.array([2]), np.array([9.36]), np.array([0.1])).tolist() == [
+        True
+    ]
 
 
 def test_kept_levels_hold_while_one_percent_changes():
@@ -144,6 +162,7 @@ def test_chance_level_stays_below_the_same_shot_level_with_long_shots():
             ts.append(i / 2)
             shot.append(v)
     vecs = np.array(vecs, np.float32)
-    cal = calibrate_images(vecs, np.arange(len(vecs)), np.array(shot), np.zeros(len(vecs), bool), np.array(video),
-                           np.array(ts))
+    cal = calibrate_images(
+        vecs, np.arange(len(vecs)), np.array(shot), np.zeros(len(vecs), bool), np.array(video), np.array(ts)
+    )
     assert cal.over == "videos" and cal.left_out > 0 and cal.chance < cal.same_shot

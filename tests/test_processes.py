@@ -9,52 +9,15 @@ machine of any speed.
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import faiss
 import numpy as np
 import pytest
-from conftest import env_for_cli
-from videos import Shot, make_video
+from gen.videos import Shot, make_video
+from helpers import WAIT_S, env_for_cli, kill, paused_at, run_cli, start_cli, wait_for_pause
 
-ARCHIVE = [sys.executable, "-m", "archive.cli"]
-WAIT_S = 300  # generous: a slow machine takes longer to get there, never to a different place
-
-
-def start(args, env):
-    return subprocess.Popen(ARCHIVE + [str(a) for a in args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def run(args, env, timeout=300):
-    return subprocess.run(ARCHIVE + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def paused_at(env, point, marker):
-    """An env whose index run stops at ``point`` (``name`` or ``name:N``) and writes ``marker``."""
-    e = dict(env)
-    e["ARCHIVE_TEST_PAUSE"] = f"{point}={marker}"
-    return e
-
-
-def wait_for_pause(proc, marker):
-    """Block until the run has stopped at its pause point; return what the marker says."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < WAIT_S:
-        if marker.exists():
-            return marker.read_text().strip()
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended (status {proc.returncode}) before its pause point:\n"
-                                 + proc.stderr.read())
-        time.sleep(0.02)
-    raise AssertionError("the run never reached its pause point")
-
-
-def kill(proc):
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+pytestmark = pytest.mark.slow  # every test runs the CLI in processes of its own (and kills some)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +33,10 @@ def reference(folder, tmp_path_factory):
     """Frames per video from one uninterrupted run."""
     root = tmp_path_factory.mktemp("ref")
     env = env_for_cli(root)
-    assert run(["index", folder, "-q"], env).returncode == 0
-    rows = json.loads(run(["sql", "SELECT name, n_frames FROM videos ORDER BY name", "--json"], env).stdout)
+    assert run_cli(["index", folder, "-q"], env, timeout=300).returncode == 0
+    rows = json.loads(
+        run_cli(["sql", "SELECT name, n_frames FROM videos ORDER BY name", "--json"], env, timeout=300).stdout
+    )
     return {r["name"]: r["n_frames"] for r in rows}
 
 
@@ -79,7 +44,7 @@ def vector_ids(store, registered_only=False, env=None):
     """The frame ids in the store's vector segment files (all files, or the registered ones)."""
     files = sorted((store / "vectors").glob("*.faiss")) if (store / "vectors").exists() else []
     if registered_only:
-        rows = json.loads(run(["sql", "SELECT file FROM vector_segments", "--json"], env).stdout)
+        rows = json.loads(run_cli(["sql", "SELECT file FROM vector_segments", "--json"], env, timeout=300).stdout)
         files = [store / "vectors" / r["file"] for r in rows]
     ids = []
     for f in files:
@@ -90,9 +55,9 @@ def vector_ids(store, registered_only=False, env=None):
 
 def state(env, store):
     """(check report, catalog frame ids, ids in every vector file, thumbs.bin size) of the store now."""
-    chk = run(["check", "--json"], env)
+    chk = run_cli(["check", "--json"], env, timeout=300)
     rep = json.loads(chk.stdout)
-    ids = json.loads(run(["sql", "SELECT frame_id FROM frames", "--json"], env).stdout)
+    ids = json.loads(run_cli(["sql", "SELECT frame_id FROM frames", "--json"], env, timeout=300).stdout)
     cat = sorted(r["frame_id"] for r in ids)
     thumbs = (store / "thumbs.bin").stat().st_size if (store / "thumbs.bin").exists() else 0
     return rep, cat, vector_ids(store), thumbs
@@ -101,14 +66,14 @@ def state(env, store):
 # Each round kills a run at one named point.
 # (point, videos committed after the kill, what the vector files hold against the catalog)
 ROUNDS = [
-    ("embed.batch", 0, "same"),       # mid-video: nothing committed yet
-    ("video.done", 0, "same"),        # a video finished, not committed
-    ("commit.thumbs", 0, "same"),     # thumbnails appended, no vector or row
-    ("segment.written", 0, "same"),   # a segment written under its temporary name only
+    ("embed.batch", 0, "same"),  # mid-video: nothing committed yet
+    ("video.done", 0, "same"),  # a video finished, not committed
+    ("commit.thumbs", 0, "same"),  # thumbnails appended, no vector or row
+    ("segment.written", 0, "same"),  # a segment written under its temporary name only
     ("commit.vectors:2", 1, "more"),  # 1st commit whole; 2nd wrote its segment, not its rows
-    ("commit.catalog", 2, "same"),    # the next video's rows are in: committed
-    ("commit.vectors", 2, "more"),    # (the orphan of the round before last is deleted first)
-    ("video.done:3", 4, "same"),      # two more committed, the third finished and lost
+    ("commit.catalog", 2, "same"),  # the next video's rows are in: committed
+    ("commit.vectors", 2, "more"),  # (the orphan of the round before last is deleted first)
+    ("video.done:3", 4, "same"),  # two more committed, the third finished and lost
 ]
 
 
@@ -119,7 +84,7 @@ def test_kill_9_at_named_points_loses_and_doubles_nothing(folder, reference, tmp
     done, thumbs_before = 0, 0
     for k, (point, after, vectors) in enumerate(ROUNDS):
         marker = tmp_path / f"paused{k}"
-        p = start(["index", folder, "-q"], paused_at(env, point, marker))
+        p = start_cli(["index", folder, "-q"], paused_at(env, point, marker))
         assert wait_for_pause(p, marker) == f"{point.split(':')[0]} {point.split(':')[1] if ':' in point else 1}"
         kill(p)
         rep, cat, vec, thumbs = state(env, store) if (store / "catalog.duckdb").exists() else ({}, [], [], 0)
@@ -140,12 +105,14 @@ def test_kill_9_at_named_points_loses_and_doubles_nothing(folder, reference, tmp
         if point == "segment.written":
             assert list((store / "vectors").glob("*.tmp")), "the segment's temporary file is there"
         done, thumbs_before = rep["videos"], thumbs
-        assert run(["info", "--json"], env).returncode == 0
-    final = run(["index", folder, "-q", "--json"], env)
+        assert run_cli(["info", "--json"], env, timeout=300).returncode == 0
+    final = run_cli(["index", folder, "-q", "--json"], env, timeout=300)
     assert final.returncode == 0, final.stderr
     rep = json.loads(final.stdout)
     assert rep["skipped"] == done and rep["indexed"] == len(reference) - done
-    rows = json.loads(run(["sql", "SELECT name, n_frames FROM videos ORDER BY name", "--json"], env).stdout)
+    rows = json.loads(
+        run_cli(["sql", "SELECT name, n_frames FROM videos ORDER BY name", "--json"], env, timeout=300).stdout
+    )
     assert {r["name"]: r["n_frames"] for r in rows} == reference  # nothing lost, nothing doubled
     chk, cat, vec, _ = state(env, store)
     assert chk["ok"] and not chk["notes"] and cat == vec and len(cat) == sum(reference.values())
@@ -159,30 +126,30 @@ def test_kill_9_inside_a_merge_loses_and_doubles_nothing(folder, reference, tmp_
     store = tmp_path / "store"
     # Stop the first run in its end-of-run merge of the 8 one-video segments, new segment written.
     marker = tmp_path / "written"
-    p = start(["index", folder, "-q"], paused_at(env, "merge.written", marker))
+    p = start_cli(["index", folder, "-q"], paused_at(env, "merge.written", marker))
     assert wait_for_pause(p, marker) == "merge.written 1"
     kill(p)
     rep, cat, vec, _ = state(env, store)
     assert rep["ok"] and rep["videos"] == len(reference) and rep["segments"] == len(reference)
     assert vector_ids(store, registered_only=True, env=env) == cat  # the old 8 are what readers use
     assert len(vec) == 2 * len(cat) and any("extra file vectors/" in n for n in rep["notes"])
-    answers = run(["search", "--image", frame_png(folder, tmp_path), "--json", "--top", "50"], env)
+    answers = run_cli(["search", "--image", frame_png(folder, tmp_path), "--json", "--top", "50"], env, timeout=300)
     before = [(r["video"], r["present"], r["segments"]) for r in json.loads(answers.stdout)["results"]]
     assert sum(present for _, present, _ in before) >= 1
 
     # `archive optimize` merges again; stop it after the registrations were swapped.
     marker = tmp_path / "swapped"
-    p = start(["optimize"], paused_at(env, "merge.swapped", marker))
+    p = start_cli(["optimize"], paused_at(env, "merge.swapped", marker))
     assert wait_for_pause(p, marker) == "merge.swapped 1"
     kill(p)
     rep, cat, vec, _ = state(env, store)
     assert rep["ok"] and rep["videos"] == len(reference) and rep["segments"] == 1
     assert vector_ids(store, registered_only=True, env=env) == cat  # the merged one, complete
     assert any("extra file vectors/" in n for n in rep["notes"])  # the old files, not yet deleted
-    answers = run(["search", "--image", frame_png(folder, tmp_path), "--json", "--top", "50"], env)
+    answers = run_cli(["search", "--image", frame_png(folder, tmp_path), "--json", "--top", "50"], env, timeout=300)
     assert [(r["video"], r["present"], r["segments"]) for r in json.loads(answers.stdout)["results"]] == before
 
-    repaired = json.loads(run(["check", "--repair", "--json"], env).stdout)
+    repaired = json.loads(run_cli(["check", "--repair", "--json"], env, timeout=300).stdout)
     # the run was killed before it compared its videos for versions: the next index run does that
     notes = [n for n in repaired["notes"] if "not compared with the archive" not in n]
     assert repaired["ok"] and not notes and any("deleted" in r for r in repaired["repaired"])
@@ -208,22 +175,22 @@ def test_kill_after_a_replacing_commit_keeps_the_new_version_only(folder, refere
     work = tmp_path / "videos"
     work.mkdir()
     make_video(work / "ad.mp4", [Shot(1, 50), Shot(2, 50)], "25")
-    assert run(["index", work, "-q"], env).returncode == 0
+    assert run_cli(["index", work, "-q"], env, timeout=300).returncode == 0
     _, old_ids, _, _ = state(env, store)
     make_video(work / "ad.mp4", [Shot(3, 40), Shot(4, 40), Shot(5, 40)], "25")  # the file changes
     marker = tmp_path / "paused"
-    p = start(["index", work, "-q"], paused_at(env, "commit.catalog", marker))
+    p = start_cli(["index", work, "-q"], paused_at(env, "commit.catalog", marker))
     assert wait_for_pause(p, marker) == "commit.catalog 1"
     kill(p)
     rep, cat, vec, _ = state(env, store)
     assert rep["ok"] and rep["videos"] == 1
     assert not set(cat) & set(old_ids)  # the catalog holds the new version only ...
     assert set(old_ids) <= set(vec)  # ... while the replaced vectors are still in the file
-    again = json.loads(run(["index", work, "-q", "--json"], env).stdout)
+    again = json.loads(run_cli(["index", work, "-q", "--json"], env, timeout=300).stdout)
     assert again["skipped"] == 1 and again["indexed"] == 0
     rep, cat2, vec2, _ = state(env, store)
     assert rep["ok"] and cat2 == cat and set(old_ids) <= set(vec2)  # dead rows, skipped by readers
-    assert run(["optimize"], env).returncode == 0
+    assert run_cli(["optimize"], env, timeout=300).returncode == 0
     rep, cat3, vec3, _ = state(env, store)
     assert rep["ok"] and cat3 == cat and vec3 == cat  # optimize dropped them
 
@@ -232,25 +199,25 @@ def test_second_writer_exits_at_once_and_readers_keep_working(folder, reference,
     env = env_for_cli(tmp_path)
     env["ARCHIVE_COMMIT_INTERVAL_S"] = "0"
     marker = tmp_path / "paused"
-    first = start(["index", folder, "-q"], paused_at(env, "commit.catalog:3", marker))
+    first = start_cli(["index", folder, "-q"], paused_at(env, "commit.catalog:3", marker))
     try:
         assert wait_for_pause(first, marker) == "commit.catalog 3"  # 3 videos committed, lock held
         t0 = time.time()
-        second = run(["index", folder, "-q"], env)
+        second = run_cli(["index", folder, "-q"], env, timeout=300)
         assert second.returncode == 1 and time.time() - t0 < 60
         assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
         # readers see the three committed videos while the writer holds the lock
-        info = run(["info", "--json"], env)
+        info = run_cli(["info", "--json"], env, timeout=300)
         assert info.returncode == 0, info.stderr
         assert json.loads(info.stdout)["videos"] == 3
-        q = run(["sql", "SELECT count(DISTINCT video_id) AS n FROM frames", "--json"], env)
+        q = run_cli(["sql", "SELECT count(DISTINCT video_id) AS n FROM frames", "--json"], env, timeout=300)
         assert json.loads(q.stdout) == [{"n": 3}]
-        res = run(["search", "anything", "--json", "--top", "50"], env)
+        res = run_cli(["search", "anything", "--json", "--top", "50"], env, timeout=300)
         assert res.returncode == 0 and len(json.loads(res.stdout)["results"]) == 3
         marker.unlink()  # let the writer go on
         assert first.wait(timeout=WAIT_S) == 0, first.stderr.read()
-        assert json.loads(run(["info", "--json"], env).stdout)["videos"] == len(reference)
-        res = run(["search", "anything", "--json", "--top", "50"], env)
+        assert json.loads(run_cli(["info", "--json"], env, timeout=300).stdout)["videos"] == len(reference)
+        res = run_cli(["search", "anything", "--json", "--top", "50"], env, timeout=300)
         assert len(json.loads(res.stdout)["results"]) == len(reference)
     finally:
         if first.poll() is None:
@@ -259,14 +226,14 @@ def test_second_writer_exits_at_once_and_readers_keep_working(folder, reference,
 
 def test_pause_hook_rejects_an_unknown_point(tmp_path, folder):
     env = paused_at(env_for_cli(tmp_path), "nowhere", tmp_path / "m")
-    p = run(["index", folder / "ad00.mp4", "-q"], env)
+    p = run_cli(["index", folder / "ad00.mp4", "-q"], env, timeout=300)
     assert p.returncode != 0 and "ARCHIVE_TEST_PAUSE" in p.stderr
 
 
 def test_vectors_and_catalog_agree_to_the_id(folder, reference, tmp_path):
     """The uninterrupted store: the catalog's frame ids are exactly the vector file's ids."""
     env = env_for_cli(tmp_path)
-    assert run(["index", folder, "-q"], env).returncode == 0
+    assert run_cli(["index", folder, "-q"], env, timeout=300).returncode == 0
     rep, cat, vec, _ = state(env, tmp_path / "store")
     assert rep["ok"] and cat == vec and len(cat) == sum(reference.values())
     assert np.all(np.diff(cat) > 0)

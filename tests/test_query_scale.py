@@ -6,12 +6,12 @@ import mmap
 import faiss
 import numpy as np
 import pytest
-from conftest import IMAGE_THRESHOLD
-from videos import Shot, ad_shots, frame_at, make_video
+from gen.videos import Shot, ad_shots, frame_at, make_video
+from helpers import IMAGE_THRESHOLD, video_record
 
 from archive import Archive
 from indexer.errors import StoreError
-from indexer.store import FrameRecord, Reader, ShotRecord, VideoRecord, Writer
+from indexer.store import Reader, ShotRecord, Writer
 from indexer.store.records import ModelSpec
 from search.query import Searcher
 from search.scan import int8_kernel
@@ -26,15 +26,11 @@ def synthetic(store, encoder, videos=120, per_video=24, seed=0):
     for v in range(videos):
         vec = rng.standard_normal((per_video, encoder.dim)).astype(np.float32)
         vec /= np.linalg.norm(vec, axis=1, keepdims=True)
-        ts = np.arange(per_video) * 0.5
         dur = per_video * 0.5
-        shots = [ShotRecord(0.0, 1.0, "black")] + [ShotRecord(float(a), float(min(a + 3.0, dur)))
-                                                   for a in np.arange(1.0, dur, 3.0)]
-        frames = [FrameRecord(float(t), float(t + 0.5), 0 if t < 1.0 else int((t - 1.0) // 3.0) + 1) for t in ts]
-        recs.append(VideoRecord(
-            path=f"/ads/ad{v:04d}.mp4", size_bytes=1000, mtime=0.0, fingerprint=f"{seed}-{v}", duration_s=dur,
-            fps=25.0, width=640, height=360, codec="h264", sample_fps=2.0, decoded_frames=per_video * 12,
-            frames=frames, vectors=vec, shots=shots))
+        shots = [ShotRecord(0.0, 1.0, "black")] + [
+            ShotRecord(float(a), float(min(a + 3.0, dur))) for a in np.arange(1.0, dur, 3.0)
+        ]
+        recs.append(video_record(f"/ads/ad{v:04d}.mp4", vec, fingerprint=f"{seed}-{v}", size_bytes=1000, shots=shots))
     with Writer(store) as w:
         w.attach(SPEC, encoder.dim)
         w.commit(recs[: videos // 2])
@@ -44,8 +40,21 @@ def synthetic(store, encoder, videos=120, per_video=24, seed=0):
 
 
 def shown(results):
-    return [[(r.video_id, r.present, r.first_seen_s, r.duration_s, r.best_s,
-              [(s.start_s, s.end_s) for s in r.segments], round(r.score, 5)) for r in q.results] for q in results]
+    return [
+        [
+            (
+                r.video_id,
+                r.present,
+                r.first_seen_s,
+                r.duration_s,
+                r.best_s,
+                [(s.start_s, s.end_s) for s in r.segments],
+                round(r.score, 5),
+            )
+            for r in q.results
+        ]
+        for q in results
+    ]
 
 
 def test_vector_segments_are_mapped_and_match_faiss(tmp_path, encoder):
@@ -87,6 +96,7 @@ def test_bf16_ranking_gives_the_exact_answers(tmp_path, encoder, monkeypatch, th
         assert sum(r.present for q in exact for r in q.results) >= 10  # the cut does find frames
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_bf16_ranking_on_real_video_finds_the_same_timings(tmp_path, encoder, monkeypatch):
     truth = make_video(tmp_path / "ad.mp4", ad_shots("25"), "25")
     other = make_video(tmp_path / "other.mp4", [Shot(5, 40), Shot(6, 30), Shot(7, 50)], "25")

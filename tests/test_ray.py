@@ -16,13 +16,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DATA, env_for_cli
-from test_processes import WAIT_S, kill, paused_at, run, start, wait_for_pause
-from videos import Shot, make_video
+from gen.videos import Shot, make_video
+from helpers import DATA, WAIT_S, env_for_cli, kill, paused_at, run_cli, start_cli, wait_for_pause
 
 from archive import Archive
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'clip-video-archive[ray]'")
+pytestmark = pytest.mark.slow  # a local Ray runtime, and the CLI in processes
 
 from indexer.run.options import RayOptions
 
@@ -40,11 +40,11 @@ def folder(tmp_path_factory):
 def _catalog(a: Archive) -> dict:
     q = {
         "videos": "SELECT name, duration_s, fps, width, height, codec, n_frames, decoded_frames, shot_detector "
-                  "FROM videos ORDER BY name",
+        "FROM videos ORDER BY name",
         "frames": "SELECT v.name, f.ts_s, f.end_s, f.thumb_bytes > 0 AS thumb FROM frames f JOIN videos v "
-                  "USING (video_id) ORDER BY v.name, f.ts_s",
+        "USING (video_id) ORDER BY v.name, f.ts_s",
         "shots": "SELECT v.name, s.start_s, s.end_s, s.kind, s.transition FROM shots s JOIN videos v USING (video_id) "
-                 "ORDER BY v.name, s.start_s",
+        "ORDER BY v.name, s.start_s",
         "failures": "SELECT regexp_extract(path, '[^/]+$') AS name FROM failures ORDER BY 1",
     }
     return {k: a.sql(v).rows for k, v in q.items()}
@@ -55,7 +55,9 @@ def _vectors(a: Archive) -> dict:
 
     t = Reader(a.store).frames()
     names = {vid: v["name"] for vid, v in t.videos.items()}
-    return {(names[int(v)], round(float(ts), 6)): np.asarray(t.vectors[r]) for v, ts, r in zip(t.video_id, t.ts_s, t.row)}
+    return {
+        (names[int(v)], round(float(ts), 6)): np.asarray(t.vectors[r]) for v, ts, r in zip(t.video_id, t.ts_s, t.row)
+    }
 
 
 def test_ray_gives_the_same_catalog_as_in_process(folder, tmp_path, encoder):
@@ -75,14 +77,16 @@ def test_ray_gives_the_same_catalog_as_in_process(folder, tmp_path, encoder):
 
 def test_ray_cli_resumes_and_reports(folder, tmp_path):
     env = env_for_cli(tmp_path)
-    p = run(["index", folder, "--ray", "--ray-workers", "2", "--json"], env)
+    p = run_cli(["index", folder, "--ray", "--ray-workers", "2", "--json"], env, timeout=300)
     assert p.returncode == 1, p.stderr  # broken.mp4 cannot be read
     rep = json.loads(p.stdout)
     assert (rep["indexed"], rep["failed"]) == (4, 1) and "Traceback" not in p.stderr
-    again = run(["index", "--ray", folder, "--json"], env)  # --ray alone, before the path: a local runtime
+    again = run_cli(
+        ["index", "--ray", folder, "--json"], env, timeout=300
+    )  # --ray alone, before the path: a local runtime
     rep = json.loads(again.stdout)
     assert (rep["indexed"], rep["skipped"]) == (0, 4)  # unchanged files are skipped; Ray is not even started
-    bad = run(["index", folder, "--ray", "--ray-workers", "0"], env)
+    bad = run_cli(["index", folder, "--ray", "--ray-workers", "0"], env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: --ray-workers 0: give at least 1."]
 
 
@@ -108,7 +112,7 @@ def _release_until_done(proc, marker, timeout=WAIT_S):
 def test_a_killed_worker_is_replaced_and_its_video_done_again(folder, tmp_path):
     env = env_for_cli(tmp_path)
     marker = tmp_path / "paused"
-    proc = start(["index", folder, "--ray", "--ray-workers", "1", "--json"], paused_at(env, "embed.batch", marker))
+    proc = start_cli(["index", folder, "--ray", "--ray-workers", "1", "--json"], paused_at(env, "embed.batch", marker))
     pid = _paused_worker(marker, proc)
     assert pid != proc.pid
     os.kill(pid, signal.SIGKILL)  # a worker dies in the middle of a video
@@ -124,7 +128,7 @@ def test_a_killed_worker_is_replaced_and_its_video_done_again(folder, tmp_path):
 def test_a_video_that_kills_its_worker_twice_is_a_failure(folder, tmp_path):
     env = env_for_cli(tmp_path)
     marker = tmp_path / "paused"
-    proc = start(["index", folder, "--ray", "--ray-workers", "1", "--json"], paused_at(env, "embed.batch", marker))
+    proc = start_cli(["index", folder, "--ray", "--ray-workers", "1", "--json"], paused_at(env, "embed.batch", marker))
     for _ in range(2):  # the same video, on the first worker and on its replacement
         pid = _paused_worker(marker, proc)
         os.kill(pid, signal.SIGKILL)
@@ -135,23 +139,27 @@ def test_a_video_that_kills_its_worker_twice_is_a_failure(folder, tmp_path):
     died = [f["error"] for f in rep["failures"] if "worker died 2 times" in f["error"]]
     assert len(died) == 1
     a = Archive(tmp_path / "store")
-    assert a.check().ok and a.sql("SELECT count(*) FROM failures WHERE error LIKE '%worker died 2 times%'").rows == [(1,)]
+    assert a.check().ok and a.sql("SELECT count(*) FROM failures WHERE error LIKE '%worker died 2 times%'").rows == [
+        (1,)
+    ]
 
 
 def test_a_killed_driver_loses_nothing_and_a_rerun_completes(folder, tmp_path):
     env = env_for_cli(tmp_path)
     env["ARCHIVE_COMMIT_INTERVAL_S"] = "0"  # a commit per video
     marker = tmp_path / "paused"
-    proc = start(["index", folder, "--ray", "--ray-workers", "1", "--json"], paused_at(env, "commit.catalog", marker))
+    proc = start_cli(
+        ["index", folder, "--ray", "--ray-workers", "1", "--json"], paused_at(env, "commit.catalog", marker)
+    )
     assert wait_for_pause(proc, marker) == "commit.catalog 1"
     assert int((tmp_path / "paused.pid").read_text()) == proc.pid  # the driver commits, not a worker
     kill(proc)  # the driver and everything it started
     marker.unlink()
-    p = run(["check", "--json"], env)
+    p = run_cli(["check", "--json"], env, timeout=300)
     assert p.returncode == 0 and json.loads(p.stdout)["ok"]
     first = Archive(tmp_path / "store").sql("SELECT count(*) FROM videos").rows[0][0]
     assert first >= 1
-    again = run(["index", folder, "--ray", "--ray-workers", "1", "--json"], env)
+    again = run_cli(["index", folder, "--ray", "--ray-workers", "1", "--json"], env, timeout=300)
     rep = json.loads(again.stdout)
     assert rep["skipped"] == first and rep["indexed"] == 4 - first
     assert Archive(tmp_path / "store").check().ok

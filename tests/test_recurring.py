@@ -5,14 +5,14 @@ shot, and nothing is found for footage that is not in the archive."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, env_for_cli
-from recurads import make_recurring
+from gen.recurads import make_recurring
+from helpers import TEST_MODEL, env_for_cli, run_cli
+
+pytestmark = pytest.mark.slow  # the store fixture's index run decodes its first video in a child process; the CLI
 
 FRAME = 1 / 25  # the generated videos' frame interval
 
@@ -39,8 +39,8 @@ def recurring(request, tmp_path_factory: pytest.TempPathFactory, encoder):
 def _same(x: dict, y: dict) -> bool:
     """The same levels (numbers within float rounding of a JSON round trip)."""
     return x.keys() == y.keys() and all(
-        x[k] == y[k] if isinstance(x[k], str) or x[k] is None or y[k] is None else abs(x[k] - y[k]) <= 1e-9
-        for k in x)
+        x[k] == y[k] if isinstance(x[k], str) or x[k] is None or y[k] is None else abs(x[k] - y[k]) <= 1e-9 for k in x
+    )
 
 
 def _by_name(res) -> dict[str, object]:
@@ -72,7 +72,9 @@ def test_every_still_is_found_wherever_its_footage_recurs(recurring) -> None:
 def test_footage_not_in_the_archive_is_absent_everywhere(recurring) -> None:
     _d, rs, a, paths = recurring
     for res in a.search(image=[paths[k] for k in rs.unseen], top=None):
-        assert not any(r.present for r in res.results), [(Path(r.video).name, r.score) for r in res.results if r.present]
+        assert not any(r.present for r in res.results), [
+            (Path(r.video).name, r.score) for r in res.results if r.present
+        ]
 
 
 def test_recurring_footage_would_lift_a_chance_level_that_keeps_it(recurring) -> None:
@@ -88,8 +90,12 @@ def test_recurring_footage_would_lift_a_chance_level_that_keeps_it(recurring) ->
 
     levels = Searcher(d / "store").image_levels()
     assert levels.over == "videos" and levels.pairs >= 1000 and levels.left_out > 0
-    own = min(r.score for key, res in zip(rs.keys(), a.search(image=[paths[k] for k in rs.keys()], top=None))
-              for r in res.results if Path(r.video).name in {ap.video for ap in rs.appearances(key)})
+    own = min(
+        r.score
+        for key, res in zip(rs.keys(), a.search(image=[paths[k] for k in rs.keys()], top=None))
+        for r in res.results
+        if Path(r.video).name in {ap.video for ap in rs.appearances(key)}
+    )
     assert kept_all.level > own > levels.threshold()
     assert levels.chance < levels.same_shot  # below what two consecutive samples of one shot score
 
@@ -110,9 +116,9 @@ def test_levels_are_the_archives_whatever_the_scope(recurring, tmp_path: Path) -
     packshot = next(v for v in rs.vset.versions if v.cuts[0].key == v.cuts[-1].key)  # opening shot again at the end
     key = packshot.cuts[0].key
     whole = _by_name(a.search(image=paths[key], top=None)[0])[packshot.name]
-    proc = subprocess.run([sys.executable, "-m", "archive.cli", "search", "--image", str(paths[key]), "--video",
-                           packshot.name, "--json"], env=env_for_cli(tmp_path, store), capture_output=True, text=True,
-                          timeout=600)
+    proc = run_cli(
+        ["search", "--image", paths[key], "--video", packshot.name, "--json"], env_for_cli(tmp_path, store), timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout.splitlines()[0])
     [alone] = line["results"]

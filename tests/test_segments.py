@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import env_for_cli
-from videos import Shot, frame_at, make_video
+from gen.videos import Shot, frame_at, make_video
+from helpers import env_for_cli, run_cli, video_record
 
 from archive import Archive
 from indexer import settings
 from indexer.model import background
 from indexer.model.background import background_vectors
 from indexer.model.encoder import Encoder, TextEncoder
-from indexer.store import FrameRecord, Reader, ShotRecord, VideoRecord, Writer
+from indexer.store import Reader, ShotRecord, Writer, vectorview
 from indexer.store import segments as segmod
 from indexer.store import vectors as vecfile
 from indexer.store.records import ModelSpec
@@ -31,12 +31,14 @@ def record(i, n=60, dim=DIM, seed=None):
     rng = np.random.default_rng(i if seed is None else seed)
     v = rng.standard_normal((n, dim)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return VideoRecord(
-        path=f"/ads/ad{i:05d}.mp4", size_bytes=1, mtime=0.0, fingerprint=str(i), duration_s=n * 0.5, fps=25.0,
-        width=640, height=360, codec="h264", sample_fps=2.0, decoded_frames=n * 12,
-        frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, t // 4) for t in range(n)], vectors=v,
+    return video_record(
+        f"/ads/ad{i:05d}.mp4",
+        v,
+        fingerprint=str(i),
         shots=[ShotRecord(a * 2.0, a * 2.0 + 2.0) for a in range((n + 3) // 4)],
-        bg_lse=np.full(n, 7.0), bg_key="k")
+        bg_lse=np.full(n, 7.0),
+        bg_key="k",
+    )
 
 
 def wchar():
@@ -123,6 +125,7 @@ def test_merges_keep_answers_and_drop_dead_rows(tmp_path):
 def test_auto_merge_policy_is_bounded():
     def ref(i, n):
         return segmod.SegmentRef(i, segmod.file_name(i), "flat", n, i * 10**6, i * 10**6 + n - 1, None)
+
     small = [ref(i, 60) for i in range(8)]
     assert segmod.auto_merge_run(small, {r.segment_id: 60 for r in small}) == small
     assert segmod.auto_merge_run(small[:7], {r.segment_id: 60 for r in small}) == []  # not yet eight
@@ -134,16 +137,31 @@ def test_auto_merge_policy_is_bounded():
 def ads(tmp_path):
     d = tmp_path / "ads"
     d.mkdir()
-    truths = [make_video(d / f"ad{i}.mp4", [Shot(1 + i, 30), Shot(10 + i, 40), Shot(20 + i, 30)], "25")
-              for i in range(3)]
+    truths = [
+        make_video(d / f"ad{i}.mp4", [Shot(1 + i, 30), Shot(10 + i, 40), Shot(20 + i, 30)], "25") for i in range(3)
+    ]
     return d, truths
 
 
 def shown(results):
-    return [[(r.video, r.present, r.first_seen_s, r.duration_s, [(s.start_s, s.end_s) for s in r.segments],
-              round(r.score, 5), round(r.match, 5)) for r in q.results] for q in results]
+    return [
+        [
+            (
+                r.video,
+                r.present,
+                r.first_seen_s,
+                r.duration_s,
+                [(s.start_s, s.end_s) for s in r.segments],
+                round(r.score, 5),
+                round(r.match, 5),
+            )
+            for r in q.results
+        ]
+        for q in results
+    ]
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_stored_background_term_gives_the_answers_computed_ones_give(ads, tmp_path, encoder):
     folder, _ = ads
     a = Archive(tmp_path / "store", encoder=encoder)
@@ -155,7 +173,9 @@ def test_stored_background_term_gives_the_answers_computed_ones_give(ads, tmp_pa
     # matrix product's blocking (and so its order of summation) follows the shape, so each float32
     # dot product may differ in its last bits (~1e-6), and the logit scale (100) makes that ~1e-4
     # in the log-sum-exp at most (seen: 3e-6). The answers below must still be the same.
-    np.testing.assert_allclose(table.bg_lse, background.background_lse(table.vectors[table.row] @ bg.T), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(
+        table.bg_lse, background.background_lse(table.vectors[table.row] @ bg.T), rtol=0, atol=1e-4
+    )
     texts = ["a beach", "a red car", "people dancing"]
     text_only = TextEncoder.open(SPEC)  # fp32, as the stored term was computed: it is used
     searcher = Searcher(a.store, text_encoder=text_only)
@@ -168,6 +188,7 @@ def test_stored_background_term_gives_the_answers_computed_ones_give(ads, tmp_pa
     assert shown(stored) == shown(again)
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_label_tables_follow_new_videos_only(ads, tmp_path, encoder):
     folder, truths = ads
     a = Archive(tmp_path / "store", encoder=encoder)
@@ -178,8 +199,10 @@ def test_label_tables_follow_new_videos_only(ads, tmp_path, encoder):
     a.index([first])
     a.label_add("anything", threshold=-1.0)
     a.label_add("strict", threshold=0.999)
-    rows = ("SELECT video_id, label, present, first_seen_s, duration_s, n_segments, best_s, round(score, 5) "
-            "FROM video_labels ORDER BY ALL")
+    rows = (
+        "SELECT video_id, label, present, first_seen_s, duration_s, n_segments, best_s, round(score, 5) "
+        "FROM video_labels ORDER BY ALL"
+    )
     segs = "SELECT * FROM segments ORDER BY ALL"
     old_rows, old_segs = a.sql(rows).rows, a.sql(segs).rows
     report = a.index([folder])
@@ -193,6 +216,7 @@ def test_label_tables_follow_new_videos_only(ads, tmp_path, encoder):
     assert a.sql(rows).rows == now_rows and len(a.sql(segs).rows) >= len(old_segs)
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_an_index_run_with_labels_loads_the_model_once(ads, tmp_path, monkeypatch):
     folder, _ = ads
     store = tmp_path / "store"
@@ -205,28 +229,41 @@ def test_an_index_run_with_labels_loads_the_model_once(ads, tmp_path, monkeypatc
     assert report.indexed == 2 and len(loads) == 1
 
 
+@pytest.mark.slow  # a query and the CLI in processes of their own
 def test_a_text_query_imports_neither_torch_nor_open_clip(ads, tmp_path, encoder):
     folder, _ = ads
     store = tmp_path / "store"
     Archive(store, encoder=encoder).index([folder])  # the test session's model: its text tower is exported
-    code = ("import sys, json; from archive import Archive; [r] = Archive(sys.argv[1]).search('a beach'); "
-            "print(json.dumps([len(r.results), 'torch' in sys.modules, 'open_clip' in sys.modules]))")
-    p = subprocess.run([sys.executable, "-c", code, str(store)], env=env_for_cli(tmp_path, store),
-                       capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys, json; from archive import Archive; [r] = Archive(sys.argv[1]).search('a beach'); "
+        "print(json.dumps([len(r.results), 'torch' in sys.modules, 'open_clip' in sys.modules]))"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(store)],
+        env=env_for_cli(tmp_path, store),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == [3, False, False]
     # the same answers as the whole model in fp32 gives
-    cli = subprocess.run([sys.executable, "-m", "archive.cli", "search", "a beach", "--json"],
-                         env=env_for_cli(tmp_path, store), capture_output=True, text=True, timeout=300)
+    cli = run_cli(["search", "a beach", "--json"], env_for_cli(tmp_path, store), timeout=300)
     fp32 = Encoder.load(SPEC.name, SPEC.pretrained, "cpu", precision="fp32")
     [full] = Searcher(store, encoder=fp32).search(["a beach"])
     got = json.loads(cli.stdout)["results"]
-    assert [(r["video"], r["present"], r["segments"]) for r in got] == \
-        [(r.video, r.present, [dict(s, peak_score=pytest.approx(s["peak_score"], abs=2e-4)) for s in r.to_dict()["segments"]])
-         for r in full.results]
+    assert [(r["video"], r["present"], r["segments"]) for r in got] == [
+        (
+            r.video,
+            r.present,
+            [dict(s, peak_score=pytest.approx(s["peak_score"], abs=2e-4)) for s in r.to_dict()["segments"]],
+        )
+        for r in full.results
+    ]
     assert [r["score"] for r in got] == pytest.approx([r.score for r in full.results], abs=2e-4)
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_image_queries_after_the_index_run_use_the_stored_vectors_only(ads, tmp_path, encoder):
     folder, truths = ads
     a = Archive(tmp_path / "store", encoder=encoder)
@@ -245,6 +282,7 @@ def test_settings_cache_dir_defaults_and_override(monkeypatch, tmp_path):
     assert settings.cache_dir() == tmp_path / "x" / "archive"
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_a_segment_without_its_stored_term_gets_it_computed_for_its_frames_only(ads, tmp_path, encoder):
     folder, truths = ads
     a = Archive(tmp_path / "store", encoder=encoder)
@@ -263,18 +301,20 @@ def test_a_segment_without_its_stored_term_gets_it_computed_for_its_frames_only(
 
 def test_fp16_rows_convert_exactly_whichever_path_converts_them():
     rng = np.random.default_rng(7)
-    n = segmod.FAST_DECODE_ROWS * 2 + 123  # blocks above and below the size FAISS converts
+    n = vectorview.FAST_DECODE_ROWS * 2 + 123  # blocks above and below the size FAISS converts
     a = (rng.standard_normal((n, DIM)) * 0.05).astype(np.float16)
     a[0, :4] = [np.float16(6e-8), np.float16(-0.0), np.float16(65504), np.float16(1e-5)]  # subnormal, -0, max
     b = rng.standard_normal((500, DIM)).astype(np.float32)
-    view = segmod.VectorView([a, b], [None, None], DIM)
+    view = vectorview.VectorView([a, b], [None, None], DIM)
     want = np.concatenate([a.astype(np.float32), b])
     for reuse in (False, True):
-        got = np.concatenate([blk.copy() for _r0, blk in view.blocks(segmod.FAST_DECODE_ROWS + 7, reuse=reuse)])
+        got = np.concatenate([blk.copy() for _r0, blk in view.blocks(vectorview.FAST_DECODE_ROWS + 7, reuse=reuse)])
         assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))  # -0 too
-    assert np.array_equal(view[10 : n - 5], want[10 : n - 5]) and np.array_equal(view[[3, n + 2, 1]], want[[3, n + 2, 1]])
+    assert np.array_equal(view[10 : n - 5], want[10 : n - 5]) and np.array_equal(
+        view[[3, n + 2, 1]], want[[3, n + 2, 1]]
+    )
     # a reused buffer holds only the block last asked for
-    blocks = view.blocks(segmod.FAST_DECODE_ROWS, reuse=True)
+    blocks = view.blocks(vectorview.FAST_DECODE_ROWS, reuse=True)
     _r0, first = next(blocks)
     kept = first.copy()
     _r1, second = next(blocks)
@@ -316,7 +356,7 @@ def test_scattered_rows_are_read_without_read_around(tmp_path):
             seen.append(_advised_random(addr))
             return np.asarray(self)[key]
 
-    view = segmod.VectorView([vecs.view(Probe)], [owner], DIM)
+    view = vectorview.VectorView([vecs.view(Probe)], [owner], DIM)
     n = len(vecs)
     assert not _advised_random(addr)
     got = view.take(np.array([n - 1, 3, n // 2]))  # far apart
@@ -345,7 +385,7 @@ def test_scattered_rows_are_read_from_the_file_and_never_mapped_in(tmp_path):
 
     with Reader(tmp_path).connection() as con:
         refs = segmod.registered(con)
-    view, _ids, _bgs = segmod.open_segments(tmp_path, refs, DIM)
+    view, _ids, _bgs = vectorview.open_segments(tmp_path, refs, DIM)
     [part] = view.parts
     assert view.files[0] is not None and part.dtype == np.float16
     n = len(part)

@@ -3,65 +3,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import re
 import shutil
-import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
-from conftest import DATA, env_for_cli
+from gen.videos import ad_shots, frame_at, make_video
+from helpers import DATA, browser_page, env_for_cli, get, run_cli, start_server, stop
 from PIL import Image
-from videos import ad_shots, frame_at, make_video
 
 from archive import Archive
 
-ARCHIVE = [sys.executable, "-m", "archive.cli"]
-
-
-def get(url: str, headers: dict[str, str] | None = None, data: bytes | None = None, method: str | None = None):
-    """(status, headers, body) of one request; 4xx/5xx are returned, not raised."""
-    req = urllib.request.Request(url, headers=headers or {}, data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-def start_server(store: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    p = subprocess.Popen(ARCHIVE + ["serve", "--port", "0", "--store", str(store), *extra],
-                         env=env_for_cli(tmp_path, store), stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    lines = []
-    while time.time() < deadline:
-        line = p.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"at (http://\S+/)", line)
-        if m:
-            return p, m[1]
-    p.kill()
-    raise AssertionError("server did not start:\n" + "".join(lines))
-
-
-def stop(p: subprocess.Popen) -> None:
-    p.send_signal(signal.SIGINT)
-    try:
-        p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
+pytestmark = pytest.mark.slow  # `archive serve` and `archive index` in processes, Chromium
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +30,7 @@ def served(tmp_path_factory):
     shutil.copy(DATA / "tree.avi", clips / "tree.avi")
     store = root / "store"
     env = env_for_cli(root, store)
-    subprocess.run(ARCHIVE + ["index", str(clips)], env=env, check=True, capture_output=True, timeout=600)
+    run_cli(["index", clips], env, check=True, text=False, timeout=600)
     p, url = start_server(store, root)
     yield {"url": url, "store": store, "ad": ad, "clips": clips, "root": root, "look2": frame_at(ad, 2)}
     stop(p)
@@ -88,8 +44,15 @@ def test_binds_to_loopback_and_serves_the_page(served):
     assert code == 200 and b"/api/search" in js
     code, _, spec = get(served["url"] + "openapi.json")
     paths = json.loads(spec)["paths"]
-    for p in ("/api/search", "/api/search/image", "/api/videos", "/api/videos/{video_id}",
-              "/api/thumbnails/{frame_id}", "/api/media/{video_id}", "/api/stats"):
+    for p in (
+        "/api/search",
+        "/api/search/image",
+        "/api/videos",
+        "/api/videos/{video_id}",
+        "/api/thumbnails/{frame_id}",
+        "/api/media/{video_id}",
+        "/api/stats",
+    ):
         assert p in paths
     assert get(served["url"] + "docs")[0] == 200
 
@@ -98,8 +61,9 @@ def test_text_search_has_the_cli_shape(served):
     code, _, body = get(served["url"] + "api/search?q=a%20red%20car&top=5")
     assert code == 200
     api = json.loads(body)
-    cli = subprocess.run(ARCHIVE + ["search", "a red car", "--top", "5", "--json"],
-                         env=env_for_cli(served["root"], served["store"]), capture_output=True, text=True, check=True)
+    cli = run_cli(
+        ["search", "a red car", "--top", "5", "--json"], env_for_cli(served["root"], served["store"]), check=True
+    )
     ref = json.loads(cli.stdout)
     assert {k: api[k] for k in ref} == ref  # same fields, same answers; the API adds counts and timing
     assert api["videos_searched"] == 2 and api["took_ms"] > 0
@@ -107,16 +71,21 @@ def test_text_search_has_the_cli_shape(served):
 
 def test_image_search_finds_the_shot_with_its_thumbnails(served):
     png = Path(served["look2"]).read_bytes()
-    code, _, body = get(served["url"] + "api/search/image?name=look2.png", data=png,
-                        headers={"Content-Type": "image/png"}, method="POST")
+    code, _, body = get(
+        served["url"] + "api/search/image?name=look2.png",
+        data=png,
+        headers={"Content-Type": "image/png"},
+        method="POST",
+    )
     assert code == 200, body
     res = json.loads(body)
     assert res["kind"] == "image" and res["query"] == "image:look2.png"
     top = res["results"][0]
     assert top["video"].endswith("spot.mp4") and top["present"]
     spans = served["ad"].spans(2)  # shot B at 2.0-2.4 s and again later
-    assert [(round(s["start_s"], 2), round(s["end_s"], 2)) for s in top["segments"]] == \
-        [(round(a, 2), round(b, 2)) for a, b in spans]
+    assert [(round(s["start_s"], 2), round(s["end_s"], 2)) for s in top["segments"]] == [
+        (round(a, 2), round(b, 2)) for a, b in spans
+    ]
     for fid in [top["best_frame_id"]] + [s["peak_frame_id"] for s in top["segments"]]:
         code, headers, jpeg = get(served["url"] + f"api/thumbnails/{fid}")
         assert code == 200 and headers["content-type"] == "image/jpeg"
@@ -226,36 +195,12 @@ def test_serve_errors_are_one_line(served, tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         port = s.getsockname()[1]
-        p = subprocess.run(ARCHIVE + ["serve", "--port", str(port), "--store", str(served["store"])],
-                           env=env_for_cli(tmp_path, served["store"]), capture_output=True, text=True, timeout=120)
+        p = run_cli(
+            ["serve", "--port", port, "--store", served["store"]], env_for_cli(tmp_path, served["store"]), timeout=120
+        )
     assert p.returncode == 1 and "already in use" in p.stderr and "Traceback" not in p.stderr
-    p = subprocess.run(ARCHIVE + ["serve", "--store", str(tmp_path / "none")], env=env_for_cli(tmp_path),
-                       capture_output=True, text=True, timeout=60)
+    p = run_cli(["serve", "--store", tmp_path / "none"], env_for_cli(tmp_path), timeout=60)
     assert p.returncode == 1 and "no archive at" in p.stderr and "Traceback" not in p.stderr
-
-
-def chromium() -> str:
-    path = os.environ.get("ARCHIVE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("the browser test needs Chromium: apt-get install chromium (or set ARCHIVE_CHROMIUM)")
-    return path
-
-
-@contextlib.contextmanager
-def browser_page(width: int = 1100, height: int = 900) -> Iterator[tuple[Any, Any, list[str]]]:
-    """Headless Chromium (Playwright driving Debian's chromium): ``(browser, page, errors)``, where
-    ``errors`` collects the page's uncaught JavaScript errors."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            yield browser, page, errors
-        finally:
-            browser.close()
 
 
 def test_page_in_a_real_browser(served, tmp_path):
@@ -276,7 +221,8 @@ def test_page_in_a_real_browser(served, tmp_path):
         first = page.locator(".result").first
         assert "spot.mp4" in first.locator("h3").inner_text()
         page.wait_for_function(
-            "Array.from(document.querySelectorAll('.result img')).every(i => i.complete && i.naturalWidth > 0)")
+            "Array.from(document.querySelectorAll('.result img')).every(i => i.complete && i.naturalWidth > 0)"
+        )
         segs = first.locator(".seg")
         assert segs.count() == 2
         start = float(segs.nth(1).get_attribute("data-start"))

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import IMAGE_THRESHOLD, env_for_cli
-from videos import Shot, frame_at, make_video
+from gen.videos import Shot, frame_at, make_video
+from helpers import IMAGE_THRESHOLD, TEST_MODEL, env_for_cli, get, run_cli, start_server, stop
 
 from archive import Archive
 from archive.api import search_stores
 from indexer.errors import QueryError
-
-ARCHIVE = [sys.executable, "-m", "archive.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +40,9 @@ def test_two_stores_answer_as_one_ranked_list(shards, encoder):
     assert {r.store for r in res.results} == {str(s) for s in stores}
     assert by["spot_a.mp4"].store == str(stores[0]) and by["spot_b.mp4"].store == str(stores[1])
     # the packshot is found in both stores, ranked first, at its times (one native frame)
-    assert [os.path.basename(r.video) for r in res.results[:2]] == sorted(["spot_a.mp4", "spot_b.mp4"],
-                                                                          key=lambda n: -by[n].score)
+    assert [os.path.basename(r.video) for r in res.results[:2]] == sorted(
+        ["spot_a.mp4", "spot_b.mp4"], key=lambda n: -by[n].score
+    )
     assert by["spot_a.mp4"].present and by["spot_b.mp4"].present
     assert by["spot_a.mp4"].first_seen_s == pytest.approx(va.spans(7)[0][0], abs=0.04)
     assert by["spot_b.mp4"].first_seen_s == pytest.approx(vb.spans(7)[0][0], abs=0.04)
@@ -54,8 +51,12 @@ def test_two_stores_answer_as_one_ranked_list(shards, encoder):
         [alone] = Archive(s, encoder=encoder).search(image=still, top=None, threshold=IMAGE_THRESHOLD)
         for r in alone.results:
             m = by[os.path.basename(r.video)]
-            assert (m.present, m.first_seen_s, m.duration_s, m.score) == (r.present, r.first_seen_s, r.duration_s,
-                                                                         r.score)
+            assert (m.present, m.first_seen_s, m.duration_s, m.score) == (
+                r.present,
+                r.first_seen_s,
+                r.duration_s,
+                r.score,
+            )
 
 
 def test_top_cuts_the_merged_list(shards, encoder):
@@ -79,51 +80,53 @@ def test_stores_of_different_models_are_refused(shards, tmp_path):
         search_stores([root / "store_a", tmp_path / "other"], "a beach")
 
 
+@pytest.mark.slow  # runs `archive bench` in a process (which starts one per shard)
 def test_bench_times_queries_over_shards(tmp_path):
-    from conftest import TEST_MODEL
-
     env = env_for_cli(tmp_path)
-    p = subprocess.run(ARCHIVE + ["bench", "--frames", "600", "--shards", "2", "--queries", "2", "--model", TEST_MODEL,
-                                  "--json"], env=env, capture_output=True, text=True, check=False, timeout=600)
+    p = run_cli(
+        ["bench", "--frames", "600", "--shards", "2", "--queries", "2", "--model", TEST_MODEL, "--json"],
+        env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert (r["mode"], r["shards"], r["frames"], r["frames_per_shard"]) == ("shards", 2, 600, 300)
     assert r["p50_ms"] > 0 and r["merge_p50_ms"] >= 0 and r["peak_rss_mb"] > 0
 
 
+@pytest.mark.slow  # runs the CLI in processes
 def test_cli_several_stores(shards, tmp_path):
     root, va, _ = shards
     still = frame_at(va, 7)
     env = env_for_cli(tmp_path)
     a, b = str(root / "store_a"), str(root / "store_b")
-    p = subprocess.run(ARCHIVE + ["search", "--image", str(still), "--store", a, "--store", b, "--json",
-                                  "--threshold", str(IMAGE_THRESHOLD)],
-                       env=env, capture_output=True, text=True, check=False)
+    p = run_cli(["search", "--image", still, "--store", a, "--store", b, "--json", "--threshold", IMAGE_THRESHOLD], env)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     assert {r["store"] for r in res["results"]} == {a, b} and sum(r["present"] for r in res["results"]) == 2
     env["ARCHIVE_STORE"] = os.pathsep.join([a, b])
-    p2 = subprocess.run(ARCHIVE + ["search", "--image", str(still), "--json", "--threshold", str(IMAGE_THRESHOLD)],
-                        env=env, capture_output=True, text=True, check=False)
+    p2 = run_cli(["search", "--image", still, "--json", "--threshold", IMAGE_THRESHOLD], env)
     assert p2.returncode == 0 and json.loads(p2.stdout)["results"] == res["results"]
-    p3 = subprocess.run(ARCHIVE + ["search", "x", "--video", "nowhere.mp4"], env=env, capture_output=True,
-                        text=True, check=False)
+    p3 = run_cli(["search", "x", "--video", "nowhere.mp4"], env)
     assert p3.returncode == 1 and "no indexed video in any of the stores" in p3.stderr
-    p4 = subprocess.run(ARCHIVE + ["info"], env=env, capture_output=True, text=True, check=False)
+    p4 = run_cli(["info"], env)
     assert p4.returncode == 2 and "one store" in p4.stderr and len(p4.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # runs `archive serve` in a process
 def test_serve_answers_over_several_stores_and_serves_each_stores_files(shards, tmp_path):
-    from test_server import get, start_server, stop
-
     root, va, vb = shards
     a, b = root / "store_a", root / "store_b"
     p, url = start_server(a, tmp_path, "--store", str(b))
     try:
         with open(frame_at(va, 7), "rb") as fh:
             still = fh.read()
-        st, _h, raw = get(f"{url}api/search/image?name=still.png&threshold={IMAGE_THRESHOLD}&top=10", data=still,
-                          headers={"Content-Type": "image/png"}, method="POST")
+        st, _h, raw = get(
+            f"{url}api/search/image?name=still.png&threshold={IMAGE_THRESHOLD}&top=10",
+            data=still,
+            headers={"Content-Type": "image/png"},
+            method="POST",
+        )
         assert st == 200, raw
         res = json.loads(raw)
         assert res["videos_searched"] == 4
@@ -145,7 +148,11 @@ def test_serve_answers_over_several_stores_and_serves_each_stores_files(shards, 
         assert st == 404 and "no store 2" in json.loads(raw)["detail"]
         rows = json.loads(get(f"{url}api/videos")[2])["videos"]
         assert sorted((r["store_index"], r["name"]) for r in rows) == [
-            (0, "other_a.mp4"), (0, "spot_a.mp4"), (1, "other_b.mp4"), (1, "spot_b.mp4")]
+            (0, "other_a.mp4"),
+            (0, "spot_a.mp4"),
+            (1, "other_b.mp4"),
+            (1, "spot_b.mp4"),
+        ]
         stats = json.loads(get(f"{url}api/stats")[2])
         assert stats["videos"] == 4 and [s["store_index"] for s in stats["stores"]] == [0, 1]
         assert stats["frames"] == sum(s["frames"] for s in stats["stores"])

@@ -59,7 +59,8 @@ def test_hard_cut_starts_one_shot_at_the_cut_frame():
     det, starts = run([a] * 30 + [b] * 40, det)
     assert starts == [0, 30]
     assert [(s.start_s, s.end_s, s.kind) for s in det.shots] == [
-        (ts(0), ts(30), "content"), (ts(30), ts(70), "content"),
+        (ts(0), ts(30), "content"),
+        (ts(30), ts(70), "content"),
     ]
 
 
@@ -98,8 +99,7 @@ def test_the_same_jump_amid_motion_is_not_a_cut():
     det = ShotDetector()
     rng = np.random.default_rng(13)
     picture = rng.integers(50, 110, size=(THUMB_H, THUMB_W, 3)).astype(np.int16)
-    thumbs = [np.clip(picture + rng.integers(-12, 13, size=picture.shape), 0, 255).astype(np.uint8)
-              for _ in range(30)]
+    thumbs = [np.clip(picture + rng.integers(-12, 13, size=picture.shape), 0, 255).astype(np.uint8) for _ in range(30)]
     diffs = [mean_abs_diff(p, q) for p, q in zip(thumbs, thumbs[1:])]
     jumped = dark_shot(12, 1, 50)[0]
     jump = mean_abs_diff(thumbs[-1], jumped)
@@ -183,8 +183,7 @@ def test_grain_that_builds_up_is_suppressed_by_the_adaptive_ratio():
     rng = np.random.default_rng(5)
     picture = rng.integers(40, 110, size=(THUMB_H, THUMB_W, 3)).astype(np.int16)
     amps = [min(8 * i, 140) for i in range(80)]
-    thumbs = [np.clip(picture + rng.integers(0, a + 1, size=picture.shape), 0, 255).astype(np.uint8)
-              for a in amps]
+    thumbs = [np.clip(picture + rng.integers(0, a + 1, size=picture.shape), 0, 255).astype(np.uint8) for a in amps]
     diffs = [mean_abs_diff(p, q) for p, q in zip(thumbs, thumbs[1:])]
     assert sum(d >= det.cut_threshold for d in diffs) >= 50  # premise: most differences pass the threshold
     det, starts = run(thumbs, det)

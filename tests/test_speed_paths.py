@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, TEST_MODEL
-from videos import Shot, ad_shots, frame_at, make_video
+from gen.videos import Shot, ad_shots, frame_at, make_video
+from helpers import DATA, TEST_MODEL
 
 from archive import Archive
 from indexer.device import native_bf16
@@ -12,11 +12,6 @@ from indexer.media.decode import sample_frames
 from indexer.media.timing import StageTimes
 from indexer.model.encoder import Encoder
 from indexer.run.pipeline import embed_video
-
-
-@pytest.fixture(scope="module")
-def fp32():
-    return Encoder.load(TEST_MODEL, "none", "cpu", precision="fp32", full=True)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +27,7 @@ def test_bf16_embeddings_match_fp32_on_real_frames(fp32, bf16):
     assert float(np.min(np.sum(a * b, axis=1))) >= 0.99
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_bf16_gives_the_same_timings(fp32, bf16, tmp_path):
     truth = make_video(tmp_path / "ad.mp4", ad_shots("25"), "25")
     q = frame_at(truth, 2)
@@ -40,8 +36,12 @@ def test_bf16_gives_the_same_timings(fp32, bf16, tmp_path):
         a = Archive(tmp_path / f"store_{enc.precision}", encoder=enc)
         a.index([truth.path])
         [res] = a.search(image=q)
-        answers.append([(r.video_id, r.present, r.first_seen_s, r.duration_s,
-                         [(s.start_s, s.end_s) for s in r.segments]) for r in res.results])
+        answers.append(
+            [
+                (r.video_id, r.present, r.first_seen_s, r.duration_s, [(s.start_s, s.end_s) for s in r.segments])
+                for r in res.results
+            ]
+        )
     assert answers[0] == answers[1]
 
 
@@ -84,6 +84,7 @@ def test_direct_preprocess_equals_open_clips(fp32):
         assert direct.shape == ref.shape and torch.allclose(direct, ref, atol=1e-6)
 
 
+@pytest.mark.slow  # TransNetV2, a decoding child process
 def test_parallel_decoders_give_the_same_store(fp32, tmp_path, monkeypatch):
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -96,8 +97,13 @@ def test_parallel_decoders_give_the_same_store(fp32, tmp_path, monkeypatch):
         rep = a.index([clips], batch_size=1)  # one sample a model call, whatever the timing: see below
         assert rep.indexed == 3 and rep.ok
         stores.append(a)
-    rows = [a.sql("SELECT v.name, f.ts_s, f.end_s, s.start_s, s.kind, f.thumb_bytes > 0 AS thumb FROM frames f "
-                  "JOIN videos v USING (video_id) JOIN shots s USING (shot_id) ORDER BY 1, 2").rows for a in stores]
+    rows = [
+        a.sql(
+            "SELECT v.name, f.ts_s, f.end_s, s.start_s, s.kind, f.thumb_bytes > 0 AS thumb FROM frames f "
+            "JOIN videos v USING (video_id) JOIN shots s USING (shot_id) ORDER BY 1, 2"
+        ).rows
+        for a in stores
+    ]
     assert rows[0] == rows[1] and len(rows[0]) > 30
     from indexer.store import Reader
 

@@ -3,9 +3,10 @@ import os
 import duckdb
 import numpy as np
 import pytest
+from helpers import video_record
 
 from indexer.errors import ModelMismatch, StoreError, StoreLocked, StoreNotFound
-from indexer.store import FrameRecord, Reader, VideoRecord, Writer
+from indexer.store import Reader, Writer
 from indexer.store.records import ModelSpec
 
 SPEC = ModelSpec("ViT-S-32-alt", "none")
@@ -16,11 +17,8 @@ def record(path, n, seed, fps=2.0):
     rng = np.random.default_rng(seed)
     v = rng.normal(size=(n, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    ts = [i / fps for i in range(n)]
-    return VideoRecord(
-        path=path, size_bytes=100, mtime=1.0, fingerprint=f"fp{seed}", duration_s=n / fps, fps=25.0,
-        width=320, height=240, codec="h264", sample_fps=fps, decoded_frames=n * 12,
-        frames=[FrameRecord(t, t + 1 / fps) for t in ts], vectors=v,
+    return video_record(
+        path, v, fingerprint=f"fp{seed}", sample_fps=fps, size_bytes=100, mtime=1.0, width=320, height=240
     )
 
 

@@ -1,10 +1,12 @@
 """Shot-accurate timings: generated videos with known cuts, a 0.4 s shot, fades, a returning shot."""
 
 import pytest
+from gen.videos import RATES, ad_shots, frame_at, make_video, pattern
 from PIL import Image
-from videos import RATES, ad_shots, frame_at, make_video, pattern
 
 from archive import Archive
+
+pytestmark = pytest.mark.slow  # the `ad` fixture's index run loads TransNetV2 (its fades open the gate)
 
 
 @pytest.fixture(scope="module", params=["25", "29.97", "23.976"])
@@ -31,8 +33,9 @@ def test_shots_are_detected_at_the_cuts(ad):
     d_fade_end = truth.shots[4][1] + 0.4
     assert c_fade_start <= black[0]["start_s"] and black[0]["end_s"] <= d_fade_end
     # every shot has at least one sampled frame, the 0.4 s shot included
-    assert arc.sql("SELECT count(*) AS n FROM shots s WHERE NOT EXISTS "
-                   "(SELECT 1 FROM frames f WHERE f.shot_id = s.shot_id)").records() == [{"n": 0}]
+    assert arc.sql(
+        "SELECT count(*) AS n FROM shots s WHERE NOT EXISTS (SELECT 1 FROM frames f WHERE f.shot_id = s.shot_id)"
+    ).records() == [{"n": 0}]
 
 
 def test_image_query_is_exact_to_one_native_frame(ad):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from videos import Shot, make_video
+from gen.videos import Shot, make_video
+from helpers import DATA, run_cli
 
 from archive import Archive
 from archive.bench.transitions import make_transition_video
@@ -22,10 +23,12 @@ def dissolve_video(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _shots(a: Archive) -> list[dict]:
-    return a.sql("SELECT start_s, end_s, kind, transition, trans_start_s, trans_end_s FROM shots "
-                 "ORDER BY start_s").records()
+    return a.sql(
+        "SELECT start_s, end_s, kind, transition, trans_start_s, trans_end_s FROM shots ORDER BY start_s"
+    ).records()
 
 
+@pytest.mark.slow  # TransNetV2; an in-process index run decodes its first video in a child process
 def test_dissolve_gets_a_boundary_at_its_middle_and_cuts_stay_exact(dissolve_video, tmp_path):
     truth = dissolve_video
     rate = float(truth.rate)
@@ -53,6 +56,7 @@ def test_dissolve_gets_a_boundary_at_its_middle_and_cuts_stay_exact(dissolve_vid
     assert a.sql("SELECT shot_detector FROM videos").rows == [("transnet",)]
 
 
+@pytest.mark.slow  # TransNetV2; an in-process index run decodes its first video in a child process
 def test_fast_detector_misses_the_dissolve_and_asking_for_transnet_reindexes(dissolve_video, tmp_path):
     truth = dissolve_video
     a = Archive(tmp_path / "store")
@@ -65,6 +69,7 @@ def test_fast_detector_misses_the_dissolve_and_asking_for_transnet_reindexes(dis
     assert a.sql("SELECT count(*) FROM shots WHERE transition = 'dissolve'").rows[0][0] >= 1
 
 
+@pytest.mark.slow  # TransNetV2; an in-process index run decodes its first video in a child process
 def test_first_seen_next_to_a_dissolve_within_half_its_length(dissolve_video, tmp_path):
     from PIL import Image
 
@@ -84,9 +89,13 @@ def test_first_seen_next_to_a_dissolve_within_half_its_length(dissolve_video, tm
         want = truth.boundary_frame(t) / rate
         n = t.end_frame - t.start_frame + 1
         assert abs(r.first_seen_s - want) <= (n / 2 + 1) / rate, (r.first_seen_s, want)  # the issue's bound
-        assert abs(r.first_seen_s - want) <= 1.0 / rate + 1e-6, (r.first_seen_s, want)  # in fact: the middle, to a frame
+        assert abs(r.first_seen_s - want) <= 1.0 / rate + 1e-6, (
+            r.first_seen_s,
+            want,
+        )  # in fact: the middle, to a frame
 
 
+@pytest.mark.slow  # TransNetV2; an in-process index run decodes its first video in a child process
 def test_a_shot_entered_by_a_dissolve_is_timed_from_its_middle_not_from_its_first_sample(dissolve_video, tmp_path):
     """No sample lies on a dissolve's middle (it is known only after those frames went by), so the
     shot's first sample stands for the time from the shot's start, and the sample before it only up
@@ -122,15 +131,13 @@ def test_short_and_single_frame_videos(tmp_path):
         assert np.isclose(st.shots[-1].end_s, truth.duration_s, atol=0.05)
 
 
+@pytest.mark.slow  # TransNetV2, the CLI in a process, a decoding child process
 def test_info_says_which_detector_made_the_shots(dissolve_video, tmp_path):
     import json
-    import subprocess
-    import sys
 
     a = Archive(tmp_path / "store")
     a.index([dissolve_video.path])
-    out = subprocess.run([sys.executable, "-m", "archive.cli", "info", "--json", "--store", str(tmp_path / "store")],
-                         capture_output=True, text=True, check=True)
+    out = run_cli(["info", "--json", "--store", tmp_path / "store"], check=True)
     info = json.loads(out.stdout)
     assert info["shot_detectors"] == {"transnet": 1}
     assert info["transitions"]["dissolve"] >= 1 and info["transitions"]["start"] == 1
@@ -139,7 +146,6 @@ def test_info_says_which_detector_made_the_shots(dissolve_video, tmp_path):
 
 def _real_thumbs(n: int) -> list[np.ndarray]:
     import av
-    from conftest import DATA
 
     from indexer.media.decode import thumbnail
 
@@ -189,14 +195,21 @@ def test_a_transition_the_model_sees_under_way_without_pinning_its_frame():
     at the run's middle; a 2-frame run is not enough; a run next to a found transition adds nothing."""
     n = 200
     threshold = transnet.THRESHOLD
-    single, many = _probs(n, [(40, 45, threshold - 0.2, threshold + 0.3),  # sure it is under way
-                              (100, 101, threshold - 0.2, threshold + 0.3),  # too short
-                              (150, 152, threshold + 0.4, threshold + 0.4),  # a dissolve found as published
-                              (153, 158, threshold - 0.2, threshold + 0.3)])  # ... and its tail
+    single, many = _probs(
+        n,
+        [
+            (40, 45, threshold - 0.2, threshold + 0.3),  # sure it is under way
+            (100, 101, threshold - 0.2, threshold + 0.3),  # too short
+            (150, 152, threshold + 0.4, threshold + 0.4),  # a dissolve found as published
+            (153, 158, threshold - 0.2, threshold + 0.3),
+        ],
+    )  # ... and its tail
     assert transnet.MANY_RUN > 2
     found = transnet.transitions(single, many, np.zeros(n, bool))
     assert [(t.kind, t.first, t.last, t.start) for t in found] == [
-        ("dissolve", 40, 45, 43), ("dissolve", 150, 158, 154)]
+        ("dissolve", 40, 45, 43),
+        ("dissolve", 150, 158, 154),
+    ]
     black = np.zeros(n, bool)
     black[42] = True
     assert [t.kind for t in transnet.transitions(single, many, black)][0] == "fade"
@@ -210,8 +223,11 @@ def test_no_boundary_inside_a_black_stretch():
 
     fps = 25.0
     times = [i / fps for i in range(100)]
-    shots = [ShotSpan(0.0, 0.0, "content", "start"), ShotSpan(times[40], 0.0, "black", "fade"),
-             ShotSpan(times[50], 0.0, "content", "fade")]
+    shots = [
+        ShotSpan(0.0, 0.0, "content", "start"),
+        ShotSpan(times[40], 0.0, "black", "fade"),
+        ShotSpan(times[50], 0.0, "content", "fade"),
+    ]
     found = [transnet.Transition("cut", 45, 45, 45), transnet.Transition("dissolve", 44, 47, 46)]
     merged = merge_transitions(shots, times, found, 4.0)
     assert [(round(s.start_s * fps), s.kind) for s in merged] == [(0, "content"), (40, "black"), (50, "content")]
@@ -240,8 +256,16 @@ def test_shoteval_counts_a_fade_through_black_once():
 def test_a_flash_is_neither_a_shot_nor_a_sample(tmp_path):
     """Real footage with photo flashes (1-2 frames washed towards white) in its shots, sampled at
     every frame: no shot begins at a flash and no flash frame is a sample; every other frame is."""
-    truth = make_transition_video(tmp_path / "flashes.mp4", seconds=12.0, size=(320, 180), seed=11, flashes=1.0,
-                                  p_cut=1.0, p_dissolve=0.0, p_fade=0.0)
+    truth = make_transition_video(
+        tmp_path / "flashes.mp4",
+        seconds=12.0,
+        size=(320, 180),
+        seed=11,
+        flashes=1.0,
+        p_cut=1.0,
+        p_dissolve=0.0,
+        p_fade=0.0,
+    )
     rate = float(truth.rate)
     flashes = [(a, b) for kind, a, b in truth.hazards if kind == "flash"]
     assert len(flashes) >= 2  # premise

@@ -4,14 +4,12 @@ up to date when videos are removed; letterbox bars cut before embedding."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, env_for_cli
-from versionads import Shared, make_set, score
+from gen.versionads import Shared, make_set, score
+from helpers import TEST_MODEL, env_for_cli, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +36,7 @@ def _found(a) -> dict[tuple[str, str], list[Shared]]:
     return found
 
 
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_versions_found_and_grouped(version_store) -> None:
     _d, vset, a, report = version_store
     assert report.versions_compared == len(vset.versions)
@@ -60,13 +59,14 @@ def test_versions_found_and_grouped(version_store) -> None:
     assert info["matches"] == len(a.matches())
 
 
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_cutdown_segments_land_on_the_masters_shots(version_store) -> None:
     _d, vset, a, _r = version_store
     by = vset.by_name()
     rep = a.versions(["film0_cutdown.mp4"])
     segs = [s for s in rep.groups[0].segments if s["name_b"] == "film0_master.mp4"]
     assert segs and all(s["name_a"] == "film0_cutdown.mp4" for s in segs)  # the video asked about comes first
-    from versionads import shared
+    from gen.versionads import shared
 
     truth = shared(by["film0_cutdown.mp4"], by["film0_master.mp4"])
     for t in truth:  # each shared stretch is covered, and its boundaries are within one sample interval
@@ -74,8 +74,9 @@ def test_cutdown_segments_land_on_the_masters_shots(version_store) -> None:
         assert abs(best["a_start_s"] - t.a_start) <= 0.5 + 1e-6 and abs(best["b_start_s"] - t.b_start) <= 0.5 + 1e-6
 
 
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_web_page_shows_versions_on_both_timelines(version_store, tmp_path: Path) -> None:
-    from test_server import browser_page, get, start_server, stop
+    from helpers import browser_page, get, start_server, stop
 
     d, vset, a, _r = version_store
     from indexer.store import Reader
@@ -102,7 +103,8 @@ def test_web_page_shows_versions_on_both_timelines(version_store, tmp_path: Path
             page.wait_for_function("location.search.includes('video=%d')" % refs["film0_master.mp4"])
             page.wait_for_function(  # the master's page has replaced the cut-down's
                 "document.querySelector('#results .result h3')?.textContent === 'film0_master.mp4' && "
-                "document.querySelector('.versions .version') !== null")
+                "document.querySelector('.versions .version') !== null"
+            )
             links = page.locator(".versions .version a.details").all_inner_texts()
             assert "film0_cutdown.mp4" in links and "film0_master.mp4" not in links
             assert not errors, errors
@@ -110,16 +112,15 @@ def test_web_page_shows_versions_on_both_timelines(version_store, tmp_path: Path
         stop(p)
 
 
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_versions_cli_and_removal(version_store, tmp_path: Path) -> None:
     d, vset, a, _r = version_store
     env = env_for_cli(tmp_path, d / "store")
-    out = subprocess.run([sys.executable, "-m", "archive.cli", "versions", "--json"], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = run_cli(["versions", "--json"], env, timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert len(data["groups"]) == 2 and data["min_shared_s"] == 2.0
-    out = subprocess.run([sys.executable, "-m", "archive.cli", "versions", "no_such_video.mp4"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = run_cli(["versions", "no_such_video.mp4"], env, timeout=300)
     assert out.returncode == 1 and "no_such_video.mp4" in out.stderr and "Traceback" not in out.stderr
     # a bigger --min-shared than the bumper-free cut-down shares splits it off
     bumper = next(m for g in a.versions().groups for m in g.members if m.name == "film0_bumper.mp4")
@@ -158,8 +159,9 @@ def test_letterbox_bars_are_cut() -> None:
     assert content_box(np.zeros((90, 160, 3), np.uint8)) is None  # a black frame stays as it is
 
 
-@pytest.mark.parametrize("bar, dark", [((24, 24, 24), True), ((24, 24, 25), False), ((0, 0, 0), True),
-                                       ((10, 10, 10), True)])
+@pytest.mark.parametrize(
+    "bar, dark", [((24, 24, 24), True), ((24, 24, 25), False), ((0, 0, 0), True), ((10, 10, 10), True)]
+)
 def test_letterbox_bars_at_the_darkness_limits(bar: tuple[int, int, int], dark: bool) -> None:
     """A bar is dark when its grey (the mean of the channels) is at most 24 on average and at most
     48 at its 95th percentile: exactly 24 is dark, a third of a level more is not. Also at a size
@@ -172,10 +174,11 @@ def test_letterbox_bars_at_the_darkness_limits(bar: tuple[int, int, int], dark: 
         frame[: h // 8] = bar
         frame[h - h // 8 :] = bar
         if bar == (10, 10, 10):  # a few bright pixels, under 5 % of the line, leave it dark
-            frame[: h // 8, :: 25] = 200
+            frame[: h // 8, ::25] = 200
         assert content_box(frame) == ((0, h // 8, w, h - 2 * (h // 8)) if dark else None)
 
 
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_like_video_indexed_or_not(version_store, tmp_path: Path) -> None:
     """An indexed file's stored samples answer; a copy elsewhere is decoded once and answers the
     same; the store is not changed; each segment gives its range in the file."""
@@ -191,8 +194,10 @@ def test_like_video_indexed_or_not(version_store, tmp_path: Path) -> None:
     shutil.copy(src, copy)
     decoded = a.like_video(copy)
     assert (d / "store" / "catalog.duckdb").read_bytes() == catalog
+
     def names(res):
         return {Path(r.video).name for r in res.results}
+
     family = {v.name for v in vset.versions if v.family == "film1"}
     assert "film1_master.mp4" in names(indexed) and names(indexed) <= family - {"film1_cutdown.mp4"}
     assert names(decoded) == names(indexed) | {"film1_cutdown.mp4"}  # the copy also finds the file itself
@@ -205,14 +210,14 @@ def test_like_video_indexed_or_not(version_store, tmp_path: Path) -> None:
     with pytest.raises(QueryError, match="file not found"):
         a.like_video(tmp_path / "missing.mp4")
     env = env_for_cli(tmp_path, d / "store")
-    out = subprocess.run([sys.executable, "-m", "archive.cli", "search", "--like-video", str(copy), "--json"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = run_cli(["search", "--like-video", copy, "--json"], env, timeout=300)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.splitlines()[0])
     assert res["kind"] == "video" and {Path(r["video"]).name for r in res["results"]} == names(decoded)
     assert all("like_start_s" in s for r in res["results"] for s in r["segments"])
 
 
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_check_finds_and_repairs_matches_out_of_step(version_store, tmp_path: Path) -> None:
     """`archive check` verifies the matches against the catalog and (a sample) against the vectors;
     `--repair` regroups and has the videos compared again by the next index run."""
@@ -244,6 +249,7 @@ def test_check_finds_and_repairs_matches_out_of_step(version_store, tmp_path: Pa
     assert rep.ok and not any("not compared" in n for n in rep.notes)
 
 
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_ivf_index_finds_the_same_versions_as_the_exact_scan(version_store, tmp_path: Path, monkeypatch) -> None:
     """In an archive large enough for an IVF index (the version set plus 12,000 synthetic frames),
     the nearest neighbours through FAISS lead to the same matches as the exact range search."""
@@ -268,14 +274,16 @@ def test_ivf_index_finds_the_same_versions_as_the_exact_scan(version_store, tmp_
     sides = [versions_mod.side_of(table, int(a), int(b)) for a, b in zip(starts, stops)]
 
     def pairs(use_ivf: bool) -> set[tuple[int, int]]:
-        return {(m.ordered().video_a, m.ordered().video_b)
-                for m in versions_mod.find(store, sides, basis, use_ivf=use_ivf)}
+        return {
+            (m.ordered().video_a, m.ordered().video_b) for m in versions_mod.find(store, sides, basis, use_ivf=use_ivf)
+        }
 
     exact, through_ivf = pairs(False), pairs(True)
     assert exact and through_ivf == exact
     assert all(a in real and b in real for a, b in exact)  # nothing matched among the synthetic frames
 
 
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_new_and_reindexed_videos_are_compared_alone(version_store, tmp_path: Path) -> None:
     """Adding a video compares it (only it) with the archive; indexing it again after its content
     changed replaces its matches."""
@@ -296,9 +304,12 @@ def test_new_and_reindexed_videos_are_compared_alone(version_store, tmp_path: Pa
     assert (rep.indexed, rep.versions_compared) == (1, 1)
     mine = a.matches([str(new)])
     same = [m for m in mine if "film0_master.mp4" in (m["name_a"], m["name_b"])]
-    assert same and sum(m["a_end_s"] - m["a_start_s"] for m in same) == pytest.approx(by["film0_master.mp4"].duration_s, abs=0.6)
-    assert {m["name_a"] for m in mine} | {m["name_b"] for m in mine} <= {v.name for v in vset.versions
-                                                                        if v.family == "film0"} | {new.name}
+    assert same and sum(m["a_end_s"] - m["a_start_s"] for m in same) == pytest.approx(
+        by["film0_master.mp4"].duration_s, abs=0.6
+    )
+    assert {m["name_a"] for m in mine} | {m["name_b"] for m in mine} <= {
+        v.name for v in vset.versions if v.family == "film0"
+    } | {new.name}
     shutil.copy(by["film1_master.mp4"].path, new)  # another film now
     rep = a.index([clips], fps=2.0)
     assert (rep.indexed, rep.versions_compared) == (1, 1)
@@ -307,12 +318,13 @@ def test_new_and_reindexed_videos_are_compared_alone(version_store, tmp_path: Pa
     assert a.check().ok
 
 
+@pytest.mark.slow  # an in-process index run decodes its first video in a child process
 def test_cuts_moved_a_few_frames_either_way(tmp_path: Path, encoder) -> None:
     """A recut moves every cut of the master by up to three frames, trimming some shots and reaching
     into the takes for others (frames the master does not show); a cut-down trims at its cuts. Every
     pair of the film is found, with nothing else, and each shared segment's boundaries lie within
     one sample interval of the truth."""
-    from versionads import HANDLE
+    from gen.versionads import HANDLE
 
     from archive import Archive
 
@@ -344,6 +356,7 @@ def test_a_shot_entered_by_a_dissolve_starts_at_its_own_start() -> None:
     assert plain.shot_start.tolist() == [0.0, 0.0, 1.3, 1.3]
 
 
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_comparing_reads_the_catalog_through_one_connection(version_store, monkeypatch) -> None:
     """An add compares its videos with the archive inside ``with reader:``: the catalog is opened and
     checked once, not once per read (about 20 ms each), with the same matches."""

@@ -129,6 +129,7 @@ def index_paths(
                 return report
             if plan.todo and encoder is None:
                 progress(Progress("model", message=f"{spec.name} ({spec.pretrained})"))
+                crashpoints.pause("model.load")
                 encoder = Encoder.load(spec.name, spec.pretrained, o.device, precision=o.precision)
                 runner.encoder = encoder
             if plan.todo and writer.spec is None:
@@ -166,8 +167,10 @@ def _merged(writer: Writer, report: IndexReport) -> None:
     rep = writer.layer.auto_merge()
     report.segments_merged = rep.merged
     if rep.lists_error:
-        report.lists_note = (f"the IVF index's lists file could not be written ({rep.lists_error}); the videos are "
-                             "committed, and queries build the index from its codes until a later run writes it.")
+        report.lists_note = (
+            f"the IVF index's lists file could not be written ({rep.lists_error}); the videos are "
+            "committed, and queries build the index from its codes until a later run writes it."
+        )
 
 
 def _missing(store_dir: Path, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -178,9 +181,19 @@ def _missing(store_dir: Path, paths: Sequence[str | os.PathLike[str]]) -> list[s
     return sorted(p for p in Reader(store_dir).indexed_paths(under=paths) if not os.path.exists(p))
 
 
-def _index_on_ray(writer: Writer, opts: IndexOptions, spec: Any, detector: str, progress: ProgressFn,
-                  report: IndexReport, plan: Plan, problems: list[tuple[str, str]], infos: dict[str, VideoInfo],
-                  no_thumbs: list[str], engine: "ocrmod.OcrEngine | None" = None) -> None:
+def _index_on_ray(
+    writer: Writer,
+    opts: IndexOptions,
+    spec: Any,
+    detector: str,
+    progress: ProgressFn,
+    report: IndexReport,
+    plan: Plan,
+    problems: list[tuple[str, str]],
+    infos: dict[str, VideoInfo],
+    no_thumbs: list[str],
+    engine: "ocrmod.OcrEngine | None" = None,
+) -> None:
     """The rest of an index run with the per-video step on Ray workers (the writer stays here)."""
     runner = RayRunner(writer, opts, spec, progress, report, detector, engine.side if engine is not None else 0)
     # Ray prints its own notices (a worker died, ...) on this process's stdout: they go to stderr,
@@ -207,8 +220,16 @@ class _Runner(Committer):
     """Maps :func:`embed_video` over files in this process and hands finished videos to the writer,
     committing at most every ``ARCHIVE_COMMIT_INTERVAL_S`` seconds (and on the way out, Ctrl-C too)."""
 
-    def __init__(self, writer: Writer, encoder: Encoder | None, options: IndexOptions, progress: ProgressFn,
-                 report: IndexReport, shots: str = "fast", ocr: "ocrmod.OcrEngine | None" = None) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        encoder: Encoder | None,
+        options: IndexOptions,
+        progress: ProgressFn,
+        report: IndexReport,
+        shots: str = "fast",
+        ocr: "ocrmod.OcrEngine | None" = None,
+    ) -> None:
         super().__init__(writer, progress, report)
         self.ocr = ocr  # reads on-screen text in the decoding threads (None: not)
         self.encoder, self.fps, self.batch_size = encoder, options.fps, options.batch_size
@@ -248,11 +269,13 @@ class _Runner(Committer):
             if i < len(self.todo) and i not in self.started and self._prep is not None:
                 self.started.add(i)
                 if in_child:
-                    self.decoders[i] = ProcessPrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads,
-                                                       self.shots)
+                    self.decoders[i] = ProcessPrefetch(
+                        self.todo[i], self._prep, self.fps, self.batch_size, threads, self.shots
+                    )
                 else:
-                    self.decoders[i] = FramePrefetch(self.todo[i], self._prep, self.fps, self.batch_size, threads,
-                                                     self.shots, self.ocr)
+                    self.decoders[i] = FramePrefetch(
+                        self.todo[i], self._prep, self.fps, self.batch_size, threads, self.shots, self.ocr
+                    )
                 self.decoders[i].start(on_done=lambda: self._start(i + ahead))
 
     def _take(self, i: int) -> FramePrefetch | ProcessPrefetch | None:
@@ -278,9 +301,19 @@ class _Runner(Committer):
                     self._start(k)
                 assert encoder is not None
                 try:
-                    rec = embed_video(path, encoder, self.fps, self.batch_size, self.progress,
-                                      times_out=self.report.stages, info=infos.get(path), decoder=self._take(i),
-                                      background=self.background, shots=self.shots, ocr=self.ocr)
+                    rec = embed_video(
+                        path,
+                        encoder,
+                        self.fps,
+                        self.batch_size,
+                        self.progress,
+                        times_out=self.report.stages,
+                        info=infos.get(path),
+                        decoder=self._take(i),
+                        background=self.background,
+                        shots=self.shots,
+                        ocr=self.ocr,
+                    )
                 except VideoOpenError as exc:
                     self._fail(path, str(exc).removeprefix(f"{path}: "))
                     continue

@@ -56,7 +56,7 @@ def pattern(look: int, width: int = 320, height: int = 240) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width]
     period = int(rng.integers(8, 40))
     angle = rng.uniform(0, np.pi)
-    stripes = (np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0)
+    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0
     img[stripes] = (img[stripes].astype(np.int16) * rng.uniform(0.3, 0.8)).astype(np.uint8)
     cy, cx, r = rng.integers(0, height), rng.integers(0, width), rng.integers(20, 80)
     img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 256, size=3, dtype=np.uint8)
@@ -125,16 +125,18 @@ def seconds_to_frames(seconds: float, rate: Fraction | str) -> int:
 def ad_shots(rate: Fraction | str) -> list[Shot]:
     """An ad-like sequence with known truth: a 0.4 s shot, a fade to and from black, a shot
     that comes back."""
+
     def f(s):
         return seconds_to_frames(s, rate)
+
     return [
-        Shot(1, f(2.0)),                      # A  0.0 - 2.0
-        Shot(2, f(0.4)),                      # B  a 0.4 s shot
-        Shot(3, f(1.6), fade_out=f(0.4)),     # C  fades to black
-        Shot(0, f(0.6)),                      # black
-        Shot(4, f(1.6), fade_in=f(0.4)),      # D  fades in from black
-        Shot(2, f(0.52)),                     # B comes back
-        Shot(5, f(1.2)),                      # E
+        Shot(1, f(2.0)),  # A  0.0 - 2.0
+        Shot(2, f(0.4)),  # B  a 0.4 s shot
+        Shot(3, f(1.6), fade_out=f(0.4)),  # C  fades to black
+        Shot(0, f(0.6)),  # black
+        Shot(4, f(1.6), fade_in=f(0.4)),  # D  fades in from black
+        Shot(2, f(0.52)),  # B comes back
+        Shot(5, f(1.2)),  # E
     ]
 
 

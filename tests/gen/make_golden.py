@@ -8,7 +8,7 @@ Run it from the repository root, and only after a deliberate change (a torch / o
 upgrade, or a change in preprocessing you mean to make), after checking that the new outputs are
 right:
 
-    .venv/bin/python tests/make_golden.py
+    .venv/bin/python tests/gen/make_golden.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -37,8 +37,12 @@ def library_versions() -> dict[str, str]:
     import open_clip
     import torch
 
-    return {"torch": torch.__version__, "open_clip": open_clip.__version__, "av": av.__version__,
-            "numpy": np.__version__}
+    return {
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "av": av.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def load_encoder(precision: str = "fp32"):
@@ -89,11 +93,20 @@ def main() -> None:
     arrays = compute(enc)
     meta = {f"version_{k}": np.array(v) for k, v in library_versions().items()}
     np.savez_compressed(
-        GOLDEN, **arrays, **meta, pixels=PIXELS, model=np.array(MODEL), pretrained=np.array(PRETRAINED),
-        seed=np.array(RANDOM_SEED), text=np.array(TEXT), precision=np.array(enc.precision),
+        GOLDEN,
+        **arrays,
+        **meta,
+        pixels=PIXELS,
+        model=np.array(MODEL),
+        pretrained=np.array(PRETRAINED),
+        seed=np.array(RANDOM_SEED),
+        text=np.array(TEXT),
+        precision=np.array(enc.precision),
     )
-    print(f"wrote {GOLDEN.relative_to(ROOT)} ({GOLDEN.stat().st_size} bytes) with "
-          + ", ".join(f"{k} {v}" for k, v in library_versions().items()))
+    print(
+        f"wrote {GOLDEN.relative_to(ROOT)} ({GOLDEN.stat().st_size} bytes) with "
+        + ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Archives where the same footage recurs: the truth for query by example when the archive holds
-many versions of the same shots (``tests/test_recurring.py``, ``python tests/recurads.py --eval``).
+many versions of the same shots (``tests/test_recurring.py``, ``python tests/gen/recurads.py --eval``).
 
 Every video is a few shots, each a *look*: a stretch of the real clips in ``tests/data`` with a
 crop and flip of its own (:class:`transitions._Shot`) under a strong colour cast of its own, a hue
@@ -19,17 +19,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script (python tests/gen/recurads.py): tests/ on the path, for gen.*
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from archive.bench import transitions
 from archive.bench.transitions import _Shot, source_segments
 
-transitions.use_sources(*(Path(__file__).parent / "data" / n for n in ("Megamind.avi", "tree.avi")))
-from versionads import BASE_RATE, Cut, Version, VersionSet, write
+transitions.use_sources(*(Path(__file__).resolve().parents[1] / "data" / n for n in ("Megamind.avi", "tree.avi")))
+from gen.versionads import BASE_RATE, Cut, Version, VersionSet, write
 
 CAST = 0.5  # how much of each pixel is the look's hue
 
@@ -91,9 +95,17 @@ class RecurringSet:
         return path
 
 
-def make_recurring(folder: str | Path, videos: int = 20, recur: Sequence[int] = (10, 5, 2), shots: int = 3,
-                   fillers: int = 4, unseen: int = 1, seed: int = 0, size: tuple[int, int] = (320, 180),
-                   shot_s: tuple[float, float] = (1.2, 2.4)) -> RecurringSet:
+def make_recurring(
+    folder: str | Path,
+    videos: int = 20,
+    recur: Sequence[int] = (10, 5, 2),
+    shots: int = 3,
+    fillers: int = 4,
+    unseen: int = 1,
+    seed: int = 0,
+    size: tuple[int, int] = (320, 180),
+    shot_s: tuple[float, float] = (1.2, 2.4),
+) -> RecurringSet:
     """``videos`` videos of ``shots`` shots each: look ``shared{j}`` in ``recur[j]`` of them, and
     ``fillers`` more looks (``fill{k}``) in the remaining shots, in turn; ``unseen`` more looks are
     made and written nowhere. The looks' hues are evenly spread over the colour wheel."""
@@ -132,8 +144,12 @@ def make_recurring(folder: str | Path, videos: int = 20, recur: Sequence[int] = 
     keys = list(dict.fromkeys(c.key for cuts in cuts_by_video for c in cuts)) + ghosts
     segs = [s for sid in (0, 1) for s in source_segments(sid)]
     hues = rng.permutation(len(keys)) / len(keys)
-    looks = {k: TintedShot(_Shot(segs[int(rng.integers(len(segs)))], lengths.get(k, int(2 * BASE_RATE)), size, rng),
-                           float(h)) for k, h in zip(keys, hues)}
+    looks = {
+        k: TintedShot(
+            _Shot(segs[int(rng.integers(len(segs)))], lengths.get(k, int(2 * BASE_RATE)), size, rng), float(h)
+        )
+        for k, h in zip(keys, hues)
+    }
     vset = write(folder, vs, seed, look_size=size, looks=looks)
     return RecurringSet(vset, ghosts)
 
@@ -179,13 +195,21 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     t = Reader(folder / "store").frames()  # for comparison: the level with every pair of different videos kept
     every = chance_cosine(t.vectors, t.row, t.video_id, t.ts_s, t.shot_id, t.blank, same_level=None)
-    print(json.dumps({"stills": len(keys), "level": results[0].threshold, "found": found, "missed": missed,
-                      "false": false, "first_seen_error_max_s": round(worst_first, 3),
-                      "chance_with_every_pair_kept": every.level}, indent=2))
+    print(
+        json.dumps(
+            {
+                "stills": len(keys),
+                "level": results[0].threshold,
+                "found": found,
+                "missed": missed,
+                "false": false,
+                "first_seen_error_max_s": round(worst_first, 3),
+                "chance_with_every_pair_kept": every.level,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
     main()

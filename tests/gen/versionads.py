@@ -1,5 +1,5 @@
 """Versions of the same ad, cut from real footage, with the exact shared footage of every pair:
-the truth for the versions tests (``archive versions``) and ``python tests/versionads.py --eval``.
+the truth for the versions tests (``archive versions``) and ``python tests/gen/versionads.py --eval``.
 
 A *family* is one film: a master of several shots, each a stretch of the real clips in
 ``tests/data`` with a look of its own (:mod:`evalads`: crop, flip, colour gain and grade). Its
@@ -27,18 +27,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from evalads import GRADES, GradedShot
+
+if __package__ in (None, ""):  # run as a script (python tests/gen/versionads.py): tests/ on the path, for gen.*
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from archive.bench import transitions
 from archive.bench.transitions import _Shot, source_segments
+from gen.evalads import GRADES, GradedShot
 
-transitions.use_sources(*(Path(__file__).parent / "data" / n for n in ("Megamind.avi", "tree.avi")))
+transitions.use_sources(*(Path(__file__).resolve().parents[1] / "data" / n for n in ("Megamind.avi", "tree.avi")))
 
 BASE_RATE = 25  # the looks' own frame rate: look frame k is the k-th frame of that take
 KINDS = ("reencode", "letterbox", "cutdown", "reorder", "speed", "bumper")  # the default versions of a film
@@ -107,8 +111,14 @@ def shared(va: Version, vb: Version, min_s: float = 0.5, join_s: float = JOIN_S)
             lo, hi = max(ca.first, cb.first), min(ca.first + ca.frames, cb.first + cb.frames)
             if hi <= lo:
                 continue
-            pieces.append(Shared(a0 + (lo - ca.first) / va.rate, a0 + (hi - ca.first) / va.rate,
-                                 b0 + (lo - cb.first) / vb.rate, b0 + (hi - cb.first) / vb.rate))
+            pieces.append(
+                Shared(
+                    a0 + (lo - ca.first) / va.rate,
+                    a0 + (hi - ca.first) / va.rate,
+                    b0 + (lo - cb.first) / vb.rate,
+                    b0 + (hi - cb.first) / vb.rate,
+                )
+            )
     pieces.sort(key=lambda p: p.a_start)
     merged: list[Shared] = []
     for p in pieces:
@@ -152,8 +162,14 @@ def _bars(size: tuple[int, int], aspect: float) -> tuple[int, int, int, int]:
     return (0, (h - bh) // 2, w, bh)
 
 
-def family(name: str, rng: np.random.Generator, n_shots: int = 6, kinds: Sequence[str] = KINDS,
-           base_size: tuple[int, int] = (320, 180), shot_s: tuple[float, float] = (1.2, 3.0)) -> list[Version]:
+def family(
+    name: str,
+    rng: np.random.Generator,
+    n_shots: int = 6,
+    kinds: Sequence[str] = KINDS,
+    base_size: tuple[int, int] = (320, 180),
+    shot_s: tuple[float, float] = (1.2, 3.0),
+) -> list[Version]:
     """A master of ``n_shots`` shots and one version of each of ``kinds``."""
     lengths = [int(round(rng.uniform(*shot_s) * BASE_RATE)) for _ in range(n_shots)]
     head = HANDLE if "recut" in kinds else 0  # the take's frames before the master's shot
@@ -190,15 +206,22 @@ def family(name: str, rng: np.random.Generator, n_shots: int = 6, kinds: Sequenc
             v.rate = 24 if rng.random() < 0.5 else 26
         elif kind == "bumper":
             k = int(rng.integers(0, n_shots - 1))
-            v.cuts = [Cut(master[k].key, master[k].first, master[k].frames),
-                      Cut(master[k + 1].key, master[k + 1].first, master[k + 1].frames),
-                      Cut(f"{name}.end_bumper", 0, int(1.2 * BASE_RATE))]
+            v.cuts = [
+                Cut(master[k].key, master[k].first, master[k].frames),
+                Cut(master[k + 1].key, master[k + 1].first, master[k + 1].frames),
+                Cut(f"{name}.end_bumper", 0, int(1.2 * BASE_RATE)),
+            ]
         out.append(v)
     return out
 
 
-def distractor(name: str, rng: np.random.Generator, n_shots: int = 5, base_size: tuple[int, int] = (320, 180),
-               shot_s: tuple[float, float] = (1.2, 3.0)) -> Version:
+def distractor(
+    name: str,
+    rng: np.random.Generator,
+    n_shots: int = 5,
+    base_size: tuple[int, int] = (320, 180),
+    shot_s: tuple[float, float] = (1.2, 3.0),
+) -> Version:
     """An unrelated film made the same way (its own looks)."""
     cuts = [Cut(f"{name}.{k}", 0, int(round(rng.uniform(*shot_s) * BASE_RATE))) for k in range(n_shots)]
     return Version(f"{name}.mp4", None, "distractor", cuts, size=base_size)
@@ -214,8 +237,11 @@ def _frame(look: GradedShot, k: int, v: Version, cache: dict) -> np.ndarray:
     img = cache[key]
     w, h = v.size
     x, y, bw, bh = v.box or (0, 0, w, h)
-    pic = img if (img.shape[1], img.shape[0]) == (bw, bh) else cv2.resize(
-        img, (bw, bh), interpolation=cv2.INTER_AREA if bw < img.shape[1] else cv2.INTER_LINEAR)
+    pic = (
+        img
+        if (img.shape[1], img.shape[0]) == (bw, bh)
+        else cv2.resize(img, (bw, bh), interpolation=cv2.INTER_AREA if bw < img.shape[1] else cv2.INTER_LINEAR)
+    )
     if (bw, bh) == (w, h):
         return pic
     out = np.zeros((h, w, 3), np.uint8)
@@ -223,8 +249,13 @@ def _frame(look: GradedShot, k: int, v: Version, cache: dict) -> np.ndarray:
     return out
 
 
-def write(folder: str | Path, versions: Sequence[Version], seed: int = 0,
-          look_size: tuple[int, int] = (320, 180), looks: dict | None = None) -> VersionSet:
+def write(
+    folder: str | Path,
+    versions: Sequence[Version],
+    seed: int = 0,
+    look_size: tuple[int, int] = (320, 180),
+    looks: dict | None = None,
+) -> VersionSet:
     """Render every version into ``folder`` (H.264 MP4, or MPEG-4 part 2 for ``codec='mpeg4'``).
     ``looks`` (key: an object with ``frame(k)``) replaces the graded looks made here."""
     import av
@@ -238,8 +269,10 @@ def write(folder: str | Path, versions: Sequence[Version], seed: int = 0,
         if len(keys) > len(combos):
             raise ValueError(f"{len(keys)} shots: at most {len(combos)} looks are distinct")
         pick = rng.permutation(len(combos))  # every shot its own (source stretch, grade): no two share footage
-        looks = {k: GradedShot(_Shot(segs[combos[pick[i]][0]], need[k], look_size, rng), combos[pick[i]][1])
-                 for i, k in enumerate(keys)}
+        looks = {
+            k: GradedShot(_Shot(segs[combos[pick[i]][0]], need[k], look_size, rng), combos[pick[i]][1])
+            for i, k in enumerate(keys)
+        }
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cache: dict = {}
@@ -268,9 +301,15 @@ def write(folder: str | Path, versions: Sequence[Version], seed: int = 0,
     return VersionSet(list(versions), looks)
 
 
-def make_set(folder: str | Path, families: int = 3, distractors: int = 4, seed: int = 0,
-             kinds: Sequence[str] = KINDS,
-             n_shots: int = 6, size: tuple[int, int] = (320, 180)) -> VersionSet:
+def make_set(
+    folder: str | Path,
+    families: int = 3,
+    distractors: int = 4,
+    seed: int = 0,
+    kinds: Sequence[str] = KINDS,
+    n_shots: int = 6,
+    size: tuple[int, int] = (320, 180),
+) -> VersionSet:
     """``families`` films with a version of each of ``kinds``, and ``distractors`` unrelated films."""
     rng = np.random.default_rng(seed)
     versions: list[Version] = []
@@ -303,8 +342,9 @@ def iou(found: Sequence[tuple[float, float]], truth: Sequence[tuple[float, float
     return inter / union if union > 0 else 1.0
 
 
-def score(vset: VersionSet, found: dict[tuple[str, str], list[Shared]], interval_s: float,
-          min_s: float = 0.5) -> dict[str, object]:
+def score(
+    vset: VersionSet, found: dict[tuple[str, str], list[Shared]], interval_s: float, min_s: float = 0.5
+) -> dict[str, object]:
     """Pair precision and recall, the temporal IoU of shared footage (per pair, both sides), and
     how far found segment boundaries lie from the truth's (each truth segment against the found
     segment that overlaps it most), in seconds and in sample intervals. Truth pieces that continue
@@ -317,27 +357,43 @@ def score(vset: VersionSet, found: dict[tuple[str, str], list[Shared]], interval
     ious, errors, worst = [], [], []
     for pair in tp:
         t, f = truth[pair], found[pair]
-        ious.append(min(iou([(s.a_start, s.a_end) for s in f], [(s.a_start, s.a_end) for s in t]),
-                        iou([(s.b_start, s.b_end) for s in f], [(s.b_start, s.b_end) for s in t])))
+        ious.append(
+            min(
+                iou([(s.a_start, s.a_end) for s in f], [(s.a_start, s.a_end) for s in t]),
+                iou([(s.b_start, s.b_end) for s in f], [(s.b_start, s.b_end) for s in t]),
+            )
+        )
         for s in t:
             best = max(f, key=lambda g: min(g.a_end, s.a_end) - max(g.a_start, s.a_start))
             if min(best.a_end, s.a_end) - max(best.a_start, s.a_start) <= 0:
                 errors.append(math.inf)
                 continue
-            e = max(abs(best.a_start - s.a_start), abs(best.a_end - s.a_end), abs(best.b_start - s.b_start),
-                    abs(best.b_end - s.b_end))
+            e = max(
+                abs(best.a_start - s.a_start),
+                abs(best.a_end - s.a_end),
+                abs(best.b_start - s.b_start),
+                abs(best.b_end - s.b_end),
+            )
             errors.append(e)
             worst.append((e, pair, s, best))
     worst.sort(key=lambda w: -w[0])
     return {
-        "pairs_true": len(truth), "pairs_found": len(found), "true_positive": len(tp),
-        "precision": len(tp) / len(found) if found else 1.0, "recall": len(tp) / len(truth) if truth else 1.0,
-        "false_pairs": [list(p) for p in fp], "missed_pairs": [list(p) for p in fn],
-        "iou_min": min(ious) if ious else None, "iou_mean": float(np.mean(ious)) if ious else None,
+        "pairs_true": len(truth),
+        "pairs_found": len(found),
+        "true_positive": len(tp),
+        "precision": len(tp) / len(found) if found else 1.0,
+        "recall": len(tp) / len(truth) if truth else 1.0,
+        "false_pairs": [list(p) for p in fp],
+        "missed_pairs": [list(p) for p in fn],
+        "iou_min": min(ious) if ious else None,
+        "iou_mean": float(np.mean(ious)) if ious else None,
         "boundary_error_max_s": max(errors) if errors else None,
         "boundary_error_median_s": float(np.median(errors)) if errors else None,
-        "segments_within_one_interval": sum(e <= interval_s + 1e-6 for e in errors), "segments": len(errors),
-        "worst": [{"pair": list(p), "error_s": round(e, 3), "truth": vars(s), "found": vars(g)} for e, p, s, g in worst[:5]],
+        "segments_within_one_interval": sum(e <= interval_s + 1e-6 for e in errors),
+        "segments": len(errors),
+        "worst": [
+            {"pair": list(p), "error_s": round(e, 3), "truth": vars(s), "found": vars(g)} for e, p, s, g in worst[:5]
+        ],
     }
 
 
@@ -349,8 +405,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval", action="store_true", help="index the set and score `archive versions` against the truth")
     ap.add_argument("--fps", type=float, default=2.0)
-    ap.add_argument("--kinds", default=",".join(KINDS),
-                    help=f"versions of each film, comma-separated, of: {', '.join(KINDS + ('recut',))}")
+    ap.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"versions of each film, comma-separated, of: {', '.join(KINDS + ('recut',))}",
+    )
     args = ap.parse_args(argv)
     folder = Path(args.folder)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
@@ -377,7 +436,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
     main()

@@ -1,11 +1,11 @@
 """Ad-like test videos with written words on screen: real footage (the clips in ``tests/data``, cut
-into shots as in :mod:`transitions`) with text overlays rendered at known shots, in Pillow's
+into shots as in :mod:`archive.bench.transitions`) with text overlays rendered at known shots, in Pillow's
 built-in scalable font, in varied sizes, colours and positions, some on a plain band and some
 straight on the moving picture. The truth is where each phrase is on screen (seconds).
 
 H.264 MP4s at 25 fps written with PyAV; times come from frame indexes (frame ``i`` has pts ``i / 25``).
-No pytest dependency: ``python tests/textads.py DIR`` writes the set the tests use;
-``python tests/textads.py --eval DIR [VIDEOS]`` writes :func:`random_plan`'s ads (random phrases on
+No pytest dependency: ``python tests/gen/textads.py DIR`` writes the set the tests use;
+``python tests/gen/textads.py --eval DIR [VIDEOS]`` writes :func:`random_plan`'s ads (random phrases on
 random shots), indexes them with ``--ocr`` and prints recall, first-seen errors and false positives.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 from archive.bench import transitions
 from archive.bench.transitions import _Shot, source_segments
 
-transitions.use_sources(*(Path(__file__).parent / "data" / n for n in ("Megamind.avi", "tree.avi")))
+transitions.use_sources(*(Path(__file__).resolve().parents[1] / "data" / n for n in ("Megamind.avi", "tree.avi")))
 
 SIZE = (640, 360)
 RATE = 25
@@ -68,8 +68,12 @@ def _draw(img: np.ndarray, overlays: Sequence[Overlay]) -> np.ndarray:
     return np.asarray(im)
 
 
-def make_text_ads(folder: str | Path, plan: dict[str, Sequence[tuple[float, Sequence[Overlay]]]],
-                  size: tuple[int, int] = SIZE, seed: int = 0) -> dict[str, TextAd]:
+def make_text_ads(
+    folder: str | Path,
+    plan: dict[str, Sequence[tuple[float, Sequence[Overlay]]]],
+    size: tuple[int, int] = SIZE,
+    seed: int = 0,
+) -> dict[str, TextAd]:
     """Write one H.264 MP4 per entry of ``plan`` (file name -> shots as ``(seconds, overlays)``),
     each shot a different stretch of real footage; return where each phrase is on screen."""
     import av
@@ -127,14 +131,25 @@ PLAN: dict[str, list[tuple[float, list[Overlay]]]] = {
         (1.6, []),
         (2.0, [Overlay("SUMMER SALE", 36, 0.08, 0.12, YELLOW)]),
         (1.4, [Overlay("0% sugar", 28, 0.60, 0.70, WHITE, band=RED)]),
-        (2.2, [Overlay("Heineken", 44, 0.30, 0.35, WHITE, band=(0, 110, 40)),
-               Overlay("Drink responsibly", 20, 0.30, 0.80, WHITE, band=BLACK)]),
+        (
+            2.2,
+            [
+                Overlay("Heineken", 44, 0.30, 0.35, WHITE, band=(0, 110, 40)),
+                Overlay("Drink responsibly", 20, 0.30, 0.80, WHITE, band=BLACK),
+            ],
+        ),
     ],
     "text_ad1.mp4": [
         (1.2, []),
         (2.4, [Overlay("Call 0800 123 456", 24, 0.05, 0.82, WHITE, band=(20, 40, 120), from_s=0.8)]),
         (1.6, [Overlay("www.example.com", 28, 0.40, 0.10, BLACK, band=WHITE)]),
-        (1.8, [Overlay("Limited", 32, 0.10, 0.40, CYAN, band=BLACK), Overlay("edition", 32, 0.10, 0.52, CYAN, band=BLACK)]),
+        (
+            1.8,
+            [
+                Overlay("Limited", 32, 0.10, 0.40, CYAN, band=BLACK),
+                Overlay("edition", 32, 0.10, 0.52, CYAN, band=BLACK),
+            ],
+        ),
     ],
     "text_ad2.mp4": [
         (1.8, [Overlay("New flavour", 30, 0.20, 0.20, WHITE, band=(90, 40, 20))]),
@@ -161,13 +176,16 @@ QUERIES = {
 
 
 # Words of random overlays (random_plan) and, disjoint from them, of phrases never shown.
-WORDS = ("fresh taste summer offer new only today free delivery quality since best price save online shop "
-         "original recipe premium natural ingredients limited edition available stores nationwide discover more "
-         "visit crispy golden smooth rich coffee morning energy family holiday winter classic flavour better "
-         "together light bright clean strong simple pure local farm garden").split()
+WORDS = (
+    "fresh taste summer offer new only today free delivery quality since best price save online shop "
+    "original recipe premium natural ingredients limited edition available stores nationwide discover more "
+    "visit crispy golden smooth rich coffee morning energy family holiday winter classic flavour better "
+    "together light bright clean strong simple pure local farm garden"
+).split()
 NUMBERS = ["1923", "50%", "0% fat", "9,99 EUR", "24/7", "0800 555 123", "www.brand.com", "2 for 1"]
-ABSENT_WORDS = ("zebra quantum velvet harbor violin tundra meteor saffron glacier marble orbit canyon "
-                "lantern pepper falcon").split()
+ABSENT_WORDS = (
+    "zebra quantum velvet harbor violin tundra meteor saffron glacier marble orbit canyon lantern pepper falcon"
+).split()
 
 
 def random_plan(n_videos: int = 6, shots: int = 8, seed: int = 1) -> dict[str, list[tuple[float, list[Overlay]]]]:
@@ -210,8 +228,10 @@ def random_plan(n_videos: int = 6, shots: int = 8, seed: int = 1) -> dict[str, l
 
 def absent_phrases(n: int = 20, seed: int = 2) -> list[str]:
     rng = np.random.default_rng(seed)
-    return [" ".join(str(w) for w in rng.choice(ABSENT_WORDS, size=int(rng.integers(1, 3)), replace=False))
-            for _ in range(n)]
+    return [
+        " ".join(str(w) for w in rng.choice(ABSENT_WORDS, size=int(rng.integers(1, 3)), replace=False))
+        for _ in range(n)
+    ]
 
 
 def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, object]:
@@ -224,7 +244,9 @@ def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, 
 
     folder = Path(folder)
     ads = make_text_ads(folder / "ads", random_plan(n_videos, seed=seed), seed=seed)
-    rep = index_paths([a.path for a in ads.values()], folder / "store", IndexOptions(model="ViT-B-32", pretrained="none", ocr=True))
+    rep = index_paths(
+        [a.path for a in ads.values()], folder / "store", IndexOptions(model="ViT-B-32", pretrained="none", ocr=True)
+    )
     shown = {p: (name, ad, spans[0]) for name, ad in ads.items() for p, spans in ad.shown.items()}
     s = Searcher(folder / "store")
     found, exact, late, wrong, errs, misses, by_size, off = 0, 0, [], 0, [], [], {}, []
@@ -251,15 +273,27 @@ def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, 
         else:
             late.append(round(err, 3))
     fp = [r.query for r in s.search(ocr=absent_phrases(), top=None) if any(x.present for x in r.results)]
-    return {"videos": len(ads), "phrases": len(shown), "found": found, "recall": round(found / len(shown), 3),
-            "missed": misses, "found_elsewhere": wrong, "absent_phrases_found": fp,
-            "first_seen_exact_at_cut": f"{exact}/{starts_at_cut}", "at_cut_not_exact": off,
-            "first_seen_late_mid_shot_s": sorted(late),
-            "duration_error_s": {"median": round(float(np.median(errs)), 3) if errs else None,
-                                 "max": round(float(np.max(errs)), 3) if errs else None},
-            "recall_by_size_px": {f"{k}-{k + 9}": f"{v[0]}/{v[1]}" for k, v in sorted(by_size.items())},
-            "index_wall_s": round(rep.wall_s, 2), "frames": rep.frames, "frames_read": rep.stages.ocr_frames,
-            "text_lines": rep.text_lines}
+    return {
+        "videos": len(ads),
+        "phrases": len(shown),
+        "found": found,
+        "recall": round(found / len(shown), 3),
+        "missed": misses,
+        "found_elsewhere": wrong,
+        "absent_phrases_found": fp,
+        "first_seen_exact_at_cut": f"{exact}/{starts_at_cut}",
+        "at_cut_not_exact": off,
+        "first_seen_late_mid_shot_s": sorted(late),
+        "duration_error_s": {
+            "median": round(float(np.median(errs)), 3) if errs else None,
+            "max": round(float(np.max(errs)), 3) if errs else None,
+        },
+        "recall_by_size_px": {f"{k}-{k + 9}": f"{v[0]}/{v[1]}" for k, v in sorted(by_size.items())},
+        "index_wall_s": round(rep.wall_s, 2),
+        "frames": rep.frames,
+        "frames_read": rep.stages.ocr_frames,
+        "text_lines": rep.text_lines,
+    }
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 card), with the exact time of every shot: the truth for ``archive eval`` tests.
 
 Shots are stretches of the real clips in ``tests/data`` with a look of their own (crop, flip,
-colour gain; see :mod:`transitions`) and a colour grade of their own (a permutation of the colour
+colour gain; see :mod:`archive.bench.transitions`) and a colour grade of their own (a permutation of the colour
 channels, inverted or not), joined by hard cuts. The grade keeps shots of one source scene apart
 for random-weight models, which tell footage apart mostly by colour. A shot used in two videos
 has the same frames in both. Times come from native frame indexes (frame ``i`` has pts ``i / rate``).
@@ -21,10 +21,12 @@ import numpy as np
 from archive.bench import transitions
 from archive.bench.transitions import _Shot, source_segments
 
-transitions.use_sources(*(Path(__file__).parent / "data" / n for n in ("Megamind.avi", "tree.avi")))
+transitions.use_sources(*(Path(__file__).resolve().parents[1] / "data" / n for n in ("Megamind.avi", "tree.avi")))
 
 THUMB_SIZE = (320, 180)
-GRADES = [(perm, inv) for inv in (False, True) for perm in ((0, 1, 2), (2, 0, 1), (1, 2, 0), (0, 2, 1), (2, 1, 0), (1, 0, 2))]
+GRADES = [
+    (perm, inv) for inv in (False, True) for perm in ((0, 1, 2), (2, 0, 1), (1, 2, 0), (0, 2, 1), (2, 1, 0), (1, 0, 2))
+]
 
 
 class GradedShot:
@@ -52,8 +54,13 @@ class AdTruth:
         return [(a, b) for k, a, b in self.shots if k == key]
 
 
-def make_ads(folder: str | Path, plan: dict[str, Sequence[tuple[str, float]]], rate: int = 25,
-             size: tuple[int, int] = THUMB_SIZE, seed: int = 0) -> tuple[dict[str, AdTruth], dict[str, GradedShot]]:
+def make_ads(
+    folder: str | Path,
+    plan: dict[str, Sequence[tuple[str, float]]],
+    rate: int = 25,
+    size: tuple[int, int] = THUMB_SIZE,
+    seed: int = 0,
+) -> tuple[dict[str, AdTruth], dict[str, GradedShot]]:
     """Write one H.264 MP4 per entry of ``plan`` (file name -> shots as ``(key, seconds)``) and
     return the truths and the shots by key (``shot.frame(k)`` renders a frame of it).
 
@@ -133,7 +140,8 @@ def mistaken_rows(truths: dict[str, AdTruth], images: str = "") -> list[tuple]:
     rows = [r for r in truth_rows(truths, images=images) if r[1] not in {f"image:{images}{k}.png" for k in "ace"}]
     return rows + [
         ("ad0.mp4", f"image:{images}a.png", 0.5, 1.6),
-        ("ad1.mp4", f"image:{images}c.png", 0.0, 1.2), ("ad2.mp4", f"image:{images}c.png", 0.0, 1.0),
+        ("ad1.mp4", f"image:{images}c.png", 0.0, 1.2),
+        ("ad2.mp4", f"image:{images}c.png", 0.0, 1.0),
         ("ad2.mp4", f"image:{images}e.png", "", ""),
     ]
 
@@ -161,5 +169,4 @@ def main(out: str) -> None:
 if __name__ == "__main__":
     import sys
 
-    sys.path.insert(0, str(Path(__file__).parent))
     main(sys.argv[1] if len(sys.argv) > 1 else "eval-demo")
