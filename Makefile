@@ -1,7 +1,7 @@
 # Quick start:  make demo       (index the sample clips, run a search)
 #               make eval-demo  (measure the answers against labelled truth)
 #               make versions-demo  (versions of the same ad: which videos share footage, and where)
-#               make test       (run the test suite)
+#               make test       (lint, then the whole test suite and the docs build)
 # Offline (no model hub): ARCHIVE_PRETRAINED=none make demo
 
 PYTHON ?= python3
@@ -17,7 +17,7 @@ DEMO_STORE ?= data
 EVAL_DEMO ?= eval-demo
 VERSIONS_DEMO ?= versions-demo
 
-.PHONY: install demo eval-demo versions-demo test clean-demo browser
+.PHONY: install demo eval-demo versions-demo test test-fast lint clean-demo browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +38,13 @@ demo: install
 # Four ads cut from the sample clips, a still of each shot, and two truth files (one right, one
 # with three mistakes); index them, then measure the answers against each truth file.
 eval-demo: install
-	$(BIN)/python tests/evalads.py $(EVAL_DEMO)
+	$(BIN)/python tests/gen/evalads.py $(EVAL_DEMO)
 	$(BIN)/archive index $(EVAL_DEMO)/ads --store $(EVAL_DEMO)/store --quiet
 	$(BIN)/archive eval $(EVAL_DEMO)/truth.csv --store $(EVAL_DEMO)/store --plot $(EVAL_DEMO)/eval.png
 	$(BIN)/archive eval $(EVAL_DEMO)/truth_with_mistakes.csv --store $(EVAL_DEMO)/store --plot $(EVAL_DEMO)/mistakes.png
 
 versions-demo: install
-	$(BIN)/python tests/versionads.py $(VERSIONS_DEMO) --families 2 --distractors 3
+	$(BIN)/python tests/gen/versionads.py $(VERSIONS_DEMO) --families 2 --distractors 3
 	$(BIN)/archive index $(VERSIONS_DEMO)/videos --store $(VERSIONS_DEMO)/store --quiet
 	$(BIN)/archive versions --store $(VERSIONS_DEMO)/store
 	$(BIN)/archive versions film0_cutdown.mp4 --store $(VERSIONS_DEMO)/store
@@ -57,7 +57,20 @@ browser:
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: install browser
+# Style (ruff), the import contracts (no circles; the floors and their rooms: pyproject.toml) and the
+# types of the store and the read path (mypy).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+# The inner loop: the unit-level tests, without the slow ones (processes, Chromium, Ray, OCR, TransNetV2,
+# speech; the `slow` marker) and without installing Chromium. The 15 slowest tests are listed at the end.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+
+test: install browser lint
 	$(BIN)/python -m pytest -q
 	d=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir "$$d" && rm -rf "$$d"
 

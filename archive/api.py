@@ -44,7 +44,8 @@ from search import labels as labels_mod
 from search import levels
 from search import versions as versions_mod
 from search.eval import evaluate as evaluate_mod
-from search.eval.evaluate import Calibration, EvalReport
+from search.eval.calibrate import Calibration, calibrate
+from search.eval.evaluate import EvalReport
 from search.labels import LabelSummary, VideoClass
 from search.query import Searcher, resolve_scope
 from search.results import QueryResult
@@ -80,8 +81,15 @@ def search_stores(
     if image is not None:
         images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     return ShardedSearcher(stores, device, encoder=encoder).search(
-        texts, images, videos=videos, top=top, threshold=threshold, merge_gap_s=merge_gap_s,
-        min_duration_s=min_duration_s, ocr=ocr)
+        texts,
+        images,
+        videos=videos,
+        top=top,
+        threshold=threshold,
+        merge_gap_s=merge_gap_s,
+        min_duration_s=min_duration_s,
+        ocr=ocr,
+    )
 
 
 class Archive:
@@ -96,8 +104,12 @@ class Archive:
     The model is loaded once, on first use, and kept for later calls.
     """
 
-    def __init__(self, store: str | os.PathLike[str] | None = None, device: str = settings.DEFAULT_DEVICE,
-                 encoder: Encoder | None = None) -> None:
+    def __init__(
+        self,
+        store: str | os.PathLike[str] | None = None,
+        device: str = settings.DEFAULT_DEVICE,
+        encoder: Encoder | None = None,
+    ) -> None:
         self.store = settings.store_dir(store)
         self.device = device
         self._encoder: Encoder | None = encoder
@@ -135,9 +147,17 @@ class Archive:
         model = model or settings.env_model()
         pretrained = pretrained or settings.env_pretrained()
         enc = self._encoder if self._encoder is not None and model is None and pretrained is None else None
-        options = IndexOptions(fps=fps, batch_size=batch_size, model=model, pretrained=pretrained, device=self.device,
-                               precision=precision, shots=shots, ocr=ocr,
-                               ray=RayOptions(address=ray) if isinstance(ray, str) else ray)
+        options = IndexOptions(
+            fps=fps,
+            batch_size=batch_size,
+            model=model,
+            pretrained=pretrained,
+            device=self.device,
+            precision=precision,
+            shots=shots,
+            ocr=ocr,
+            ray=RayOptions(address=ray) if isinstance(ray, str) else ray,
+        )
         report = index_paths(paths, self.store, options, progress=progress or (lambda _e: None), encoder=enc)
         if report.encoder is not None:
             self._encoder = report.encoder  # the model is loaded once per Archive
@@ -174,8 +194,12 @@ class Archive:
             return
 
         t0 = time.perf_counter()
-        step = None if progress is None else (  # called with 0 done first
-            lambda done, total, _what=None: progress(Progress("ivf", frames=int(total), done=float(done))))
+        step = (
+            None
+            if progress is None
+            # called with 0 done first
+            else (lambda done, total, _what=None: progress(Progress("ivf", frames=int(total), done=float(done))))
+        )
         try:
             with Writer(self.store) as w:
                 w.attach_existing()
@@ -183,8 +207,10 @@ class Archive:
         except StoreLocked:  # another program is writing: a later run trains it
             return
         except (StoreError, MemoryError, RuntimeError) as exc:  # the videos are committed: say so and go on
-            report.versions_note = (f"the IVF index for matching could not be trained ({exc}); new videos are compared "
-                                    "by scanning every frame until a later run or `archive optimize --ivf` trains it.")
+            report.versions_note = (
+                f"the IVF index for matching could not be trained ({exc}); new videos are compared "
+                "by scanning every frame until a later run or `archive optimize --ivf` trains it."
+            )
             return
         report.ivf_trained_s = round(time.perf_counter() - t0, 3)
         report.ivf_frames = info.frames
@@ -198,15 +224,20 @@ class Archive:
             return
         if progress is not None:
             progress(Progress("versions", frames=len(todo)))
-        step = None if progress is None else (
-            lambda done, total: progress(Progress("versions", frames=total, done=float(done))))
+        step = (
+            None
+            if progress is None
+            else (lambda done, total: progress(Progress("versions", frames=total, done=float(done))))
+        )
         # a few new videos (an add): one catalog connection for the comparing's reads. Not for
         # many: an open read connection holds the catalog's file lock, and a writer in another
         # process waits for it only so long (OPEN_RETRY_S)
         reader = Reader(self.store)
         with reader if len(todo) <= SHARED_READS_VIDEOS else contextlib.nullcontext():
             basis, new, found = versions_mod.compare(reader, todo, progress=step)
-        rows = [(m.video_a, m.video_b, m.a_start_s, m.a_end_s, m.b_start_s, m.b_end_s, m.score, m.samples) for m in found]
+        rows = [
+            (m.video_a, m.video_b, m.a_start_s, m.a_end_s, m.b_start_s, m.b_end_s, m.score, m.samples) for m in found
+        ]
         with Writer(self.store) as w:
             if new:
                 w.footage.save_basis(basis.mean, basis.transform, basis.level, basis.candidate_level, basis.vectors)
@@ -217,15 +248,19 @@ class Archive:
         slow = report.versions_s > SLOW_VERSIONS_S * len(todo)
         info = Reader(self.store).info() if slow else None
         if info is not None and info.ivf is None and info.frames >= 200_000:
-            report.versions_note = (f"comparing took {report.versions_s:.1f} s: the archive ({info.frames:,} frames) is "
-                                    "scanned in full for each new video; `archive optimize --ivf` gives it an IVF "
-                                    "index (queries of archives past ARCHIVE_IVF_FRAMES use it too), and matching then "
-                                    "takes about 0.2 s a video at 1M frames. From ARCHIVE_MATCH_IVF_FRAMES frames "
-                                    f"({settings.match_ivf_frames():,}) an index run trains one for matching only.")
+            report.versions_note = (
+                f"comparing took {report.versions_s:.1f} s: the archive ({info.frames:,} frames) is "
+                "scanned in full for each new video; `archive optimize --ivf` gives it an IVF "
+                "index (queries of archives past ARCHIVE_IVF_FRAMES use it too), and matching then "
+                "takes about 0.2 s a video at 1M frames. From ARCHIVE_MATCH_IVF_FRAMES frames "
+                f"({settings.match_ivf_frames():,}) an index run trains one for matching only."
+            )
 
     def _set_min_shared(self, seconds: float) -> None:
         if not seconds >= 0:
-            raise ArchiveError(f"--min-shared {seconds}: give the seconds of shared footage (0 or more) that make two videos versions.")
+            raise ArchiveError(
+                f"--min-shared {seconds}: give the seconds of shared footage (0 or more) that make two videos versions."
+            )
         Reader(self.store).meta()
         with Writer(self.store) as w:
             w.footage.set_min_shared(seconds)
@@ -279,15 +314,25 @@ class Archive:
         images: list[str | os.PathLike[str]] = []
         if image is not None:
             images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
-        searcher = Searcher(self.store, self.device, encoder=self._loaded_encoder(),
-                            **({"templates": templates} if templates else {}))
-        results = searcher.search(texts, images, videos=videos, top=top, threshold=threshold,
-                                  merge_gap_s=merge_gap_s, min_duration_s=min_duration_s, ocr=ocr)
+        searcher = Searcher(
+            self.store, self.device, encoder=self._loaded_encoder(), **({"templates": templates} if templates else {})
+        )
+        results = searcher.search(
+            texts,
+            images,
+            videos=videos,
+            top=top,
+            threshold=threshold,
+            merge_gap_s=merge_gap_s,
+            min_duration_s=min_duration_s,
+            ocr=ocr,
+        )
         self._encoder = searcher.loaded_encoder or self._encoder  # kept for later calls
         return results
 
-    def like_video(self, path: str | os.PathLike[str], videos: Sequence[str] | None = None,
-                   top: int | None = settings.DEFAULT_TOP) -> QueryResult:
+    def like_video(
+        self, path: str | os.PathLike[str], videos: Sequence[str] | None = None, top: int | None = settings.DEFAULT_TOP
+    ) -> QueryResult:
         """Query by video: which indexed videos contain this file's footage, and where (each
         segment also gives its time range in the file). An indexed file's stored vectors are used;
         another is decoded and embedded once, and the store is not changed. See
@@ -307,8 +352,9 @@ class Archive:
 
         return versions_mod.like_video(self.store, path, embed, ids, top)
 
-    def label_add(self, name: str, prompts: Sequence[str] = (), threshold: float | None = None,
-                  ocr: Sequence[str] = ()) -> int:
+    def label_add(
+        self, name: str, prompts: Sequence[str] = (), threshold: float | None = None, ocr: Sequence[str] = ()
+    ) -> int:
         """Save a label (a category) and materialise its answers for every video.
 
         Args:
@@ -342,8 +388,9 @@ class Archive:
             if not w.labels.remove(name):
                 raise ArchiveError(f"no label named {name!r}; see `archive label list`.")
 
-    def label_calibrate(self, name: str, truth: str | os.PathLike[str],
-                        target_precision: float | None = None) -> Calibration:
+    def label_calibrate(
+        self, name: str, truth: str | os.PathLike[str], target_precision: float | None = None
+    ) -> Calibration:
         """Set a label's threshold from labelled truth and recompute its answers everywhere.
 
         The threshold is the plain cosine cut of best F1 on the truth file's rows for
@@ -356,15 +403,24 @@ class Archive:
                 no cut reaching the target precision.
         """
         Reader(self.store).meta()
-        cal = evaluate_mod.calibrate(self._searcher(), name, truth, target_precision)
+        cal = calibrate(self._searcher(), name, truth, target_precision)
         with Writer(self.store) as w:
-            w.labels.calibrate(name, cal.threshold, LabelCalibration(
-                cal.precision, cal.recall, cal.judged, cal.positives, target_precision, cal.truth, None))
+            w.labels.calibrate(
+                name,
+                cal.threshold,
+                LabelCalibration(
+                    cal.precision, cal.recall, cal.judged, cal.positives, target_precision, cal.truth, None
+                ),
+            )
             self._refresh_labels(w)
         return cal
 
-    def evaluate(self, truth: str | os.PathLike[str], threshold: float | None = None,
-                 target_precision: float = evaluate_mod.DEFAULT_TARGET_PRECISION) -> EvalReport:
+    def evaluate(
+        self,
+        truth: str | os.PathLike[str],
+        threshold: float | None = None,
+        target_precision: float = evaluate_mod.DEFAULT_TARGET_PRECISION,
+    ) -> EvalReport:
         """Measure the answers against a truth file (``video,query,start_s,end_s``).
 
         See :mod:`search.eval.evaluate` for what is measured and :mod:`search.eval.truth` for the file.
@@ -376,9 +432,14 @@ class Archive:
         return report
 
     def _searcher(self) -> Searcher:
-        return Searcher(self.store, self.device, encoder=self._loaded_encoder(),
-                        text_encoder=self._text if self._text is not None and self._text.spec == Reader(self.store).spec()
-                        else None)
+        return Searcher(
+            self.store,
+            self.device,
+            encoder=self._loaded_encoder(),
+            text_encoder=self._text
+            if self._text is not None and self._text.spec == Reader(self.store).spec()
+            else None,
+        )
 
     def labels(self) -> list[LabelSummary]:
         """Saved labels, with how many videos show each and for how many seconds in all."""

@@ -169,9 +169,10 @@ def store_dir(store: str | os.PathLike[str] | None = None) -> Path:
         return Path(store).expanduser()
     dirs = store_dirs()
     if len(dirs) > 1:
-
-        raise UsageError(f"ARCHIVE_STORE names {len(dirs)} stores; this command works on one store: give it with "
-                         "--store DIR (only `archive search` and `archive serve` answer over several).")
+        raise UsageError(
+            f"ARCHIVE_STORE names {len(dirs)} stores; this command works on one store: give it with "
+            "--store DIR (only `archive search` and `archive serve` answer over several)."
+        )
     return dirs[0]
 
 

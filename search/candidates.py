@@ -47,7 +47,9 @@ class IvfRanker:
         self._fid_pos = order
 
         self.starts, self.stops = video_bounds(table.video_id)
-        self.group = np.repeat(np.arange(len(self.starts)), self.stops - self.starts) if len(table) else np.zeros(0, np.int64)
+        self.group = (
+            np.repeat(np.arange(len(self.starts)), self.stops - self.starts) if len(table) else np.zeros(0, np.int64)
+        )
         self.covered = int(self.index.ntotal)
         self._fit: tuple[Any, np.ndarray] | None = None  # (the bg_lse it was made on, direction d)
         self.load_s = time.perf_counter() - t0
@@ -84,8 +86,9 @@ class IvfRanker:
         ok = (frame_ids >= 0) & (self._fid_sorted[pos_c] == frame_ids)
         return np.where(ok, self._fid_pos[pos_c], -1)
 
-    def candidates(self, queries: np.ndarray, texts: Sequence[bool], bg_lse: np.ndarray | None, videos: int,
-                   exact_at: Any) -> np.ndarray:
+    def candidates(
+        self, queries: np.ndarray, texts: Sequence[bool], bg_lse: np.ndarray | None, videos: int, exact_at: Any
+    ) -> np.ndarray:
         """Positions of every frame of each query's best ``videos`` candidate videos (union over
         the queries), each video's frames together and in time order.
 
@@ -108,7 +111,11 @@ class IvfRanker:
             for j, is_text in enumerate(texts):
                 if is_text:
                     probe[j] -= d
-        _d, ids = index.search(probe, k) if self.covered else (np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64))
+        _d, ids = (
+            index.search(probe, k)
+            if self.covered
+            else (np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64))
+        )
         found = [p[p >= 0] for p in (self._positions(ids[j]) for j in range(len(q)))]
         every = np.unique(np.concatenate(found + [self.bare])) if len(q) else np.zeros(0, np.int64)
         exact = exact_at(every, q) if len(every) else np.zeros((0, len(q)), np.float32)  # rescored exactly
@@ -118,8 +125,7 @@ class IvfRanker:
             score = exact[np.searchsorted(every, pos), j].astype(np.float64)
             keep = ~t.blank[pos]
             pos, score = pos[keep], score[keep]
-            text = bool(texts[j]) and bg_lse is not None
-            z = presence.LOGIT_SCALE * score - bg_lse[pos] if text else score
+            z = presence.LOGIT_SCALE * score - bg_lse[pos] if texts[j] and bg_lse is not None else score
             # the videos best first as the read path orders them (search.query._order): by the
             # rule's logit, then by raw score
             g = self.group[pos]

@@ -48,12 +48,26 @@ class LabelSummary:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.calibration
-        return {"label": self.name, "prompts": self.prompts, "ocr": self.ocr, "threshold": self.threshold, "rule": self.rule,
-                "videos_present": self.videos_present, "seconds": round(self.seconds, 3),
-                "calibration": None if c is None else {
-                    "precision": round(c.precision, 4), "recall": round(c.recall, 4), "judged_videos": c.videos,
-                    "present_videos": c.positives, "target_precision": c.target_precision, "truth": c.truth,
-                    "calibrated_at": c.calibrated_at.isoformat(timespec="seconds") if c.calibrated_at else None}}
+        return {
+            "label": self.name,
+            "prompts": self.prompts,
+            "ocr": self.ocr,
+            "threshold": self.threshold,
+            "rule": self.rule,
+            "videos_present": self.videos_present,
+            "seconds": round(self.seconds, 3),
+            "calibration": None
+            if c is None
+            else {
+                "precision": round(c.precision, 4),
+                "recall": round(c.recall, 4),
+                "judged_videos": c.videos,
+                "present_videos": c.positives,
+                "target_precision": c.target_precision,
+                "truth": c.truth,
+                "calibrated_at": c.calibrated_at.isoformat(timespec="seconds") if c.calibrated_at else None,
+            },
+        }
 
 
 def rule_name(threshold: float | None, calibration: LabelCalibration | None) -> str:
@@ -73,12 +87,17 @@ class VideoClass:
     shares: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"video": self.video, "video_id": self.video_id, "best": self.best,
-                "shares": {k: round(v, 4) for k, v in self.shares.items()}}
+        return {
+            "video": self.video,
+            "video_id": self.video_id,
+            "best": self.best,
+            "shares": {k: round(v, 4) for k, v in self.shares.items()},
+        }
 
 
-def label_results(store_dir: str | os.PathLike[str], encoder: Encoder,
-                  video_ids: Sequence[int] | None = None) -> LabelResults:
+def label_results(
+    store_dir: str | os.PathLike[str], encoder: Encoder, video_ids: Sequence[int] | None = None
+) -> LabelResults:
     """The ``segments`` and ``video_labels`` rows of every saved label, from the stored vectors.
 
     Each video's answer depends on that video's frames only, so the rows of new videos are
@@ -107,10 +126,22 @@ def label_results(store_dir: str | os.PathLike[str], encoder: Encoder,
             segs = combine(r.segments, words.get(r.video_id, []))
             first = segs[0].start_s if segs else None
             best = r.best_s if r.present or not segs else segs[0].start_s  # words alone: where first read
-            out.videos.append(VideoLabelRow(r.video_id, lab.name, bool(segs), first, sum(s.end_s - s.start_s for s in segs),
-                                            len(segs), best, r.score, rule_name(lab.threshold, lab.calibration)))
-            out.segments.extend(SegmentRow(lab.name, r.video_id, s.start_s, s.end_s, s.peak_score, s.found_by)
-                                for s in segs)
+            out.videos.append(
+                VideoLabelRow(
+                    r.video_id,
+                    lab.name,
+                    bool(segs),
+                    first,
+                    sum(s.end_s - s.start_s for s in segs),
+                    len(segs),
+                    best,
+                    r.score,
+                    rule_name(lab.threshold, lab.calibration),
+                )
+            )
+            out.segments.extend(
+                SegmentRow(lab.name, r.video_id, s.start_s, s.end_s, s.peak_score, s.found_by) for s in segs
+            )
     return out
 
 
@@ -122,7 +153,9 @@ class _Span:
     found_by: str
 
 
-def written(store_dir: str | os.PathLike[str], phrases: Sequence[str], video_ids: Sequence[int]) -> dict[int, list[Segment]]:
+def written(
+    store_dir: str | os.PathLike[str], phrases: Sequence[str], video_ids: Sequence[int]
+) -> dict[int, list[Segment]]:
     """Per video, the segments where any of ``phrases`` is read on screen (:mod:`search.written`)."""
     out: dict[int, list[Segment]] = {}
     for res in search_text(store_dir, phrases, list(video_ids), None):
@@ -136,8 +169,10 @@ def combine(picture: Sequence[Segment], text: Sequence[Segment]) -> list[_Span]:
     where they overlap or touch; each says what found it (picture, text or both). A joined
     segment's ``peak_score`` is the picture's best cosine in it (a text-only one: the words'
     similarity, 0-1)."""
-    spans = sorted([(s.start_s, s.end_s, s.peak_score, "picture") for s in picture]
-                   + [(s.start_s, s.end_s, s.peak_score, "text") for s in text])
+    spans = sorted(
+        [(s.start_s, s.end_s, s.peak_score, "picture") for s in picture]
+        + [(s.start_s, s.end_s, s.peak_score, "text") for s in text]
+    )
     out: list[_Span] = []
     for a, b, peak, by in spans:
         if out and a <= out[-1].end_s + 1e-6:
@@ -167,8 +202,17 @@ def list_labels(store_dir: str | os.PathLike[str]) -> list[LabelSummary]:
     out = []
     for lab in Reader.of(store_dir).labels():
         st = stats.get(lab.name)
-        out.append(LabelSummary(lab.name, lab.prompts, lab.threshold,
-                                st.videos_present if st else 0, st.seconds if st else 0.0, lab.calibration, lab.ocr))
+        out.append(
+            LabelSummary(
+                lab.name,
+                lab.prompts,
+                lab.threshold,
+                st.videos_present if st else 0,
+                st.seconds if st else 0.0,
+                lab.calibration,
+                lab.ocr,
+            )
+        )
     return out
 
 
@@ -204,7 +248,7 @@ def classify(
     logits = presence.LOGIT_SCALE * scores
     # background prompts pool into one "something else" class (log-sum-exp of their logits)
     lab = logits[:, : len(names)]
-    bgl = logits[:, len(names):]
+    bgl = logits[:, len(names) :]
     m = bgl.max(axis=1, keepdims=True) if bgl.size else np.zeros((len(scores), 1))
     other = (m + np.log(np.exp(bgl - m).sum(axis=1, keepdims=True))) if bgl.size else np.full((len(scores), 1), -np.inf)
     winner = np.argmax(np.concatenate([lab, other], axis=1), axis=1)
@@ -225,7 +269,9 @@ def classify(
     for vid in np.unique(table.video_id):
         sel = (table.video_id == vid) & ~table.blank
         total = float(dur[sel].sum())
-        shares = {c: (float(dur[sel & (winner == k)].sum()) / total if total > 0 else 0.0) for k, c in enumerate(classes)}
+        shares = {
+            c: (float(dur[sel & (winner == k)].sum()) / total if total > 0 else 0.0) for k, c in enumerate(classes)
+        }
         best = max(classes, key=lambda c: shares[c])
         out.append(VideoClass(int(vid), table.videos[int(vid)]["path"], best, shares))
     return out

@@ -50,8 +50,9 @@ def _calibrate(table: FrameTable, spans: np.ndarray, fps: dict[int, float]) -> I
     interval = 1.0 / np.array([fps.get(int(v), 0.0) or 2.0 for v in vids])  # one sample interval per video
     tol = interval[np.asarray(inverse).ravel()] if len(table) else np.zeros(0)
     linked = Linked.from_rows(spans) if len(spans) else None
-    return calibrate_images(vectors, np.arange(len(table)), table.shot_id, table.blank, table.video_id, table.ts_s,
-                            linked, tol)
+    return calibrate_images(
+        vectors, np.arange(len(table)), table.shot_id, table.blank, table.video_id, table.ts_s, linked, tol
+    )
 
 
 def _sample(table: FrameTable) -> tuple[FrameTable, np.ndarray]:

@@ -52,14 +52,25 @@ at least the threshold.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from indexer.model.background import BACKGROUND_PROMPTS, LOGIT_SCALE, background_lse
 
-__all__ = ["BACKGROUND_PROMPTS", "LOGIT_SCALE", "TEMPLATES", "ImageCalibration", "Linked", "Rule", "background_lse",
-           "calibrate_images", "ensemble", "shot_level", "text_probability"]
+__all__ = [
+    "BACKGROUND_PROMPTS",
+    "LOGIT_SCALE",
+    "TEMPLATES",
+    "ImageCalibration",
+    "Linked",
+    "Rule",
+    "background_lse",
+    "calibrate_images",
+    "ensemble",
+    "shot_level",
+    "text_probability",
+]
 
 TEMPLATES: tuple[str, ...] = (
     "{}",
@@ -98,7 +109,11 @@ class Rule:
         return f"cosine >= {self.enter:g}"
 
 
-def ensemble(texts_by_query: Sequence[Sequence[str]], encode: "callable", templates: Sequence[str] = TEMPLATES) -> np.ndarray:
+def ensemble(
+    texts_by_query: Sequence[Sequence[str]],
+    encode: Callable[[list[str]], np.ndarray],
+    templates: Sequence[str] = TEMPLATES,
+) -> np.ndarray:
     """One unit vector per query: the normalised mean of its prompts x templates embeddings.
 
     Args:
@@ -117,19 +132,25 @@ def ensemble(texts_by_query: Sequence[Sequence[str]], encode: "callable", templa
     return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
-def text_probability(query_scores: np.ndarray, bg_lse: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
+def text_probability(query_scores: np.ndarray, bg_lse: np.ndarray | float, scale: float = LOGIT_SCALE) -> np.ndarray:
     """p(query) under a softmax over [query, backgrounds...] for each frame.
 
     Args:
         query_scores: ``(n,)`` cosine of each frame with the query.
-        bg_lse: ``(n,)`` :func:`background_lse` of each frame.
+        bg_lse: ``(n,)`` :func:`background_lse` of each frame (or one value for every frame).
     """
     z = scale * np.asarray(query_scores, np.float64) - bg_lse
     return np.exp(-np.logaddexp(0.0, -z))
 
 
-def same_shot_cosine(vectors: np.ndarray, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
-                     percentile: float = IMAGE_SAME_PERCENTILE, max_pairs: int = 20000) -> float | None:
+def same_shot_cosine(
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    shot_id: np.ndarray,
+    blank: np.ndarray,
+    percentile: float = IMAGE_SAME_PERCENTILE,
+    max_pairs: int = 20000,
+) -> float | None:
     """The ``percentile`` of cosine between consecutive samples of one content shot (None: too few pairs)."""
     if len(rows) < 2:
         return None
@@ -159,13 +180,15 @@ class Linked:
     b1: np.ndarray
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Sequence[float]]) -> "Linked":
+    def from_rows(cls, rows: np.ndarray | Sequence[Sequence[float]]) -> "Linked":
         """From ``(video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s)`` rows."""
         m = np.asarray(rows, np.float64).reshape(-1, 6)
         both = np.concatenate([m, m[:, [1, 0, 4, 5, 2, 3]]])
         order = np.lexsort((both[:, 1], both[:, 0]))
         both = both[order]
-        return cls(both[:, 0].astype(np.int64), both[:, 1].astype(np.int64), both[:, 2], both[:, 3], both[:, 4], both[:, 5])
+        return cls(
+            both[:, 0].astype(np.int64), both[:, 1].astype(np.int64), both[:, 2], both[:, 3], both[:, 4], both[:, 5]
+        )
 
     def covers(self, va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, tol: np.ndarray) -> np.ndarray:
         """Whether each sample pair (video ``va`` at ``ta`` s, video ``vb`` at ``tb`` s) is one moment
@@ -195,9 +218,17 @@ def _shot_bounds(shot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts[which], stops[which]
 
 
-def same_footage_shots(vectors: Any, rows: np.ndarray, shot_id: np.ndarray, a: np.ndarray, b: np.ndarray,
-                       level: float, per_shot: int = SHOT_SAMPLES, chunk: int = 1024,
-                       bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def same_footage_shots(
+    vectors: Any,
+    rows: np.ndarray,
+    shot_id: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    level: float,
+    per_shot: int = SHOT_SAMPLES,
+    chunk: int = 1024,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """For each pair of positions ``a[i]``, ``b[i]``: whether their shots are the same footage, i.e.
     some sample of one (``per_shot`` of each, evenly spread) has cosine >= ``level`` with some
     sample of the other. Positions must be grouped by shot (sorted by video and time); ``bounds``
@@ -248,10 +279,20 @@ def _draw_pairs(keep: np.ndarray, group: np.ndarray, m: int, rng: np.random.Gene
     return keep[i], keep[j]
 
 
-def chance_cosine(vectors: Any, rows: np.ndarray, video_id: np.ndarray, ts_s: np.ndarray, shot_id: np.ndarray,
-                  blank: np.ndarray, same_level: float | None, linked: Linked | None = None,
-                  tol_s: np.ndarray | float = 0.5, percentile: float = IMAGE_CHANCE_PERCENTILE,
-                  max_pairs: int = IMAGE_CHANCE_PAIRS, seed: int = 0) -> ChanceMeasure:
+def chance_cosine(
+    vectors: Any,
+    rows: np.ndarray,
+    video_id: np.ndarray,
+    ts_s: np.ndarray,
+    shot_id: np.ndarray,
+    blank: np.ndarray,
+    same_level: float | None,
+    linked: Linked | None = None,
+    tol_s: np.ndarray | float = 0.5,
+    percentile: float = IMAGE_CHANCE_PERCENTILE,
+    max_pairs: int = IMAGE_CHANCE_PAIRS,
+    seed: int = 0,
+) -> ChanceMeasure:
     """The ``percentile`` of cosines between samples of unrelated footage (see the module docstring).
 
     Pairs are drawn at random (seeded: the same archive gives the same level) among content
@@ -279,7 +320,9 @@ def chance_cosine(vectors: Any, rows: np.ndarray, video_id: np.ndarray, ts_s: np
         a = b = keep[:0]
     tol = np.broadcast_to(np.asarray(tol_s, np.float64), video_id.shape)
     bounds = _shot_bounds(shot_id) if same_level is not None else None
-    kept_a, kept_b, left_out, done = [], [], 0, 0
+    kept_a: list[np.ndarray] = []
+    kept_b: list[np.ndarray] = []
+    left_out, done = 0, 0
     step = max(1000, max_pairs // 4)
     while done < len(a) and sum(len(x) for x in kept_a) < max_pairs:  # in batches: stop once enough are kept
         ba, bb = a[done : done + step], b[done : done + step]
@@ -337,9 +380,16 @@ class ImageCalibration:
             return None
 
 
-def calibrate_images(vectors: Any, rows: np.ndarray, shot_id: np.ndarray, blank: np.ndarray,
-                     video_id: np.ndarray | None = None, ts_s: np.ndarray | None = None,
-                     linked: Linked | None = None, tol_s: np.ndarray | float = 0.5) -> ImageCalibration:
+def calibrate_images(
+    vectors: Any,
+    rows: np.ndarray,
+    shot_id: np.ndarray,
+    blank: np.ndarray,
+    video_id: np.ndarray | None = None,
+    ts_s: np.ndarray | None = None,
+    linked: Linked | None = None,
+    tol_s: np.ndarray | float = 0.5,
+) -> ImageCalibration:
     """Measure the image rule's levels on the samples given (see the module docstring); positions
     must be sorted by video and time. Without ``video_id`` every sample counts as one video's."""
     video_id = np.zeros(len(rows), np.int64) if video_id is None else video_id
@@ -351,8 +401,13 @@ def calibrate_images(vectors: Any, rows: np.ndarray, shot_id: np.ndarray, blank:
     return ImageCalibration(same, m.level, m.pairs, m.left_out, m.over)
 
 
-def shot_level(strength: np.ndarray, shot_id: np.ndarray, shot_len_s: np.ndarray, blank: np.ndarray,
-               long_shot_s: float = LONG_SHOT_S) -> np.ndarray:
+def shot_level(
+    strength: np.ndarray,
+    shot_id: np.ndarray,
+    shot_len_s: np.ndarray,
+    blank: np.ndarray,
+    long_shot_s: float = LONG_SHOT_S,
+) -> np.ndarray:
     """Each sample takes its shot's best strength (short shots); long shots keep per-sample values;
     blank shots get ``-inf``. Samples must be grouped by shot (sorted by video and time)."""
     out = np.asarray(strength, np.float64).copy()

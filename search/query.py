@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -46,7 +46,9 @@ def resolve_scope(store_dir: str | os.PathLike[str], videos: Sequence[str] | Non
         prefix = absv.rstrip(os.sep) + os.sep
         hit = [r.video_id for r in refs if r.path == absv or r.path.startswith(prefix) or r.name == v]
         if not hit:
-            raise QueryError(f"--video {v}: no indexed video has that path, folder or name (see `archive sql \"SELECT path FROM videos\"`).")
+            raise QueryError(
+                f'--video {v}: no indexed video has that path, folder or name (see `archive sql "SELECT path FROM videos"`).'
+            )
         ids.extend(hit)
     return sorted(set(ids))
 
@@ -64,7 +66,9 @@ def rules_for(
     if threshold is not None:
         return [Rule("threshold", threshold, threshold, min_duration_s, merge_gap_s) for _ in kinds]
     if "image" in kinds and calib is None:
-        calib = presence.calibrate_images(table.vectors, table.row, table.shot_id, table.blank, table.video_id, table.ts_s)
+        calib = presence.calibrate_images(
+            table.vectors, table.row, table.shot_id, table.blank, table.video_id, table.ts_s
+        )
     out = []
     for k in kinds:
         if k == "text":
@@ -76,15 +80,20 @@ def rules_for(
     return out
 
 
-def strengths(raw: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, shot_id: np.ndarray,
-              shot_len_s: np.ndarray, blank: np.ndarray) -> np.ndarray:
+def strengths(
+    raw: np.ndarray,
+    bg_lse: np.ndarray | None,
+    rule: Rule,
+    shot_id: np.ndarray,
+    shot_len_s: np.ndarray,
+    blank: np.ndarray,
+) -> np.ndarray:
     """Per-frame match strength for one query, at shot level (see :func:`presence.shot_level`)."""
     s = presence.text_probability(raw, bg_lse) if rule.kind == "text" and bg_lse is not None else raw
     return presence.shot_level(s, shot_id, shot_len_s, blank)
 
 
-def _order(col: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, blank: np.ndarray,
-           starts: np.ndarray) -> np.ndarray:
+def _order(col: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, blank: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Videos (indices into ``starts``) best first: those that match, then by best strength, then
     by best raw score.
 
@@ -98,7 +107,10 @@ def _order(col: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, blank: np.nda
     if not len(starts):
         return np.zeros(0, np.int64)
     text = rule.kind == "text" and bg_lse is not None
-    z = presence.LOGIT_SCALE * np.asarray(col, np.float64) - bg_lse if text else np.asarray(col, np.float64)
+    z = np.asarray(col, np.float64)
+    if text:
+        assert bg_lse is not None  # (``text`` says so)
+        z = presence.LOGIT_SCALE * z - bg_lse
     z = np.where(blank, -np.inf, z)
     best_z = np.maximum.reduceat(z, starts)
     best_st = presence.text_probability(best_z, 0.0, 1.0) if text else best_z
@@ -137,8 +149,14 @@ def rank(
     out: list[QueryResult] = []
     for j, (label, kind, rule) in enumerate(zip(labels, kinds, rules)):
         col = raw[:, j]
-        res = QueryResult(query=label, kind=kind, threshold=float(rule.enter), rule=rule.describe(),
-                          videos_searched=len(starts), frames_searched=len(table))
+        res = QueryResult(
+            query=label,
+            kind=kind,
+            threshold=float(rule.enter),
+            rule=rule.describe(),
+            videos_searched=len(starts),
+            frames_searched=len(table),
+        )
         order = _order(col, bg_lse, rule, table.blank, starts)
         if exact is not None and len(order):
             cand = order if top is None else order[: 2 * top + 10]
@@ -147,22 +165,45 @@ def rank(
             c_stops = np.cumsum(stops[cand] - starts[cand])
             c_starts = np.concatenate([[0], c_stops[:-1]]).astype(np.int64)
             sub = _order(ex_raw[:, j], ex_lse, rule, table.blank[idx], c_starts)
-            picks = [(int(cand[k]), ex_raw[c_starts[k] : c_stops[k], j],
-                      None if ex_lse is None else ex_lse[c_starts[k] : c_stops[k]]) for k in sub]
+            picks = [
+                (
+                    int(cand[k]),
+                    ex_raw[c_starts[k] : c_stops[k], j],
+                    None if ex_lse is None else ex_lse[c_starts[k] : c_stops[k]],
+                )
+                for k in sub
+            ]
         else:
-            picks = [(int(g), col[starts[g] : stops[g]], None if bg_lse is None else bg_lse[starts[g] : stops[g]])
-                     for g in order]
+            picks = [
+                (int(g), col[starts[g] : stops[g]], None if bg_lse is None else bg_lse[starts[g] : stops[g]])
+                for g in order
+            ]
         for g, c, lse in picks[:top] if top is not None else picks:
             a, b = starts[g], stops[g]
             st = strengths(c, lse, rule, table.shot_id[a:b], table.shot_len_s[a:b], table.blank[a:b])
-            tl = summarise(table.ts_s[a:b], table.end_s[a:b], st, rule.enter, rule.stay,
-                           rule.merge_gap_s, rule.min_duration_s, scores=c, from_s=table.start_s[a:b])
+            tl = summarise(
+                table.ts_s[a:b],
+                table.end_s[a:b],
+                st,
+                rule.enter,
+                rule.stay,
+                rule.merge_gap_s,
+                rule.min_duration_s,
+                scores=c,
+                from_s=table.start_s[a:b],
+            )
             v = table.videos[int(table.video_id[a])]
             res.results.append(
                 VideoResult(
-                    video_id=int(table.video_id[a]), video=v["path"], present=tl.present,
-                    first_seen_s=tl.first_seen_s, duration_s=tl.duration_s, segments=tl.segments,
-                    best_s=tl.best_s, score=tl.score, video_duration_s=float(v["duration_s"] or 0.0),
+                    video_id=int(table.video_id[a]),
+                    video=v["path"],
+                    present=tl.present,
+                    first_seen_s=tl.first_seen_s,
+                    duration_s=tl.duration_s,
+                    segments=tl.segments,
+                    best_s=tl.best_s,
+                    score=tl.score,
+                    video_duration_s=float(v["duration_s"] or 0.0),
                     match=float(np.max(st)),
                     best_frame_id=int(table.frame_id[a + tl.best_index]) if tl.best_index >= 0 else None,
                     segment_frame_ids=[int(table.frame_id[a + sg.peak_index]) for sg in tl.segments],
@@ -174,7 +215,7 @@ def rank(
 
 def _store_stamp(store_dir: Path) -> tuple[Any, ...]:
     """Changes whenever a commit touches the catalog or the vectors."""
-    out = []
+    out: list[tuple[str, int | None, int | None]] = []
     for name in (CATALOG, CATALOG + ".wal", VECTORS):
         try:
             st = (store_dir / name).stat()
@@ -210,7 +251,7 @@ class Searcher:
         self.device = device
         self._encoder = encoder
         # what embeds texts when no whole model is loaded (None: looked for on first use; False: none)
-        self._text_encoder: TextEncoder | bool | None = text_encoder
+        self._text_encoder: TextEncoder | Literal[False] | None = text_encoder
         self.templates = tuple(templates)
         self.backgrounds = tuple(backgrounds)
         self._bg: np.ndarray | None = None
@@ -245,7 +286,6 @@ class Searcher:
         if table.ivf is None or len(table) < settings.ivf_frames():
             return None
         if self._ivf is None or self._ivf[0] is not table:
-
             self._ivf = (table, IvfRanker(self.store_dir, table))
         return self._ivf[1]
 
@@ -346,26 +386,35 @@ class Searcher:
             StoreNotFound: no archive at ``store_dir``.
         """
         texts = list(texts)
-        images = [str(i) for i in images]
+        image_files = [str(i) for i in images]
         ocr = list(ocr)
-        settings.check_queries(texts, images, ocr)
+        settings.check_queries(texts, image_files, ocr)
         settings.check_top(top)
         settings.check_seconds("--merge-gap", merge_gap_s)
         settings.check_seconds("--min-duration", min_duration_s)
         if ocr:
-
             for phrase in ocr:
                 check_phrase(phrase)
         scope = resolve_scope(self.store_dir, videos)
-        results = self._search_pictures(texts, images, scope, top, threshold, merge_gap_s, min_duration_s) \
-            if texts or images else []
+        results = (
+            self._search_pictures(texts, image_files, scope, top, threshold, merge_gap_s, min_duration_s)
+            if texts or image_files
+            else []
+        )
         if ocr:
-
             results += search_text(self.store_dir, ocr, scope, top)
         return results
 
-    def _search_pictures(self, texts: list[str], images: list[str], scope: list[int] | None, top: int | None,
-                         threshold: float | None, merge_gap_s: float, min_duration_s: float) -> list[QueryResult]:
+    def _search_pictures(
+        self,
+        texts: list[str],
+        images: list[str],
+        scope: list[int] | None,
+        top: int | None,
+        threshold: float | None,
+        merge_gap_s: float,
+        min_duration_s: float,
+    ) -> list[QueryResult]:
         """The text and image queries of :meth:`search`, checked already."""
         t0 = time.perf_counter()
         scanner = self.scanner(scope)
@@ -376,7 +425,7 @@ class Searcher:
         if texts:
             vecs.append(self.text_vectors(texts))
         for i in images:
-            vecs.append(enc.encode_image_file(i)[None, :])
+            vecs.append(self.encoder.encode_image_file(i)[None, :])  # the whole model: ``enc`` when there are images
         allv = np.concatenate(vecs) if vecs else np.zeros((0, enc.dim), np.float32)
         bg_lse = self.background_lse(scanner) if texts else None
         t2 = time.perf_counter()
@@ -385,8 +434,14 @@ class Searcher:
         ranker = None if self.exact or scope is not None or top is None else self.ivf_ranker(scanner)
         calib = self.image_levels(scope) if "image" in kinds and threshold is None else None
         if ranker is not None:  # a large archive: candidates from the IVF index, rescored exactly
-            idx = ranker.candidates(allv, [k == "text" and threshold is None for k in kinds], bg_lse,
-                                    settings.ivf_candidate_videos(top), scanner.scores_at)
+            assert top is not None  # a ranker is made only for a top
+            idx = ranker.candidates(
+                allv,
+                [k == "text" and threshold is None for k in kinds],
+                bg_lse,
+                settings.ivf_candidate_videos(top),
+                scanner.scores_at,
+            )
             sub = table.subset(idx)
             raw = scanner.scores_at(idx, allv)
             t3 = time.perf_counter()
@@ -400,6 +455,7 @@ class Searcher:
             rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s, calib)
             exact = None
             if not self.exact and not scanner.last_exact:
+
                 def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
                     return scanner.scores_at(idx, allv), None if bg_lse is None else bg_lse[idx]
 

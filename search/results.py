@@ -7,11 +7,13 @@ server and a notebook render them alike. Times are in seconds from the start of 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 
 from .timeline import Segment
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -43,12 +45,20 @@ class VideoResult:
             "first_seen_s": _r(self.first_seen_s),
             "duration_s": _r(self.duration_s),
             "segments": [
-                {"start_s": _r(s.start_s), "end_s": _r(s.end_s), "peak_score": _r(s.peak_score, 4),
-                 "peak_frame_id": f, **({"text": t} if t is not None else {}),
-                 **({"like_start_s": _r(src[0]), "like_end_s": _r(src[1])} if src is not None else {})}
-                for s, f, t, src in zip(self.segments, self.segment_frame_ids or [None] * len(self.segments),
-                                        self.segment_texts or [None] * len(self.segments),
-                                        self.segment_sources or [None] * len(self.segments))
+                {
+                    "start_s": _r(s.start_s),
+                    "end_s": _r(s.end_s),
+                    "peak_score": _r(s.peak_score, 4),
+                    "peak_frame_id": f,
+                    **({"text": t} if t is not None else {}),
+                    **({"like_start_s": _r(src[0]), "like_end_s": _r(src[1])} if src is not None else {}),
+                }
+                for s, f, t, src in zip(
+                    self.segments,
+                    _or_nones(self.segment_frame_ids, len(self.segments)),
+                    _or_nones(self.segment_texts, len(self.segments)),
+                    _or_nones(self.segment_sources, len(self.segments)),
+                )
             ],
             "best_s": _r(self.best_s),
             "best_frame_id": self.best_frame_id,
@@ -84,3 +94,8 @@ class QueryResult:
 
 def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(float(x), nd)
+
+
+def _or_nones(values: Sequence[_T] | None, n: int) -> Sequence[_T | None]:
+    """``values``, or ``n`` Nones when there are none (None or empty)."""
+    return values or [None] * n

@@ -78,6 +78,7 @@ class Scanner:
         if self._order is None:
             self._order = np.argsort(t.row, kind="stable")
             self._sorted_rows = t.row[self._order]
+        assert self._sorted_rows is not None  # set with ``_order``
         for r0, block in t.vectors.blocks(step, reuse=True):
             lo, hi = np.searchsorted(self._sorted_rows, [r0, r0 + len(block)])
             if hi > lo:
@@ -156,7 +157,6 @@ class Scanner:
             f = sc.float().clamp_min(1e-30)[:, None]
             return torch.round(x / f).clamp_(-127, 127).to(torch.int8), sc
 
-
         if self._dense():
             for block, pos, local in self._blocks(16384):
                 with warnings.catch_warnings():
@@ -182,7 +182,6 @@ class Scanner:
         t = self.table
         out = torch.empty((len(t), t.vectors.shape[1]), dtype=torch.bfloat16)
         if self._dense():
-
             for block, pos, local in self._blocks(16384):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # read-only (memory-mapped) arrays

@@ -42,11 +42,15 @@ def merge(per_store: Sequence[Sequence[QueryResult]], stores: Sequence[str], top
     for parts in zip(*per_store):
         first = parts[0]
         levels = {round(p.threshold, 6) for p in parts}
-        res = QueryResult(query=first.query, kind=first.kind, threshold=max(p.threshold for p in parts),
-                          rule=first.rule if len(levels) == 1 else f"{first.rule.split(' (')[0]} (each store's own level)",
-                          warnings=list(dict.fromkeys(w for p in parts for w in p.warnings)),
-                          videos_searched=sum(p.videos_searched for p in parts),
-                          frames_searched=sum(p.frames_searched for p in parts))
+        res = QueryResult(
+            query=first.query,
+            kind=first.kind,
+            threshold=max(p.threshold for p in parts),
+            rule=first.rule if len(levels) == 1 else f"{first.rule.split(' (')[0]} (each store's own level)",
+            warnings=list(dict.fromkeys(w for p in parts for w in p.warnings)),
+            videos_searched=sum(p.videos_searched for p in parts),
+            frames_searched=sum(p.frames_searched for p in parts),
+        )
         rows = []
         for p, store in zip(parts, stores):
             for r in p.results:
@@ -73,8 +77,12 @@ class ShardedSearcher:
         StoreNotFound: a folder is not a store.
     """
 
-    def __init__(self, stores: Sequence[str | os.PathLike[str]], device: str = settings.DEFAULT_DEVICE,
-                 encoder: Encoder | None = None) -> None:
+    def __init__(
+        self,
+        stores: Sequence[str | os.PathLike[str]],
+        device: str = settings.DEFAULT_DEVICE,
+        encoder: Encoder | None = None,
+    ) -> None:
         self.stores = [Path(s) for s in dict.fromkeys(str(Path(s)) for s in stores)]
         if not self.stores:
             raise QueryError("no store to search.")
@@ -85,20 +93,28 @@ class ShardedSearcher:
             raise QueryError(
                 f"the stores {self.stores[0]} and {s} were built with different models ({specs[0].name} "
                 f"{specs[0].pretrained} and {sp.name} {sp.pretrained}); their scores cannot be ranked together: "
-                "search them separately.")
+                "search them separately."
+            )
         self.spec = specs[0]
         text = None if encoder is not None else TextEncoder.open(self.spec)  # one text tower for every shard
         self.searchers = [Searcher(s, device, encoder=encoder, text_encoder=text) for s in self.stores]
         self.last_timings: dict[str, float] = {}
 
-    def search(self, texts: Sequence[str] = (), images: Sequence[str | os.PathLike[str]] = (),
-               videos: Sequence[str] | None = None, top: int | None = settings.DEFAULT_TOP,
-               threshold: float | None = None, merge_gap_s: float = 0.0, min_duration_s: float = 0.0,
-               ocr: Sequence[str] = ()) -> list[QueryResult]:
+    def search(
+        self,
+        texts: Sequence[str] = (),
+        images: Sequence[str | os.PathLike[str]] = (),
+        videos: Sequence[str] | None = None,
+        top: int | None = settings.DEFAULT_TOP,
+        threshold: float | None = None,
+        merge_gap_s: float = 0.0,
+        min_duration_s: float = 0.0,
+        ocr: Sequence[str] = (),
+    ) -> list[QueryResult]:
         """Like :meth:`search.query.Searcher.search`, over every store; ``videos`` may name videos of
         any of them (an argument must match in at least one store)."""
         t0 = time.perf_counter()
-        per_store = []
+        per_store: list[list[QueryResult] | None] = []
         unmatched: dict[str, int] = {}
         for i, s in enumerate(self.searchers):
             if i and s._encoder is None and self.searchers[0]._encoder is not None:
@@ -113,11 +129,23 @@ class ShardedSearcher:
                 if not vids:
                     per_store.append(None)
                     continue
-            per_store.append(s.search(texts, images, videos=vids, top=top, threshold=threshold,
-                                      merge_gap_s=merge_gap_s, min_duration_s=min_duration_s, ocr=ocr))
+            per_store.append(
+                s.search(
+                    texts,
+                    images,
+                    videos=vids,
+                    top=top,
+                    threshold=threshold,
+                    merge_gap_s=merge_gap_s,
+                    min_duration_s=min_duration_s,
+                    ocr=ocr,
+                )
+            )
         missing = [v for v, n in unmatched.items() if n == len(self.searchers)]
         if missing:
-            raise QueryError(f"--video {missing[0]}: no indexed video in any of the stores has that path, folder or name.")
+            raise QueryError(
+                f"--video {missing[0]}: no indexed video in any of the stores has that path, folder or name."
+            )
         t1 = time.perf_counter()
         kept = [(p, str(s)) for p, s in zip(per_store, self.stores) if p is not None]
         out = merge([p for p, _ in kept], [s for _, s in kept], top)

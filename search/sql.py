@@ -54,8 +54,11 @@ class _ClipScore:
         ids = frame_ids.to_numpy(zero_copy_only=False)
         txt = texts.to_pylist()
         out = np.full(len(ids), np.nan)
-        valid = np.array([i is not None and 0 <= i < len(self._row) for i in ids], bool) if ids.dtype == object \
+        valid = (
+            np.array([i is not None and 0 <= i < len(self._row) for i in ids], bool)
+            if ids.dtype == object
             else (ids >= 0) & (ids < len(self._row))
+        )
         rows = np.full(len(ids), -1, np.int64)
         rows[valid] = self._row[ids[valid].astype(np.int64)]
         for text in set(t for t in txt if t is not None):
@@ -71,9 +74,7 @@ class _ClipScore:
         return self._texts[text]
 
 
-def run_sql(
-    store_dir: str | os.PathLike[str], sql: str, encoder: Callable[[], Encoder] | None = None
-) -> SqlResult:
+def run_sql(store_dir: str | os.PathLike[str], sql: str, encoder: Callable[[], Encoder] | None = None) -> SqlResult:
     """Run one read-only statement on the catalog (tables ``videos``, ``frames``, ``failures``, ``meta``;
     function ``clip_score(frame_id, text)``).
 
@@ -92,7 +93,7 @@ def run_sql(
     import duckdb  # lazy: `archive --help` and `--version` open no catalog
 
     if not sql or not sql.strip():
-        raise QueryError("empty SQL: give a SELECT statement, e.g. archive sql \"SELECT * FROM videos\".")
+        raise QueryError('empty SQL: give a SELECT statement, e.g. archive sql "SELECT * FROM videos".')
     with Reader.of(store_dir).connection() as con:
         try:
             statements = con.extract_statements(sql)
@@ -105,8 +106,12 @@ def run_sql(
             raise QueryError(f"only reading SQL is allowed here (SELECT, WITH ..., EXPLAIN); this is {kind}.")
         if encoder is not None and _USES_CLIP.search(sql):
             con.create_function(
-                "clip_score", _ClipScore(store_dir, encoder), ["BIGINT", "VARCHAR"], "DOUBLE",
-                type="arrow", side_effects=False,
+                "clip_score",
+                _ClipScore(store_dir, encoder),
+                ["BIGINT", "VARCHAR"],
+                "DOUBLE",
+                type="arrow",
+                side_effects=False,
             )
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")

@@ -124,7 +124,9 @@ def summarise(
     scores = strength if scores is None else np.asarray(scores)
     if scores.size == 0:
         return Timeline(False, None, 0.0, None, float("nan"))
-    segs = segments(ts_s if from_s is None else from_s, end_s, strength, enter, stay, merge_gap_s, min_duration_s, scores)
+    segs = segments(
+        ts_s if from_s is None else from_s, end_s, strength, enter, stay, merge_gap_s, min_duration_s, scores
+    )
     best = int(np.argmax(scores))
     return Timeline(
         present=bool(segs),

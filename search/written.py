@@ -74,7 +74,9 @@ def _next_to(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return below or beside
 
 
-def _hits(phrase: str, rows: list[dict[str, Any]], scores: np.ndarray) -> list[tuple[dict[str, Any], float, float, float, str]]:
+def _hits(
+    phrase: str, rows: list[dict[str, Any]], scores: np.ndarray
+) -> list[tuple[dict[str, Any], float, float, float, str]]:
     """``(row, similarity, start_s, end_s, text read)`` of every match: single lines, and runs of
     up to ``MAX_JOIN`` adjacent lines on screen together whose joined text matches."""
     out = [(r, float(s), r["start_s"], r["end_s"], r["text"]) for r, s in zip(rows, scores) if s >= SIMILARITY]
@@ -120,8 +122,9 @@ def _union(spans: list[tuple[float, float, float, int, str]]) -> list[tuple[Segm
     return out
 
 
-def search_text(store_dir: str | os.PathLike[str], phrases: Sequence[str], scope: list[int] | None,
-                top: int | None) -> list[Any]:
+def search_text(
+    store_dir: str | os.PathLike[str], phrases: Sequence[str], scope: list[int] | None, top: int | None
+) -> list[Any]:
     """One :class:`search.query.QueryResult` (kind ``ocr``) per phrase, over the videos in ``scope``
     (None: all), best first: videos where it is read, by similarity then time on screen, then the
     others by their closest reading.
@@ -138,17 +141,26 @@ def search_text(store_dir: str | os.PathLike[str], phrases: Sequence[str], scope
     unread = Reader.of(store_dir).ocr_unread(ids) if has_ocr else len(ids)
     out = []
     for phrase, norm in zip(phrases, norms):
-        res = QueryResult(query=phrase, kind="ocr", threshold=SIMILARITY / 100,
-                          rule=f"written words: similarity >= {SIMILARITY / 100:.2f} (rapidfuzz, after normalising)",
-                          videos_searched=len(ids), frames_searched=len(rows))
+        res = QueryResult(
+            query=phrase,
+            kind="ocr",
+            threshold=SIMILARITY / 100,
+            rule=f"written words: similarity >= {SIMILARITY / 100:.2f} (rapidfuzz, after normalising)",
+            videos_searched=len(ids),
+            frames_searched=len(rows),
+        )
         if not has_ocr:
-            res.warnings.append("this store has no on-screen text: index it with `archive index FOLDER --ocr` "
-                                "(already indexed videos are read, not re-embedded).")
+            res.warnings.append(
+                "this store has no on-screen text: index it with `archive index FOLDER --ocr` "
+                "(already indexed videos are read, not re-embedded)."
+            )
         elif unread:
-            res.warnings.append(f"{unread} of {len(ids)} video(s) have no text read yet: run `archive index` on their "
-                                "folders with --ocr.")
+            res.warnings.append(
+                f"{unread} of {len(ids)} video(s) have no text read yet: run `archive index` on their "
+                "folders with --ocr."
+            )
         scores = similarity(norm, texts)
-        best = defaultdict(float)
+        best: defaultdict[int, float] = defaultdict(float)
         for r, s in zip(rows, scores):
             best[r["video_id"]] = max(best[r["video_id"]], float(s))
         spans: dict[int, list[tuple[float, float, float, int, str]]] = defaultdict(list)
@@ -160,14 +172,24 @@ def search_text(store_dir: str | os.PathLike[str], phrases: Sequence[str], scope
             segs = _union(spans.get(vid, []))
             top_seg = max(segs, key=lambda sg: sg[0].peak_score, default=None)
             score = max(best.get(vid, 0.0) / 100, top_seg[0].peak_score if top_seg else 0.0)
-            answers.append(VideoResult(
-                video_id=vid, video=ref.path, present=bool(segs), first_seen_s=segs[0][0].start_s if segs else None,
-                duration_s=sum(sg[0].duration_s for sg in segs), segments=[sg[0] for sg in segs],
-                best_s=top_seg[0].start_s if top_seg else None, score=score, video_duration_s=float(ref.duration_s or 0.0),
-                match=score, best_frame_id=top_seg[1] if top_seg else None, segment_frame_ids=[sg[1] for sg in segs],
-                segment_texts=[sg[2] for sg in segs]))
+            answers.append(
+                VideoResult(
+                    video_id=vid,
+                    video=ref.path,
+                    present=bool(segs),
+                    first_seen_s=segs[0][0].start_s if segs else None,
+                    duration_s=sum(sg[0].duration_s for sg in segs),
+                    segments=[sg[0] for sg in segs],
+                    best_s=top_seg[0].start_s if top_seg else None,
+                    score=score,
+                    video_duration_s=float(ref.duration_s or 0.0),
+                    match=score,
+                    best_frame_id=top_seg[1] if top_seg else None,
+                    segment_frame_ids=[sg[1] for sg in segs],
+                    segment_texts=[sg[2] for sg in segs],
+                )
+            )
         answers.sort(key=lambda v: (not v.present, -v.score, -v.duration_s, v.video))
         res.results = answers if top is None else answers[:top]
         out.append(res)
     return out
-

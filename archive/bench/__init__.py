@@ -76,8 +76,10 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
     if not o.index and o.frames <= 0 and o.make_ads is None and o.add is None and o.cold is None and not o.eval:
         raise UsageError("give --index PATH... and/or --frames N (or --make-ads DIR, --add CLIP, --cold TEXT, --eval).")
     if (o.add is not None or o.cold is not None or o.eval) and o.store is None:
-        raise UsageError("--add, --cold and --eval measure a kept store: give it with --store DIR "
-                         "(build one with archive bench --frames 100000 --queries 0 --keep DIR).")
+        raise UsageError(
+            "--add, --cold and --eval measure a kept store: give it with --store DIR "
+            "(build one with archive bench --frames 100000 --queries 0 --keep DIR)."
+        )
     if o.eval and (o.eval_videos < 1 or o.eval_queries < 1 or o.runs < 1):
         raise UsageError("--eval-videos, --eval-queries and --runs must be at least 1.")
     todo: list[Callable[[], dict[str, Any]]] = []
@@ -101,13 +103,23 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
             raise UsageError("--ocr compares in-process runs: leave out --ray-workers.")
 
         def index() -> dict[str, Any]:
-            return bench_index([str(p) for p in o.index_paths], o.model, o.pretrained, o.fps, precision=o.precision,
-                               naive=o.naive, shots=o.shots, ray_workers=o.ray_workers, ocr=o.ocr)
+            return bench_index(
+                [str(p) for p in o.index_paths],
+                o.model,
+                o.pretrained,
+                o.fps,
+                precision=o.precision,
+                naive=o.naive,
+                shots=o.shots,
+                ray_workers=o.ray_workers,
+                ocr=o.ocr,
+            )
 
         todo.append(index)
     if o.shards is not None and (o.shards < 2 or o.frames < 2 * o.shards or o.queries < 2 or o.keep is not None):
         raise UsageError("--shards K needs K >= 2, --frames N of at least 2K, --queries of at least 2, and no --keep.")
     if o.frames > 0:
+
         def queries() -> dict[str, Any]:
             if o.shards is not None:
                 return bench_shards(o.frames, o.shards, o.queries, o.model, o.pretrained)
@@ -115,6 +127,7 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
 
         todo.append(queries)
     if o.add is not None:
+
         def add() -> dict[str, Any]:
             return bench_add(str(o.store), str(o.add))
 
@@ -127,6 +140,7 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
 
         todo.append(cold)
     if o.eval:
+
         def evaluation() -> dict[str, Any]:
             return bench_eval(str(o.store), o.eval_videos, o.eval_queries, o.runs)
 

@@ -10,8 +10,15 @@ import numpy as np
 from indexer.errors import UsageError
 
 
-def make_ads(dest: str, sources: Sequence[str], count: int = 6, seconds: float = 30.0,
-             size: tuple[int, int] = (1280, 720), rate: int = 25, seed: int = 0) -> dict[str, Any]:
+def make_ads(
+    dest: str,
+    sources: Sequence[str],
+    count: int = 6,
+    seconds: float = 30.0,
+    size: tuple[int, int] = (1280, 720),
+    rate: int = 25,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Write ``count`` ad-like H.264 MP4s into ``dest``: real footage (the video files ``sources``;
     in a checkout, tests/data/Megamind.avi and tree.avi) cut into 0.5-3 s shots, scaled to ``size``
     at a constant ``rate``, as broadcast ads are. Returns what was written.
@@ -24,8 +31,10 @@ def make_ads(dest: str, sources: Sequence[str], count: int = 6, seconds: float =
 
     src_paths = [str(s) for s in sources]
     if not src_paths:
-        raise UsageError("--make-ads cuts real footage into ads: give it with --ads-from CLIP (repeatable; in a "
-                         "checkout: --ads-from tests/data/Megamind.avi --ads-from tests/data/tree.avi).")
+        raise UsageError(
+            "--make-ads cuts real footage into ads: give it with --ads-from CLIP (repeatable; in a "
+            "checkout: --ads-from tests/data/Megamind.avi --ads-from tests/data/tree.avi)."
+        )
     clips = []
     for sp in src_paths:
         cap = cv2.VideoCapture(sp)

@@ -12,13 +12,28 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 QUERIES = [
-    "a beach", "football", "a construction site", "alcohol", "a car on a road", "a family at dinner",
-    "a city at night", "a dog", "a smartphone", "a logo on a white background", "people dancing",
-    "a supermarket", "snow in the mountains", "a kitchen", "a doctor", "a stadium crowd",
+    "a beach",
+    "football",
+    "a construction site",
+    "alcohol",
+    "a car on a road",
+    "a family at dinner",
+    "a city at night",
+    "a dog",
+    "a smartphone",
+    "a logo on a white background",
+    "people dancing",
+    "a supermarket",
+    "snow in the mountains",
+    "a kitchen",
+    "a doctor",
+    "a stadium crowd",
 ]
+
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
 
 def _child(cmd: Sequence[str]) -> tuple[float, float, str, int]:
     """Run ``cmd`` as users do (a fresh process, compiled-bytecode caches allowed): (wall s, its
@@ -33,8 +48,10 @@ def _child(cmd: Sequence[str]) -> tuple[float, float, str, int]:
     p.returncode = os.waitstatus_to_exitcode(status)
     return wall, usage.ru_maxrss / 1024.0, out, p.returncode
 
+
 def _archive_cmd() -> list[str]:
     return [sys.executable, "-m", "archive.cli"]
+
 
 def _wchar() -> int:
     """Bytes this process has passed to write() so far (Linux)."""
@@ -46,10 +63,12 @@ def _wchar() -> int:
         pass
     return -1
 
+
 def _threads() -> int:
     import torch  # lazy: heavy import (torch)
 
     return int(torch.get_num_threads())
+
 
 @contextmanager
 def _timed(module: Any, names: Sequence[str]) -> Iterator[dict[str, float]]:
@@ -65,6 +84,7 @@ def _timed(module: Any, names: Sequence[str]) -> Iterator[dict[str, float]]:
                 return fn(*a, **kw)
             finally:
                 spent[n] += time.perf_counter() - t0
+
         return timed
 
     for n, fn in saved.items():

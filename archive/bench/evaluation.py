@@ -18,16 +18,26 @@ from search.eval import evaluate as evaluate_mod
 from .common import QUERIES, _archive_cmd, _child, _threads, _timed
 
 EVAL_EXTRA = [
-    "a cat", "a bottle of beer", "a laptop", "a runner", "a baby", "a bank card", "a plane in the sky", "a forest",
+    "a cat",
+    "a bottle of beer",
+    "a laptop",
+    "a runner",
+    "a baby",
+    "a bank card",
+    "a plane in the sky",
+    "a forest",
 ]
+
 
 def eval_texts(queries: int) -> list[str]:
     """``queries`` distinct text queries: :data:`QUERIES`, then :data:`EVAL_EXTRA`, then numbered ones."""
     base = QUERIES + EVAL_EXTRA
     return [base[i] if i < len(base) else f"{base[i % len(base)]} {i // len(base) + 1}" for i in range(queries)]
 
-def write_truth(path: str, refs: Sequence[Any], videos: int, queries: int, present: float = 0.3,
-                seed: int = 0) -> dict[str, Any]:
+
+def write_truth(
+    path: str, refs: Sequence[Any], videos: int, queries: int, present: float = 0.3, seed: int = 0
+) -> dict[str, Any]:
     """Write a truth CSV (``video,query,start_s,end_s``) judging ``videos`` of the indexed videos
     ``refs`` (spread evenly over them, named by file name) for ``queries`` text queries.
 
@@ -64,8 +74,13 @@ def write_truth(path: str, refs: Sequence[Any], videos: int, queries: int, prese
             else:
                 n_unlisted += 1
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {"rows": len(lines) - 1, "present_pairs": n_present, "absent_rows": n_absent,
-            "pairs_without_row": n_unlisted}
+    return {
+        "rows": len(lines) - 1,
+        "present_pairs": n_present,
+        "absent_rows": n_absent,
+        "pairs_without_row": n_unlisted,
+    }
+
 
 def _eval_check(rep: dict[str, Any], videos: int, queries: int, rows: int) -> list[str]:
     """Why an ``archive eval`` JSON report did not judge ``videos`` videos for each of ``queries``
@@ -84,6 +99,7 @@ def _eval_check(rep: dict[str, Any], videos: int, queries: int, rows: int) -> li
     if rep.get("problems"):
         bad.append(f"{len(rep['problems'])} problems (first: {rep['problems'][0]})")
     return bad
+
 
 def bench_eval(store: str, videos: int = 1000, queries: int = 20, runs: int = 3) -> dict[str, Any]:
     """``archive eval TRUTH --json`` on the kept (synthetic) store as ``runs`` fresh processes, with
@@ -125,16 +141,32 @@ def bench_eval(store: str, videos: int = 1000, queries: int = 20, runs: int = 3)
         raise ArchiveError("Archive.evaluate did not judge the whole truth file: " + "; ".join(bad) + ".")
     rest = total - sum(parts.values())
     return {
-        "mode": "eval", "store_frames": info.frames, "store_videos": len(refs),
-        "videos": videos, "queries": queries, **wrote, "runs": runs,
-        "wall_s": [round(x, 3) for x in walls], "wall_s_min": round(min(walls), 3),
-        "wall_s_median": round(float(np.median(walls)), 3), "peak_rss_mb": round(max(rss), 1),
+        "mode": "eval",
+        "store_frames": info.frames,
+        "store_videos": len(refs),
+        "videos": videos,
+        "queries": queries,
+        **wrote,
+        "runs": runs,
+        "wall_s": [round(x, 3) for x in walls],
+        "wall_s_min": round(min(walls), 3),
+        "wall_s_median": round(float(np.median(walls)), 3),
+        "peak_rss_mb": round(max(rss), 1),
         "json_bytes": out_bytes,
         "in_process_warm_s": round(total, 3),
-        "in_process_split_s": {"read_truth": round(parts["read_truth"], 3), "answers": round(parts["answers"], 3),
-                               "measure": round(parts["measure"], 3), "rest": round(rest, 3),
-                               "to_dict_json": round(to_json, 3)},
-        "judged_check": {"judged_videos": rep.judged_videos, "queries": len(rep.queries),
-                         "rows_read": rep.rows, "problems": len(rep.problems), "ok": True},
+        "in_process_split_s": {
+            "read_truth": round(parts["read_truth"], 3),
+            "answers": round(parts["answers"], 3),
+            "measure": round(parts["measure"], 3),
+            "rest": round(rest, 3),
+            "to_dict_json": round(to_json, 3),
+        },
+        "judged_check": {
+            "judged_videos": rep.judged_videos,
+            "queries": len(rep.queries),
+            "rows_read": rep.rows,
+            "problems": len(rep.problems),
+            "ok": True,
+        },
         "threads": _threads(),
     }

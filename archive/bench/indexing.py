@@ -20,9 +20,16 @@ from .common import _threads, peak_rss_mb
 
 
 def bench_index(
-    paths: Sequence[str], model: str, pretrained: str, fps: float = settings.DEFAULT_FPS,
-    batch_size: int = settings.DEFAULT_BATCH, precision: str = settings.DEFAULT_PRECISION, naive: bool = False,
-    shots: str | None = None, ray_workers: int | None = None, ocr: bool = False,
+    paths: Sequence[str],
+    model: str,
+    pretrained: str,
+    fps: float = settings.DEFAULT_FPS,
+    batch_size: int = settings.DEFAULT_BATCH,
+    precision: str = settings.DEFAULT_PRECISION,
+    naive: bool = False,
+    shots: str | None = None,
+    ray_workers: int | None = None,
+    ocr: bool = False,
 ) -> dict[str, Any]:
     """Index ``paths`` into a temporary store and time it; with ``naive``, also time the naive
     per-frame loop (OpenCV reads every frame, keeps every Nth, PIL, fp32 batches of 32) on the
@@ -40,8 +47,20 @@ def bench_index(
         if ray_workers is None:
             rep = index_paths(paths, tmp, IndexOptions(fps=fps, batch_size=batch_size, shots=shots), encoder=enc)
         else:
-
-            rep = index_paths(paths, tmp, IndexOptions(model=model, pretrained=pretrained, fps=fps, batch_size=batch_size, shots=shots, precision=precision, device="cpu", ray=RayOptions("local", workers=ray_workers)))
+            rep = index_paths(
+                paths,
+                tmp,
+                IndexOptions(
+                    model=model,
+                    pretrained=pretrained,
+                    fps=fps,
+                    batch_size=batch_size,
+                    shots=shots,
+                    precision=precision,
+                    device="cpu",
+                    ray=RayOptions("local", workers=ray_workers),
+                ),
+            )
         store_bytes = sum(p.stat().st_size for p in Path(tmp).iterdir() if p.is_file())
 
         with Reader(tmp).connection() as con:
@@ -49,18 +68,30 @@ def bench_index(
     st = rep.stages
     out: dict[str, Any] = {
         "mode": "index",
-        "model": model, "pretrained": pretrained, "precision": enc.precision if enc is not None else precision,
-        "fps": fps, "ray_workers": ray_workers,
-        "shots": transnet.detector(shots), "shot_transitions": kinds,
+        "model": model,
+        "pretrained": pretrained,
+        "precision": enc.precision if enc is not None else precision,
+        "fps": fps,
+        "ray_workers": ray_workers,
+        "shots": transnet.detector(shots),
+        "shot_transitions": kinds,
         "threads": _threads(),
-        "videos": rep.indexed, "failed": rep.failed, "frames": rep.frames, "reused_frames": st.reused,
+        "videos": rep.indexed,
+        "failed": rep.failed,
+        "frames": rep.frames,
+        "reused_frames": st.reused,
         "video_seconds": round(rep.video_seconds, 3),
-        "wall_s": round(rep.wall_s, 3), "model_load_s": round(load_s, 3),
+        "wall_s": round(rep.wall_s, 3),
+        "model_load_s": round(load_s, 3),
         "frames_per_s": round(rep.frames / rep.wall_s, 2) if rep.wall_s else None,
         "video_seconds_per_s": round(rep.video_seconds / rep.wall_s, 2) if rep.wall_s else None,
         # decode and preprocess run in a thread alongside embed, so they overlap the embed time
-        "stages_s": {"decode": round(st.decode, 3), "preprocess": round(st.preprocess, 3),
-                     "embed": round(st.embed, 3), "write": round(st.write, 3)},
+        "stages_s": {
+            "decode": round(st.decode, 3),
+            "preprocess": round(st.preprocess, 3),
+            "embed": round(st.embed, 3),
+            "write": round(st.write, 3),
+        },
         "bytes_per_frame": round(store_bytes / rep.frames, 1) if rep.frames else None,
     }
     if ocr:
@@ -72,8 +103,10 @@ def bench_index(
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 
-def _ocr_run(paths: Sequence[str], enc: Any, fps: float, batch_size: int, shots: str | None,
-             plain_wall_s: float) -> dict[str, Any]:
+
+def _ocr_run(
+    paths: Sequence[str], enc: Any, fps: float, batch_size: int, shots: str | None, plain_wall_s: float
+) -> dict[str, Any]:
     """The same index run with on-screen text read (``--ocr``), against the run without it."""
     t0 = time.perf_counter()
     ocrmod.engine(settings.ocr_side())  # loaded once per process, like the model: timed apart
@@ -82,23 +115,32 @@ def _ocr_run(paths: Sequence[str], enc: Any, fps: float, batch_size: int, shots:
         rep = index_paths(paths, tmp, IndexOptions(fps=fps, batch_size=batch_size, shots=shots, ocr=True), encoder=enc)
     st = rep.stages
     return {
-        "wall_s": round(rep.wall_s, 3), "wall_s_without": round(plain_wall_s, 3),
+        "wall_s": round(rep.wall_s, 3),
+        "wall_s_without": round(plain_wall_s, 3),
         "ratio": round(rep.wall_s / plain_wall_s, 2) if plain_wall_s else None,
-        "ocr_load_s": round(load_s, 3), "ocr_side": settings.ocr_side(),
-        "frames": rep.frames, "frames_read": st.ocr_frames, "text_lines": rep.text_lines,
+        "ocr_load_s": round(load_s, 3),
+        "ocr_side": settings.ocr_side(),
+        "frames": rep.frames,
+        "frames_read": st.ocr_frames,
+        "text_lines": rep.text_lines,
         "not_read": len(rep.text_notes),
         # the OCR runs in the decoding threads: its seconds overlap the model's
-        "stages_s": {"decode": round(st.decode, 3), "preprocess": round(st.preprocess, 3), "ocr": round(st.ocr, 3),
-                     "embed": round(st.embed, 3), "write": round(st.write, 3)},
+        "stages_s": {
+            "decode": round(st.decode, 3),
+            "preprocess": round(st.preprocess, 3),
+            "ocr": round(st.ocr, 3),
+            "embed": round(st.embed, 3),
+            "write": round(st.write, 3),
+        },
         "ocr_s_per_frame_read": round(st.ocr / st.ocr_frames, 3) if st.ocr_frames else None,
     }
+
 
 def naive_loop(paths: Sequence[str], model: str, pretrained: str, fps: float) -> dict[str, Any]:
     """The loop we replace: every frame read with OpenCV, every Nth kept, PIL, fp32, batches of 32."""
     import cv2  # lazy: OpenCV is loaded only where pictures are scaled or decoded
     import torch  # lazy: heavy import (torch)
     from PIL import Image  # lazy: Pillow is loaded only for image files
-
 
     enc = Encoder.load(model, pretrained, "cpu", precision="fp32", full=True)
     files, _ = discover(paths)
@@ -129,5 +171,9 @@ def naive_loop(paths: Sequence[str], model: str, pretrained: str, fps: float) ->
             frames += len(batch)
         cap.release()
     wall = time.perf_counter() - t0
-    return {"frames": frames, "wall_s": round(wall, 3), "frames_per_s": round(frames / wall, 2) if wall else None,
-            "precision": "fp32"}
+    return {
+        "frames": frames,
+        "wall_s": round(wall, 3),
+        "frames_per_s": round(frames / wall, 2) if wall else None,
+        "precision": "fp32",
+    }

@@ -43,12 +43,31 @@ def bench_add(store: str, clip: str) -> dict[str, Any]:
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     spec = ModelSpec(meta["model"], meta["pretrained"])
     text = TextEncoder.open(spec)  # the index run above exported it
-    bg = dict(bg_lse=background.background_lse(vec @ text.encode_texts(list(background.BACKGROUND_PROMPTS)).T),
-              bg_key=background.background_key(spec.name, spec.pretrained, "fp32")) if text else {}
-    rec = VideoRecord(path="/bench/one-more-video.mp4", size_bytes=1, mtime=0.0, fingerprint="bench", duration_s=30.0,
-                      fps=25.0, width=1920, height=1080, codec="h264", sample_fps=2.0, decoded_frames=750,
-                      frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, t // 4) for t in range(60)], vectors=vec,
-                      shots=[ShotRecord(a * 2.0, a * 2.0 + 2.0) for a in range(15)], **bg)
+    bg = (
+        dict(
+            bg_lse=background.background_lse(vec @ text.encode_texts(list(background.BACKGROUND_PROMPTS)).T),
+            bg_key=background.background_key(spec.name, spec.pretrained, "fp32"),
+        )
+        if text
+        else {}
+    )
+    rec = VideoRecord(
+        path="/bench/one-more-video.mp4",
+        size_bytes=1,
+        mtime=0.0,
+        fingerprint="bench",
+        duration_s=30.0,
+        fps=25.0,
+        width=1920,
+        height=1080,
+        codec="h264",
+        sample_fps=2.0,
+        decoded_frames=750,
+        frames=[FrameRecord(t * 0.5, t * 0.5 + 0.5, t // 4) for t in range(60)],
+        vectors=vec,
+        shots=[ShotRecord(a * 2.0, a * 2.0 + 2.0) for a in range(15)],
+        **bg,
+    )
     try:
         with Writer(store) as w:
             t0 = time.perf_counter()
@@ -63,12 +82,24 @@ def bench_add(store: str, clip: str) -> dict[str, Any]:
         with Writer(store) as w:
             w.attach(ModelSpec(meta["model"], meta["pretrained"]), dim)
             w.remove_videos([os.path.abspath(clip), rec.path])
-    return {"mode": "add", "store_frames": before.frames, "store_segments": before.segments, "clip": clip,
-            "indexed": rep.get("indexed"), "clip_frames": rep.get("frames"), "index_wall_s": round(wall, 3),
-            "index_peak_rss_mb": round(rss, 1), "index_versions_s": rep.get("versions_s"),
-            "versions_share_of_index": round(rep.get("versions_s", 0.0) / max(wall - rep.get("versions_s", 0.0), 1e-9), 3),
-            "writer_attach_s": round(attach_s, 3),
-            "commit_s": round(commit_s, 4), "commit_bytes_written": written, "commit_frames": 60, **match}
+    return {
+        "mode": "add",
+        "store_frames": before.frames,
+        "store_segments": before.segments,
+        "clip": clip,
+        "indexed": rep.get("indexed"),
+        "clip_frames": rep.get("frames"),
+        "index_wall_s": round(wall, 3),
+        "index_peak_rss_mb": round(rss, 1),
+        "index_versions_s": rep.get("versions_s"),
+        "versions_share_of_index": round(rep.get("versions_s", 0.0) / max(wall - rep.get("versions_s", 0.0), 1e-9), 3),
+        "writer_attach_s": round(attach_s, 3),
+        "commit_s": round(commit_s, 4),
+        "commit_bytes_written": written,
+        "commit_frames": 60,
+        **match,
+    }
+
 
 def bench_match(store: str, path: str, runs: int = 3) -> dict[str, Any]:
     """Matching one video against the whole archive (range search over every stored vector, or
@@ -77,7 +108,9 @@ def bench_match(store: str, path: str, runs: int = 3) -> dict[str, Any]:
     shaped like the archive's, so the candidates are what a new ad of that archive would meet),
     else ``path``; with an IVF index, an exact scan is timed too."""
     refs = Reader(store).video_refs()
-    ref = next((r for r in reversed(refs) if r.path.startswith("/synthetic/")), None) or next(r for r in refs if r.path == path)
+    ref = next((r for r in reversed(refs) if r.path.startswith("/synthetic/")), None) or next(
+        r for r in refs if r.path == path
+    )
     table = Reader(store).frames([ref.video_id])
     side = versions_mod.side_of(table, 0, len(table))
     basis, _new = versions_mod.basis_of(store)
@@ -97,6 +130,7 @@ def bench_match(store: str, path: str, runs: int = 3) -> dict[str, Any]:
         out["match_one_video_exact_scan_s"], _n = timed(False)
     return out
 
+
 def bench_cold(store: str, text: str, runs: int = 3) -> dict[str, Any]:
     """``archive search TEXT`` as ``runs`` fresh processes: wall and peak RSS of each."""
     walls, rss = [], []
@@ -106,6 +140,12 @@ def bench_cold(store: str, text: str, runs: int = 3) -> dict[str, Any]:
             raise RuntimeError(f"archive search failed (exit status {code})")
         walls.append(wall)
         rss.append(peak)
-    return {"mode": "cold-query", "store_frames": Reader(store).info().frames, "query": text, "runs": runs,
-            "wall_s": [round(x, 3) for x in walls], "wall_s_median": round(float(np.median(walls)), 3),
-            "peak_rss_mb": round(max(rss), 1)}
+    return {
+        "mode": "cold-query",
+        "store_frames": Reader(store).info().frames,
+        "query": text,
+        "runs": runs,
+        "wall_s": [round(x, 3) for x in walls],
+        "wall_s_median": round(float(np.median(walls)), 3),
+        "peak_rss_mb": round(max(rss), 1),
+    }

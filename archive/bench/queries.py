@@ -36,14 +36,18 @@ def bench_queries(store: str, queries: int) -> dict[str, Any]:
         parts.append(dict(s.last_timings))
     lat_a = np.array(lat)
     split = {k: round(float(np.median([p[k] for p in parts])) * 1000, 2) for k in parts[0]}
-    out = {"queries": queries, "p50_ms": round(float(np.percentile(lat_a, 50)), 2),
-           "p95_ms": round(float(np.percentile(lat_a, 95)), 2), "split_p50_ms": split,
-           "peak_rss_mb": round(peak_rss_mb(), 1), "threads": _threads()}
+    out = {
+        "queries": queries,
+        "p50_ms": round(float(np.percentile(lat_a, 50)), 2),
+        "p95_ms": round(float(np.percentile(lat_a, 95)), 2),
+        "split_p50_ms": split,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "threads": _threads(),
+    }
     scanner = s.scanner(None)
     ranker = s.ivf_ranker(scanner)
     if ranker is not None:
-        out["scan"] = (f"IVF ({scanner.table.ivf.factory}, nprobe {settings.ivf_nprobe()}), candidates rescored "
-                       "exactly")
+        out["scan"] = f"IVF ({scanner.table.ivf.factory}, nprobe {settings.ivf_nprobe()}), candidates rescored exactly"
         out["ivf_load_s"] = round(ranker.load_s, 2)
     else:
         out["scan"] = f"{scanner.copy_kind}, shown videos rescored exactly" if scanner.approximate else "exact fp32"
@@ -60,10 +64,15 @@ def bench_queries(store: str, queries: int) -> dict[str, Any]:
             s.search([t])
             lat.append((time.perf_counter() - t0) * 1000)
         al = recall_vs_exact(s, labels)
-        out["aligned"] = {"p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
-                          "recall_at_top": al["recall_at_top"], "same_answers": al["same_answers"],
-                          "note": "query vectors at cosine 0.5 to one synthetic concept; no text embedding"}
+        out["aligned"] = {
+            "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p95_ms": round(float(np.percentile(lat, 95)), 2),
+            "recall_at_top": al["recall_at_top"],
+            "same_answers": al["same_answers"],
+            "note": "query vectors at cosine 0.5 to one synthetic concept; no text embedding",
+        }
     return out
+
 
 def bench_shards(frames: int, shards: int, queries: int, model: str, pretrained: str) -> dict[str, Any]:
     """Build ``shards`` synthetic stores of ``frames / shards`` frames each (in a temporary folder)
@@ -75,13 +84,25 @@ def bench_shards(frames: int, shards: int, queries: int, model: str, pretrained:
             st = str(Path(tmp) / f"shard{k}")
             built.append(build_synthetic(st, frames // shards, model, pretrained, seed=k))
             stores.append(st)
-        p = subprocess.run([sys.executable, "-m", "archive.bench", "--shards", *stores, str(queries)],
-                           capture_output=True, text=True, check=False)
+        p = subprocess.run(
+            [sys.executable, "-m", "archive.bench", "--shards", *stores, str(queries)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if p.returncode != 0:
             raise RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "shard bench failed")
         q = json.loads(p.stdout)
-    return {"mode": "shards", "model": model, "pretrained": pretrained, "shards": shards,
-            "frames": sum(b["frames"] for b in built), "frames_per_shard": frames // shards, **q}
+    return {
+        "mode": "shards",
+        "model": model,
+        "pretrained": pretrained,
+        "shards": shards,
+        "frames": sum(b["frames"] for b in built),
+        "frames_per_shard": frames // shards,
+        **q,
+    }
+
 
 def bench_sharded_queries(stores: Sequence[str], queries: int) -> dict[str, Any]:
     """Run ``queries`` text queries one at a time over ``stores`` as one, model loaded first."""
@@ -96,10 +117,15 @@ def bench_sharded_queries(stores: Sequence[str], queries: int) -> dict[str, Any]
         lat.append((time.perf_counter() - t0) * 1000)
         merge.append(s.last_timings["merge"] * 1000)
     lat_a = np.array(lat)
-    return {"queries": queries, "p50_ms": round(float(np.percentile(lat_a, 50)), 2),
-            "p95_ms": round(float(np.percentile(lat_a, 95)), 2),
-            "merge_p50_ms": round(float(np.median(merge)), 3),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": _threads()}
+    return {
+        "queries": queries,
+        "p50_ms": round(float(np.percentile(lat_a, 50)), 2),
+        "p95_ms": round(float(np.percentile(lat_a, 95)), 2),
+        "merge_p50_ms": round(float(np.median(merge)), 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "threads": _threads(),
+    }
+
 
 def recall_vs_exact(fast: Any, texts: Sequence[str], top: int = settings.DEFAULT_TOP) -> dict[str, Any]:
     """How the bf16-ranked answers compare with brute-force exact ones: the share of the exact
@@ -118,8 +144,12 @@ def recall_vs_exact(fast: Any, texts: Sequence[str], top: int = settings.DEFAULT
                 x = ids_a[r.video_id]
                 same += x.to_dict() == r.to_dict()  # as shown: times to 1 ms, scores to 4 decimals
     total = top * len(texts)
-    return {"recall_at_top": round(found / total, 4) if total else None,
-            "same_answers": round(same / shown, 4) if shown else None, "recall_top": top}
+    return {
+        "recall_at_top": round(found / total, 4) if total else None,
+        "same_answers": round(same / shown, 4) if shown else None,
+        "recall_top": top,
+    }
+
 
 def bench_query_mode(frames: int, queries: int, model: str, pretrained: str, keep: str | None = None) -> dict[str, Any]:
     """Build a synthetic store, then time queries in a fresh process (so its peak RSS is the
@@ -133,8 +163,9 @@ def bench_query_mode(frames: int, queries: int, model: str, pretrained: str, kee
         built = build_synthetic(store, frames, model, pretrained)
         if queries <= 0:
             return {"mode": "build", "model": model, "pretrained": pretrained, **built}
-        p = subprocess.run([sys.executable, "-m", "archive.bench", store, str(queries)],
-                           capture_output=True, text=True, check=False)
+        p = subprocess.run(
+            [sys.executable, "-m", "archive.bench", store, str(queries)], capture_output=True, text=True, check=False
+        )
         if p.returncode != 0:
             raise RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "query bench failed")
         q = json.loads(p.stdout)

@@ -83,8 +83,12 @@ def boundaries(shots: list[Any], rate: float) -> list[int]:
         j = i  # shots[i:j] is a run of black or blank shots
         while j < len(shots) and shots[j].blank:
             j += 1
-        middle = j > i and j < len(shots) and any(s.kind == "black" for s in shots[i:j]) \
+        middle = (
+            j > i
+            and j < len(shots)
+            and any(s.kind == "black" for s in shots[i:j])
             and shots[j].start_s - shots[i].start_s <= FADE_BLACK_MAX_S
+        )
         if middle:  # a fade's dark middle (dim flat frames on the way count blank): one boundary
             out.append(round(shots[j].start_s * rate))
             i = j + 1
@@ -163,10 +167,20 @@ class Score:
     def as_dict(self) -> dict[str, Any]:
         if self.unavailable:
             return {"unavailable": self.unavailable}
-        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "tp": self.tp,
-                "fp": self.fp, "fp_in_window": self.fp_in_window, "fp_hazard": self.fp_hazard,
-                "hazards": self.hazards, "hits": self.hits, "total": self.total,
-                "mae_frames": {k: self.mae(k) for k in KINDS}, "seconds": self.seconds}
+        return {
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fp_in_window": self.fp_in_window,
+            "fp_hazard": self.fp_hazard,
+            "hazards": self.hazards,
+            "hits": self.hits,
+            "total": self.total,
+            "mae_frames": {k: self.mae(k) for k in KINDS},
+            "seconds": self.seconds,
+        }
 
 
 def score(truth: Any, predictions: list[int], into: Score) -> None:
@@ -223,10 +237,12 @@ def table(scores: dict[str, Score]) -> str:
     """The markdown table of ``scores``."""
     hz = next((s.hazards for s in scores.values() if not s.unavailable), {})
     with_hz = any(hz.values())
-    lines = ["| detector | precision | recall | F1 | cuts | dissolves | fades | FP (in window) "
-             + (f"| FP in {hz['flash']} flashes / {hz['pan']} whip pans " if with_hz else "")
-             + "| mean \\|err\\| frames (cut/dissolve/fade) | seconds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | " + ("--- | " if with_hz else "") + "--- | --- |"]
+    lines = [
+        "| detector | precision | recall | F1 | cuts | dissolves | fades | FP (in window) "
+        + (f"| FP in {hz['flash']} flashes / {hz['pan']} whip pans " if with_hz else "")
+        + "| mean \\|err\\| frames (cut/dissolve/fade) | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | " + ("--- | " if with_hz else "") + "--- | --- |",
+    ]
     for name, s in scores.items():
         if s.unavailable:
             lines.append(f"| {name} | unavailable: {s.unavailable} | | | | | | | " + ("| " if with_hz else "") + "| |")
@@ -234,24 +250,37 @@ def table(scores: dict[str, Score]) -> str:
         hits = " | ".join(f"{s.hits[k]}/{s.total[k]}" for k in KINDS)
         mae = "/".join("-" if s.mae(k) is None else f"{s.mae(k):.2f}" for k in KINDS)
         extra = f"| {s.fp_hazard['flash']} / {s.fp_hazard['pan']} " if with_hz else ""
-        lines.append(f"| {name} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {hits} "
-                     f"| {s.fp} ({s.fp_in_window}) {extra}| {mae} | {s.seconds:.1f} |")
+        lines.append(
+            f"| {name} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {hits} "
+            f"| {s.fp} ({s.fp_in_window}) {extra}| {mae} | {s.seconds:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m archive.bench.shots", description=__doc__.split("\n")[0])
-    ap.add_argument("--sources", type=Path, nargs="+", metavar="CLIP",
-                    help="real footage the videos are cut from (in a checkout: tests/data/Megamind.avi tests/data/tree.avi)")
+    ap.add_argument(
+        "--sources",
+        type=Path,
+        nargs="+",
+        metavar="CLIP",
+        help="real footage the videos are cut from (in a checkout: tests/data/Megamind.avi tests/data/tree.avi)",
+    )
     ap.add_argument("--videos", type=int, default=4, help="generated videos (default 4)")
     ap.add_argument("--seconds", type=float, default=50.0, help="length of each video (default 50)")
     ap.add_argument("--seed", type=int, default=1000, help="seed of the first video (default 1000, held out)")
     ap.add_argument("--out", type=Path, help="keep the videos and their truth here (default: a temporary folder)")
     ap.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated, of: " + ", ".join(DETECTORS))
-    ap.add_argument("--flashes", type=float, default=0.0, metavar="P",
-                    help="probability that a shot of >= 0.8 s gets a photo flash (default 0)")
-    ap.add_argument("--pans", type=float, default=0.0, metavar="P",
-                    help="probability that a shot is a whip pan (default 0)")
+    ap.add_argument(
+        "--flashes",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a shot of >= 0.8 s gets a photo flash (default 0)",
+    )
+    ap.add_argument(
+        "--pans", type=float, default=0.0, metavar="P", help="probability that a shot is a whip pan (default 0)"
+    )
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.detectors.split(",") if n.strip()]
@@ -260,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown detector(s): {', '.join(unknown)}" if unknown else "need --videos >= 1 and --seconds > 2")
 
     if not args.sources:
-        ap.error("give the footage to cut the videos from: --sources CLIP [CLIP ...] "
-                 "(in a checkout: --sources tests/data/Megamind.avi tests/data/tree.avi)")
+        ap.error(
+            "give the footage to cut the videos from: --sources CLIP [CLIP ...] "
+            "(in a checkout: --sources tests/data/Megamind.avi tests/data/tree.avi)"
+        )
     try:
         transitions.use_sources(*args.sources)
     except FileNotFoundError as exc:
@@ -274,14 +305,22 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         for i in range(args.videos):
             seed = args.seed + i
-            truth = tr.make_transition_video(out / f"shoteval_{seed}.mp4", seconds=args.seconds, seed=seed,
-                                             flashes=args.flashes, pans=args.pans)
+            truth = tr.make_transition_video(
+                out / f"shoteval_{seed}.mp4", seconds=args.seconds, seed=seed, flashes=args.flashes, pans=args.pans
+            )
             videos.append(truth)
             if args.out:
-                (out / f"shoteval_{seed}.json").write_text(json.dumps({
-                    "rate": str(truth.rate), "n_frames": truth.n_frames, "shots": truth.shots,
-                    "transitions": [dict(vars(t), boundary=truth.boundary_frame(t)) for t in truth.transitions],
-                    "hazards": truth.hazards}))
+                (out / f"shoteval_{seed}.json").write_text(
+                    json.dumps(
+                        {
+                            "rate": str(truth.rate),
+                            "n_frames": truth.n_frames,
+                            "shots": truth.shots,
+                            "transitions": [dict(vars(t), boundary=truth.boundary_frame(t)) for t in truth.transitions],
+                            "hazards": truth.hazards,
+                        }
+                    )
+                )
         gen_s = time.perf_counter() - t0
         scores = evaluate(videos, names)
     finally:
@@ -291,14 +330,28 @@ def main(argv: list[str] | None = None) -> int:
     counts = {k: sum(v.counts()[k] for v in videos) for k in KINDS}
     version = scenedetect_version()
     if args.json:
-        print(json.dumps({"videos": args.videos, "seconds": args.seconds, "seeds": [args.seed + i for i in range(args.videos)],
-                          "truth": counts, "flashes": args.flashes, "pans": args.pans,
-                          "scenedetect": version, "tolerance_frames": TOLERANCE,
-                          "detectors": {n: s.as_dict() for n, s in scores.items()}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "videos": args.videos,
+                    "seconds": args.seconds,
+                    "seeds": [args.seed + i for i in range(args.videos)],
+                    "truth": counts,
+                    "flashes": args.flashes,
+                    "pans": args.pans,
+                    "scenedetect": version,
+                    "tolerance_frames": TOLERANCE,
+                    "detectors": {n: s.as_dict() for n, s in scores.items()},
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"{args.videos} video(s) x {args.seconds:g} s at {videos[0].rate} fps, seeds {args.seed}.."
-          f"{args.seed + args.videos - 1}: {counts['cut']} cuts, {counts['dissolve']} dissolves, "
-          f"{counts['fade']} fades (generated in {gen_s:.1f} s); match within {TOLERANCE} frames of a transition")
+    print(
+        f"{args.videos} video(s) x {args.seconds:g} s at {videos[0].rate} fps, seeds {args.seed}.."
+        f"{args.seed + args.videos - 1}: {counts['cut']} cuts, {counts['dissolve']} dissolves, "
+        f"{counts['fade']} fades (generated in {gen_s:.1f} s); match within {TOLERANCE} frames of a transition"
+    )
     print(f"scenedetect: {version or 'not installed'}\n")
     print(table(scores))
     return 0

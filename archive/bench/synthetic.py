@@ -20,11 +20,13 @@ from search import versions as versions_mod
 def _unit(a: np.ndarray) -> np.ndarray:
     return a / np.linalg.norm(a, axis=-1, keepdims=True)
 
+
 def synthetic_directions(dim: int) -> tuple[np.ndarray, np.ndarray]:
     """The direction every synthetic frame shares, and the 1,000 "concepts" (fixed seeds)."""
     common = _unit(np.random.default_rng(12345).standard_normal(dim)).astype(np.float32)
     concepts = _unit(np.random.default_rng(54321).standard_normal((1000, dim))).astype(np.float32)
     return common, concepts
+
 
 def aligned_queries(dim: int, n: int, seed: int = 7) -> np.ndarray:
     """Query vectors as a trained CLIP's text queries relate to its images: each about one synthetic
@@ -34,6 +36,7 @@ def aligned_queries(dim: int, n: int, seed: int = 7) -> np.ndarray:
     rng = np.random.default_rng(seed)
     noise = _unit(rng.standard_normal((n, dim)))
     return _unit(0.5 * concepts[rng.integers(0, len(concepts), n)] + 0.866 * noise).astype(np.float32)
+
 
 def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: int = 0) -> dict[str, Any]:
     """A store of ``frames`` synthetic unit vectors with ad-like metadata (30 s videos at 2
@@ -65,19 +68,35 @@ def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: 
         for v in range(n_videos):
             n = per_video if v < n_videos - 1 else frames - done
             n_shots = -(-n // 4)
-            shot = unit(0.6 * common + 0.6 * concepts[rng.integers(0, len(concepts), n_shots)]
-                        + 0.5 * unit(rng.standard_normal((n_shots, dim), dtype=np.float32)))
+            shot = unit(
+                0.6 * common
+                + 0.6 * concepts[rng.integers(0, len(concepts), n_shots)]
+                + 0.5 * unit(rng.standard_normal((n_shots, dim), dtype=np.float32))
+            )
             vec = unit(np.repeat(shot, 4, axis=0)[:n] + 0.15 * unit(rng.standard_normal((n, dim), dtype=np.float32)))
             vec = np.ascontiguousarray(vec, dtype=np.float32).astype(np.float16).astype(np.float32)  # as stored
             ts = np.arange(n) * 0.5
             shots = [ShotRecord(float(a), float(min(a + 2.0, n * 0.5))) for a in np.arange(0, n * 0.5, 2.0)]
-            chunk.append(VideoRecord(
-                path=f"/synthetic/brand{v % 50:02d}/ad{v:06d}.mp4", size_bytes=5_000_000, mtime=0.0,
-                fingerprint=f"{v:032x}", duration_s=n * 0.5, fps=25.0, width=1920, height=1080, codec="h264",
-                sample_fps=2.0, decoded_frames=n * 12,
-                frames=[FrameRecord(float(t), float(t + 0.5), int(t // 2.0)) for t in ts], vectors=vec, shots=shots,
-                bg_lse=background.background_lse(vec @ bg.T), bg_key=key,
-            ))
+            chunk.append(
+                VideoRecord(
+                    path=f"/synthetic/brand{v % 50:02d}/ad{v:06d}.mp4",
+                    size_bytes=5_000_000,
+                    mtime=0.0,
+                    fingerprint=f"{v:032x}",
+                    duration_s=n * 0.5,
+                    fps=25.0,
+                    width=1920,
+                    height=1080,
+                    codec="h264",
+                    sample_fps=2.0,
+                    decoded_frames=n * 12,
+                    frames=[FrameRecord(float(t), float(t + 0.5), int(t // 2.0)) for t in ts],
+                    vectors=vec,
+                    shots=shots,
+                    bg_lse=background.background_lse(vec @ bg.T),
+                    bg_key=key,
+                )
+            )
             done += n
             if len(chunk) >= 2000:
                 w.commit(chunk)
@@ -108,6 +127,13 @@ def build_synthetic(store: str, frames: int, model: str, pretrained: str, seed: 
             w.layer.train_ivf()
         ivf_s = round(time.perf_counter() - t3, 2)
     size = Reader(store).info().bytes
-    return {"frames": frames, "videos": n_videos, "build_s": round(build_s, 2), "bytes_on_disk": size,
-            "bytes_per_frame": round(size / frames, 1), "versions_basis_s": round(basis_s, 2),
-            "image_levels_s": round(levels_s, 2), "match_ivf_s": ivf_s}
+    return {
+        "frames": frames,
+        "videos": n_videos,
+        "build_s": round(build_s, 2),
+        "bytes_on_disk": size,
+        "bytes_per_frame": round(size / frames, 1),
+        "versions_basis_s": round(basis_s, 2),
+        "image_levels_s": round(levels_s, 2),
+        "match_ivf_s": ivf_s,
+    }

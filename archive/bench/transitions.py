@@ -179,8 +179,15 @@ class _Shot:
         self.size = size
         self.pan = 0.0  # source pixels the crop moves per frame (a whip pan when set), bouncing
         self.room = sw - self.cw
-        self.look = {"source_id": seg.source_id, "first_src": seg.first + self.offset, "speed": self.speed,
-                     "zoom": zoom, "x": self.x, "y": self.y, "flip": float(self.flip)}
+        self.look = {
+            "source_id": seg.source_id,
+            "first_src": seg.first + self.offset,
+            "speed": self.speed,
+            "zoom": zoom,
+            "x": self.x,
+            "y": self.y,
+            "flip": float(self.flip),
+        }
 
     def frame(self, k: int) -> np.ndarray:
         """The shot's ``k``-th frame (counting its transition frames), float32 RGB at ``size``."""
@@ -194,7 +201,9 @@ class _Shot:
             x = x if x <= self.room else 2 * self.room - x
         x0, y0 = int(round(x)), int(round(self.y))
         crop = src[idx, y0 : y0 + int(round(self.ch)), x0 : x0 + int(round(self.cw))]
-        img = cv2.resize(crop, self.size, interpolation=cv2.INTER_AREA if crop.shape[1] > self.size[0] else cv2.INTER_LINEAR)
+        img = cv2.resize(
+            crop, self.size, interpolation=cv2.INTER_AREA if crop.shape[1] > self.size[0] else cv2.INTER_LINEAR
+        )
         if self.flip:
             img = img[:, ::-1]
         return img.astype(np.float32) * self.gain
@@ -347,5 +356,12 @@ def make_transition_video(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return TransitionTruth(path=path, rate=Fraction(rate), n_frames=n, transitions=transitions,
-                           shots=truth_shots, looks=[s.look for s in shots], hazards=hazards)
+    return TransitionTruth(
+        path=path,
+        rate=Fraction(rate),
+        n_frames=n,
+        transitions=transitions,
+        shots=truth_shots,
+        looks=[s.look for s in shots],
+        hazards=hazards,
+    )

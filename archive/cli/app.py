@@ -9,101 +9,82 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, TypeVar
+from typing import Any, List, Optional
 
 import typer
-from rich.markup import escape
 
 from indexer import settings
 from indexer.errors import ArchiveError
 
-app = typer.Typer(
-    name="archive",
-    help="A searchable video archive on CLIP embeddings: index a folder once, then ask any question.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-T = TypeVar("T")
-
-StoreOpt = typer.Option(
-    None, "--store", help="Store folder (catalog.duckdb, vectors/, thumbs.bin). [default: $ARCHIVE_STORE, else ./data]",
-    show_default=False,
-)
-DeviceOpt = typer.Option(settings.DEFAULT_DEVICE, "--device", help="auto, cpu, cuda or mps.")
-
-
-def _fail(message: str, code: int = 1) -> None:
-    from .render import err
-
-
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _call(fn: Callable[[], T]) -> T:
-    """Run one core call; typed errors become one line and their exit status (1, or 2 for usage)."""
-    try:
-        return fn()
-    except ArchiveError as exc:
-        _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; everything committed so far is kept.", 130)
-    raise AssertionError("unreachable")
-
-
-def _archive(store: Optional[Path], device: str = settings.DEFAULT_DEVICE) -> Any:
-    from archive.api import Archive
-
-    return _call(lambda: Archive(store, device=device))  # ARCHIVE_STORE=A:B is for searches only
+from . import bench, labels
+from .common import DeviceOpt, StoreOpt, app, call, fail, open_archive
 
 
 @app.command()
 def index(
-    paths: List[Path] = typer.Argument(..., help="Video files and/or folders (walked recursively).", show_default=False),
+    paths: List[Path] = typer.Argument(
+        ..., help="Video files and/or folders (walked recursively).", show_default=False
+    ),
     fps: float = typer.Option(settings.DEFAULT_FPS, "--fps", help="Frames sampled per second of video time."),
     model: Optional[str] = typer.Option(
-        None, "--model", show_default=False,
+        None,
+        "--model",
+        show_default=False,
         help="open_clip model. [default: $ARCHIVE_MODEL, else the store's, else ViT-B-32]",
     ),
     pretrained: Optional[str] = typer.Option(
-        None, "--pretrained", show_default=False,
+        None,
+        "--pretrained",
+        show_default=False,
         help="Weights: an open_clip tag (laion2b_s34b_b79k, openai, ...), a checkpoint FILE, or 'none' for "
         "random weights (tests). [default: $ARCHIVE_PRETRAINED, else the store's, else laion2b_s34b_b79k]",
     ),
     batch_size: int = typer.Option(settings.DEFAULT_BATCH, "--batch-size", help="Frames per model call."),
     device: str = DeviceOpt,
     precision: str = typer.Option(
-        settings.DEFAULT_PRECISION, "--precision",
+        settings.DEFAULT_PRECISION,
+        "--precision",
         help="Image model precision: auto (bf16 where the hardware does it natively; $ARCHIVE_PRECISION), "
         "bf16 or fp32.",
     ),
     shots: Optional[str] = typer.Option(
-        None, "--shots", show_default=False,
+        None,
+        "--shots",
+        show_default=False,
         help="Shot detector: auto (TransNetV2 where installed: dissolves and fades too), transnet, or fast "
         "(frame differences: cuts and fades only). Asked for explicitly, it re-indexes videos another detector "
         "made. [default: $ARCHIVE_SHOTS, else auto]",
     ),
     ray: Optional[str] = typer.Option(
-        None, "--ray", show_default=False, metavar="[ADDRESS]",
+        None,
+        "--ray",
+        show_default=False,
+        metavar="[ADDRESS]",
         help="Run the per-video work on Ray (pip install 'clip-video-archive[ray]'): --ray alone starts a local "
         "runtime ($RAY_ADDRESS, if set, is joined instead); --ray auto or --ray HOST:PORT joins a running cluster. "
-        "Files must be at the same path on every node. Commits stay in this process."),
+        "Files must be at the same path on every node. Commits stay in this process.",
+    ),
     ray_workers: Optional[int] = typer.Option(
-        None, "--ray-workers", show_default=False,
-        help="Ray workers (each loads the model once). [default: as many as the cluster's CPUs (or GPUs) allow]"),
+        None,
+        "--ray-workers",
+        show_default=False,
+        help="Ray workers (each loads the model once). [default: as many as the cluster's CPUs (or GPUs) allow]",
+    ),
     ray_cpus_per_worker: int = typer.Option(1, "--ray-cpus-per-worker", help="CPUs each Ray worker reserves."),
     ocr: bool = typer.Option(
-        False, "--ocr",
+        False,
+        "--ocr",
         help="Also read the text on screen (PP-OCRv4: English and Chinese) into the `ocr` table, for "
         "`archive search --ocr`. The store remembers it: later runs read new videos' text too, and videos indexed "
-        "before get theirs without being re-embedded. Costs up to about as much again as indexing. [env: ARCHIVE_OCR=1]"),
+        "before get theirs without being re-embedded. Costs up to about as much again as indexing. [env: ARCHIVE_OCR=1]",
+    ),
     min_shared: Optional[float] = typer.Option(
-        None, "--min-shared",
+        None,
+        "--min-shared",
         help="Seconds of shared footage that make two videos versions of one film (`archive versions`); the store "
-        "keeps it. [default: 2]", show_default=False),
+        "keeps it. [default: 2]",
+        show_default=False,
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     store: Optional[Path] = StoreOpt,
@@ -113,12 +94,13 @@ def index(
     from indexer.run.options import IndexOptions, RayOptions
 
     from .progress import IndexProgress
-    from .render import err, print_report
+    from .render import err
+    from .render_store import print_report
 
     ray_opts = None
     if ray is not None or ray_workers is not None:
         ray_opts = RayOptions(ray or "local", ray_workers, ray_cpus_per_worker)
-    _call(IndexOptions(fps=fps, batch_size=batch_size, shots=shots, ray=ray_opts).checked)  # one line, before any work
+    call(IndexOptions(fps=fps, batch_size=batch_size, shots=shots, ray=ray_opts).checked)  # one line, before any work
     weights = pretrained or settings.env_pretrained()
     if weights is not None and weights.strip().lower() in {"none", "random"}:
         err.print(
@@ -126,15 +108,25 @@ def index(
             "but do not understand text; use them for tests and demos only.",
             highlight=False,
         )
-    arc = _archive(store, device)
+    arc = open_archive(store, device)
 
     def run() -> Any:
         with IndexProgress(enabled=not quiet and not as_json) as bar:
-            return arc.index(paths, fps=fps, model=model, pretrained=pretrained, batch_size=batch_size,
-                             progress=bar, precision=precision, shots=shots, ray=ray_opts, ocr=ocr or None,
-                             min_shared=min_shared)
+            return arc.index(
+                paths,
+                fps=fps,
+                model=model,
+                pretrained=pretrained,
+                batch_size=batch_size,
+                progress=bar,
+                precision=precision,
+                shots=shots,
+                ray=ray_opts,
+                ocr=ocr or None,
+                min_shared=min_shared,
+            )
 
-    report = _call(run)
+    report = call(run)
     print_report(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
@@ -146,39 +138,54 @@ def search(
         None, help="Text queries; each argument is one query (quote multi-word ones).", show_default=False
     ),
     image: Optional[List[Path]] = typer.Option(
-        None, "--image", help="Example image: find where this shot, logo or product appears. Repeatable.",
+        None,
+        "--image",
+        help="Example image: find where this shot, logo or product appears. Repeatable.",
         show_default=False,
     ),
     ocr: Optional[List[str]] = typer.Option(
-        None, "--ocr", metavar="WORDS",
+        None,
+        "--ocr",
+        metavar="WORDS",
         help="Words written on screen (a store indexed with --ocr): case, accents, punctuation and spaces do not "
-        "count, small OCR errors are tolerated. Repeatable.", show_default=False,
+        "count, small OCR errors are tolerated. Repeatable.",
+        show_default=False,
     ),
     video: Optional[List[str]] = typer.Option(
         None, "--video", help="Only these indexed files, folders or file names. Repeatable.", show_default=False
     ),
     like_video: Optional[Path] = typer.Option(
-        None, "--like-video", metavar="FILE",
+        None,
+        "--like-video",
+        metavar="FILE",
         help="Query by video: which indexed videos contain this file's footage, and where (versions, re-edits). An "
         "indexed file's stored vectors are used; another is decoded once, and the store is not changed.",
-        show_default=False),
+        show_default=False,
+    ),
     top: int = typer.Option(settings.DEFAULT_TOP, "--top", help="Videos per query, best first."),
     threshold: Optional[float] = typer.Option(
-        None, "--threshold", show_default=False,
+        None,
+        "--threshold",
+        show_default=False,
         help="A plain cosine cut instead of the presence rule (see the docs: How present is decided). [default: the rule]",
     ),
     merge_gap: float = typer.Option(0.0, "--merge-gap", help="Join segments at most this many seconds apart."),
     template: Optional[List[str]] = typer.Option(
-        None, "--template", show_default=False,
+        None,
+        "--template",
+        show_default=False,
         help="Prompt template for text queries, with {} for the text; repeatable. [default: a built-in ensemble]",
     ),
     min_duration: float = typer.Option(0.0, "--min-duration", help="Drop segments shorter than this (seconds)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per query: {query, results}."),
     device: str = DeviceOpt,
     store: Optional[List[Path]] = typer.Option(
-        None, "--store", show_default=False,
+        None,
+        "--store",
+        show_default=False,
         help="Store folder; repeat it to answer over several stores as one ranked list (each result names its "
-        "store; they must share a model). [default: $ARCHIVE_STORE (A:B for several), else ./data]"),
+        "store; they must share a model). [default: $ARCHIVE_STORE (A:B for several), else ./data]",
+    ),
 ) -> None:
     """Search the archive by text, example image, written words or example video: per video, present / first
     seen / time on screen."""
@@ -187,26 +194,47 @@ def search(
     stores = settings.store_dirs(store or None)
     if len(stores) > 1:
         if template:
-            _fail("--template works on one store at a time.", 2)
+            fail("--template works on one store at a time.", 2)
         if like_video is not None:
-            _fail("--like-video works on one store at a time.", 2)
+            fail("--like-video works on one store at a time.", 2)
         from archive.api import search_stores
 
-        results = _call(lambda: search_stores(stores, *(texts or []), image=image or None, videos=video or None,
-                                              top=top, threshold=threshold, merge_gap_s=merge_gap,
-                                              min_duration_s=min_duration, device=device, ocr=ocr or ()))
+        results = call(
+            lambda: search_stores(
+                stores,
+                *(texts or []),
+                image=image or None,
+                videos=video or None,
+                top=top,
+                threshold=threshold,
+                merge_gap_s=merge_gap,
+                min_duration_s=min_duration,
+                device=device,
+                ocr=ocr or (),
+            )
+        )
         if texts or image:
-            _warn_if_random(_archive(stores[0], device))
+            _warn_if_random(open_archive(stores[0], device))
         print_search(results, as_json)
         return
-    arc = _archive(stores[0], device)
+    arc = open_archive(stores[0], device)
     results = []
     if like_video is not None:
-        results.append(_call(lambda: arc.like_video(like_video, videos=video or None, top=top)))
+        results.append(call(lambda: arc.like_video(like_video, videos=video or None, top=top)))
     if texts or image or ocr or like_video is None:
-        results += _call(lambda: arc.search(*(texts or []), image=image or None, videos=video or None,
-                                            top=top, threshold=threshold, merge_gap_s=merge_gap,
-                                            min_duration_s=min_duration, templates=template or None, ocr=ocr or ()))
+        results += call(
+            lambda: arc.search(
+                *(texts or []),
+                image=image or None,
+                videos=video or None,
+                top=top,
+                threshold=threshold,
+                merge_gap_s=merge_gap,
+                min_duration_s=min_duration,
+                templates=template or None,
+                ocr=ocr or (),
+            )
+        )
     if texts or image:
         _warn_if_random(arc)
     print_search(results, as_json)
@@ -229,171 +257,39 @@ def _warn_if_random(arc: Any) -> None:
         )
 
 
-label_app = typer.Typer(help="Saved categories: add, list, remove, calibrate on labelled truth. Their answers are kept in SQL tables.",
-                        no_args_is_help=True)
-app.add_typer(label_app, name="label")
-
-
-@label_app.command("add")
-def label_add(
-    name: str = typer.Argument(..., help="The label's name, e.g. beach.", show_default=False),
-    prompt: Optional[List[str]] = typer.Option(
-        None, "--prompt", "-p", help="A text that describes it; repeatable. [default: the name]", show_default=False
-    ),
-    threshold: Optional[float] = typer.Option(
-        None, "--threshold", help="A plain cosine cut instead of the presence rule.", show_default=False
-    ),
-    ocr: Optional[List[str]] = typer.Option(
-        None, "--ocr", metavar="WORDS",
-        help="Written words that show it too (a store indexed with --ocr): present where the picture or the words "
-        "are; segments.found_by says which. Repeatable.", show_default=False),
-    store: Optional[Path] = StoreOpt,
-) -> None:
-    """Save a label and work out, from the stored vectors, where it appears in every video."""
-    from indexer.store import Reader
-
-    from .render import err, esc
-
-    arc = _archive(store)
-    n = _call(lambda: arc.label_add(name, prompt or [], threshold, ocr or []))
-    if ocr and Reader(arc.store).meta().get("ocr") != "1":
-        err.print("[yellow]warning:[/] this store has no on-screen text yet: its --ocr words find nothing until "
-                  "`archive index FOLDER --ocr` reads it (labels follow).", highlight=False)
-    err.print(f"label [bold]{esc(name)}[/]: present in {n} video{'s' if n != 1 else ''}. "
-              "See `archive sql \"SELECT * FROM video_labels\"`.", highlight=False)
-
-
-@label_app.command("list")
-def label_list(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    store: Optional[Path] = StoreOpt,
-) -> None:
-    """List saved labels with their prompts and how many videos show them."""
-    from .render import print_labels
-
-    arc = _archive(store)
-    print_labels(_call(arc.labels), as_json)
-
-
-@label_app.command("remove")
-def label_remove(
-    name: str = typer.Argument(..., help="The label to remove.", show_default=False),
-    store: Optional[Path] = StoreOpt,
-) -> None:
-    """Remove a saved label and its rows in segments and video_labels."""
-    from .render import err, esc
-
-    arc = _archive(store)
-    _call(lambda: arc.label_remove(name))
-    err.print(f"removed label {esc(name)}.", highlight=False)
-
-
-@label_app.command("calibrate")
-def label_calibrate(
-    name: str = typer.Argument(..., help="The saved label to calibrate.", show_default=False),
-    truth: Path = typer.Argument(
-        ..., help="Truth CSV (video,query,start_s,end_s) with rows for label:NAME, or for its name or prompts.",
-        show_default=False),
-    target_precision: Optional[float] = typer.Option(
-        None, "--target-precision", show_default=False,
-        help="Take the lowest cosine cut that reaches this precision on the truth. [default: the cut of best F1]"),
-    as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
-    store: Optional[Path] = StoreOpt,
-) -> None:
-    """Set a label's threshold from labelled truth: best F1, or a target precision. Needs 3+ present videos.
-
-    Rows that cannot be used are listed on stderr, one line each; the rest is used, and the exit
-    status is then 1.
-    """
-    from .render import print_calibration
-
-    arc = _archive(store)
-    cal = _call(lambda: arc.label_calibrate(name, truth, target_precision))
-    print_calibration(cal, as_json)
-    if cal.problems:
-        raise typer.Exit(1)
-
-
-@app.command("eval")
-def evaluate(
-    truth: Path = typer.Argument(
-        ..., help="Truth CSV with a header video,query,start_s,end_s: one row per on-screen interval; empty times "
-        "say absent. query: a text, image:PATH or label:NAME.", show_default=False),
-    threshold: Optional[float] = typer.Option(
-        None, "--threshold", show_default=False,
-        help="Measure a plain cosine cut instead of the presence rule. [default: the rule]"),
-    target_precision: float = typer.Option(
-        0.95, "--target-precision", help="Report the lowest cosine cut that reaches this precision."),
-    plot: Optional[Path] = typer.Option(
-        None, "--plot", show_default=False,
-        help="Draw the precision/recall curves (with the rule's point) and the first-seen errors into this image."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with every number."),
-    device: str = DeviceOpt,
-    store: Optional[Path] = StoreOpt,
-) -> None:
-    """Measure the answers against your labelled videos: presence P/R/F1, AP, timing errors, IoU, best threshold.
-
-    Rows that cannot be used are listed on stderr, one line each, and the rest is measured; the exit
-    status is then 1.
-    """
-    from .render import err, print_eval
-
-    if plot is not None:
-        from .plot import check_plot_path
-
-        _call(lambda: check_plot_path(plot))  # before the run, not after it
-    arc = _archive(store, device)
-    rep = _call(lambda: arc.evaluate(truth, threshold=threshold, target_precision=target_precision))
-    print_eval(rep, as_json)
-    if plot is not None:
-        from .plot import plot_eval
-
-        where = _call(lambda: plot_eval(rep, plot))
-        err.print(f"plot written to {where}", highlight=False)
-    if rep.problems:
-        raise typer.Exit(1)
-
-
-@app.command()
-def classify(
-    videos: Optional[List[str]] = typer.Argument(
-        None, help="Indexed files, folders or names. [default: all]", show_default=False
-    ),
-    labels: Optional[str] = typer.Option(
-        None, "--labels", help="Comma-separated saved labels to choose from. [default: all saved]", show_default=False
-    ),
-    as_json: bool = typer.Option(False, "--json", help="One JSON line per video."),
-    store: Optional[Path] = StoreOpt,
-) -> None:
-    """Which saved label best describes each video, and each label's share of screen time."""
-    from .render import print_classes
-
-    arc = _archive(store)
-    names = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
-    print_classes(_call(lambda: arc.classify(videos or None, names)), as_json)
+app.add_typer(labels.label_app, name="label")
+app.command("eval")(labels.evaluate)
+app.command()(labels.classify)
 
 
 @app.command()
 def versions(
     videos: Optional[List[str]] = typer.Argument(
-        None, help="Indexed files, folders or names: show their group and the footage they share. [default: list groups]",
-        show_default=False),
+        None,
+        help="Indexed files, folders or names: show their group and the footage they share. [default: list groups]",
+        show_default=False,
+    ),
     min_shared: Optional[float] = typer.Option(
-        None, "--min-shared", help="Regroup by this many seconds of shared footage (the store keeps it). [default: 2]",
-        show_default=False),
+        None,
+        "--min-shared",
+        help="Regroup by this many seconds of shared footage (the store keeps it). [default: 2]",
+        show_default=False,
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: groups, members, shared segments."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Versions of the same film: which videos share footage, where in each, and which is longest."""
     from .render import print_versions
 
-    arc = _archive(store)
-    print_versions(_call(lambda: arc.versions(videos or None, min_shared)), as_json)
+    arc = open_archive(store)
+    print_versions(call(lambda: arc.versions(videos or None, min_shared)), as_json)
 
 
 @app.command()
 def sql(
-    query: str = typer.Argument(..., help="One read-only SQL statement, e.g. \"SELECT * FROM videos\".", show_default=False),
+    query: str = typer.Argument(
+        ..., help='One read-only SQL statement, e.g. "SELECT * FROM videos".', show_default=False
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of row objects."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV with a header row."),
     store: Optional[Path] = StoreOpt,
@@ -402,111 +298,44 @@ def sql(
     from .render import print_sql
 
     if as_json and as_csv:
-        _fail("choose one of --json and --csv.", 2)
-    arc = _archive(store)
-    res = _call(lambda: arc.sql(query))
+        fail("choose one of --json and --csv.", 2)
+    arc = open_archive(store)
+    res = call(lambda: arc.sql(query))
     print_sql(res, "json" if as_json else "csv" if as_csv else "table")
 
 
 @app.command()
 def info(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON: videos, frames, seconds, model, pretrained, dim, bytes."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON: videos, frames, seconds, model, pretrained, dim, bytes."
+    ),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Show what the archive holds: videos, frames, seconds, model, size on disk."""
-    from .render import print_info
+    from .render_store import print_info
 
-    arc = _archive(store)
-    print_info(_call(arc.info), as_json)
+    arc = open_archive(store)
+    print_info(call(arc.info), as_json)
 
 
-@app.command()
-def bench(
-    index_paths: Optional[List[Path]] = typer.Argument(
-        None, help="With --index: the files/folders to index.", show_default=False
-    ),
-    index: bool = typer.Option(False, "--index", help="Time a real index run of PATHS (into a temporary store)."),
-    naive: bool = typer.Option(False, "--naive", help="With --index: also time the naive per-frame loop."),
-    bench_ocr: bool = typer.Option(
-        False, "--ocr", help="With --index: index the files again with on-screen text read (--ocr) and compare."),
-    frames: int = typer.Option(0, "--frames", help="Build a synthetic store of N frames and time queries on it."),
-    queries: int = typer.Option(20, "--queries", help="Text queries to time with --frames (0: only build the store)."),
-    shards: Optional[int] = typer.Option(
-        None, "--shards", show_default=False,
-        help="With --frames N: build K stores of N/K frames and time the queries over them as one (the fan-out)."),
-    model: str = typer.Option(settings.DEFAULT_MODEL, "--model", help="open_clip model."),
-    pretrained: str = typer.Option("none", "--pretrained", help="Weights (timings do not depend on them)."),
-    precision: str = typer.Option(settings.DEFAULT_PRECISION, "--precision", help="Image tower precision: auto, fp32 or bf16."),
-    fps: float = typer.Option(settings.DEFAULT_FPS, "--fps", help="Samples per second for --index."),
-    shots: Optional[str] = typer.Option(
-        None, "--shots", show_default=False, help="With --index: shot detector, auto, transnet or fast. [default: auto]"),
-    bench_ray_workers: Optional[int] = typer.Option(
-        None, "--ray-workers", show_default=False,
-        help="With --index: run the per-video work on N workers of a local Ray runtime (needs the ray extra: pip install 'clip-video-archive[ray]')."),
-    keep: Optional[Path] = typer.Option(None, "--keep", help="With --frames: build the store here and keep it.",
-                                        show_default=False),
-    make_ads: Optional[Path] = typer.Option(
-        None, "--make-ads", show_default=False,
-        help="First write ad-like 720p H.264 clips (the --ads-from footage, cut into shots) into this folder.",
-    ),
-    ads_from: Optional[List[Path]] = typer.Option(
-        None, "--ads-from", show_default=False,
-        help="With --make-ads: a video file of real footage to cut the clips from (repeatable; in a checkout: "
-             "tests/data/Megamind.avi, tests/data/tree.avi).",
-    ),
-    ads: int = typer.Option(6, "--ads", help="How many clips --make-ads writes."),
-    ads_size: str = typer.Option("1280x720", "--ads-size", help="Frame size of the --make-ads clips, WxH."),
-    ads_seconds: float = typer.Option(30.0, "--ads-seconds", help="Length of each --make-ads clip."),
-    add: Optional[Path] = typer.Option(
-        None, "--add", show_default=False,
-        help="Time `archive index CLIP` into the kept store --store (fresh process), and one commit.",
-    ),
-    cold: Optional[str] = typer.Option(
-        None, "--cold", show_default=False, help="Time `archive search TEXT` on --store as fresh processes.",
-    ),
-    run_eval: bool = typer.Option(
-        False, "--eval", help="Time `archive eval TRUTH` on --store (fresh processes) with a generated truth file.",
-    ),
-    eval_videos: int = typer.Option(1000, "--eval-videos", help="With --eval: judged videos in the truth file."),
-    eval_queries: int = typer.Option(20, "--eval-queries", help="With --eval: text queries in the truth file."),
-    runs: int = typer.Option(3, "--runs", help="Fresh processes to time with --cold and --eval."),
-    store: Optional[Path] = typer.Option(
-        None, "--store", show_default=False,
-        help="The kept store for --add, --cold and --eval (e.g. one --keep built).",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per benchmark)."),
-) -> None:
-    """Measure indexing (frames/s, stage split, RSS), query latency (p50/p95) and `archive eval` on this machine."""
-    from archive.bench import BenchOptions, run
-
-    from .render import dumps, out
-
-    opts = BenchOptions(
-        index_paths=list(index_paths or []), index=index, naive=naive, ocr=bench_ocr, frames=frames, queries=queries,
-        shards=shards, model=model, pretrained=pretrained, precision=precision, fps=fps, shots=shots,
-        ray_workers=bench_ray_workers, keep=keep, make_ads=make_ads, ads_from=list(ads_from or []), ads=ads,
-        ads_size=ads_size, ads_seconds=ads_seconds, add=add, cold=cold, eval=run_eval, eval_videos=eval_videos,
-        eval_queries=eval_queries, runs=runs, store=store)
-    for r in _call(lambda: run(opts)):
-        if as_json:
-            print(dumps(r))
-        else:
-            out.print_json(dumps(r))
+app.command()(bench.bench)
 
 
 @app.command()
 def check(
     repair: bool = typer.Option(
-        False, "--repair", help="First delete leftover segment files, move damaged ones aside and drop videos "
+        False,
+        "--repair",
+        help="First delete leftover segment files, move damaged ones aside and drop videos "
         "whose vectors are lost (index their folders again to re-embed them).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Verify that the catalog and the vector segments agree; explain any mismatch and its fix."""
-    from .render import print_check
+    from .render_store import print_check
 
-    rep = _call(lambda: _archive(store).check(repair=repair))
+    rep = call(lambda: open_archive(store).check(repair=repair))
     print_check(rep, as_json)
     if not rep.ok:
         raise typer.Exit(1)
@@ -514,20 +343,25 @@ def check(
 
 @app.command()
 def optimize(
-    ivf: bool = typer.Option(False, "--ivf", help="Have queries in archives of ARCHIVE_IVF_FRAMES frames or more "
-                             "rank candidates through an IVF index (FAISS IVF,PQ; see the docs, Scaling out): the one "
-                             "an index run trained for matching versions when it fits the archive, else a new one."),
-    retrain: bool = typer.Option(False, "--retrain", help="With --ivf: train a new IVF index even when the existing "
-                                 "one fits."),
+    ivf: bool = typer.Option(
+        False,
+        "--ivf",
+        help="Have queries in archives of ARCHIVE_IVF_FRAMES frames or more "
+        "rank candidates through an IVF index (FAISS IVF,PQ; see the docs, Scaling out): the one "
+        "an index run trained for matching versions when it fits the archive, else a new one.",
+    ),
+    retrain: bool = typer.Option(
+        False, "--retrain", help="With --ivf: train a new IVF index even when the existing one fits."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Merge the vector segments into few large fp16 ones, drop the vectors of replaced or removed videos,
     and (--ivf) let queries of a large archive use its IVF index."""
-    from .render import print_optimize
+    from .render_store import print_optimize
 
-    arch = _archive(store)
-    print_optimize(_call(lambda: arch.optimize(ivf=ivf, retrain=retrain)), as_json)
+    arch = open_archive(store)
+    print_optimize(call(lambda: arch.optimize(ivf=ivf, retrain=retrain)), as_json)
 
 
 @app.command()
@@ -539,7 +373,7 @@ def prune(
     """Remove indexed videos whose files no longer exist."""
     from .render import dumps, err, esc
 
-    gone = _call(lambda: _archive(store).prune(dry_run))
+    gone = call(lambda: open_archive(store).prune(dry_run))
     if as_json:
         print(dumps({"removed": [] if dry_run else gone, "would_remove": gone if dry_run else []}))
         return
@@ -554,30 +388,38 @@ def serve(
     port: int = typer.Option(settings.DEFAULT_PORT, "--port", help="Port to listen on (0: any free port)."),
     device: str = DeviceOpt,
     store: Optional[List[Path]] = typer.Option(
-        None, "--store", show_default=False,
+        None,
+        "--store",
+        show_default=False,
         help="Store folder; repeat it to serve several stores as one archive (searches are merged; they must "
-        "share a model). [default: $ARCHIVE_STORE (A:B for several), else ./data]"),
+        "share a model). [default: $ARCHIVE_STORE (A:B for several), else ./data]",
+    ),
 ) -> None:
     """Serve a search page with thumbnails, timelines and playback, and its JSON API (/docs)."""
     from .render import err
 
-    _call(lambda: settings.check_port(port))
+    call(lambda: settings.check_port(port))
     stores = settings.store_dirs(store or None)
     store_dir = stores[0] if len(stores) == 1 else stores
     shown = os.pathsep.join(str(x) for x in stores)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can search the "
-                  "archive and play its videos.", highlight=False, soft_wrap=True)
+        err.print(
+            f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can search the "
+            "archive and play its videos.",
+            highlight=False,
+            soft_wrap=True,
+        )
     err.print(f"loading the model and {shown} ...", highlight=False)
 
     def ready(url: str) -> None:
-        err.print(f"serving {shown} at [bold]{url}[/]  (API: {url}docs; Ctrl-C to stop)", highlight=False,
-                  soft_wrap=True)
+        err.print(
+            f"serving {shown} at [bold]{url}[/]  (API: {url}docs; Ctrl-C to stop)", highlight=False, soft_wrap=True
+        )
 
     from archive.server.app import serve as run
 
     try:
-        _call(lambda: run(store_dir, host, port, device, ready=ready))
+        call(lambda: run(store_dir, host, port, device, ready=ready))
     except KeyboardInterrupt:  # pragma: no cover - uvicorn handles Ctrl-C itself
         pass
 

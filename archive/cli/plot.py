@@ -22,8 +22,10 @@ def check_plot_path(path: str | os.PathLike[str]) -> None:
     p = Path(path).expanduser()
     ext = p.suffix.lower().lstrip(".")
     if ext not in FORMATS:
-        raise UsageError(f"--plot {path}: give a file name ending in .{', .'.join(FORMATS[:4])} (or another of "
-                         f"{', '.join(FORMATS[4:])}).")
+        raise UsageError(
+            f"--plot {path}: give a file name ending in .{', .'.join(FORMATS[:4])} (or another of "
+            f"{', '.join(FORMATS[4:])})."
+        )
     if not p.parent.is_dir():
         raise UsageError(f"--plot {path}: the folder {p.parent} does not exist.")
 
@@ -55,12 +57,25 @@ def plot_eval(rep: Any, path: str | os.PathLike[str]) -> str:
         name = f"image:{os.path.basename(rest)}" if sep and kind == "image" else q.query
         name = name if len(name) <= 40 else name[:37] + "..."
         if pts:
-            ax.plot([p.recall for p in pts], [p.precision for p in pts], "-", color=col, lw=1.4, alpha=0.9,
-                    drawstyle="steps-post", label=f"{name} (AP {q.ap:.2f})" if q.ap is not None else name)
+            ax.plot(
+                [p.recall for p in pts],
+                [p.precision for p in pts],
+                "-",
+                color=col,
+                lw=1.4,
+                alpha=0.9,
+                drawstyle="steps-post",
+                label=f"{name} (AP {q.ap:.2f})" if q.ap is not None else name,
+            )
         ax.plot([q.counts.recall], [q.counts.precision], "o", color=col, ms=7, mec="black", mew=0.8)
     ax.plot([], [], "o", color="white", mec="black", label=f"the {rule}'s point")
-    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.05), xlabel="recall (videos)", ylabel="precision (videos)",
-           title="presence: precision / recall over cosine cuts")
+    ax.set(
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.05),
+        xlabel="recall (videos)",
+        ylabel="precision (videos)",
+        title="presence: precision / recall over cosine cuts",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left", framealpha=0.85)
 
@@ -71,17 +86,24 @@ def plot_eval(rep: Any, path: str | os.PathLike[str]) -> str:
         bx.hist(errs, bins=bins, range=(lo - 0.05, hi + 0.05), color=colors[0], edgecolor="black", lw=0.5)
         bx.axvline(0.0, color="black", lw=0.8)
         t = rep.times
-        bx.set_title(f"first seen: predicted - true ({len(errs)} videos; |err| mean {t.first_mean_s:.3f} s, "
-                     f"max {t.first_max_s:.3f} s)", fontsize=10)
+        bx.set_title(
+            f"first seen: predicted - true ({len(errs)} videos; |err| mean {t.first_mean_s:.3f} s, "
+            f"max {t.first_max_s:.3f} s)",
+            fontsize=10,
+        )
     else:
-        bx.text(0.5, 0.5, "no video is both truly and predictedly present", ha="center", va="center",
-                transform=bx.transAxes)
+        bx.text(
+            0.5, 0.5, "no video is both truly and predictedly present", ha="center", va="center", transform=bx.transAxes
+        )
         bx.set_title("first seen: predicted - true", fontsize=10)
     bx.set(xlabel="seconds (positive: found late)", ylabel="videos")
     bx.yaxis.set_major_locator(MaxNLocator(integer=True))
     bx.grid(alpha=0.3)
-    fig.suptitle(f"{os.path.basename(rep.truth)}: {rep.judged_videos} judged videos, micro F1 {rep.micro.f1:.3f}"
-                 + (f", mAP {rep.map:.3f}" if rep.map is not None else ""), fontsize=11)
+    fig.suptitle(
+        f"{os.path.basename(rep.truth)}: {rep.judged_videos} judged videos, micro F1 {rep.micro.f1:.3f}"
+        + (f", mAP {rep.map:.3f}" if rep.map is not None else ""),
+        fontsize=11,
+    )
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=110)

@@ -49,39 +49,54 @@ class IndexProgress:
             err.print(f"[red]skipped[/] {esc(ev.path)}: {esc(ev.message)}", highlight=False)
             return
         if ev.kind == "partial":
-            err.print(f"[yellow]partly decoded[/] {esc(ev.path)}: {esc(ev.message.removeprefix('partly decoded: '))}",
-                      highlight=False)
+            err.print(
+                f"[yellow]partly decoded[/] {esc(ev.path)}: {esc(ev.message.removeprefix('partly decoded: '))}",
+                highlight=False,
+            )
             return
         if ev.kind == "notext":
-            err.print(f"[yellow]no text read[/] {esc(ev.path)}: {esc(ev.message.removeprefix('on-screen text not read: '))}",
-                      highlight=False)
+            err.print(
+                f"[yellow]no text read[/] {esc(ev.path)}: {esc(ev.message.removeprefix('on-screen text not read: '))}",
+                highlight=False,
+            )
             return
         if ev.kind == "text" and self.enabled:
-            err.print(f"reading the on-screen text of {esc(ev.path)} ({ev.frames} frames; decoding it again, nothing "
-                      "re-embedded)", style="dim", highlight=False)
+            err.print(
+                f"reading the on-screen text of {esc(ev.path)} ({ev.frames} frames; decoding it again, nothing "
+                "re-embedded)",
+                style="dim",
+                highlight=False,
+            )
             return
         if ev.kind == "thumbs" and self.enabled:
-            err.print(f"adding thumbnails to {esc(ev.path)} ({ev.frames} frames; decoding it again, nothing re-embedded)",
-                      style="dim", highlight=False)
+            err.print(
+                f"adding thumbnails to {esc(ev.path)} ({ev.frames} frames; decoding it again, nothing re-embedded)",
+                style="dim",
+                highlight=False,
+            )
             return
         if ev.kind == "versions" and self.enabled:
-
             now = time.monotonic()
             if not ev.done:
-                err.print(f"comparing {ev.frames} video(s) with the archive for shared footage (versions) ...",
-                          style="dim", highlight=False)
+                err.print(
+                    f"comparing {ev.frames} video(s) with the archive for shared footage (versions) ...",
+                    style="dim",
+                    highlight=False,
+                )
                 self._versions_at = now
             elif ev.done < ev.frames and now - getattr(self, "_versions_at", now) >= 10.0:  # a long first run
                 err.print(f"  compared {int(ev.done):,} of {ev.frames:,} videos", style="dim", highlight=False)
                 self._versions_at = now
             return
         if ev.kind == "ivf" and self.enabled:
-
             now = time.monotonic()
             if not ev.done:
-                err.print(f"the archive has {ev.frames:,} frames: training its IVF index, once, so that comparing new "
-                          "videos for shared footage stays fast (a few minutes per million frames) ...",
-                          style="dim", highlight=False)
+                err.print(
+                    f"the archive has {ev.frames:,} frames: training its IVF index, once, so that comparing new "
+                    "videos for shared footage stays fast (a few minutes per million frames) ...",
+                    style="dim",
+                    highlight=False,
+                )
                 self._ivf_at = now
             elif now - getattr(self, "_ivf_at", now) >= 10.0:
                 err.print(f"  encoded {int(ev.done):,} of {ev.frames:,} vectors", style="dim", highlight=False)

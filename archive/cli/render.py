@@ -15,10 +15,6 @@ from rich.console import Console
 from rich.markup import escape as esc
 from rich.table import Table
 
-from indexer import settings
-from indexer.run.report import IndexReport
-from indexer.store import StoreInfo
-from search.presence import IMAGE_SPREAD, ImageCalibration
 from search.results import QueryResult
 from search.sql import SqlResult
 from search.written import SIMILARITY
@@ -26,6 +22,8 @@ from search.written import SIMILARITY
 # No emoji codes: ":dog" in a query or a file name is text. User text goes through esc() (rich
 # markup), so "[/b]" in a file name is printed as it is.
 out = Console(soft_wrap=False, emoji=False)
+
+
 err = Console(stderr=True, soft_wrap=True, emoji=False)  # messages stay one line each, whatever the width
 
 
@@ -70,16 +68,24 @@ def search_table(res: QueryResult) -> Table:
     for i, r in enumerate(res.results, 1):
         texts = r.segment_texts or [None] * len(r.segments)
         srcs = r.segment_sources or [None] * len(r.segments)
-        segs = ", ".join(f"{s.start_s:.2f}-{s.end_s:.2f}" + (f' "{x}"' if x else "")
-                         + (f" (file {src[0]:.2f}-{src[1]:.2f})" if src else "")
-                         for s, x, src in zip(r.segments[:6], texts, srcs))
+        segs = ", ".join(
+            f"{s.start_s:.2f}-{s.end_s:.2f}"
+            + (f' "{x}"' if x else "")
+            + (f" (file {src[0]:.2f}-{src[1]:.2f})" if src else "")
+            for s, x, src in zip(r.segments[:6], texts, srcs)
+        )
         if len(r.segments) > 6:
             segs += f", +{len(r.segments) - 6} more"
         t.add_row(
-            str(i), esc(os.path.basename(r.video)), *([esc(os.path.basename(r.store or ""))] if shards else []),
+            str(i),
+            esc(os.path.basename(r.video)),
+            *([esc(os.path.basename(r.store or ""))] if shards else []),
             "[green]yes[/]" if r.present else "no",
-            fmt_s(r.first_seen_s), fmt_s(r.duration_s) if r.present else "-",
-            fmt_s(r.best_s), f"{r.score:.3f}", segs or "-",
+            fmt_s(r.first_seen_s),
+            fmt_s(r.duration_s) if r.present else "-",
+            fmt_s(r.best_s),
+            f"{r.score:.3f}",
+            segs or "-",
         )
     return t
 
@@ -87,8 +93,10 @@ def search_table(res: QueryResult) -> Table:
 def print_search(results: Sequence[QueryResult], as_json: bool) -> None:
     for res in results:
         for w in res.warnings:
-            err.print(f"[yellow]warning:[/] {esc(res.query[:60])}{'...' if len(res.query) > 60 else ''}: {esc(w)}",
-                      highlight=False)
+            err.print(
+                f"[yellow]warning:[/] {esc(res.query[:60])}{'...' if len(res.query) > 60 else ''}: {esc(w)}",
+                highlight=False,
+            )
         if as_json:
             print(dumps(res.to_dict()), flush=True)
         else:
@@ -132,18 +140,30 @@ def print_versions(rep: Any, as_json: bool) -> None:
         elif g.segments:
             out.print(f"shared footage below --min-shared {rep.min_shared_s:g} s (not grouped):", highlight=False)
         for sg in g.segments:
-            out.print(f"  {esc(sg['name_a'])} {sg['a_start_s']:.1f}-{sg['a_end_s']:.1f} s = "
-                      f"{esc(sg['name_b'])} {sg['b_start_s']:.1f}-{sg['b_end_s']:.1f} s", highlight=False)
+            out.print(
+                f"  {esc(sg['name_a'])} {sg['a_start_s']:.1f}-{sg['a_end_s']:.1f} s = "
+                f"{esc(sg['name_b'])} {sg['b_start_s']:.1f}-{sg['b_end_s']:.1f} s",
+                highlight=False,
+            )
     if not rep.groups:
-        what = "these videos share no footage with another indexed video" if rep.videos else "no two videos share footage"
+        what = (
+            "these videos share no footage with another indexed video" if rep.videos else "no two videos share footage"
+        )
         err.print(f"{what} (at least {rep.min_shared_s:g} s makes versions).", highlight=False)
     else:
         n = sum(len(g.members) for g in rep.groups)
-        err.print(f"{len([g for g in rep.groups if g.members])} group(s), {n} video(s); grouped by at least "
-                  f"{rep.min_shared_s:g} s of shared footage (--min-shared).", style="dim", highlight=False)
+        err.print(
+            f"{len([g for g in rep.groups if g.members])} group(s), {n} video(s); grouped by at least "
+            f"{rep.min_shared_s:g} s of shared footage (--min-shared).",
+            style="dim",
+            highlight=False,
+        )
     if rep.not_compared:
-        err.print(f"[yellow]{rep.not_compared} video(s) not compared yet[/]: run `archive index` on any folder once "
-                  "(they are compared from their stored vectors; nothing is re-embedded).", highlight=False)
+        err.print(
+            f"[yellow]{rep.not_compared} video(s) not compared yet[/]: run `archive index` on any folder once "
+            "(they are compared from their stored vectors; nothing is re-embedded).",
+            highlight=False,
+        )
 
 
 def print_labels(labels: Sequence[Any], as_json: bool) -> None:
@@ -161,11 +181,15 @@ def print_labels(labels: Sequence[Any], as_json: bool) -> None:
             rule = f"cosine >= {lab.threshold:g}"
         else:
             aim = "best F1" if c.target_precision is None else f"precision >= {c.target_precision:g}"
-            rule = (f"calibrated: cosine >= {lab.threshold:.4f} ({aim}; P {c.precision:.2f} R {c.recall:.2f} "
-                    f"on {c.videos} judged videos, {c.positives} present; "
-                    f"{c.calibrated_at:%Y-%m-%d})")
+            rule = (
+                f"calibrated: cosine >= {lab.threshold:.4f} ({aim}; P {c.precision:.2f} R {c.recall:.2f} "
+                f"on {c.videos} judged videos, {c.positives} present; "
+                f"{c.calibrated_at:%Y-%m-%d})"
+            )
         words = f"; written: {', '.join(lab.ocr)}" if lab.ocr else ""
-        t.add_row(esc(lab.name), esc("; ".join(lab.prompts) + words), esc(rule), str(lab.videos_present), f"{lab.seconds:.2f}")
+        t.add_row(
+            esc(lab.name), esc("; ".join(lab.prompts) + words), esc(rule), str(lab.videos_present), f"{lab.seconds:.2f}"
+        )
     out.print(t)
 
 
@@ -205,54 +229,98 @@ def print_eval(rep: Any, as_json: bool) -> None:
         return
     rule = "the presence rule" if rep.threshold is None else f"cosine >= {rep.threshold:g}"
     if any(q.kind == "ocr" for q in rep.queries):
-
         rule += f" (ocr: queries: similarity >= {SIMILARITY / 100:g} of the words read)"
-    out.print(f"[bold]{esc(os.path.basename(rep.truth))}[/]: {len(rep.queries)} queries, {rep.judged_videos} judged videos, "
-              f"{rep.rows} rows read" + (f", {len(rep.problems)} with problems" if rep.problems else "") + f"; answers by {rule}.",
-              highlight=False, soft_wrap=True)
-    t = _table("presence per video (P precision, R recall) and ranking (AP)",
-               ("query", "judged", "present", "TP", "FP", "FN", "P", "R", "F1", "AP"))
+    out.print(
+        f"[bold]{esc(os.path.basename(rep.truth))}[/]: {len(rep.queries)} queries, {rep.judged_videos} judged videos, "
+        f"{rep.rows} rows read"
+        + (f", {len(rep.problems)} with problems" if rep.problems else "")
+        + f"; answers by {rule}.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    t = _table(
+        "presence per video (P precision, R recall) and ranking (AP)",
+        ("query", "judged", "present", "TP", "FP", "FN", "P", "R", "F1", "AP"),
+    )
     for q in rep.queries:
         c = q.counts
-        t.add_row(_query_name(q.query), str(q.judged), str(q.positives), str(c.tp), str(c.fp), str(c.fn),
-                  _p(c.precision), _p(c.recall), _p(c.f1), _p(q.ap))
+        t.add_row(
+            _query_name(q.query),
+            str(q.judged),
+            str(q.positives),
+            str(c.tp),
+            str(c.fp),
+            str(c.fn),
+            _p(c.precision),
+            _p(c.recall),
+            _p(c.f1),
+            _p(q.ap),
+        )
     m = rep.micro
     t.add_section()
     t.add_row("all (micro)", "", "", str(m.tp), str(m.fp), str(m.fn), _p(m.precision), _p(m.recall), _p(m.f1), "")
-    t.add_row("mean (macro)", "", "", "", "", "", _p(rep.macro_precision), _p(rep.macro_recall), _p(rep.macro_f1),
-              _p(rep.map))
+    t.add_row(
+        "mean (macro)", "", "", "", "", "", _p(rep.macro_precision), _p(rep.macro_recall), _p(rep.macro_f1), _p(rep.map)
+    )
     out.print(t)
 
     rows = [(_query_name(q.query), q.times) for q in rep.queries] + [("all", rep.times)]
-    t = _table("first seen: |predicted - true| on videos present in both truth and answer",
-               ("query", "videos", "mean s", "median s", "max s", "mean frames", "max frames"))
+    t = _table(
+        "first seen: |predicted - true| on videos present in both truth and answer",
+        ("query", "videos", "mean s", "median s", "max s", "mean frames", "max frames"),
+    )
     for i, (name, s_) in enumerate(rows):
         if i == len(rows) - 1:
             t.add_section()
-        t.add_row(name, str(s_.videos), _p(s_.first_mean_s, 3), _p(s_.first_median_s, 3), _p(s_.first_max_s, 3),
-                  _p(s_.first_mean_frames, 1), _p(s_.first_max_frames, 1))
+        t.add_row(
+            name,
+            str(s_.videos),
+            _p(s_.first_mean_s, 3),
+            _p(s_.first_median_s, 3),
+            _p(s_.first_max_s, 3),
+            _p(s_.first_mean_frames, 1),
+            _p(s_.first_max_frames, 1),
+        )
     out.print(t)
-    t = _table("time on screen: |predicted - true| duration, and temporal IoU",
-               ("query", "mean s", "max s", "mean rel", "IoU mean", "R@0.5", "R@0.7"))
+    t = _table(
+        "time on screen: |predicted - true| duration, and temporal IoU",
+        ("query", "mean s", "max s", "mean rel", "IoU mean", "R@0.5", "R@0.7"),
+    )
     for i, (name, s_) in enumerate(rows):
         if i == len(rows) - 1:
             t.add_section()
-        t.add_row(name, _p(s_.duration_mean_s, 3), _p(s_.duration_max_s, 3), _p(s_.duration_mean_rel),
-                  _p(s_.iou_mean), _p(s_.r_at_05), _p(s_.r_at_07))
+        t.add_row(
+            name,
+            _p(s_.duration_mean_s, 3),
+            _p(s_.duration_max_s, 3),
+            _p(s_.duration_mean_rel),
+            _p(s_.iou_mean),
+            _p(s_.r_at_05),
+            _p(s_.r_at_07),
+        )
     out.print(t)
 
     tp = rep.sweep.target_precision
     words = any(q.kind == "ocr" for q in rep.queries)
     pictures = any(q.kind != "ocr" for q in rep.queries)
     what = "cosine" if not words else "similarity" if not pictures else "cosine (ocr: queries: similarity)"
-    t = _table(f"a plain {what} cut instead: the best-F1 cut, and the lowest cut with P >= {tp:g}",
-               ("query", "best cut", "P", "R", "F1", f"P>={tp:g} cut", "P", "R"))
+    t = _table(
+        f"a plain {what} cut instead: the best-F1 cut, and the lowest cut with P >= {tp:g}",
+        ("query", "best cut", "P", "R", "F1", f"P>={tp:g} cut", "P", "R"),
+    )
 
     def sweep_row(name: str, sw: Any) -> None:
         b, g = sw.best, sw.target
-        t.add_row(name, f"{b.threshold:.6f}" if b else "-", _p(b.precision if b else None),
-                  _p(b.recall if b else None), _p(b.f1 if b else None), f"{g.threshold:.6f}" if g else "none",
-                  _p(g.precision if g else None), _p(g.recall if g else None))
+        t.add_row(
+            name,
+            f"{b.threshold:.6f}" if b else "-",
+            _p(b.precision if b else None),
+            _p(b.recall if b else None),
+            _p(b.f1 if b else None),
+            f"{g.threshold:.6f}" if g else "none",
+            _p(g.precision if g else None),
+            _p(g.recall if g else None),
+        )
 
     for q in rep.queries:
         sweep_row(_query_name(q.query), q.sweep)
@@ -268,10 +336,13 @@ def print_calibration(cal: Any, as_json: bool) -> None:
         return
     aim = "best F1" if cal.target_precision is None else f"the lowest cut with precision >= {cal.target_precision:g}"
     b = cal.before
-    err.print(f"label [bold]{esc(cal.label)}[/]: threshold cosine >= {cal.threshold:.6f} ({aim}); on {cal.judged} judged "
-              f"videos ({cal.positives} present): precision {cal.precision:.3f}, recall {cal.recall:.3f}, "
-              f"F1 {cal.f1:.3f} (its rule before: {b.precision:.3f} / {b.recall:.3f} / {b.f1:.3f}). "
-              "Its answers in video_labels follow the new threshold.", highlight=False)
+    err.print(
+        f"label [bold]{esc(cal.label)}[/]: threshold cosine >= {cal.threshold:.6f} ({aim}); on {cal.judged} judged "
+        f"videos ({cal.positives} present): precision {cal.precision:.3f}, recall {cal.recall:.3f}, "
+        f"F1 {cal.f1:.3f} (its rule before: {b.precision:.3f} / {b.recall:.3f} / {b.f1:.3f}). "
+        "Its answers in video_labels follow the new threshold.",
+        highlight=False,
+    )
 
 
 def print_classes(classes: Sequence[Any], as_json: bool) -> None:
@@ -289,199 +360,7 @@ def print_classes(classes: Sequence[Any], as_json: bool) -> None:
     for n in names:
         t.add_column(esc(n), justify="right")
     for c in classes:
-        t.add_row(esc(os.path.basename(c.video)), f"[bold]{esc(c.best)}[/]", *[f"{100 * c.shares[n]:.0f}%" for n in names])
+        t.add_row(
+            esc(os.path.basename(c.video)), f"[bold]{esc(c.best)}[/]", *[f"{100 * c.shares[n]:.0f}%" for n in names]
+        )
     out.print(t)
-
-
-def info_dict(info: StoreInfo) -> dict[str, Any]:
-    return {
-        "videos": info.videos,
-        "frames": info.frames,
-        "seconds": info.seconds,
-        "model": info.model,
-        "pretrained": info.pretrained,
-        "dim": info.dim,
-        "bytes": info.bytes,
-        "store": info.path,
-        "failures": info.failures,
-        "schema_version": info.schema_version,
-        "segments": info.segments,
-        "shot_detectors": info.shot_detectors,
-        "transitions": info.transitions,
-        "vector_storage": info.vector_kinds,
-        "query_index": info.query_index,
-        "ivf": info.ivf,
-        "ocr": info.ocr,
-        "text_lines": info.text_lines,
-        "text_videos": info.text_videos,
-        "versions": info.versions,
-        "image_levels": info.image_levels,
-    }
-
-
-def print_info(info: StoreInfo, as_json: bool) -> None:
-    d = info_dict(info)
-    if as_json:
-        print(dumps(d))
-        return
-    t = Table(show_header=False, title=f"archive at {info.path}", title_justify="left")
-    t.add_column("key", style="bold")
-    t.add_column("value")
-    d["seconds"] = f"{info.seconds:.1f} ({info.seconds / 3600:.2f} h)"
-    d["bytes"] = f"{info.bytes:,} ({info.bytes / 2**20:.1f} MiB)"
-    d["shot_detectors"] = ", ".join(f"{k} {v}" for k, v in info.shot_detectors.items()) or "-"
-    d["transitions"] = ", ".join(f"{k} {v}" for k, v in info.transitions.items()) or "-"
-    d["vector_storage"] = ", ".join(f"{ {'f16': 'fp16', 'flat': 'fp32'}.get(k, k)} {v:,}"
-                                    for k, v in info.vector_kinds.items()) or "-"
-    if info.ivf is None:
-        d.pop("ivf")
-    else:
-        i = info.ivf
-        d["ivf"] = (f"{i['factory']}, trained on {i['trained_vectors']:,} of {i['archive_vectors_at_training']:,} "
-                    f"vectors; {i['vectors_with_codes']:,} have codes ({i['lists_vectors']:,} in its lists file); "
-                    f"archive {i['growth_since_training']}x since{' (stale: run `archive optimize`)' if i['stale'] else ''}"
-                    + ("; trained by an index run for matching versions only (`archive optimize --ivf` lets "
-                       "queries of archives past ARCHIVE_IVF_FRAMES use it too)" if i.get("matching_only") else ""))
-    d["ocr"] = (f"on: {info.text_lines:,} text lines from {info.text_videos} of {info.videos} videos"
-                if info.ocr else "off (archive index FOLDER --ocr reads the text on screen)")
-    d.pop("text_lines")
-    d.pop("text_videos")
-    v = info.versions
-    d["versions"] = (f"{v['groups']} group(s) of {v['videos_in_groups']} videos sharing at least {v['min_shared_s']:g} s, "
-                     f"{v['matches']:,} shared segments (`archive versions`)"
-                     + (f"; {v['not_compared']} video(s) not compared yet: run `archive index`" if v["not_compared"] else ""))
-    lv = info.image_levels
-
-    cal = None if lv is None else ImageCalibration.from_dict(lv)
-    if cal is None:
-        d["image_levels"] = "not kept yet: queries by example measure them; the next `archive index` keeps them"
-    else:
-        same = "-" if cal.same_shot is None else f"{1.0 - IMAGE_SPREAD * (1.0 - cal.same_shot):.4f}"
-        over = {"videos": "pairs of different videos", "shots": "pairs of the video's shots"}.get(cal.over, "too few pairs")
-        d["image_levels"] = (f"an example matches at cosine >= {cal.threshold():.4f} (same footage {same}, chance "
-                             f"{cal.chance:.4f} from {cal.pairs:,} {over}, {cal.left_out:,} left out as the same footage)"
-                             + ("" if lv.get("current") else "; the archive changed since: the next `archive index` measures them again"))
-    for k, v in d.items():
-        if k != "store":
-            t.add_row(k, str(v))
-    out.print(t)
-
-
-def report_dict(r: IndexReport) -> dict[str, Any]:
-    return {
-        "store": r.store,
-        "model": r.model,
-        "pretrained": r.pretrained,
-        "files_seen": r.files_seen,
-        "indexed": r.indexed,
-        "skipped": r.skipped,
-        "failed": r.failed,
-        "partial": r.partial,
-        "frames": r.frames,
-        "video_seconds": round(r.video_seconds, 3),
-        "wall_s": round(r.wall_s, 3),
-        "failures": [{"path": p, "error": e} for p, e in r.failures],
-        "partly": [{"path": p, "error": n} for p, n in r.notes],
-        "missing": r.missing,
-        "thumbnails_added": r.thumbnails_added,
-        "ocr": r.ocr,
-        "text_lines": r.text_lines,
-        "text_added": r.text_added,
-        "text_not_read": [{"path": p, "error": n} for p, n in r.text_notes],
-        "versions_compared": r.versions_compared,
-        "matches_found": r.matches_found,
-        "versions_s": r.versions_s,
-        "lists_note": r.lists_note,
-        "ivf_trained_s": r.ivf_trained_s,
-        "ivf_frames": r.ivf_frames,
-    }
-
-
-def print_report(r: IndexReport, as_json: bool) -> None:
-    if as_json:
-        print(dumps(report_dict(r)))
-        return
-    speed = f", {r.frames / r.wall_s:.1f} frames/s" if r.frames and r.wall_s > 0 else ""
-    err.print(
-        f"[bold]indexed {r.indexed} video{'s' if r.indexed != 1 else ''}[/]"
-        f"{f' ({r.partial} partly)' if r.partial else ''}, skipped {r.skipped} unchanged, "
-        f"[{'red' if r.failed else 'default'}]{r.failed} failed[/]: {r.frames} frames from "
-        f"{r.video_seconds:.1f} s of video in {r.wall_s:.1f} s{speed}."
-    )
-    if r.ocr and (r.indexed or r.text_added):
-        added = f"; {r.text_added} video(s) indexed before got their text (nothing re-embedded)" if r.text_added else ""
-        err.print(f"on-screen text: {r.text_lines} line(s) read{added}.", highlight=False)
-    if r.ivf_trained_s:
-
-        err.print(f"IVF index trained over {r.ivf_frames:,} frames in {r.ivf_trained_s:.1f} s (once: the archive reached "
-                  f"{settings.match_ivf_frames():,} frames; new videos get their codes as they are committed). "
-                  "Comparing new videos for shared footage now goes through it.", highlight=False)
-    if r.versions_compared:
-        err.print(f"versions: {r.versions_compared} video(s) compared with the archive, {r.matches_found} shared "
-                  f"segment(s) found in {r.versions_s:.1f} s; see `archive versions`.", highlight=False)
-        if r.versions_note:
-            err.print(f"[yellow]note:[/] {esc(r.versions_note)}", highlight=False)
-    if r.lists_note:
-        err.print(f"[yellow]note:[/] {esc(r.lists_note)}", highlight=False)
-    for p, why in r.text_notes:
-        err.print(f"[yellow]no text read[/] {esc(p)}: {esc(why.removeprefix('on-screen text not read: '))}", highlight=False)
-    if r.thumbnails_added:
-        err.print(f"added thumbnails to {r.thumbnails_added} frames of videos indexed before thumbnails existed "
-                  "(nothing re-embedded).", highlight=False)
-    if r.missing:
-        err.print(f"{len(r.missing)} indexed file(s) no longer exist on disk (still searchable), e.g. {r.missing[0]}", style="yellow")
-    if r.damaged_file:
-        err.print(f"the vector file was unreadable: moved to {r.damaged_file} and rebuilt.", style="yellow")
-    if r.repaired:
-        left = [p for p in r.repaired if p not in set(r.indexed_paths)]
-        err.print(f"{len(r.repaired)} video(s) had lost their vectors; {len(r.repaired) - len(left)} re-embedded now.",
-                  style="yellow")
-        if left:
-            err.print(f"index their files again to restore the rest, e.g. archive index {left[0]!r}", style="yellow")
-    err.print(f"store: {r.store} ({r.model}, {r.pretrained})", style="dim")
-
-
-def print_check(rep: Any, as_json: bool) -> None:
-    if as_json:
-        print(dumps({"ok": rep.ok, "store": rep.store, "videos": rep.videos, "frames": rep.frames,
-                     "vectors": rep.vectors, "segments": rep.segments, "problems": rep.problems,
-                     "notes": rep.notes, "repaired": rep.repaired}))
-        return
-    for r in rep.repaired:
-        err.print(f"repaired: {esc(r)}", highlight=False)
-    for p in rep.problems:
-        err.print(f"[red]problem:[/] {esc(p)}", highlight=False)
-    for n in rep.notes:
-        err.print(f"note: {esc(n)}", style="yellow", highlight=False)
-    verdict = "[green]ok[/]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/]"
-    err.print(f"{verdict}: {rep.videos} videos, {rep.frames} frames in the catalog, {rep.vectors} vectors in "
-              f"{rep.segments} segment{'s' if rep.segments != 1 else ''}.", highlight=False)
-
-
-def print_optimize(rep: Any, as_json: bool) -> None:
-    d = {"merged": rep.merged, "written": rep.written, "rows_copied": rep.rows_copied,
-         "dead_dropped": rep.dead_dropped, "ivf": rep.ivf, "ivf_trained_on": rep.ivf_trained_on,
-         "train_s": rep.train_s, "encoded": rep.encoded, "encode_s": rep.encode_s, "ivf_kept": rep.ivf_kept,
-         "lists_rows": rep.lists_rows, "lists_s": rep.lists_s}
-    if as_json:
-        print(dumps(d))
-        return
-    if not rep.merged:
-        err.print("nothing to merge: the vector segments are already few, in fp16, and hold no dead rows.",
-                  highlight=False)
-    else:
-        err.print(f"merged {rep.merged} segments into {rep.written}: {rep.rows_copied} vectors kept, "
-                  f"{rep.dead_dropped} dead rows dropped.", highlight=False)
-    if rep.ivf:
-        err.print(f"trained the IVF index {rep.ivf} on {rep.ivf_trained_on:,} vectors in {rep.train_s} s; "
-                  f"encoded {rep.encoded:,} vectors in {rep.encode_s} s.", highlight=False)
-    elif rep.ivf_kept:
-        err.print(f"queries rank candidates through the existing IVF index {rep.ivf_kept} (it fits the archive; "
-                  f"`--retrain` trains a new one)"
-                  + (f"; gave {rep.encoded:,} vectors their codes in {rep.encode_s} s." if rep.encoded else "."),
-                  highlight=False)
-    elif rep.encoded:
-        err.print(f"gave {rep.encoded:,} vectors their IVF codes in {rep.encode_s} s.", highlight=False)
-    if rep.lists_rows:
-        err.print(f"wrote the IVF index's lists file ({rep.lists_rows:,} codes grouped by list, memory-mapped by "
-                  f"queries) in {rep.lists_s} s.", highlight=False)

@@ -45,8 +45,12 @@ from .routes import WEB, router
 from .state import ServerState
 
 
-def create_app(store: str | os.PathLike[str] | list[str | os.PathLike[str]], device: str = settings.DEFAULT_DEVICE,
-               searcher: Searcher | ShardedSearcher | None = None, host: str = settings.DEFAULT_HOST) -> Any:
+def create_app(
+    store: str | os.PathLike[str] | list[str | os.PathLike[str]],
+    device: str = settings.DEFAULT_DEVICE,
+    searcher: Searcher | ShardedSearcher | None = None,
+    host: str = settings.DEFAULT_HOST,
+) -> Any:
     """The FastAPI application for ``store`` (a folder, or a list of folders that answer as one).
     The model loads on the first search (call :func:`warm` to load it now).
 
@@ -59,14 +63,15 @@ def create_app(store: str | os.PathLike[str] | list[str | os.PathLike[str]], dev
     app = FastAPI(
         title="Video archive",
         description="Search an indexed video collection by text or example image: per video, present / "
-                    "first seen / time on screen / segments. Only indexed files are served.",
+        "first seen / time on screen / segments. Only indexed files are served.",
         version="1",
     )
     app.state.searcher = s
     app.state.archive = ServerState(stores, s)
     if host not in ("0.0.0.0", "::", ""):
-        app.add_middleware(TrustedHostMiddleware,
-                           allowed_hosts=sorted({"localhost", "127.0.0.1", "[::1]", "::1", host, f"[{host}]"}))
+        app.add_middleware(
+            TrustedHostMiddleware, allowed_hosts=sorted({"localhost", "127.0.0.1", "[::1]", "::1", host, f"[{host}]"})
+        )
     _error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
@@ -75,6 +80,7 @@ def create_app(store: str | os.PathLike[str] | list[str | os.PathLike[str]], dev
 
 def _error_handlers(app: FastAPI) -> None:
     """Errors become a status and one message, never a stack trace."""
+
     @app.exception_handler(QueryError)
     async def _query_error(_: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
@@ -108,16 +114,20 @@ def _error_handlers(app: FastAPI) -> None:
 def warm(app: Any) -> None:
     """Load the model and the frame tables now, so the first search is as fast as the rest."""
     s = app.state.searcher
-    for one in (s.searchers if isinstance(s, ShardedSearcher) else [s]):
+    for one in s.searchers if isinstance(s, ShardedSearcher) else [s]:
         _ = one.encoder
         one.text_encoder.encode_texts(["a photo"])  # the tokenizer's tables too
         one.background_vectors()
         one.background_lse(one.scanner(None))
 
 
-def serve(store: str | os.PathLike[str] | list[str | os.PathLike[str]], host: str = settings.DEFAULT_HOST,
-          port: int = settings.DEFAULT_PORT,
-          device: str = settings.DEFAULT_DEVICE, ready: Any = None) -> None:
+def serve(
+    store: str | os.PathLike[str] | list[str | os.PathLike[str]],
+    host: str = settings.DEFAULT_HOST,
+    port: int = settings.DEFAULT_PORT,
+    device: str = settings.DEFAULT_DEVICE,
+    ready: Any = None,
+) -> None:
     """Run the server until Ctrl-C. ``ready(url)`` is called once it listens.
 
     Raises:
@@ -128,7 +138,7 @@ def serve(store: str | os.PathLike[str] | list[str | os.PathLike[str]], host: st
     import uvicorn  # lazy: only `archive serve` needs the web server
 
     settings.check_port(port)
-    for one in (store if isinstance(store, (list, tuple)) else [store]):
+    for one in store if isinstance(store, (list, tuple)) else [store]:
         Reader(one).info()  # StoreNotFound before anything slow
     app = create_app(store, device, host=host)
     warm(app)

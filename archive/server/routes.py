@@ -30,14 +30,25 @@ WEB = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD = 20 << 20  # bytes of an example image
 ID = 2**63 - 1  # ids are BIGINT
 STORE_Q = Query(0, ge=0, description="With several stores: which one the id belongs to (its store_index).")
-_VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
-                ".mkv": "video/x-matroska", ".ogv": "video/ogg", ".avi": "video/x-msvideo", ".ts": "video/mp2t",
-                ".mpg": "video/mpeg", ".mpeg": "video/mpeg", ".mxf": "application/mxf"}
+_VIDEO_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".ogv": "video/ogg",
+    ".avi": "video/x-msvideo",
+    ".ts": "video/mp2t",
+    ".mpg": "video/mpeg",
+    ".mpeg": "video/mpeg",
+    ".mxf": "application/mxf",
+}
 
 router = APIRouter()
 
 
 # -- pages ------------------------------------------------------------------------------------
+
 
 @router.get("/", include_in_schema=False)
 def page() -> FileResponse:
@@ -46,12 +57,17 @@ def page() -> FileResponse:
 
 # -- search -----------------------------------------------------------------------------------
 
-@router.get("/api/search", summary="Search by text, or by words written on screen (ocr): the shape of `archive search --json`")
+
+@router.get(
+    "/api/search", summary="Search by text, or by words written on screen (ocr): the shape of `archive search --json`"
+)
 def search(
     srv: Annotated[ServerState, Depends(current)],
     q: Optional[str] = Query(None, description="The text to search for, e.g. 'a beach'."),
-    ocr: Optional[str] = Query(None, description="Instead of q: words written on screen, e.g. 'drink responsibly' "
-                                                 "(a store indexed with --ocr)."),
+    ocr: Optional[str] = Query(
+        None,
+        description="Instead of q: words written on screen, e.g. 'drink responsibly' (a store indexed with --ocr).",
+    ),
     top: int = Query(settings.DEFAULT_TOP, ge=1, le=1000, description="Videos to return, best first."),
     video: Optional[list[str]] = Query(None, description="Only these indexed files, folders or names."),
     threshold: Optional[float] = Query(None, ge=-1.0, le=1.0, description="A plain cosine cut instead of the rule."),
@@ -62,15 +78,24 @@ def search(
         raise QueryError("give q (a text to search for) or ocr (words written on screen), one of the two.")
     t0 = time.perf_counter()
     with srv.lock:
-        [res] = srv.searcher.search([q] if q is not None else [], videos=video, top=top, threshold=threshold,
-                         merge_gap_s=merge_gap, min_duration_s=min_duration, ocr=[ocr] if ocr is not None else [])
+        [res] = srv.searcher.search(
+            [q] if q is not None else [],
+            videos=video,
+            top=top,
+            threshold=threshold,
+            merge_gap_s=merge_gap,
+            min_duration_s=min_duration,
+            ocr=[ocr] if ocr is not None else [],
+        )
     return srv.result(res, t0)
 
 
 @router.post(
     "/api/search/image",
     summary="Search by example image (the request body is the image file)",
-    openapi_extra={"requestBody": {"required": True, "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}
+    },
 )
 async def search_image(
     request: Request,
@@ -108,18 +133,27 @@ async def search_image(
     res.query = f"image:{name}"
     return srv.result(res, t0)
 
+
 # -- the catalog --------------------------------------------------------------------------------
+
 
 @router.get("/api/videos", summary="Every indexed video, with its saved labels")
 def videos(srv: Annotated[ServerState, Depends(current)]) -> dict[str, Any]:
-    rows = [r for k, st in enumerate(srv.stores) for r in srv.tagged([jsonable(r) for r in Reader(st).list_videos()], k)]
+    rows = [
+        r for k, st in enumerate(srv.stores) for r in srv.tagged([jsonable(r) for r in Reader(st).list_videos()], k)
+    ]
     for r in rows:
         r["playable"] = playable(r)
     return {"videos": rows}
 
 
-@router.get("/api/videos/{video_id}", summary="One video: its shots, label segments, text lines read, versions (shared footage) and any failure note")
-def video(srv: Annotated[ServerState, Depends(current)], video_id: int = Path_(..., ge=0, le=ID), store: int = STORE_Q) -> dict[str, Any]:
+@router.get(
+    "/api/videos/{video_id}",
+    summary="One video: its shots, label segments, text lines read, versions (shared footage) and any failure note",
+)
+def video(
+    srv: Annotated[ServerState, Depends(current)], video_id: int = Path_(..., ge=0, le=ID), store: int = STORE_Q
+) -> dict[str, Any]:
     v = Reader(srv.store_dir(store)).video_detail(video_id)
     if v is None:
         raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
@@ -130,10 +164,14 @@ def video(srv: Annotated[ServerState, Depends(current)], video_id: int = Path_(.
 
 
 @router.get(
-    "/api/thumbnails/{frame_id}", summary="A sampled frame's JPEG thumbnail", response_class=Response,
+    "/api/thumbnails/{frame_id}",
+    summary="A sampled frame's JPEG thumbnail",
+    response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}},
 )
-def thumbnail(srv: Annotated[ServerState, Depends(current)], frame_id: int = Path_(..., ge=0, le=ID), store: int = STORE_Q) -> Response:
+def thumbnail(
+    srv: Annotated[ServerState, Depends(current)], frame_id: int = Path_(..., ge=0, le=ID), store: int = STORE_Q
+) -> Response:
     folder = srv.store_dir(store)
     found = srv.frame_position(store, frame_id)  # offsets come from the searcher's frame table: no catalog read
     if found is None:
@@ -150,10 +188,14 @@ def thumbnail(srv: Annotated[ServerState, Depends(current)], frame_id: int = Pat
 
 
 @router.get(
-    "/api/media/{video_id}", summary="The indexed video file (supports HTTP range requests)",
-    response_class=FileResponse, responses={200: {"content": {"video/*": {}}}, 206: {"description": "a byte range"}},
+    "/api/media/{video_id}",
+    summary="The indexed video file (supports HTTP range requests)",
+    response_class=FileResponse,
+    responses={200: {"content": {"video/*": {}}}, 206: {"description": "a byte range"}},
 )
-def media(srv: Annotated[ServerState, Depends(current)], video_id: int = Path_(..., ge=0, le=ID), store: int = STORE_Q) -> FileResponse:
+def media(
+    srv: Annotated[ServerState, Depends(current)], video_id: int = Path_(..., ge=0, le=ID), store: int = STORE_Q
+) -> FileResponse:
     found = Reader(srv.store_dir(store)).video_path(video_id)
     if found is None:
         raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
@@ -170,19 +212,34 @@ def stats(srv: Annotated[ServerState, Depends(current)]) -> dict[str, Any]:
     for k, st in enumerate(srv.stores):
         info = Reader(st).info()
         labels = srv.tagged([{"name": lab.name, **lab.to_dict()} for lab in list_labels(st)], k)
-        parts.append({"store": str(st.resolve()), "videos": info.videos, "frames": info.frames,
-                      "seconds": round(info.seconds, 3), "model": info.model, "pretrained": info.pretrained,
-                      "dim": info.dim, "bytes": info.bytes, "failures": info.failures, "ocr": info.ocr,
-                      "text_lines": info.text_lines, "labels": labels})
+        parts.append(
+            {
+                "store": str(st.resolve()),
+                "videos": info.videos,
+                "frames": info.frames,
+                "seconds": round(info.seconds, 3),
+                "model": info.model,
+                "pretrained": info.pretrained,
+                "dim": info.dim,
+                "bytes": info.bytes,
+                "failures": info.failures,
+                "ocr": info.ocr,
+                "text_lines": info.text_lines,
+                "labels": labels,
+            }
+        )
     if not srv.several:
         return parts[0]
-    out = {"store": os.pathsep.join(p["store"] for p in parts), "model": parts[0]["model"],
-           "pretrained": parts[0]["pretrained"], "dim": parts[0]["dim"],
-           "labels": [lab for p in parts for lab in p["labels"]]}
+    out = {
+        "store": os.pathsep.join(p["store"] for p in parts),
+        "model": parts[0]["model"],
+        "pretrained": parts[0]["pretrained"],
+        "dim": parts[0]["dim"],
+        "labels": [lab for p in parts for lab in p["labels"]],
+    }
     for key in ("videos", "frames", "seconds", "bytes", "failures", "text_lines"):
         out[key] = sum(p[key] for p in parts)
     out["ocr"] = any(p["ocr"] for p in parts)
     out["seconds"] = round(out["seconds"], 3)
     out["stores"] = [{k: v for k, v in p.items() if k != "labels"} | {"store_index": i} for i, p in enumerate(parts)]
     return out
-

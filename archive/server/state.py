@@ -92,8 +92,10 @@ def check_image(body: bytes, name: str) -> None:
     try:
         with Image.open(io.BytesIO(body)) as im:
             if im.size[0] * im.size[1] > MAX_PIXELS:
-                raise QueryError(f"{name}: {im.size[0]}x{im.size[1]} is too large; use an image under "
-                                 f"{MAX_PIXELS // 1_000_000} megapixels.")
+                raise QueryError(
+                    f"{name}: {im.size[0]}x{im.size[1]} is too large; use an image under "
+                    f"{MAX_PIXELS // 1_000_000} megapixels."
+                )
             im.verify()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise QueryError(f"{name}: not a readable image; upload a PNG, JPEG or WebP file.") from exc
@@ -108,9 +110,13 @@ def add_text_read(store: Path, results: list[dict[str, Any]]) -> None:
         lines.setdefault(row["video_id"], []).append(row)
     for r in results:
         for seg in r["segments"]:
-            seg["text_read"] = list(dict.fromkeys(
-                ln["text"] for ln in lines.get(r["video_id"], [])
-                if ln["start_s"] < seg["end_s"] and ln["end_s"] > seg["start_s"]))
+            seg["text_read"] = list(
+                dict.fromkeys(
+                    ln["text"]
+                    for ln in lines.get(r["video_id"], [])
+                    if ln["start_s"] < seg["end_s"] and ln["end_s"] > seg["start_s"]
+                )
+            )
 
 
 def result_dict(res: Any, t0: float) -> dict[str, Any]:
@@ -129,6 +135,10 @@ def jsonable(d: dict[str, Any]) -> dict[str, Any]:
 def playable(v: dict[str, Any]) -> bool:
     """Whether a browser's <video> is likely to play this file (H.264/VP9/AV1 in MP4/WebM/MOV)."""
     return str(v.get("codec") or "").lower() in _PLAYABLE and Path(v["path"]).suffix.lower() in {
-        ".mp4", ".m4v", ".mov", ".webm", ".mkv", ".ogv"}
-
-
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".webm",
+        ".mkv",
+        ".ogv",
+    }

@@ -223,7 +223,6 @@ def sample_frames(
     times: list[float] = []
     black: list[bool] = []
     if shots == "transnet":
-
         stream_tn = TransitionStream(bf16=native_bf16("cpu"))
     try:
         if threads > 0:
@@ -276,8 +275,15 @@ def sample_frames(
             if turn:  # display orientation, as players show it
                 stats.rotation = turn * 90
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=turn))
-            sample = SampledFrame(ts_s=t, rgb=rgb, shot=len(detector.shots) - 1, thumb=thumb, source=frame, turn=turn,
-                                  bars=box is not None)
+            sample = SampledFrame(
+                ts_s=t,
+                rgb=rgb,
+                shot=len(detector.shots) - 1,
+                thumb=thumb,
+                source=frame,
+                turn=turn,
+                bars=box is not None,
+            )
             if detector.may_be_flash:
                 held.append(sample)
                 continue
@@ -290,7 +296,6 @@ def sample_frames(
         _judge(stats)
         detector.close(stats.duration_s)
         if stream_tn is not None and times:
-
             single, many = stream_tn.close()
             found = transitions(single, many, np.asarray(black, bool))
             stats.shots = merge_transitions(detector.shots, times, found, stats.duration_s)

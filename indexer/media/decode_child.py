@@ -43,8 +43,9 @@ class ProcessPrefetch:
     (module docstring). Its per-sample lists and stats are filled in when the video ends. Text
     reading (OCR) is not done here: runs that read text decode in threads."""
 
-    def __init__(self, path: str, prep: ImagePrep, fps: float, batch_size: int, threads: int = 0,
-                 shots: str = "fast") -> None:
+    def __init__(
+        self, path: str, prep: ImagePrep, fps: float, batch_size: int, threads: int = 0, shots: str = "fast"
+    ) -> None:
         self.path, self.prep, self.fps, self.batch_size = path, prep, fps, batch_size
         self.threads, self.shots = threads, shots
         self.ocr = None
@@ -72,11 +73,20 @@ class ProcessPrefetch:
         try:
             # a session of its own: Ctrl-C in the terminal goes to this process, which stops the child;
             # started in the package's folder, so no module of the caller's folder shadows one of ours
-            self.proc = subprocess.Popen([sys.executable, "-m", "indexer.media.decode_child"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, env=env, cwd=root, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "indexer.media.decode_child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                cwd=root,
+                start_new_session=True,
+            )
             assert self.proc.stdin is not None
-            pickle.dump((os.path.abspath(self.path), self.prep, self.fps, self.batch_size, self.threads, self.shots),
-                        self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(
+                (os.path.abspath(self.path), self.prep, self.fps, self.batch_size, self.threads, self.shots),
+                self.proc.stdin,
+                protocol=pickle.HIGHEST_PROTOCOL,
+            )
             self.proc.stdin.flush()
         except Exception as exc:  # no child: the caller decodes in a thread instead
             if self.proc is not None:

@@ -129,8 +129,14 @@ class ImagePrep:
 
     def same_input(self, other: "ImagePrep | None") -> bool:
         """Whether decoded frames come out of both the same (size, mean and std)."""
-        return (other is not None and self.image_size == other.image_size and self.mean is not None
-                and other.mean is not None and np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std))
+        return (
+            other is not None
+            and self.image_size == other.image_size
+            and self.mean is not None
+            and other.mean is not None
+            and np.array_equal(self.mean, other.mean)
+            and np.array_equal(self.std, other.std)
+        )
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]

@@ -53,8 +53,10 @@ MIN_SIDE_PX = 12  # a picture whose short side is smaller has no readable text: 
 DET_SIDE = 270  # short side lines are found at (detection costs 0.05 s at 480x270, 0.09 s at 640x360)
 
 PACKAGE = "rapidocr-onnxruntime==1.4.4"
-INSTALL = ("on-screen text needs the rapidocr-onnxruntime package: "
-           "pip install --no-deps rapidocr-onnxruntime==1.4.4 onnxruntime pyclipper shapely pyyaml")
+INSTALL = (
+    "on-screen text needs the rapidocr-onnxruntime package: "
+    "pip install --no-deps rapidocr-onnxruntime==1.4.4 onnxruntime pyclipper shapely pyyaml"
+)
 
 
 @dataclass
@@ -120,13 +122,18 @@ class OcrEngine:
             return []  # a sliver: nothing readable, and the detector would stretch it
         if det_rgb is None:
             scale = min(1.0, self.det_side / min(h, w))
-            det_rgb = rgb if scale >= 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                                          interpolation=cv2.INTER_AREA)
+            det_rgb = (
+                rgb
+                if scale >= 1.0
+                else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            )
         dh, dw = det_rgb.shape[:2]
         boxes, _ = self._ocr.text_det(np.ascontiguousarray(det_rgb[:, :, ::-1]))  # the models read BGR
         if boxes is None or not len(boxes):
             return []
-        boxes = [np.asarray(b, np.float32) * np.array([w / dw, h / dh], np.float32) for b in self._ocr.sorted_boxes(boxes)]
+        boxes = [
+            np.asarray(b, np.float32) * np.array([w / dw, h / dh], np.float32) for b in self._ocr.sorted_boxes(boxes)
+        ]
         crops = self._ocr.get_crop_img_list(np.ascontiguousarray(rgb[:, :, ::-1]), boxes)
         texts, _ = self._ocr.text_rec(crops, False)
         out = []
@@ -248,8 +255,14 @@ class OcrTrack:
         return out
 
 
-def read_video_text(path: str, fps: float, frame_ts: list[float], frame_end: list[float], eng: OcrEngine,
-                    shots: list[float] | None = None) -> tuple[list[OcrLine], int]:
+def read_video_text(
+    path: str,
+    fps: float,
+    frame_ts: list[float],
+    frame_end: list[float],
+    eng: OcrEngine,
+    shots: list[float] | None = None,
+) -> tuple[list[OcrLine], int]:
     """Read the on-screen text of an already indexed video: decode it again, sampled as it was
     (``fps``), and tie each sample to the stored frame at its time (``frame_ts``, by time), so the
     lines' sample indices are stored frame positions. ``shots``: the stored shots' start times (a

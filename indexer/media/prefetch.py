@@ -42,8 +42,16 @@ class FramePrefetch:
     on-screen text of the samples it reads goes into ``track``.
     """
 
-    def __init__(self, path: str, prep: ImagePrep, fps: float, batch_size: int, threads: int = 0,
-                 shots: str = "fast", ocr: OcrEngine | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        prep: ImagePrep,
+        fps: float,
+        batch_size: int,
+        threads: int = 0,
+        shots: str = "fast",
+        ocr: OcrEngine | None = None,
+    ) -> None:
         self.path, self.prep, self.fps, self.batch_size = path, prep, fps, batch_size
         self.shots = shots
         self.ocr = ocr  # reads on-screen text of the samples its track picks (indexer.media.ocr)
@@ -78,8 +86,14 @@ class FramePrefetch:
         tm, times = self.tm, self.times
         try:
             t0 = time.perf_counter()
-            for frame in sample_frames(self.path, self.fps, short_side=self.prep.image_size, stats=self.stats,
-                                       threads=self.threads, shots=self.shots):
+            for frame in sample_frames(
+                self.path,
+                self.fps,
+                short_side=self.prep.image_size,
+                stats=self.stats,
+                threads=self.threads,
+                shots=self.shots,
+            ):
                 t1 = time.perf_counter()
                 tm.decode += t1 - t0
                 times.append(frame.ts_s)

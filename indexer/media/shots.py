@@ -138,8 +138,10 @@ class ShotDetector:
             p = self.params
             cut = bool(self._recent) and (
                 (diff >= self.cut_threshold and diff >= self.adaptive_ratio * base)
-                or (len(self._recent) >= p.soft_history and diff >= p.soft_cut_threshold
-                    and diff >= p.soft_ratio * base))
+                or (
+                    len(self._recent) >= p.soft_history and diff >= p.soft_cut_threshold and diff >= p.soft_ratio * base
+                )
+            )
             new = cut or kind != self.kind
             if self._before is not None:
                 self._since += 1

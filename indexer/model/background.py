@@ -46,8 +46,7 @@ def background_lse(background_scores: np.ndarray, scale: float = LOGIT_SCALE) ->
     return out
 
 
-def background_key(model: str, pretrained: str, precision: str,
-                   prompts: tuple[str, ...] = BACKGROUND_PROMPTS) -> str:
+def background_key(model: str, pretrained: str, precision: str, prompts: tuple[str, ...] = BACKGROUND_PROMPTS) -> str:
     """What a stored background term was computed with (model, weights, text precision, prompts):
     a stored term is used only by queries that would compute the same one."""
     h = hashlib.blake2b(digest_size=8)
@@ -61,5 +60,7 @@ def background_vectors(encoder: Encoder) -> tuple[Any, str]:
     """The background prompts' vectors the stored per-frame term is computed with (fp32, as every
     process embeds texts), and the term's key."""
     spec = encoder.spec
-    return (encoder.encode_fixed(list(BACKGROUND_PROMPTS)),
-            background_key(spec.name, spec.pretrained, encoder.text_precision))
+    return (
+        encoder.encode_fixed(list(BACKGROUND_PROMPTS)),
+        background_key(spec.name, spec.pretrained, encoder.text_precision),
+    )

@@ -9,6 +9,10 @@ Weights come from one of three places, chosen by ``pretrained``:
   not understand text; they still tell one shot from another, which is what tests use.
 
 torch and open_clip are imported here lazily, so the CLI starts instantly.
+
+Longer than the project's ~500 lines on purpose: the three ways weights load, the exported towers
+and both encoders share one loading path, and the checks that an export gives the model's own
+vectors sit beside it.
 """
 
 from __future__ import annotations
@@ -59,7 +63,11 @@ def resolve_spec(name: str, pretrained: str) -> ModelSpec:
     name = name.strip()
     if name not in open_clip.list_models():
         close = [m for m in open_clip.list_models() if name.lower().replace("/", "-") in m.lower()][:6]
-        hint = f" Did you mean: {', '.join(close)}?" if close else " See `python -c 'import open_clip; print(open_clip.list_models())'`."
+        hint = (
+            f" Did you mean: {', '.join(close)}?"
+            if close
+            else " See `python -c 'import open_clip; print(open_clip.list_models())'`."
+        )
         raise ModelLoadError(f"unknown open_clip model '{name}'.{hint}")
     p = (pretrained or "").strip()
     if p.lower() in _NONE_WORDS:
@@ -71,7 +79,9 @@ def resolve_spec(name: str, pretrained: str) -> ModelSpec:
     if path.is_file():
         return ModelSpec(name, str(path.resolve()))
     if any(sep in p for sep in ("/", "\\")) or path.suffix in {".pt", ".pth", ".bin", ".safetensors", ".ckpt"}:
-        raise ModelLoadError(f"checkpoint file not found: {p}. Give the path of a local open_clip checkpoint for {name}.")
+        raise ModelLoadError(
+            f"checkpoint file not found: {p}. Give the path of a local open_clip checkpoint for {name}."
+        )
     known = f"its tags: {', '.join(tags)}" if tags else "it has no published weights"
     raise ModelLoadError(
         f"'{p}' is neither a weights tag for {name} ({known}) nor a checkpoint file; "
@@ -128,8 +138,16 @@ class Encoder:
     Build it with :meth:`Encoder.load`. Vectors are ``np.ndarray`` of shape ``(n, dim)``.
     """
 
-    def __init__(self, spec: ModelSpec, model: Any, preprocess: Any, tokenizer: Any, device: str,
-                 image_tower: Any = None, text_np: Any = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        model: Any,
+        preprocess: Any,
+        tokenizer: Any,
+        device: str,
+        image_tower: Any = None,
+        text_np: Any = None,
+    ) -> None:
         self.spec = spec
         self.model = model  # the open_clip model; None when loaded from the exports
         self.preprocess = preprocess
@@ -152,8 +170,8 @@ class Encoder:
         plain = _plain_transform(preprocess, self.image_size)  # (mean, std): open_clip's usual pipeline
         # (a function of the transform, not a bound method: the encoder holds no cycle, so a dropped
         # one is freed at once, also where the collector no longer sees it: _load_quietly)
-        self.prep = ImagePrep(self.image_size, *(plain or (None, None)),
-                              fallback=functools.partial(_pil_prep, preprocess))
+        mean, std = plain or (None, None)
+        self.prep = ImagePrep(self.image_size, mean, std, fallback=functools.partial(_pil_prep, preprocess))
 
     @property
     def text_precision(self) -> str:
@@ -196,8 +214,9 @@ class Encoder:
         return _load_quietly(lambda: cls._load(name, pretrained, device, cache_dir, precision, full))
 
     @classmethod
-    def _load(cls, name: str, pretrained: str, device: str, cache_dir: str | None, precision: str,
-              full: bool) -> "Encoder":
+    def _load(
+        cls, name: str, pretrained: str, device: str, cache_dir: str | None, precision: str, full: bool
+    ) -> "Encoder":
         dev = pick_device(device)
         prec = pick_precision(precision, dev)  # checked before the (slow) model build
         if not full and dev == "cpu":
@@ -229,7 +248,8 @@ class Encoder:
         tokenizer = open_clip.get_tokenizer(spec.name)
         # the numpy text tower: exported once from these fp32 weights (before any bf16 cast)
         text_np = text_tower.NumpyTextTower.open(spec.name, spec.pretrained) or text_tower.export(
-            model, tokenizer, spec.name, spec.pretrained)
+            model, tokenizer, spec.name, spec.pretrained
+        )
         model = model.to(dev)
         enc = cls(spec, model, preprocess, tokenizer, dev)
         enc.text_np = text_np
@@ -241,9 +261,9 @@ class Encoder:
             model.visual.to(torch.bfloat16)
         enc.precision = prec
         if dev == "cpu" and text_np is not None:
-
-            image_tower.export(model, spec.name, spec.pretrained, prec, enc.image_size,
-                             _plain_transform(preprocess, enc.image_size))
+            image_tower.export(
+                model, spec.name, spec.pretrained, prec, enc.image_size, _plain_transform(preprocess, enc.image_size)
+            )
         return enc
 
     @classmethod
@@ -414,8 +434,13 @@ def _plain_transform(preprocess: Any, size: int) -> tuple[Any, Any] | None:
 
     steps = list(getattr(preprocess, "transforms", []))
     names = [type(t).__name__ for t in steps]
-    if names != ["Resize", "CenterCrop", "MaybeConvertMode", "MaybeToTensor", "Normalize"] and \
-            names != ["Resize", "CenterCrop", "_convert_to_rgb", "ToTensor", "Normalize"]:
+    if names != ["Resize", "CenterCrop", "MaybeConvertMode", "MaybeToTensor", "Normalize"] and names != [
+        "Resize",
+        "CenterCrop",
+        "_convert_to_rgb",
+        "ToTensor",
+        "Normalize",
+    ]:
         return None
     resize, crop, norm = steps[0], steps[1], steps[-1]
     rs = resize.size if isinstance(resize.size, int) else (resize.size[0] if len(resize.size) == 1 else None)
@@ -507,7 +532,11 @@ def _encode_text_trimmed(model: Any, tokens: "torch.Tensor") -> "torch.Tensor":
     x = model.ln_final(x)
     x = text_global_pool(x, t, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
     if model.text_projection is not None:
-        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+        x = (
+            model.text_projection(x)
+            if isinstance(model.text_projection, torch.nn.Linear)
+            else x @ model.text_projection
+        )
     return x
 
 

@@ -134,9 +134,18 @@ def export(model: Any, name: str, pretrained: str, precision: str, image_size: i
             traced = torch.jit.trace(model.visual, _probe(torch, 2, image_size, dtype), check_trace=False)
             torch.jit.save(traced, str(tmp / "visual.pt"))
         mean, std = mean_std
-        meta = {"format": FORMAT, "model": name, "pretrained": pretrained, "precision": precision,
-                "image_size": image_size, "mean": [float(v) for v in mean.flatten()],
-                "std": [float(v) for v in std.flatten()], "dim": 0, "torch": torch.__version__, "verified": False}
+        meta = {
+            "format": FORMAT,
+            "model": name,
+            "pretrained": pretrained,
+            "precision": precision,
+            "image_size": image_size,
+            "mean": [float(v) for v in mean.flatten()],
+            "std": [float(v) for v in std.flatten()],
+            "dim": 0,
+            "torch": torch.__version__,
+            "verified": False,
+        }
         (tmp / "meta.json").write_text(json.dumps(meta))
         tower = ImageTower(tmp)
         probe = _probe(torch, 3, image_size, dtype)

@@ -33,8 +33,13 @@ import numpy as np
 from indexer import settings
 
 FORMAT = 2
-PROBES = ("a photo of a dog on a beach.", "football", "a still from a video showing a red car.",
-          "Ünïcode &amp; punctuation!! 123", "a very " + "long " * 90 + "text")
+PROBES = (
+    "a photo of a dog on a beach.",
+    "football",
+    "a still from a video showing a red car.",
+    "Ünïcode &amp; punctuation!! 123",
+    "a very " + "long " * 90 + "text",
+)
 MIN_COSINE = 0.99999
 _ROWS = 1024  # token rows per pass of the tower (the attention is rows x rows per head)
 
@@ -82,8 +87,9 @@ class BPETokenizer:
         self.sot, self.eot = int(tables["sot"]), int(tables["eot"])
         self.context_length = int(tables["context_length"])
         special = "|".join(tables["special"])
-        self.pat = regex.compile(special + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-                                 regex.IGNORECASE)
+        self.pat = regex.compile(
+            special + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE
+        )
         self.cache: dict[str, str] = {t: t for t in tables["special"]}
         self.byte_encoder = _bytes_to_unicode()
 
@@ -156,7 +162,9 @@ class BPETokenizer:
 
 
 # -- the tower ---------------------------------------------------------------------------------
-_INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))  # a float32 scalar: a float64 one would turn every layer after it to float64
+_INV_SQRT2 = np.float32(
+    1.0 / math.sqrt(2.0)
+)  # a float32 scalar: a float64 one would turn every layer after it to float64
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -164,7 +172,9 @@ def _erf(x: np.ndarray) -> np.ndarray:
     s = np.sign(x)
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
-    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(-a * a)
+    y = 1.0 - (
+        ((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592
+    ) * t * np.exp(-a * a)
     return s * y
 
 
@@ -259,7 +269,9 @@ class NumpyTextTower:
             return np.zeros((0, self.dim), np.float32)
         tokens = self.tokenizer(list(texts))
         ends = tokens.argmax(axis=1)  # the end token: the highest id, where the tower pools
-        out, chunk, size = [], [], 0
+        out: list[np.ndarray] = []
+        chunk: list[int] = []
+        size = 0
         for i in range(len(tokens)):  # chunks of at most ~1024 token rows bound the attention's memory
             if chunk and size + int(ends[i]) + 1 > _ROWS:
                 out.append(self._encode_rows(tokens[chunk], ends[chunk]))
@@ -273,7 +285,10 @@ class NumpyTextTower:
         m = self.meta
         mm = _matmul()
         node: dict[tuple[int, int], int] = {}  # (parent row, token) -> row
-        tok, pos, parent, pooled = [], [], [], []
+        tok: list[int] = []
+        pos: list[int] = []
+        parent: list[int] = []
+        pooled: list[int] = []
         for t, end in zip(tokens, ends):
             prev = -1
             for j in range(int(end) + 1):
@@ -281,7 +296,9 @@ class NumpyTextTower:
                 r = node.get(key)
                 if r is None:
                     r = node[key] = len(tok)
-                    tok.append(key[1]), pos.append(j), parent.append(prev)
+                    tok.append(key[1])
+                    pos.append(j)
+                    parent.append(prev)
                 prev = r
             pooled.append(prev)
         rows = len(tok)
@@ -291,7 +308,10 @@ class NumpyTextTower:
             while a >= 0:
                 mask[r, a] = 0.0
                 a = parent[a]
-        x = np.asarray(self.w("token_embedding")[np.asarray(tok)], np.float32) + self.w("positional_embedding")[np.asarray(pos)]
+        x = (
+            np.asarray(self.w("token_embedding")[np.asarray(tok)], np.float32)
+            + self.w("positional_embedding")[np.asarray(pos)]
+        )
         heads, eps = int(m["heads"]), float(m["eps"])
         width = x.shape[-1]
         hd = width // heads
@@ -300,7 +320,7 @@ class NumpyTextTower:
             y = _layer_norm(x, self.w(p + "ln_1.w"), self.w(p + "ln_1.b"), eps)
             qkv = (mm(y, self.w(p + "in_proj.wt")) + self.w(p + "in_proj.b")).reshape(rows, 3, heads, hd)
             q, k, v = (qkv[:, j].transpose(1, 0, 2) for j in range(3))  # (heads, rows, hd)
-            att = (q * np.float32(hd ** -0.5)) @ k.transpose(0, 2, 1) + mask
+            att = (q * np.float32(hd**-0.5)) @ k.transpose(0, 2, 1) + mask
             att = np.exp(att - att.max(-1, keepdims=True))
             att /= att.sum(-1, keepdims=True)
             o = (att @ v).transpose(1, 0, 2).reshape(rows, width)
@@ -310,7 +330,11 @@ class NumpyTextTower:
             x = x + o
             y = _layer_norm(x, self.w(p + "ln_2.w"), self.w(p + "ln_2.b"), eps)
             y = mm(y, self.w(p + "c_fc.wt")) + self.w(p + "c_fc.b")
-            y = y * (1.0 / (1.0 + np.exp(-1.702 * y))) if m["act"] == "quick_gelu" else 0.5 * y * (1.0 + _erf(y * _INV_SQRT2))
+            y = (
+                y * (1.0 / (1.0 + np.exp(-1.702 * y)))
+                if m["act"] == "quick_gelu"
+                else 0.5 * y * (1.0 + _erf(y * _INV_SQRT2))
+            )
             y = mm(y, self.w(p + "c_proj.wt")) + self.w(p + "c_proj.b")
             if m["layer_scale"]:
                 y = y * self.w(p + "ls_2")
@@ -350,9 +374,13 @@ def _plain_clip_text(model: Any, tokenizer: Any) -> dict[str, Any] | None:
     eps = {float(b.ln_1.eps) for b in blocks} | {float(b.ln_2.eps) for b in blocks} | {float(model.ln_final.eps)}
     if len(eps) != 1:
         return None
-    return {"layers": len(blocks), "heads": int(blocks[0].attn.num_heads), "eps": eps.pop(),
-            "act": "quick_gelu" if isinstance(blocks[0].mlp.gelu, QuickGELU) else "gelu",
-            "layer_scale": any(isinstance(b.ls_1, LayerScale) for b in blocks)}
+    return {
+        "layers": len(blocks),
+        "heads": int(blocks[0].attn.num_heads),
+        "eps": eps.pop(),
+        "act": "quick_gelu" if isinstance(blocks[0].mlp.gelu, QuickGELU) else "gelu",
+        "layer_scale": any(isinstance(b.ls_1, LayerScale) for b in blocks),
+    }
 
 
 def export(model: Any, tokenizer: Any, name: str, pretrained: str) -> NumpyTextTower | None:
@@ -370,6 +398,7 @@ def export(model: Any, tokenizer: Any, name: str, pretrained: str) -> NumpyTextT
     except OSError:
         return None  # a read-only cache: the model's own text tower is used
     try:
+
         def save(key: str, t: Any) -> None:
             np.save(tmp / f"{key}.npy", np.ascontiguousarray(t.detach().float().cpu().numpy()))
 
@@ -377,16 +406,24 @@ def export(model: Any, tokenizer: Any, name: str, pretrained: str) -> NumpyTextT
         save("positional_embedding", model.positional_embedding)
         for i, b in enumerate(model.transformer.resblocks):
             p = f"b{i}."
-            save(p + "ln_1.w", b.ln_1.weight), save(p + "ln_1.b", b.ln_1.bias)
+            save(p + "ln_1.w", b.ln_1.weight)
+            save(p + "ln_1.b", b.ln_1.bias)
             # linear weights are stored transposed (in, out): contiguous for the products
-            save(p + "in_proj.wt", b.attn.in_proj_weight.T), save(p + "in_proj.b", b.attn.in_proj_bias)
-            save(p + "out_proj.wt", b.attn.out_proj.weight.T), save(p + "out_proj.b", b.attn.out_proj.bias)
-            save(p + "ln_2.w", b.ln_2.weight), save(p + "ln_2.b", b.ln_2.bias)
-            save(p + "c_fc.wt", b.mlp.c_fc.weight.T), save(p + "c_fc.b", b.mlp.c_fc.bias)
-            save(p + "c_proj.wt", b.mlp.c_proj.weight.T), save(p + "c_proj.b", b.mlp.c_proj.bias)
+            save(p + "in_proj.wt", b.attn.in_proj_weight.T)
+            save(p + "in_proj.b", b.attn.in_proj_bias)
+            save(p + "out_proj.wt", b.attn.out_proj.weight.T)
+            save(p + "out_proj.b", b.attn.out_proj.bias)
+            save(p + "ln_2.w", b.ln_2.weight)
+            save(p + "ln_2.b", b.ln_2.bias)
+            save(p + "c_fc.wt", b.mlp.c_fc.weight.T)
+            save(p + "c_fc.b", b.mlp.c_fc.bias)
+            save(p + "c_proj.wt", b.mlp.c_proj.weight.T)
+            save(p + "c_proj.b", b.mlp.c_proj.bias)
             if shape["layer_scale"]:
-                save(p + "ls_1", b.ls_1.gamma), save(p + "ls_2", b.ls_2.gamma)
-        save("ln_final.w", model.ln_final.weight), save("ln_final.b", model.ln_final.bias)
+                save(p + "ls_1", b.ls_1.gamma)
+                save(p + "ls_2", b.ls_2.gamma)
+        save("ln_final.w", model.ln_final.weight)
+        save("ln_final.b", model.ln_final.bias)
         extra = []
         proj = model.text_projection
         if isinstance(proj, torch.nn.Linear):
@@ -397,10 +434,14 @@ def export(model: Any, tokenizer: Any, name: str, pretrained: str) -> NumpyTextT
         else:
             save("text_projection", proj)
         dim = int(np.load(tmp / "text_projection.npy", mmap_mode="r").shape[1])
-        tables = {"encoder": tokenizer.encoder, "merges": [" ".join(m) for m in sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)],
-                  "special": [tokenizer.decoder[i] for i in tokenizer.all_special_ids],
-                  "sot": tokenizer.sot_token_id, "eot": tokenizer.eot_token_id,
-                  "context_length": int(tokenizer.context_length)}
+        tables = {
+            "encoder": tokenizer.encoder,
+            "merges": [" ".join(m) for m in sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)],
+            "special": [tokenizer.decoder[i] for i in tokenizer.all_special_ids],
+            "sot": tokenizer.sot_token_id,
+            "eot": tokenizer.eot_token_id,
+            "context_length": int(tokenizer.context_length),
+        }
         (tmp / "tokenizer.json").write_text(json.dumps(tables))
         meta = {**shape, "dim": dim, "extra": extra, "model": name, "pretrained": pretrained, "verified": False}
         (tmp / "meta.json").write_text(json.dumps(meta))

@@ -48,8 +48,9 @@ def add_thumbnails(writer: Writer, path: str, progress: ProgressFn = no_progress
     return len(ids)
 
 
-def add_text(writer: Writer, paths: Sequence[str], engine: "ocrmod.OcrEngine", progress: ProgressFn,
-             report: IndexReport) -> None:
+def add_text(
+    writer: Writer, paths: Sequence[str], engine: "ocrmod.OcrEngine", progress: ProgressFn, report: IndexReport
+) -> None:
     """Read the on-screen text of indexed videos (of ``paths``) that have none: each is decoded
     again, nothing is re-embedded; each video's lines are committed on their own. A video whose
     text cannot be read gets a ``failures`` note and stays without text (tried again next run)."""
@@ -57,8 +58,9 @@ def add_text(writer: Writer, paths: Sequence[str], engine: "ocrmod.OcrEngine", p
         progress(Progress("text", path=todo.path, frames=len(todo.frame_ids)))
         t0 = time.perf_counter()
         try:
-            lines, n_read = ocrmod.read_video_text(todo.path, todo.sample_fps, todo.ts_s, todo.end_s, engine,
-                                                   todo.shot_starts)
+            lines, n_read = ocrmod.read_video_text(
+                todo.path, todo.sample_fps, todo.ts_s, todo.end_s, engine, todo.shot_starts
+            )
         except VideoOpenError as exc:
             why = f"on-screen text not read: {str(exc).removeprefix(f'{todo.path}: ')}"
         except OSError as exc:

@@ -135,8 +135,9 @@ def embed_video(
         frames=[FrameRecord(t, e, s) for t, e, s in zip(times, ends, shot_of)],
         vectors=vectors,
         note=problem,
-        shots=[ShotRecord(s.start_s, s.end_s, s.kind, s.transition, s.trans_start_s, s.trans_end_s)
-               for s in stats.shots],
+        shots=[
+            ShotRecord(s.start_s, s.end_s, s.kind, s.transition, s.trans_start_s, s.trans_end_s) for s in stats.shots
+        ],
         shot_detector=dec.shots,
         thumbs=dec.thumbs,
         bg_lse=bg_lse,

@@ -67,5 +67,9 @@ class IndexOptions:
             UsageError: ``fps`` or ``batch_size`` out of range, an unknown shot detector, a bad Ray option.
         """
         settings.shots(self.shots)
-        return replace(self, fps=settings.check_fps(self.fps), batch_size=settings.check_batch_size(self.batch_size),
-                       ray=self.ray.check() if self.ray is not None else None)
+        return replace(
+            self,
+            fps=settings.check_fps(self.fps),
+            batch_size=settings.check_batch_size(self.batch_size),
+            ray=self.ray.check() if self.ray is not None else None,
+        )

@@ -51,8 +51,12 @@ def plan_files(files: Sequence[str], known: dict[str, KnownFile], fps: float, sh
             plan.bad.append((f, "cannot read (permission denied)"))
             continue
         old = known.get(f)
-        if old is None or old.sample_fps != fps or old.size_bytes != st.st_size or (
-                shots is not None and old.shot_detector != shots):
+        if (
+            old is None
+            or old.sample_fps != fps
+            or old.size_bytes != st.st_size
+            or (shots is not None and old.shot_detector != shots)
+        ):
             plan.todo.append(f)
         elif old.mtime == st.st_mtime:
             plan.same.append(f)
@@ -70,8 +74,13 @@ def plan_files(files: Sequence[str], known: dict[str, KnownFile], fps: float, sh
     return plan
 
 
-def choose_spec(store_dir: Path, model: str | None, pretrained: str | None, loaded: ModelSpec | None,
-                meta: dict[str, str] | None = None) -> ModelSpec:
+def choose_spec(
+    store_dir: Path,
+    model: str | None,
+    pretrained: str | None,
+    loaded: ModelSpec | None,
+    meta: dict[str, str] | None = None,
+) -> ModelSpec:
     """The model for this run: the loaded encoder's, else asked for, else the store's, else the
     defaults; checked against the store (``meta``: its ``meta`` table when the caller has read it).
 
@@ -86,10 +95,14 @@ def choose_spec(store_dir: Path, model: str | None, pretrained: str | None, load
         existing = ModelSpec(meta["model"], meta["pretrained"])
     if loaded is not None:
         spec = loaded
-    elif existing is not None and model in (None, existing.name) and (
-        pretrained is None
-        or pretrained == existing.pretrained
-        or (existing.random_weights and pretrained.strip().lower() in {"none", "random"})
+    elif (
+        existing is not None
+        and model in (None, existing.name)
+        and (
+            pretrained is None
+            or pretrained == existing.pretrained
+            or (existing.random_weights and pretrained.strip().lower() in {"none", "random"})
+        )
     ):
         return existing  # the store's own model: no need to import open_clip to check it
     else:

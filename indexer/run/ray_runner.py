@@ -54,8 +54,9 @@ def import_ray() -> Any:
     try:
         import ray  # lazy: Ray is optional (the [ray] extra, --ray)
     except ImportError as exc:
-        raise UsageError("--ray needs Ray: pip install 'clip-video-archive[ray]' (or pip install 'ray>=2.9,<3').") \
-            from exc
+        raise UsageError(
+            "--ray needs Ray: pip install 'clip-video-archive[ray]' (or pip install 'ray>=2.9,<3')."
+        ) from exc
     return ray
 
 
@@ -79,8 +80,10 @@ def connect(opts: RayOptions) -> tuple[Any, bool]:
             ray.init(address=address, runtime_env=runtime_env, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArchiveError(f"cannot reach the Ray cluster at {address!r}: {first}. Start one with "
-                           "`ray start --head`, or use --ray alone for a local runtime.") from exc
+        raise ArchiveError(
+            f"cannot reach the Ray cluster at {address!r}: {first}. Start one with "
+            "`ray start --head`, or use --ray alone for a local runtime."
+        ) from exc
     return ray, True
 
 
@@ -102,15 +105,24 @@ def _worker_class(ray: Any) -> Any:
         def pid(self) -> int:
             return os.getpid()
 
-        def embed(self, path: str, fps: float, batch_size: int, shots: str, info: VideoInfo | None,
-                  ocr_side: int = 0) -> tuple:
+        def embed(
+            self, path: str, fps: float, batch_size: int, shots: str, info: VideoInfo | None, ocr_side: int = 0
+        ) -> tuple:
             """``("ok", record, stage times)`` or ``("fail", why)``: bad files are data, not errors.
             ``ocr_side``: read on-screen text at that short side (0: not)."""
             times = StageTimes()
             try:
-                rec = embed_video(path, self.encoder, fps, batch_size, times_out=times, info=info,
-                                  background=self.background, shots=shots,
-                                  ocr=engine(ocr_side) if ocr_side else None)
+                rec = embed_video(
+                    path,
+                    self.encoder,
+                    fps,
+                    batch_size,
+                    times_out=times,
+                    info=info,
+                    background=self.background,
+                    shots=shots,
+                    ocr=engine(ocr_side) if ocr_side else None,
+                )
             except VideoOpenError as exc:
                 return ("fail", str(exc).removeprefix(f"{path}: "))
             except OSError as exc:
@@ -124,8 +136,16 @@ class RayRunner(Committer):
     """Maps the per-video step over files on Ray actors and commits on the driver (see the module
     docstring). Same role as the in-process runner in :mod:`indexer.run.pipeline`."""
 
-    def __init__(self, writer: Writer, options: IndexOptions, spec: Any, progress: ProgressFn, report: IndexReport,
-                 shots: str, ocr_side: int = 0) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        options: IndexOptions,
+        spec: Any,
+        progress: ProgressFn,
+        report: IndexReport,
+        shots: str,
+        ocr_side: int = 0,
+    ) -> None:
         super().__init__(writer, progress, report)
         assert options.ray is not None
         self.ocr_side = ocr_side  # read on-screen text at this short side (0: not)
@@ -153,14 +173,18 @@ class RayRunner(Committer):
         self._cls = _worker_class(ray).options(num_cpus=self.opts.cpus_per_worker, num_gpus=gpw)
         self._device = ("cuda" if gpw else "cpu") if self.device == "auto" else self.device
         self.actors = [self._new_actor() for _ in range(n)]
-        self.progress(Progress("model", message=f"{self.spec.name} ({self.spec.pretrained}) on {n} Ray worker"
-                                                 f"{'s' if n != 1 else ''}"))
+        self.progress(
+            Progress(
+                "model", message=f"{self.spec.name} ({self.spec.pretrained}) on {n} Ray worker{'s' if n != 1 else ''}"
+            )
+        )
         self.dim = ray.get(self.actors[0].dim.remote())
         return self.dim
 
     def _new_actor(self) -> Any:
-        return self._cls.remote(self.spec.name, self.spec.pretrained, self._device, self.precision,
-                                self.opts.cpus_per_worker)
+        return self._cls.remote(
+            self.spec.name, self.spec.pretrained, self._device, self.precision, self.opts.cpus_per_worker
+        )
 
     def close(self) -> None:
         """Stop the workers (and the local runtime this run started)."""
@@ -193,8 +217,9 @@ class RayRunner(Committer):
                 while queue and free:
                     slot, path = free.pop(), queue.pop()
                     self.progress(Progress("start", path=path))
-                    task = self.actors[slot].embed.remote(path, self.fps, self.batch_size, self.shots,
-                                                          infos.get(path), self.ocr_side)
+                    task = self.actors[slot].embed.remote(
+                        path, self.fps, self.batch_size, self.shots, infos.get(path), self.ocr_side
+                    )
                     busy[task] = (slot, path)
                 [done], _ = ray.wait(list(busy), num_returns=1)
                 slot, path = busy.pop(done)
@@ -207,8 +232,11 @@ class RayRunner(Committer):
                     if attempts[path] < MAX_ATTEMPTS:
                         queue.append(path)  # next, on the first free worker
                     else:
-                        self._fail(path, f"its worker died {MAX_ATTEMPTS} times while indexing it (killed, out of "
-                                         f"memory, or a crash in native code: {type(exc).__name__})")
+                        self._fail(
+                            path,
+                            f"its worker died {MAX_ATTEMPTS} times while indexing it (killed, out of "
+                            f"memory, or a crash in native code: {type(exc).__name__})",
+                        )
                     continue
                 free.append(slot)
                 if out[0] == "fail":

@@ -47,13 +47,47 @@ from .records import (
     normalize,
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION
-from .segments import SegmentRef, VectorView
+from .segments import SegmentRef
+from .vectorview import VectorView
 from .writer import Writer, ocr_row
 
 __all__ = [
-    "CATALOG", "IMAGE_LEVELS_KEY", "LOCK", "MIGRATIONS", "SCHEMA_VERSION", "SEGMENTS_DIR", "THUMBS", "VECTORS",
-    "CheckReport", "FrameRecord", "FrameTable", "IvfCodec", "IvfRef", "KnownFile", "LabelCalibration", "LabelDef",
-    "LabelResults", "LabelStats", "MergeReport", "ModelSpec", "OcrTodo", "Reader", "SegmentRef", "SegmentRow",
-    "ShotRecord", "StoreInfo", "ThumbTodo", "VectorView", "VideoLabelRow", "VideoRecord", "VideoRef", "Writer",
-    "check_store", "has_catalog", "levels_fresh", "normalize", "ocr_row", "prune",
+    "CATALOG",
+    "IMAGE_LEVELS_KEY",
+    "LOCK",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SEGMENTS_DIR",
+    "THUMBS",
+    "VECTORS",
+    "CheckReport",
+    "FrameRecord",
+    "FrameTable",
+    "IvfCodec",
+    "IvfRef",
+    "KnownFile",
+    "LabelCalibration",
+    "LabelDef",
+    "LabelResults",
+    "LabelStats",
+    "MergeReport",
+    "ModelSpec",
+    "OcrTodo",
+    "Reader",
+    "SegmentRef",
+    "SegmentRow",
+    "ShotRecord",
+    "StoreInfo",
+    "ThumbTodo",
+    "VectorView",
+    "VideoLabelRow",
+    "VideoRecord",
+    "VideoRef",
+    "Writer",
+    "check_store",
+    "has_catalog",
+    "levels_fresh",
+    "normalize",
+    "ocr_row",
+    "prune",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 from indexer.errors import StoreError
 
 from . import ivf as ivfmod
-from . import segments, shared_footage
+from . import segments, shared_footage, vectorview
 from . import vectors as vecfile
 from .ivf import lists_problem
 from .layout import SEGMENTS_DIR, THUMBS, VECTORS
@@ -57,17 +57,21 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
         with Writer(root) as w:
             w.attach_existing()
             lists_fixed = w.layer.repair_lists()
-            done = ([f"deleted {n}" for n in w.removed_files]
-                    + (["wrote the IVF index's lists file again"] if lists_fixed else [])
-                    + ([f"moved a damaged vector file to {w.damaged_file}"] if w.damaged_file else [])
-                    + [f"dropped {p} (its vectors were lost): index it again to re-embed it" for p in w.repaired])
+            done = (
+                [f"deleted {n}" for n in w.removed_files]
+                + (["wrote the IVF index's lists file again"] if lists_fixed else [])
+                + ([f"moved a damaged vector file to {w.damaged_file}"] if w.damaged_file else [])
+                + [f"dropped {p} (its vectors were lost): index it again to re-embed it" for p in w.repaired]
+            )
     rep = CheckReport(store=str(root.resolve()), repaired=done)
     with Reader(root).connection() as con:
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         rep.videos = con.execute("SELECT count(*) FROM videos").fetchall()[0][0]
         frame_ids = np.asarray(con.execute("SELECT frame_id FROM frames").fetchnumpy()["frame_id"], np.int64)
         rep.frames = len(frame_ids)
-        dup_frames = con.execute("SELECT count(*) FROM (SELECT frame_id FROM frames GROUP BY 1 HAVING count(*) > 1)").fetchall()[0][0]
+        dup_frames = con.execute(
+            "SELECT count(*) FROM (SELECT frame_id FROM frames GROUP BY 1 HAVING count(*) > 1)"
+        ).fetchall()[0][0]
         orphan_frames = con.execute(
             "SELECT count(*) FROM frames f WHERE NOT EXISTS (SELECT 1 FROM videos v WHERE v.video_id = f.video_id)"
         ).fetchall()[0][0]
@@ -97,25 +101,34 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
     for ref in refs:
         problem = segments.verify_header(root, ref, dim)
         if problem is not None:
-            rep.problems.append(f"{problem}: run `archive check --repair`, then `archive index` on the same "
-                                "folders to re-embed what it held.")
+            rep.problems.append(
+                f"{problem}: run `archive check --repair`, then `archive index` on the same "
+                "folders to re-embed what it held."
+            )
             continue
         ids, vecs, _owner = vecfile.map_file(ref.path(root)) if ref.n_vectors else (np.zeros(0, np.int64), None, None)
         rep.vectors += len(ids)
         if len(ids) and (ids.min() < ref.min_frame_id or ids.max() > ref.max_frame_id):
-            rep.problems.append(f"the vector segment {ref.file} holds ids outside the range the catalog records: "
-                                "run `archive check --repair`.")
+            rep.problems.append(
+                f"the vector segment {ref.file} holds ids outside the range the catalog records: "
+                "run `archive check --repair`."
+            )
         if len(np.unique(ids)) != len(ids):
             rep.problems.append(f"the vector segment {ref.file} repeats some ids: run `archive check --repair`.")
         if len(ids):
+            assert vecs is not None  # rows were read from the file
             sample = np.asarray(vecs[np.linspace(0, len(ids) - 1, min(len(ids), 2000)).astype(np.int64)], np.float32)
             norms = np.linalg.norm(sample, axis=1)
             if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1) > 1e-3):
-                rep.problems.append(f"the vector segment {ref.file} holds vectors that are not unit length (damaged): "
-                                    "run `archive check --repair`.")
+                rep.problems.append(
+                    f"the vector segment {ref.file} holds vectors that are not unit length (damaged): "
+                    "run `archive check --repair`."
+                )
         if ref.bg_key is not None and not _bg_ok(root, ref):
-            rep.notes.append(f"the background-term file of {ref.file} is missing or short: queries compute the "
-                             "term themselves (slower); `archive optimize` does not need it.")
+            rep.notes.append(
+                f"the background-term file of {ref.file} is missing or short: queries compute the "
+                "term themselves (slower); `archive optimize` does not need it."
+            )
         all_ids.append(np.asarray(ids, np.int64))
     ranges = sorted((r.min_frame_id, r.max_frame_id) for r in refs if r.n_vectors)
     if any(b[0] <= a[1] for a, b in zip(ranges, ranges[1:])):
@@ -142,9 +155,13 @@ def check_store(store_dir: str | os.PathLike[str], repair: bool = False) -> Chec
     _check_ivf(root, refs, ivf_ref, dim, rep)
     _check_lists(root, refs, ivf_ref, lists_ref, rep)
     _check_versions(root, rep, repair)
-    for p in segments.orphan_files(root, refs, [ivf_ref.file if ivf_ref else None, lists_ref.file if lists_ref else None]):
-        rep.notes.append(f"extra file vectors/{p.name}: left by an interrupted write or merge (the next "
-                         "`archive index`, `archive optimize` or `archive check --repair` deletes it).")
+    for p in segments.orphan_files(
+        root, refs, [ivf_ref.file if ivf_ref else None, lists_ref.file if lists_ref else None]
+    ):
+        rep.notes.append(
+            f"extra file vectors/{p.name}: left by an interrupted write or merge (the next "
+            "`archive index`, `archive optimize` or `archive check --repair` deletes it)."
+        )
     return _finish(rep, paths, root)
 
 
@@ -157,19 +174,24 @@ def _check_versions(root: Path, rep: CheckReport, repair: bool) -> None:
     if problems and repair:
         with Writer(root) as w:
             w.footage.repair(videos)
-        rep.repaired.append("matches: rows of missing videos and bad ranges dropped, versions regrouped"
-                            + (f", {len(videos)} video(s) to be compared again by the next `archive index`" if videos else ""))
+        rep.repaired.append(
+            "matches: rows of missing videos and bad ranges dropped, versions regrouped"
+            + (f", {len(videos)} video(s) to be compared again by the next `archive index`" if videos else "")
+        )
         with Reader(root).connection() as con:
             problems, videos = shared_footage.verify(con, lambda ids: Reader(root).frames(ids))
             todo = con.execute("SELECT count(*) FROM videos WHERE matched IS NULL").fetchall()[0][0]
     rep.problems += problems
     if todo:
-        rep.notes.append(f"{todo} video(s) not compared with the archive for shared footage yet (`archive versions`): "
-                         "the next `archive index` compares them from their stored vectors.")
+        rep.notes.append(
+            f"{todo} video(s) not compared with the archive for shared footage yet (`archive versions`): "
+            "the next `archive index` compares them from their stored vectors."
+        )
 
 
-def _check_ivf(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfRef | None, dim: int,
-               rep: CheckReport) -> None:
+def _check_ivf(
+    root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfRef | None, dim: int, rep: CheckReport
+) -> None:
     """The IVF index is readable, every segment has its codes, and a sample of codes matches its
     vectors (the list each row is filed under is the one its vector is nearest to)."""
     if ivf_ref is None:
@@ -181,33 +203,44 @@ def _check_ivf(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfR
         return
     without = [r for r in refs if r.n_vectors and r.ivf_id != ivf_ref.ivf_id]
     if without:
-        rep.notes.append(f"{len(without)} vector segment(s) have no codes in the IVF index: queries scan their "
-                         "frames exactly (slower); `archive optimize` encodes them.")
+        rep.notes.append(
+            f"{len(without)} vector segment(s) have no codes in the IVF index: queries scan their "
+            "frames exactly (slower); `archive optimize` encodes them."
+        )
     for ref in refs:
         if not ref.n_vectors or ref.ivf_id != ivf_ref.ivf_id or segments.verify_header(root, ref, dim) is not None:
             continue
-        codes = segments.read_codes(root, ref, codec.code_size)
+        codes = vectorview.read_codes(root, ref, codec.code_size)
         if codes is None:
-            rep.problems.append(f"the IVF codes of {ref.file} are missing or short: run `archive optimize` to "
-                                "encode them again.")
+            rep.problems.append(
+                f"the IVF codes of {ref.file} are missing or short: run `archive optimize` to encode them again."
+            )
             continue
         _ids, vecs, _owner = vecfile.map_file(ref.path(root))
         rows = np.linspace(0, ref.n_vectors - 1, min(ref.n_vectors, 200)).astype(np.int64)
         again = codec.encode(np.asarray(vecs[rows], np.float32))
         coarse = codec.coarse_size
         if np.mean(np.all(again[:, :coarse] == np.asarray(codes[rows])[:, :coarse], axis=1)) < 0.99:
-            rep.problems.append(f"the IVF codes of {ref.file} do not match its vectors: run `archive optimize` to "
-                                "encode them again.")
+            rep.problems.append(
+                f"the IVF codes of {ref.file} do not match its vectors: run `archive optimize` to encode them again."
+            )
 
 
-def _check_lists(root: Path, refs: list[segments.SegmentRef], ivf_ref: ivfmod.IvfRef | None,
-                 lists_ref: ivfmod.ListsRef | None, rep: CheckReport) -> None:
+def _check_lists(
+    root: Path,
+    refs: list[segments.SegmentRef],
+    ivf_ref: ivfmod.IvfRef | None,
+    lists_ref: ivfmod.ListsRef | None,
+    rep: CheckReport,
+) -> None:
     problem = lists_problem(root, refs, ivf_ref, lists_ref)
     if problem is not None:
         rep.problems.append(problem)
     elif ivf_ref is not None and lists_ref is None:
-        rep.notes.append("the IVF index has no lists file yet (made by an older version): queries and comparisons "
-                         "build the index from the codes (slower); `archive optimize` or the next `archive index` writes it.")
+        rep.notes.append(
+            "the IVF index has no lists file yet (made by an older version): queries and comparisons "
+            "build the index from the codes (slower); `archive optimize` or the next `archive index` writes it."
+        )
 
 
 def _bg_ok(root: Path, ref: segments.SegmentRef) -> bool:
@@ -223,8 +256,9 @@ def _check_thumbnails(rep: CheckReport, root: Path) -> None:
         none, end = con.execute(
             "SELECT count(*) FILTER (WHERE thumb_bytes IS NULL), coalesce(max(thumb_offset + thumb_bytes), 0) FROM frames"
         ).fetchall()[0]
-        short_videos = con.execute(
-            "SELECT count(DISTINCT video_id) FROM frames WHERE thumb_bytes IS NULL").fetchall()[0][0]
+        short_videos = con.execute("SELECT count(DISTINCT video_id) FROM frames WHERE thumb_bytes IS NULL").fetchall()[
+            0
+        ][0]
     size = (root / THUMBS).stat().st_size if (root / THUMBS).exists() else 0
     if end > size:
         rep.problems.append(

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import ivf as ivfmod
-from . import segments
-from .segments import VectorView
+from . import segments, vectorview
+from .vectorview import VectorView
 
 
 @dataclass
@@ -63,15 +63,29 @@ class FrameTable:
         together and in time order), sharing the vectors."""
         idx = np.asarray(idx, np.int64)
         return FrameTable(
-            frame_id=self.frame_id[idx], video_id=self.video_id[idx], ts_s=self.ts_s[idx], end_s=self.end_s[idx],
-            shot_id=self.shot_id[idx], shot_len_s=self.shot_len_s[idx], blank=self.blank[idx], row=self.row[idx],
+            frame_id=self.frame_id[idx],
+            video_id=self.video_id[idx],
+            ts_s=self.ts_s[idx],
+            end_s=self.end_s[idx],
+            shot_id=self.shot_id[idx],
+            shot_len_s=self.shot_len_s[idx],
+            blank=self.blank[idx],
+            row=self.row[idx],
             vectors=self.vectors,
             thumb_offset=self.thumb_offset[idx] if len(self.thumb_offset) else self.thumb_offset,
             thumb_bytes=self.thumb_bytes[idx] if len(self.thumb_bytes) else self.thumb_bytes,
-            videos=self.videos, bg_lse=None if self.bg_lse is None else self.bg_lse[idx], bg_key=self.bg_key,
-            segments=self.segments, ivf=self.ivf, ivf_lists=self.ivf_lists, from_s=None if self.from_s is None else self.from_s[idx])
+            videos=self.videos,
+            bg_lse=None if self.bg_lse is None else self.bg_lse[idx],
+            bg_key=self.bg_key,
+            segments=self.segments,
+            ivf=self.ivf,
+            ivf_lists=self.ivf_lists,
+            from_s=None if self.from_s is None else self.from_s[idx],
+        )
 
-    def ivf_search(self, store_dir: str | os.PathLike[str], codec: ivfmod.IvfCodec) -> tuple[ivfmod.IvfSearch, np.ndarray]:
+    def ivf_search(
+        self, store_dir: str | os.PathLike[str], codec: ivfmod.IvfCodec
+    ) -> tuple[ivfmod.IvfSearch, np.ndarray]:
         """The IVF index of this table's segments, ready to search (:func:`ivfmod.open_search`:
         its lists file memory-mapped, the rows written since in memory), and the positions of the
         frames whose segments have no codes in it (to be scored exactly)."""
@@ -121,7 +135,7 @@ def read_table(con: Any, store_dir: str | os.PathLike[str], video_ids: Sequence[
         ivf_ref = None if meta.get(ivfmod.MATCHING_ONLY_KEY) else ivfmod.current(con)
         lists_ref = ivfmod.current_lists(con) if ivf_ref is not None else None
     frame_id = np.asarray(cols["frame_id"], np.int64)
-    vecs, id_parts, bgs = segments.open_segments(Path(store_dir), refs, dim, concat_ids=False)
+    vecs, id_parts, bgs = vectorview.open_segments(Path(store_dir), refs, dim, concat_ids=False)
     found = _locate(frame_id, refs, id_parts, vecs.offsets) if video_ids is not None else None
     if found is not None:  # a few videos: their rows, without reading every id
         ok, row = found
@@ -154,7 +168,9 @@ def read_table(con: Any, store_dir: str | os.PathLike[str], video_ids: Sequence[
     first[1:] = shot[1:] != shot[:-1]
     shot_start = np.asarray(cols["shot_start_s"], np.float64)[ok]
     from_s = np.where(first & (shot_start < ts), shot_start, ts)
-    end = np.minimum(np.asarray(cols["end_s"], np.float64)[ok], np.maximum(np.asarray(cols["shot_end_s"], np.float64)[ok], ts))
+    end = np.minimum(
+        np.asarray(cols["end_s"], np.float64)[ok], np.maximum(np.asarray(cols["shot_end_s"], np.float64)[ok], ts)
+    )
     return FrameTable(
         frame_id=frame_id[ok],
         video_id=np.asarray(cols["video_id"], np.int64)[ok],
@@ -177,8 +193,9 @@ def read_table(con: Any, store_dir: str | os.PathLike[str], video_ids: Sequence[
     )
 
 
-def _locate(frame_id: np.ndarray, refs: Sequence[segments.SegmentRef], id_parts: Sequence[np.ndarray],
-            offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _locate(
+    frame_id: np.ndarray, refs: Sequence[segments.SegmentRef], id_parts: Sequence[np.ndarray], offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
     """``(found, row)`` of each frame id: its segment by the segments' id ranges, then a binary
     search in that segment's ids (written in ascending order), touching a few pages of them and
     not the whole archive's. None when some frame is not found so (a segment out of order, or a

@@ -33,6 +33,10 @@ in it are filtered out by the catalog, as dead rows of segments are. Training wr
 new sidecars; ``archive optimize`` and an index run that has added more than :func:`lists_due`
 allows rewrite it (streamed: memory stays bounded), durably, before one transaction registers
 it; a reader that finds it unusable builds the index from the codes as before.
+
+Longer than the project's ~500 lines on purpose: the index, its codes and its lists file share one
+binary layout (FAISS's own), kept in one module so that what is written and what is read cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -44,14 +48,14 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, cast
 
 import numpy as np
 
 from indexer import settings
 from indexer.errors import StoreError
 
-from . import segments
+from . import segments, vectorview
 from .layout import SEGMENTS_DIR, fsync_dir, now
 
 # meta key: the IVF index was trained by an index run for matching versions only; queries keep
@@ -96,8 +100,10 @@ def file_name(ivf_id: int) -> str:
 
 def current(con: Any) -> IvfRef | None:
     """The registered IVF index (None: the archive has none)."""
-    rows = con.execute("SELECT ivf_id, file, factory, nlist, code_size, trained_vectors, archive_vectors, train_s "
-                       "FROM vector_ivf ORDER BY ivf_id DESC LIMIT 1").fetchall()
+    rows = con.execute(
+        "SELECT ivf_id, file, factory, nlist, code_size, trained_vectors, archive_vectors, train_s "
+        "FROM vector_ivf ORDER BY ivf_id DESC LIMIT 1"
+    ).fetchall()
     if not rows:
         return None
     r = rows[0]
@@ -138,8 +144,15 @@ def register_lists(con: Any, ref: ListsRef | None) -> None:
     """Make ``ref`` the registered lists file (None: none), inside the caller's transaction."""
     con.execute("DELETE FROM meta WHERE key = ?", [LISTS_KEY])
     if ref is not None:
-        con.execute("INSERT INTO meta VALUES (?, ?)", [LISTS_KEY, json.dumps(
-            {"ivf_id": ref.ivf_id, "seq": ref.seq, "max_frame_id": ref.max_frame_id, "vectors": ref.vectors})])
+        con.execute(
+            "INSERT INTO meta VALUES (?, ?)",
+            [
+                LISTS_KEY,
+                json.dumps(
+                    {"ivf_id": ref.ivf_id, "seq": ref.seq, "max_frame_id": ref.max_frame_id, "vectors": ref.vectors}
+                ),
+            ],
+        )
 
 
 def lists_due(lists: ListsRef | None, ivf_id: int, rows_since: int) -> bool:
@@ -154,9 +167,20 @@ def lists_due(lists: ListsRef | None, ivf_id: int, rows_since: int) -> bool:
 def register(con: Any, ref: IvfRef) -> None:
     """Make ``ref`` the one registered index (inside the caller's transaction)."""
     con.execute("DELETE FROM vector_ivf")
-    con.execute("INSERT INTO vector_ivf VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [ref.ivf_id, ref.file, ref.factory, ref.nlist, ref.code_size, ref.trained_vectors,
-                 ref.archive_vectors, ref.train_s, now()])
+    con.execute(
+        "INSERT INTO vector_ivf VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            ref.ivf_id,
+            ref.file,
+            ref.factory,
+            ref.nlist,
+            ref.code_size,
+            ref.trained_vectors,
+            ref.archive_vectors,
+            ref.train_s,
+            now(),
+        ],
+    )
 
 
 def lists_for(n_vectors: int) -> int:
@@ -186,7 +210,9 @@ class IvfCodec:
         self.code_size = int(index.sa_code_size())
         import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
-        self.coarse_size = int(faiss.extract_index_ivf(index).coarse_code_size())  # the list number's bytes
+        ivf = faiss.extract_index_ivf(index)
+        # the list number's bytes
+        self.coarse_size = int(ivf.coarse_code_size())  # type: ignore[attr-defined]  # faiss's stub lacks it
 
     @classmethod
     def load(cls, store_dir: Path, ref: IvfRef) -> "IvfCodec":
@@ -197,8 +223,10 @@ class IvfCodec:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
-            raise StoreError(f"the IVF index {path} is missing or damaged: run `archive optimize` to train it "
-                             "again (nothing is re-embedded).") from exc
+            raise StoreError(
+                f"the IVF index {path} is missing or damaged: run `archive optimize` to train it "
+                "again (nothing is re-embedded)."
+            ) from exc
         return cls(ref, index)
 
     def encode(self, vecs: np.ndarray) -> np.ndarray:
@@ -218,13 +246,18 @@ class IvfCodec:
         try:
             index = faiss.read_index(str(lists.path(store_dir)), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
             ivf = faiss.extract_index_ivf(index)
+            assert ivf.invlists is not None  # an IVF index read from a file holds its lists
             inv = faiss.downcast_InvertedLists(ivf.invlists)
         except (RuntimeError, MemoryError):
             return None
         if hasattr(inv, "prefetch_nthread"):  # no prefetch threads per search: 7 ms a query at 10M, not 9-28
             inv.prefetch_nthread = 0
-        if (int(index.ntotal) != lists.vectors or ivf.nlist != self.ref.nlist or index.d != self.index.d
-                or int(index.sa_code_size()) != self.code_size):
+        if (
+            int(index.ntotal) != lists.vectors
+            or ivf.nlist != self.ref.nlist
+            or index.d != self.index.d
+            or int(index.sa_code_size()) != self.code_size
+        ):
             return None
         return index
 
@@ -249,12 +282,21 @@ def train(sample: np.ndarray, n_vectors: int, ivf_id: int) -> tuple[Any, IvfRef]
     factory = f"IVF{nlist},PQ{m}"
     t0 = time.perf_counter()
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    ivfpq = faiss.downcast_index(index)  # a view of the same index (``index`` keeps it alive)
-    ivfpq.do_polysemous_training = False  # the factory turns it on; it costs minutes and is not used here
+    ivfpq = cast("faiss.IndexIVFPQ", faiss.downcast_index(index))  # a view of the same index (``index`` keeps it alive)
+    # the factory turns polysemous training on; it costs minutes and is not used here
+    ivfpq.do_polysemous_training = False  # type: ignore[attr-defined]  # faiss's stub lacks it
     ivfpq.pq.cp.niter = 10
     index.train(np.ascontiguousarray(sample, np.float32))
-    ref = IvfRef(ivf_id, file_name(ivf_id), factory, nlist, int(index.sa_code_size()), len(sample), n_vectors,
-                 round(time.perf_counter() - t0, 2))
+    ref = IvfRef(
+        ivf_id,
+        file_name(ivf_id),
+        factory,
+        nlist,
+        int(index.sa_code_size()),
+        len(sample),
+        n_vectors,
+        round(time.perf_counter() - t0, 2),
+    )
     return index, ref
 
 
@@ -315,19 +357,34 @@ def _lists_header(codec: IvfCodec, n: int, sizes: np.ndarray) -> bytes:
 
     empty = faiss.clone_index(codec.index)
     ivf = faiss.extract_index_ivf(empty)
-    ivf.invlists.reset()
+    assert ivf.invlists is not None  # a clone of a trained IVF index holds its lists
+    ivf.invlists.reset()  # type: ignore[attr-defined]  # faiss's stub lacks InvertedLists.reset
     empty.ntotal = n
     data = faiss.serialize_index(empty).tobytes()
     nlist, cs = int(ivf.nlist), int(ivf.code_size)
     tail = b"ilar" + struct.pack("<QQ", nlist, cs) + b"sprs" + struct.pack("<Q", 0)
     if not data.endswith(tail):  # pragma: no cover (a FAISS whose file layout differs)
-        raise StoreError("this FAISS version writes IVF index files in an unknown layout; the lists file was not written.")
-    return (data[: -len(tail)] + b"ilar" + struct.pack("<QQ", nlist, cs) + b"full"
-            + struct.pack("<Q", nlist) + np.asarray(sizes, "<u8").tobytes())
+        raise StoreError(
+            "this FAISS version writes IVF index files in an unknown layout; the lists file was not written."
+        )
+    return (
+        data[: -len(tail)]
+        + b"ilar"
+        + struct.pack("<QQ", nlist, cs)
+        + b"full"
+        + struct.pack("<Q", nlist)
+        + np.asarray(sizes, "<u8").tobytes()
+    )
 
 
-def write_lists(store_dir: Path, codec: IvfCodec, parts: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
-                seq: int, max_frame_id: int, progress: Any = None) -> ListsRef:
+def write_lists(
+    store_dir: Path,
+    codec: IvfCodec,
+    parts: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+    seq: int,
+    max_frame_id: int,
+    progress: Any = None,
+) -> ListsRef:
     """Write the lists file of ``parts()`` (``(frame ids, codes)`` of every coded row with a frame
     id up to ``max_frame_id``; called twice: once to size the lists, once to fill them), durably
     (temp file, fsync, rename). Memory stays bounded: ``LISTS_CHUNK`` rows are sorted at a time
@@ -348,8 +405,10 @@ def write_lists(store_dir: Path, codec: IvfCodec, parts: Callable[[], Iterable[t
     for _ids, codes in chunks():
         lst = list_numbers(codes, coarse)
         if len(lst) and int(lst.max()) >= nlist:
-            raise StoreError("some IVF codes name a list the index does not have (damaged): run `archive optimize "
-                             "--ivf --retrain` to encode them again; the lists file was not written.")
+            raise StoreError(
+                "some IVF codes name a list the index does not have (damaged): run `archive optimize "
+                "--ivf --retrain` to encode them again; the lists file was not written."
+            )
         sizes += np.bincount(lst, minlength=nlist)
     n = int(sizes.sum())
     ref = ListsRef(codec.ivf_id, seq, int(max_frame_id), n)
@@ -393,8 +452,9 @@ def write_lists(store_dir: Path, codec: IvfCodec, parts: Callable[[], Iterable[t
         fsync_dir(dest.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise StoreError(f"could not write the IVF lists file {dest} ({exc.strerror or exc}); the archive is "
-                         "unchanged.") from exc
+        raise StoreError(
+            f"could not write the IVF lists file {dest} ({exc.strerror or exc}); the archive is unchanged."
+        ) from exc
     except StoreError:
         tmp.unlink(missing_ok=True)
         raise
@@ -440,7 +500,9 @@ class IvfSearch:
         return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
 
 
-def open_search(store_dir: Path, codec: IvfCodec, lists: ListsRef | None, coded: Sequence[Any]) -> tuple[IvfSearch, list[Any]]:
+def open_search(
+    store_dir: Path, codec: IvfCodec, lists: ListsRef | None, coded: Sequence[Any]
+) -> tuple[IvfSearch, list[Any]]:
     """The searchable index of segments ``coded`` (those registered with codes in ``codec``'s
     index): the lists file plus, in memory, the rows above its highest frame id (all rows when
     the file is missing or unusable). Returns it and the segments whose codes turned out to be
@@ -451,7 +513,7 @@ def open_search(store_dir: Path, codec: IvfCodec, lists: ListsRef | None, coded:
     for r in coded:
         if r.max_frame_id <= above:
             continue  # every row of it is in the lists file
-        codes = segments.read_codes(store_dir, r, codec.code_size)
+        codes = vectorview.read_codes(store_dir, r, codec.code_size)
         if codes is None:
             bare.append(r)
             continue
@@ -464,15 +526,18 @@ def open_search(store_dir: Path, codec: IvfCodec, lists: ListsRef | None, coded:
     return IvfSearch([main, tail]), bare
 
 
-def lists_problem(root: Path, refs: list[segments.SegmentRef], ivf_ref: IvfRef | None,
-                  lists_ref: ListsRef | None) -> str | None:
+def lists_problem(
+    root: Path, refs: list[segments.SegmentRef], ivf_ref: IvfRef | None, lists_ref: ListsRef | None
+) -> str | None:
     """What is wrong with the IVF index's lists file (None: nothing, or there is none to check):
     it opens as the registered index's lists, holds as many rows as registered, and a sample of
     its rows lies in range and in the list its segment's code names."""
     if ivf_ref is None or lists_ref is None:
         return None
-    fix = ("queries and comparisons build the index from the codes instead (slower); `archive check --repair` "
-           "(or `archive optimize`) writes it again.")
+    fix = (
+        "queries and comparisons build the index from the codes instead (slower); `archive check --repair` "
+        "(or `archive optimize`) writes it again."
+    )
     if lists_ref.ivf_id != ivf_ref.ivf_id:
         return f"the IVF lists file {lists_ref.file} belongs to another IVF index: {fix}"
     try:
@@ -485,9 +550,13 @@ def lists_problem(root: Path, refs: list[segments.SegmentRef], ivf_ref: IvfRef |
     import faiss  # lazy: FAISS is loaded only where vectors are read or written
 
     inv = faiss.extract_index_ivf(index).invlists
+    assert inv is not None  # an IVF index read from a file holds its lists
     dim = int(codec.index.d)
-    by_range = sorted((r.min_frame_id, r.max_frame_id, r) for r in refs if r.n_vectors and r.ivf_id == ivf_ref.ivf_id
-                      and segments.verify_header(root, r, dim) is None)  # (a damaged segment is said elsewhere)
+    by_range = sorted(
+        (r.min_frame_id, r.max_frame_id, r)
+        for r in refs
+        if r.n_vectors and r.ivf_id == ivf_ref.ivf_id and segments.verify_header(root, r, dim) is None
+    )  # (a damaged segment is said elsewhere)
     lows = np.array([b[0] for b in by_range], np.int64)
     opened: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     bad = 0
@@ -508,7 +577,7 @@ def lists_problem(root: Path, refs: list[segments.SegmentRef], ivf_ref: IvfRef |
                     seg_ids = np.asarray(segments.vecfile.map_file(r.path(root))[0])
                 except StoreError:
                     seg_ids = np.zeros(0, np.int64)
-                opened[r.segment_id] = (seg_ids, segments.read_codes(root, r, codec.code_size))
+                opened[r.segment_id] = (seg_ids, vectorview.read_codes(root, r, codec.code_size))
             seg_ids, codes = opened[r.segment_id]
             at = min(int(np.searchsorted(seg_ids, fid)), max(len(seg_ids) - 1, 0))
             if not len(seg_ids) or seg_ids[at] != fid or codes is None:

@@ -12,8 +12,9 @@ def levels_stamp(con: Any) -> str:
     """What the image rule's levels depend on: the live frames and the matches. Changes whenever a
     video is added, replaced or removed, or the matches change."""
     f = con.execute("SELECT count(*), coalesce(max(frame_id), -1), coalesce(sum(frame_id), 0) FROM frames").fetchone()
-    m = con.execute("SELECT count(*), coalesce(sum(hash(video_a, video_b, a_start_s, b_start_s) % 1000000007), 0) "
-                    "FROM matches").fetchone()
+    m = con.execute(
+        "SELECT count(*), coalesce(sum(hash(video_a, video_b, a_start_s, b_start_s) % 1000000007), 0) FROM matches"
+    ).fetchone()
     return ":".join(str(int(x)) for x in (*f, *m))
 
 

@@ -3,6 +3,9 @@
 A :class:`Reader` opens the catalog read-only (waiting out a commit's short lock), so it works while
 an index run is going, and refuses a catalog of another schema version with a message saying what
 to do. Vectors come memory-mapped from the segments (:mod:`.frames`); no video file is opened here.
+
+Longer than the project's ~500 lines on purpose: one class with one short method per question the
+rest of the program asks the catalog (about thirty), so that every read is in one place.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from indexer import settings
 from indexer.errors import StoreError
 
 from . import ivf as ivfmod
-from . import segments, shared_footage
+from . import segments, shared_footage, vectorview
 from .frames import FrameTable, read_table
 from .layout import THUMBS, bytes_on_disk, catalog_path, connect, has_catalog
 from .levels import IMAGE_LEVELS_KEY, levels_fresh, levels_stamp
@@ -36,7 +39,7 @@ from .records import (
     VideoRef,
 )
 from .schema import require_current
-from .segments import VectorView
+from .vectorview import VectorView
 
 
 class Reader:
@@ -138,20 +141,36 @@ class Reader:
             frames = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
             failures = con.execute("SELECT count(DISTINCT path) FROM failures").fetchall()[0][0]
             n_vectors, n_segments = con.execute(
-                "SELECT coalesce(sum(n_vectors), 0), count(*) FROM vector_segments").fetchall()[0]
-            detectors = dict(con.execute(
-                "SELECT coalesce(shot_detector, 'unknown'), count(*) FROM videos GROUP BY 1 ORDER BY 2 DESC").fetchall())
-            transitions = dict(con.execute(
-                "SELECT coalesce(transition, 'unknown'), count(*) FROM shots GROUP BY 1 ORDER BY 2 DESC").fetchall())
-            kinds = dict(con.execute("SELECT kind, sum(n_vectors) FROM vector_segments GROUP BY 1 ORDER BY 1").fetchall())
+                "SELECT coalesce(sum(n_vectors), 0), count(*) FROM vector_segments"
+            ).fetchall()[0]
+            detectors = dict(
+                con.execute(
+                    "SELECT coalesce(shot_detector, 'unknown'), count(*) FROM videos GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            )
+            transitions = dict(
+                con.execute(
+                    "SELECT coalesce(transition, 'unknown'), count(*) FROM shots GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            )
+            kinds = dict(
+                con.execute("SELECT kind, sum(n_vectors) FROM vector_segments GROUP BY 1 ORDER BY 1").fetchall()
+            )
             text_lines, text_videos = con.execute(
-                "SELECT (SELECT count(*) FROM ocr), count(*) FILTER (WHERE ocr_lines IS NOT NULL) FROM videos").fetchall()[0]
+                "SELECT (SELECT count(*) FROM ocr), count(*) FILTER (WHERE ocr_lines IS NOT NULL) FROM videos"
+            ).fetchall()[0]
             groups, grouped, n_matches, todo = con.execute(
                 "SELECT (SELECT count(DISTINCT group_id) FROM versions), (SELECT count(*) FROM versions), "
-                "(SELECT count(*) FROM matches), (SELECT count(*) FROM videos WHERE matched IS NULL)").fetchall()[0]
+                "(SELECT count(*) FROM matches), (SELECT count(*) FROM videos WHERE matched IS NULL)"
+            ).fetchall()[0]
 
-            versions = {"groups": int(groups), "videos_in_groups": int(grouped), "matches": int(n_matches),
-                        "not_compared": int(todo), "min_shared_s": shared_footage.min_shared(con)}
+            versions = {
+                "groups": int(groups),
+                "videos_in_groups": int(grouped),
+                "matches": int(n_matches),
+                "not_compared": int(todo),
+                "min_shared_s": shared_footage.min_shared(con),
+            }
             image_levels = None
             if IMAGE_LEVELS_KEY in meta:
                 try:
@@ -164,21 +183,36 @@ class Reader:
                 image_levels["current"] = levels_fresh(image_levels, levels_stamp(con))
             ivf_ref = ivfmod.current(con)
             lists_ref = ivfmod.current_lists(con)
-            covered = 0 if ivf_ref is None else int(con.execute(
-                "SELECT coalesce(sum(n_vectors), 0) FROM vector_segments WHERE ivf_id = ?", [ivf_ref.ivf_id]).fetchall()[0][0])
+            covered = (
+                0
+                if ivf_ref is None
+                else int(
+                    con.execute(
+                        "SELECT coalesce(sum(n_vectors), 0) FROM vector_segments WHERE ivf_id = ?", [ivf_ref.ivf_id]
+                    ).fetchall()[0][0]
+                )
+            )
 
         ivf = None
         if ivf_ref is not None:
             grown = frames / max(1, ivf_ref.archive_vectors)
-            ivf = {"factory": ivf_ref.factory, "trained_vectors": ivf_ref.trained_vectors,
-                   "archive_vectors_at_training": ivf_ref.archive_vectors, "vectors_with_codes": covered,
-                   "growth_since_training": round(grown, 2), "stale": grown > settings.IVF_RETRAIN_GROWTH or covered < n_vectors,
-                   "nprobe": settings.ivf_nprobe(), "matching_only": bool(meta.get(ivfmod.MATCHING_ONLY_KEY)),
-                   # the lists file (rows in it, dead ones included; 0: none yet) and its highest frame id
-                   "lists_vectors": lists_ref.vectors if lists_ref and lists_ref.ivf_id == ivf_ref.ivf_id else 0,
-                   "lists_max_frame_id": lists_ref.max_frame_id if lists_ref and lists_ref.ivf_id == ivf_ref.ivf_id else None}
-        if ivf_ref is not None and frames >= settings.ivf_frames() and not ivf["matching_only"]:
-            how = f"IVF index ({ivf_ref.factory}, nprobe {settings.ivf_nprobe()}): candidates rescored exactly"
+            ivf = {
+                "factory": ivf_ref.factory,
+                "trained_vectors": ivf_ref.trained_vectors,
+                "archive_vectors_at_training": ivf_ref.archive_vectors,
+                "vectors_with_codes": covered,
+                "growth_since_training": round(grown, 2),
+                "stale": grown > settings.IVF_RETRAIN_GROWTH or covered < n_vectors,
+                "nprobe": settings.ivf_nprobe(),
+                "matching_only": bool(meta.get(ivfmod.MATCHING_ONLY_KEY)),
+                # the lists file (rows in it, dead ones included; 0: none yet) and its highest frame id
+                "lists_vectors": lists_ref.vectors if lists_ref and lists_ref.ivf_id == ivf_ref.ivf_id else 0,
+                "lists_max_frame_id": lists_ref.max_frame_id
+                if lists_ref and lists_ref.ivf_id == ivf_ref.ivf_id
+                else None,
+            }
+        if ivf is not None and frames >= settings.ivf_frames() and not ivf["matching_only"]:
+            how = f"IVF index ({ivf['factory']}, nprobe {settings.ivf_nprobe()}): candidates rescored exactly"
             if ivf["stale"]:
                 how += "; stale: run `archive optimize`"
         elif frames >= settings.bf16_scan_frames():
@@ -235,24 +269,40 @@ class Reader:
         with self.connection() as con:
             if video_ids is None:
                 return _records(con.execute("SELECT * FROM ocr ORDER BY video_id, start_s, y, x"))
-            return _records(con.execute(
-                "SELECT * FROM ocr WHERE video_id IN (SELECT unnest(?::INTEGER[])) ORDER BY video_id, start_s, y, x",
-                [list(video_ids)]))
+            return _records(
+                con.execute(
+                    "SELECT * FROM ocr WHERE video_id IN (SELECT unnest(?::INTEGER[])) ORDER BY video_id, start_s, y, x",
+                    [list(video_ids)],
+                )
+            )
 
     def ocr_unread(self, video_ids: Sequence[int]) -> int:
         """How many of ``video_ids`` have no on-screen text read."""
         with self.connection() as con:
-            return int(con.execute("SELECT count(*) FROM videos WHERE ocr_lines IS NULL AND video_id IN "
-                                   "(SELECT unnest(?::INTEGER[]))", [list(video_ids)]).fetchall()[0][0])
+            return int(
+                con.execute(
+                    "SELECT count(*) FROM videos WHERE ocr_lines IS NULL AND video_id IN (SELECT unnest(?::INTEGER[]))",
+                    [list(video_ids)],
+                ).fetchall()[0][0]
+            )
 
     def labels(self) -> list[LabelDef]:
         """Saved labels, sorted by name."""
         with self.connection() as con:
             rows = con.execute(
                 "SELECT label, prompts, threshold, calibrated_at, calib_precision, calib_recall, calib_videos, "
-                "calib_positives, calib_target, calib_truth, ocr FROM labels ORDER BY label").fetchall()
-        return [LabelDef(r[0], list(r[1]), r[2], None if r[3] is None or r[2] is None else
-                         LabelCalibration(r[4], r[5], r[6], r[7], r[8], r[9], r[3]), list(r[10] or [])) for r in rows]
+                "calib_positives, calib_target, calib_truth, ocr FROM labels ORDER BY label"
+            ).fetchall()
+        return [
+            LabelDef(
+                r[0],
+                list(r[1]),
+                r[2],
+                None if r[3] is None or r[2] is None else LabelCalibration(r[4], r[5], r[6], r[7], r[8], r[9], r[3]),
+                list(r[10] or []),
+            )
+            for r in rows
+        ]
 
     def label_stats(self) -> dict[str, LabelStats]:
         """Per saved label with results: how many videos show it, and for how many seconds in all."""
@@ -276,16 +326,28 @@ class Reader:
             else:
                 con.execute("CREATE TEMP TABLE wanted_paths AS SELECT unnest(?::VARCHAR[]) AS path", [list(paths)])
                 con.execute("CREATE TEMP TABLE wanted AS SELECT v.* FROM videos v JOIN wanted_paths USING (path)")
-            rows = con.execute("SELECT w.video_id, w.path, w.size_bytes, w.mtime, w.fingerprint, w.sample_fps, "
-                               "w.shot_detector FROM wanted w").fetchall()
+            rows = con.execute(
+                "SELECT w.video_id, w.path, w.size_bytes, w.mtime, w.fingerprint, w.sample_fps, "
+                "w.shot_detector FROM wanted w"
+            ).fetchall()
             ids = [r[0] for r in rows]
             if len(ids) <= FEW_VIDEOS:  # a few: their frames only (frames lie in video order: few row groups)
-                no_thumbs = {r[0] for r in con.execute(
-                    f"SELECT DISTINCT video_id FROM frames WHERE thumb_bytes IS NULL AND video_id IN ({', '.join('?' * len(ids))})",
-                    ids).fetchall()} if ids else set()
+                no_thumbs = (
+                    {
+                        r[0]
+                        for r in con.execute(
+                            f"SELECT DISTINCT video_id FROM frames WHERE thumb_bytes IS NULL AND video_id IN ({', '.join('?' * len(ids))})",
+                            ids,
+                        ).fetchall()
+                    }
+                    if ids
+                    else set()
+                )
             else:
-                no_thumbs = {r[0] for r in con.execute(
-                    "SELECT DISTINCT video_id FROM frames WHERE thumb_bytes IS NULL").fetchall()}
+                no_thumbs = {
+                    r[0]
+                    for r in con.execute("SELECT DISTINCT video_id FROM frames WHERE thumb_bytes IS NULL").fetchall()
+                }
         return {r[1]: KnownFile(r[2], r[3], r[4], r[5], r[0] not in no_thumbs, r[6]) for r in rows}
 
     def indexed_paths(self, under: Sequence[str | os.PathLike[str]] | None = None) -> list[str]:
@@ -315,7 +377,9 @@ class Reader:
         with self.connection() as con:
             rows = con.execute(
                 "SELECT f.frame_id, f.ts_s, v.sample_fps FROM frames f JOIN videos v USING (video_id) "
-                "WHERE v.path = ? AND f.thumb_bytes IS NULL ORDER BY f.ts_s", [path]).fetchall()
+                "WHERE v.path = ? AND f.thumb_bytes IS NULL ORDER BY f.ts_s",
+                [path],
+            ).fetchall()
         return [ThumbTodo(int(r[0]), float(r[1]), float(r[2])) for r in rows]
 
     def thumbnail(self, offset: int, length: int) -> bytes:
@@ -342,29 +406,46 @@ class Reader:
         with self.connection() as con:
             vids = con.execute(
                 "SELECT video_id, path, sample_fps FROM videos WHERE ocr_lines IS NULL AND path IN (SELECT unnest(?::VARCHAR[])) "
-                "ORDER BY path", [list(paths)]).fetchall()
+                "ORDER BY path",
+                [list(paths)],
+            ).fetchall()
             out = []
             for vid, path, fps in vids:
-                fr = con.execute("SELECT frame_id, ts_s, end_s FROM frames WHERE video_id = ? ORDER BY ts_s", [vid]).fetchall()
+                fr = con.execute(
+                    "SELECT frame_id, ts_s, end_s FROM frames WHERE video_id = ? ORDER BY ts_s", [vid]
+                ).fetchall()
                 sh = con.execute("SELECT start_s FROM shots WHERE video_id = ? ORDER BY start_s", [vid]).fetchall()
-                out.append(OcrTodo(int(vid), path, float(fps), [int(r[0]) for r in fr], [float(r[1]) for r in fr],
-                                   [float(r[2]) for r in fr], [float(r[0]) for r in sh]))
+                out.append(
+                    OcrTodo(
+                        int(vid),
+                        path,
+                        float(fps),
+                        [int(r[0]) for r in fr],
+                        [float(r[1]) for r in fr],
+                        [float(r[2]) for r in fr],
+                        [float(r[0]) for r in sh],
+                    )
+                )
         return out
 
     def list_videos(self) -> list[Row]:
         """Every video with its shot count, a thumbnail frame (its first content frame that has one)
         and its label answers (``labels``: label, present, first_seen_s, duration_s, n_segments, rule)."""
         with self.connection() as con:
-            rows = _records(con.execute(
-                "SELECT v.video_id, v.name, v.path, v.duration_s, v.fps, v.width, v.height, v.codec, v.n_frames, "
-                "v.note, (SELECT count(*) FROM shots s WHERE s.video_id = v.video_id) AS shots, "
-                "(SELECT min(f.frame_id) FILTER (WHERE f.thumb_bytes IS NOT NULL) FROM frames f JOIN shots s "
-                " USING (shot_id) WHERE f.video_id = v.video_id AND s.kind = 'content') AS thumbnail_frame_id "
-                "FROM videos v ORDER BY v.path"
-            ))
-            labs = _records(con.execute(
-                "SELECT video_id, label, present, first_seen_s, duration_s, n_segments, rule FROM video_labels ORDER BY label"
-            ))
+            rows = _records(
+                con.execute(
+                    "SELECT v.video_id, v.name, v.path, v.duration_s, v.fps, v.width, v.height, v.codec, v.n_frames, "
+                    "v.note, (SELECT count(*) FROM shots s WHERE s.video_id = v.video_id) AS shots, "
+                    "(SELECT min(f.frame_id) FILTER (WHERE f.thumb_bytes IS NOT NULL) FROM frames f JOIN shots s "
+                    " USING (shot_id) WHERE f.video_id = v.video_id AND s.kind = 'content') AS thumbnail_frame_id "
+                    "FROM videos v ORDER BY v.path"
+                )
+            )
+            labs = _records(
+                con.execute(
+                    "SELECT video_id, label, present, first_seen_s, duration_s, n_segments, rule FROM video_labels ORDER BY label"
+                )
+            )
         by_video: dict[int, list[Row]] = {}
         for lab in labs:
             by_video.setdefault(lab.pop("video_id"), []).append(lab)
@@ -381,17 +462,31 @@ class Reader:
             if not rows:
                 return None
             v = rows[0]
-            v["shots"] = _records(con.execute(
-                "SELECT shot_id, start_s, end_s, kind FROM shots WHERE video_id = ? ORDER BY start_s", [video_id]))
-            v["labels"] = _records(con.execute(
-                "SELECT label, present, first_seen_s, duration_s, n_segments, best_s, score, rule FROM video_labels "
-                "WHERE video_id = ? ORDER BY label", [video_id]))
-            v["segments"] = _records(con.execute(
-                "SELECT label, start_s, end_s, peak_score, found_by FROM segments WHERE video_id = ? ORDER BY label, start_s",
-                [video_id]))
-            v["text_lines"] = _records(con.execute(
-                "SELECT frame_id, start_s, end_s, text, confidence, x, y, w, h FROM ocr WHERE video_id = ? "
-                "ORDER BY start_s, y, x", [video_id]))
+            v["shots"] = _records(
+                con.execute(
+                    "SELECT shot_id, start_s, end_s, kind FROM shots WHERE video_id = ? ORDER BY start_s", [video_id]
+                )
+            )
+            v["labels"] = _records(
+                con.execute(
+                    "SELECT label, present, first_seen_s, duration_s, n_segments, best_s, score, rule FROM video_labels "
+                    "WHERE video_id = ? ORDER BY label",
+                    [video_id],
+                )
+            )
+            v["segments"] = _records(
+                con.execute(
+                    "SELECT label, start_s, end_s, peak_score, found_by FROM segments WHERE video_id = ? ORDER BY label, start_s",
+                    [video_id],
+                )
+            )
+            v["text_lines"] = _records(
+                con.execute(
+                    "SELECT frame_id, start_s, end_s, text, confidence, x, y, w, h FROM ocr WHERE video_id = ? "
+                    "ORDER BY start_s, y, x",
+                    [video_id],
+                )
+            )
             v["failures"] = _records(con.execute("SELECT error, seen_at FROM failures WHERE path = ?", [v["path"]]))
             v["versions"] = _versions_of(con, video_id)
         return v
@@ -413,8 +508,10 @@ class Reader:
         if not has_catalog(self.dir):
             return []
         with self.connection() as con:
-            return [int(r[0]) for r in con.execute(
-                "SELECT video_id FROM videos WHERE matched IS NULL ORDER BY video_id").fetchall()]
+            return [
+                int(r[0])
+                for r in con.execute("SELECT video_id FROM videos WHERE matched IS NULL ORDER BY video_id").fetchall()
+            ]
 
     def match_rows(self, video_ids: Sequence[int] | None = None) -> list[Row]:
         """``matches`` rows (all, or those with one of ``video_ids``) with both videos' names and
@@ -422,12 +519,18 @@ class Reader:
         with self.connection() as con:
             where, params = "", []
             if video_ids is not None:
-                where = " WHERE m.video_a IN (SELECT unnest(?::INTEGER[])) OR m.video_b IN (SELECT unnest(?::INTEGER[]))"
+                where = (
+                    " WHERE m.video_a IN (SELECT unnest(?::INTEGER[])) OR m.video_b IN (SELECT unnest(?::INTEGER[]))"
+                )
                 params = [list(video_ids), list(video_ids)]
-            return _records(con.execute(
-                "SELECT m.*, a.name AS name_a, a.path AS path_a, b.name AS name_b, b.path AS path_b FROM matches m "
-                f"JOIN videos a ON a.video_id = m.video_a JOIN videos b ON b.video_id = m.video_b{where} "
-                "ORDER BY m.video_a, m.video_b, m.a_start_s", params))
+            return _records(
+                con.execute(
+                    "SELECT m.*, a.name AS name_a, a.path AS path_a, b.name AS name_b, b.path AS path_b FROM matches m "
+                    f"JOIN videos a ON a.video_id = m.video_a JOIN videos b ON b.video_id = m.video_b{where} "
+                    "ORDER BY m.video_a, m.video_b, m.a_start_s",
+                    params,
+                )
+            )
 
     def image_levels_state(self) -> tuple[str, dict[str, Any] | None, np.ndarray, dict[int, float]]:
         """For the image rule's levels: the store's current stamp (:func:`levels_stamp`), the levels kept
@@ -436,7 +539,9 @@ class Reader:
         with self.connection() as con:
             stamp = levels_stamp(con)
             row = con.execute("SELECT value FROM meta WHERE key = ?", [IMAGE_LEVELS_KEY]).fetchall()
-            spans = con.execute("SELECT video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s FROM matches").fetchall()
+            spans = con.execute(
+                "SELECT video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s FROM matches"
+            ).fetchall()
             fps = dict(con.execute("SELECT video_id, sample_fps FROM videos").fetchall())
         kept = None
         if row:
@@ -450,11 +555,15 @@ class Reader:
         """``versions`` rows with each member's name, path and duration (by group, longest first),
         the ``min_shared`` seconds they were grouped by, and how many videos were compared / not yet."""
         with self.connection() as con:
-            rows = _records(con.execute(
-                "SELECT g.group_id, g.video_id, g.is_longest, g.shared_s, v.name, v.path, v.duration_s FROM versions g "
-                "JOIN videos v USING (video_id) ORDER BY g.group_id, g.is_longest DESC, v.duration_s DESC, g.video_id"))
-            done, todo = con.execute("SELECT count(*) FILTER (WHERE matched), count(*) FILTER (WHERE matched IS NULL) "
-                                     "FROM videos").fetchall()[0]
+            rows = _records(
+                con.execute(
+                    "SELECT g.group_id, g.video_id, g.is_longest, g.shared_s, v.name, v.path, v.duration_s FROM versions g "
+                    "JOIN videos v USING (video_id) ORDER BY g.group_id, g.is_longest DESC, v.duration_s DESC, g.video_id"
+                )
+            )
+            done, todo = con.execute(
+                "SELECT count(*) FILTER (WHERE matched), count(*) FILTER (WHERE matched IS NULL) FROM videos"
+            ).fetchall()[0]
             return rows, shared_footage.min_shared(con), int(done), int(todo)
 
     def vector_layer(self) -> tuple[VectorView, np.ndarray]:
@@ -462,7 +571,7 @@ class Reader:
         with self.connection() as con:
             dim = int(dict(con.execute("SELECT key, value FROM meta").fetchall())["dim"])
             refs = segments.registered(con)
-        vecs, ids, _bgs = segments.open_segments(self.dir, refs, dim)
+        vecs, ids, _bgs = vectorview.open_segments(self.dir, refs, dim)
         return vecs, ids
 
     def frame_videos(self, frame_ids: np.ndarray) -> dict[int, int]:
@@ -473,8 +582,10 @@ class Reader:
         with self.connection() as con:
             con.register("_wanted", {"frame_id": np.unique(np.asarray(frame_ids, np.int64))})
             try:
-                rows = con.execute("SELECT f.frame_id, f.video_id FROM frames f JOIN _wanted USING (frame_id) "
-                                   "JOIN shots s USING (shot_id) WHERE s.kind = 'content'").fetchnumpy()
+                rows = con.execute(
+                    "SELECT f.frame_id, f.video_id FROM frames f JOIN _wanted USING (frame_id) "
+                    "JOIN shots s USING (shot_id) WHERE s.kind = 'content'"
+                ).fetchnumpy()
             finally:
                 con.unregister("_wanted")
         return dict(zip(rows["frame_id"].tolist(), rows["video_id"].tolist()))
@@ -485,8 +596,7 @@ class Reader:
             row = con.execute("SELECT sample_fps FROM videos GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").fetchall()
         return float(row[0][0]) if row else None
 
-    def ivf_layer(self) -> tuple[ivfmod.IvfSearch | None, VectorView | None, np.ndarray,
-                                                           tuple[Any, ...]]:
+    def ivf_layer(self) -> tuple[ivfmod.IvfSearch | None, VectorView | None, np.ndarray, tuple[Any, ...]]:
         """For a nearest-neighbour search through the store's IVF index: the index, ready to search
         (:func:`ivfmod.open_search`; None: the store has none), the vectors and frame ids of the
         segments it does not cover (to be scanned exactly), and a key that changes when any of these does."""
@@ -506,7 +616,7 @@ class Reader:
             _IVF_SEARCH[key] = ivfmod.open_search(root, codec, lists, coded)
         search, lost = _IVF_SEARCH[key]
         bare = [r for r in refs if r not in coded] + lost
-        view, ids, _bgs = segments.open_segments(root, bare, dim) if bare else (None, np.zeros(0, np.int64), [])
+        view, ids, _bgs = vectorview.open_segments(root, bare, dim) if bare else (None, np.zeros(0, np.int64), [])
         return search, view, ids, key
 
 
@@ -522,25 +632,44 @@ def _versions_of(con: Any, video_id: int) -> list[Row]:
     """The videos sharing footage with ``video_id`` (longest shared first), each with the aligned
     segments seen from this video (``start_s``/``end_s`` here, ``other_start_s``/``other_end_s``
     there), its group and whether it is the group's longest."""
-    rows = _records(con.execute(
-        "SELECT CASE WHEN m.video_a = ? THEN m.video_b ELSE m.video_a END AS other, "
-        "CASE WHEN m.video_a = ? THEN m.a_start_s ELSE m.b_start_s END AS start_s, "
-        "CASE WHEN m.video_a = ? THEN m.a_end_s ELSE m.b_end_s END AS end_s, "
-        "CASE WHEN m.video_a = ? THEN m.b_start_s ELSE m.a_start_s END AS other_start_s, "
-        "CASE WHEN m.video_a = ? THEN m.b_end_s ELSE m.a_end_s END AS other_end_s, m.score "
-        "FROM matches m WHERE m.video_a = ? OR m.video_b = ? ORDER BY start_s", [video_id] * 7))
+    rows = _records(
+        con.execute(
+            "SELECT CASE WHEN m.video_a = ? THEN m.video_b ELSE m.video_a END AS other, "
+            "CASE WHEN m.video_a = ? THEN m.a_start_s ELSE m.b_start_s END AS start_s, "
+            "CASE WHEN m.video_a = ? THEN m.a_end_s ELSE m.b_end_s END AS end_s, "
+            "CASE WHEN m.video_a = ? THEN m.b_start_s ELSE m.a_start_s END AS other_start_s, "
+            "CASE WHEN m.video_a = ? THEN m.b_end_s ELSE m.a_end_s END AS other_end_s, m.score "
+            "FROM matches m WHERE m.video_a = ? OR m.video_b = ? ORDER BY start_s",
+            [video_id] * 7,
+        )
+    )
     if not rows:
         return []
     others = sorted({r["other"] for r in rows})
-    info = {r["video_id"]: r for r in _records(con.execute(
-        "SELECT v.video_id, v.name, v.path, v.duration_s, g.group_id, coalesce(g.is_longest, false) AS is_longest "
-        "FROM videos v LEFT JOIN versions g USING (video_id) WHERE v.video_id IN (SELECT unnest(?::INTEGER[]))",
-        [others]))}
+    info = {
+        r["video_id"]: r
+        for r in _records(
+            con.execute(
+                "SELECT v.video_id, v.name, v.path, v.duration_s, g.group_id, coalesce(g.is_longest, false) AS is_longest "
+                "FROM videos v LEFT JOIN versions g USING (video_id) WHERE v.video_id IN (SELECT unnest(?::INTEGER[]))",
+                [others],
+            )
+        )
+    }
     out = []
     for o in others:
-        segs = [{k: r[k] for k in ("start_s", "end_s", "other_start_s", "other_end_s", "score")} for r in rows if r["other"] == o]
-        out.append({**info.get(o, {"video_id": o}), "segments": segs,
-                    "shared_s": round(sum(x["end_s"] - x["start_s"] for x in segs), 3)})
+        segs = [
+            {k: r[k] for k in ("start_s", "end_s", "other_start_s", "other_end_s", "score")}
+            for r in rows
+            if r["other"] == o
+        ]
+        out.append(
+            {
+                **info.get(o, {"video_id": o}),
+                "segments": segs,
+                "shared_s": round(sum(x["end_s"] - x["start_s"] for x in segs), 3),
+            }
+        )
     return sorted(out, key=lambda x: -x["shared_s"])
 
 

@@ -199,8 +199,12 @@ class StoreInfo:
     ocr: bool = False  # index runs read on-screen text (archive index --ocr once)
     text_lines: int = 0  # rows of the ocr table
     text_videos: int = 0  # videos whose text was read
-    versions: dict[str, Any] = field(default_factory=dict)  # groups, videos_in_groups, matches, not_compared, min_shared_s
-    image_levels: dict[str, Any] | None = None  # the image rule's kept levels (search.levels) and "current"; None: none kept
+    versions: dict[str, Any] = field(
+        default_factory=dict
+    )  # groups, videos_in_groups, matches, not_compared, min_shared_s
+    image_levels: dict[str, Any] | None = (
+        None  # the image rule's kept levels (search.levels) and "current"; None: none kept
+    )
 
 
 @dataclass

@@ -175,14 +175,17 @@ TABLES = [
 
 
 def _has_table(con: Any, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0])
+    return bool(
+        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]
+    )
 
 
 def _has_column(con: Any, table: str, column: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
-        [table, column]).fetchall()[0][0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?", [table, column]
+        ).fetchall()[0][0]
+    )
 
 
 def _migrate_1_to_2(con: Any) -> None:
@@ -196,7 +199,9 @@ def _migrate_1_to_2(con: Any) -> None:
             "CREATE TABLE shots (shot_id BIGINT NOT NULL, video_id INTEGER NOT NULL, start_s DOUBLE NOT NULL, "
             "end_s DOUBLE NOT NULL, kind VARCHAR NOT NULL)"
         )
-        con.execute("INSERT INTO shots SELECT video_id, video_id, 0.0, coalesce(duration_s, 0.0), 'content' FROM videos")
+        con.execute(
+            "INSERT INTO shots SELECT video_id, video_id, 0.0, coalesce(duration_s, 0.0), 'content' FROM videos"
+        )
     if not _has_column(con, "frames", "shot_id"):
         con.execute("ALTER TABLE frames ADD COLUMN shot_id BIGINT")
         con.execute("UPDATE frames SET shot_id = video_id")
@@ -228,14 +233,22 @@ def _migrate_5_to_6(con: Any) -> None:
     answer in ``video_labels``, which rule gave it."""
     if not _has_table(con, "labels"):  # catalogs from before labels get the tables as they are now
         return
-    for col, kind in (("calibrated_at", "TIMESTAMP"), ("calib_precision", "DOUBLE"), ("calib_recall", "DOUBLE"),
-                      ("calib_videos", "INTEGER"), ("calib_positives", "INTEGER"), ("calib_target", "DOUBLE"),
-                      ("calib_truth", "VARCHAR")):
+    for col, kind in (
+        ("calibrated_at", "TIMESTAMP"),
+        ("calib_precision", "DOUBLE"),
+        ("calib_recall", "DOUBLE"),
+        ("calib_videos", "INTEGER"),
+        ("calib_positives", "INTEGER"),
+        ("calib_target", "DOUBLE"),
+        ("calib_truth", "VARCHAR"),
+    ):
         con.execute(f"ALTER TABLE labels ADD COLUMN IF NOT EXISTS {col} {kind}")
     if _has_table(con, "video_labels"):
         con.execute("ALTER TABLE video_labels ADD COLUMN IF NOT EXISTS rule VARCHAR")
-        con.execute("UPDATE video_labels SET rule = CASE WHEN l.threshold IS NULL THEN 'presence' ELSE 'threshold' END "
-                    "FROM labels l WHERE l.label = video_labels.label")
+        con.execute(
+            "UPDATE video_labels SET rule = CASE WHEN l.threshold IS NULL THEN 'presence' ELSE 'threshold' END "
+            "FROM labels l WHERE l.label = video_labels.label"
+        )
 
 
 def _migrate_6_to_7(con: Any) -> None:
@@ -268,9 +281,16 @@ def _migrate_8_to_9(con: Any) -> None:
     con.execute("ALTER TABLE videos ADD COLUMN IF NOT EXISTS matched BOOLEAN")
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4,
-                                                4: _migrate_4_to_5, 5: _migrate_5_to_6, 6: _migrate_6_to_7,
-                                                7: _migrate_7_to_8, 8: _migrate_8_to_9}
+MIGRATIONS: dict[int, Callable[[Any], None]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
+    5: _migrate_5_to_6,
+    6: _migrate_6_to_7,
+    7: _migrate_7_to_8,
+    8: _migrate_8_to_9,
+}
 
 
 def version(con: Any) -> int | None:

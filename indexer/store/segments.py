@@ -36,7 +36,6 @@ merges carry the codes along, so new videos join the existing lists without retr
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import struct
 import time
@@ -53,14 +52,29 @@ from . import vectors as vecfile
 from .layout import SEGMENTS_DIR, fsync_dir, now
 
 FLAT = "flat"  # fp32: IndexIDMap2(IndexFlatIP)
+
+
 F16 = "f16"  # fp16: IndexIDMap2(IndexScalarQuantizer(QT_fp16)), the kind written today
+
+
 ITEMSIZE = {FLAT: 4, F16: 2}
 # Auto-merge after an index run: when the newest segments include MERGE_FANIN consecutive ones of
 # the same size class (each class MERGE_FANIN times the one below), they become one. A vector is
 # rewritten about log_8(N) times over its life; larger merges are `archive optimize`'s.
+
+
+# Auto-merge after an index run: when the newest segments include MERGE_FANIN consecutive ones of
+# the same size class (each class MERGE_FANIN times the one below), they become one. A vector is
+# rewritten about log_8(N) times over its life; larger merges are `archive optimize`'s.
 MERGE_FANIN = 8
+
+
 AUTO_MERGE_MAX_VECTORS = 1 << 18  # auto-merges never build a segment larger than this
+
+
 OPTIMIZE_MAX_VECTORS = 1 << 22  # `archive optimize` builds segments up to this many vectors
+
+
 STREAM_ROWS = 1 << 14  # rows copied at a time while merging
 
 
@@ -90,7 +104,8 @@ class SegmentRef:
     def files(self, store_dir: Path) -> list[Path]:
         """The segment's file and its sidecars."""
         return [self.path(store_dir), self.bg_path(store_dir)] + (
-            [self.ivf_path(store_dir)] if self.ivf_id is not None else [])
+            [self.ivf_path(store_dir)] if self.ivf_id is not None else []
+        )
 
 
 def ivf_name(file: str, ivf_id: int | None) -> str:
@@ -107,8 +122,10 @@ def registered(con: Any) -> list[SegmentRef]:
         "SELECT segment_id, file, kind, n_vectors, min_frame_id, max_frame_id, bg_key, ivf_id FROM vector_segments "
         "ORDER BY min_frame_id, segment_id"
     ).fetchall()
-    return [SegmentRef(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), r[6], None if r[7] is None else int(r[7]))
-            for r in rows]
+    return [
+        SegmentRef(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), r[6], None if r[7] is None else int(r[7]))
+        for r in rows
+    ]
 
 
 def register(con: Any, seg: SegmentRef) -> None:
@@ -116,15 +133,26 @@ def register(con: Any, seg: SegmentRef) -> None:
     con.execute(
         "INSERT INTO vector_segments (segment_id, file, kind, n_vectors, min_frame_id, max_frame_id, bg_key, "
         "created_at, ivf_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [seg.segment_id, seg.file, seg.kind, seg.n_vectors, seg.min_frame_id, seg.max_frame_id, seg.bg_key, now(),
-         seg.ivf_id],
+        [
+            seg.segment_id,
+            seg.file,
+            seg.kind,
+            seg.n_vectors,
+            seg.min_frame_id,
+            seg.max_frame_id,
+            seg.bg_key,
+            now(),
+            seg.ivf_id,
+        ],
     )
 
 
 def unregister(con: Any, segment_ids: Sequence[int]) -> None:
     if segment_ids:
-        con.execute(f"DELETE FROM vector_segments WHERE segment_id IN ({', '.join('?' for _ in segment_ids)})",
-                    list(segment_ids))
+        con.execute(
+            f"DELETE FROM vector_segments WHERE segment_id IN ({', '.join('?' for _ in segment_ids)})",
+            list(segment_ids),
+        )
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -155,8 +183,10 @@ def _f16_prefix(dim: int) -> bytes:
         sq = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         raw = faiss.serialize_index(faiss.IndexIDMap2(sq)).tobytes()
         if raw[:4] != b"IxM2" or raw[37:41] != b"IxSQ" or raw[-16:] != bytes(16):
-            raise StoreError("this FAISS writes fp16 indexes in a layout the archive does not know; "
-                             "install the faiss-cpu version pyproject.toml names.")
+            raise StoreError(
+                "this FAISS writes fp16 indexes in a layout the archive does not know; "
+                "install the faiss-cpu version pyproject.toml names."
+            )
         _PREFIX[dim] = raw[:-16]
     return _PREFIX[dim]
 
@@ -173,8 +203,13 @@ Part = tuple  # (ids, vectors, bg or None[, ivf codes or None])
 
 
 def write_segment(
-    store_dir: Path, segment_id: int, dim: int, parts: Iterator[Part], bg_key: str | None = None,
-    kind: str = F16, ivf: Any = None,
+    store_dir: Path,
+    segment_id: int,
+    dim: int,
+    parts: Iterator[Part],
+    bg_key: str | None = None,
+    kind: str = F16,
+    ivf: Any = None,
 ) -> SegmentRef:
     """Write a new segment from ``(ids, vectors, bg or None[, codes or None])`` chunks, streamed,
     then make it durable (temp file, fsync, rename, folder fsync). With ``ivf`` (an
@@ -195,9 +230,12 @@ def write_segment(
     n, lo, hi, with_bg = 0, None, None, bg_key is not None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh, open(ids_tmp, "w+b") as ids_fh, \
-                open(bg_tmp, "wb") if with_bg else contextlib.nullcontext() as bg_fh, \
-                open(ivf_tmp, "wb") if ivf is not None else contextlib.nullcontext() as ivf_fh:
+        with (
+            open(tmp, "wb") as fh,
+            open(ids_tmp, "w+b") as ids_fh,
+            open(bg_tmp, "wb") if with_bg else contextlib.nullcontext() as bg_fh,
+            open(ivf_tmp, "wb") if ivf is not None else contextlib.nullcontext() as ivf_fh,
+        ):
             fh.write(_header(dim, 0, kind))  # rewritten with the real count at the end
             bg_parts: list[np.ndarray] = []
             for part in parts:
@@ -211,7 +249,10 @@ def write_segment(
                 fh.write(encode(vecs, kind))
                 ids_fh.write(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
                 if ivf is not None:
-                    ivf_fh.write(np.ascontiguousarray(codes if codes is not None else ivf.encode(vecs), np.uint8).tobytes())
+                    assert ivf_fh is not None  # opened above when there is an index
+                    ivf_fh.write(
+                        np.ascontiguousarray(codes if codes is not None else ivf.encode(vecs), np.uint8).tobytes()
+                    )
                 lo = int(ids.min()) if lo is None else min(lo, int(ids.min()))
                 hi = int(ids.max()) if hi is None else max(hi, int(ids.max()))
                 n += len(ids)
@@ -228,10 +269,12 @@ def write_segment(
             fh.flush()
             os.fsync(fh.fileno())
             if with_bg:
+                assert bg_fh is not None  # opened above when there is a background term
                 np.save(bg_fh, np.concatenate(bg_parts) if bg_parts else np.zeros(0, np.float64))
                 bg_fh.flush()
                 os.fsync(bg_fh.fileno())
             if ivf is not None:
+                assert ivf_fh is not None
                 ivf_fh.flush()
                 os.fsync(ivf_fh.fileno())
         crashpoints.pause("segment.written")
@@ -251,215 +294,16 @@ def write_segment(
         ) from exc
     finally:
         ids_tmp.unlink(missing_ok=True)
-    return SegmentRef(segment_id, name, kind, n, lo if lo is not None else -1, hi if hi is not None else -1, bg_key,
-                      None if ivf is None else ivf.ivf_id)
-
-
-# -- reading -----------------------------------------------------------------------------------
-class VectorView:
-    """The vectors of several segments seen as one ``(N, dim)`` float32 matrix, memory-mapped.
-
-    Row ``r`` is row ``r - offset[k]`` of segment ``k``. ``view[a:b]`` and ``view[rows]`` give
-    float32 arrays (a slice inside one fp32 segment without copying; fp16 rows are converted).
-    """
-
-    def __init__(self, parts: Sequence[np.ndarray], owners: Sequence[Any], dim: int,
-                 files: Sequence[tuple[Path, int, tuple[int, int]] | None] | None = None) -> None:
-        self.parts = list(parts)
-        self.owners = list(owners)
-        self.dim = dim
-        # per part, the file it is mapped from and the byte offset of its first row (None: not a
-        # plain mapping): scattered rows are read from it with pread, not through the mapping
-        self.files = list(files) if files is not None else [None] * len(self.parts)
-        sizes = np.array([len(p) for p in self.parts], np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return int(self.offsets[-1]), self.dim
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, slice):
-            a, b, step = key.indices(len(self))
-            if step != 1:
-                return self.take(np.arange(a, b, step))
-            k = int(np.searchsorted(self.offsets, a, side="right")) - 1
-            if 0 <= k < len(self.parts) and b <= self.offsets[k + 1]:
-                return _f32(self.parts[k][a - self.offsets[k] : b - self.offsets[k]])
-            return self.take(np.arange(a, b))
-        rows = np.asarray(key, np.int64)
-        if rows.ndim == 0:  # one row: a (dim,) vector
-            return self.take(rows[None])[0]
-        return self.take(rows)
-
-    def take(self, rows: np.ndarray, read_around: bool | None = None) -> np.ndarray:
-        """The rows ``rows`` (global), in that order, as one float32 array. ``read_around``: whether
-        page faults may read the disk's read-ahead window around them (None: unless the rows lie
-        far apart, more than ``SCATTERED_GAP_ROWS`` on average)."""
-        rows = np.asarray(rows, np.int64)
-        out = np.empty((len(rows), self.dim), np.float32)
-        if not len(rows):
-            return out
-        seg = np.searchsorted(self.offsets, rows, side="right") - 1
-        for k in np.unique(seg):
-            sel = np.flatnonzero(seg == k)
-            local = rows[sel] - self.offsets[k]
-            # rows far apart are read page by page: a fault in a mapped file otherwise reads the
-            # device's whole read-ahead window around it (8 MB on some disks), so a few thousand
-            # scattered rows (a large archive's candidates) would read gigabytes from a cold cache
-            scattered = len(local) * SCATTERED_GAP_ROWS < int(local.max()) - int(local.min()) + 1 \
-                if read_around is None else not read_around
-            if scattered and self.files[k] is not None and self._pread(k, local, out, sel):
-                continue
-            with vecfile.random_access(self.owners[k], scattered):
-                out[sel] = self.parts[k][local]
-        return out
-
-    def _pread(self, k: int, local: np.ndarray, out: np.ndarray, sel: np.ndarray) -> bool:
-        """Read the rows ``local`` of part ``k`` into ``out[sel]`` with one ``preadv`` per run of
-        consecutive rows, not through the mapping: a fault in a mapped file maps the whole page-cache
-        folio around it (up to megabytes on recent kernels), so a few thousand scattered rows had
-        2 GB of file pages counted in the process's resident memory until they were released.
-        Returns False (nothing read) when the file cannot be read so (the caller maps instead)."""
-        path, at, ident = self.files[k]  # type: ignore[misc]
-        part = self.parts[k]
-        if not hasattr(os, "preadv"):
-            return False
-        order = np.argsort(local, kind="stable")
-        srt = local[order]
-        buf = np.empty((len(srt), self.dim), part.dtype)
-        row_bytes = self.dim * part.dtype.itemsize
-        cut = np.flatnonzero(np.diff(srt) != 1) + 1
-        starts = np.concatenate([[0], cut])
-        stops = np.concatenate([cut, [len(srt)]])
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != ident:  # not the file mapped (its name was given to another since)
-                return False
-            flat = memoryview(buf).cast("B")
-            for a, b in zip(starts.tolist(), stops.tolist()):
-                want = (b - a) * row_bytes
-                if os.preadv(fd, [flat[a * row_bytes : b * row_bytes]], at + int(srt[a]) * row_bytes) != want:
-                    return False
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
-        out[sel[order]] = _f32(buf)
-        return True
-
-    def blocks(self, step: int, reuse: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first global row, rows)`` in order, each block inside one segment, as float32 (a view
-        of an fp32 segment, no copy; fp16 rows are converted). ``reuse``: fp16 rows are converted
-        into one buffer, so a block is valid only until the next one is asked for (a scan that
-        uses each block once saves allocating and faulting in a new one every time)."""
-        buf = np.empty((min(step, max((len(p) for p in self.parts), default=0)), self.dim), np.float32) \
-            if reuse and any(p.dtype == np.float16 for p in self.parts) else None
-        for k, part in enumerate(self.parts):
-            for a in range(0, len(part), step):
-                yield int(self.offsets[k]) + a, _f32(part[a : a + step], buf)
-
-    def release_pages(self) -> None:
-        for owner in self.owners:
-            vecfile.release_pages(owner)
-
-
-SCATTERED_GAP_ROWS = 16  # rows wanted further apart than this on average are read without read-around
-FAST_DECODE_ROWS = 4096  # fp16 blocks of at least this many rows are converted by FAISS
-_FP16: dict[int, Any] = {}  # FAISS's fp16 scalar quantizer, per dimension
-
-
-def _f32(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``a`` as float32 (itself when it is). Large fp16 blocks go through FAISS's fp16 decoder
-    (vectorised: half the time of numpy's conversion here; both convert every fp16 value exactly),
-    into ``out`` when given (its first ``len(a)`` rows are returned)."""
-    if a.dtype == np.float32:
-        return a
-    if a.dtype != np.float16 or a.ndim != 2 or len(a) < FAST_DECODE_ROWS:
-        return a.astype(np.float32)
-    import faiss  # lazy: FAISS is loaded only where vectors are read or written
-
-    codes = np.ascontiguousarray(a).view(np.uint8)
-    n, dim = a.shape
-    sq = _FP16.get(dim)
-    if sq is None:
-        sq = _FP16[dim] = faiss.ScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16)
-    dst = out[:n] if out is not None and out.shape[0] >= n and out.shape[1] == dim else np.empty((n, dim), np.float32)
-    sq.decode_c(faiss.swig_ptr(codes), faiss.swig_ptr(dst), n)
-    return dst
-
-
-def read_codes(store_dir: Path, ref: SegmentRef, code_size: int, ivf_id: int | None = None) -> np.ndarray | None:
-    """A segment's IVF codes ``(n_vectors, code_size)`` uint8, memory-mapped (None: its sidecar is
-    missing or of another size); ``ivf_id``: those for that index (default: its own)."""
-    path = ref.ivf_path(store_dir, ivf_id)
-    try:
-        if path.stat().st_size != ref.n_vectors * code_size or not ref.n_vectors:
-            return None
-        return np.memmap(path, np.uint8, mode="r", shape=(ref.n_vectors, code_size))
-    except (OSError, ValueError):
-        return None
-
-
-def open_segments(store_dir: Path, refs: Sequence[SegmentRef], dim: int, concat_ids: bool = True) -> tuple[VectorView, Any, list[np.ndarray | None]]:
-    """Map every segment: (the vectors as one view, every row's frame id, each segment's
-    background term or None). ``concat_ids`` False: the frame ids as one mapped array per
-    segment (nothing read yet), not one array of all.
-
-    Raises:
-        StoreError: a registered segment is missing or damaged (says how to repair).
-    """
-    parts, owners, ids, bgs, files = [], [], [], [], []
-    for ref in refs:
-        path = ref.path(store_dir)
-        if not path.exists():
-            raise StoreError(
-                f"the vector segment {path} is missing. Run `archive check --repair`, then `archive index` "
-                "on the same folders to re-embed what it held."
-            )
-        seg_ids, vecs, owner = vecfile.map_file(path) if ref.n_vectors else (np.zeros(0, np.int64), np.zeros((0, dim), np.float32), None)
-        if vecs.shape[1] != dim or len(seg_ids) != ref.n_vectors:
-            raise StoreError(
-                f"the vector segment {path} does not match the catalog ({len(seg_ids)} vectors of "
-                f"{vecs.shape[1]} dimensions, expected {ref.n_vectors} of {dim}): run `archive check --repair`."
-            )
-        parts.append(vecs)
-        owners.append(owner)
-        ids.append(seg_ids)
-        files.append(_file_rows(path, vecs, owner))
-        bg = None
-        if ref.bg_key is not None:
-            try:
-                bg = np.load(ref.bg_path(store_dir), mmap_mode="r")
-            except (OSError, ValueError):
-                bg = None
-            if bg is not None and len(bg) != ref.n_vectors:
-                bg = None
-        bgs.append(bg)
-    if not concat_ids:
-        return VectorView(parts, owners, dim, files), ids, bgs
-    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    return VectorView(parts, owners, dim, files), all_ids.astype(np.int64, copy=False), bgs
-
-
-def _file_rows(path: Path, vecs: np.ndarray, owner: Any) -> tuple[Path, int, tuple[int, int]] | None:
-    """``(path, byte offset of the first row, (device, inode))`` of vectors mapped from ``path``
-    by :func:`vecfile.map_file` (None: not a plain mapping of the file)."""
-    if not isinstance(owner, mmap.mmap) or not len(vecs) or not vecs.flags.c_contiguous:
-        return None
-    at = vecs.ctypes.data - np.frombuffer(owner, np.uint8).ctypes.data
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (path, int(at), (st.st_dev, st.st_ino)) if 0 <= at < len(owner) else None
+    return SegmentRef(
+        segment_id,
+        name,
+        kind,
+        n,
+        lo if lo is not None else -1,
+        hi if hi is not None else -1,
+        bg_key,
+        None if ivf is None else ivf.ivf_id,
+    )
 
 
 # -- merging -----------------------------------------------------------------------------------
@@ -479,8 +323,9 @@ def auto_merge_run(refs: Sequence[SegmentRef], live: dict[int, int]) -> list[Seg
     AUTO_MERGE_MAX_VECTORS; a segment whose rows are at least half dead counts as the smallest."""
     if len(refs) < MERGE_FANIN:
         return []
-    classes = [size_class(live.get(r.segment_id, 0)) if live.get(r.segment_id, 0) * 2 >= r.n_vectors else 0
-               for r in refs]
+    classes = [
+        size_class(live.get(r.segment_id, 0)) if live.get(r.segment_id, 0) * 2 >= r.n_vectors else 0 for r in refs
+    ]
     for end in range(len(refs), MERGE_FANIN - 1, -1):
         run = refs[end - MERGE_FANIN : end]
         cls = classes[end - MERGE_FANIN : end]
@@ -489,8 +334,9 @@ def auto_merge_run(refs: Sequence[SegmentRef], live: dict[int, int]) -> list[Seg
     return []
 
 
-def optimize_runs(refs: Sequence[SegmentRef], live: dict[int, int], max_vectors: int = OPTIMIZE_MAX_VECTORS,
-                  rewrite: Any = None) -> list[list[SegmentRef]]:
+def optimize_runs(
+    refs: Sequence[SegmentRef], live: dict[int, int], max_vectors: int = OPTIMIZE_MAX_VECTORS, rewrite: Any = None
+) -> list[list[SegmentRef]]:
     """Runs of consecutive segments that `archive optimize` merges: greedy, each up to
     ``max_vectors`` live rows; runs of one segment only when it has dead rows to drop, or when
     ``rewrite(segment)`` says it must be written again (an fp32 segment becomes fp16)."""
@@ -506,35 +352,13 @@ def optimize_runs(refs: Sequence[SegmentRef], live: dict[int, int], max_vectors:
         total += n
     if cur:
         runs.append(cur)
-    return [run for run in runs if len(run) > 1 or run[0].n_vectors != live.get(run[0].segment_id, 0)
-            or (rewrite is not None and rewrite(run[0]))]
-
-
-def stream_live(store_dir: Path, run: Sequence[SegmentRef], live_ids: np.ndarray, with_bg: bool,
-                dim: int, codes_of: tuple[int, int] | None = None) -> Iterator[Part]:
-    """The live rows of ``run`` (those whose id is in the sorted ``live_ids``) in chunks of
-    STREAM_ROWS, in id order, with their background term when every segment has one, and with
-    ``codes_of = (ivf_id, code_size)`` their IVF codes where a segment has codes of that index
-    (None where not: the writer encodes those)."""
-    for ref in run:
-        view, ids, bgs = open_segments(store_dir, [ref], dim)
-        bg = bgs[0]
-        codes = read_codes(store_dir, ref, codes_of[1]) if codes_of and ref.ivf_id == codes_of[0] else None
-        try:
-            for a in range(0, len(ids), STREAM_ROWS):
-                chunk = ids[a : a + STREAM_ROWS]
-                pos = np.searchsorted(live_ids, chunk)
-                pos_c = np.minimum(pos, max(len(live_ids) - 1, 0))
-                keep = (live_ids[pos_c] == chunk) if len(live_ids) else np.zeros(len(chunk), bool)
-                sel = np.flatnonzero(keep)
-                if len(sel):
-                    rows = a + sel
-                    yield (chunk[sel].copy(), view.take(rows),
-                           np.asarray(bg[rows], np.float64) if with_bg and bg is not None else None,
-                           None if codes is None else np.asarray(codes[rows]))
-                view.release_pages()
-        finally:
-            del view, codes
+    return [
+        run
+        for run in runs
+        if len(run) > 1
+        or run[0].n_vectors != live.get(run[0].segment_id, 0)
+        or (rewrite is not None and rewrite(run[0]))
+    ]
 
 
 def orphan_files(store_dir: Path, refs: Sequence[SegmentRef], keep_files: Sequence[str | None] = ()) -> list[Path]:
@@ -559,8 +383,10 @@ def verify_header(store_dir: Path, ref: SegmentRef, dim: int) -> str | None:
     except StoreError as exc:
         return str(exc)
     if len(ids) != ref.n_vectors or (len(ids) and vecs.shape[1] != dim):
-        return (f"the vector segment {path} holds {len(ids)} vectors of {vecs.shape[1]} dimensions; the catalog "
-                f"says {ref.n_vectors} of {dim}")
+        return (
+            f"the vector segment {path} holds {len(ids)} vectors of {vecs.shape[1]} dimensions; the catalog "
+            f"says {ref.n_vectors} of {dim}"
+        )
     return None
 
 
@@ -571,5 +397,11 @@ def damaged_name(path: Path) -> Path:
 def live_rows(con: Any, refs: Sequence[SegmentRef]) -> dict[int, int]:
     """Catalog frames in each segment's id range: its live rows (ranges never overlap). One small
     query per segment: a range join over the whole frames table took seconds at 10M frames."""
-    return {r.segment_id: int(con.execute("SELECT count(*) FROM frames WHERE frame_id BETWEEN ? AND ?",
-                                          [r.min_frame_id, r.max_frame_id]).fetchall()[0][0]) for r in refs}
+    return {
+        r.segment_id: int(
+            con.execute(
+                "SELECT count(*) FROM frames WHERE frame_id BETWEEN ? AND ?", [r.min_frame_id, r.max_frame_id]
+            ).fetchall()[0][0]
+        )
+        for r in refs
+    }

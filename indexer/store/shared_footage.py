@@ -25,12 +25,21 @@ def min_shared(con: Any) -> float:
     return float(row[0][0]) if row else DEFAULT_MIN_SHARED_S
 
 
-def save_basis(con: Any, mean: np.ndarray, transform: np.ndarray, level: float, candidate_level: float,
-               vectors: int) -> None:
+def save_basis(
+    con: Any, mean: np.ndarray, transform: np.ndarray, level: float, candidate_level: float, vectors: int
+) -> None:
     con.execute("DELETE FROM match_basis")
-    con.execute("INSERT INTO match_basis VALUES (?, ?, ?, ?, ?, ?)",
-                [np.asarray(mean, np.float32).tobytes(), np.asarray(transform, np.float32).tobytes(), float(level),
-                 float(candidate_level), int(vectors), now()])
+    con.execute(
+        "INSERT INTO match_basis VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            np.asarray(mean, np.float32).tobytes(),
+            np.asarray(transform, np.float32).tobytes(),
+            float(level),
+            float(candidate_level),
+            int(vectors),
+            now(),
+        ],
+    )
 
 
 def read_basis(con: Any) -> tuple[np.ndarray, np.ndarray, float, float, int] | None:
@@ -50,15 +59,22 @@ def replace(con: Any, video_ids: Sequence[int], rows: Sequence[tuple[Any, ...]])
     """Replace every match of a pair with one of ``video_ids`` by ``rows``; mark them compared."""
     ids = [int(v) for v in video_ids]
     if ids:
-        con.execute("DELETE FROM matches WHERE video_a IN (SELECT unnest(?::INTEGER[])) "
-                    "OR video_b IN (SELECT unnest(?::INTEGER[]))", [ids, ids])
+        con.execute(
+            "DELETE FROM matches WHERE video_a IN (SELECT unnest(?::INTEGER[])) "
+            "OR video_b IN (SELECT unnest(?::INTEGER[]))",
+            [ids, ids],
+        )
     if rows:
-        cols = {c: np.array([r[k] for r in rows], dtype=np.int32 if k < 2 or c == "samples" else np.float64)
-                for k, c in enumerate(COLUMNS)}
+        cols = {
+            c: np.array([r[k] for r in rows], dtype=np.int32 if k < 2 or c == "samples" else np.float64)
+            for k, c in enumerate(COLUMNS)
+        }
         con.register("_new_matches", cols)
         try:
-            con.execute(f"INSERT INTO matches SELECT {', '.join(COLUMNS)} FROM _new_matches m WHERE "
-                        "m.video_a IN (SELECT video_id FROM videos) AND m.video_b IN (SELECT video_id FROM videos)")
+            con.execute(
+                f"INSERT INTO matches SELECT {', '.join(COLUMNS)} FROM _new_matches m WHERE "
+                "m.video_a IN (SELECT video_id FROM videos) AND m.video_b IN (SELECT video_id FROM videos)"
+            )
         finally:
             con.unregister("_new_matches")
     if ids:
@@ -78,8 +94,9 @@ def union_length(spans: Sequence[tuple[float, float]]) -> float:
     return total + (cur[1] - cur[0] if cur is not None else 0.0)
 
 
-def groups(pairs: dict[tuple[int, int], float], durations: dict[int, float],
-           min_shared_s: float) -> list[tuple[int, int, bool]]:
+def groups(
+    pairs: dict[tuple[int, int], float], durations: dict[int, float], min_shared_s: float
+) -> list[tuple[int, int, bool]]:
     """``(group_id, video_id, is_longest)`` for videos linked by pairs sharing at least
     ``min_shared_s`` seconds. Videos alone are left out; a group's id is its smallest video id; its
     longest member (ties: the smallest id) is marked."""
@@ -133,8 +150,10 @@ def regroup(con: Any) -> None:
             linked.setdefault(vb, []).extend(sb)
     con.execute("DELETE FROM versions")
     if found:
-        con.executemany("INSERT INTO versions VALUES (?, ?, ?, ?)",
-                        [(g, v, longest, round(union_length(linked.get(v, [])), 4)) for g, v, longest in found])
+        con.executemany(
+            "INSERT INTO versions VALUES (?, ?, ?, ?)",
+            [(g, v, longest, round(union_length(linked.get(v, [])), 4)) for g, v, longest in found],
+        )
 
 
 def verify(con: Any, load: Any, sample: int = 50) -> tuple[list[str], list[int]]:
@@ -152,8 +171,10 @@ def verify(con: Any, load: Any, sample: int = 50) -> tuple[list[str], list[int]]
     n = con.execute("SELECT count(*) FROM matches").fetchall()[0][0]
     if not n:
         return problems, []
-    orphan = con.execute("SELECT count(*) FROM matches WHERE video_a NOT IN (SELECT video_id FROM videos) "
-                         "OR video_b NOT IN (SELECT video_id FROM videos)").fetchall()[0][0]
+    orphan = con.execute(
+        "SELECT count(*) FROM matches WHERE video_a NOT IN (SELECT video_id FROM videos) "
+        "OR video_b NOT IN (SELECT video_id FROM videos)"
+    ).fetchall()[0][0]
     if orphan:
         problems.append(f"{orphan} match row(s) name a video that is not in the catalog: run `archive check --repair`.")
     bad = con.execute(
@@ -163,9 +184,13 @@ def verify(con: Any, load: Any, sample: int = 50) -> tuple[list[str], list[int]]
     ).fetchall()[0][0]
     if bad:
         problems.append(f"{bad} match row(s) have time ranges outside their videos: run `archive check --repair`.")
-    kept = {(g, v, bool(lg)) for g, v, lg in con.execute("SELECT group_id, video_id, is_longest FROM versions").fetchall()}
+    kept = {
+        (g, v, bool(lg)) for g, v, lg in con.execute("SELECT group_id, video_id, is_longest FROM versions").fetchall()
+    }
     if set(_grouping(con)[1]) != kept:
-        problems.append("the versions table is out of step with the matches: run `archive check --repair` (it regroups).")
+        problems.append(
+            "the versions table is out of step with the matches: run `archive check --repair` (it regroups)."
+        )
     basis = read_basis(con)
     if basis is None:
         return problems, []
@@ -178,12 +203,16 @@ def verify(con: Any, load: Any, sample: int = 50) -> tuple[list[str], list[int]]
     if not chosen:
         return problems, []
     table = load(sorted({int(r[0]) for r in chosen} | {int(r[1]) for r in chosen}))
+
     def whiten(x: np.ndarray) -> np.ndarray:
         y = (np.asarray(x, np.float32) - mean) @ transform
         return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+
     disagree: set[int] = set()
     for va, vb, a0, a1, b0, b1 in chosen:
-        ia = np.flatnonzero((table.video_id == va) & (table.ts_s >= a0 - 1e-6) & (table.ts_s < a1 - 1e-6) & ~table.blank)
+        ia = np.flatnonzero(
+            (table.video_id == va) & (table.ts_s >= a0 - 1e-6) & (table.ts_s < a1 - 1e-6) & ~table.blank
+        )
         jb = np.flatnonzero((table.video_id == vb) & ~table.blank)
         if not len(ia) or not len(jb):
             continue
@@ -198,8 +227,10 @@ def verify(con: Any, load: Any, sample: int = 50) -> tuple[list[str], list[int]]
         if float(np.median(best)) < stay:
             disagree.update((int(va), int(vb)))
     if disagree:
-        problems.append(f"matches of {len(disagree)} video(s) disagree with their stored vectors: run `archive check "
-                        "--repair`, then `archive index` on any folder to compare them again.")
+        problems.append(
+            f"matches of {len(disagree)} video(s) disagree with their stored vectors: run `archive check "
+            "--repair`, then `archive index` on any folder to compare them again."
+        )
     return problems, sorted(disagree)
 
 
@@ -210,11 +241,13 @@ class MatchWriter:
         self.w = writer
 
     # -- versions (matches between videos) ----------------------------------------------------------
-    def save_basis(self, mean: np.ndarray, transform: np.ndarray, level: float, candidate_level: float,
-                         vectors: int) -> None:
+    def save_basis(
+        self, mean: np.ndarray, transform: np.ndarray, level: float, candidate_level: float, vectors: int
+    ) -> None:
         """Keep how samples are compared for matching (measured once, :mod:`search.versions`)."""
         with self.w.catalog() as con, transaction(con):
             save_basis(con, mean, transform, level, candidate_level, vectors)
+
     def replace(self, video_ids: Sequence[int], rows: Sequence[tuple[Any, ...]]) -> None:
         """The matches of ``video_ids`` (every pair with one of them) become ``rows``
         (``video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s, score, samples``), the videos
@@ -223,20 +256,29 @@ class MatchWriter:
         with self.w.catalog() as con, transaction(con):
             replace(con, video_ids, rows)
             regroup(con)
+
     def repair(self, video_ids: Sequence[int]) -> None:
         """Drop match rows of missing videos or with bad ranges, forget the matches of ``video_ids``
         (the next index run compares them again) and regroup, in one transaction."""
         with self.w.catalog() as con, transaction(con):
-            con.execute("DELETE FROM matches WHERE video_a NOT IN (SELECT video_id FROM videos) OR video_b NOT IN "
-                        "(SELECT video_id FROM videos) OR video_a >= video_b OR a_end_s <= a_start_s OR b_end_s <= b_start_s")
-            con.execute("DELETE FROM matches m USING videos a, videos b WHERE a.video_id = m.video_a AND "
-                        "b.video_id = m.video_b AND (m.a_end_s > a.duration_s + 0.05 OR m.b_end_s > b.duration_s + 0.05)")
+            con.execute(
+                "DELETE FROM matches WHERE video_a NOT IN (SELECT video_id FROM videos) OR video_b NOT IN "
+                "(SELECT video_id FROM videos) OR video_a >= video_b OR a_end_s <= a_start_s OR b_end_s <= b_start_s"
+            )
+            con.execute(
+                "DELETE FROM matches m USING videos a, videos b WHERE a.video_id = m.video_a AND "
+                "b.video_id = m.video_b AND (m.a_end_s > a.duration_s + 0.05 OR m.b_end_s > b.duration_s + 0.05)"
+            )
             ids = [int(v) for v in video_ids]
             if ids:
-                con.execute("DELETE FROM matches WHERE video_a IN (SELECT unnest(?::INTEGER[])) OR "
-                            "video_b IN (SELECT unnest(?::INTEGER[]))", [ids, ids])
+                con.execute(
+                    "DELETE FROM matches WHERE video_a IN (SELECT unnest(?::INTEGER[])) OR "
+                    "video_b IN (SELECT unnest(?::INTEGER[]))",
+                    [ids, ids],
+                )
                 con.execute("UPDATE videos SET matched = NULL WHERE video_id IN (SELECT unnest(?::INTEGER[]))", [ids])
             regroup(con)
+
     def set_min_shared(self, seconds: float) -> None:
         """Group versions by ``seconds`` of shared footage from now on (``meta.min_shared``)."""
         with self.w.catalog() as con, transaction(con):

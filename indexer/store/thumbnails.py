@@ -29,7 +29,8 @@ def append(
                 if not thumbs or len(thumbs) != n:
                     out.append(([None] * n, [None] * n))
                     continue
-                offs, lens = [], []
+                offs: list[int | None] = []
+                lens: list[int | None] = []
                 for jpeg in thumbs:
                     fh.write(jpeg)
                     offs.append(pos)

@@ -20,7 +20,7 @@ from indexer import crashpoints, settings
 from indexer.errors import StoreError
 
 from . import ivf as ivfmod
-from . import segments
+from . import segments, vectorview
 from .ivf import lists_problem
 from .layout import fsync_dir, transaction
 from .records import MergeReport
@@ -40,6 +40,7 @@ class LayerKeeper:
     def _live_counts(self, con: Any) -> tuple[list[SegmentRef], dict[int, int]]:
         refs = segments.registered(con)
         return refs, segments.live_rows(con, refs)
+
     def merge(self, run: Sequence[SegmentRef]) -> SegmentRef | None:
         """Copy the live rows of consecutive segments ``run`` into one new segment (streamed:
         memory stays bounded), swap the registrations in one transaction, delete the old files.
@@ -48,17 +49,26 @@ class LayerKeeper:
         keys = {r.bg_key for r in run}
         bg_key = keys.pop() if len(keys) == 1 else None
         with self.w.catalog() as con:
-            live = np.sort(np.asarray(con.execute(
-                "SELECT frame_id FROM frames WHERE frame_id BETWEEN ? AND ?", [lo, hi]).fetchnumpy()["frame_id"],
-                np.int64))
+            live = np.sort(
+                np.asarray(
+                    con.execute("SELECT frame_id FROM frames WHERE frame_id BETWEEN ? AND ?", [lo, hi]).fetchnumpy()[
+                        "frame_id"
+                    ],
+                    np.int64,
+                )
+            )
         new = None
         codec = self.w.codec()
         if len(live):
             codes_of = (codec.ivf_id, codec.code_size) if codec is not None else None
-            new = segments.write_segment(self.w.dir, self.w.next_segment_id, self.w.dim,
-                                         segments.stream_live(self.w.dir, run, live, bg_key is not None, self.w.dim,
-                                                              codes_of),
-                                         bg_key, ivf=codec)
+            new = segments.write_segment(
+                self.w.dir,
+                self.w.next_segment_id,
+                self.w.dim,
+                vectorview.stream_live(self.w.dir, run, live, bg_key is not None, self.w.dim, codes_of),
+                bg_key,
+                ivf=codec,
+            )
             self.w.next_segment_id += 1
             crashpoints.pause("merge.written")
         with self.w.catalog() as con, transaction(con):
@@ -71,6 +81,7 @@ class LayerKeeper:
                 with contextlib.suppress(OSError):
                     p.unlink()
         return new
+
     def auto_merge(self) -> MergeReport:
         """After an index run: merge the newest runs of small segments (see
         :func:`segments.auto_merge_run`), cascading while there are runs to merge."""
@@ -87,8 +98,14 @@ class LayerKeeper:
         except StoreError as exc:  # only a speed-up: the videos are committed, the next run tries again
             rep.lists_error = str(exc)
         return rep
-    def optimize(self, max_vectors: int = segments.OPTIMIZE_MAX_VECTORS, train: bool | None = None,
-                 progress: Any = None, retrain: bool = False) -> MergeReport:
+
+    def optimize(
+        self,
+        max_vectors: int = segments.OPTIMIZE_MAX_VECTORS,
+        train: bool | None = None,
+        progress: Any = None,
+        retrain: bool = False,
+    ) -> MergeReport:
         """Merge consecutive segments into as few as possible (each up to ``max_vectors``), drop
         every dead row and rewrite fp32 segments as fp16. ``train`` True makes queries rank through
         an IVF index: the existing one when it fits the archive (:meth:`_ivf_fits`; ``retrain``
@@ -124,11 +141,13 @@ class LayerKeeper:
             self._encode_missing(refs, rep, progress)
             self.refresh_lists(rep, exact=True, progress=progress)
         return rep
+
     @staticmethod
     def _ivf_fits(ref: ivfmod.IvfRef, n_live: int) -> bool:
         """Whether ``ref`` is the index a training now would make: the same number of lists, and
         the archive has not doubled since (nor shrunk to half)."""
         return ivfmod.lists_for(n_live) == ref.nlist and 0.5 * ref.archive_vectors <= n_live <= 2 * ref.archive_vectors
+
     def train_ivf(self, progress: Any = None) -> MergeReport:
         """Train a new IVF index and give every segment its codes, merging nothing (what an index
         run does once its archive is large: :func:`indexer.settings.match_ivf_frames`)."""
@@ -137,17 +156,26 @@ class LayerKeeper:
         rep = MergeReport()
         self._train_ivf(refs, sum(live.values()), rep, progress, matching_only=True)
         return rep
-    def _train_ivf(self, refs: Sequence[SegmentRef], n_live: int, rep: MergeReport, progress: Any,
-                   matching_only: bool | None = None) -> None:
+
+    def _train_ivf(
+        self,
+        refs: Sequence[SegmentRef],
+        n_live: int,
+        rep: MergeReport,
+        progress: Any,
+        matching_only: bool | None = None,
+    ) -> None:
         """Train a new IVF index on a sample of the stored vectors, encode every segment's rows
         into new sidecars, then swap the registrations in one transaction (see :mod:`.ivf`), which
         also marks the index as serving matching only (``matching_only`` True), queries too (False),
         or leaves that as it was (None)."""
         if n_live < ivfmod.MIN_VECTORS:
-            raise StoreError(f"an IVF index needs at least {ivfmod.MIN_VECTORS:,} vectors to train on; this archive has "
-                             f"{n_live:,}, and queries scan archives of that size faster than an index would. Nothing "
-                             "was trained (the merges were done).")
-        view, _ids, _bgs = segments.open_segments(self.w.dir, refs, self.w.dim)
+            raise StoreError(
+                f"an IVF index needs at least {ivfmod.MIN_VECTORS:,} vectors to train on; this archive has "
+                f"{n_live:,}, and queries scan archives of that size faster than an index would. Nothing "
+                "was trained (the merges were done)."
+            )
+        view, _ids, _bgs = vectorview.open_segments(self.w.dir, refs, self.w.dim)
         nlist, _m = ivfmod.shape_for(n_live, self.w.dim)
         want = min(len(view), nlist * ivfmod.TRAIN_PER_LIST)
         rows = np.sort(np.random.default_rng(0).choice(len(view), size=want, replace=False))
@@ -179,8 +207,10 @@ class LayerKeeper:
                     con.execute("INSERT INTO meta VALUES (?, '1')", [ivfmod.MATCHING_ONLY_KEY])
             ids = [r.segment_id for r in refs if r.n_vectors]
             if ids:
-                con.execute(f"UPDATE vector_segments SET ivf_id = ? WHERE segment_id IN ({', '.join('?' * len(ids))})",
-                            [ref.ivf_id, *ids])
+                con.execute(
+                    f"UPDATE vector_segments SET ivf_id = ? WHERE segment_id IN ({', '.join('?' * len(ids))})",
+                    [ref.ivf_id, *ids],
+                )
         crashpoints.pause("ivf.swapped")
         old = self.w.ivf_ref
         self.w.ivf_ref, self.w.ivf_codec = ref, codec
@@ -195,9 +225,16 @@ class LayerKeeper:
         rep.train_s = ref.train_s
         rep.encoded = sum(r.n_vectors for r in refs)
         rep.encode_s = round(time.perf_counter() - t0, 2)
+
+    def _registered_codec(self) -> ivfmod.IvfCodec:
+        """The registered IVF index, loaded once (the caller has checked that the archive has one)."""
+        codec = self.w.codec()
+        assert codec is not None
+        return codec
+
     def _encode_missing(self, refs: Sequence[SegmentRef], rep: MergeReport, progress: Any) -> None:
         """Give the segments that have no codes in the registered IVF index their codes."""
-        codec = self.w.codec()
+        codec = self._registered_codec()
         todo = [r for r in refs if r.n_vectors and r.ivf_id != codec.ivf_id]
         if not todo:
             return
@@ -205,13 +242,16 @@ class LayerKeeper:
         self._write_codes(todo, codec, progress)
         with self.w.catalog() as con, transaction(con):
             ids = [r.segment_id for r in todo]
-            con.execute(f"UPDATE vector_segments SET ivf_id = ? WHERE segment_id IN ({', '.join('?' * len(ids))})",
-                        [codec.ivf_id, *ids])
+            con.execute(
+                f"UPDATE vector_segments SET ivf_id = ? WHERE segment_id IN ({', '.join('?' * len(ids))})",
+                [codec.ivf_id, *ids],
+            )
         for r in todo:
             if r.ivf_id is not None:
                 r.ivf_path(self.w.dir).unlink(missing_ok=True)
         rep.encoded += sum(r.n_vectors for r in todo)
         rep.encode_s = round(time.perf_counter() - t0, 2)
+
     def lists_tail(self, refs: Sequence[SegmentRef] | None = None) -> int:
         """Rows with IVF codes that the registered lists file does not hold (written since it),
         among ``refs`` (default: the registered segments)."""
@@ -220,16 +260,25 @@ class LayerKeeper:
         if refs is None:
             with self.w.catalog() as con:
                 refs = segments.registered(con)
-        above = self.w.lists_ref.max_frame_id if self.w.lists_ref and self.w.lists_ref.ivf_id == self.w.ivf_ref.ivf_id else -1
+        above = (
+            self.w.lists_ref.max_frame_id
+            if self.w.lists_ref and self.w.lists_ref.ivf_id == self.w.ivf_ref.ivf_id
+            else -1
+        )
         n = 0
         for r in refs:
             if r.ivf_id != self.w.ivf_ref.ivf_id or r.max_frame_id <= above or not r.n_vectors:
                 continue
-            n += r.n_vectors if r.min_frame_id > above else int(
-                (np.asarray(segments.vecfile.map_file(r.path(self.w.dir))[0]) > above).sum())
+            n += (
+                r.n_vectors
+                if r.min_frame_id > above
+                else int((np.asarray(segments.vecfile.map_file(r.path(self.w.dir))[0]) > above).sum())
+            )
         return n
-    def refresh_lists(self, rep: MergeReport | None = None, exact: bool = False, progress: Any = None,
-                      force: bool = False) -> bool:
+
+    def refresh_lists(
+        self, rep: MergeReport | None = None, exact: bool = False, progress: Any = None, force: bool = False
+    ) -> bool:
         """Rewrite the IVF index's lists file (:mod:`.ivf`) when :func:`ivfmod.lists_due` says
         so (``exact``: whenever it lacks any coded row, or holds a row no segment holds; ``force``:
         always), giving codes first to the segments that have none. Returns whether it was written."""
@@ -244,8 +293,13 @@ class LayerKeeper:
         if force:
             due = True
         elif exact:
-            due = lists is None or tail > 0 or any(r.n_vectors and r.ivf_id != cur.ivf_id for r in refs) or (
-                lists.vectors != coded_rows - tail) or self.w.codec().open_lists(self.w.dir, lists) is None
+            due = (
+                lists is None
+                or tail > 0
+                or any(r.n_vectors and r.ivf_id != cur.ivf_id for r in refs)
+                or (lists.vectors != coded_rows - tail)
+                or self._registered_codec().open_lists(self.w.dir, lists) is None
+            )
         else:
             due = ivfmod.lists_due(lists, cur.ivf_id, tail)
         if not due:
@@ -254,13 +308,14 @@ class LayerKeeper:
         self._encode_missing(refs, rep, progress)
         with self.w.catalog() as con:
             refs = [r for r in segments.registered(con) if r.n_vectors]
-        new = self._write_lists(refs, self.w.codec(), rep, progress)
+        new = self._write_lists(refs, self._registered_codec(), rep, progress)
         crashpoints.pause("lists.written")
         with self.w.catalog() as con, transaction(con):
             ivfmod.register_lists(con, new)
         crashpoints.pause("lists.swapped")
         self._drop_old_lists(new)
         return True
+
     def repair_lists(self) -> bool:
         """Write the lists file again when it is missing, damaged or of another index
         (:func:`.check.lists_problem`). Returns whether it was written."""
@@ -271,14 +326,21 @@ class LayerKeeper:
         if lists_problem(self.w.dir, refs, self.w.ivf_ref, self.w.lists_ref) is None:
             return False
         return self.refresh_lists(force=True)
-    def _write_lists(self, refs: Sequence[SegmentRef], codec: ivfmod.IvfCodec, rep: MergeReport, progress: Any,
-                     ivf_id: int | None = None) -> ivfmod.ListsRef:
+
+    def _write_lists(
+        self,
+        refs: Sequence[SegmentRef],
+        codec: ivfmod.IvfCodec,
+        rep: MergeReport,
+        progress: Any,
+        ivf_id: int | None = None,
+    ) -> ivfmod.ListsRef:
         """Write a lists file of the codes of ``refs`` (for index ``ivf_id``; default: their own)."""
         t0 = time.perf_counter()
 
         def parts() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             for r in refs:
-                codes = segments.read_codes(self.w.dir, r, codec.code_size, ivf_id)
+                codes = vectorview.read_codes(self.w.dir, r, codec.code_size, ivf_id)
                 if codes is None:
                     raise StoreError(f"the IVF codes of {r.file} are missing or short: run `archive optimize`.")
                 yield np.asarray(segments.vecfile.map_file(r.path(self.w.dir))[0]), codes
@@ -288,18 +350,20 @@ class LayerKeeper:
         rep.lists_rows = new.vectors
         rep.lists_s = round(time.perf_counter() - t0, 2)
         return new
+
     def _drop_old_lists(self, new: ivfmod.ListsRef | None) -> None:
         """After ``new`` was registered: delete the lists file it replaces (readers that mapped it keep it)."""
         old, self.w.lists_ref = self.w.lists_ref, new
         if old is not None and (new is None or old.file != new.file):
             old.path(self.w.dir).unlink(missing_ok=True)
+
     def _write_codes(self, refs: Sequence[SegmentRef], codec: ivfmod.IvfCodec, progress: Any) -> None:
         total = sum(r.n_vectors for r in refs)
         done = 0
         for r in refs:
             if not r.n_vectors:
                 continue
-            view, _ids, _bgs = segments.open_segments(self.w.dir, [r], self.w.dim)
+            view, _ids, _bgs = vectorview.open_segments(self.w.dir, [r], self.w.dim)
 
             def chunks(view: Any = view) -> Iterator[np.ndarray]:
                 nonlocal done

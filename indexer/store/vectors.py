@@ -10,7 +10,7 @@ import contextlib
 import mmap
 import struct
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def arrays(index: Any) -> tuple[np.ndarray, np.ndarray]:
     n = index.ntotal
     if n == 0:
         return np.zeros(0, np.int64), np.zeros((0, index.d), np.float32)
-    flat = faiss.downcast_index(index.index)
+    flat = cast("faiss.IndexFlat", faiss.downcast_index(index.index))  # the flat index under the id map
     vecs = faiss.rev_swig_ptr(flat.get_xb(), n * index.d).reshape(n, index.d)
     ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
     return ids, vecs
@@ -71,7 +71,7 @@ def map_file(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
             if len(raw) >= 2 * head + 8 and raw[:4] in (b"IxM2", b"IxMp"):
                 d, n, _, _, _, metric = struct.unpack("<iqqqBi", raw[4:head])
                 d2, n2, _, _, _, _ = struct.unpack("<iqqqBi", raw[head + 4 : 2 * head])
-                layout = None
+                layout: tuple[type[np.floating[Any]], int, int, int] | None = None  # (dtype, at, count, bytes)
                 if raw[head : head + 4] in (b"IxFI", b"IxF2"):
                     (count,) = struct.unpack("<Q", raw[2 * head : 2 * head + 8])
                     layout = (np.float32, 2 * head + 8, count, 4 * count)

@@ -17,6 +17,10 @@ re-embedded by the next ``archive index`` of their folders.
 
 DuckDB allows one read-write process or many read-only ones per file. The writer opens the catalog
 only for the length of a change, so readers keep working while an index run goes on.
+
+Longer than the project's ~500 lines on purpose: the lock, reconciling and the commit share the
+writer's id counters and its view of the vector layer, and stay in one class so they cannot
+disagree; labels, shared footage and the layer's upkeep are the writer's parts in their own modules.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
 import numpy as np
 
@@ -50,15 +54,14 @@ def _delete_rows(con: Any, video_ids: Sequence[int]) -> None:
     if not video_ids:
         return
     ph = ", ".join("?" for _ in video_ids)
-    n = con.execute(f"SELECT count(*) FROM matches WHERE video_a IN ({ph}) OR video_b IN ({ph})",
-                    list(video_ids) * 2).fetchall()[0][0]
+    n = con.execute(
+        f"SELECT count(*) FROM matches WHERE video_a IN ({ph}) OR video_b IN ({ph})", list(video_ids) * 2
+    ).fetchall()[0][0]
     for table in schema.PER_VIDEO_TABLES:
         con.execute(f"DELETE FROM {table} WHERE video_id IN ({ph})", list(video_ids))
     if n:
         con.execute(f"DELETE FROM matches WHERE video_a IN ({ph}) OR video_b IN ({ph})", list(video_ids) * 2)
         shared_footage.regroup(con)
-
-
 
 
 def _video_ids_of(con: Any, paths: Sequence[str]) -> list[int]:
@@ -195,8 +198,15 @@ class Writer:
             return
         if len(ids) and vecs.shape[1] != self.dim:
             raise ModelMismatch(f"{legacy} holds {vecs.shape[1]}-d vectors, the model makes {self.dim}-d ones.")
-        ref = SegmentRef(0, segments.file_name(0), segments.FLAT, len(ids), int(ids.min()) if len(ids) else 0,
-                         int(ids.max()) if len(ids) else -1, None)
+        ref = SegmentRef(
+            0,
+            segments.file_name(0),
+            segments.FLAT,
+            len(ids),
+            int(ids.min()) if len(ids) else 0,
+            int(ids.max()) if len(ids) else -1,
+            None,
+        )
         del ids, vecs, _owner
         with self.catalog() as con:
             if not any(r.segment_id == 0 for r in segments.registered(con)) and ref.n_vectors:
@@ -241,10 +251,14 @@ class Writer:
             # segment: frame ids grow with insertion, so each count reads a few row groups)
             total = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
             covered = sum(segments.live_rows(con, segments.registered(con)).values())
-            broken = [] if covered == total else con.execute(
-                "SELECT DISTINCT v.video_id, v.path FROM videos v JOIN frames f USING (video_id) WHERE NOT EXISTS "
-                "(SELECT 1 FROM vector_segments s WHERE f.frame_id BETWEEN s.min_frame_id AND s.max_frame_id)"
-            ).fetchall()
+            broken = (
+                []
+                if covered == total
+                else con.execute(
+                    "SELECT DISTINCT v.video_id, v.path FROM videos v JOIN frames f USING (video_id) WHERE NOT EXISTS "
+                    "(SELECT 1 FROM vector_segments s WHERE f.frame_id BETWEEN s.min_frame_id AND s.max_frame_id)"
+                ).fetchall()
+            )
             if broken:
                 with transaction(con):
                     _delete_rows(con, [vid for vid, _ in broken])
@@ -256,22 +270,33 @@ class Writer:
             self._next_video_id = one("SELECT coalesce(max(video_id), -1) + 1 FROM videos")
             self._next_shot_id = one("SELECT coalesce(max(shot_id), -1) + 1 FROM shots")
             # (never below the lists file's: rows up to its frame id are taken to be in it)
-            self.next_frame_id = max(one("SELECT coalesce(max(frame_id), -1) + 1 FROM frames"),
-                                      one("SELECT coalesce(max(max_frame_id), -1) + 1 FROM vector_segments"),
-                                      self.lists_ref.max_frame_id + 1 if self.lists_ref else 0)
+            self.next_frame_id = max(
+                one("SELECT coalesce(max(frame_id), -1) + 1 FROM frames"),
+                one("SELECT coalesce(max(max_frame_id), -1) + 1 FROM vector_segments"),
+                self.lists_ref.max_frame_id + 1 if self.lists_ref else 0,
+            )
             self.next_segment_id = one("SELECT coalesce(max(segment_id), -1) + 1 FROM vector_segments")
 
     def _reconcile_codes(self, con: Any, refs: Sequence[SegmentRef]) -> None:
         """Segments whose IVF codes are lost (or belong to an index no longer registered) are
         marked as having none: queries then scan their rows exactly; `archive optimize` encodes them."""
         cur = self.ivf_ref
-        lost = [r.segment_id for r in refs if r.ivf_id is not None and (
-            cur is None or r.ivf_id != cur.ivf_id or not r.ivf_path(self.dir).exists()
-            or r.ivf_path(self.dir).stat().st_size != r.n_vectors * cur.code_size)]
+        lost = [
+            r.segment_id
+            for r in refs
+            if r.ivf_id is not None
+            and (
+                cur is None
+                or r.ivf_id != cur.ivf_id
+                or not r.ivf_path(self.dir).exists()
+                or r.ivf_path(self.dir).stat().st_size != r.n_vectors * cur.code_size
+            )
+        ]
         if lost:
             with transaction(con):
-                con.execute(f"UPDATE vector_segments SET ivf_id = NULL WHERE segment_id IN ({', '.join('?' * len(lost))})",
-                            lost)
+                con.execute(
+                    f"UPDATE vector_segments SET ivf_id = NULL WHERE segment_id IN ({', '.join('?' * len(lost))})", lost
+                )
 
     def codec(self) -> ivfmod.IvfCodec | None:
         """The registered IVF index, loaded once (None: the archive has none)."""
@@ -333,13 +358,21 @@ class Writer:
         picture means tried, none found (``thumb_bytes = 0``, no offset)."""
         if not frame_ids:
             return
-        (offs, lens), = thumbnails.append(self.dir, [(len(frame_ids), jpegs)])
+        ((offs, lens),) = thumbnails.append(self.dir, [(len(frame_ids), jpegs)])
         with self.catalog() as con:
-            con.register("_thumbs", {"frame_id": np.asarray(frame_ids, np.int64), "o": np.asarray(offs, np.int64),
-                                     "b": np.asarray(lens, np.int32)})
+            con.register(
+                "_thumbs",
+                {
+                    "frame_id": np.asarray(frame_ids, np.int64),
+                    "o": np.asarray(offs, np.int64),
+                    "b": np.asarray(lens, np.int32),
+                },
+            )
             try:
-                con.execute("UPDATE frames SET thumb_offset = CASE WHEN t.b > 0 THEN t.o END, thumb_bytes = t.b "
-                            "FROM _thumbs t WHERE frames.frame_id = t.frame_id")
+                con.execute(
+                    "UPDATE frames SET thumb_offset = CASE WHEN t.b > 0 THEN t.o END, thumb_bytes = t.b "
+                    "FROM _thumbs t WHERE frames.frame_id = t.frame_id"
+                )
             finally:
                 con.unregister("_thumbs")
 
@@ -375,10 +408,16 @@ class Writer:
             n = sum(len(i) for i in all_ids)
             if n:
                 ids = np.concatenate(all_ids)
-                bg = np.concatenate(all_bg) if bg_key is not None else None
-                seg = segments.write_segment(self.dir, self.next_segment_id, self.dim,
-                                             iter([(ids, np.concatenate(all_vecs), bg)]), bg_key,
-                                             ivf=self.codec())
+                # a key only when every record has its background term
+                bg = np.concatenate(cast("list[np.ndarray]", all_bg)) if bg_key is not None else None
+                seg = segments.write_segment(
+                    self.dir,
+                    self.next_segment_id,
+                    self.dim,
+                    iter([(ids, np.concatenate(all_vecs), bg)]),
+                    bg_key,
+                    ivf=self.codec(),
+                )
                 self.next_segment_id += 1
                 crashpoints.pause("commit.vectors")
 
@@ -401,7 +440,9 @@ class Writer:
         crashpoints.pause("commit.catalog")
         return [r[0] for r in rows.videos]
 
-    def _take_ids(self, rec: VideoRecord, t_off: list[int | None], t_len: list[int | None], rows: "_Rows") -> np.ndarray:
+    def _take_ids(
+        self, rec: VideoRecord, t_off: list[int | None], t_len: list[int | None], rows: "_Rows"
+    ) -> np.ndarray:
         """Give a record its video, shot and frame ids, and add its catalog rows to ``rows``."""
         vid = self._next_video_id
         self._next_video_id += 1
@@ -411,17 +452,37 @@ class Writer:
         shots = rec.shots or [ShotRecord(0.0, rec.duration_s)]
         first_shot = self._next_shot_id
         self._next_shot_id += len(shots)
-        rows.shots.extend((first_shot + k, vid, s.start_s, s.end_s, s.kind, s.transition, s.trans_start_s,
-                           s.trans_end_s) for k, s in enumerate(shots))
+        rows.shots.extend(
+            (first_shot + k, vid, s.start_s, s.end_s, s.kind, s.transition, s.trans_start_s, s.trans_end_s)
+            for k, s in enumerate(shots)
+        )
         rows.frames.extend(
             (int(i), vid, f.ts_s, f.end_s, first_shot + f.shot, o, b)
             for i, f, o, b in zip(ids, rec.frames, t_off, t_len)
         )
-        rows.videos.append((
-            vid, rec.path, Path(rec.path).name, rec.size_bytes, rec.mtime, rec.fingerprint,
-            rec.duration_s, rec.fps, rec.width, rec.height, rec.codec, n, rec.sample_fps,
-            rec.decoded_frames, rec.note, now(), rec.shot_detector, None if rec.ocr is None else len(rec.ocr), None,
-        ))
+        rows.videos.append(
+            (
+                vid,
+                rec.path,
+                Path(rec.path).name,
+                rec.size_bytes,
+                rec.mtime,
+                rec.fingerprint,
+                rec.duration_s,
+                rec.fps,
+                rec.width,
+                rec.height,
+                rec.codec,
+                n,
+                rec.sample_fps,
+                rec.decoded_frames,
+                rec.note,
+                now(),
+                rec.shot_detector,
+                None if rec.ocr is None else len(rec.ocr),
+                None,
+            )
+        )
         rows.ocr.extend(ocr_row(int(ids[ln.best]), vid, ln) for ln in rec.ocr or [])
         return ids
 
@@ -437,9 +498,22 @@ OCR_COLUMNS = ("frame_id", "video_id", "start_s", "end_s", "text", "confidence",
 
 def _insert_ocr(con: Any, rows: Sequence[tuple[Any, ...]]) -> None:
     """Bulk insert ``ocr`` rows (DuckDB's executemany is slow)."""
-    kinds = (np.int64, np.int32, np.float64, np.float64, object, np.float64, np.float64, np.float64, np.float64,
-             np.float64, object)
-    con.register("_new_ocr", {c: np.array([r[k] for r in rows], dtype=t) for k, (c, t) in enumerate(zip(OCR_COLUMNS, kinds))})
+    kinds = (
+        np.int64,
+        np.int32,
+        np.float64,
+        np.float64,
+        object,
+        np.float64,
+        np.float64,
+        np.float64,
+        np.float64,
+        np.float64,
+        object,
+    )
+    con.register(
+        "_new_ocr", {c: np.array([r[k] for r in rows], dtype=t) for k, (c, t) in enumerate(zip(OCR_COLUMNS, kinds))}
+    )
     try:
         con.execute(f"INSERT INTO ocr ({', '.join(OCR_COLUMNS)}) SELECT {', '.join(OCR_COLUMNS)} FROM _new_ocr")
     finally:
@@ -458,34 +532,42 @@ class _Rows:
     def insert_frames_and_shots(self, con: Any) -> None:
         """Bulk insert from numpy columns (DuckDB's executemany is slow: ~1.5k rows/s)."""
         fr, sh = self.frames, self.shots
-        con.register("_new_frames", {
-            "frame_id": np.array([r[0] for r in fr], dtype=np.int64),
-            "video_id": np.array([r[1] for r in fr], dtype=np.int32),
-            "ts_s": np.array([r[2] for r in fr], dtype=np.float64),
-            "end_s": np.array([r[3] for r in fr], dtype=np.float64),
-            "shot_id": np.array([r[4] for r in fr], dtype=np.int64),
-            "thumb_offset": np.array([-1 if r[5] is None else r[5] for r in fr], dtype=np.int64),
-            "thumb_bytes": np.array([0 if r[6] is None else r[6] for r in fr], dtype=np.int32),
-        })
-        con.register("_new_shots", {
-            "shot_id": np.array([r[0] for r in sh], dtype=np.int64),
-            "video_id": np.array([r[1] for r in sh], dtype=np.int32),
-            "start_s": np.array([r[2] for r in sh], dtype=np.float64),
-            "end_s": np.array([r[3] for r in sh], dtype=np.float64),
-            "kind": np.array([r[4] for r in sh], dtype=object),
-            "transition": np.array([r[5] for r in sh], dtype=object),
-            "trans_start_s": np.array([np.nan if r[6] is None else r[6] for r in sh], dtype=np.float64),
-            "trans_end_s": np.array([np.nan if r[7] is None else r[7] for r in sh], dtype=np.float64),
-        })
+        con.register(
+            "_new_frames",
+            {
+                "frame_id": np.array([r[0] for r in fr], dtype=np.int64),
+                "video_id": np.array([r[1] for r in fr], dtype=np.int32),
+                "ts_s": np.array([r[2] for r in fr], dtype=np.float64),
+                "end_s": np.array([r[3] for r in fr], dtype=np.float64),
+                "shot_id": np.array([r[4] for r in fr], dtype=np.int64),
+                "thumb_offset": np.array([-1 if r[5] is None else r[5] for r in fr], dtype=np.int64),
+                "thumb_bytes": np.array([0 if r[6] is None else r[6] for r in fr], dtype=np.int32),
+            },
+        )
+        con.register(
+            "_new_shots",
+            {
+                "shot_id": np.array([r[0] for r in sh], dtype=np.int64),
+                "video_id": np.array([r[1] for r in sh], dtype=np.int32),
+                "start_s": np.array([r[2] for r in sh], dtype=np.float64),
+                "end_s": np.array([r[3] for r in sh], dtype=np.float64),
+                "kind": np.array([r[4] for r in sh], dtype=object),
+                "transition": np.array([r[5] for r in sh], dtype=object),
+                "trans_start_s": np.array([np.nan if r[6] is None else r[6] for r in sh], dtype=np.float64),
+                "trans_end_s": np.array([np.nan if r[7] is None else r[7] for r in sh], dtype=np.float64),
+            },
+        )
         try:
             con.execute(
                 "INSERT INTO frames SELECT frame_id, video_id, ts_s, end_s, shot_id, "
                 "CASE WHEN thumb_bytes > 0 THEN thumb_offset END, CASE WHEN thumb_bytes > 0 THEN thumb_bytes END "
                 "FROM _new_frames"
             )
-            con.execute("INSERT INTO shots SELECT shot_id, video_id, start_s, end_s, kind, transition, "
-                        "CASE WHEN isnan(trans_start_s) THEN NULL ELSE trans_start_s END, "
-                        "CASE WHEN isnan(trans_end_s) THEN NULL ELSE trans_end_s END FROM _new_shots")
+            con.execute(
+                "INSERT INTO shots SELECT shot_id, video_id, start_s, end_s, kind, transition, "
+                "CASE WHEN isnan(trans_start_s) THEN NULL ELSE trans_start_s END, "
+                "CASE WHEN isnan(trans_end_s) THEN NULL ELSE trans_end_s END FROM _new_shots"
+            )
         finally:
             con.unregister("_new_frames")
             con.unregister("_new_shots")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -66,12 +65,21 @@ class VideoEval:
         return self.first_seen_s - self.true_first_s
 
     def to_dict(self) -> dict[str, Any]:
-        return {"video": self.video, "video_id": self.video_id, "truth": self.truth, "predicted": self.predicted,
-                "rank": self.rank, "score": _r(self.score if np.isfinite(self.score) else None, 4),
-                "true_first_s": _r(self.true_first_s), "first_seen_s": _r(self.first_seen_s),
-                "first_error_s": _r(self.first_error_s), "true_duration_s": _r(self.true_duration_s),
-                "duration_s": _r(self.duration_s), "iou": _r(self.iou, 4),
-                "segments": [[_r(a), _r(b)] for a, b in self.segments]}
+        return {
+            "video": self.video,
+            "video_id": self.video_id,
+            "truth": self.truth,
+            "predicted": self.predicted,
+            "rank": self.rank,
+            "score": _r(self.score if np.isfinite(self.score) else None, 4),
+            "true_first_s": _r(self.true_first_s),
+            "first_seen_s": _r(self.first_seen_s),
+            "first_error_s": _r(self.first_error_s),
+            "true_duration_s": _r(self.true_duration_s),
+            "duration_s": _r(self.duration_s),
+            "iou": _r(self.iou, 4),
+            "segments": [[_r(a), _r(b)] for a, b in self.segments],
+        }
 
 
 @dataclass
@@ -106,14 +114,21 @@ class TimeStats:
         ious = np.array([v.iou for v in both], np.float64)
         has_f = np.isfinite(ferr)
         return cls(
-            videos=len(both), first_mean_s=float(np.mean(np.abs(err))), first_median_s=float(np.median(np.abs(err))),
-            first_max_s=float(np.max(np.abs(err))), first_mean_signed_s=float(np.mean(err)),
+            videos=len(both),
+            first_mean_s=float(np.mean(np.abs(err))),
+            first_median_s=float(np.median(np.abs(err))),
+            first_max_s=float(np.max(np.abs(err))),
+            first_mean_signed_s=float(np.mean(err)),
             first_mean_frames=float(np.mean(ferr[has_f])) if has_f.any() else None,
             first_median_frames=float(np.median(ferr[has_f])) if has_f.any() else None,
             first_max_frames=float(np.max(ferr[has_f])) if has_f.any() else None,
-            duration_mean_s=float(np.mean(derr)), duration_max_s=float(np.max(derr)),
-            duration_mean_rel=float(np.mean(rel)), duration_max_rel=float(np.max(rel)),
-            iou_mean=float(np.mean(ious)), r_at_05=float(np.mean(ious >= 0.5)), r_at_07=float(np.mean(ious >= 0.7)),
+            duration_mean_s=float(np.mean(derr)),
+            duration_max_s=float(np.max(derr)),
+            duration_mean_rel=float(np.mean(rel)),
+            duration_max_rel=float(np.max(rel)),
+            iou_mean=float(np.mean(ious)),
+            r_at_05=float(np.mean(ious >= 0.5)),
+            r_at_07=float(np.mean(ious >= 0.7)),
         )
 
     @classmethod
@@ -130,10 +145,17 @@ class TimeStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "videos": self.videos,
-            "first_seen_error_s": {"mean": _r(self.first_mean_s), "median": _r(self.first_median_s),
-                                   "max": _r(self.first_max_s), "mean_signed": _r(self.first_mean_signed_s)},
-            "first_seen_error_frames": {"mean": _r(self.first_mean_frames, 2), "median": _r(self.first_median_frames, 2),
-                                        "max": _r(self.first_max_frames, 2)},
+            "first_seen_error_s": {
+                "mean": _r(self.first_mean_s),
+                "median": _r(self.first_median_s),
+                "max": _r(self.first_max_s),
+                "mean_signed": _r(self.first_mean_signed_s),
+            },
+            "first_seen_error_frames": {
+                "mean": _r(self.first_mean_frames, 2),
+                "median": _r(self.first_median_frames, 2),
+                "max": _r(self.first_max_frames, 2),
+            },
             "duration_error_s": {"mean": _r(self.duration_mean_s), "max": _r(self.duration_max_s)},
             "duration_error_relative": {"mean": _r(self.duration_mean_rel, 4), "max": _r(self.duration_max_rel, 4)},
             "iou": {"mean": _r(self.iou_mean, 4), "r_at_0.5": _r(self.r_at_05, 4), "r_at_0.7": _r(self.r_at_07, 4)},
@@ -150,9 +172,11 @@ class Sweep:
     target_precision: float
 
     def to_dict(self, with_curve: bool = True) -> dict[str, Any]:
-        d: dict[str, Any] = {"best_f1": self.best.to_dict() if self.best else None,
-                             "target_precision": self.target_precision,
-                             "at_target_precision": self.target.to_dict() if self.target else None}
+        d: dict[str, Any] = {
+            "best_f1": self.best.to_dict() if self.best else None,
+            "target_precision": self.target_precision,
+            "at_target_precision": self.target.to_dict() if self.target else None,
+        }
         if with_curve:
             d["curve"] = [[round(p.threshold, 6), round(p.precision, 4), round(p.recall, 4)] for p in self.curve]
         return d
@@ -189,9 +213,17 @@ class QueryEval:
         return sum(v.truth for v in self.videos)
 
     def to_dict(self, with_videos: bool = True) -> dict[str, Any]:
-        d = {"query": self.query, "kind": self.kind, "rule": self.rule, "judged": self.judged,
-             "positives": self.positives, "presence": self.counts.to_dict(), "ap": _r(self.ap, 4),
-             "times": self.times.to_dict(), "sweep": self.sweep.to_dict()}
+        d = {
+            "query": self.query,
+            "kind": self.kind,
+            "rule": self.rule,
+            "judged": self.judged,
+            "positives": self.positives,
+            "presence": self.counts.to_dict(),
+            "ap": _r(self.ap, 4),
+            "times": self.times.to_dict(),
+            "sweep": self.sweep.to_dict(),
+        }
         if with_videos:
             d["videos"] = [v.to_dict() for v in self.videos]
         return d
@@ -218,12 +250,18 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "truth": self.truth, "rows": self.rows, "judged_videos": self.judged_videos,
+            "truth": self.truth,
+            "rows": self.rows,
+            "judged_videos": self.judged_videos,
             "rule": "presence rule" if self.threshold is None else f"cosine >= {self.threshold:g}",
             "overall": {
                 "micro": {**self.micro.to_dict(), "times": self.times.to_dict()},
-                "macro": {"precision": round(self.macro_precision, 4), "recall": round(self.macro_recall, 4),
-                          "f1": round(self.macro_f1, 4), "times": self.times_macro.to_dict()},
+                "macro": {
+                    "precision": round(self.macro_precision, 4),
+                    "recall": round(self.macro_recall, 4),
+                    "f1": round(self.macro_f1, 4),
+                    "times": self.times_macro.to_dict(),
+                },
                 "map": _r(self.map, 4),
                 "sweep": self.sweep.to_dict(),
             },
@@ -270,14 +308,20 @@ def evaluate(
     # or over the written-word queries when there are only those
     cut = [v for e in evals if e.kind != "ocr" for v in e.videos] or every
     return EvalReport(
-        truth=truth.path, judged_videos=len(truth.videos), queries=evals, micro=micro,
+        truth=truth.path,
+        judged_videos=len(truth.videos),
+        queries=evals,
+        micro=micro,
         macro_precision=float(np.mean([e.counts.precision for e in evals])) if evals else 1.0,
         macro_recall=float(np.mean([e.counts.recall for e in evals])) if evals else 1.0,
         macro_f1=float(np.mean([e.counts.f1 for e in evals])) if evals else 0.0,
         map=float(np.mean(aps)) if aps else None,
-        times=TimeStats.of(every), times_macro=TimeStats.mean_of([e.times for e in evals]),
+        times=TimeStats.of(every),
+        times_macro=TimeStats.mean_of([e.times for e in evals]),
         sweep=make_sweep([v.score for v in cut], [v.truth for v in cut], target_precision),
-        threshold=threshold, problems=truth.problems, rows=truth.rows,
+        threshold=threshold,
+        problems=truth.problems,
+        rows=truth.rows,
     )
 
 
@@ -286,8 +330,9 @@ def check_target(target_precision: float) -> None:
         raise QueryError(f"--target-precision {target_precision:g}: give a precision above 0 and at most 1, like 0.95.")
 
 
-def answers(searcher: Searcher, truth: Truth, todo: Sequence[TruthQuery], labels: dict[str, Any],
-            threshold: float | None) -> tuple[list[TruthQuery], list[QueryResult], list[dict[int, float]]]:
+def answers(
+    searcher: Searcher, truth: Truth, todo: Sequence[TruthQuery], labels: dict[str, Any], threshold: float | None
+) -> tuple[list[TruthQuery], list[QueryResult], list[dict[int, float]]]:
     """The queries answered, each one's answers on the judged videos in rank order (as ``archive
     search`` gives them over the whole archive), and each judged video's best non-blank cosine.
 
@@ -297,15 +342,13 @@ def answers(searcher: Searcher, truth: Truth, todo: Sequence[TruthQuery], labels
     """
     words = [q for q in todo if q.kind == "ocr"]
     if words:
-
         rest = [q for q in todo if q.kind != "ocr"]
         got = answers(searcher, truth, rest, labels, threshold) if rest else ([], [], [])
         res = search_text(searcher.store_dir, [q.target for q in words], sorted(truth.videos), None)
         for r, q in zip(res, words):
             r.query = q.query
         best = [{v.video_id: v.score for v in r.results} for r in res]
-        by_query = dict(zip([q.query for q in got[0]] + [q.query for q in words],
-                            zip(got[1] + res, got[2] + best)))
+        by_query = dict(zip([q.query for q in got[0]] + [q.query for q in words], zip(got[1] + res, got[2] + best)))
         order = [q for q in todo if q.query in by_query]
         return order, [by_query[q.query][0] for q in order], [by_query[q.query][1] for q in order]
     scanner = searcher.scanner(None)
@@ -326,8 +369,9 @@ def answers(searcher: Searcher, truth: Truth, todo: Sequence[TruthQuery], labels
     label_vecs: dict[str, np.ndarray] = {}
     if any(q.kind == "label" for q in todo):  # all labels in one batch, as their tables are computed
         names = sorted(labels)
-        label_vecs = dict(zip(names, presence.ensemble([labels[n].prompts for n in names],
-                                                       searcher.text_encoder.encode_texts)))
+        label_vecs = dict(
+            zip(names, presence.ensemble([labels[n].prompts for n in names], searcher.text_encoder.encode_texts))
+        )
     for q in todo:
         if q.kind == "text":
             vecs.append(next(text_vecs))
@@ -350,20 +394,29 @@ def answers(searcher: Searcher, truth: Truth, todo: Sequence[TruthQuery], labels
     sub = _subset(table, idx)
     results = rank(sub, raw, bg, [q.query for q in todo], kinds, rules, top=None)
     starts, _ = video_bounds(sub.video_id)
-    best = [np.maximum.reduceat(np.where(sub.blank, -np.inf, raw[:, j].astype(np.float64)), starts)
-            if len(starts) else np.zeros(0) for j in range(len(todo))]
+    best_raw = [
+        np.maximum.reduceat(np.where(sub.blank, -np.inf, raw[:, j].astype(np.float64)), starts)
+        if len(starts)
+        else np.zeros(0)
+        for j in range(len(todo))
+    ]
     ids = sub.video_id[starts] if len(starts) else np.zeros(0, np.int64)
-    return list(todo), results, [dict(zip(ids.tolist(), b.tolist())) for b in best]
+    return list(todo), results, [dict(zip(ids.tolist(), b.tolist())) for b in best_raw]
 
 
 def _subset(table: Any, idx: np.ndarray) -> Any:
     """The frame table cut to the frames at positions ``idx`` (same vectors)."""
-    per_frame = {f.name: getattr(table, f.name)[idx] for f in dataclasses.fields(table)
-                 if isinstance(getattr(table, f.name), np.ndarray) and len(getattr(table, f.name)) == len(table)}
+    per_frame = {
+        f.name: getattr(table, f.name)[idx]
+        for f in dataclasses.fields(table)
+        if isinstance(getattr(table, f.name), np.ndarray) and len(getattr(table, f.name)) == len(table)
+    }
     return dataclasses.replace(table, **per_frame)
 
 
-def measure(truth: Truth, q: TruthQuery, res: QueryResult, best: dict[int, float], target_precision: float) -> QueryEval:
+def measure(
+    truth: Truth, q: TruthQuery, res: QueryResult, best: dict[int, float], target_precision: float
+) -> QueryEval:
     """One query's numbers from its answers on the judged videos."""
     judged = set(truth.judged(q))
     by_id = {r.video_id: r for r in res.results}
@@ -376,90 +429,45 @@ def measure(truth: Truth, q: TruthQuery, res: QueryResult, best: dict[int, float
         true_iv = q.intervals.get(vid) or []
         pred_iv = [(s.start_s, s.end_s) for s in r.segments] if r else []
         t, p = bool(true_iv), bool(r and r.present)
-        videos.append(VideoEval(
-            video_id=vid, video=ref.path, truth=t, predicted=p, rank=k, score=float(best.get(vid, -np.inf)),
-            fps=ref.fps, true_first_s=true_iv[0][0] if t else None, first_seen_s=r.first_seen_s if p and r else None,
-            true_duration_s=metrics.length(true_iv), duration_s=float(r.duration_s) if r else 0.0,
-            iou=metrics.iou(pred_iv, true_iv) if t and p else None, segments=pred_iv,
-        ))
+        videos.append(
+            VideoEval(
+                video_id=vid,
+                video=ref.path,
+                truth=t,
+                predicted=p,
+                rank=k,
+                score=float(best.get(vid, -np.inf)),
+                fps=ref.fps,
+                true_first_s=true_iv[0][0] if t else None,
+                first_seen_s=r.first_seen_s if p and r else None,
+                true_duration_s=metrics.length(true_iv),
+                duration_s=float(r.duration_s) if r else 0.0,
+                iou=metrics.iou(pred_iv, true_iv) if t and p else None,
+                segments=pred_iv,
+            )
+        )
     c = metrics.counts([v.truth for v in videos], [v.predicted for v in videos])
     return QueryEval(
-        query=q.query, kind=q.kind, rule=res.rule, counts=c,
-        ap=metrics.average_precision([v.truth for v in videos]), times=TimeStats.of(videos),
-        sweep=make_sweep([v.score for v in videos], [v.truth for v in videos], target_precision), videos=videos,
+        query=q.query,
+        kind=q.kind,
+        rule=res.rule,
+        counts=c,
+        ap=metrics.average_precision([v.truth for v in videos]),
+        times=TimeStats.of(videos),
+        sweep=make_sweep([v.score for v in videos], [v.truth for v in videos], target_precision),
+        videos=videos,
     )
 
 
-MIN_POSITIVES = 3  # present videos a label's truth needs to be calibrated on
-
-
-@dataclass
-class Calibration:
-    """A label's plain cosine cut chosen on a truth file, and what it measured there."""
-
-    label: str
-    threshold: float
-    precision: float
-    recall: float
-    f1: float
-    judged: int  # videos judged for the label
-    positives: int  # ... of which truly present
-    target_precision: float | None  # None: the cut of best F1
-    truth: str  # the truth file, resolved
-    before: Counts  # the label's own rule on the same truth
-    problems: list[str] = field(default_factory=list)  # rows of the truth file that could not be used
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "threshold": round(self.threshold, 6), "precision": round(self.precision, 4),
-                "recall": round(self.recall, 4), "f1": round(self.f1, 4), "judged": self.judged,
-                "positives": self.positives, "target_precision": self.target_precision, "truth": self.truth,
-                "before": self.before.to_dict(), "problems": self.problems}
-
-
-def calibrate(searcher: Searcher, name: str, truth_path: str | os.PathLike[str],
-              target_precision: float | None = None) -> Calibration:
-    """Choose a label's cosine cut on a truth file: the cut of best F1, or the lowest cut that
-    reaches ``target_precision``. The rows used are those of ``label:NAME``, else those whose
-    query is the label's name or one of its prompts (merged).
-
-    Raises:
-        QueryError: no such label, no rows for it, fewer than :data:`MIN_POSITIVES` present
-            videos, or no cut reaching the target precision.
-    """
-    if target_precision is not None:
-        check_target(target_precision)
-    store = searcher.store_dir
-    labels = {lab.name: lab for lab in Reader.of(store).labels()}
-    if name not in labels:
-        raise QueryError(f"no label named {name!r}; see `archive label list`.")
-    lab = labels[name]
-    truth = read_truth(truth_path, Reader.of(store).video_refs(), list(labels.values()))
-    rows = [q for q in truth.queries if q.kind == "label" and q.target == name] or [
-        q for q in truth.queries if q.kind == "text" and q.target in {name, *lab.prompts}]
-    if not rows:
-        raise QueryError(f"{truth_path} has no rows for label:{name} or its prompts "
-                         f"({'; '.join(lab.prompts)}): nothing to calibrate on.")
-    q = TruthQuery(f"label:{name}", "label", name)
-    for part in rows:
-        q.unjudged |= part.unjudged
-        for vid, ivs in part.intervals.items():
-            q.intervals[vid] = metrics.merge(q.intervals.get(vid, []) + ivs)
-    _, [res], [best] = answers(searcher, truth, [q], labels, None)
-    ev = measure(truth, q, res, best, target_precision or DEFAULT_TARGET_PRECISION)
-    if ev.positives < MIN_POSITIVES or ev.positives == ev.judged:
-        raise QueryError(f"label {name}: the truth shows it in {ev.positives} of {ev.judged} judged videos; "
-                         f"calibrating needs at least {MIN_POSITIVES} videos where it is present and one where it "
-                         "is absent.")
-    point = ev.sweep.best if target_precision is None else ev.sweep.target
-    if point is None:
-        top = ev.sweep.best
-        raise QueryError(f"label {name}: no cut reaches precision {target_precision:g} on this truth "
-                         f"(best F1 {top.f1:.3f} at precision {top.precision:.3f}, cosine {top.threshold:.4f}); "
-                         "label more videos or ask for a lower --target-precision." if top else
-                         f"label {name}: no judged video has a usable frame.")
-    return Calibration(name, point.threshold, point.precision, point.recall, point.f1, ev.judged, ev.positives,
-                       target_precision, str(Path(truth.path).expanduser().resolve()), ev.counts, truth.problems)
-
-
-__all__ = ["DEFAULT_TARGET_PRECISION", "Calibration", "EvalReport", "QueryEval", "Rule", "Sweep", "TimeStats", "VideoEval",
-           "calibrate", "evaluate", "make_sweep", "measure"]
+__all__ = [
+    "DEFAULT_TARGET_PRECISION",
+    "EvalReport",
+    "QueryEval",
+    "Rule",
+    "Sweep",
+    "TimeStats",
+    "VideoEval",
+    "evaluate",
+    "make_sweep",
+    "measure",
+]

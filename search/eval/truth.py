@@ -86,7 +86,9 @@ def read_truth(path: str | os.PathLike[str], refs: Sequence[VideoRef], labels: S
     except OSError as exc:
         raise QueryError(f"cannot read the truth file {path}: {exc.strerror or exc}.") from exc
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
-        raise QueryError(f"{path} is not UTF-8 text (it has NUL bytes: UTF-16, or not text at all): save it as CSV UTF-8.")
+        raise QueryError(
+            f"{path} is not UTF-8 text (it has NUL bytes: UTF-16, or not text at all): save it as CSV UTF-8."
+        )
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # the byte-order mark some spreadsheets write
     reader = _Reader(p.resolve(), refs, {lab.name: lab for lab in labels})
@@ -142,8 +144,10 @@ class _Reader:
             if "video" in low and "query" in low:
                 missing = [c for c in COLUMNS if c not in low]
                 if missing:  # every row would read as "absent": nothing could be measured right
-                    raise QueryError(f"{self.path.name} line {n}: the header has no {' or '.join(missing)} column; "
-                                     f"expected {HEADER}.")
+                    raise QueryError(
+                        f"{self.path.name} line {n}: the header has no {' or '.join(missing)} column; "
+                        f"expected {HEADER}."
+                    )
                 self.cols = {c: low.index(c) for c in COLUMNS}
                 return None
             self.problem(n, f"no header row; expected {HEADER} (read as data in that order)")
@@ -151,10 +155,11 @@ class _Reader:
         self.row(n, fields)
 
     def row(self, n: int, fields: list[str]) -> None:
-        assert self.cols is not None
+        cols = self.cols
+        assert cols is not None
 
         def get(c: str) -> str:
-            return fields[self.cols[c]] if c in self.cols and self.cols[c] < len(fields) else ""
+            return fields[cols[c]] if c in cols and cols[c] < len(fields) else ""
 
         video, query = get("video"), get("query")
         if not video:
@@ -177,13 +182,19 @@ class _Reader:
         key = (q.query, ref.video_id)
         if span is None:
             if have:
-                return self.problem(n, f"says {query!r} is absent from {ref.name}, but an earlier line gives it an "
-                                       "interval (the intervals are kept)")
+                return self.problem(
+                    n,
+                    f"says {query!r} is absent from {ref.name}, but an earlier line gives it an "
+                    "interval (the intervals are kept)",
+                )
             self.absent_lines[key] = n
         else:
             if key in self.absent_lines:
-                self.problem(n, f"gives {query!r} an interval in {ref.name}, but line {self.absent_lines.pop(key)} "
-                                "says it is absent (the interval is kept)")
+                self.problem(
+                    n,
+                    f"gives {query!r} an interval in {ref.name}, but line {self.absent_lines.pop(key)} "
+                    "says it is absent (the interval is kept)",
+                )
             have.append(span)
             q.intervals[ref.video_id] = merge(have)
         self.rows += 1
@@ -207,9 +218,11 @@ class _Reader:
         if len(hit) == 1:
             return hit[0], ""
         if hit:
-            return None, (f"{v!r} names {len(hit)} indexed videos ({hit[0].path}, {hit[1].path}, ...); "
-                          "give a longer part of its path")
-        return None, f"no indexed video has the path or name {v!r} (see `archive sql \"SELECT path FROM videos\"`)"
+            return None, (
+                f"{v!r} names {len(hit)} indexed videos ({hit[0].path}, {hit[1].path}, ...); "
+                "give a longer part of its path"
+            )
+        return None, f'no indexed video has the path or name {v!r} (see `archive sql "SELECT path FROM videos"`)'
 
     def query(self, n: int, text: str) -> TruthQuery | None:
         if text in self.queries:
@@ -223,8 +236,10 @@ class _Reader:
         if kind == "image" and rest.strip():
             target = self.image(rest.strip())
             if target is None:
-                why = f"{text}: no readable image at {rest.strip()} (relative paths are read from {self.path.parent} " \
-                      "or the working directory)"
+                why = (
+                    f"{text}: no readable image at {rest.strip()} (relative paths are read from {self.path.parent} "
+                    "or the working directory)"
+                )
             q = TruthQuery(text, "image", target or "")
         elif kind == "label" and rest.strip():
             name = rest.strip()
@@ -232,7 +247,6 @@ class _Reader:
                 why = f"{text}: no saved label named {name!r} (see `archive label list`)"
             q = TruthQuery(text, "label", name)
         elif kind == "ocr" and rest.strip():
-
             if not normalize(rest):
                 why = f"{text}: give letters or digits after ocr: (punctuation and spaces are ignored)"
             q = TruthQuery(text, "ocr", rest.strip())
@@ -249,7 +263,7 @@ class _Reader:
         from PIL import Image  # lazy: Pillow is loaded only for image files
 
         p = Path(rel).expanduser()
-        for c in ([p] if p.is_absolute() else [self.path.parent / p, Path(os.path.abspath(p))]):
+        for c in [p] if p.is_absolute() else [self.path.parent / p, Path(os.path.abspath(p))]:
             if c.is_file():
                 try:
                     with Image.open(c) as im:

@@ -40,6 +40,20 @@ from .find import basis_of, compare, find
 from .report import Group, Member, VersionsReport, like_video, report, segment_dict
 
 __all__ = [
-    "Basis", "Group", "Match", "Member", "Side", "VersionsReport", "align", "basis_of", "compare", "find",
-    "like_video", "make_side", "measure_basis", "report", "segment_dict", "side_of",
+    "Basis",
+    "Group",
+    "Match",
+    "Member",
+    "Side",
+    "VersionsReport",
+    "align",
+    "basis_of",
+    "compare",
+    "find",
+    "like_video",
+    "make_side",
+    "measure_basis",
+    "report",
+    "segment_dict",
+    "side_of",
 ]

@@ -8,7 +8,7 @@ store). See :mod:`search.versions` for the method.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -100,8 +100,16 @@ class Match:
     samples: int
 
     def swapped(self) -> "Match":
-        return Match(self.video_b, self.video_a, self.b_start_s, self.b_end_s, self.a_start_s, self.a_end_s,
-                     self.score, self.samples)
+        return Match(
+            self.video_b,
+            self.video_a,
+            self.b_start_s,
+            self.b_end_s,
+            self.a_start_s,
+            self.a_end_s,
+            self.score,
+            self.samples,
+        )
 
     def ordered(self) -> "Match":
         """The same match with the lower video id as ``video_a`` (how the table stores a pair)."""
@@ -203,8 +211,14 @@ def _lines(ta: np.ndarray, tb: np.ndarray, ii: np.ndarray, jj: np.ndarray, tol: 
     return best
 
 
-def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None = None,
-          white: tuple[np.ndarray, np.ndarray] | None = None) -> list[Match]:
+def align(
+    a: Side,
+    b: Side,
+    sims: np.ndarray,
+    level: float,
+    stay: float | None = None,
+    white: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[Match]:
     """Aligned shared segments of two videos from their samples' cosine matrix (see the module
     docstring): lines are found through cells at or above ``level``, and followed through cells at
     or above ``stay`` (default: twice as far from 1 as ``level``). ``white``: both videos' whitened
@@ -243,9 +257,12 @@ def align(a: Side, b: Side, sims: np.ndarray, level: float, stay: float | None =
                 continue
             placed = _pieces(a, b, ri, rj, s, sims, level, stay, interval, tol)
             strong_cells = strong_m[ri, rj]
-            firm = firm or (len(np.unique(ri[strong_cells])) >= MIN_RUN and len(np.unique(rj[strong_cells])) >= MIN_RUN
-                            and any(m.score >= level for m in placed)
-                            and (white is None or not _two_stills(white, ri, rj, level)))
+            firm = firm or (
+                len(np.unique(ri[strong_cells])) >= MIN_RUN
+                and len(np.unique(rj[strong_cells])) >= MIN_RUN
+                and any(m.score >= level for m in placed)
+                and (white is None or not _two_stills(white, ri, rj, level))
+            )
             for m in placed:  # take the shot pairs placed out of play (a held shot matches once)
                 ia = (a.ts_s >= m.a_start_s - 1e-6) & (a.ts_s < m.a_end_s - 1e-6)
                 jb = (b.ts_s >= m.b_start_s - 1e-6) & (b.ts_s < m.b_end_s - 1e-6)
@@ -293,8 +310,18 @@ def _runs(li: np.ndarray, lj: np.ndarray, a: Side, b: Side, s: float, c: float, 
     return [np.asarray(r) for r in np.split(np.arange(len(li)), cut)]
 
 
-def _pieces(a: Side, b: Side, ri: np.ndarray, rj: np.ndarray, s: float, sims: np.ndarray, level: float,
-            stay: float, interval: float, tol: float) -> list[Match]:
+def _pieces(
+    a: Side,
+    b: Side,
+    ri: np.ndarray,
+    rj: np.ndarray,
+    s: float,
+    sims: np.ndarray,
+    level: float,
+    stay: float,
+    interval: float,
+    tol: float,
+) -> list[Match]:
     """A run cut into the shot pairs it crosses, each placed exactly (:func:`_place`); the pairs at
     either end must hold a cell at the match level (weak cells only bridge between strong ones)."""
     key = a.shot_id[ri] * (int(b.shot_id.max()) + 1 if len(b.shot_id) else 1) + b.shot_id[rj]
@@ -312,8 +339,17 @@ def _pieces(a: Side, b: Side, ri: np.ndarray, rj: np.ndarray, s: float, sims: np
     return out
 
 
-def _place(a: Side, b: Side, pi: np.ndarray, pj: np.ndarray, s: float, sims: np.ndarray, stay: float,
-           interval: float, tol: float) -> Match | None:
+def _place(
+    a: Side,
+    b: Side,
+    pi: np.ndarray,
+    pj: np.ndarray,
+    s: float,
+    sims: np.ndarray,
+    stay: float,
+    interval: float,
+    tol: float,
+) -> Match | None:
     """Where one shot of A and one of B share footage: the offset ``c`` (``t_b = s t_a + c``) that
     best lines up all the shots' samples (sum of cosines at or above ``stay`` of each A sample with
     the B sample nearest its place), among the offsets of the run's cells and those that put the
@@ -341,16 +377,24 @@ def _place(a: Side, b: Side, pi: np.ndarray, pj: np.ndarray, s: float, sims: np.
         return None
     best_c, best_v = None, -1.0
     slack = 0.5 * max(0.0, 1.0 - stay)  # a near tie: within half a "stay" step of one sample
-    for c, v in zip(cands[:2], scores[:2]):  # cut-aligned offsets win near ties
-        if v >= top - slack and v > best_v:
-            best_c, best_v = c, v
+    for c, score in zip(cands[:2], scores[:2]):  # cut-aligned offsets win near ties
+        if score >= top - slack and score > best_v:
+            best_c, best_v = c, score
     if best_c is None:
         best_c = cands[int(np.argmax(scores))]
     lo, hi = max(a0, (b0 - best_c) / s), min(a1, (b1 - best_c) / s)
     if hi - lo < 0.5 * interval:
         return None
-    return Match(a.video_id, b.video_id, round(lo, 4), round(hi, 4), round(s * lo + best_c, 4), round(s * hi + best_c, 4),
-                 round(float(np.mean(sims[pi, pj])), 5), len(pi))
+    return Match(
+        a.video_id,
+        b.video_id,
+        round(lo, 4),
+        round(hi, 4),
+        round(s * lo + best_c, 4),
+        round(s * hi + best_c, 4),
+        round(float(np.mean(sims[pi, pj])), 5),
+        len(pi),
+    )
 
 
 def _merge(ms: list[Match], interval: float) -> list[Match]:
@@ -363,11 +407,21 @@ def _merge(ms: list[Match], interval: float) -> list[Match]:
             p = out[k]
             ga, gb = m.a_start_s - p.a_end_s, m.b_start_s - p.b_end_s
             follows = -0.5 * interval <= ga <= JOIN * interval and -0.5 * interval <= gb <= JOIN * interval
-            repeats = ga < 0 and gb < 0 and abs((m.b_start_s - m.a_start_s) - (p.b_start_s - p.a_start_s)) <= interval + 1e-6
+            repeats = (
+                ga < 0 and gb < 0 and abs((m.b_start_s - m.a_start_s) - (p.b_start_s - p.a_start_s)) <= interval + 1e-6
+            )
             if follows or repeats:
                 n = p.samples + m.samples
-                out[k] = Match(p.video_a, p.video_b, p.a_start_s, max(p.a_end_s, m.a_end_s), min(p.b_start_s, m.b_start_s),
-                               max(p.b_end_s, m.b_end_s), round((p.score * p.samples + m.score * m.samples) / n, 5), n)
+                out[k] = Match(
+                    p.video_a,
+                    p.video_b,
+                    p.a_start_s,
+                    max(p.a_end_s, m.a_end_s),
+                    min(p.b_start_s, m.b_start_s),
+                    max(p.b_end_s, m.b_end_s),
+                    round((p.score * p.samples + m.score * m.samples) / n, 5),
+                    n,
+                )
                 break
         else:
             out.append(m)
@@ -383,8 +437,15 @@ def side_of(table: "FrameTable", lo: int, hi: int, vectors: np.ndarray | None = 
     shot = table.shot_id[sl]
     ts, end = table.ts_s[sl], table.end_s[sl]
     vecs = np.asarray(table.vectors.take(table.row[sl]), np.float32) if vectors is None else vectors
-    return Side(int(table.video_id[lo]) if hi > lo else -1, ts, end, shot, table.blank[sl], vecs,
-                *_shot_spans(shot, table.start_s[sl], end))
+    return Side(
+        int(table.video_id[lo]) if hi > lo else -1,
+        ts,
+        end,
+        shot,
+        table.blank[sl],
+        vecs,
+        *_shot_spans(shot, table.start_s[sl], end),
+    )
 
 
 def _shot_spans(shot: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -399,8 +460,15 @@ def _shot_spans(shot: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[n
     return np.repeat(start[starts], counts), np.repeat(end[stops - 1], counts)
 
 
-def make_side(video_id: int, ts: np.ndarray, end: np.ndarray, shot: np.ndarray, blank: np.ndarray,
-              vectors: np.ndarray, shot_start: np.ndarray | None = None) -> Side:
+def make_side(
+    video_id: int,
+    ts: np.ndarray | Sequence[float],
+    end: np.ndarray | Sequence[float],
+    shot: np.ndarray | Sequence[int],
+    blank: np.ndarray | Sequence[bool],
+    vectors: np.ndarray,
+    shot_start: np.ndarray | Sequence[float] | None = None,
+) -> Side:
     """A :class:`Side` of samples that are not in a store (a file decoded for one query);
     ``shot_start``: each sample's shot's start (default: its shot's first sample's time)."""
     ts, end, shot = np.asarray(ts, np.float64), np.asarray(end, np.float64), np.asarray(shot, np.int64)
@@ -409,5 +477,12 @@ def make_side(video_id: int, ts: np.ndarray, end: np.ndarray, shot: np.ndarray, 
         first = np.concatenate([[True], shot[1:] != shot[:-1]]) if len(shot) else np.zeros(0, bool)
         ss = np.asarray(shot_start, np.float64)
         start = np.where(first & (ss < ts), ss, ts)
-    return Side(video_id, ts, end, shot, np.asarray(blank, bool), np.asarray(vectors, np.float32),
-                *_shot_spans(shot, start, end))
+    return Side(
+        video_id,
+        ts,
+        end,
+        shot,
+        np.asarray(blank, bool),
+        np.asarray(vectors, np.float32),
+        *_shot_spans(shot, start, end),
+    )

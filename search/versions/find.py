@@ -30,8 +30,15 @@ MATCH_NPROBE_DIV = 8  # the same footage lies in the nearest lists: an eighth of
 IVF_MARGIN = 0.05  # ... kept when their approximate (PQ) cosine is at most this far below the candidate level
 
 
-def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basis, skip: Any = None,
-         videos: Sequence[int] | None = None, step: int = 8192, use_ivf: bool = True) -> list[Match]:
+def find(
+    store_dir: "str | os.PathLike[str]",
+    sides: Sequence[Side],
+    basis: Basis,
+    skip: Any = None,
+    videos: Sequence[int] | None = None,
+    step: int = 8192,
+    use_ivf: bool = True,
+) -> list[Match]:
     """Every aligned shared segment between each of ``sides`` and the stored videos (module
     docstring): one range search of all their samples over the stored vectors (read in file
     order, memory-mapped; the catalog is asked only about the frames that came close), then the
@@ -55,6 +62,7 @@ def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basi
     else:
         view, ids = Reader.of(store_dir).vector_layer()
     if view is not None:  # every vector (or those the IVF index does not hold yet), exactly
+        assert ids is not None  # read with the view
         for r0, block in view.blocks(step, reuse=True):
             r, c = np.nonzero(matvecs(block, q) >= basis.candidate_level)
             if len(r):
@@ -78,7 +86,9 @@ def find(store_dir: "str | os.PathLike[str]", sides: Sequence[Side], basis: Basi
             continue
         pairs = np.unique(np.stack([vid[mine], qi[mine]], axis=1), axis=0)  # distinct (video, A sample)
         cand, n = np.unique(pairs[:, 0], return_counts=True)
-        wanted[k] = [int(v) for v in cand[n >= MIN_RUN] if int(v) != a.video_id and not (skip and skip(a.video_id, int(v)))]
+        wanted[k] = [
+            int(v) for v in cand[n >= MIN_RUN] if int(v) != a.video_id and not (skip and skip(a.video_id, int(v)))
+        ]
     every = sorted({v for vs in wanted.values() for v in vs})
     if not every:
         return []
@@ -113,8 +123,9 @@ def basis_of(store_dir: "str | os.PathLike[str]") -> tuple[Basis, bool]:
     return measure_basis(Reader.of(store_dir).frames(ids)), True
 
 
-def compare(store_dir: "str | os.PathLike[str]", video_ids: Sequence[int],
-            progress: Any = None) -> tuple[Basis, bool, list[Match]]:
+def compare(
+    store_dir: "str | os.PathLike[str]", video_ids: Sequence[int], progress: Any = None
+) -> tuple[Basis, bool, list[Match]]:
     """Compare the stored videos ``video_ids`` with the whole archive: ``(basis, new_basis,
     matches)``, each pair once (a pair of two of them is compared from the lower id). Their samples
     go through the range search a few thousand at a time."""

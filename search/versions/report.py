@@ -33,9 +33,14 @@ class Member:
     is_longest: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"video_id": self.video_id, "video": self.video, "name": self.name,
-                "duration_s": round(self.duration_s, 3), "shared_s": round(self.shared_s, 3),
-                "is_longest": self.is_longest}
+        return {
+            "video_id": self.video_id,
+            "video": self.video,
+            "name": self.name,
+            "duration_s": round(self.duration_s, 3),
+            "shared_s": round(self.shared_s, 3),
+            "is_longest": self.is_longest,
+        }
 
 
 @dataclass
@@ -62,8 +67,12 @@ class VersionsReport:
     videos: list[int] | None = None  # the videos asked about (None: all groups)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min_shared_s": self.min_shared_s, "compared": self.compared, "not_compared": self.not_compared,
-                "groups": [g.to_dict() for g in self.groups]}
+        return {
+            "min_shared_s": self.min_shared_s,
+            "compared": self.compared,
+            "not_compared": self.not_compared,
+            "groups": [g.to_dict() for g in self.groups],
+        }
 
 
 def segment_dict(row: dict[str, Any], first: set[int] | None = None) -> dict[str, Any]:
@@ -73,14 +82,32 @@ def segment_dict(row: dict[str, Any], first: set[int] | None = None) -> dict[str
         return round(float(x), 3)
 
     if first and int(row["video_b"]) in first and int(row["video_a"]) not in first:
-        row = {**row, "video_a": row["video_b"], "video_b": row["video_a"], "path_a": row["path_b"],
-               "path_b": row["path_a"], "name_a": row["name_b"], "name_b": row["name_a"],
-               "a_start_s": row["b_start_s"], "a_end_s": row["b_end_s"], "b_start_s": row["a_start_s"],
-               "b_end_s": row["a_end_s"]}
-    return {"video_a": row["path_a"], "name_a": row["name_a"], "video_a_id": int(row["video_a"]),
-            "a_start_s": r(row["a_start_s"]), "a_end_s": r(row["a_end_s"]),
-            "video_b": row["path_b"], "name_b": row["name_b"], "video_b_id": int(row["video_b"]),
-            "b_start_s": r(row["b_start_s"]), "b_end_s": r(row["b_end_s"]), "score": round(float(row["score"]), 4)}
+        row = {
+            **row,
+            "video_a": row["video_b"],
+            "video_b": row["video_a"],
+            "path_a": row["path_b"],
+            "path_b": row["path_a"],
+            "name_a": row["name_b"],
+            "name_b": row["name_a"],
+            "a_start_s": row["b_start_s"],
+            "a_end_s": row["b_end_s"],
+            "b_start_s": row["a_start_s"],
+            "b_end_s": row["a_end_s"],
+        }
+    return {
+        "video_a": row["path_a"],
+        "name_a": row["name_a"],
+        "video_a_id": int(row["video_a"]),
+        "a_start_s": r(row["a_start_s"]),
+        "a_end_s": r(row["a_end_s"]),
+        "video_b": row["path_b"],
+        "name_b": row["name_b"],
+        "video_b_id": int(row["video_b"]),
+        "b_start_s": r(row["b_start_s"]),
+        "b_end_s": r(row["b_end_s"]),
+        "score": round(float(row["score"]), 4),
+    }
 
 
 def report(store_dir: "str | os.PathLike[str]", video_ids: Sequence[int] | None = None) -> VersionsReport:
@@ -88,9 +115,16 @@ def report(store_dir: "str | os.PathLike[str]", video_ids: Sequence[int] | None 
     rows, min_shared, done, todo = Reader.of(store_dir).version_rows()
     by_group: dict[int, list[Member]] = {}
     for r in rows:
-        by_group.setdefault(int(r["group_id"]), []).append(Member(
-            int(r["video_id"]), r["path"], r["name"], float(r["duration_s"] or 0.0), float(r["shared_s"]),
-            bool(r["is_longest"])))
+        by_group.setdefault(int(r["group_id"]), []).append(
+            Member(
+                int(r["video_id"]),
+                r["path"],
+                r["name"],
+                float(r["duration_s"] or 0.0),
+                float(r["shared_s"]),
+                bool(r["is_longest"]),
+            )
+        )
     groups_out = [Group(g, ms, []) for g, ms in by_group.items()]
     if video_ids is not None:
         wanted = set(int(v) for v in video_ids)
@@ -98,19 +132,32 @@ def report(store_dir: "str | os.PathLike[str]", video_ids: Sequence[int] | None 
         segs = Reader.of(store_dir).match_rows(sorted(wanted))
         for g in groups_out:
             ids = {m.video_id for m in g.members}
-            g.segments = [segment_dict(s, wanted) for s in segs if int(s["video_a"]) in ids and int(s["video_b"]) in ids]
+            g.segments = [
+                segment_dict(s, wanted) for s in segs if int(s["video_a"]) in ids and int(s["video_b"]) in ids
+            ]
         # videos asked about that share footage below --min-shared, or are in no group, still show
         # what they share
-        loose = [s for s in segs if not any(int(s["video_a"]) in {m.video_id for m in g.members} and
-                                            int(s["video_b"]) in {m.video_id for m in g.members} for g in groups_out)]
+        loose = [
+            s
+            for s in segs
+            if not any(
+                int(s["video_a"]) in {m.video_id for m in g.members}
+                and int(s["video_b"]) in {m.video_id for m in g.members}
+                for g in groups_out
+            )
+        ]
         if loose:
             groups_out.append(Group(-1, [], [segment_dict(s, wanted) for s in loose]))
     return VersionsReport(groups_out, min_shared, done, todo, None if video_ids is None else sorted(set(video_ids)))
 
 
-def like_video(store_dir: "str | os.PathLike[str]", path: "str | os.PathLike[str]",
-               embed: "Callable[[str, float], VideoRecord]", videos: Sequence[int] | None = None,
-               top: int | None = None) -> "QueryResult":
+def like_video(
+    store_dir: "str | os.PathLike[str]",
+    path: "str | os.PathLike[str]",
+    embed: "Callable[[str, float], VideoRecord]",
+    videos: Sequence[int] | None = None,
+    top: int | None = None,
+) -> "QueryResult":
     """Which indexed videos contain the footage of the video file ``path``, and where: one
     :class:`~search.results.QueryResult` in the usual shape, each segment also giving its time range
     in the file (``segment_sources``). An indexed file's stored samples are used; another file is
@@ -138,8 +185,15 @@ def like_video(store_dir: "str | os.PathLike[str]", path: "str | os.PathLike[str
             raise QueryError(f"--like-video {path}: cannot decode it ({str(exc).splitlines()[0]}).") from exc
         shots = rec.shots or []
         blank = [bool(shots) and shots[f.shot].kind != "content" for f in rec.frames]
-        side = make_side(-1, [f.ts_s for f in rec.frames], [f.end_s for f in rec.frames], [f.shot for f in rec.frames],
-                         blank, rec.vectors, [shots[f.shot].start_s if shots else f.ts_s for f in rec.frames])
+        side = make_side(
+            -1,
+            [f.ts_s for f in rec.frames],
+            [f.end_s for f in rec.frames],
+            [f.shot for f in rec.frames],
+            blank,
+            rec.vectors,
+            [shots[f.shot].start_s if shots else f.ts_s for f in rec.frames],
+        )
     found = find(store_dir, [side], basis, videos=videos)
     by_video: dict[int, list[Match]] = {}
     for m in found:
@@ -148,7 +202,7 @@ def like_video(store_dir: "str | os.PathLike[str]", path: "str | os.PathLike[str
     results = []
     for vid, ms in by_video.items():
         ms.sort(key=lambda m: m.b_start_s)
-        row = {"path": rows[vid].path, "duration_s": rows[vid].duration_s}
+        row = rows[vid]
         segs = [Segment(m.b_start_s, m.b_end_s, m.score) for m in ms]
         spans = sorted((m.b_start_s, m.b_end_s) for m in ms)
         on = 0.0
@@ -161,12 +215,27 @@ def like_video(store_dir: "str | os.PathLike[str]", path: "str | os.PathLike[str
                 cur[1] = max(cur[1], hi)
         on += 0.0 if cur is None else cur[1] - cur[0]
         best = max(ms, key=lambda m: m.score)
-        results.append(VideoResult(
-            video_id=vid, video=row["path"], present=True, first_seen_s=ms[0].b_start_s, duration_s=round(on, 4),
-            segments=segs, best_s=best.b_start_s, score=best.score, video_duration_s=float(row["duration_s"] or 0.0),
-            match=best.score, segment_sources=[(m.a_start_s, m.a_end_s) for m in ms]))
+        results.append(
+            VideoResult(
+                video_id=vid,
+                video=row.path,
+                present=True,
+                first_seen_s=ms[0].b_start_s,
+                duration_s=round(on, 4),
+                segments=segs,
+                best_s=best.b_start_s,
+                score=best.score,
+                video_duration_s=float(row.duration_s or 0.0),
+                match=best.score,
+                segment_sources=[(m.a_start_s, m.a_end_s) for m in ms],
+            )
+        )
     results.sort(key=lambda r: (-r.duration_s, r.video))
-    return QueryResult(query=f"like {os.path.basename(p)}", kind="video", threshold=basis.level,
-                       results=results[:top] if top else results,
-                       rule=f"shared footage: aligned samples at whitened cosine >= {basis.level:.4f} (versions matching)",
-                       videos_searched=len(refs) - (own is not None))
+    return QueryResult(
+        query=f"like {os.path.basename(p)}",
+        kind="video",
+        threshold=basis.level,
+        results=results[:top] if top else results,
+        rule=f"shared footage: aligned samples at whitened cosine >= {basis.level:.4f} (versions matching)",
+        videos_searched=len(refs) - (own is not None),
+    )
