@@ -17,13 +17,13 @@ DEMO_STORE ?= data
 EVAL_DEMO ?= eval-demo
 VERSIONS_DEMO ?= versions-demo
 
-.PHONY: install demo eval-demo versions-demo test test-fast lint clean-demo browser
+.PHONY: install demo eval-demo versions-demo test test-fast lint clean-demo browser espeak
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PKGS)
-	$(BIN)/python -m pip install -q -e '.[test,ray]'
+	$(BIN)/python -m pip install -q -e '.[test,ray,speech]'
 	$(BIN)/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4  # --ocr (its deps: in pyproject)
 	touch $@
 
@@ -57,6 +57,13 @@ browser:
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The speech tests and benchmark make their voice-overs with Debian's espeak-ng; installed when missing.
+espeak:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  echo "installing espeak-ng for the speech tests (apt-get)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+
 # Style (ruff), the import contracts (no circles; the floors and their rooms: pyproject.toml) and the
 # types of the store and the read path (mypy).
 lint: install
@@ -67,10 +74,10 @@ lint: install
 
 # The inner loop: the unit-level tests, without the slow ones (processes, Chromium, Ray, OCR, TransNetV2,
 # speech; the `slow` marker) and without installing Chromium. The 15 slowest tests are listed at the end.
-test-fast: install
+test-fast: install espeak
 	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
-test: install browser lint
+test: install browser espeak lint
 	$(BIN)/python -m pytest -q
 	d=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir "$$d" && rm -rf "$$d"
 

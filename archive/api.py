@@ -49,6 +49,7 @@ from search.eval.evaluate import EvalReport
 from search.labels import LabelSummary, VideoClass
 from search.query import Searcher, resolve_scope
 from search.results import QueryResult
+from search.said import check_said
 from search.shards import ShardedSearcher
 from search.sql import SqlResult, run_sql
 from search.versions import VersionsReport
@@ -70,6 +71,7 @@ def search_stores(
     device: str = settings.DEFAULT_DEVICE,
     encoder: Encoder | None = None,
     ocr: Sequence[str] = (),
+    said: Sequence[str] = (),
 ) -> list[QueryResult]:
     """Answer each query over several stores as one ranked list; each result names its ``store``.
     See :mod:`search.shards`.
@@ -89,6 +91,7 @@ def search_stores(
         merge_gap_s=merge_gap_s,
         min_duration_s=min_duration_s,
         ocr=ocr,
+        said=said,
     )
 
 
@@ -128,6 +131,7 @@ class Archive:
         ray: RayOptions | str | None = None,
         ocr: bool | None = None,
         min_shared: float | None = None,
+        speech: bool | None = None,
     ) -> IndexReport:
         """Index video files and folders. See :func:`indexer.run.pipeline.index_paths`.
 
@@ -139,6 +143,9 @@ class Archive:
 
         ``ocr=True`` reads on-screen text into the ``ocr`` table (:mod:`indexer.media.ocr`); the store
         remembers it, and videos indexed before without text get theirs (not re-embedded).
+        ``speech=True`` transcribes what is said into the ``speech`` and ``speech_words`` tables
+        (:mod:`indexer.media.speech`), beside the picture work; the store remembers it, and videos
+        indexed before get theirs from their sound track alone.
 
         Every new video is then compared with the archive for shared footage (versions of one
         film, :mod:`search.versions`) into the ``matches`` and ``versions`` tables; ``min_shared``
@@ -156,12 +163,13 @@ class Archive:
             precision=precision,
             shots=shots,
             ocr=ocr,
+            speech=speech,
             ray=RayOptions(address=ray) if isinstance(ray, str) else ray,
         )
         report = index_paths(paths, self.store, options, progress=progress or (lambda _e: None), encoder=enc)
         if report.encoder is not None:
             self._encoder = report.encoder  # the model is loaded once per Archive
-        changed = report.indexed_ids + report.text_ids
+        changed = report.indexed_ids + report.text_ids + report.speech_ids
         if changed and Reader(self.store).labels():
             with Writer(self.store) as w:  # label tables follow the new videos and new text (theirs only)
                 self._refresh_labels(w, changed)
@@ -304,9 +312,10 @@ class Archive:
         min_duration_s: float = 0.0,
         templates: Sequence[str] | None = None,
         ocr: Sequence[str] = (),
+        said: Sequence[str] = (),
     ) -> list[QueryResult]:
-        """Answer each text (and each example image, and each ``ocr`` phrase written on screen):
-        one :class:`QueryResult` per query.
+        """Answer each text (and each example image, each ``ocr`` phrase written on screen and each
+        ``said`` phrase spoken): one :class:`QueryResult` per query.
 
         ``templates`` replaces the prompt templates of text queries (each with one ``{}``).
         See :meth:`search.query.Searcher.search`.
@@ -326,6 +335,7 @@ class Archive:
             merge_gap_s=merge_gap_s,
             min_duration_s=min_duration_s,
             ocr=ocr,
+            said=said,
         )
         self._encoder = searcher.loaded_encoder or self._encoder  # kept for later calls
         return results
@@ -353,7 +363,12 @@ class Archive:
         return versions_mod.like_video(self.store, path, embed, ids, top)
 
     def label_add(
-        self, name: str, prompts: Sequence[str] = (), threshold: float | None = None, ocr: Sequence[str] = ()
+        self,
+        name: str,
+        prompts: Sequence[str] = (),
+        threshold: float | None = None,
+        ocr: Sequence[str] = (),
+        said: Sequence[str] = (),
     ) -> int:
         """Save a label (a category) and materialise its answers for every video.
 
@@ -363,6 +378,8 @@ class Archive:
             threshold: a plain cosine cut instead of the presence rule.
             ocr: written words that show it too (a store indexed with ``--ocr``): it is present
                 where the picture or the words are; each segment says which found it.
+            said: spoken phrases that show it too (a store indexed with ``--speech``): present
+                where they are said as well (``found_by`` then names ``speech``).
 
         Returns:
             How many videos show it.
@@ -374,10 +391,13 @@ class Archive:
         words = [w.strip() for w in ocr if w and w.strip()]
         for w in words:
             check_phrase(w)
+        phrases = [p.strip() for p in said if p and p.strip()]
+        for p in phrases:
+            check_said(p)
         Reader(self.store).meta()  # StoreNotFound before anything else
         self._texts()  # ModelLoadError before the label is saved
         with Writer(self.store) as w:
-            w.labels.save(name, prompts, threshold, words)
+            w.labels.save(name, prompts, threshold, words, phrases)
             self._refresh_labels(w)
         return next(lab.videos_present for lab in self.labels() if lab.name == name)
 

@@ -39,6 +39,7 @@ POINTS = (
     "model.load",
     "embed.batch",
     "video.done",
+    "speech.file",
     "commit.thumbs",
     "segment.written",
     "commit.vectors",

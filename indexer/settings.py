@@ -36,6 +36,7 @@ DEFAULT_DECODERS = 2
 BF16_SCAN_FRAMES = 50_000
 IVF_FRAMES = 2_000_000  # brute force (bf16) took 94 ms at 1M frames here: past 2M it leaves the 150 ms goal
 IVF_NPROBE = 64
+SPEECH_MODEL = "base"  # Whisper base: offline from its two data wheels; real-time factor about 0.1 on one core
 OCR_SIDE = 360  # 20 px text at 360p stays 20 px; 12 px still reads (indexer.media.ocr); cost grows with pixels
 # Comparing a new video for shared footage scans the whole archive exactly until it has an IVF
 # index: about 2.3 s a video at 1M frames, 1.1 s at 500k (a tenth of a 30 s clip's index run).
@@ -118,6 +119,28 @@ VARIABLES: tuple[Variable, ...] = (
         "ARCHIVE_OCR_SIDE",
         str(OCR_SIDE),
         "short side, in pixels, that frames are read at for on-screen text (never enlarged; at least 32)",
+    ),
+    Variable(
+        "ARCHIVE_SPEECH",
+        "the store's choice (off for a new store)",
+        "`1` (or true, yes, on): transcribe what is said while indexing, as `--speech`; `0` (or false, "
+        "no, off): do not, even in a store that does",
+    ),
+    Variable(
+        "ARCHIVE_SPEECH_MODEL",
+        SPEECH_MODEL,
+        "the Whisper model: a size (tiny, base, small, medium, large-v3; base comes from its wheels "
+        "with no model hub, the others from the hub) or a folder holding a CTranslate2 Whisper model",
+    ),
+    Variable(
+        "ARCHIVE_SPEECH_LANGUAGE",
+        "detected per video",
+        "the language spoken (an ISO 639-1 code such as `en`), instead of detecting it per video",
+    ),
+    Variable(
+        "ARCHIVE_SPEECH_THREADS",
+        "1",
+        "CPU threads of the speech recogniser (it runs beside the picture work, which keeps the other cores busy)",
     ),
     Variable(
         "ARCHIVE_VERSIONS",
@@ -305,6 +328,42 @@ def ocr(asked: bool | None = None, store_has_it: bool = False) -> bool:
     OCR package is installed is checked where the engine loads (:func:`indexer.media.ocr.engine`)."""
     env = (_env("ARCHIVE_OCR") or "").strip().lower()
     return bool(asked) or env in ("1", "true", "yes", "on") or (store_has_it and env not in ("0", "false", "no", "off"))
+
+
+def speech(asked: bool | None = None, store_has_it: bool = False) -> bool:
+    """Whether an index run transcribes what is said: ``--speech`` given, else ``$ARCHIVE_SPEECH``
+    (1, true, yes), else whether the store already does (it remembers its first ``--speech`` run)."""
+    env = (_env("ARCHIVE_SPEECH") or "").strip().lower()
+    return bool(asked) or env in ("1", "true", "yes", "on") or (store_has_it and env not in ("0", "false", "no", "off"))
+
+
+def speech_model() -> str:
+    """``$ARCHIVE_SPEECH_MODEL``: a Whisper size or a CTranslate2 folder (default ``base``)."""
+    return (_env("ARCHIVE_SPEECH_MODEL") or SPEECH_MODEL).strip()
+
+
+def speech_model_dir() -> str | None:
+    """Where Whisper sizes fetched from the hub are kept (``$ARCHIVE_MODEL_DIR``; None: the hub's own cache)."""
+    return _env("ARCHIVE_MODEL_DIR") or None
+
+
+def speech_language() -> str | None:
+    """``$ARCHIVE_SPEECH_LANGUAGE`` (None: detected per video).
+
+    Raises:
+        UsageError: not a two- or three-letter code.
+    """
+    lang = (_env("ARCHIVE_SPEECH_LANGUAGE") or "").strip().lower()
+    if not lang or lang == "auto":
+        return None
+    if not lang.isalpha() or not 2 <= len(lang) <= 3:
+        raise UsageError(f"ARCHIVE_SPEECH_LANGUAGE {lang!r}: give a language code such as en, de or fr.")
+    return lang
+
+
+def speech_threads() -> int:
+    """CPU threads of the speech recogniser (``$ARCHIVE_SPEECH_THREADS``, at least 1)."""
+    return _int_env("ARCHIVE_SPEECH_THREADS", 1, 1)
 
 
 def ocr_side() -> int:

@@ -24,6 +24,7 @@ from indexer.store import LabelCalibration, LabelDef, LabelResults, Reader, Segm
 
 from . import presence
 from .query import Rule, rank, resolve_scope
+from .said import said_segments
 from .scan import Scanner, background_term
 from .timeline import Segment
 from .written import search_text
@@ -40,6 +41,7 @@ class LabelSummary:
     seconds: float = 0.0
     calibration: LabelCalibration | None = None  # set when the threshold was calibrated on a truth file
     ocr: list[str] = field(default_factory=list)  # written words that show it too
+    said: list[str] = field(default_factory=list)  # spoken phrases that show it too
 
     @property
     def rule(self) -> str:
@@ -52,6 +54,7 @@ class LabelSummary:
             "label": self.name,
             "prompts": self.prompts,
             "ocr": self.ocr,
+            "said": self.said,
             "threshold": self.threshold,
             "rule": self.rule,
             "videos_present": self.videos_present,
@@ -121,11 +124,13 @@ def label_results(
     rules = [rule_of(lab) for lab in labels]
     results = rank(table, raw, bg_lse, [lab.name for lab in labels], ["text"] * len(labels), rules, top=None)
     for lab, res in zip(labels, results):
-        words = written(store_dir, lab.ocr, sorted({r.video_id for r in res.results})) if lab.ocr else {}
+        ids = sorted({r.video_id for r in res.results})
+        words = written(store_dir, lab.ocr, ids) if lab.ocr else {}
+        spoken = said_segments(store_dir, lab.said, ids) if lab.said else {}
         for r in res.results:
-            segs = combine(r.segments, words.get(r.video_id, []))
+            segs = combine(r.segments, words.get(r.video_id, []), spoken.get(r.video_id, []))
             first = segs[0].start_s if segs else None
-            best = r.best_s if r.present or not segs else segs[0].start_s  # words alone: where first read
+            best = r.best_s if r.present or not segs else segs[0].start_s  # words alone: where first read or said
             out.videos.append(
                 VideoLabelRow(
                     r.video_id,
@@ -164,28 +169,42 @@ def written(
     return out
 
 
-def combine(picture: Sequence[Segment], text: Sequence[Segment]) -> list[_Span]:
-    """A label's segments in one video: where the picture or the written words are found, joined
-    where they overlap or touch; each says what found it (picture, text or both). A joined
-    segment's ``peak_score`` is the picture's best cosine in it (a text-only one: the words'
-    similarity, 0-1)."""
+_SOURCES = ("picture", "text", "speech")
+
+
+def found_by(sources: set[str]) -> str:
+    """What found a segment: ``picture``, ``text``, ``speech``, ``both`` (picture and text, as
+    before speech was searched), or a mix with speech joined by ``+`` (``picture+speech``, ...)."""
+    if sources == {"picture", "text"}:
+        return "both"
+    return "+".join(k for k in _SOURCES if k in sources)
+
+
+def combine(picture: Sequence[Segment], text: Sequence[Segment], speech: Sequence[Segment] = ()) -> list[_Span]:
+    """A label's segments in one video: where the picture, the written words or the spoken words
+    are found, joined where they overlap or touch; each says what found it (:func:`found_by`). A
+    joined segment's ``peak_score`` is the picture's best cosine in it (one found by words alone:
+    the words' best similarity, 0-1)."""
     spans = sorted(
         [(s.start_s, s.end_s, s.peak_score, "picture") for s in picture]
         + [(s.start_s, s.end_s, s.peak_score, "text") for s in text]
+        + [(s.start_s, s.end_s, s.peak_score, "speech") for s in speech]
     )
     out: list[_Span] = []
+    seen: list[set[str]] = []
     for a, b, peak, by in spans:
         if out and a <= out[-1].end_s + 1e-6:
-            cur = out[-1]
+            cur, had = out[-1], seen[-1]
             cur.end_s = max(cur.end_s, b)
-            if cur.found_by != by:
-                if by == "picture":
-                    cur.peak_score = peak if cur.found_by == "text" else max(cur.peak_score, peak)
-                cur.found_by = "both"
-            elif by == "picture" or cur.found_by == "text":
+            if by == "picture":
+                cur.peak_score = max(cur.peak_score, peak) if "picture" in had else peak
+            elif "picture" not in had:
                 cur.peak_score = max(cur.peak_score, peak)
+            had.add(by)
+            cur.found_by = found_by(had)
         else:
             out.append(_Span(a, b, peak, by))
+            seen.append({by})
     return out
 
 
@@ -211,6 +230,7 @@ def list_labels(store_dir: str | os.PathLike[str]) -> list[LabelSummary]:
                 st.seconds if st else 0.0,
                 lab.calibration,
                 lab.ocr,
+                lab.said,
             )
         )
     return out
@@ -226,8 +246,8 @@ def classify(
 
     Every non-blank sample is given to the label whose ensemble scores highest against it, under
     CLIP's softmax over the labels and the background prompts; a sample the backgrounds win goes
-    to "something else"; a sample where a label's written words (``--ocr``) are read goes to that
-    label. A label's share is its samples' screen time over the video's non-blank screen time;
+    to "something else"; a sample where a label's written words (``--ocr``) are read or its
+    phrases (``--said``) said goes to that label. A label's share is its samples' screen time over the video's non-blank screen time;
     ``best`` is the class with the largest share.
 
     Raises:
@@ -255,8 +275,10 @@ def classify(
     # a sample where a label's written words are read goes to that label (to the likeliest of several)
     read = np.zeros(lab.shape, bool)
     for k, n in enumerate(names):
-        if saved[n].ocr:
-            for vid, segs in written(store_dir, saved[n].ocr, sorted(set(table.videos))).items():
+        found = [written(store_dir, saved[n].ocr, sorted(set(table.videos))) if saved[n].ocr else {}]
+        found.append(said_segments(store_dir, saved[n].said, sorted(set(table.videos))) if saved[n].said else {})
+        for per_video in found:
+            for vid, segs in per_video.items():
                 sel = table.video_id == vid
                 for sg in segs:
                     read[:, k] |= sel & (table.ts_s < sg.end_s) & (table.end_s > sg.start_s)

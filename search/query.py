@@ -23,6 +23,7 @@ from . import levels, presence
 from .candidates import IvfRanker
 from .presence import Rule
 from .results import QueryResult, VideoResult
+from .said import check_heard, check_said, search_said
 from .scan import Scanner, background_term
 from .timeline import summarise, video_bounds
 from .written import check_phrase, search_text
@@ -364,9 +365,10 @@ class Searcher:
         merge_gap_s: float = 0.0,
         min_duration_s: float = 0.0,
         ocr: Sequence[str] = (),
+        said: Sequence[str] = (),
     ) -> list[QueryResult]:
-        """Answer text, image and written-word queries; one :class:`QueryResult` per query: the
-        texts, then the images, then the ``ocr`` phrases.
+        """Answer text, image, written-word and spoken-word queries; one :class:`QueryResult` per
+        query: the texts, then the images, then the ``ocr`` phrases, then the ``said`` phrases.
 
         Args:
             texts: free-text queries ("a beach", "football").
@@ -374,6 +376,9 @@ class Searcher:
             ocr: words written on screen ("drink responsibly"), matched in the ``ocr`` table
                 (:mod:`search.written`); ``threshold``, ``merge_gap_s`` and ``min_duration_s``
                 do not apply to them.
+            said: phrases spoken ("just do it"), matched word by word in the ``speech_words``
+                table (:mod:`search.said`); like ``ocr``, the cut and the segment options do not
+                apply to them.
             videos: limit to these indexed files, folders or names (None: the whole archive).
             top: videos per query, best first (None: all).
             threshold: a plain cosine cut instead of the presence rule (:mod:`search.presence`).
@@ -382,19 +387,24 @@ class Searcher:
 
         Raises:
             QueryError: no query, an empty text, a missing image, a phrase without letters or digits,
-                an unknown --video.
+                an unknown --video, ``said`` phrases on a store with no transcribed speech.
             StoreNotFound: no archive at ``store_dir``.
         """
         texts = list(texts)
         image_files = [str(i) for i in images]
         ocr = list(ocr)
-        settings.check_queries(texts, image_files, ocr)
+        said = list(said)
+        settings.check_queries(texts, image_files, ocr + said)
         settings.check_top(top)
         settings.check_seconds("--merge-gap", merge_gap_s)
         settings.check_seconds("--min-duration", min_duration_s)
         if ocr:
             for phrase in ocr:
                 check_phrase(phrase)
+        for phrase in said:
+            check_said(phrase)
+        if said:
+            check_heard(self.store_dir)
         scope = resolve_scope(self.store_dir, videos)
         results = (
             self._search_pictures(texts, image_files, scope, top, threshold, merge_gap_s, min_duration_s)
@@ -403,6 +413,8 @@ class Searcher:
         )
         if ocr:
             results += search_text(self.store_dir, ocr, scope, top)
+        if said:
+            results += search_said(self.store_dir, said, scope, top)
         return results
 
     def _search_pictures(

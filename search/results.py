@@ -33,8 +33,11 @@ class VideoResult:
     best_frame_id: int | None = None  # the best frame (its thumbnail: /api/thumbnails/{id})
     segment_frame_ids: list[int] = field(default_factory=list)  # each segment's best frame
     store: str | None = None  # the store it comes from, when several answer as one (search.shards)
-    segment_texts: list[str] | None = None  # written-word queries: the text read in each segment
+    segment_texts: list[str] | None = (
+        None  # written-word queries: the text read in each segment; spoken: the words heard
+    )
     segment_sources: list[tuple[float, float]] | None = None  # --like-video: each segment's time range in the file
+    transcribed: bool | None = None  # spoken-word queries: False when the video's sound was not transcribed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class VideoResult:
             "score": _r(self.score, 4),
             "match": _r(self.match if np.isfinite(self.match) else None, 4),
             "video_duration_s": _r(self.video_duration_s),
+            **({"transcribed": self.transcribed} if self.transcribed is not None else {}),
         }
 
 

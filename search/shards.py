@@ -110,6 +110,7 @@ class ShardedSearcher:
         merge_gap_s: float = 0.0,
         min_duration_s: float = 0.0,
         ocr: Sequence[str] = (),
+        said: Sequence[str] = (),
     ) -> list[QueryResult]:
         """Like :meth:`search.query.Searcher.search`, over every store; ``videos`` may name videos of
         any of them (an argument must match in at least one store)."""
@@ -139,6 +140,7 @@ class ShardedSearcher:
                     merge_gap_s=merge_gap_s,
                     min_duration_s=min_duration_s,
                     ocr=ocr,
+                    said=said,
                 )
             )
         missing = [v for v, n in unmatched.items() if n == len(self.searchers)]

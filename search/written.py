@@ -107,7 +107,7 @@ def _hits(
     return out
 
 
-def _union(spans: list[tuple[float, float, float, int, str]]) -> list[tuple[Segment, int, str]]:
+def union_spans(spans: list[tuple[float, float, float, int, str]]) -> list[tuple[Segment, int, str]]:
     """Merge ``(start, end, score, frame_id, text)`` spans that overlap or touch into segments, each
     with its best span's score, frame and text."""
     out: list[tuple[Segment, int, str]] = []
@@ -169,7 +169,7 @@ def search_text(
         answers = []
         for vid in ids:
             ref = refs[vid]
-            segs = _union(spans.get(vid, []))
+            segs = union_spans(spans.get(vid, []))
             top_seg = max(segs, key=lambda sg: sg[0].peak_score, default=None)
             score = max(best.get(vid, 0.0) / 100, top_seg[0].peak_score if top_seg else 0.0)
             answers.append(

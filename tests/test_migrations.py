@@ -234,6 +234,11 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
     assert (info.videos, info.frames, info.vectors) == (len(before["videos"]), len(before["frames"]), len(vectors))
     assert (info.model, info.pretrained, info.dim) == ("ViT-S-32-alt", "none", 256)
     assert _rows(a, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    # speech (v10): every video indexed before is "not transcribed" (NULL), so `--speech` hears it
+    assert _rows(a, "SELECT count(*) FROM videos WHERE speech_lines IS NULL AND sound_s IS NULL") == [
+        (len(before["videos"]),)
+    ]
+    assert _rows(a, "SELECT count(*) FROM speech") == [(0,)] == _rows(a, "SELECT count(*) FROM speech_words")
 
     # Same videos (count and paths), same frame ids and timestamps.
     assert _rows(a, Q_VIDEOS) == before["videos"]

@@ -39,6 +39,8 @@ class BenchOptions:
     index: bool = False
     naive: bool = False
     ocr: bool = False
+    speech: bool = False
+    said: int = 0
     frames: int = 0
     queries: int = 20
     shards: int | None = None
@@ -101,6 +103,8 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
             raise UsageError(f"--ray-workers {o.ray_workers}: give at least 1.")
         if o.ocr and o.ray_workers is not None:
             raise UsageError("--ocr compares in-process runs: leave out --ray-workers.")
+        if o.speech and o.ray_workers is not None:
+            raise UsageError("--speech compares in-process runs: leave out --ray-workers.")
 
         def index() -> dict[str, Any]:
             return bench_index(
@@ -113,6 +117,7 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
                 shots=o.shots,
                 ray_workers=o.ray_workers,
                 ocr=o.ocr,
+                speech=o.speech,
             )
 
         todo.append(index)

@@ -30,13 +30,15 @@ def bench_index(
     shots: str | None = None,
     ray_workers: int | None = None,
     ocr: bool = False,
+    speech: bool = False,
 ) -> dict[str, Any]:
     """Index ``paths`` into a temporary store and time it; with ``naive``, also time the naive
     per-frame loop (OpenCV reads every frame, keeps every Nth, PIL, fp32 batches of 32) on the
     same files and model. ``shots``: the shot detector (``fast``, ``transnet``, ``auto``).
     ``ray_workers``: run the per-video work on that many workers of a local Ray runtime (the wall
     time then includes starting Ray and loading the model on the workers). ``ocr``: then index the
-    same files again into another temporary store with on-screen text read, and compare."""
+    same files again into another temporary store with on-screen text read, and compare; ``speech``:
+    likewise with what is said transcribed."""
     settings.idle_threads_sleep()  # as `archive index` does, before torch loads
     t0 = time.perf_counter()
     enc = None
@@ -96,6 +98,8 @@ def bench_index(
     }
     if ocr:
         out["ocr"] = _ocr_run(paths, enc, fps, batch_size, shots, rep.wall_s)
+    if speech:
+        out["speech"] = _speech_run(paths, enc, fps, batch_size, shots, rep.wall_s)
     if naive:
         nv = naive_loop(paths, model, pretrained, fps)
         out["naive"] = nv
@@ -133,6 +137,36 @@ def _ocr_run(
             "write": round(st.write, 3),
         },
         "ocr_s_per_frame_read": round(st.ocr / st.ocr_frames, 3) if st.ocr_frames else None,
+    }
+
+
+def _speech_run(
+    paths: Sequence[str], enc: Any, fps: float, batch_size: int, shots: str | None, plain_wall_s: float
+) -> dict[str, Any]:
+    """The same index run with what is said transcribed (``--speech``), against the run without it."""
+    from indexer.media import speech as speechmod
+
+    t0 = time.perf_counter()
+    speechmod.engine()  # loaded once per process, like the model: timed apart
+    load_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = index_paths(
+            paths, tmp, IndexOptions(fps=fps, batch_size=batch_size, shots=shots, speech=True), encoder=enc
+        )
+    return {
+        "wall_s": round(rep.wall_s, 3),
+        "wall_s_without": round(plain_wall_s, 3),
+        "ratio": round(rep.wall_s / plain_wall_s, 2) if plain_wall_s else None,
+        "speech_load_s": round(load_s, 3),
+        "speech_model": settings.speech_model(),
+        "speech_threads": settings.speech_threads(),
+        "sound_s": round(rep.speech_sound_s, 3),
+        "recogniser_s": round(rep.speech_s, 3),
+        # seconds the recogniser took per second of sound, in its own thread beside the picture work
+        "real_time_factor": round(rep.speech_rtf, 3) if rep.speech_rtf is not None else None,
+        "lines": rep.speech_lines,
+        "words": rep.speech_words,
+        "not_heard": len(rep.speech_notes),
     }
 
 

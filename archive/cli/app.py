@@ -78,6 +78,14 @@ def index(
         "`archive search --ocr`. The store remembers it: later runs read new videos' text too, and videos indexed "
         "before get theirs without being re-embedded. Costs up to about as much again as indexing. [env: ARCHIVE_OCR=1]",
     ),
+    speech: bool = typer.Option(
+        False,
+        "--speech",
+        help="Also transcribe what is said (Whisper, offline: base from its wheels) into the `speech` and "
+        "`speech_words` tables, for `archive search --said`. The store remembers it: later runs transcribe new "
+        "videos too, and videos indexed before get theirs from their sound alone (nothing decoded again or "
+        "re-embedded). Runs beside the picture work. [env: ARCHIVE_SPEECH=1]",
+    ),
     min_shared: Optional[float] = typer.Option(
         None,
         "--min-shared",
@@ -123,6 +131,7 @@ def index(
                 shots=shots,
                 ray=ray_opts,
                 ocr=ocr or None,
+                speech=speech or None,
                 min_shared=min_shared,
             )
 
@@ -149,6 +158,15 @@ def search(
         metavar="WORDS",
         help="Words written on screen (a store indexed with --ocr): case, accents, punctuation and spaces do not "
         "count, small OCR errors are tolerated. Repeatable.",
+        show_default=False,
+    ),
+    said: Optional[List[str]] = typer.Option(
+        None,
+        "--said",
+        metavar="PHRASE",
+        help="Words spoken (a store indexed with --speech), matched word by word in the order said: case, accents "
+        "and punctuation do not count, a misheard letter in a longer word is tolerated, a missing word is not. "
+        "Repeatable.",
         show_default=False,
     ),
     video: Optional[List[str]] = typer.Option(
@@ -187,8 +205,8 @@ def search(
         "store; they must share a model). [default: $ARCHIVE_STORE (A:B for several), else ./data]",
     ),
 ) -> None:
-    """Search the archive by text, example image, written words or example video: per video, present / first
-    seen / time on screen."""
+    """Search the archive by text, example image, written or spoken words, or example video: per video, present /
+    first seen / time on screen (or said)."""
     from .render import print_search
 
     stores = settings.store_dirs(store or None)
@@ -211,6 +229,7 @@ def search(
                 min_duration_s=min_duration,
                 device=device,
                 ocr=ocr or (),
+                said=said or (),
             )
         )
         if texts or image:
@@ -221,7 +240,7 @@ def search(
     results = []
     if like_video is not None:
         results.append(call(lambda: arc.like_video(like_video, videos=video or None, top=top)))
-    if texts or image or ocr or like_video is None:
+    if texts or image or ocr or said or like_video is None:
         results += call(
             lambda: arc.search(
                 *(texts or []),
@@ -233,6 +252,7 @@ def search(
                 min_duration_s=min_duration,
                 templates=template or None,
                 ocr=ocr or (),
+                said=said or (),
             )
         )
     if texts or image:
@@ -294,7 +314,7 @@ def sql(
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV with a header row."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Run read-only SQL on the catalog (videos, frames, shots, segments, video_labels, labels, ocr, matches, versions, failures, meta, vector_segments)."""
+    """Run read-only SQL on the catalog (videos, frames, shots, segments, video_labels, labels, ocr, speech, speech_words, matches, versions, failures, meta, vector_segments)."""
     from .render import print_sql
 
     if as_json and as_csv:

@@ -21,6 +21,14 @@ def bench(
     bench_ocr: bool = typer.Option(
         False, "--ocr", help="With --index: index the files again with on-screen text read (--ocr) and compare."
     ),
+    bench_speech: bool = typer.Option(
+        False,
+        "--speech",
+        help="With --index: index the files again with what is said transcribed (--speech) and compare.",
+    ),
+    said: int = typer.Option(
+        0, "--said", help="Build a synthetic store of N videos' transcripts and time --said phrase queries on it."
+    ),
     frames: int = typer.Option(0, "--frames", help="Build a synthetic store of N frames and time queries on it."),
     queries: int = typer.Option(20, "--queries", help="Text queries to time with --frames (0: only build the store)."),
     shards: Optional[int] = typer.Option(
@@ -101,6 +109,8 @@ def bench(
         index=index,
         naive=naive,
         ocr=bench_ocr,
+        speech=bench_speech,
+        said=said,
         frames=frames,
         queries=queries,
         shards=shards,

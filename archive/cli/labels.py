@@ -33,6 +33,14 @@ def label_add(
         "are; segments.found_by says which. Repeatable.",
         show_default=False,
     ),
+    said: Optional[List[str]] = typer.Option(
+        None,
+        "--said",
+        metavar="PHRASE",
+        help="Spoken phrases that show it too (a store indexed with --speech): present where they are said as well; "
+        "segments.found_by then names speech. Repeatable.",
+        show_default=False,
+    ),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Save a label and work out, from the stored vectors, where it appears in every video."""
@@ -41,11 +49,17 @@ def label_add(
     from .render import err, esc
 
     arc = open_archive(store)
-    n = call(lambda: arc.label_add(name, prompt or [], threshold, ocr or []))
+    n = call(lambda: arc.label_add(name, prompt or [], threshold, ocr or [], said or []))
     if ocr and Reader(arc.store).meta().get("ocr") != "1":
         err.print(
             "[yellow]warning:[/] this store has no on-screen text yet: its --ocr words find nothing until "
             "`archive index FOLDER --ocr` reads it (labels follow).",
+            highlight=False,
+        )
+    if said and not Reader(arc.store).has_speech():
+        err.print(
+            "[yellow]warning:[/] this store has no transcribed speech yet: its --said phrases find nothing until "
+            "`archive index FOLDER --speech` transcribes it (labels follow).",
             highlight=False,
         )
     err.print(

@@ -60,6 +60,19 @@ class IndexProgress:
                 highlight=False,
             )
             return
+        if ev.kind == "nospeech":
+            err.print(
+                f"[yellow]speech[/] {esc(ev.path)}: {esc(ev.message.removeprefix('speech not transcribed: '))}",
+                highlight=False,
+            )
+            return
+        if ev.kind == "speech" and self.enabled:
+            err.print(
+                f"transcribing what is said in {esc(ev.path)} (its sound only; nothing re-embedded)",
+                style="dim",
+                highlight=False,
+            )
+            return
         if ev.kind == "text" and self.enabled:
             err.print(
                 f"reading the on-screen text of {esc(ev.path)} ({ev.frames} frames; decoding it again, nothing "

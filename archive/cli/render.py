@@ -16,6 +16,7 @@ from rich.markup import escape as esc
 from rich.table import Table
 
 from search.results import QueryResult
+from search.said import SIMILARITY as SAID_SIMILARITY
 from search.sql import SqlResult
 from search.written import SIMILARITY
 
@@ -61,7 +62,7 @@ def search_table(res: QueryResult) -> Table:
         t.add_column("store", overflow="fold", max_width=24)
     t.add_column("present")
     t.add_column("first", justify="right")
-    t.add_column("on screen", justify="right")
+    t.add_column("said for" if res.kind == "said" else "on screen", justify="right")
     t.add_column("best at", justify="right")
     t.add_column("score", justify="right")
     t.add_column("segments", overflow="fold", min_width=10)
@@ -80,7 +81,7 @@ def search_table(res: QueryResult) -> Table:
             str(i),
             esc(os.path.basename(r.video)),
             *([esc(os.path.basename(r.store or ""))] if shards else []),
-            "[green]yes[/]" if r.present else "no",
+            "[green]yes[/]" if r.present else "not transcribed" if r.transcribed is False else "no",
             fmt_s(r.first_seen_s),
             fmt_s(r.duration_s) if r.present else "-",
             fmt_s(r.best_s),
@@ -187,6 +188,7 @@ def print_labels(labels: Sequence[Any], as_json: bool) -> None:
                 f"{c.calibrated_at:%Y-%m-%d})"
             )
         words = f"; written: {', '.join(lab.ocr)}" if lab.ocr else ""
+        words += f"; said: {', '.join(lab.said)}" if lab.said else ""
         t.add_row(
             esc(lab.name), esc("; ".join(lab.prompts) + words), esc(rule), str(lab.videos_present), f"{lab.seconds:.2f}"
         )
@@ -230,6 +232,8 @@ def print_eval(rep: Any, as_json: bool) -> None:
     rule = "the presence rule" if rep.threshold is None else f"cosine >= {rep.threshold:g}"
     if any(q.kind == "ocr" for q in rep.queries):
         rule += f" (ocr: queries: similarity >= {SIMILARITY / 100:g} of the words read)"
+    if any(q.kind == "said" for q in rep.queries):
+        rule += f" (said: queries: similarity >= {SAID_SIMILARITY / 100:g} of every word heard)"
     out.print(
         f"[bold]{esc(os.path.basename(rep.truth))}[/]: {len(rep.queries)} queries, {rep.judged_videos} judged videos, "
         f"{rep.rows} rows read"
@@ -301,9 +305,9 @@ def print_eval(rep: Any, as_json: bool) -> None:
     out.print(t)
 
     tp = rep.sweep.target_precision
-    words = any(q.kind == "ocr" for q in rep.queries)
-    pictures = any(q.kind != "ocr" for q in rep.queries)
-    what = "cosine" if not words else "similarity" if not pictures else "cosine (ocr: queries: similarity)"
+    words = any(q.kind in ("ocr", "said") for q in rep.queries)
+    pictures = any(q.kind not in ("ocr", "said") for q in rep.queries)
+    what = "cosine" if not words else "similarity" if not pictures else "cosine (ocr: and said: queries: similarity)"
     t = _table(
         f"a plain {what} cut instead: the best-F1 cut, and the lowest cut with P >= {tp:g}",
         ("query", "best cut", "P", "R", "F1", f"P>={tp:g} cut", "P", "R"),
@@ -325,7 +329,7 @@ def print_eval(rep: Any, as_json: bool) -> None:
     for q in rep.queries:
         sweep_row(_query_name(q.query), q.sweep)
     t.add_section()
-    sweep_row("all (one cut)" if not (words and pictures) else "all but ocr: (one cut)", rep.sweep)
+    sweep_row("all (one cut)" if not (words and pictures) else "all but ocr: and said: (one cut)", rep.sweep)
     out.print(t)
 
 

@@ -37,6 +37,11 @@ def info_dict(info: StoreInfo) -> dict[str, Any]:
         "ocr": info.ocr,
         "text_lines": info.text_lines,
         "text_videos": info.text_videos,
+        "speech": info.speech,
+        "speech_lines": info.speech_lines,
+        "speech_words": info.speech_words,
+        "speech_videos": info.speech_videos,
+        "speech_heard": info.speech_heard,
         "versions": info.versions,
         "image_levels": info.image_levels,
     }
@@ -79,6 +84,14 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
     )
     d.pop("text_lines")
     d.pop("text_videos")
+    d["speech"] = (
+        f"on: {info.speech_lines:,} spoken lines, {info.speech_words:,} words; {info.speech_videos} of "
+        f"{info.videos} videos transcribed, something said in {info.speech_heard}"
+        if info.speech or info.speech_videos
+        else "off (archive index FOLDER --speech transcribes what is said)"
+    )
+    for k in ("speech_lines", "speech_words", "speech_videos", "speech_heard"):
+        d.pop(k)
     v = info.versions
     d["versions"] = (
         f"{v['groups']} group(s) of {v['videos_in_groups']} videos sharing at least {v['min_shared_s']:g} s, "
@@ -127,6 +140,14 @@ def report_dict(r: IndexReport) -> dict[str, Any]:
         "text_lines": r.text_lines,
         "text_added": r.text_added,
         "text_not_read": [{"path": p, "error": n} for p, n in r.text_notes],
+        "speech": r.speech,
+        "speech_lines": r.speech_lines,
+        "speech_words": r.speech_words,
+        "speech_added": r.speech_added,
+        "speech_sound_s": round(r.speech_sound_s, 3),
+        "speech_s": round(r.speech_s, 3),
+        "speech_rtf": None if r.speech_rtf is None else round(r.speech_rtf, 4),
+        "speech_notes": [{"path": p, "error": n} for p, n in r.speech_notes],
         "versions_compared": r.versions_compared,
         "matches_found": r.matches_found,
         "versions_s": r.versions_s,
@@ -150,6 +171,14 @@ def print_report(r: IndexReport, as_json: bool) -> None:
     if r.ocr and (r.indexed or r.text_added):
         added = f"; {r.text_added} video(s) indexed before got their text (nothing re-embedded)" if r.text_added else ""
         err.print(f"on-screen text: {r.text_lines} line(s) read{added}.", highlight=False)
+    if r.speech and (r.indexed or r.speech_added):
+        added = f"; {r.speech_added} video(s) indexed before got theirs (nothing re-embedded)" if r.speech_added else ""
+        rtf = f", the recogniser at {r.speech_rtf:.2f} s per second of sound" if r.speech_rtf is not None else ""
+        err.print(
+            f"speech: {r.speech_lines} line(s), {r.speech_words} word(s) heard in {r.speech_sound_s:.1f} s of "
+            f"sound{rtf}{added}.",
+            highlight=False,
+        )
     if r.ivf_trained_s:
         err.print(
             f"IVF index trained over {r.ivf_frames:,} frames in {r.ivf_trained_s:.1f} s (once: the archive reached "
@@ -171,6 +200,8 @@ def print_report(r: IndexReport, as_json: bool) -> None:
         err.print(
             f"[yellow]no text read[/] {esc(p)}: {esc(why.removeprefix('on-screen text not read: '))}", highlight=False
         )
+    for p, why in r.speech_notes:
+        err.print(f"[yellow]speech[/] {esc(p)}: {esc(why.removeprefix('speech not transcribed: '))}", highlight=False)
     if r.thumbnails_added:
         err.print(
             f"added thumbnails to {r.thumbnails_added} frames of videos indexed before thumbnails existed "

@@ -59,7 +59,9 @@ def page() -> FileResponse:
 
 
 @router.get(
-    "/api/search", summary="Search by text, or by words written on screen (ocr): the shape of `archive search --json`"
+    "/api/search",
+    summary="Search by text, by words written on screen (ocr) or by words spoken (said): the shape of "
+    "`archive search --json`",
 )
 def search(
     srv: Annotated[ServerState, Depends(current)],
@@ -68,14 +70,20 @@ def search(
         None,
         description="Instead of q: words written on screen, e.g. 'drink responsibly' (a store indexed with --ocr).",
     ),
+    said: Optional[str] = Query(
+        None,
+        description="Instead of q: words spoken, e.g. 'just do it' (a store indexed with --speech).",
+    ),
     top: int = Query(settings.DEFAULT_TOP, ge=1, le=1000, description="Videos to return, best first."),
     video: Optional[list[str]] = Query(None, description="Only these indexed files, folders or names."),
     threshold: Optional[float] = Query(None, ge=-1.0, le=1.0, description="A plain cosine cut instead of the rule."),
     merge_gap: float = Query(0.0, ge=0.0, description="Join segments at most this many seconds apart."),
     min_duration: float = Query(0.0, ge=0.0, description="Drop shorter segments (seconds)."),
 ) -> dict[str, Any]:
-    if (q is None) == (ocr is None):
-        raise QueryError("give q (a text to search for) or ocr (words written on screen), one of the two.")
+    if sum(x is not None for x in (q, ocr, said)) != 1:
+        raise QueryError(
+            "give q (a text to search for), ocr (words written on screen) or said (words spoken), one of the three."
+        )
     t0 = time.perf_counter()
     with srv.lock:
         [res] = srv.searcher.search(
@@ -86,6 +94,7 @@ def search(
             merge_gap_s=merge_gap,
             min_duration_s=min_duration,
             ocr=[ocr] if ocr is not None else [],
+            said=[said] if said is not None else [],
         )
     return srv.result(res, t0)
 
@@ -164,6 +173,20 @@ def video(
 
 
 @router.get(
+    "/api/videos/{video_id}/transcript",
+    summary="What is said in one video: its spoken lines (times on the video's clock) and their words",
+)
+def transcript(
+    srv: Annotated[ServerState, Depends(current)], video_id: int = Path_(..., ge=0, le=ID), store: int = STORE_Q
+) -> dict[str, Any]:
+    t = Reader(srv.store_dir(store)).transcript(video_id)
+    if t is None:
+        raise HTTPException(404, f"no video with id {video_id}; see /api/videos.")
+    t["transcribed"] = t["speech_lines"] is not None
+    return srv.tagged([t], store)[0]
+
+
+@router.get(
     "/api/thumbnails/{frame_id}",
     summary="A sampled frame's JPEG thumbnail",
     response_class=Response,
@@ -225,6 +248,10 @@ def stats(srv: Annotated[ServerState, Depends(current)]) -> dict[str, Any]:
                 "failures": info.failures,
                 "ocr": info.ocr,
                 "text_lines": info.text_lines,
+                "speech": info.speech or info.speech_videos > 0,
+                "speech_lines": info.speech_lines,
+                "speech_words": info.speech_words,
+                "speech_videos": info.speech_videos,
                 "labels": labels,
             }
         )
@@ -237,9 +264,11 @@ def stats(srv: Annotated[ServerState, Depends(current)]) -> dict[str, Any]:
         "dim": parts[0]["dim"],
         "labels": [lab for p in parts for lab in p["labels"]],
     }
-    for key in ("videos", "frames", "seconds", "bytes", "failures", "text_lines"):
+    for key in ("videos", "frames", "seconds", "bytes", "failures", "text_lines", "speech_lines", "speech_words"):
         out[key] = sum(p[key] for p in parts)
+    out["speech_videos"] = sum(p["speech_videos"] for p in parts)
     out["ocr"] = any(p["ocr"] for p in parts)
+    out["speech"] = any(p["speech"] for p in parts)
     out["seconds"] = round(out["seconds"], 3)
     out["stores"] = [{k: v for k, v in p.items() if k != "labels"} | {"store_index": i} for i, p in enumerate(parts)]
     return out

@@ -113,8 +113,14 @@ def _open(path: str | Path) -> tuple[Any, Any]:
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
         raise VideoOpenError(f"{path}: not a readable video ({_reason(exc)})") from exc
     if not container.streams.video:
+        audio = bool(container.streams.audio)
         container.close()
-        raise VideoOpenError(f"{path}: holds no video stream (audio-only or another kind of file)")
+        if audio:
+            raise VideoOpenError(
+                f"{path}: an audio-only file (sound, no pictures): the archive indexes videos, so it is skipped "
+                "(a folder's audio files are not picked up at all)"
+            )
+        raise VideoOpenError(f"{path}: holds no video stream (not a video file)")
     return container, container.streams.video[0]
 
 

@@ -24,8 +24,9 @@ class Committer:
         rep = self.report
         partial = [(rec.path, rec.note) for rec in self.pending if rec.note]
         no_text = [(rec.path, rec.ocr_note) for rec in self.pending if rec.ocr_note]
+        no_speech = [(rec.path, rec.speech_note) for rec in self.pending if rec.speech_note]
         t0 = time.perf_counter()
-        rep.indexed_ids.extend(self.writer.commit(self.pending, self.failures + partial + no_text))
+        rep.indexed_ids.extend(self.writer.commit(self.pending, self.failures + partial + no_text + no_speech))
         rep.stages.write += time.perf_counter() - t0
         for rec in self.pending:
             rep.indexed += 1
@@ -33,8 +34,11 @@ class Committer:
             rep.frames += len(rec.frames)
             rep.video_seconds += rec.duration_s
             rep.text_lines += len(rec.ocr or [])
+            if rec.speech is not None:
+                rep.count_speech(rec.speech)
         rep.notes.extend(partial)
         rep.text_notes.extend(no_text)
+        rep.speech_notes.extend(no_speech)
         rep.partial += len(partial)
         rep.failures.extend(self.failures)
         rep.failed += len(self.failures)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from indexer.model.encoder import Encoder
 from indexer.store import FrameRecord, ShotRecord, VideoRecord
 
 from .discover import fingerprint
+from .hear import Heard
 from .report import Progress, ProgressFn, no_progress
 
 
@@ -45,6 +47,7 @@ def embed_video(
     background: tuple[np.ndarray, str] | None = None,
     shots: str = "fast",
     ocr: OcrEngine | None = None,
+    speech: Callable[[], Heard] | None = None,
 ) -> VideoRecord:
     """Decode one video, sample ``fps`` frames per second of video time, embed them.
 
@@ -55,7 +58,9 @@ def embed_video(
     background term (:mod:`indexer.model.background`) is computed too, to be stored with its vector.
     ``shots`` picks the shot detector (``fast`` or ``transnet``, see :func:`indexer.media.decode.sample_frames`).
     With ``ocr``, the on-screen text of the samples :class:`indexer.media.ocr.OcrTrack` picks is read
-    too (in the decoding thread); a handed-in ``decoder`` must have been started with it.
+    too (in the decoding thread); a handed-in ``decoder`` must have been started with it. With
+    ``speech`` (a call that waits for the file's transcript, :mod:`indexer.run.hear`), what is said
+    is kept with the record; the transcript is heard beside the picture work, not after it.
 
     Returns:
         A record ready for :meth:`Writer.commit`: frame times, vectors and the file's metadata.
@@ -116,6 +121,7 @@ def embed_video(
             ocr_lines = dec.track.lines(times, ends)
         else:
             ocr_note = dec.ocr_error
+    heard, speech_note = speech() if speech is not None else (None, None)
     bg_lse = bg_key = None
     if background is not None:
         bg_vecs, bg_key = background
@@ -144,4 +150,6 @@ def embed_video(
         bg_key=bg_key,
         ocr=ocr_lines,
         ocr_note=ocr_note,
+        speech=heard,
+        speech_note=speech_note,
     )

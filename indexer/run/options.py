@@ -1,7 +1,7 @@
 """What an index run is asked to do: one options object from the CLI through the API to the runners.
 
 :class:`IndexOptions` carries every choice of ``archive index`` (sample rate, batch size, model and
-weights, device and precision, shot detector, on-screen text, Ray) so that
+weights, device and precision, shot detector, on-screen text, speech, Ray) so that
 :func:`indexer.run.pipeline.index_paths` and the runners take one value instead of a dozen.
 """
 
@@ -47,7 +47,8 @@ class IndexOptions:
     tower's, ``auto`` (bf16 where native), ``bf16`` or ``fp32``. ``shots``: the shot detector,
     ``auto``, ``transnet`` or ``fast`` (None: ``$ARCHIVE_SHOTS``, else ``auto``; asked for explicitly it
     re-indexes the videos another detector made). ``ocr``: read on-screen text (None:
-    ``$ARCHIVE_OCR``, else as the store does). ``ray``: run the per-video step on Ray (None: here).
+    ``$ARCHIVE_OCR``, else as the store does). ``speech``: transcribe what is said (None:
+    ``$ARCHIVE_SPEECH``, else as the store does). ``ray``: run the per-video step on Ray (None: here).
     """
 
     fps: float = settings.DEFAULT_FPS
@@ -58,6 +59,7 @@ class IndexOptions:
     precision: str = settings.DEFAULT_PRECISION
     shots: str | None = None
     ocr: bool | None = None
+    speech: bool | None = None
     ray: RayOptions | None = None
 
     def checked(self) -> "IndexOptions":

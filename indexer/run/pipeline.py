@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from indexer import crashpoints, settings
 from indexer.errors import VideoOpenError
 from indexer.media import ocr as ocrmod
+from indexer.media import speech as speechmod
 from indexer.media import transnet
 from indexer.media.decode import VideoInfo, probe
 from indexer.media.decode_child import ProcessPrefetch
@@ -35,6 +36,7 @@ from .backfill import add_text, add_thumbnails
 from .commit import Committer
 from .discover import discover
 from .embed import embed_video
+from .hear import HearAhead, add_speech
 from .options import IndexOptions
 from .plan import Plan, choose_spec, plan_files
 from .ray_runner import RayRunner
@@ -87,8 +89,13 @@ def index_paths(
     meta = Reader(store_dir).meta() if has_catalog(store_dir) else {}  # read once (each read opens the catalog)
     read_text = settings.ocr(o.ocr, meta.get("ocr") == "1")
     engine = ocrmod.engine(settings.ocr_side()) if read_text else None
+    hearing = settings.speech(o.speech, meta.get("speech") == "1")
+    settings.speech_language()  # a bad ARCHIVE_SPEECH_LANGUAGE fails here, before anything is written
+    ears = speechmod.engine(settings.speech_model(), o.device) if hearing else None
     spec = choose_spec(store_dir, o.model, o.pretrained, encoder.spec if encoder is not None else None, meta)
-    report = IndexReport(store=str(store_dir.resolve()), model=spec.name, pretrained=spec.pretrained, ocr=read_text)
+    report = IndexReport(
+        store=str(store_dir.resolve()), model=spec.name, pretrained=spec.pretrained, ocr=read_text, speech=hearing
+    )
     files, problems = discover(paths)
     report.files_seen = len(files)
 
@@ -101,7 +108,7 @@ def index_paths(
         explicit = detector if settings.shots_asked(o.shots) != "auto" else None
         plan = plan_files(files, known, o.fps, explicit)
         problems.extend(plan.bad)
-        runner = _Runner(writer, encoder, o, progress, report, shots=detector, ocr=engine)
+        runner = _Runner(writer, encoder, o, progress, report, shots=detector, ocr=engine, speech=ears)
         try:
             if plan.todo and encoder is None and o.ray is None:
                 # The first videos decode while the model loads, in child processes: importing torch
@@ -121,9 +128,13 @@ def index_paths(
                     pass  # embed_video reports it
             progress(Progress("plan", total=len(plan.todo), seconds=sum(i.duration_s for i in infos.values())))
             if o.ray is not None and plan.todo:
-                _index_on_ray(writer, o, spec, detector, progress, report, plan, problems, infos, no_thumbs, engine)
+                _index_on_ray(
+                    writer, o, spec, detector, progress, report, plan, problems, infos, no_thumbs, engine, ears
+                )
                 if engine is not None:
                     add_text(writer, plan.same, engine, progress, report)
+                if ears is not None:
+                    add_speech(writer, plan.same, ears, progress, report)
                 report.missing = _missing(store_dir, paths)
                 report.wall_s = time.perf_counter() - t0
                 return report
@@ -138,6 +149,8 @@ def index_paths(
             if writer.spec is not None:
                 if engine is not None:
                     writer.remember_ocr()
+                if ears is not None:
+                    writer.remember_speech()
                 for p, mtime in plan.touched:
                     writer.touch(p, mtime)
                 if plan.todo and encoder is not None:
@@ -147,6 +160,8 @@ def index_paths(
                     report.thumbnails_added += add_thumbnails(writer, p, progress)
                 if engine is not None:
                     add_text(writer, plan.same, engine, progress, report)
+                if ears is not None:
+                    add_speech(writer, plan.same, ears, progress, report)
                 if report.indexed:
                     _merged(writer, report)
             else:  # nothing to embed and no catalog to record failures in
@@ -193,9 +208,19 @@ def _index_on_ray(
     infos: dict[str, VideoInfo],
     no_thumbs: list[str],
     engine: "ocrmod.OcrEngine | None" = None,
+    ears: "speechmod.SpeechEngine | None" = None,
 ) -> None:
     """The rest of an index run with the per-video step on Ray workers (the writer stays here)."""
-    runner = RayRunner(writer, opts, spec, progress, report, detector, engine.side if engine is not None else 0)
+    runner = RayRunner(
+        writer,
+        opts,
+        spec,
+        progress,
+        report,
+        detector,
+        engine.side if engine is not None else 0,
+        ears.name if ears is not None else None,
+    )
     # Ray prints its own notices (a worker died, ...) on this process's stdout: they go to stderr,
     # so stdout keeps only what the command prints (its --json report).
     with contextlib.redirect_stdout(sys.stderr):
@@ -205,6 +230,8 @@ def _index_on_ray(
                 writer.attach(spec, dim)
             if engine is not None:
                 writer.remember_ocr()
+            if ears is not None:
+                writer.remember_speech()
             for p, mtime in plan.touched:
                 writer.touch(p, mtime)
             runner.run(plan.todo, problems, infos)
@@ -229,9 +256,11 @@ class _Runner(Committer):
         report: IndexReport,
         shots: str = "fast",
         ocr: "ocrmod.OcrEngine | None" = None,
+        speech: "speechmod.SpeechEngine | None" = None,
     ) -> None:
         super().__init__(writer, progress, report)
         self.ocr = ocr  # reads on-screen text in the decoding threads (None: not)
+        self.speech = speech  # transcribes the sound tracks in a thread of its own (None: not)
         self.encoder, self.fps, self.batch_size = encoder, options.fps, options.batch_size
         self.background: tuple[Any, str] | None = None  # the background prompts' vectors and key, once loaded
         self.todo: list[str] = []
@@ -294,6 +323,7 @@ class _Runner(Committer):
         with self._lock:
             self._prep = encoder.prep if encoder is not None else None
         ahead, _ = decoder_plan()
+        ears = HearAhead(self.speech, todo) if self.speech is not None and todo else None
         try:
             for i, path in enumerate(todo):
                 self.progress(Progress("start", path=path))
@@ -313,6 +343,7 @@ class _Runner(Committer):
                         background=self.background,
                         shots=self.shots,
                         ocr=self.ocr,
+                        speech=ears.waiter(path) if ears is not None else None,
                     )
                 except VideoOpenError as exc:
                     self._fail(path, str(exc).removeprefix(f"{path}: "))
@@ -325,10 +356,14 @@ class _Runner(Committer):
                     self.progress(Progress("partial", path=path, message=rec.note))
                 if rec.ocr_note:
                     self.progress(Progress("notext", path=path, message=rec.ocr_note))
+                if rec.speech_note:
+                    self.progress(Progress("nospeech", path=path, message=rec.speech_note))
                 self.progress(Progress("done", path=path, frames=len(rec.frames), seconds=rec.duration_s))
                 crashpoints.pause("video.done")
                 if time.monotonic() - self.last_commit >= settings.commit_interval_s():
                     self.flush()
         finally:
+            if ears is not None:
+                ears.close()
             self.close_decoders()  # a video started ahead of an interruption
             self.flush()  # on Ctrl-C too: finished videos are kept

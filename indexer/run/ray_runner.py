@@ -33,6 +33,7 @@ from indexer import crashpoints, settings
 from indexer.errors import ArchiveError, UsageError, VideoOpenError
 from indexer.media.decode import VideoInfo
 from indexer.media.ocr import engine
+from indexer.media.speech import engine as speech_engine
 from indexer.media.timing import StageTimes
 from indexer.model.background import background_vectors
 from indexer.model.encoder import Encoder
@@ -40,6 +41,7 @@ from indexer.store import Writer
 
 from .commit import Committer
 from .embed import embed_video
+from .hear import start_hearing
 from .options import IndexOptions, RayOptions
 from .report import IndexReport, Progress, ProgressFn
 
@@ -106,12 +108,21 @@ def _worker_class(ray: Any) -> Any:
             return os.getpid()
 
         def embed(
-            self, path: str, fps: float, batch_size: int, shots: str, info: VideoInfo | None, ocr_side: int = 0
+            self,
+            path: str,
+            fps: float,
+            batch_size: int,
+            shots: str,
+            info: VideoInfo | None,
+            ocr_side: int = 0,
+            speech_model: str | None = None,
         ) -> tuple:
             """``("ok", record, stage times)`` or ``("fail", why)``: bad files are data, not errors.
-            ``ocr_side``: read on-screen text at that short side (0: not)."""
+            ``ocr_side``: read on-screen text at that short side (0: not). ``speech_model``:
+            transcribe the sound with that Whisper model, beside the picture work (None: not)."""
             times = StageTimes()
             try:
+                ears = start_hearing(speech_engine(speech_model), path) if speech_model else None
                 rec = embed_video(
                     path,
                     self.encoder,
@@ -122,6 +133,7 @@ def _worker_class(ray: Any) -> Any:
                     background=self.background,
                     shots=shots,
                     ocr=engine(ocr_side) if ocr_side else None,
+                    speech=ears,
                 )
             except VideoOpenError as exc:
                 return ("fail", str(exc).removeprefix(f"{path}: "))
@@ -145,10 +157,12 @@ class RayRunner(Committer):
         report: IndexReport,
         shots: str,
         ocr_side: int = 0,
+        speech_model: str | None = None,
     ) -> None:
         super().__init__(writer, progress, report)
         assert options.ray is not None
         self.ocr_side = ocr_side  # read on-screen text at this short side (0: not)
+        self.speech_model = speech_model  # transcribe the sound with this Whisper model (None: not)
         self.opts, self.spec, self.device, self.precision = options.ray, spec, options.device, options.precision
         self.fps, self.batch_size, self.shots = options.fps, options.batch_size, shots
         self.ray: Any = None
@@ -218,7 +232,7 @@ class RayRunner(Committer):
                     slot, path = free.pop(), queue.pop()
                     self.progress(Progress("start", path=path))
                     task = self.actors[slot].embed.remote(
-                        path, self.fps, self.batch_size, self.shots, infos.get(path), self.ocr_side
+                        path, self.fps, self.batch_size, self.shots, infos.get(path), self.ocr_side, self.speech_model
                     )
                     busy[task] = (slot, path)
                 [done], _ = ray.wait(list(busy), num_returns=1)

@@ -16,6 +16,8 @@ class Progress:
     ``partial`` (indexed, but not all of it decoded: ``message``), ``thumbs`` (an indexed
     video is decoded again for its thumbnails: ``frames``), ``text`` (an indexed video is decoded
     again for its on-screen text: ``frames``), ``notext`` (its text could not be read: ``message``),
+    ``speech`` (an indexed video's sound is transcribed), ``nospeech`` (its sound could not be, or
+    only partly: ``message``),
     ``versions`` (``frames`` videos are compared with the archive for shared footage; ``done`` of
     them so far, 0 at the start), ``ivf`` (the archive's IVF index is trained: ``frames`` vectors to
     encode, ``done`` so far)."""
@@ -67,6 +69,14 @@ class IndexReport:
     text_ids: list[int] = field(default_factory=list)  # ... their video ids
     text_notes: list[tuple[str, str]] = field(default_factory=list)  # (path, why its text was not read)
     ocr: bool = False  # this run read on-screen text
+    speech: bool = False  # this run transcribed what is said
+    speech_lines: int = 0  # spoken lines heard this run
+    speech_words: int = 0  # ... and their words
+    speech_sound_s: float = 0.0  # seconds of sound transcribed
+    speech_s: float = 0.0  # seconds the recogniser took (in its own thread, beside the picture work)
+    speech_added: int = 0  # already indexed videos transcribed this run
+    speech_ids: list[int] = field(default_factory=list)  # ... their video ids
+    speech_notes: list[tuple[str, str]] = field(default_factory=list)  # (path, why its sound was not (all) heard)
     versions_compared: int = 0  # videos compared with the archive for shared footage this run
     matches_found: int = 0  # ... aligned shared segments found
     versions_s: float = 0.0  # seconds the comparing took
@@ -75,6 +85,18 @@ class IndexReport:
     ivf_trained_s: float = 0.0  # seconds spent training the IVF index this run (once, when the archive grew large)
     ivf_frames: int = 0  # ... over this many frames
     encoder: Any = field(default=None, repr=False, compare=False)  # the model the run loaded, to reuse
+
+    def count_speech(self, transcript: Any, seconds: float | None = None) -> None:
+        """Add a transcript to the run's speech counts."""
+        self.speech_lines += len(transcript.lines)
+        self.speech_words += transcript.words
+        self.speech_sound_s += transcript.sound_s
+        self.speech_s += transcript.seconds if seconds is None else seconds
+
+    @property
+    def speech_rtf(self) -> float | None:
+        """The recogniser's real-time factor this run: its seconds per second of sound (None: none heard)."""
+        return self.speech_s / self.speech_sound_s if self.speech_sound_s else None
 
     @property
     def ok(self) -> bool:

@@ -24,13 +24,20 @@ class LabelWriter:
         self.w = writer
 
     # -- labels ---------------------------------------------------------------------------------
-    def save(self, name: str, prompts: Sequence[str], threshold: float | None, ocr: Sequence[str] = ()) -> None:
-        """Add or replace a label (``ocr``: written words that show it too)."""
+    def save(
+        self,
+        name: str,
+        prompts: Sequence[str],
+        threshold: float | None,
+        ocr: Sequence[str] = (),
+        said: Sequence[str] = (),
+    ) -> None:
+        """Add or replace a label (``ocr``: written words that show it too; ``said``: spoken phrases)."""
         with self.w.catalog() as con, transaction(con):
             con.execute("DELETE FROM labels WHERE label = ?", [name])
             con.execute(
-                "INSERT INTO labels (label, prompts, threshold, created_at, ocr) VALUES (?, ?, ?, ?, ?)",
-                [name, list(prompts), threshold, now(), list(ocr) or None],
+                "INSERT INTO labels (label, prompts, threshold, created_at, ocr, said) VALUES (?, ?, ?, ?, ?, ?)",
+                [name, list(prompts), threshold, now(), list(ocr) or None, list(said) or None],
             )
 
     def calibrate(self, name: str, threshold: float, cal: LabelCalibration) -> bool:

@@ -159,6 +159,10 @@ class Reader:
             text_lines, text_videos = con.execute(
                 "SELECT (SELECT count(*) FROM ocr), count(*) FILTER (WHERE ocr_lines IS NOT NULL) FROM videos"
             ).fetchall()[0]
+            speech_lines, speech_words, speech_videos, speech_heard = con.execute(
+                "SELECT (SELECT count(*) FROM speech), (SELECT count(*) FROM speech_words WHERE word_norm <> ''), "
+                "count(*) FILTER (WHERE speech_lines IS NOT NULL), count(*) FILTER (WHERE speech_lines > 0) FROM videos"
+            ).fetchall()[0]
             groups, grouped, n_matches, todo = con.execute(
                 "SELECT (SELECT count(DISTINCT group_id) FROM versions), (SELECT count(*) FROM versions), "
                 "(SELECT count(*) FROM matches), (SELECT count(*) FROM videos WHERE matched IS NULL)"
@@ -241,6 +245,11 @@ class Reader:
             ocr=meta.get("ocr") == "1",
             text_lines=int(text_lines),
             text_videos=int(text_videos),
+            speech=meta.get("speech") == "1",
+            speech_lines=int(speech_lines),
+            speech_words=int(speech_words),
+            speech_videos=int(speech_videos),
+            speech_heard=int(speech_heard),
             versions=versions,
             image_levels=image_levels,
         )
@@ -291,7 +300,7 @@ class Reader:
         with self.connection() as con:
             rows = con.execute(
                 "SELECT label, prompts, threshold, calibrated_at, calib_precision, calib_recall, calib_videos, "
-                "calib_positives, calib_target, calib_truth, ocr FROM labels ORDER BY label"
+                "calib_positives, calib_target, calib_truth, ocr, said FROM labels ORDER BY label"
             ).fetchall()
         return [
             LabelDef(
@@ -300,6 +309,7 @@ class Reader:
                 r[2],
                 None if r[3] is None or r[2] is None else LabelCalibration(r[4], r[5], r[6], r[7], r[8], r[9], r[3]),
                 list(r[10] or []),
+                list(r[11] or []),
             )
             for r in rows
         ]
@@ -397,6 +407,18 @@ class Reader:
         if len(data) != length:
             raise StoreError(f"{path} is shorter than the catalog says: run `archive index` again on the same folders.")
         return data
+
+    def speech_todo(self, paths: Sequence[str]) -> list[tuple[int, str]]:
+        """``(video_id, path)`` of the videos of ``paths`` whose sound was not transcribed."""
+        if not paths or not has_catalog(self.dir):
+            return []
+        with self.connection() as con:
+            rows = con.execute(
+                "SELECT video_id, path FROM videos WHERE speech_lines IS NULL "
+                "AND path IN (SELECT unnest(?::VARCHAR[])) ORDER BY path",
+                [list(paths)],
+            ).fetchall()
+        return [(int(v), str(p)) for v, p in rows]
 
     # -- catalog rows for the search page's API (JSON-shaped: dicts by column name) ------------------
     def ocr_todo(self, paths: Sequence[str]) -> list[OcrTodo]:
@@ -618,6 +640,91 @@ class Reader:
         bare = [r for r in refs if r not in coded] + lost
         view, ids, _bgs = vectorview.open_segments(root, bare, dim) if bare else (None, np.zeros(0, np.int64), [])
         return search, view, ids, key
+
+    # -- speech: what the read path asks (search/said.py, labels, archive info, the server) -------
+    # (added for `archive search --said`; the indexing side of speech is above: speech_todo)
+    def has_speech(self) -> bool:
+        """Whether the store transcribes speech (``meta`` key ``speech``) or any video was transcribed."""
+        with self.connection() as con:
+            row = con.execute(
+                "SELECT (SELECT value FROM meta WHERE key = 'speech'), "
+                "(SELECT count(*) FROM videos WHERE speech_lines IS NOT NULL)"
+            ).fetchall()[0]
+        return row[0] == "1" or int(row[1]) > 0
+
+    def speech_unheard(self, video_ids: Sequence[int] | None = None) -> list[int]:
+        """Of ``video_ids`` (None: all videos), those whose sound was not transcribed (``speech_lines`` NULL)."""
+        with self.connection() as con:
+            if video_ids is None:
+                rows = con.execute("SELECT video_id FROM videos WHERE speech_lines IS NULL ORDER BY 1").fetchall()
+            else:
+                rows = con.execute(
+                    "SELECT video_id FROM videos WHERE speech_lines IS NULL "
+                    "AND video_id IN (SELECT unnest(?::INTEGER[])) ORDER BY 1",
+                    [list(video_ids)],
+                ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def speech_words(self, video_ids: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """The words heard (``speech_words`` rows with a non-empty ``word_norm``) of all videos or of
+        ``video_ids``, in the order said (by video, line, start), as columns ``video_id``, ``line``,
+        ``word``, ``word_norm``, ``start_s``, ``end_s``, ``probability`` and ``frame_id``: the sampled
+        frame on screen when the word starts (the video's first one before its first sample; -1: none)."""
+        where, params = "", []
+        if video_ids is not None:
+            where, params = " AND w.video_id IN (SELECT unnest(?::INTEGER[]))", [list(video_ids)]
+        with self.connection() as con:
+            got = con.execute(
+                "WITH first AS (SELECT video_id, arg_min(frame_id, ts_s) AS frame_id FROM frames GROUP BY 1) "
+                "SELECT w.video_id, w.line, w.word, w.word_norm, w.start_s, w.end_s, w.probability, "
+                "coalesce(f.frame_id, first.frame_id, -1) AS frame_id FROM speech_words w "
+                "ASOF LEFT JOIN frames f ON w.video_id = f.video_id AND w.start_s >= f.ts_s "
+                "LEFT JOIN first ON first.video_id = w.video_id "
+                f"WHERE w.word_norm <> ''{where} ORDER BY w.video_id, w.line, w.start_s",
+                params,
+            ).fetchnumpy()
+        kinds = {"video_id": np.int64, "line": np.int64, "start_s": np.float64, "end_s": np.float64}
+        kinds.update(probability=np.float64, frame_id=np.int64)
+        out = {k: np.asarray(got[k], dtype=kinds.get(k, object)) for k in got}
+        return out
+
+    def transcript(self, video_id: int) -> Row | None:
+        """A video's transcript: ``speech_lines`` (None: its sound was not transcribed),
+        ``speech_language``, ``speech_language_p``, ``sound_s`` and ``lines`` (``line``, ``start_s``,
+        ``end_s``, ``text``, ``language``, ``confidence`` and its ``words``: ``word``, ``start_s``,
+        ``end_s``, ``probability``) in the order said; None when there is no such video."""
+        with self.connection() as con:
+            rows = _records(
+                con.execute(
+                    "SELECT video_id, name, path, duration_s, speech_lines, speech_language, speech_language_p, sound_s "
+                    "FROM videos WHERE video_id = ?",
+                    [video_id],
+                )
+            )
+            if not rows:
+                return None
+            lines = _records(
+                con.execute(
+                    "SELECT line, start_s, end_s, text, language, confidence FROM speech WHERE video_id = ? "
+                    "ORDER BY line",
+                    [video_id],
+                )
+            )
+            words = _records(
+                con.execute(
+                    "SELECT line, word, start_s, end_s, probability FROM speech_words WHERE video_id = ? "
+                    "ORDER BY line, start_s",
+                    [video_id],
+                )
+            )
+        by_line: dict[int, list[Row]] = {}
+        for w in words:
+            by_line.setdefault(w.pop("line"), []).append(w)
+        for ln in lines:
+            ln["words"] = by_line.get(ln["line"], [])
+        v = rows[0]
+        v["lines"] = lines
+        return v
 
 
 FEW_VIDEOS = 1000  # up to this many videos, their frames are looked up by an IN list (not a scan of all)

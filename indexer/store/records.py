@@ -56,6 +56,8 @@ class VideoRecord:
     shot_detector: str | None = None  # fast or transnet (indexer.media.shots, indexer.media.transnet)
     ocr: list[Any] | None = None  # on-screen text lines (indexer.media.ocr.OcrLine; None: text not read)
     ocr_note: str | None = None  # why the text could not be read (the embeddings are kept)
+    speech: Any | None = None  # what is said (indexer.media.speech.Transcript; None: not transcribed)
+    speech_note: str | None = None  # why the sound could not be transcribed, or was only partly decoded
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class LabelDef:
     threshold: float | None  # None: the presence rule
     calibration: "LabelCalibration | None" = None  # how the threshold was chosen, when calibrated
     ocr: list[str] = field(default_factory=list)  # written words that show it too (search.written)
+    said: list[str] = field(default_factory=list)  # spoken phrases that show it too (search.said)
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class SegmentRow:
     start_s: float
     end_s: float
     peak_score: float
-    found_by: str = "picture"  # picture, text or both (a label with --ocr words)
+    found_by: str = "picture"  # picture, text, both (picture and text), speech, or a mix with speech joined by +
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,11 @@ class StoreInfo:
     ocr: bool = False  # index runs read on-screen text (archive index --ocr once)
     text_lines: int = 0  # rows of the ocr table
     text_videos: int = 0  # videos whose text was read
+    speech: bool = False  # index runs transcribe speech (archive index --speech once)
+    speech_lines: int = 0  # rows of the speech table
+    speech_words: int = 0  # words heard (speech_words rows with letters or digits)
+    speech_videos: int = 0  # videos whose sound was transcribed
+    speech_heard: int = 0  # ... of which something was said
     versions: dict[str, Any] = field(
         default_factory=dict
     )  # groups, videos_in_groups, matches, not_compared, min_shared_s

@@ -14,11 +14,21 @@ from indexer.errors import ModelMismatch, StoreError
 
 from .layout import now, transaction
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Everything keyed by video_id, deleted together when a video is replaced or removed (and the
 # matches of its pairs: video_a / video_b).
-PER_VIDEO_TABLES = ("frames", "shots", "segments", "video_labels", "ocr", "versions", "videos")
+PER_VIDEO_TABLES = (
+    "frames",
+    "shots",
+    "segments",
+    "video_labels",
+    "ocr",
+    "speech",
+    "speech_words",
+    "versions",
+    "videos",
+)
 
 VECTOR_SEGMENTS = """CREATE TABLE IF NOT EXISTS vector_segments (   -- the vector layer (indexer/store/segments.py)
         segment_id INTEGER PRIMARY KEY,
@@ -85,6 +95,27 @@ MATCH_BASIS = """CREATE TABLE IF NOT EXISTS match_basis (   -- how samples are c
         created_at TIMESTAMP NOT NULL
     )"""
 
+SPEECH = """CREATE TABLE IF NOT EXISTS speech (   -- spoken lines (archive index --speech, indexer/media/speech.py)
+        video_id INTEGER NOT NULL,
+        line INTEGER NOT NULL,          -- 0, 1, ... in the order said
+        start_s DOUBLE NOT NULL,        -- its first word's start, on the video's clock
+        end_s DOUBLE NOT NULL,          -- its last word's end
+        text VARCHAR NOT NULL,          -- as heard
+        language VARCHAR,               -- the language it was heard in (ISO 639-1, e.g. en)
+        confidence DOUBLE NOT NULL,     -- the mean of its words' probabilities, 0-1
+        text_norm VARCHAR NOT NULL      -- as matched: lower case, no accents, letters and digits only
+    )"""
+
+SPEECH_WORDS = """CREATE TABLE IF NOT EXISTS speech_words (   -- the words of each spoken line
+        video_id INTEGER NOT NULL,
+        line INTEGER NOT NULL,          -- its line in the speech table
+        word VARCHAR NOT NULL,          -- as heard, punctuation attached
+        start_s DOUBLE NOT NULL,
+        end_s DOUBLE NOT NULL,
+        probability DOUBLE NOT NULL,    -- the recogniser's, 0-1
+        word_norm VARCHAR NOT NULL      -- as matched (see speech.text_norm); may be empty for punctuation
+    )"""
+
 TABLES = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     """CREATE TABLE IF NOT EXISTS videos (
@@ -106,7 +137,11 @@ TABLES = [
         indexed_at TIMESTAMP,
         shot_detector VARCHAR,          -- fast or transnet (NULL: indexed before v5)
         ocr_lines INTEGER,              -- on-screen text lines read (NULL: its text was not read)
-        matched BOOLEAN                 -- compared with the archive for shared footage (NULL: not yet)
+        matched BOOLEAN,                -- compared with the archive for shared footage (NULL: not yet)
+        speech_lines INTEGER,           -- spoken lines heard (NULL: its sound was not transcribed)
+        speech_language VARCHAR,        -- the language detected (NULL: nothing said, or not transcribed)
+        speech_language_p DOUBLE,       -- ... and the detector's probability for it
+        sound_s DOUBLE                  -- seconds of sound track decoded (0: no sound stream)
     )""",
     """CREATE TABLE IF NOT EXISTS frames (
         frame_id BIGINT NOT NULL,       -- = the vector's id in its segment under vectors/
@@ -139,7 +174,8 @@ TABLES = [
         calib_positives INTEGER,        -- ... of which the label is on screen
         calib_target DOUBLE,            -- the precision asked for (NULL: best F1)
         calib_truth VARCHAR,            -- the truth file
-        ocr VARCHAR[]                   -- written words that show it too (archive search --ocr); NULL: none
+        ocr VARCHAR[],                  -- written words that show it too (archive search --ocr); NULL: none
+        said VARCHAR[]                  -- spoken phrases that show it too (archive search --said); NULL: none
     )""",
     """CREATE TABLE IF NOT EXISTS segments (   -- materialised: each label's segments per video
         label VARCHAR NOT NULL,
@@ -147,7 +183,7 @@ TABLES = [
         start_s DOUBLE NOT NULL,
         end_s DOUBLE NOT NULL,
         peak_score DOUBLE NOT NULL,
-        found_by VARCHAR                -- picture, text or both (the label's --ocr words); NULL: before v8
+        found_by VARCHAR                -- picture, text, speech or a mix joined by + (NULL: before v8)
     )""",
     """CREATE TABLE IF NOT EXISTS video_labels (   -- materialised: each label's answer per video
         video_id INTEGER NOT NULL,
@@ -161,6 +197,8 @@ TABLES = [
         rule VARCHAR                    -- presence (the presence rule), threshold (a cut given) or calibrated
     )""",
     OCR,
+    SPEECH,
+    SPEECH_WORDS,
     MATCHES,
     VERSIONS,
     MATCH_BASIS,
@@ -281,6 +319,23 @@ def _migrate_8_to_9(con: Any) -> None:
     con.execute("ALTER TABLE videos ADD COLUMN IF NOT EXISTS matched BOOLEAN")
 
 
+def _migrate_9_to_10(con: Any) -> None:
+    """v10 adds speech: the ``speech`` and ``speech_words`` tables, per video the lines heard, the
+    language and the seconds of sound (NULL for every video indexed before: the next ``--speech``
+    run transcribes them, from their sound track only), and per label its spoken phrases."""
+    con.execute(SPEECH)
+    con.execute(SPEECH_WORDS)
+    for col, kind in (
+        ("speech_lines", "INTEGER"),
+        ("speech_language", "VARCHAR"),
+        ("speech_language_p", "DOUBLE"),
+        ("sound_s", "DOUBLE"),
+    ):
+        con.execute(f"ALTER TABLE videos ADD COLUMN IF NOT EXISTS {col} {kind}")
+    if _has_table(con, "labels"):
+        con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS said VARCHAR[]")
+
+
 MIGRATIONS: dict[int, Callable[[Any], None]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
@@ -290,6 +345,7 @@ MIGRATIONS: dict[int, Callable[[Any], None]] = {
     6: _migrate_6_to_7,
     7: _migrate_7_to_8,
     8: _migrate_8_to_9,
+    9: _migrate_9_to_10,
 }
 
 

@@ -347,6 +347,26 @@ class Writer:
                 _insert_ocr(con, rows)
             con.execute("UPDATE videos SET ocr_lines = ? WHERE video_id = ?", [len(rows), video_id])
 
+    # -- speech ---------------------------------------------------------------------------------
+    def remember_speech(self) -> None:
+        """Record that this store transcribes speech: later index runs transcribe new videos too."""
+        with self.catalog() as con, transaction(con):
+            con.execute("DELETE FROM meta WHERE key = 'speech'")
+            con.execute("INSERT INTO meta VALUES ('speech', '1')")
+
+    def set_speech(self, video_id: int, transcript: Any) -> None:
+        """Replace one indexed video's spoken lines and words (an
+        :class:`indexer.media.speech.Transcript`) in one transaction."""
+        with self.catalog() as con, transaction(con):
+            con.execute("DELETE FROM speech WHERE video_id = ?", [video_id])
+            con.execute("DELETE FROM speech_words WHERE video_id = ?", [video_id])
+            insert_speech(con, video_id, transcript)
+            con.execute(
+                "UPDATE videos SET speech_lines = ?, speech_language = ?, speech_language_p = ?, sound_s = ? "
+                "WHERE video_id = ?",
+                [*speech_columns(transcript), video_id],
+            )
+
     def note_failure(self, path: str, error: str) -> None:
         """Add a ``failures`` row for an indexed video (its text could not be read, say)."""
         with self.catalog() as con, transaction(con):
@@ -425,11 +445,13 @@ class Writer:
             with transaction(con):
                 _delete_rows(con, old_ids)
                 if rows.videos:
-                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 19)})", rows.videos)
+                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 23)})", rows.videos)
                 if rows.frames:
                     rows.insert_frames_and_shots(con)
                 if rows.ocr:
                     _insert_ocr(con, rows.ocr)
+                for vid, transcript in rows.speech:
+                    insert_speech(con, vid, transcript)
                 if seg is not None:
                     segments.register(con, seg)
                 if paths:
@@ -481,8 +503,11 @@ class Writer:
                 rec.shot_detector,
                 None if rec.ocr is None else len(rec.ocr),
                 None,
+                *speech_columns(rec.speech),
             )
         )
+        if rec.speech is not None:
+            rows.speech.append((vid, rec.speech))
         rows.ocr.extend(ocr_row(int(ids[ln.best]), vid, ln) for ln in rec.ocr or [])
         return ids
 
@@ -520,6 +545,58 @@ def _insert_ocr(con: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         con.unregister("_new_ocr")
 
 
+def speech_columns(transcript: Any) -> tuple[Any, Any, Any, Any]:
+    """The ``videos`` columns of a transcript: lines, language, its probability, seconds of sound
+    (all NULL: not transcribed)."""
+    if transcript is None:
+        return (None, None, None, None)
+    return (len(transcript.lines), transcript.language, transcript.language_p, float(transcript.sound_s))
+
+
+def insert_speech(con: Any, video_id: int, transcript: Any) -> None:
+    """Insert a transcript's ``speech`` and ``speech_words`` rows (bulk, from numpy columns)."""
+    lines = transcript.lines
+    if not lines:
+        return
+    con.register(
+        "_new_speech",
+        {
+            "video_id": np.full(len(lines), video_id, np.int32),
+            "line": np.arange(len(lines), dtype=np.int32),
+            "start_s": np.array([ln.start_s for ln in lines], np.float64),
+            "end_s": np.array([ln.end_s for ln in lines], np.float64),
+            "text": np.array([ln.text for ln in lines], object),
+            "language": np.array([ln.language or transcript.language or "" for ln in lines], object),
+            "confidence": np.array([ln.confidence for ln in lines], np.float64),
+            "text_norm": np.array([ln.norm for ln in lines], object),
+        },
+    )
+    words = [(k, w) for k, ln in enumerate(lines) for w in ln.words]
+    con.register(
+        "_new_words",
+        {
+            "video_id": np.full(len(words), video_id, np.int32),
+            "line": np.array([k for k, _ in words], np.int32),
+            "word": np.array([w.word for _, w in words], object),
+            "start_s": np.array([w.start_s for _, w in words], np.float64),
+            "end_s": np.array([w.end_s for _, w in words], np.float64),
+            "probability": np.array([w.probability for _, w in words], np.float64),
+            "word_norm": np.array([w.norm for _, w in words], object),
+        },
+    )
+    try:
+        con.execute(
+            "INSERT INTO speech SELECT video_id, line, start_s, end_s, text, NULLIF(language, ''), confidence, "
+            "text_norm FROM _new_speech"
+        )
+        con.execute(
+            "INSERT INTO speech_words SELECT video_id, line, word, start_s, end_s, probability, word_norm FROM _new_words"
+        )
+    finally:
+        con.unregister("_new_speech")
+        con.unregister("_new_words")
+
+
 class _Rows:
     """Catalog rows of one commit, in the tables' column order (private to the writer)."""
 
@@ -528,6 +605,7 @@ class _Rows:
         self.frames: list[tuple[int, int, float, float, int, int | None, int | None]] = []
         self.shots: list[tuple[Any, ...]] = []
         self.ocr: list[tuple[Any, ...]] = []
+        self.speech: list[tuple[int, Any]] = []  # (video_id, indexer.media.speech.Transcript)
 
     def insert_frames_and_shots(self, con: Any) -> None:
         """Bulk insert from numpy columns (DuckDB's executemany is slow: ~1.5k rows/s)."""

@@ -29,12 +29,15 @@ from search import presence
 from search.labels import rule_of as label_rule
 from search.query import Rule, Searcher, rank, rules_for
 from search.results import QueryResult
+from search.said import search_said
 from search.timeline import video_bounds
 from search.written import search_text
 
 from . import metrics
 from .metrics import Counts, Interval, Point
 from .truth import Truth, TruthQuery, read_truth
+
+WORDS = ("ocr", "said")  # queries answered from words read or heard (their scores are similarities, 0-1)
 
 DEFAULT_TARGET_PRECISION = 0.95
 
@@ -306,7 +309,7 @@ def evaluate(
     every = [v for e in evals for v in e.videos]
     # one cut for all: over the picture queries' cosines (written-word queries score similarities),
     # or over the written-word queries when there are only those
-    cut = [v for e in evals if e.kind != "ocr" for v in e.videos] or every
+    cut = [v for e in evals if e.kind not in WORDS for v in e.videos] or every
     return EvalReport(
         truth=truth.path,
         judged_videos=len(truth.videos),
@@ -337,14 +340,20 @@ def answers(
     search`` gives them over the whole archive), and each judged video's best non-blank cosine.
 
     A query whose example image the model cannot read is left out, and its lines become problems.
-    Written-word queries (``ocr:``) are answered from the ``ocr`` table; their "score" is the
-    closest reading's similarity (0-1), which their precision/recall sweep cuts.
+    Written-word queries (``ocr:``) are answered from the ``ocr`` table, spoken ones (``said:``)
+    from the ``speech_words`` table; their "score" is the closest reading's (or hearing's)
+    similarity (0-1), which their precision/recall sweep cuts.
     """
-    words = [q for q in todo if q.kind == "ocr"]
+    words = [q for q in todo if q.kind in WORDS]
     if words:
-        rest = [q for q in todo if q.kind != "ocr"]
+        rest = [q for q in todo if q.kind not in WORDS]
         got = answers(searcher, truth, rest, labels, threshold) if rest else ([], [], [])
-        res = search_text(searcher.store_dir, [q.target for q in words], sorted(truth.videos), None)
+        written = [q for q in words if q.kind == "ocr"]
+        spoken = [q for q in words if q.kind == "said"]
+        judged = sorted(truth.videos)
+        res = search_text(searcher.store_dir, [q.target for q in written], judged, None) if written else []
+        res += search_said(searcher.store_dir, [q.target for q in spoken], judged, None) if spoken else []
+        words = written + spoken
         for r, q in zip(res, words):
             r.query = q.query
         best = [{v.video_id: v.score for v in r.results} for r in res]

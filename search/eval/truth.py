@@ -12,8 +12,9 @@ one row per on-screen interval::
 * ``video``: an indexed file's path, its file name, or its path relative to an indexed folder
   (or to this file's folder). It must name one video.
 * ``query``: a text, ``image:PATH`` (query by example; PATH relative to this file's folder or the
-  working directory), ``label:NAME`` (a saved label) or ``ocr:WORDS`` (words written on screen, as
-  ``archive search --ocr`` finds them).
+  working directory), ``label:NAME`` (a saved label), ``ocr:WORDS`` (words written on screen, as
+  ``archive search --ocr`` finds them) or ``said:PHRASE`` (words spoken, as ``archive search
+  --said`` finds them).
 * empty ``start_s`` and ``end_s``: the query is absent from that video.
 
 The judged videos of a query are all the videos named anywhere in the file; a judged video with no
@@ -48,8 +49,8 @@ class TruthQuery:
     """One query of the truth file and what it says per video."""
 
     query: str  # as written in the file
-    kind: str  # text, image, label or ocr
-    target: str  # the text, the image file (resolved), the label's name, or the written words
+    kind: str  # text, image, label, ocr or said
+    target: str  # the text, the image file (resolved), the label's name, or the written or spoken words
     intervals: dict[int, list[Interval]] = field(default_factory=dict)  # per video with rows; [] = absent
     unjudged: set[int] = field(default_factory=set)  # videos whose rows for this query were bad
     lines: list[int] = field(default_factory=list)
@@ -250,6 +251,10 @@ class _Reader:
             if not normalize(rest):
                 why = f"{text}: give letters or digits after ocr: (punctuation and spaces are ignored)"
             q = TruthQuery(text, "ocr", rest.strip())
+        elif kind == "said" and rest.strip():
+            if not normalize(rest):
+                why = f"{text}: give letters or digits after said: (punctuation is ignored)"
+            q = TruthQuery(text, "said", rest.strip())
         else:
             q = TruthQuery(text, "text", text)
         if why:

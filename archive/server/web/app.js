@@ -45,8 +45,10 @@ async function loadStats() {
     const hours = s.seconds >= 3600 ? `${(s.seconds / 3600).toFixed(1)} h` : fmt(s.seconds);
     $("#stats").textContent = `${s.videos} videos · ${s.frames.toLocaleString()} frames · ${hours} of video · ` +
       `${s.model} (${s.pretrained})` + (s.failures ? ` · ${s.failures} file(s) could not be indexed` : "") +
-      (s.ocr ? ` · ${s.text_lines.toLocaleString()} lines of text read on screen` : "");
+      (s.ocr ? ` · ${s.text_lines.toLocaleString()} lines of text read on screen` : "") +
+      (s.speech ? ` · ${s.speech_words.toLocaleString()} words heard in ${s.speech_videos} video${s.speech_videos === 1 ? "" : "s"}` : "");
     $("#ocr-label").hidden = !s.ocr;
+    $("#said-label").hidden = !s.speech;
     const list = $("#label-list");
     list.replaceChildren(...s.labels.map((l) => {
       const c = l.calibration;
@@ -104,8 +106,8 @@ function timeline(r) {
   return [bar, el("div", { class: "axis muted", "aria-hidden": "true" }, el("span", {}, "0"), el("span", {}, fmt(total)))];
 }
 
-function textRead(r) {
-  // the words read on screen in the matching segments (a written-word query: what matched)
+function textRead(r, kind) {
+  // the words read on screen (or heard) in the matching segments (a written or spoken query: what matched)
   const items = [];
   for (const s of r.segments) {
     const texts = s.text ? [s.text] : (s.text_read || []);
@@ -114,24 +116,29 @@ function textRead(r) {
         "aria-label": `Play from ${fmt(s.start_s)}` }, `${fmt(s.start_s)}: `, texts.map((t) => `“${t}”`).join(", ")));
     }
   }
-  return items.length ? el("p", { class: "texts" }, readLabel(items.length), ...items) : null;
+  return items.length ? el("p", { class: "texts" }, readLabel(items.length, kind), ...items) : null;
 }
 
-function readLabel(n) { return `Read on screen (${n} segment${n === 1 ? "" : "s"}): `; }
+function readLabel(n, kind) {
+  return `${kind === "said" ? "Heard" : "Read on screen"} (${n} segment${n === 1 ? "" : "s"}): `;
+}
 
 function detailsLink(si, id, name, text) {
   return el("a", { href: `/?video=${id}${si ? `&store=${si}` : ""}`, class: "details",
     onclick: (e) => { e.preventDefault(); showVideo(si, id, true); } }, text || `details of ${name}`);
 }
 
-function resultCard(r) {
+function resultCard(r, kind) {
   const name = basename(r.video);
   const facts = r.present
     ? [el("span", { class: "badge present" }, "present"),
-       `first seen ${fmt(r.first_seen_s)} · on screen ${fmt(r.duration_s)} of ${fmt(r.video_duration_s)} · ` +
+       `first ${kind === "said" ? "said" : "seen"} ${fmt(r.first_seen_s)} · ${kind === "said" ? "said for" : "on screen"} ` +
+       `${fmt(r.duration_s)} of ${fmt(r.video_duration_s)} · ` +
        `${r.segments.length} segment${r.segments.length === 1 ? "" : "s"}`]
-    : [el("span", { class: "badge absent" }, "not found"),
-       `best moment ${fmt(r.best_s)} of ${fmt(r.video_duration_s)}`];
+    : r.transcribed === false
+      ? [el("span", { class: "badge absent" }, "not transcribed"), "its sound was not transcribed: index with --speech"]
+      : [el("span", { class: "badge absent" }, "not found"),
+         `best moment ${fmt(r.best_s)} of ${fmt(r.video_duration_s)}`];
   return el("li", { class: "result" },
     thumbButton(r.store_index, r.video_id, name, r.best_frame_id, r.best_s),
     el("div", { class: "body" },
@@ -139,7 +146,7 @@ function resultCard(r) {
       el("p", { class: "path muted" }, r.store ? `${r.video} (store ${r.store})` : r.video),
       el("p", { class: "facts" }, facts, el("span", { class: "muted" }, ` · score ${r.score.toFixed(3)}`)),
       timeline(r),
-      textRead(r),
+      textRead(r, kind),
       labelChips(r.store_index, r.video_id),
       detailsLink(r.store_index, r.video_id, name)));
 }
@@ -181,12 +188,13 @@ async function showVideo(si, id, push = false) {
   status("Loading…");
   try {
     if (!videos.size) await loadVideos();
-    const v = await api(`/api/videos/${id}${sq(si)}`);
+    const [v, said] = await Promise.all([api(`/api/videos/${id}${sq(si)}`), api(`/api/videos/${id}/transcript${sq(si)}`)]);
     v.store_index = si || 0;
     const row = videos.get(key(si, id));
     document.title = `${v.name} – Video archive`;
     status(`${v.name}: ${fmt(v.duration_s)}, ${v.shots.length} shots` +
-      (v.ocr_lines === null ? " · on-screen text not read" : ` · ${v.text_lines.length} line(s) of text read on screen`));
+      (v.ocr_lines === null ? " · on-screen text not read" : ` · ${v.text_lines.length} line(s) of text read on screen`) +
+      (said.transcribed ? ` · ${said.lines.length} spoken line(s)` : " · speech not transcribed"));
     const lines = v.text_lines.map((t) => el("li", {},
       el("button", { type: "button", class: "textline", onclick: () => play(si, id, t.start_s),
         "aria-label": `Play from ${fmt(t.start_s)}` }, `${fmt(t.start_s)} – ${fmt(t.end_s)}`),
@@ -196,20 +204,37 @@ async function showVideo(si, id, push = false) {
       el("li", { class: "result textlines" }, el("div", { class: "body" },
         el("h3", {}, "Text on screen"),
         lines.length ? el("ol", { class: "lines" }, lines)
-          : el("p", { class: "muted" }, v.ocr_lines === null ? "Not read: index with --ocr." : "None read."))));
+          : el("p", { class: "muted" }, v.ocr_lines === null ? "Not read: index with --ocr." : "None read."))),
+      transcriptCard(si, id, said));
   } catch (e) { fail(e); }
+}
+
+function transcriptCard(si, id, t) {
+  // what is said, line by line: a click on a line plays the video from its first word
+  const lines = t.lines.map((ln) => el("li", {},
+    el("button", { type: "button", class: "textline", onclick: () => play(si, id, ln.start_s),
+      "aria-label": `Play from ${fmt(ln.start_s)}` }, `${fmt(ln.start_s)} – ${fmt(ln.end_s)}`),
+    ` “${ln.text}”`));
+  const lang = t.speech_language ? ` (${t.speech_language})` : "";
+  return el("li", { class: "result transcript" }, el("div", { class: "body" },
+    el("h3", {}, `What is said${lang}`),
+    lines.length ? el("ol", { class: "lines" }, lines)
+      : el("p", { class: "muted" }, !t.transcribed ? "Not transcribed: index with --speech."
+        : t.sound_s === 0 ? "No sound track." : "Nothing said.")));
 }
 
 function showResults(res) {
   const shown = res.results.filter((r) => r.present).length;
   const what = res.kind === "image" ? "the example image"
-    : res.kind === "ocr" ? `the words “${res.query}” on screen` : `“${res.query}”`;
+    : res.kind === "ocr" ? `the words “${res.query}” on screen`
+    : res.kind === "said" ? `the words “${res.query}” said` : `“${res.query}”`;
+  const unit = { ocr: "text lines", said: "words heard" }[res.kind] || "frames";
   const parts = [`${shown} of ${res.results.length} videos shown contain ${what}` +
-    ` (${res.videos_searched} videos, ${res.frames_searched.toLocaleString()} ${res.kind === "ocr" ? "text lines" : "frames"}` +
+    ` (${res.videos_searched} videos, ${res.frames_searched.toLocaleString()} ${unit}` +
     ` searched in ${res.took_ms} ms)`];
   for (const w of res.warnings || []) parts.push(el("div", { class: "muted" }, `Note: ${w}`));
   status(...parts);
-  $("#results").replaceChildren(...res.results.map(resultCard));
+  $("#results").replaceChildren(...res.results.map((r) => resultCard(r, res.kind)));
 }
 
 async function browse() {
@@ -222,15 +247,19 @@ async function browse() {
   } catch (e) { fail(e); }
 }
 
-async function search(q, push = true, words = $("#ocr-mode").checked) {
+function mode() { return $("#ocr-mode").checked ? "ocr" : $("#said-mode").checked ? "said" : "q"; }
+
+async function search(q, push = true, param = mode()) {
+  // param: q (a text), ocr (words written on screen) or said (words spoken)
   q = q.trim();
   if (!q) return browse();
   $("#q").value = q;
-  $("#ocr-mode").checked = words;
-  const param = words ? "ocr" : "q";
-  if (push) history.pushState({ q, words }, "", `/?${param}=${encodeURIComponent(q)}`);
+  $("#ocr-mode").checked = param === "ocr";
+  $("#said-mode").checked = param === "said";
+  if (push) history.pushState({ q, param }, "", `/?${param}=${encodeURIComponent(q)}`);
   document.title = `${q} – Video archive`;
-  status(words ? `Searching for the words “${q}” on screen…` : `Searching for “${q}”…`);
+  status(param === "ocr" ? `Searching for the words “${q}” on screen…`
+    : param === "said" ? `Listening for the words “${q}”…` : `Searching for “${q}”…`);
   try {
     if (!videos.size) await loadVideos();
     showResults(await api(`/api/search?${param}=${encodeURIComponent(q)}`));
@@ -240,8 +269,9 @@ async function search(q, push = true, words = $("#ocr-mode").checked) {
 function route(push = false) {
   const p = new URLSearchParams(location.search);
   if (p.get("video") !== null) return showVideo(Number(p.get("store") || 0), Number(p.get("video")), push);
-  if (p.get("ocr")) return search(p.get("ocr"), push, true);
-  return search(p.get("q") || "", push, false);
+  if (p.get("ocr")) return search(p.get("ocr"), push, "ocr");
+  if (p.get("said")) return search(p.get("said"), push, "said");
+  return search(p.get("q") || "", push, "q");
 }
 
 async function searchImage(file) {
@@ -298,6 +328,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#image-label").addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("#image").click(); }
   });
+  // written on screen / said: one or the other (or neither: a text query)
+  $("#ocr-mode").addEventListener("change", () => { if ($("#ocr-mode").checked) $("#said-mode").checked = false; });
+  $("#said-mode").addEventListener("change", () => { if ($("#said-mode").checked) $("#ocr-mode").checked = false; });
   $("#player-close").addEventListener("click", closePlayer);
   $("#player").addEventListener("close", () => $("#video").pause());
   document.addEventListener("keydown", (e) => {
