@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from indexer.errors import QueryError
-from indexer.store import Reader
+from indexer.store import CATALOG, Reader
 from indexer.store.records import normalize
 
 from .results import QueryResult, VideoResult
@@ -116,10 +118,30 @@ def find(words: Sequence[str], norms: np.ndarray, linked: np.ndarray) -> tuple[n
     # dropped "a" is not absorbed: "best a" is not "best")
     short = [len(a) < EXACT_BELOW or len(b) < EXACT_BELOW for a, b in zip(words, words[1:])]
     merged = _scores([a + b for a, b in zip(words, words[1:])], norms, short)
-    pairs = np.array([a + b if ok else "" for a, b, ok in zip(norms[:-1], norms[1:], linked[:-1])] + [""], dtype=str)
-    lens = np.char.str_len(norms)
-    short_pair = np.append((lens[:-1] < EXACT_BELOW) | (lens[1:] < EXACT_BELOW), False)
-    split = _scores(words, pairs, exact_tokens=short_pair)
+    split = _split_scores(words, norms, linked, np.ones(t, bool))
+    return _pair_off(n, ones, merged, split, linked)
+
+
+def _split_scores(words: Sequence[str], norms: np.ndarray, linked: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """``split[k][j]``: phrase word ``k`` against heard words ``j`` and ``j + 1`` joined, for the
+    ``j`` marked in ``heads`` that ``linked`` joins to the next (0 elsewhere)."""
+    t = len(norms)
+    out = np.zeros((len(words), t))
+    js = np.flatnonzero(np.asarray(heads, bool)[: t - 1] & np.asarray(linked, bool)[: t - 1])
+    if not len(js):
+        return out
+    a, b = norms[js], norms[js + 1]
+    pairs = np.array([x + y for x, y in zip(a.tolist(), b.tolist())], dtype=str)
+    short_pair = (np.char.str_len(a) < EXACT_BELOW) | (np.char.str_len(b) < EXACT_BELOW)
+    out[:, js] = _scores(words, pairs, exact_tokens=short_pair)
+    return out
+
+
+def _pair_off(
+    n: int, ones: np.ndarray, merged: np.ndarray, split: np.ndarray, linked: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairing of :func:`find`, from the scores of each kind of pair."""
+    t = ones.shape[1]
     link = np.append(np.asarray(linked, bool), [False, False])  # room for j + 1 and j + 2
     # best[k][j]: the best bottleneck similarity pairing words k.. of the phrase from heard word j
     # on, last[k][j]: the index of the last heard word used; row n: the phrase is done.
@@ -147,29 +169,201 @@ def find(words: Sequence[str], norms: np.ndarray, linked: np.ndarray) -> tuple[n
     return best[0, :t], last[0, :t]
 
 
+@dataclass
+class _Heard:
+    """A store's words heard, kept per process while the store does not change (the vocabulary
+    codes, not the strings: 4 numbers a word)."""
+
+    stamp: tuple[Any, ...]
+    video_id: np.ndarray  # int64, in the order said
+    start_s: np.ndarray
+    end_s: np.ndarray
+    code: np.ndarray  # into vocab
+    vocab: np.ndarray  # str, sorted
+    counts: np.ndarray  # words heard per vocab entry
+    linked: np.ndarray  # word j + 1 follows word j (same video, a short pause)
+    videos: list[tuple[int, str, float | None, bool]]  # (id, path, duration, transcribed), by path
+    info: dict[int, tuple[int, str, float | None, bool]] = field(default_factory=dict)  # videos by id
+    fill: list[tuple[int, str, float | None, bool]] = field(default_factory=list)  # transcribed first, by path
+
+    def __post_init__(self) -> None:
+        self.info = {v[0]: v for v in self.videos}
+        self.fill = [v for v in self.videos if v[3]] + [v for v in self.videos if not v[3]]
+
+    def rows(self, vids: np.ndarray) -> np.ndarray:
+        """The positions of the words of ``vids`` (sorted ids), video by video."""
+        a = np.searchsorted(self.video_id, vids, "left")
+        b = np.searchsorted(self.video_id, vids, "right")
+        if not len(a):
+            return np.zeros(0, np.int64)
+        lens = b - a
+        return np.repeat(a - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+
+
+_HEARD: dict[str, _Heard] = {}
+
+
+def _stamp(store_dir: Path) -> tuple[Any, ...]:
+    """Changes whenever a commit touches the catalog."""
+    out: list[tuple[int | None, int | None]] = []
+    for name in (CATALOG, CATALOG + ".wal"):
+        try:
+            st = (store_dir / name).stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((None, None))
+    return tuple(out)
+
+
+def heard(store_dir: str | os.PathLike[str]) -> _Heard:
+    """The store's words heard, read once per process and store state (a commit reloads them)."""
+    d = Path(os.fspath(store_dir)).resolve()
+    stamp = _stamp(d)
+    got = _HEARD.get(str(d))
+    if got is not None and got.stamp == stamp:
+        return got
+    reader = Reader.of(store_dir)
+    idx = reader.heard_index()
+    vid = idx["video_id"]
+    linked = np.zeros(len(vid), bool)
+    if len(vid) > 1:
+        linked[:-1] = (vid[1:] == vid[:-1]) & (idx["start_s"][1:] - idx["end_s"][:-1] <= MAX_GAP_S)
+    got = _Heard(
+        stamp,
+        vid,
+        idx["start_s"],
+        idx["end_s"],
+        idx["code"],
+        idx["vocab"],
+        idx["counts"],
+        linked,
+        reader.speech_videos(),
+    )
+    if len(_HEARD) >= 4:
+        _HEARD.pop(next(iter(_HEARD)))
+    _HEARD[str(d)] = got
+    return got
+
+
+def _split_heads(word: str, vocab: np.ndarray) -> np.ndarray:
+    """Which vocabulary words can begin a pair of heard words that together match ``word`` (at
+    ``SIMILARITY``). If heard ``v1 v2`` matches ``w`` with Indel distance ``d``, then ``d`` is at least
+    the distance from ``v1`` to some prefix of ``w``, and ``|v1 v2| <= |w| + d``, so
+    ``d <= (1 - s) (2|w| + d)``, i.e. ``d <= 2 (1 - s) |w| / s`` with ``s = SIMILARITY / 100``."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import Indel
+
+    s = SIMILARITY / 100
+    bound = 2 * (1 - s) * len(word) / s + 1e-9
+    prefixes = [word[:n] for n in range(1, len(word) + 1)]
+    d = process.cdist(prefixes, vocab.tolist(), scorer=Indel.distance, dtype=np.int32)
+    return d.min(axis=0) <= bound
+
+
+def _candidates(words: Sequence[str], h: _Heard) -> np.ndarray:
+    """The videos where the phrase may be said: those that hear, for the phrase word with the
+    fewest such words heard, a word that pairs with it at ``SIMILARITY`` in one of the ways
+    :func:`find` pairs words (alone, merged with a neighbour, or as the first of two). A stretch
+    that matches pairs every phrase word, so no video outside is missed (sorted ids)."""
+    n = len(words)
+    if not len(h.vocab):
+        return np.zeros(0, np.int64)
+    ones = _scores(words, h.vocab) >= SIMILARITY
+    short = [len(a) < EXACT_BELOW or len(b) < EXACT_BELOW for a, b in zip(words, words[1:])]
+    merged = _scores([a + b for a, b in zip(words, words[1:])], h.vocab, short) >= SIMILARITY
+    best: np.ndarray | None = None
+    best_n = -1
+    for k in range(n):
+        m = ones[k] | _split_heads(words[k], h.vocab)
+        if k > 0:
+            m |= merged[k - 1]
+        if k < n - 1:
+            m |= merged[k]
+        count = int(h.counts[m].sum())
+        if best is None or count < best_n:
+            best, best_n = m, count
+    assert best is not None
+    return np.unique(h.video_id[best[h.code]])
+
+
+def _find_coded(words: Sequence[str], h: _Heard, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`find` over the heard words at ``rows``, each kind of pair scored once per vocabulary
+    word and gathered. Heard pairs are joined only where their first word can begin a match
+    (:func:`_split_heads`); elsewhere a split pair scores 0 (below the cut either way)."""
+    n = len(words)
+    code = h.code[rows]
+    ones = _scores(words, h.vocab)[:, code]
+    short = [len(a) < EXACT_BELOW or len(b) < EXACT_BELOW for a, b in zip(words, words[1:])]
+    merged = _scores([a + b for a, b in zip(words, words[1:])], h.vocab, short)[:, code]
+    heads = np.zeros(len(h.vocab), bool)
+    for w in words:
+        heads |= _split_heads(w, h.vocab)
+    linked = h.linked[rows]
+    split = _split_scores(words, h.vocab[code], linked, heads[code])
+    return _pair_off(n, ones, merged, split, linked)
+
+
+def _hits(
+    store_dir: str | os.PathLike[str], words: Sequence[str], scope: np.ndarray | None
+) -> tuple[_Heard, dict[int, float], dict[int, list[tuple[float, float, float, int, int]]]]:
+    """Per candidate video (:func:`_candidates`, within ``scope``), its best stretch's similarity
+    (0-1) and its matches as ``(start, end, similarity, first word, last word)`` (word positions in
+    the video, in :meth:`Reader.heard_index` order)."""
+    h = heard(store_dir)
+    vids = _candidates(words, h)
+    if scope is not None:
+        vids = vids[np.isin(vids, scope)]
+    rows = h.rows(vids)
+    best: dict[int, float] = {}
+    spans: dict[int, list[tuple[float, float, float, int, int]]] = defaultdict(list)
+    if not len(rows):
+        return h, best, spans
+    vid = h.video_id[rows]
+    score, stop = _find_coded(words, h, rows)
+    order, first = np.unique(vid, return_index=True)
+    top_score = np.maximum.reduceat(np.maximum(score, 0.0), first) / 100
+    best = dict(zip(order.tolist(), top_score.tolist()))
+    base = dict(zip(order.tolist(), first.tolist()))
+    for j in np.flatnonzero(score >= SIMILARITY):
+        e = int(stop[j])
+        v = int(vid[j])
+        spans[v].append(
+            (float(h.start_s[rows[j]]), float(h.end_s[rows[e]]), float(score[j]) / 100, j - base[v], e - base[v])
+        )
+    return h, best, spans
+
+
 def search_said(
     store_dir: str | os.PathLike[str], phrases: Sequence[str], scope: list[int] | None, top: int | None
 ) -> list[QueryResult]:
     """One :class:`QueryResult` (kind ``said``) per phrase, over the videos in ``scope`` (None: all),
     best first: videos where it is said, by similarity then time said, then the transcribed others
-    by their closest hearing, then those not transcribed.
+    by their closest hearing, then those not transcribed. The closest hearing (``score`` of an
+    absent video) is measured where the phrase's rarest word is heard closely (:func:`_candidates`);
+    elsewhere it is 0.
 
     Raises:
         QueryError: a phrase with no letter or digit, or a store with no transcribed speech.
     """
     wordss = [check_said(p) for p in phrases]
-    check_heard(store_dir)
-    reader = Reader.of(store_dir)
-    refs = {r.video_id: r for r in reader.video_refs()}
-    ids = sorted(refs) if scope is None else scope
-    heard = reader.speech_words(ids)
-    unheard = set(reader.speech_unheard(ids))
-    vid = heard["video_id"].astype(np.int64)
-    starts, ends = heard["start_s"].astype(np.float64), heard["end_s"].astype(np.float64)
-    norms = np.asarray(heard["word_norm"], dtype=str)
-    linked = np.zeros(len(vid), bool)
-    if len(vid) > 1:
-        linked[:-1] = (vid[1:] == vid[:-1]) & (starts[1:] - ends[:-1] <= MAX_GAP_S)
+    with Reader(os.fspath(store_dir)) as reader:  # one connection for the whole query
+        return _search_said(reader, phrases, wordss, scope, top)
+
+
+def _search_said(
+    reader: Reader, phrases: Sequence[str], wordss: list[list[str]], scope: list[int] | None, top: int | None
+) -> list[QueryResult]:
+    check_heard(reader)
+    store_dir = reader
+    h = heard(reader)
+    in_scope = None if scope is None else np.asarray(sorted(scope), np.int64)
+    wanted = None if scope is None else set(scope)
+    videos = h.videos if wanted is None else [v for v in h.videos if v[0] in wanted]
+    n_words = len(h.video_id) if in_scope is None else int(np.isin(h.video_id, in_scope).sum())
+    unheard = sum(1 for v in videos if not v[3])
+    # the others in the order they rank in (absent, score 0): transcribed first, then by path
+    fill = h.fill if wanted is None else [v for v in h.fill if v[0] in wanted]
+    info = h.info
     out = []
     for phrase, words in zip(phrases, wordss):
         res = QueryResult(
@@ -177,55 +371,73 @@ def search_said(
             kind="said",
             threshold=SIMILARITY / 100,
             rule=f"spoken words: every word's similarity >= {SIMILARITY / 100:.2f} (rapidfuzz, after normalising)",
-            videos_searched=len(ids),
-            frames_searched=len(vid),
+            videos_searched=len(videos),
+            frames_searched=n_words,
         )
         if unheard:
             res.warnings.append(
-                f"{len(unheard)} of {len(ids)} video(s) have no speech transcribed yet: run `archive index` on "
+                f"{unheard} of {len(videos)} video(s) have no speech transcribed yet: run `archive index` on "
                 "their folders with --speech."
             )
-        score, stop = find(words, norms, linked)
-        best: dict[int, float] = {}
-        if len(vid):
-            order, first = np.unique(vid, return_index=True)
-            top_score = np.maximum.reduceat(np.maximum(score, 0.0), first) / 100  # vid is sorted
-            best = dict(zip(order.tolist(), top_score.tolist()))
-        spans: dict[int, list[tuple[float, float, float, int, str]]] = defaultdict(list)
-        for j in np.flatnonzero(score >= SIMILARITY):
-            e = int(stop[j])
-            said = " ".join(str(w).strip() for w in heard["word"][j : e + 1])
-            spans[int(vid[j])].append(
-                (float(starts[j]), float(ends[e]), float(score[j]) / 100, int(heard["frame_id"][j]), said)
-            )
+        h, best, spans = _hits(store_dir, words, in_scope)
+        chosen = list(best)
+        if top is None:
+            chosen += [v[0] for v in fill if v[0] not in best]
+        else:
+            chosen += [v[0] for v in fill[: top + len(best)] if v[0] not in best]
+        segs_of = {v: union_spans([(a, b, sc, i, str(e)) for a, b, sc, i, e in spans.get(v, [])]) for v in chosen}
         answers = []
-        for v in ids:
-            ref = refs[v]
-            segs = union_spans(spans.get(v, []))
+        for v in chosen:
+            _, path, duration, transcribed = info[v]
+            segs = segs_of[v]
             top_seg = max(segs, key=lambda sg: sg[0].peak_score, default=None)
             s = max(best.get(v, 0.0), top_seg[0].peak_score if top_seg else 0.0)
             answers.append(
                 VideoResult(
                     video_id=v,
-                    video=ref.path,
+                    video=path,
                     present=bool(segs),
                     first_seen_s=segs[0][0].start_s if segs else None,
                     duration_s=sum(sg[0].duration_s for sg in segs),
                     segments=[sg[0] for sg in segs],
                     best_s=top_seg[0].start_s if top_seg else None,
                     score=s,
-                    video_duration_s=float(ref.duration_s or 0.0),
+                    video_duration_s=float(duration or 0.0),
                     match=s,
-                    best_frame_id=top_seg[1] if top_seg else None,
-                    segment_frame_ids=[sg[1] for sg in segs],
-                    segment_texts=[sg[2] for sg in segs],
-                    transcribed=v not in unheard,
+                    best_frame_id=None,
+                    segment_frame_ids=[],
+                    segment_texts=[],
+                    transcribed=transcribed,
                 )
             )
         answers.sort(key=lambda a: (not a.present, not a.transcribed, -a.score, -a.duration_s, a.video))
-        res.results = answers if top is None else answers[:top]
+        answers = answers if top is None else answers[:top]
+        _fill_shown(reader, h, answers, segs_of)
+        res.results = answers
         out.append(res)
     return out
+
+
+def _fill_shown(reader: Reader, h: _Heard, answers: list[VideoResult], segs_of: dict[int, list[Any]]) -> None:
+    """The words heard and the frames on screen (when each segment's best match begins) for the
+    segments of the answers shown."""
+    shown = [a for a in answers if a.present]
+    if not shown:
+        return
+    said = reader.heard_as_said([a.video_id for a in shown])
+    first = {a.video_id: int(np.searchsorted(h.video_id, a.video_id, "left")) for a in shown}
+    keys = [(a.video_id, float(h.start_s[first[a.video_id] + sg[1]])) for a in shown for sg in segs_of[a.video_id]]
+    frames = reader.frames_at([k[0] for k in keys], [k[1] for k in keys])
+    at = 0
+    for a in shown:
+        segs = segs_of[a.video_id]
+        ids = frames[at : at + len(segs)]
+        at += len(segs)
+        words = said[a.video_id]
+        a.segment_texts = [" ".join(str(w).strip() for w in words[i : int(e) + 1]) for _, i, e in segs]
+        a.segment_frame_ids = ids
+        best = max(range(len(segs)), key=lambda k: segs[k][0].peak_score)
+        a.best_frame_id = ids[best]
 
 
 def said_segments(
@@ -235,8 +447,10 @@ def said_segments(
     no transcribed speech."""
     if not phrases or not video_ids or not Reader.of(store_dir).has_speech():
         return {}
+    scope = np.asarray(sorted(set(video_ids)), np.int64)
     out: dict[int, list[Any]] = {}
-    for res in search_said(store_dir, phrases, list(video_ids), None):
-        for r in res.results:
-            out.setdefault(r.video_id, []).extend(r.segments)
+    for phrase in phrases:
+        _, _, spans = _hits(store_dir, check_said(phrase), scope)
+        for v, sp in spans.items():
+            out.setdefault(v, []).extend(sg[0] for sg in union_spans([(a, b, sc, 0, "") for a, b, sc, _, _ in sp]))
     return out

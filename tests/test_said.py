@@ -416,3 +416,30 @@ def test_a_store_written_by_the_writer_answers_the_same(tmp_path):
     assert by_name(got["just do it"])["c.mp4"].transcribed is False
     info = Reader(s).info()
     assert (info.speech_lines, info.speech_words, info.speech_videos, info.speech_heard) == (8, 27, 3, 2)
+
+
+def test_the_bench_store_answers_every_planted_phrase_and_a_commit_is_seen(tmp_path) -> None:
+    """`archive bench --said N`'s store: each planted phrase is present in exactly its videos (the
+    vocabulary pre-filter misses none), and words committed after a query are heard by the next."""
+
+    from archive.bench import said as bench
+    from search.query import Searcher
+
+    out = bench.bench_said(400, runs=1)
+    assert out["all_found"] and out["words"] >= 400 * bench.WORDS_PER_VIDEO
+    assert all(out["found"][p] == 0 for p in bench.PHRASES if p not in bench.PLANTED)
+
+    d = tmp_path / "store"
+    bench.build_said_store(str(d), 50)
+    s = Searcher(d)
+    [res] = s.search(said=["heineken open"], top=None)
+    assert not any(r.present for r in res.results)
+    con = duckdb.connect(str(d / "catalog.duckdb"))
+    for j, (w, n) in enumerate([("Heine", "heine"), ("ken", "ken"), ("open.", "open")]):
+        con.execute("INSERT INTO speech_words VALUES (7, 50, ?, ?, ?, 0.9, ?)", [w, 40 + j * 0.3, 40.25 + j * 0.3, n])
+    con.close()
+    [res] = s.search(said=["heineken open"], top=3)
+    assert [r.video_id for r in res.results if r.present] == [7]
+    seg = res.results[0].segments[0]
+    assert seg.start_s == pytest.approx(40.0) and seg.end_s == pytest.approx(40.85)
+    assert res.results[0].segment_texts == ["Heine ken open."]

@@ -3,6 +3,7 @@
     archive bench --make-ads DIR --ads-from CLIP  ad-like 720p clips cut from real footage
     archive bench --index PATH... [--naive]      a real index run into a temporary store
     archive bench --frames N --queries Q         a synthetic store of N frames, Q real text queries
+    archive bench --said N                       a synthetic store of N transcripts, --said queries
     archive bench --add CLIP --store DIR         `archive index CLIP` into a kept store, and one commit
     archive bench --cold TEXT --store DIR        `archive search TEXT` as fresh processes
     archive bench --eval --store DIR             `archive eval TRUTH` (N videos x Q queries) as fresh processes
@@ -29,6 +30,7 @@ from .evaluation import bench_eval
 from .indexing import bench_index
 from .processes import bench_add, bench_cold
 from .queries import bench_query_mode, bench_shards
+from .said import bench_said
 
 
 @dataclass
@@ -75,8 +77,18 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
         raise UsageError("--index needs the files or folders to index: archive bench --index PATH...")
     if o.index_paths and not o.index:
         raise UsageError("paths are for --index: archive bench --index PATH...")
-    if not o.index and o.frames <= 0 and o.make_ads is None and o.add is None and o.cold is None and not o.eval:
-        raise UsageError("give --index PATH... and/or --frames N (or --make-ads DIR, --add CLIP, --cold TEXT, --eval).")
+    if (
+        not o.index
+        and o.frames <= 0
+        and o.make_ads is None
+        and o.add is None
+        and o.cold is None
+        and not o.eval
+        and o.said <= 0
+    ):
+        raise UsageError(
+            "give --index PATH... and/or --frames N (or --said N, --make-ads DIR, --add CLIP, --cold TEXT, --eval)."
+        )
     if (o.add is not None or o.cold is not None or o.eval) and o.store is None:
         raise UsageError(
             "--add, --cold and --eval measure a kept store: give it with --store DIR "
@@ -131,6 +143,12 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
             return bench_query_mode(o.frames, o.queries, o.model, o.pretrained, str(o.keep) if o.keep else None)
 
         todo.append(queries)
+    if o.said > 0:
+
+        def said() -> dict[str, Any]:
+            return bench_said(o.said)
+
+        todo.append(said)
     if o.add is not None:
 
         def add() -> dict[str, Any]:

@@ -117,8 +117,8 @@ def _open(path: str | Path) -> tuple[Any, Any]:
         container.close()
         if audio:
             raise VideoOpenError(
-                f"{path}: an audio-only file (sound, no pictures): the archive indexes videos, so it is skipped "
-                "(a folder's audio files are not picked up at all)"
+                f"{path}: no video stream, an audio-only file (sound, no pictures): the archive indexes videos, "
+                "so it is skipped (a folder's audio files are not picked up at all)"
             )
         raise VideoOpenError(f"{path}: holds no video stream (not a video file)")
     return container, container.streams.video[0]

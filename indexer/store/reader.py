@@ -688,6 +688,76 @@ class Reader:
         out = {k: np.asarray(got[k], dtype=kinds.get(k, object)) for k in got}
         return out
 
+    def heard_index(self) -> dict[str, np.ndarray]:
+        """Every word heard (non-empty ``word_norm``) as a code into the store's vocabulary, in the
+        order said (by video, line, start, end): ``video_id``, ``start_s``, ``end_s``, ``code``; and
+        the vocabulary, ``vocab`` (sorted) with ``counts`` (words heard per entry). Read in one
+        transaction, so codes and vocabulary agree."""
+        with self.connection() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                voc = con.execute(
+                    "SELECT word_norm, count(*) AS n FROM speech_words WHERE word_norm <> '' GROUP BY 1 ORDER BY 1"
+                ).fetchnumpy()
+                got = con.execute(
+                    "WITH v AS (SELECT word_norm, (row_number() OVER (ORDER BY word_norm)) - 1 AS code "
+                    "FROM (SELECT DISTINCT word_norm FROM speech_words WHERE word_norm <> '')) "
+                    "SELECT w.video_id, w.start_s, w.end_s, v.code FROM speech_words w JOIN v USING (word_norm) "
+                    "ORDER BY w.video_id, w.line, w.start_s, w.end_s, w.word_norm, w.word"
+                ).fetchnumpy()
+            finally:
+                con.execute("COMMIT")
+        return {
+            "video_id": np.asarray(got["video_id"], np.int64),
+            "start_s": np.asarray(got["start_s"], np.float64),
+            "end_s": np.asarray(got["end_s"], np.float64),
+            "code": np.asarray(got["code"], np.int64),
+            "vocab": np.asarray(voc["word_norm"], dtype=str),
+            "counts": np.asarray(voc["n"], np.int64),
+        }
+
+    def heard_as_said(self, video_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The words of ``video_ids`` as heard (punctuation attached), in :meth:`heard_index`'s order."""
+        out: dict[int, list[str]] = {int(v): [] for v in video_ids}
+        if not out:
+            return out
+        with self.connection() as con:
+            rows = con.execute(
+                "SELECT video_id, word FROM speech_words WHERE word_norm <> '' "
+                "AND video_id IN (SELECT unnest(?::INTEGER[])) "
+                "ORDER BY video_id, line, start_s, end_s, word_norm, word",
+                [list(out)],
+            ).fetchall()
+        for v, w in rows:
+            out[int(v)].append(w)
+        return out
+
+    def frames_at(self, video_ids: Sequence[int], times: Sequence[float]) -> list[int]:
+        """Per ``(video, time)``, the sampled frame on screen then (the video's first one before its
+        first sample; -1: none)."""
+        if not len(video_ids):
+            return []
+        with self.connection() as con:
+            rows = con.execute(
+                "WITH h AS (SELECT unnest(?::INTEGER[]) AS video_id, unnest(?::DOUBLE[]) AS t, "
+                "unnest(range(len(?::INTEGER[]))) AS k), "
+                "f AS (SELECT video_id, frame_id, ts_s FROM frames WHERE video_id IN (SELECT video_id FROM h)), "
+                "first AS (SELECT video_id, arg_min(frame_id, ts_s) AS frame_id FROM f GROUP BY 1) "
+                "SELECT h.k, coalesce(f.frame_id, first.frame_id, -1) FROM h "
+                "ASOF LEFT JOIN f ON h.video_id = f.video_id AND h.t >= f.ts_s "
+                "LEFT JOIN first ON first.video_id = h.video_id ORDER BY h.k",
+                [list(map(int, video_ids)), list(map(float, times)), list(map(int, video_ids))],
+            ).fetchall()
+        return [int(r[1]) for r in rows]
+
+    def speech_videos(self) -> list[tuple[int, str, float | None, bool]]:
+        """Every video's id, path, duration and whether its sound was transcribed, by path."""
+        with self.connection() as con:
+            rows = con.execute(
+                "SELECT video_id, path, duration_s, speech_lines IS NOT NULL FROM videos ORDER BY path"
+            ).fetchall()
+        return [(int(r[0]), r[1], r[2], bool(r[3])) for r in rows]
+
     def transcript(self, video_id: int) -> Row | None:
         """A video's transcript: ``speech_lines`` (None: its sound was not transcribed),
         ``speech_language``, ``speech_language_p``, ``sound_s`` and ``lines`` (``line``, ``start_s``,
