@@ -309,7 +309,7 @@ def test_web_page_searches_written_words_and_lists_a_videos_text(store, tmp_path
         seg = res["results"][0]["segments"][0]
         assert ocrmod.normalize(seg["text"]) == "0sugar" and seg["text"] in seg["text_read"]
         code, _, body = get(url + "api/search?q=a%20beach&ocr=x")
-        assert code == 400 and b"one of the two" in body
+        assert code == 400 and b"one of the three" in body
         vid = res["results"][0]["video_id"]
         detail = json.loads(get(url + f"api/videos/{vid}")[2])
         assert [ocrmod.normalize(t["text"]) for t in detail["text_lines"]][:2] == ["summersale", "0sugar"]

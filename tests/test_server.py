@@ -125,7 +125,7 @@ def test_bad_requests_get_a_4xx_with_a_message(served):
     cases = [
         ("api/search?q=beach&top=0", None, 422, "top"),
         ("api/search?q=%20", None, 400, "empty query"),
-        ("api/search", None, 400, "give q (a text to search for) or ocr"),
+        ("api/search", None, 400, "give q (a text to search for), ocr"),
         ("api/search?q=beach&video=nope.mp4", None, 400, "--video nope.mp4"),
         ("api/search/image?name=x.png", b"not an image", 400, "not a readable image"),
         ("api/search/image", b"", 400, "no image"),
