@@ -36,7 +36,7 @@ DEFAULT_DECODERS = 2
 BF16_SCAN_FRAMES = 50_000
 IVF_FRAMES = 2_000_000  # brute force (bf16) took 94 ms at 1M frames here: past 2M it leaves the 150 ms goal
 IVF_NPROBE = 64
-SPEECH_MODEL = "base"  # Whisper base: offline from its two data wheels; real-time factor about 0.35 on one thread (docs/speech.md)
+SPEECH_MODEL = "base"  # Whisper base, offline from its two data wheels; real-time factor 0.35 (docs/speech.md)
 OCR_SIDE = 360  # 20 px text at 360p stays 20 px; 12 px still reads (indexer.media.ocr); cost grows with pixels
 # Comparing a new video for shared footage scans the whole archive exactly until it has an IVF
 # index: about 2.3 s a video at 1M frames, 1.1 s at 500k (a tenth of a 30 s clip's index run).
