@@ -55,6 +55,8 @@ from search.sql import SqlResult, run_sql
 from search.versions import VersionsReport
 from search.written import check_phrase
 
+from .sound_query import query_from_file
+
 SHARED_READS_VIDEOS = 8  # new videos compared through one catalog connection (about 0.2 s each at 1M frames)
 SLOW_VERSIONS_S = 1.0  # seconds a video's comparing may take before the index report says how to speed it up
 
@@ -132,6 +134,7 @@ class Archive:
         ocr: bool | None = None,
         min_shared: float | None = None,
         speech: bool | None = None,
+        sound: bool | None = None,
     ) -> IndexReport:
         """Index video files and folders. See :func:`indexer.run.pipeline.index_paths`.
 
@@ -146,6 +149,9 @@ class Archive:
         ``speech=True`` transcribes what is said into the ``speech`` and ``speech_words`` tables
         (:mod:`indexer.media.speech`), beside the picture work; the store remembers it, and videos
         indexed before get theirs from their sound track alone.
+        ``sound`` fingerprints each video's sound track for ``--sound`` queries
+        (:mod:`indexer.media.sound`; None: ``$ARCHIVE_SOUND``, else on); videos indexed before
+        without fingerprints get theirs from their sound alone.
 
         Every new video is then compared with the archive for shared footage (versions of one
         film, :mod:`search.versions`) into the ``matches`` and ``versions`` tables; ``min_shared``
@@ -164,6 +170,7 @@ class Archive:
             shots=shots,
             ocr=ocr,
             speech=speech,
+            sound=sound,
             ray=RayOptions(address=ray) if isinstance(ray, str) else ray,
         )
         report = index_paths(paths, self.store, options, progress=progress or (lambda _e: None), encoder=enc)
@@ -305,17 +312,22 @@ class Archive:
         self,
         *texts: str,
         image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
-        videos: Sequence[str] | None = None,
+        videos: str | Sequence[str] | None = None,
         top: int | None = settings.DEFAULT_TOP,
         threshold: float | None = None,
         merge_gap_s: float = 0.0,
         min_duration_s: float = 0.0,
         templates: Sequence[str] | None = None,
-        ocr: Sequence[str] = (),
-        said: Sequence[str] = (),
+        ocr: str | Sequence[str] = (),
+        said: str | Sequence[str] = (),
+        sound: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = (),
+        sound_from: tuple[str, float, float] | Sequence[tuple[str, float, float]] = (),
     ) -> list[QueryResult]:
         """Answer each text (and each example image, each ``ocr`` phrase written on screen and each
-        ``said`` phrase spoken): one :class:`QueryResult` per query.
+        ``said`` phrase spoken, each ``sound`` file heard and each ``sound_from`` stretch
+        ``(video, start_s, end_s)`` of an indexed video's sound): one :class:`QueryResult` per
+        query. ``image``, ``videos``, ``ocr``, ``said``, ``sound`` and ``sound_from`` each take one
+        value or a list.
 
         ``templates`` replaces the prompt templates of text queries (each with one ``{}``).
         See :meth:`search.query.Searcher.search`.
@@ -323,6 +335,12 @@ class Archive:
         images: list[str | os.PathLike[str]] = []
         if image is not None:
             images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
+        videos = [videos] if isinstance(videos, str) else videos
+        ocr = [ocr] if isinstance(ocr, str) else ocr
+        said = [said] if isinstance(said, str) else said
+        sound = [sound] if isinstance(sound, (str, os.PathLike)) else list(sound)
+        sounds = [query_from_file(f) for f in sound]  # decoded here, not by the read path
+        sound_from = [sound_from] if len(sound_from) == 3 and isinstance(sound_from[0], str) else list(sound_from)  # type: ignore[list-item]
         searcher = Searcher(
             self.store, self.device, encoder=self._loaded_encoder(), **({"templates": templates} if templates else {})
         )
@@ -336,6 +354,8 @@ class Archive:
             min_duration_s=min_duration_s,
             ocr=ocr,
             said=said,
+            sound=sounds,
+            sound_from=sound_from,  # type: ignore[arg-type]
         )
         self._encoder = searcher.loaded_encoder or self._encoder  # kept for later calls
         return results

@@ -121,6 +121,12 @@ VARIABLES: tuple[Variable, ...] = (
         "short side, in pixels, that frames are read at for on-screen text (never enlarged; at least 32)",
     ),
     Variable(
+        "ARCHIVE_SOUND",
+        "1",
+        "`0` (or false, no, off): do not fingerprint the sound while indexing (`archive search --sound` "
+        "then finds nothing new), as `--no-sound`; `1`: do, as `--sound` (the default)",
+    ),
+    Variable(
         "ARCHIVE_SPEECH",
         "the store's choice (off for a new store)",
         "`1` (or true, yes, on): transcribe what is said while indexing, as `--speech`; `0` (or false, "
@@ -330,6 +336,14 @@ def ocr(asked: bool | None = None, store_has_it: bool = False) -> bool:
     return bool(asked) or env in ("1", "true", "yes", "on") or (store_has_it and env not in ("0", "false", "no", "off"))
 
 
+def sound(asked: bool | None = None) -> bool:
+    """Whether an index run fingerprints the sound (:mod:`indexer.media.sound`, for ``archive search
+    --sound``): ``--sound``/``--no-sound`` given, else ``$ARCHIVE_SOUND`` (1 or 0), else on."""
+    if asked is not None:
+        return bool(asked)
+    return (_env("ARCHIVE_SOUND") or "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def speech(asked: bool | None = None, store_has_it: bool = False) -> bool:
     """Whether an index run transcribes what is said: ``--speech`` given, else ``$ARCHIVE_SPEECH``
     (1, true, yes), else whether the store already does (it remembers its first ``--speech`` run)."""
@@ -470,7 +484,9 @@ def check_queries(texts: "list[str]", images: "list[str]", ocr: "list[str] | tup
     an empty text or a missing image file."""
 
     if not texts and not images and not ocr:
-        raise NothingToSearch("nothing to search for: give a text query, --image FILE, or --ocr WORDS.")
+        raise NothingToSearch(
+            "nothing to search for: give a text query, --image FILE, --ocr WORDS, --said PHRASE or --sound FILE."
+        )
     for t in texts:
         check_query_text(t)
     for i in images:

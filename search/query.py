@@ -25,6 +25,7 @@ from .presence import Rule
 from .results import QueryResult, VideoResult
 from .said import check_heard, check_said, search_said
 from .scan import Scanner, background_term
+from .sound import SoundQuery, query_from_video, search_sound
 from .timeline import summarise, video_bounds
 from .written import check_phrase, search_text
 
@@ -366,9 +367,12 @@ class Searcher:
         min_duration_s: float = 0.0,
         ocr: Sequence[str] = (),
         said: Sequence[str] = (),
+        sound: Sequence[SoundQuery] = (),
+        sound_from: Sequence[tuple[str, float, float]] = (),
     ) -> list[QueryResult]:
-        """Answer text, image, written-word and spoken-word queries; one :class:`QueryResult` per
-        query: the texts, then the images, then the ``ocr`` phrases, then the ``said`` phrases.
+        """Answer text, image, written-word, spoken-word and example-sound queries; one
+        :class:`QueryResult` per query: the texts, then the images, then the ``ocr`` phrases, then
+        the ``said`` phrases, then the ``sound`` files, then the ``sound_from`` stretches.
 
         Args:
             texts: free-text queries ("a beach", "football").
@@ -379,6 +383,11 @@ class Searcher:
             said: phrases spoken ("just do it"), matched word by word in the ``speech_words``
                 table (:mod:`search.said`); like ``ocr``, the cut and the segment options do not
                 apply to them.
+            sound: query sounds, fingerprinted (:func:`archive.sound_query.query_from_file` makes
+                one of a sound or video file): where each plays, by landmark fingerprints
+                (:mod:`search.sound`).
+            sound_from: ``(video, start_s, end_s)``: a stretch of an indexed video's sound as the
+                query (its fingerprints, from the catalog).
             videos: limit to these indexed files, folders or names (None: the whole archive).
             top: videos per query, best first (None: all).
             threshold: a plain cosine cut instead of the presence rule (:mod:`search.presence`).
@@ -394,7 +403,10 @@ class Searcher:
         image_files = [str(i) for i in images]
         ocr = list(ocr)
         said = list(said)
-        settings.check_queries(texts, image_files, ocr + said)
+        sounds = list(sound)
+        settings.check_queries(
+            texts, image_files, ocr + said + [q.label for q in sounds] + [v for v, _, _ in sound_from]
+        )
         settings.check_top(top)
         settings.check_seconds("--merge-gap", merge_gap_s)
         settings.check_seconds("--min-duration", min_duration_s)
@@ -403,9 +415,26 @@ class Searcher:
                 check_phrase(phrase)
         for phrase in said:
             check_said(phrase)
-        if said:
-            check_heard(self.store_dir)
-        scope = resolve_scope(self.store_dir, videos)
+        heard_results: list[QueryResult] = []
+        if said or sounds or sound_from:  # first (their errors before any picture work), on one catalog connection
+            with Reader(self.store_dir) as reader:
+                if said:
+                    check_heard(reader)
+                scope = resolve_scope(reader, videos)
+                for v, a, b in sound_from:
+                    try:
+                        (vid,) = resolve_scope(reader, [v]) or [-1]
+                    except ValueError:
+                        raise QueryError(f"--sound-from {v}: names several indexed videos; give its path.") from None
+                    except QueryError as exc:
+                        raise QueryError(str(exc).replace("--video", "--sound-from", 1)) from None
+                    sounds.append(query_from_video(reader, v, vid, a, b))
+                if said:
+                    heard_results = search_said(reader, said, scope, top)
+                if sounds:
+                    heard_results += search_sound(reader, sounds, scope, top)
+        else:
+            scope = resolve_scope(self.store_dir, videos)
         results = (
             self._search_pictures(texts, image_files, scope, top, threshold, merge_gap_s, min_duration_s)
             if texts or image_files
@@ -413,9 +442,7 @@ class Searcher:
         )
         if ocr:
             results += search_text(self.store_dir, ocr, scope, top)
-        if said:
-            results += search_said(self.store_dir, said, scope, top)
-        return results
+        return results + heard_results
 
     def _search_pictures(
         self,

@@ -38,6 +38,7 @@ class VideoResult:
     )
     segment_sources: list[tuple[float, float]] | None = None  # --like-video: each segment's time range in the file
     transcribed: bool | None = None  # spoken-word queries: False when the video's sound was not transcribed
+    sources_of: str = "like"  # what segment_sources are times in: like (the --like-video file), query (--sound)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,7 +55,11 @@ class VideoResult:
                     "peak_score": _r(s.peak_score, 4),
                     "peak_frame_id": f,
                     **({"text": t} if t is not None else {}),
-                    **({"like_start_s": _r(src[0]), "like_end_s": _r(src[1])} if src is not None else {}),
+                    **(
+                        {f"{self.sources_of}_start_s": _r(src[0]), f"{self.sources_of}_end_s": _r(src[1])}
+                        if src is not None
+                        else {}
+                    ),
                 }
                 for s, f, t, src in zip(
                     self.segments,

@@ -346,7 +346,7 @@ def search_said(
         QueryError: a phrase with no letter or digit, or a store with no transcribed speech.
     """
     wordss = [check_said(p) for p in phrases]
-    with Reader(os.fspath(store_dir)) as reader:  # one connection for the whole query
+    with Reader.of(store_dir) as reader:  # one connection for the whole query (the caller's, if given)
         return _search_said(reader, phrases, wordss, scope, top)
 
 

@@ -239,6 +239,9 @@ def test_index_upgrades_in_place_without_reembedding(name, tmp_path, encoder):
         (len(before["videos"]),)
     ]
     assert _rows(a, "SELECT count(*) FROM speech") == [(0,)] == _rows(a, "SELECT count(*) FROM speech_words")
+    # sound fingerprints (v11): none yet (NULL); the next index run of their folders adds them
+    assert _rows(a, "SELECT count(*) FROM videos WHERE sound_hashes IS NULL") == [(len(before["videos"]),)]
+    assert _rows(a, "SELECT count(*) FROM sound_hashes") == [(0,)]
 
     # Same videos (count and paths), same frame ids and timestamps.
     assert _rows(a, Q_VIDEOS) == before["videos"]

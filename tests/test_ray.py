@@ -163,3 +163,31 @@ def test_a_killed_driver_loses_nothing_and_a_rerun_completes(folder, tmp_path):
     rep = json.loads(again.stdout)
     assert rep["skipped"] == first and rep["indexed"] == 4 - first
     assert Archive(tmp_path / "store").check().ok
+
+
+def test_ray_workers_hear_the_sound_track_too(tmp_path):
+    """``--speech`` on Ray: each worker transcribes its video beside the picture work (the real
+    Whisper base model), and the driver commits the words with the frames."""
+    from archive.bench import speechads
+    from archive.bench.speechads import Said, SpokenAd
+    from indexer.media import speech as speechmod
+
+    if not speechads.espeak_available():
+        pytest.skip("espeak-ng is not installed (make espeak)")
+    if not speechmod.available() or speechmod._wheel_dirs() is None:
+        pytest.skip("faster-whisper and the Whisper base wheels are not installed (make install)")
+    d = tmp_path / "ads"
+    d.mkdir()
+    x, sr = speechads.synth_speech("just do it", "en-us", 160)
+    plan = SpokenAd("said.mp4", 6.0, [Said("just do it", "en-us", 2.0, round(2.0 + len(x) / sr, 3), 160)])
+    speechads.write_ad(d / plan.name, plan, seed=3)
+    make_video(d / "mute.mp4", [Shot(20, 30), Shot(60, 30)], "25")  # no sound stream
+    a = Archive(tmp_path / "store")
+    rep = a.index([d], ray=RayOptions("local", workers=2), speech=True)
+    assert (rep.indexed, rep.failed) == (2, 0) and not ray.is_initialized()
+    heard = dict(a.sql("SELECT name, speech_lines FROM videos").rows)
+    assert heard["mute.mp4"] == 0 and heard["said.mp4"] >= 1  # both transcribed: one silent, one heard
+    (res,) = a.search(said="just do it")
+    hit = [r for r in res.results if r.present]
+    assert [os.path.basename(r.video) for r in hit] == ["said.mp4"]
+    assert abs(hit[0].first_seen_s - 2.0) <= 0.5  # the onset tolerance of tests/test_speech.py

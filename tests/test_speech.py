@@ -335,14 +335,15 @@ def test_a_store_of_schema_9_gains_the_speech_tables_in_place(tmp_path) -> None:
     with Writer(d) as w:
         w.attach(speechmod_spec(), 4)
     with Reader(d).connection() as con:
-        assert schema.version(con) == schema.SCHEMA_VERSION == 10
+        assert schema.version(con) == schema.SCHEMA_VERSION
     # back to v9 as a store of last week would be, then upgraded by the next writer
     import duckdb
 
     con = duckdb.connect(str(d / "catalog.duckdb"))
     con.execute("DROP TABLE speech")
     con.execute("DROP TABLE speech_words")
-    for col in ("speech_lines", "speech_language", "speech_language_p", "sound_s"):
+    con.execute("DROP TABLE sound_hashes")
+    for col in ("speech_lines", "speech_language", "speech_language_p", "sound_s", "sound_hashes"):
         con.execute(f"ALTER TABLE videos DROP COLUMN {col}")
     con.execute("ALTER TABLE labels DROP COLUMN said")
     con.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
@@ -350,9 +351,10 @@ def test_a_store_of_schema_9_gains_the_speech_tables_in_place(tmp_path) -> None:
     with Writer(d) as w:
         w.attach(speechmod_spec(), 4)
     with Reader(d).connection() as con:
-        assert schema.version(con) == 10
+        assert schema.version(con) == schema.SCHEMA_VERSION  # 9 -> 10 -> 11, one migration at a time
         cols = [r[0] for r in con.execute("DESCRIBE videos").fetchall()]
-        assert cols[-4:] == ["speech_lines", "speech_language", "speech_language_p", "sound_s"]
+        assert cols[-5:] == ["speech_lines", "speech_language", "speech_language_p", "sound_s", "sound_hashes"]
+        assert con.execute("SELECT count(*) FROM sound_hashes").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM speech_words").fetchone() == (0,)
 
 
@@ -360,3 +362,43 @@ def speechmod_spec():
     from indexer.store.records import ModelSpec
 
     return ModelSpec(TEST_MODEL, "none")
+
+
+@needs_speech
+@needs_espeak
+@pytest.mark.slow  # Whisper base, `archive serve` in a process, Chromium
+def test_the_page_listens_and_plays_a_spoken_line_from_its_moment(ads, store, tmp_path) -> None:
+    from helpers import browser_page, start_server, stop
+
+    [(vid,)] = _rows(store, "SELECT video_id FROM videos WHERE name = 'said.mp4'")
+    said_at = ads["said.mp4"].phrases[1].start_s  # "terms and conditions apply"
+    p, url = start_server(store, tmp_path)
+    try:
+        with browser_page() as (_, page, errors):
+            page.goto(url)
+            page.wait_for_selector("#said-label", state="visible")  # the store has speech: the box offers "said"
+            page.check("#said-mode")
+            page.fill("#q", "terms and conditions apply")
+            page.keyboard.press("Enter")
+            page.wait_for_function("document.querySelector('#status').textContent.includes('said')")
+            assert page.url.endswith("/?said=terms%20and%20conditions%20apply")
+            first = page.locator(".result").first
+            assert "said.mp4" in first.locator("h3").inner_text()
+            assert "terms" in first.inner_text().lower()  # the words heard are shown
+            start = float(first.locator(".seg").first.get_attribute("data-start"))
+            assert abs(start - said_at) <= ONSET_S
+            # the video's page: its transcript, a click on a line plays from its first word
+            lines = _rows(store, "SELECT start_s, text FROM speech WHERE video_id = ? ORDER BY start_s", [vid])
+            k = next(i for i, (_, text) in enumerate(lines) if "terms" in text.lower())
+            page.goto(f"{url}?video={vid}")
+            buttons = page.locator(".transcript button.textline")
+            buttons.first.wait_for()
+            assert buttons.count() == len(lines) and "terms" in page.locator(".transcript").inner_text().lower()
+            buttons.nth(k).click()
+            page.wait_for_function("document.querySelector('#video').readyState >= 2", timeout=20000)
+            t = page.evaluate("document.querySelector('#video').currentTime")
+            assert lines[k][0] - 0.05 <= t <= lines[k][0] + 3.0  # from the line's first word (a keyframe's slack)
+            assert page.evaluate("document.querySelector('#video').error") is None
+            assert not errors, errors
+    finally:
+        stop(p)

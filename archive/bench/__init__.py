@@ -4,6 +4,7 @@
     archive bench --index PATH... [--naive]      a real index run into a temporary store
     archive bench --frames N --queries Q         a synthetic store of N frames, Q real text queries
     archive bench --said N                       a synthetic store of N transcripts, --said queries
+    archive bench --sound-table N                a synthetic hash table of N ads' sound, --sound queries
     archive bench --add CLIP --store DIR         `archive index CLIP` into a kept store, and one commit
     archive bench --cold TEXT --store DIR        `archive search TEXT` as fresh processes
     archive bench --eval --store DIR             `archive eval TRUTH` (N videos x Q queries) as fresh processes
@@ -31,6 +32,7 @@ from .indexing import bench_index
 from .processes import bench_add, bench_cold
 from .queries import bench_query_mode, bench_shards
 from .said import bench_said
+from .sound import bench_sound
 
 
 @dataclass
@@ -42,7 +44,9 @@ class BenchOptions:
     naive: bool = False
     ocr: bool = False
     speech: bool = False
+    sound: bool = False
     said: int = 0
+    sound_table: int = 0
     frames: int = 0
     queries: int = 20
     shards: int | None = None
@@ -85,10 +89,14 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
         and o.cold is None
         and not o.eval
         and o.said <= 0
+        and o.sound_table <= 0
     ):
         raise UsageError(
-            "give --index PATH... and/or --frames N (or --said N, --make-ads DIR, --add CLIP, --cold TEXT, --eval)."
+            "give --index PATH... and/or --frames N (or --said N, --sound-table N, --make-ads DIR, --add CLIP, "
+            "--cold TEXT, --eval)."
         )
+    if o.sound and not o.index:
+        raise UsageError("--sound compares index runs: give --index PATH... (for query times: --sound-table N).")
     if (o.add is not None or o.cold is not None or o.eval) and o.store is None:
         raise UsageError(
             "--add, --cold and --eval measure a kept store: give it with --store DIR "
@@ -117,6 +125,8 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
             raise UsageError("--ocr compares in-process runs: leave out --ray-workers.")
         if o.speech and o.ray_workers is not None:
             raise UsageError("--speech compares in-process runs: leave out --ray-workers.")
+        if o.sound and o.ray_workers is not None:
+            raise UsageError("--sound compares in-process runs: leave out --ray-workers.")
 
         def index() -> dict[str, Any]:
             return bench_index(
@@ -130,6 +140,7 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
                 ray_workers=o.ray_workers,
                 ocr=o.ocr,
                 speech=o.speech,
+                sound=o.sound,
             )
 
         todo.append(index)
@@ -149,6 +160,12 @@ def check(o: BenchOptions) -> list[Callable[[], dict[str, Any]]]:
             return bench_said(o.said)
 
         todo.append(said)
+    if o.sound_table > 0:
+
+        def sound_table() -> dict[str, Any]:
+            return bench_sound(o.sound_table, keep=str(o.keep) if o.keep and o.frames <= 0 else None)
+
+        todo.append(sound_table)
     if o.add is not None:
 
         def add() -> dict[str, Any]:

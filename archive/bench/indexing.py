@@ -17,6 +17,7 @@ from indexer.run.pipeline import index_paths
 from indexer.store import Reader
 
 from .common import _threads, peak_rss_mb
+from .said import score_heard, truth_for
 
 
 def bench_index(
@@ -31,6 +32,7 @@ def bench_index(
     ray_workers: int | None = None,
     ocr: bool = False,
     speech: bool = False,
+    sound: bool = False,
 ) -> dict[str, Any]:
     """Index ``paths`` into a temporary store and time it; with ``naive``, also time the naive
     per-frame loop (OpenCV reads every frame, keeps every Nth, PIL, fp32 batches of 32) on the
@@ -38,7 +40,12 @@ def bench_index(
     ``ray_workers``: run the per-video work on that many workers of a local Ray runtime (the wall
     time then includes starting Ray and loading the model on the workers). ``ocr``: then index the
     same files again into another temporary store with on-screen text read, and compare; ``speech``:
-    likewise with what is said transcribed."""
+    likewise with what is said transcribed, and on a set written by ``python -m archive.bench.speechads``
+    its ``--said`` answers scored against the set's ``truth.json`` (:func:`.said.score_heard`);
+    ``sound``: the first run without sound fingerprints and a second with them, compared, and on a
+    set written by ``python -m archive.bench.soundads`` the ``--sound`` answers scored against its
+    truth (:func:`.sound.score_sound`). Without ``sound``, the first run fingerprints as
+    ``archive index`` does (``$ARCHIVE_SOUND``, default on)."""
     settings.idle_threads_sleep()  # as `archive index` does, before torch loads
     t0 = time.perf_counter()
     enc = None
@@ -47,7 +54,12 @@ def bench_index(
     load_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         if ray_workers is None:
-            rep = index_paths(paths, tmp, IndexOptions(fps=fps, batch_size=batch_size, shots=shots), encoder=enc)
+            rep = index_paths(
+                paths,
+                tmp,
+                IndexOptions(fps=fps, batch_size=batch_size, shots=shots, sound=False if sound else None),
+                encoder=enc,
+            )
         else:
             rep = index_paths(
                 paths,
@@ -100,6 +112,8 @@ def bench_index(
         out["ocr"] = _ocr_run(paths, enc, fps, batch_size, shots, rep.wall_s)
     if speech:
         out["speech"] = _speech_run(paths, enc, fps, batch_size, shots, rep.wall_s)
+    if sound:
+        out["sound"] = _sound_run(paths, enc, fps, batch_size, shots, rep.wall_s)
     if naive:
         nv = naive_loop(paths, model, pretrained, fps)
         out["naive"] = nv
@@ -149,10 +163,12 @@ def _speech_run(
     t0 = time.perf_counter()
     speechmod.engine()  # loaded once per process, like the model: timed apart
     load_s = time.perf_counter() - t0
+    truth = truth_for(paths)
     with tempfile.TemporaryDirectory() as tmp:
         rep = index_paths(
             paths, tmp, IndexOptions(fps=fps, batch_size=batch_size, shots=shots, speech=True), encoder=enc
         )
+        heard = score_heard(tmp, truth) if truth else None  # a speechads set: --said against its truth.json
     return {
         "wall_s": round(rep.wall_s, 3),
         "wall_s_without": round(plain_wall_s, 3),
@@ -167,6 +183,39 @@ def _speech_run(
         "lines": rep.speech_lines,
         "words": rep.speech_words,
         "not_heard": len(rep.speech_notes),
+        **({"against_truth": heard} if heard else {}),
+    }
+
+
+def _sound_run(
+    paths: Sequence[str], enc: Any, fps: float, batch_size: int, shots: str | None, plain_wall_s: float
+) -> dict[str, Any]:
+    """The same index run with the sound fingerprinted, against the run without it; on a soundads
+    set, its ``--sound`` answers against the set's truth."""
+    from .sound import score_sound, sound_truth_for
+
+    found = sound_truth_for(paths)
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = index_paths(
+            paths, tmp, IndexOptions(fps=fps, batch_size=batch_size, shots=shots, sound=True), encoder=enc
+        )
+        with Reader(tmp).connection() as con:
+            table = con.execute("SELECT count(*) FROM sound_hashes").fetchall()[0][0]
+            used = con.execute("SELECT sum(total_blocks * block_size) FROM pragma_database_size()").fetchall()[0][0]
+        scored = score_sound(tmp, found[0]) if found else None
+    return {
+        "wall_s": round(rep.wall_s, 3),
+        "wall_s_without": round(plain_wall_s, 3),
+        "ratio": round(rep.wall_s / plain_wall_s, 3) if plain_wall_s else None,
+        "videos": rep.sound_videos,
+        "sound_s": round(rep.sound_seconds, 3),
+        "fingerprint_s": round(rep.sound_s, 3),
+        "real_time_factor": round(rep.sound_s / rep.sound_seconds, 4) if rep.sound_seconds else None,
+        "hashes": int(table),
+        "hashes_per_second_of_sound": round(table / rep.sound_seconds, 1) if rep.sound_seconds else None,
+        "catalog_bytes_used": int(used or 0),
+        "not_fingerprinted": len(rep.sound_notes),
+        **({"against_truth": scored} if scored else {}),
     }
 
 

@@ -3,6 +3,8 @@ queries timed on it, warm (in one process, as a notebook or ``archive serve`` ke
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 import time
 from typing import Any
@@ -11,9 +13,10 @@ import duckdb  # the builder writes rows in bulk; the catalog's own code reads t
 import numpy as np
 
 from indexer import settings
-from indexer.store import CATALOG, Writer
+from indexer.store import CATALOG, Reader, Writer
 from indexer.store.records import ModelSpec
 from search.query import Searcher
+from search.said import search_said
 
 from .common import _threads, peak_rss_mb
 
@@ -102,4 +105,69 @@ def bench_said(videos: int, runs: int = 5) -> dict[str, Any]:
         "all_found": all(found[p] == n for p, n in planted.items()),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "threads": _threads(),
+    }
+
+
+def truth_for(paths: Any) -> dict[str, Any] | None:
+    """The ``truth.json`` of a set written by ``python -m archive.bench.speechads`` that holds
+    ``paths`` (a folder given, or the one folder of the files given), else None."""
+    dirs = {p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p)) for p in paths}
+    if len(dirs) != 1:
+        return None
+    f = os.path.join(dirs.pop(), "truth.json")
+    try:
+        with open(f, encoding="utf-8") as fh:
+            truth = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return truth if isinstance(truth, dict) and "said_in" in truth and "ads" in truth else None
+
+
+def score_heard(store: str, truth: dict[str, Any]) -> dict[str, Any]:
+    """``--said`` answers on a store of a speechads set against its truth: each phrase found in the
+    right ads (``found``/``phrases``), found in a wrong ad or never said yet found (``false``), the
+    error of ``first_seen_s`` against the phrase's first voiced sample (median and max, seconds),
+    and lines heard in the ads with music only, silence or no sound (``invented``)."""
+    starts = {
+        (a["name"], s["text"]): min(x["start_s"] for x in a["phrases"] if x["text"] == s["text"])
+        for a in truth["ads"]
+        for s in a["phrases"]
+    }
+    voice = {(a["name"], s["text"]): s["voice"] for a in truth["ads"] for s in a["phrases"]}
+    by_voice: dict[str, list[int]] = {}
+    found, false, errors, missed = 0, [], [], []
+    asked = {**{t: set(names) for t, names in truth["said_in"].items()}, **{t: set() for t in truth["never_said"]}}
+    for text, names in asked.items():
+        (res,) = search_said(store, [text], None, None)
+        present = {os.path.basename(r.video): r for r in res.results if r.present}
+        for name in sorted(names):
+            r = present.get(name)
+            tally = by_voice.setdefault(voice[(name, text)], [0, 0])
+            tally[1] += 1
+            if r is None or r.first_seen_s is None:
+                missed.append(f"{text} in {name}")
+                continue
+            found += 1
+            tally[0] += 1
+            errors.append(abs(r.first_seen_s - starts[(name, text)]))
+        false += [f"{text} in {n}" for n in sorted(set(present) - names)]
+    quiet = [a["name"] for a in truth["ads"] if a["sound"] != "speech"]
+    with Reader(store).connection() as con:
+        invented = con.execute(
+            "SELECT count(*) FROM speech s JOIN videos v USING (video_id) WHERE v.name IN (SELECT unnest(?))", [quiet]
+        ).fetchall()[0][0]
+    total = sum(len(v) for v in truth["said_in"].values())
+    return {
+        "phrases": total,
+        "found": found,
+        "found_pct": round(100 * found / total, 1) if total else None,
+        "missed": missed,
+        "found_by_voice": {v: f"{a}/{b}" for v, (a, b) in sorted(by_voice.items())},
+        "false": false,
+        "first_said_error_s": {
+            "median": round(float(np.median(errors)), 3) if errors else None,
+            "max": round(float(np.max(errors)), 3) if errors else None,
+        },
+        "quiet_ads": len(quiet),
+        "invented_lines": int(invented),
     }

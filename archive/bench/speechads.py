@@ -287,17 +287,24 @@ def _codec_for(container_ext: str, sr: int, channels: int) -> tuple[str, str]:
     return "pcm_s16le", ".mkv"
 
 
-def write_ad(path: str | Path, plan: SpokenAd, seed: int) -> Path:
+def write_ad(
+    path: str | Path, plan: SpokenAd, seed: int, audio: np.ndarray | None = None, codec: str | None = None
+) -> Path:
     """Write ``plan`` as a video: H.264 at 25 fps, :data:`SIZE`, and (unless ``sound`` is ``none``)
     one audio stream of ``plan.channels`` at ``plan.sample_rate``, AAC in MP4. A rate FFmpeg's AAC
     encoder refuses is written as PCM in a ``.mkv`` next to ``path`` instead. Audio and video packets
-    are interleaved every frame. Sets ``plan.audio_codec``; returns the path written."""
+    are interleaved every frame. Sets ``plan.audio_codec``; returns the path written. ``audio``: the
+    sound track to write, ``(channels, n)`` float32 (None: :func:`render_audio`'s); ``codec``:
+    ``aac`` or ``mp3`` (libmp3lame), at 64 kbit/s per channel at most (None: as above)."""
     import av  # lazy: PyAV loads the FFmpeg libraries; only writing needs them  # noqa: PLC0415
 
     path = Path(path)
-    audio = None if plan.sound == "none" else render_audio(plan, seed)
-    codec = None
-    if audio is not None:
+    if audio is None and plan.sound != "none":
+        audio = render_audio(plan, seed)
+    if audio is not None and codec is not None:
+        path = path.with_suffix(path.suffix or ".mp4")
+        codec = "libmp3lame" if codec == "mp3" else codec
+    elif audio is not None:
         codec, suffix = _codec_for(path.suffix, plan.sample_rate, plan.channels)
         path = path.with_suffix(suffix)
     plan.audio_codec = codec
@@ -314,10 +321,10 @@ def write_ad(path: str | Path, plan: SpokenAd, seed: int) -> Path:
         if audio is not None:
             sr = plan.sample_rate
             ast = out.add_stream(codec, rate=sr, layout=LAYOUTS[plan.channels])
-            if codec == "aac":
-                ast.bit_rate = min(64000, 4 * sr) * plan.channels
+            if codec in ("aac", "libmp3lame"):
+                ast.bit_rate = min(64000, 4 * sr) * (plan.channels if codec == "aac" else 1)
             ast.codec_context.time_base = Fraction(1, sr)
-        fmt = "fltp" if codec == "aac" else "s16"
+        fmt = {"aac": "fltp", "libmp3lame": "fltp"}.get(codec or "", "s16")
         sent = 0
         look, look_end = _Look(rng, SIZE), int(rng.integers(2 * FPS, 5 * FPS))
         for i in range(n_frames):

@@ -86,6 +86,13 @@ def index(
         "videos too, and videos indexed before get theirs from their sound alone (nothing decoded again or "
         "re-embedded). Runs beside the picture work. [env: ARCHIVE_SPEECH=1]",
     ),
+    sound: Optional[bool] = typer.Option(
+        None,
+        "--sound/--no-sound",
+        show_default=False,
+        help="Fingerprint each video's sound (landmark hashes, about 1 KB per second of sound) for `archive search "
+        "--sound`; videos indexed before get theirs from their sound alone. [default: on; env: ARCHIVE_SOUND=0/1]",
+    ),
     min_shared: Optional[float] = typer.Option(
         None,
         "--min-shared",
@@ -132,6 +139,7 @@ def index(
                 ray=ray_opts,
                 ocr=ocr or None,
                 speech=speech or None,
+                sound=sound,
                 min_shared=min_shared,
             )
 
@@ -167,6 +175,30 @@ def search(
         help="Words spoken (a store indexed with --speech), matched word by word in the order said: case, accents "
         "and punctuation do not count, a misheard letter in a longer word is tolerated, a missing word is not. "
         "Repeatable.",
+        show_default=False,
+    ),
+    sound: Optional[List[Path]] = typer.Option(
+        None,
+        "--sound",
+        metavar="FILE",
+        help="Example sound: where does this jingle, sound logo or voice-over play? A sound file (wav, mp3, m4a, "
+        "flac) or a video file's sound, at least 1 s. Found by landmark fingerprints, under other sound too. "
+        "Repeatable.",
+        show_default=False,
+    ),
+    sound_from: Optional[str] = typer.Option(
+        None,
+        "--sound-from",
+        metavar="VIDEO",
+        help="Example sound from an indexed video (its path or name), the stretch given by --at: where else "
+        "does it play? Nothing is decoded: its fingerprints come from the catalog.",
+        show_default=False,
+    ),
+    at: Optional[str] = typer.Option(
+        None,
+        "--at",
+        metavar="START-END",
+        help="The stretch of --sound-from, in seconds (e.g. 3.0-8.0).",
         show_default=False,
     ),
     video: Optional[List[str]] = typer.Option(
@@ -210,7 +242,16 @@ def search(
     from .render import print_search
 
     stores = settings.store_dirs(store or None)
+    stretch: list[tuple[str, float, float]] = []
+    if (sound_from is None) != (at is None):
+        fail("--sound-from VIDEO and --at START-END go together (the stretch of an indexed video to listen for).", 2)
+    if sound_from is not None and at is not None:
+        from search.sound import parse_at
+
+        stretch = [(sound_from, *call(lambda: parse_at(at)))]
     if len(stores) > 1:
+        if sound or stretch:
+            fail("--sound and --sound-from work on one store at a time.", 2)
         if template:
             fail("--template works on one store at a time.", 2)
         if like_video is not None:
@@ -240,7 +281,7 @@ def search(
     results = []
     if like_video is not None:
         results.append(call(lambda: arc.like_video(like_video, videos=video or None, top=top)))
-    if texts or image or ocr or said or like_video is None:
+    if texts or image or ocr or said or sound or stretch or like_video is None:
         results += call(
             lambda: arc.search(
                 *(texts or []),
@@ -253,6 +294,8 @@ def search(
                 templates=template or None,
                 ocr=ocr or (),
                 said=said or (),
+                sound=sound or (),
+                sound_from=stretch,
             )
         )
     if texts or image:

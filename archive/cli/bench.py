@@ -26,6 +26,15 @@ def bench(
         "--speech",
         help="With --index: index the files again with what is said transcribed (--speech) and compare.",
     ),
+    bench_sound: bool = typer.Option(
+        False,
+        "--sound",
+        help="With --index: index the files without sound fingerprints, then with them, and compare; on a set of "
+        "`python -m archive.bench.soundads` also score --sound answers against its truth.json.",
+    ),
+    sound_table: int = typer.Option(
+        0, "--sound-table", help="Build a synthetic hash table of N ads' sound and time --sound queries on it."
+    ),
     said: int = typer.Option(
         0, "--said", help="Build a synthetic store of N videos' transcripts and time --said phrase queries on it."
     ),
@@ -110,7 +119,9 @@ def bench(
         naive=naive,
         ocr=bench_ocr,
         speech=bench_speech,
+        sound=bench_sound,
         said=said,
+        sound_table=sound_table,
         frames=frames,
         queries=queries,
         shards=shards,

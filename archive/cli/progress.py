@@ -66,6 +66,22 @@ class IndexProgress:
                 highlight=False,
             )
             return
+        if ev.kind == "nosound":
+            err.print(f"[yellow]sound[/] {esc(ev.path)}: {esc(ev.message)}", highlight=False)
+            return
+        if ev.kind == "sound" and self.enabled:
+            now = time.monotonic()
+            if not ev.done and ev.frames >= 20:
+                err.print(
+                    f"fingerprinting the sound of {ev.frames} video(s) (their sound only; nothing re-embedded) ...",
+                    style="dim",
+                    highlight=False,
+                )
+                self._sound_at = now
+            elif ev.done and ev.done < ev.frames and now - getattr(self, "_sound_at", now) >= 10.0:
+                err.print(f"  fingerprinted {int(ev.done):,} of {ev.frames:,}", style="dim", highlight=False)
+                self._sound_at = now
+            return
         if ev.kind == "speech" and self.enabled:
             err.print(
                 f"transcribing what is said in {esc(ev.path)} (its sound only; nothing re-embedded)",

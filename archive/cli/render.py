@@ -62,7 +62,7 @@ def search_table(res: QueryResult) -> Table:
         t.add_column("store", overflow="fold", max_width=24)
     t.add_column("present")
     t.add_column("first", justify="right")
-    t.add_column("said for" if res.kind == "said" else "on screen", justify="right")
+    t.add_column({"said": "said for", "sound": "heard for"}.get(res.kind, "on screen"), justify="right")
     t.add_column("best at", justify="right")
     t.add_column("score", justify="right")
     t.add_column("segments", overflow="fold", min_width=10)
@@ -72,7 +72,7 @@ def search_table(res: QueryResult) -> Table:
         segs = ", ".join(
             f"{s.start_s:.2f}-{s.end_s:.2f}"
             + (f' "{x}"' if x else "")
-            + (f" (file {src[0]:.2f}-{src[1]:.2f})" if src else "")
+            + (f" ({'query' if r.sources_of == 'query' else 'file'} {src[0]:.2f}-{src[1]:.2f})" if src else "")
             for s, x, src in zip(r.segments[:6], texts, srcs)
         )
         if len(r.segments) > 6:

@@ -42,6 +42,10 @@ def info_dict(info: StoreInfo) -> dict[str, Any]:
         "speech_words": info.speech_words,
         "speech_videos": info.speech_videos,
         "speech_heard": info.speech_heard,
+        "sound_hashes": info.sound_hashes,
+        "sound_videos": info.sound_videos,
+        "sound_heard": info.sound_heard,
+        "sound_seconds": round(info.sound_seconds, 3),
         "versions": info.versions,
         "image_levels": info.image_levels,
     }
@@ -91,6 +95,18 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
         else "off (archive index FOLDER --speech transcribes what is said)"
     )
     for k in ("speech_lines", "speech_words", "speech_videos", "speech_heard"):
+        d.pop(k)
+    d["sound"] = (
+        f"{info.sound_hashes:,} landmark hashes from {info.sound_seconds:.1f} s of sound "
+        f"({info.sound_hashes / info.sound_seconds if info.sound_seconds else 0:.0f} a second); {info.sound_videos} of "
+        f"{info.videos} videos fingerprinted, {info.sound_heard} with sound (`archive search --sound FILE`)"
+        + (
+            f"; {info.videos - info.sound_videos} not yet: run `archive index` on their folders"
+            if info.sound_videos < info.videos
+            else ""
+        )
+    )
+    for k in ("sound_hashes", "sound_videos", "sound_heard", "sound_seconds"):
         d.pop(k)
     v = info.versions
     d["versions"] = (
@@ -148,6 +164,13 @@ def report_dict(r: IndexReport) -> dict[str, Any]:
         "speech_s": round(r.speech_s, 3),
         "speech_rtf": None if r.speech_rtf is None else round(r.speech_rtf, 4),
         "speech_notes": [{"path": p, "error": n} for p, n in r.speech_notes],
+        "sound": r.sound,
+        "sound_videos": r.sound_videos,
+        "sound_hashes": r.sound_hashes,
+        "sound_seconds": round(r.sound_seconds, 3),
+        "sound_s": round(r.sound_s, 3),
+        "sound_sorted": r.sound_sorted,
+        "sound_notes": [{"path": p, "error": n} for p, n in r.sound_notes],
         "versions_compared": r.versions_compared,
         "matches_found": r.matches_found,
         "versions_s": r.versions_s,
@@ -177,6 +200,14 @@ def print_report(r: IndexReport, as_json: bool) -> None:
         err.print(
             f"speech: {r.speech_lines} line(s), {r.speech_words} word(s) heard in {r.speech_sound_s:.1f} s of "
             f"sound{rtf}{added}.",
+            highlight=False,
+        )
+    if r.sound_videos:
+        err.print(
+            f"sound: {r.sound_videos} video(s) fingerprinted, {r.sound_hashes:,} landmark hashes from "
+            f"{r.sound_seconds:.1f} s of sound in {r.sound_s:.1f} s"
+            + ("; the hash table was put back in hash order" if r.sound_sorted else "")
+            + ".",
             highlight=False,
         )
     if r.ivf_trained_s:

@@ -28,6 +28,7 @@ from .state import ServerState, check_image, current, jsonable, playable
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD = 20 << 20  # bytes of an example image
+MAX_SOUND_UPLOAD = 64 << 20  # bytes of an example sound (a few minutes of compressed audio, or a short clip)
 ID = 2**63 - 1  # ids are BIGINT
 STORE_Q = Query(0, ge=0, description="With several stores: which one the id belongs to (its store_index).")
 _VIDEO_TYPES = {
@@ -143,6 +144,92 @@ async def search_image(
     return srv.result(res, t0)
 
 
+async def _body(request: Request, limit: int, what: str) -> bytes:
+    """The request body, refused (413) once it passes ``limit`` bytes, before it is read whole."""
+    too_big = HTTPException(413, f"{what} too large: at most {limit >> 20} MB.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _one_store(srv: ServerState) -> Any:
+    if srv.several:
+        raise QueryError("searching by sound works on one store at a time: serve that store alone.")
+    return srv.per_store[0]
+
+
+@router.post(
+    "/api/search/sound",
+    summary="Search by example sound (the request body is a sound file, or a video file whose sound is the query)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def search_sound(
+    request: Request,
+    srv: Annotated[ServerState, Depends(current)],
+    top: int = Query(settings.DEFAULT_TOP, ge=1, le=1000),
+    video: Optional[list[str]] = Query(None),
+    name: str = Query("upload", description="The sound's file name, shown as the query."),
+) -> dict[str, Any]:
+    from archive.sound_query import query_from_file  # noqa: PLC0415  # PyAV: loaded when a sound is asked
+
+    searcher = _one_store(srv)
+    body = await _body(request, MAX_SOUND_UPLOAD, "sound")
+    name = name.replace("\x00", "")[:200] or "upload"
+    if not body:
+        raise QueryError("no sound in the request body: send the sound file's bytes.")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload"  # the name is only shown, never used as a path
+        path.write_bytes(body)
+        t0 = time.perf_counter()
+
+        def run() -> Any:
+            q = query_from_file(path)
+            q.label = f"sound:{name}"
+            with srv.lock:
+                return searcher.search(videos=video, top=top, sound=[q])
+
+        try:
+            [res] = await run_in_threadpool(run)
+        except QueryError as exc:
+            raise QueryError(str(exc).replace(f"--sound {path}", f"the sound {name}")) from None
+    return srv.result(res, t0)
+
+
+@router.get(
+    "/api/search/sound",
+    summary="Search by a stretch of an indexed video's sound (`archive search --sound-from VIDEO --at A-B`)",
+)
+def search_sound_from(
+    srv: Annotated[ServerState, Depends(current)],
+    video_id: int = Query(..., ge=0, le=ID, description="The indexed video the stretch is taken from."),
+    at: str = Query(..., description="The stretch, START-END in seconds, e.g. 3.0-6.0."),
+    top: int = Query(settings.DEFAULT_TOP, ge=1, le=1000),
+) -> dict[str, Any]:
+    from search.sound import parse_at  # noqa: PLC0415
+
+    searcher = _one_store(srv)
+    a, b = parse_at(at)
+    refs = Reader(srv.stores[0]).video_refs_of([video_id])
+    if not refs:
+        raise HTTPException(404, f"no video {video_id} in the archive.")
+    t0 = time.perf_counter()
+    with srv.lock:
+        [res] = searcher.search(top=top, sound_from=[(refs[0].path, a, b)])
+    return srv.result(res, t0)
+
+
 # -- the catalog --------------------------------------------------------------------------------
 
 
@@ -252,6 +339,7 @@ def stats(srv: Annotated[ServerState, Depends(current)]) -> dict[str, Any]:
                 "speech_lines": info.speech_lines,
                 "speech_words": info.speech_words,
                 "speech_videos": info.speech_videos,
+                "sound_videos": info.sound_heard,
                 "labels": labels,
             }
         )
@@ -267,6 +355,7 @@ def stats(srv: Annotated[ServerState, Depends(current)]) -> dict[str, Any]:
     for key in ("videos", "frames", "seconds", "bytes", "failures", "text_lines", "speech_lines", "speech_words"):
         out[key] = sum(p[key] for p in parts)
     out["speech_videos"] = sum(p["speech_videos"] for p in parts)
+    out["sound_videos"] = 0  # searching by sound works on one store at a time
     out["ocr"] = any(p["ocr"] for p in parts)
     out["speech"] = any(p["speech"] for p in parts)
     out["seconds"] = round(out["seconds"], 3)

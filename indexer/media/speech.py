@@ -163,8 +163,9 @@ def sound_windows(
     stats: SoundStats | None = None,
     window_s: float = WINDOW_S,
     cut_search_s: float = CUT_SEARCH_S,
+    rate: int = RATE,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """The sound track of ``path`` as ``(start_s, samples)`` windows: mono float32 at 16 kHz, at
+    """The sound track of ``path`` as ``(start_s, samples)`` windows: mono float32 at ``rate`` (16 kHz), at
     most ``window_s + cut_search_s`` seconds each (a full window is cut at its quietest moment in
     the last ``cut_search_s``), on the video's clock (seconds from the
     video stream's first frame, as frame times are). A file without a sound stream yields nothing
@@ -193,8 +194,8 @@ def sound_windows(
             if s.start_time is not None and s.time_base is not None:
                 origin = float(s.start_time * s.time_base)
                 break
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-        limit = int((window_s + cut_search_s) * RATE)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        limit = int((window_s + cut_search_s) * rate)
         buf: list[np.ndarray] = []
         held = 0  # samples in buf
         buf_start: float | None = None  # time of buf's first sample
@@ -206,9 +207,9 @@ def sound_windows(
             held += len(chunk)
             while held >= limit and buf_start is not None:
                 whole = np.concatenate(buf)
-                cut = _quiet_cut(whole, int(window_s * RATE), int(cut_search_s * RATE))
+                cut = _quiet_cut(whole, int(window_s * rate), int(cut_search_s * rate), rate)
                 yield buf_start, whole[:cut]
-                buf_start += cut / RATE
+                buf_start += cut / rate
                 buf, held = [whole[cut:]], len(whole) - cut
 
         packets = container.demux(stream)
@@ -237,21 +238,21 @@ def sound_windows(
                 else:
                     skip = 0.0
                     if t is not None and t > pos + GAP_FILL_S:  # packets lost: silence keeps the clock right
-                        gap = np.zeros(int(round((t - pos) * RATE)), np.float32)
+                        gap = np.zeros(int(round((t - pos) * rate)), np.float32)
                         pos = t
                         yield from take(gap)
                 for out in resampler.resample(frame):
                     x = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
                     if skip:
-                        drop = min(len(x), int(round(skip * RATE)))
-                        x, skip = x[drop:], skip - drop / RATE
-                    pos = (pos or 0.0) + len(x) / RATE
+                        drop = min(len(x), int(round(skip * rate)))
+                        x, skip = x[drop:], skip - drop / rate
+                    pos = (pos or 0.0) + len(x) / rate
                     if len(x):
                         yield from take(x)
         try:
             for out in resampler.resample(None):
                 x = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                pos = (pos or 0.0) + len(x) / RATE
+                pos = (pos or 0.0) + len(x) / rate
                 yield from take(x)
         except (av.error.FFmpegError, ValueError):
             pass
@@ -260,9 +261,9 @@ def sound_windows(
         stats.seconds = pos or 0.0
 
 
-def _quiet_cut(x: np.ndarray, at: int, search: int) -> int:
-    """Where to cut ``x`` near ``at``: the start of its quietest 0.1 s in ``[at, at + search)``."""
-    hop = RATE // 10
+def _quiet_cut(x: np.ndarray, at: int, search: int, rate: int = RATE) -> int:
+    """Where to cut ``x`` (at ``rate``) near ``at``: the start of its quietest 0.1 s in ``[at, at + search)``."""
+    hop = rate // 10
     tail = x[at : at + search]
     n = len(tail) // hop
     if n < 2:

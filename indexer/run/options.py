@@ -48,7 +48,8 @@ class IndexOptions:
     ``auto``, ``transnet`` or ``fast`` (None: ``$ARCHIVE_SHOTS``, else ``auto``; asked for explicitly it
     re-indexes the videos another detector made). ``ocr``: read on-screen text (None:
     ``$ARCHIVE_OCR``, else as the store does). ``speech``: transcribe what is said (None:
-    ``$ARCHIVE_SPEECH``, else as the store does). ``ray``: run the per-video step on Ray (None: here).
+    ``$ARCHIVE_SPEECH``, else as the store does). ``sound``: fingerprint the sound for ``--sound``
+    queries (None: ``$ARCHIVE_SOUND``, else on). ``ray``: run the per-video step on Ray (None: here).
     """
 
     fps: float = settings.DEFAULT_FPS
@@ -60,6 +61,7 @@ class IndexOptions:
     shots: str | None = None
     ocr: bool | None = None
     speech: bool | None = None
+    sound: bool | None = None
     ray: RayOptions | None = None
 
     def checked(self) -> "IndexOptions":

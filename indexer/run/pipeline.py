@@ -37,6 +37,7 @@ from .commit import Committer
 from .discover import discover
 from .embed import embed_video
 from .hear import HearAhead, add_speech
+from .listen import add_sound
 from .options import IndexOptions
 from .plan import Plan, choose_spec, plan_files
 from .ray_runner import RayRunner
@@ -92,6 +93,7 @@ def index_paths(
     hearing = settings.speech(o.speech, meta.get("speech") == "1")
     settings.speech_language()  # a bad ARCHIVE_SPEECH_LANGUAGE fails here, before anything is written
     ears = speechmod.engine(settings.speech_model(), o.device) if hearing else None
+    fingerprints = settings.sound(o.sound)
     spec = choose_spec(store_dir, o.model, o.pretrained, encoder.spec if encoder is not None else None, meta)
     report = IndexReport(
         store=str(store_dir.resolve()), model=spec.name, pretrained=spec.pretrained, ocr=read_text, speech=hearing
@@ -135,6 +137,8 @@ def index_paths(
                     add_text(writer, plan.same, engine, progress, report)
                 if ears is not None:
                     add_speech(writer, plan.same, ears, progress, report)
+                if fingerprints:
+                    add_sound(writer, files, progress, report)
                 report.missing = _missing(store_dir, paths)
                 report.wall_s = time.perf_counter() - t0
                 return report
@@ -162,6 +166,8 @@ def index_paths(
                     add_text(writer, plan.same, engine, progress, report)
                 if ears is not None:
                     add_speech(writer, plan.same, ears, progress, report)
+                if fingerprints:
+                    add_sound(writer, files, progress, report)
                 if report.indexed:
                     _merged(writer, report)
             else:  # nothing to embed and no catalog to record failures in

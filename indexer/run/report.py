@@ -17,7 +17,8 @@ class Progress:
     video is decoded again for its thumbnails: ``frames``), ``text`` (an indexed video is decoded
     again for its on-screen text: ``frames``), ``notext`` (its text could not be read: ``message``),
     ``speech`` (an indexed video's sound is transcribed), ``nospeech`` (its sound could not be, or
-    only partly: ``message``),
+    only partly: ``message``), ``sound`` (``frames`` videos' sound is fingerprinted, ``done`` so
+    far), ``nosound`` (a video's sound could not be fingerprinted, or only partly: ``message``),
     ``versions`` (``frames`` videos are compared with the archive for shared footage; ``done`` of
     them so far, 0 at the start), ``ivf`` (the archive's IVF index is trained: ``frames`` vectors to
     encode, ``done`` so far)."""
@@ -77,6 +78,15 @@ class IndexReport:
     speech_added: int = 0  # already indexed videos transcribed this run
     speech_ids: list[int] = field(default_factory=list)  # ... their video ids
     speech_notes: list[tuple[str, str]] = field(default_factory=list)  # (path, why its sound was not (all) heard)
+    sound: bool = False  # this run fingerprinted the sound
+    sound_videos: int = 0  # videos fingerprinted this run (new and already indexed)
+    sound_hashes: int = 0  # ... landmark hashes kept
+    sound_seconds: float = 0.0  # ... seconds of sound
+    sound_s: float = 0.0  # seconds fingerprinting took (decoding the sound included)
+    sound_sorted: bool = False  # the hash table was rewritten in hash order after the run
+    sound_notes: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (path, why its sound was not (all) fingerprinted)
     versions_compared: int = 0  # videos compared with the archive for shared footage this run
     matches_found: int = 0  # ... aligned shared segments found
     versions_s: float = 0.0  # seconds the comparing took

@@ -163,6 +163,10 @@ class Reader:
                 "SELECT (SELECT count(*) FROM speech), (SELECT count(*) FROM speech_words WHERE word_norm <> ''), "
                 "count(*) FILTER (WHERE speech_lines IS NOT NULL), count(*) FILTER (WHERE speech_lines > 0) FROM videos"
             ).fetchall()[0]
+            sound_hashes, sound_videos, sound_heard, sound_s = con.execute(
+                "SELECT (SELECT count(*) FROM sound_hashes), count(*) FILTER (WHERE sound_hashes IS NOT NULL), "
+                "count(*) FILTER (WHERE sound_hashes > 0), sum(sound_s) FILTER (WHERE sound_hashes > 0) FROM videos"
+            ).fetchall()[0]
             groups, grouped, n_matches, todo = con.execute(
                 "SELECT (SELECT count(DISTINCT group_id) FROM versions), (SELECT count(*) FROM versions), "
                 "(SELECT count(*) FROM matches), (SELECT count(*) FROM videos WHERE matched IS NULL)"
@@ -250,6 +254,10 @@ class Reader:
             speech_words=int(speech_words),
             speech_videos=int(speech_videos),
             speech_heard=int(speech_heard),
+            sound_hashes=int(sound_hashes),
+            sound_videos=int(sound_videos),
+            sound_heard=int(sound_heard),
+            sound_seconds=float(sound_s or 0.0),
             versions=versions,
             image_levels=image_levels,
         )
@@ -417,6 +425,105 @@ class Reader:
                 "SELECT video_id, path FROM videos WHERE speech_lines IS NULL "
                 "AND path IN (SELECT unnest(?::VARCHAR[])) ORDER BY path",
                 [list(paths)],
+            ).fetchall()
+        return [(int(v), str(p)) for v, p in rows]
+
+    def sound_lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every ``sound_hashes`` row of these hash values: ``(hash, video_id, t)`` arrays. The values
+        are inlined as a constant list so that DuckDB prunes row groups by their min/max (the table
+        is kept in hash order: :meth:`indexer.store.Writer.sort_sound`)."""
+        values = np.unique(np.asarray(hashes, np.int64))
+        if not len(values):
+            e = np.zeros(0, np.int32)
+            return e, e, e
+        with self.connection() as con:
+            r = con.execute(
+                f"SELECT hash, video_id, t FROM sound_hashes WHERE hash IN ({','.join(map(str, values.tolist()))})"
+            ).fetchnumpy()
+        return np.asarray(r["hash"]), np.asarray(r["video_id"]), np.asarray(r["t"])
+
+    def sound_of(self, video_id: int, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
+        """The landmarks of one video whose anchors lie in frames ``[t0, t1)``: ``(hash, t)``, by time."""
+        with self.connection() as con:
+            r = con.execute(
+                "SELECT hash, t FROM sound_hashes WHERE video_id = ? AND t >= ? AND t < ? ORDER BY t, hash",
+                [int(video_id), int(t0), int(t1)],
+            ).fetchnumpy()
+        return np.asarray(r["hash"], np.int32), np.asarray(r["t"], np.int32)
+
+    def sound_state(self, video_id: int) -> tuple[int | None, float | None]:
+        """One video's landmark count (None: not fingerprinted) and seconds of sound."""
+        with self.connection() as con:
+            row = con.execute("SELECT sound_hashes, sound_s FROM videos WHERE video_id = ?", [int(video_id)]).fetchall()
+        return (row[0][0], row[0][1]) if row else (None, None)
+
+    def sound_refs(self, video_ids: Sequence[int]) -> dict[int, tuple[VideoRef, float | None]]:
+        """Of these videos, each fingerprinted one's reference and seconds of sound."""
+        if not len(video_ids):
+            return {}
+        with self.connection() as con:
+            rows = con.execute(
+                "SELECT video_id, path, name, duration_s, fps, sound_s FROM videos WHERE sound_hashes IS NOT NULL "
+                "AND video_id IN (SELECT unnest(?::INTEGER[]))",
+                [[int(v) for v in video_ids]],
+            ).fetchall()
+        return {int(r[0]): (VideoRef(int(r[0]), r[1], r[2], r[3], r[4]), r[5]) for r in rows}
+
+    def sound_counts(self, video_ids: Sequence[int] | None = None) -> tuple[int, int]:
+        """Of these videos (None: all), how many there are and how many are not fingerprinted."""
+        with self.connection() as con:
+            if video_ids is None:
+                row = con.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE sound_hashes IS NULL) FROM videos"
+                ).fetchall()
+            else:
+                row = con.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE sound_hashes IS NULL) FROM videos "
+                    "WHERE video_id IN (SELECT unnest(?::INTEGER[]))",
+                    [[int(v) for v in video_ids]],
+                ).fetchall()
+        return int(row[0][0]), int(row[0][1])
+
+    def sound_video_ids(
+        self, video_ids: Sequence[int] | None, exclude: Any = (), limit: int | None = None
+    ) -> list[int]:
+        """Fingerprinted videos of ``video_ids`` (None: all) not in ``exclude``, by id, at most ``limit``."""
+        if limit is not None and limit <= 0:
+            return []
+        with self.connection() as con:
+            rows = con.execute(
+                "SELECT video_id FROM videos WHERE sound_hashes IS NOT NULL "
+                + ("" if video_ids is None else "AND video_id IN (SELECT unnest(?::INTEGER[])) ")
+                + "AND video_id NOT IN (SELECT unnest(?::INTEGER[])) ORDER BY video_id"
+                + ("" if limit is None else f" LIMIT {int(limit)}"),
+                ([] if video_ids is None else [[int(v) for v in video_ids]]) + [[int(v) for v in exclude]],
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def video_refs_of(self, video_ids: Sequence[int]) -> list[VideoRef]:
+        """These videos' references, by id."""
+        if not len(video_ids):
+            return []
+        with self.connection() as con:
+            rows = con.execute(
+                "SELECT video_id, path, name, duration_s, fps FROM videos WHERE video_id IN (SELECT unnest(?::INTEGER[])) "
+                "ORDER BY video_id",
+                [[int(v) for v in video_ids]],
+            ).fetchall()
+        return [VideoRef(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    def sound_todo(self, paths: Sequence[str] | None) -> list[tuple[int, str]]:
+        """``(video_id, path)`` of the videos of ``paths`` (None: all) whose sound was not fingerprinted."""
+        if paths is not None:  # a name that is not UTF-8 cannot be in the catalog (its video failed)
+            paths = [p for p in paths if not any("\udc80" <= c <= "\udcff" for c in p)]
+        if (paths is not None and not paths) or not has_catalog(self.dir):
+            return []
+        with self.connection() as con:
+            rows = con.execute(
+                "SELECT video_id, path FROM videos WHERE sound_hashes IS NULL "
+                + ("" if paths is None else "AND path IN (SELECT unnest(?::VARCHAR[])) ")
+                + "ORDER BY path",
+                [] if paths is None else [list(paths)],
             ).fetchall()
         return [(int(v), str(p)) for v, p in rows]
 

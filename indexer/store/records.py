@@ -72,6 +72,9 @@ class KnownFile:
     shot_detector: str | None = None  # None: indexed before the store recorded it
 
 
+SOUND_HOP_S = 0.016  # the time unit of sound_hashes.t: frames of 16 ms (indexer/media/sound.py)
+
+
 @dataclass(frozen=True)
 class VideoRef:
     """An indexed video's id, path (as indexed) and file name."""
@@ -207,6 +210,10 @@ class StoreInfo:
     speech_words: int = 0  # words heard (speech_words rows with letters or digits)
     speech_videos: int = 0  # videos whose sound was transcribed
     speech_heard: int = 0  # ... of which something was said
+    sound_hashes: int = 0  # rows of sound_hashes (landmark fingerprints)
+    sound_videos: int = 0  # videos whose sound was fingerprinted
+    sound_heard: int = 0  # ... of which with a sound track that gave fingerprints
+    sound_seconds: float = 0.0  # ... seconds of their sound
     versions: dict[str, Any] = field(
         default_factory=dict
     )  # groups, videos_in_groups, matches, not_compared, min_shared_s

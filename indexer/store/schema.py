@@ -14,7 +14,7 @@ from indexer.errors import ModelMismatch, StoreError
 
 from .layout import now, transaction
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 # Everything keyed by video_id, deleted together when a video is replaced or removed (and the
 # matches of its pairs: video_a / video_b).
@@ -26,6 +26,7 @@ PER_VIDEO_TABLES = (
     "ocr",
     "speech",
     "speech_words",
+    "sound_hashes",
     "versions",
     "videos",
 )
@@ -116,6 +117,12 @@ SPEECH_WORDS = """CREATE TABLE IF NOT EXISTS speech_words (   -- the words of ea
         word_norm VARCHAR NOT NULL      -- as matched (see speech.text_norm); may be empty for punctuation
     )"""
 
+SOUND_HASHES = """CREATE TABLE IF NOT EXISTS sound_hashes (   -- landmark fingerprints of the sound (indexer/media/sound.py)
+        hash INTEGER NOT NULL,          -- a pair of spectrogram peaks: anchor bin, bin and time differences (21 bits)
+        video_id INTEGER NOT NULL,
+        t INTEGER NOT NULL              -- the anchor's time in frames of 16 ms on the video's clock (t * 0.016 s)
+    )"""
+
 TABLES = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     """CREATE TABLE IF NOT EXISTS videos (
@@ -141,7 +148,8 @@ TABLES = [
         speech_lines INTEGER,           -- spoken lines heard (NULL: its sound was not transcribed)
         speech_language VARCHAR,        -- the language detected (NULL: nothing said, or not transcribed)
         speech_language_p DOUBLE,       -- ... and the detector's probability for it
-        sound_s DOUBLE                  -- seconds of sound track decoded (0: no sound stream)
+        sound_s DOUBLE,                 -- seconds of sound track decoded (0: no sound stream)
+        sound_hashes INTEGER            -- landmark fingerprints kept (NULL: its sound was not fingerprinted)
     )""",
     """CREATE TABLE IF NOT EXISTS frames (
         frame_id BIGINT NOT NULL,       -- = the vector's id in its segment under vectors/
@@ -199,6 +207,7 @@ TABLES = [
     OCR,
     SPEECH,
     SPEECH_WORDS,
+    SOUND_HASHES,
     MATCHES,
     VERSIONS,
     MATCH_BASIS,
@@ -336,6 +345,13 @@ def _migrate_9_to_10(con: Any) -> None:
         con.execute("ALTER TABLE labels ADD COLUMN IF NOT EXISTS said VARCHAR[]")
 
 
+def _migrate_10_to_11(con: Any) -> None:
+    """v11 adds sound fingerprints: the ``sound_hashes`` table and per video the count kept (NULL
+    for every video indexed before: the next index run fingerprints them from their sound track)."""
+    con.execute(SOUND_HASHES)
+    con.execute("ALTER TABLE videos ADD COLUMN IF NOT EXISTS sound_hashes INTEGER")
+
+
 MIGRATIONS: dict[int, Callable[[Any], None]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
@@ -346,6 +362,7 @@ MIGRATIONS: dict[int, Callable[[Any], None]] = {
     7: _migrate_7_to_8,
     8: _migrate_8_to_9,
     9: _migrate_9_to_10,
+    10: _migrate_10_to_11,
 }
 
 

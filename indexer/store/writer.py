@@ -367,6 +367,55 @@ class Writer:
                 [*speech_columns(transcript), video_id],
             )
 
+    # -- sound fingerprints ---------------------------------------------------------------------
+    def set_sound(self, prints: Sequence[tuple[int, Any]]) -> None:
+        """Replace indexed videos' landmark fingerprints (``(video_id, indexer.media.sound.Prints)``
+        pairs) in one transaction; each video's rows are inserted sorted by hash."""
+        if not prints:
+            return
+        ids = [vid for vid, _ in prints]
+        h = np.concatenate([p.hashes for _, p in prints]).astype(np.int32)
+        v = np.concatenate([np.full(len(p.hashes), vid, np.int32) for vid, p in prints])
+        t = np.concatenate([p.t for _, p in prints]).astype(np.int32)
+        order = np.argsort(h, kind="stable")
+        new = {"hash": h[order], "video_id": v[order], "t": t[order]}
+        ph = ", ".join("?" for _ in ids)
+        with self.catalog() as con, transaction(con):
+            con.execute(f"DELETE FROM sound_hashes WHERE video_id IN ({ph})", ids)
+            con.register("_new_hashes", new)
+            try:
+                con.execute("INSERT INTO sound_hashes SELECT hash, video_id, t FROM _new_hashes")
+            finally:
+                con.unregister("_new_hashes")
+            con.executemany(
+                "UPDATE videos SET sound_hashes = ?, sound_s = coalesce(sound_s, ?) WHERE video_id = ?",
+                [(len(p.hashes), round(p.seconds, 3), vid) for vid, p in prints],
+            )
+
+    def sort_sound(self, min_unsorted: int = 4_000_000, fraction: float = 0.1) -> bool:
+        """Rewrite ``sound_hashes`` in hash order once the rows added since the last rewrite pass
+        ``min_unsorted`` and ``fraction`` of the table. In hash order, DuckDB's per-row-group
+        minimum and maximum (its zone maps) let a lookup of a query's hashes read only the row
+        groups that can hold them; rows appended since are read whole (at most the threshold). A
+        rewrite costs one sort of the table: done every 10 % of growth, it is paid about ten times
+        over the life of an archive. Returns whether it rewrote."""
+        with self.catalog() as con:
+            total = con.execute("SELECT count(*) FROM sound_hashes").fetchall()[0][0]
+            row = con.execute("SELECT value FROM meta WHERE key = 'sound_sorted_rows'").fetchall()
+            done = int(row[0][0]) if row else 0
+            if total - done < max(min_unsorted, fraction * done):
+                return False
+            with transaction(con):
+                con.execute("DROP TABLE IF EXISTS _sound_sorted")
+                con.execute(schema.SOUND_HASHES.replace("sound_hashes", "_sound_sorted", 1))
+                con.execute("INSERT INTO _sound_sorted SELECT hash, video_id, t FROM sound_hashes ORDER BY hash")
+                con.execute("DROP TABLE sound_hashes")
+                con.execute("ALTER TABLE _sound_sorted RENAME TO sound_hashes")
+                con.execute("DELETE FROM meta WHERE key = 'sound_sorted_rows'")
+                con.execute("INSERT INTO meta VALUES ('sound_sorted_rows', ?)", [str(total)])
+            con.execute("CHECKPOINT")
+        return True
+
     def note_failure(self, path: str, error: str) -> None:
         """Add a ``failures`` row for an indexed video (its text could not be read, say)."""
         with self.catalog() as con, transaction(con):
@@ -445,7 +494,7 @@ class Writer:
             with transaction(con):
                 _delete_rows(con, old_ids)
                 if rows.videos:
-                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 23)})", rows.videos)
+                    con.executemany(f"INSERT INTO videos VALUES ({', '.join('?' * 24)})", rows.videos)
                 if rows.frames:
                     rows.insert_frames_and_shots(con)
                 if rows.ocr:
@@ -504,6 +553,7 @@ class Writer:
                 None if rec.ocr is None else len(rec.ocr),
                 None,
                 *speech_columns(rec.speech),
+                None,  # sound_hashes: fingerprinted after the commit (indexer.run.listen)
             )
         )
         if rec.speech is not None:

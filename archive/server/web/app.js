@@ -49,6 +49,8 @@ async function loadStats() {
       (s.speech ? ` · ${s.speech_words.toLocaleString()} words heard in ${s.speech_videos} video${s.speech_videos === 1 ? "" : "s"}` : "");
     $("#ocr-label").hidden = !s.ocr;
     $("#said-label").hidden = !s.speech;
+    $("#sound-label").hidden = !s.sound_videos;
+    $("#find-sound").hidden = !s.sound_videos;
     const list = $("#label-list");
     list.replaceChildren(...s.labels.map((l) => {
       const c = l.calibration;
@@ -132,7 +134,8 @@ function resultCard(r, kind) {
   const name = basename(r.video);
   const facts = r.present
     ? [el("span", { class: "badge present" }, "present"),
-       `first ${kind === "said" ? "said" : "seen"} ${fmt(r.first_seen_s)} · ${kind === "said" ? "said for" : "on screen"} ` +
+       `first ${{ said: "said", sound: "heard" }[kind] || "seen"} ${fmt(r.first_seen_s)} · ` +
+       `${{ said: "said for", sound: "heard for" }[kind] || "on screen"} ` +
        `${fmt(r.duration_s)} of ${fmt(r.video_duration_s)} · ` +
        `${r.segments.length} segment${r.segments.length === 1 ? "" : "s"}`]
     : r.transcribed === false
@@ -226,9 +229,10 @@ function transcriptCard(si, id, t) {
 function showResults(res) {
   const shown = res.results.filter((r) => r.present).length;
   const what = res.kind === "image" ? "the example image"
+    : res.kind === "sound" ? `the sound ${res.query.replace(/^sound:/, "")}`
     : res.kind === "ocr" ? `the words “${res.query}” on screen`
     : res.kind === "said" ? `the words “${res.query}” said` : `“${res.query}”`;
-  const unit = { ocr: "text lines", said: "words heard" }[res.kind] || "frames";
+  const unit = { ocr: "text lines", said: "words heard", sound: "landmarks" }[res.kind] || "frames";
   const parts = [`${shown} of ${res.results.length} videos shown contain ${what}` +
     ` (${res.videos_searched} videos, ${res.frames_searched.toLocaleString()} ${unit}` +
     ` searched in ${res.took_ms} ms)`];
@@ -291,6 +295,32 @@ async function searchImage(file) {
   } catch (e) { fail(e); }
 }
 
+async function searchSound(file) {
+  if (!file) return;
+  $("#q").value = "";
+  document.title = `${file.name} – Video archive`;
+  status(`Listening for ${file.name}…`);
+  try {
+    if (!videos.size) await loadVideos();
+    const res = await api(`/api/search/sound?name=${encodeURIComponent(file.name)}`, {
+      method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
+    });
+    history.pushState({ sound: file.name }, "", "/");
+    showResults(res);
+  } catch (e) { fail(e); }
+}
+
+async function searchSoundFrom(videoId, at) {
+  // "find this sound": the next 3 s of the video in the player, from its fingerprints
+  const span = `${at.toFixed(2)}-${(at + 3).toFixed(2)}`;
+  closePlayer();
+  status(`Listening for ${span} s of this video elsewhere…`);
+  try {
+    if (!videos.size) await loadVideos();
+    showResults(await api(`/api/search/sound?video_id=${videoId}&at=${span}`));
+  } catch (e) { fail(e); }
+}
+
 function play(si, videoId, at) {
   const v = videos.get(key(si, videoId));
   const media = `/api/media/${videoId}${sq(si)}`;
@@ -312,6 +342,7 @@ function play(si, videoId, at) {
   const src = media;
   if (video.getAttribute("src") === src && video.readyState >= 1) seek();
   else { video.onloadedmetadata = seek; video.src = src; }
+  $("#find-sound").onclick = () => searchSoundFrom(videoId, video.currentTime || at);
   if (!dlg.open) dlg.showModal();
   video.focus();
 }
@@ -327,6 +358,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#image").addEventListener("change", (e) => { searchImage(e.target.files[0]); e.target.value = ""; });
   $("#image-label").addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("#image").click(); }
+  });
+  $("#sound").addEventListener("change", (e) => { searchSound(e.target.files[0]); e.target.value = ""; });
+  $("#sound-label").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("#sound").click(); }
   });
   // written on screen / said: one or the other (or neither: a text query)
   $("#ocr-mode").addEventListener("change", () => { if ($("#ocr-mode").checked) $("#said-mode").checked = false; });
