@@ -115,17 +115,7 @@ async def search_image(
     threshold: Optional[float] = Query(None, ge=-1.0, le=1.0),
     name: str = Query("upload", description="The image's file name, shown as the query."),
 ) -> dict[str, Any]:
-    too_big = HTTPException(413, f"image too large: at most {MAX_UPLOAD >> 20} MB.")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_UPLOAD:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_UPLOAD:
-            raise too_big
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await _body(request, MAX_UPLOAD, "image")
     name = name.replace("\x00", "")[:200] or "upload"
     if not body:
         raise QueryError("no image in the request body: send the image file's bytes.")
