@@ -74,6 +74,7 @@ def search_stores(
     encoder: Encoder | None = None,
     ocr: Sequence[str] = (),
     said: Sequence[str] = (),
+    false_videos: float | None = None,
 ) -> list[QueryResult]:
     """Answer each query over several stores as one ranked list; each result names its ``store``.
     See :mod:`search.shards`.
@@ -94,6 +95,7 @@ def search_stores(
         min_duration_s=min_duration_s,
         ocr=ocr,
         said=said,
+        false_videos=false_videos,
     )
 
 
@@ -322,6 +324,7 @@ class Archive:
         said: str | Sequence[str] = (),
         sound: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = (),
         sound_from: tuple[str, float, float] | Sequence[tuple[str, float, float]] = (),
+        false_videos: float | None = None,
     ) -> list[QueryResult]:
         """Answer each text (and each example image, each ``ocr`` phrase written on screen and each
         ``said`` phrase spoken, each ``sound`` file heard and each ``sound_from`` stretch
@@ -330,6 +333,8 @@ class Archive:
         value or a list.
 
         ``templates`` replaces the prompt templates of text queries (each with one ``{}``).
+        ``false_videos``: example images may be reported present, across the archive, in at most
+        this many videos per query where their footage is not (default: 1 video in 1,000).
         See :meth:`search.query.Searcher.search`.
         """
         images: list[str | os.PathLike[str]] = []
@@ -356,6 +361,7 @@ class Archive:
             said=said,
             sound=sounds,
             sound_from=sound_from,  # type: ignore[arg-type]
+            false_videos=false_videos,
         )
         self._encoder = searcher.loaded_encoder or self._encoder  # kept for later calls
         return results

@@ -51,7 +51,15 @@ def _calibrate(table: FrameTable, spans: np.ndarray, fps: dict[int, float]) -> I
     tol = interval[np.asarray(inverse).ravel()] if len(table) else np.zeros(0)
     linked = Linked.from_rows(spans) if len(spans) else None
     return calibrate_images(
-        vectors, np.arange(len(table)), table.shot_id, table.blank, table.video_id, table.ts_s, linked, tol
+        vectors,
+        np.arange(len(table)),
+        table.shot_id,
+        table.blank,
+        table.video_id,
+        table.ts_s,
+        linked,
+        tol,
+        archive_videos=len(fps),
     )
 
 

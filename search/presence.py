@@ -18,8 +18,12 @@ Image queries (query by example)
     1. same footage: its distance to the example (``1 - cosine``) is at most four times the
        distance between two consecutive samples of one shot (their 10th-percentile cosine, so
        camera and subject motion within a shot is allowed for);
-    2. above chance: its cosine is higher than 99.9% of the cosines between samples of unrelated
-       footage (the archive's "chance" level).
+    2. above chance: its cosine is higher than what unrelated footage reaches in that video's
+       best shot in 1 case in 1,000 (:data:`IMAGE_RATE`), for the video's number of shots, plus
+       the level's confidence margin (:mod:`search.chance`). So an example whose footage is not in
+       the archive is reported present in at most 1 video in 1,000, whatever the archive's size.
+       The single-pair 99.9th percentile (the archive's "chance" per pair) is still measured: it
+       stands in when too few shots can be probed.
 
     "Unrelated footage" are samples of two different videos that are not the same footage. An
     archive of ads holds the same footage many times (cut-downs, re-encodes, packshots, stock
@@ -32,7 +36,9 @@ Image queries (query by example)
         ``same_shot`` level, their 10th-percentile cosine) - or the pair itself is that alike.
     The chance level is therefore below the ``same_shot`` level: footage that alike cannot be told
     from the same footage by its picture. Archives of one video use pairs of its different shots
-    (left out the same way).
+    (left out the same way). When the chance level of a median video still reaches the same-footage
+    level (random weights; an archive of one look) the archive cannot tell, and says so
+    (:meth:`ImageCalibration.overlap_line`): the chance level with its margin then decides.
 
     Both levels are the archive's, measured on all of it (not on a ``--video`` scope) when videos
     are indexed, and kept in the store (:mod:`search.levels`). The rule finds the same footage (a
@@ -58,16 +64,30 @@ import numpy as np
 
 from indexer.model.background import BACKGROUND_PROMPTS, LOGIT_SCALE, background_lse
 
+from .chance import (
+    IMAGE_RATE,
+    SHOT_SAMPLES,
+    Linked,
+    VideoChance,
+    _take,
+    content_shots,
+    measure_video_chance,
+    shots_of,
+)
+
 __all__ = [
     "BACKGROUND_PROMPTS",
     "LOGIT_SCALE",
     "TEMPLATES",
+    "IMAGE_RATE",
     "ImageCalibration",
     "Linked",
     "Rule",
     "background_lse",
     "calibrate_images",
+    "content_shots",
     "ensemble",
+    "shots_of",
     "shot_level",
     "text_probability",
 ]
@@ -86,7 +106,6 @@ IMAGE_SAME_PERCENTILE = 10.0  # ... taken at this percentile of same-shot cosine
 IMAGE_CHANCE_PERCENTILE = 99.9  # level 2: above this percentile of cosines of unrelated footage
 IMAGE_CHANCE_PAIRS = 20000  # pairs the chance level is measured on (at most)
 IMAGE_FALLBACK = 0.80  # the chance level when the archive has too few pairs to measure
-SHOT_SAMPLES = 8  # samples of each shot compared to decide whether two shots are the same footage
 MIN_PAIRS = 10
 LONG_SHOT_S = 4.0
 
@@ -100,12 +119,25 @@ class Rule:
     stay: float
     min_duration_s: float = 0.0
     merge_gap_s: float = 0.0
+    per_video: Callable[[np.ndarray], np.ndarray] | None = None  # content shots -> each video's level
+    rate: float = 0.0  # the image rule: false videos per video it allows
+
+    def levels(self, shots: np.ndarray) -> np.ndarray:
+        """The level of each video of ``shots`` content shots (``enter`` for every video when the
+        rule has no per-video level)."""
+        if self.per_video is None:
+            return np.full(len(shots), self.enter)
+        return np.asarray(self.per_video(np.asarray(shots)), np.float64)
 
     def describe(self) -> str:
         if self.kind == "text":
             return f"p(query vs background) >= {self.enter:g} (stay >= {self.stay:g})"
         if self.kind == "image":
-            return f"cosine >= {self.enter:.4f} (same-footage level of this archive, above chance)"
+            return (
+                f"cosine >= {self.enter:.4f} in a video of the archive's median length (each video's own level: "
+                f"the same footage, and above what unrelated footage reaches in {self.rate * 1000:g} of "
+                "1,000 videos of its number of shots)"
+            )
         return f"cosine >= {self.enter:g}"
 
 
@@ -161,52 +193,6 @@ def same_shot_cosine(
         idx = idx[np.linspace(0, len(idx) - 1, max_pairs).astype(np.int64)]
     cos = np.einsum("ij,ij->i", _take(vectors, rows[idx]), _take(vectors, rows[idx + 1]))
     return float(np.percentile(cos, percentile))
-
-
-def _take(vectors: Any, rows: np.ndarray) -> np.ndarray:
-    return np.asarray(vectors[np.asarray(rows, np.int64)], np.float32)
-
-
-@dataclass(frozen=True)
-class Linked:
-    """Stretches of two videos that are the same footage (``matches`` rows, both ways round):
-    row ``k`` says video ``a[k]`` from ``a0[k]`` to ``a1[k]`` s is video ``b[k]`` from ``b0[k]`` to ``b1[k]`` s."""
-
-    a: np.ndarray
-    b: np.ndarray
-    a0: np.ndarray
-    a1: np.ndarray
-    b0: np.ndarray
-    b1: np.ndarray
-
-    @classmethod
-    def from_rows(cls, rows: np.ndarray | Sequence[Sequence[float]]) -> "Linked":
-        """From ``(video_a, video_b, a_start_s, a_end_s, b_start_s, b_end_s)`` rows."""
-        m = np.asarray(rows, np.float64).reshape(-1, 6)
-        both = np.concatenate([m, m[:, [1, 0, 4, 5, 2, 3]]])
-        order = np.lexsort((both[:, 1], both[:, 0]))
-        both = both[order]
-        return cls(
-            both[:, 0].astype(np.int64), both[:, 1].astype(np.int64), both[:, 2], both[:, 3], both[:, 4], both[:, 5]
-        )
-
-    def covers(self, va: np.ndarray, ta: np.ndarray, vb: np.ndarray, tb: np.ndarray, tol: np.ndarray) -> np.ndarray:
-        """Whether each sample pair (video ``va`` at ``ta`` s, video ``vb`` at ``tb`` s) is one moment
-        of a linked stretch: ``ta`` in the stretch of ``va`` and ``tb`` at the time it maps to in
-        ``vb`` (the stretch's two ranges mapped onto each other linearly), give or take ``tol`` s."""
-        out = np.zeros(len(va), bool)
-        if not len(self.a) or not len(va):
-            return out
-        key = self.a * (1 << 32) + self.b
-        want = np.asarray(va, np.int64) * (1 << 32) + np.asarray(vb, np.int64)
-        lo, hi = np.searchsorted(key, want, "left"), np.searchsorted(key, want, "right")
-        for i in np.flatnonzero(hi > lo):
-            k = slice(lo[i], hi[i])
-            a0, a1, b0, b1 = self.a0[k], self.a1[k], self.b0[k], self.b1[k]
-            scale = np.where(a1 > a0, (b1 - b0) / np.maximum(a1 - a0, 1e-9), 1.0)
-            at = b0 + (ta[i] - a0) * scale
-            out[i] = bool(np.any((a0 - tol[i] <= ta[i]) & (ta[i] <= a1 + tol[i]) & (np.abs(tb[i] - at) <= tol[i])))
-        return out
 
 
 def _shot_bounds(shot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -346,24 +332,72 @@ def chance_cosine(
     return ChanceMeasure(float(np.percentile(sims, percentile)), len(a), left_out, over)
 
 
-LEVELS_VERSION = 2  # how the kept levels were measured (kept levels of another version are measured again)
+LEVELS_VERSION = 3  # how the kept levels were measured (kept levels of another version are measured again)
 
 
 @dataclass(frozen=True)
 class ImageCalibration:
-    """The archive's two levels for the image rule, and what they were measured on."""
+    """The archive's levels for the image rule, and what they were measured on."""
 
     same_shot: float | None  # 10th-percentile cosine of consecutive samples in one shot
-    chance: float  # the 99.9th percentile of cosines between samples of unrelated footage
+    chance: float  # the 99.9th percentile of cosines between single samples of unrelated footage
     pairs: int = 0  # pairs of unrelated footage the chance level was measured on (0: the fallback)
     left_out: int = 0  # pairs left out as the same footage
     over: str = "videos"  # "videos", "shots" (an archive of one video) or "fallback" (too few pairs)
+    video: VideoChance | None = None  # the per-video chance (None: too few to measure; ``chance`` is used)
+    archive_videos: int = 0  # videos in the archive when measured
     version: int = LEVELS_VERSION
 
-    def threshold(self) -> float:
-        """The cosine a frame needs to match an example image."""
-        same = -1.0 if self.same_shot is None else 1.0 - IMAGE_SPREAD * (1.0 - self.same_shot)
-        return float(max(same, self.chance))
+    def same_footage(self) -> float:
+        """Level 1: the lowest cosine of the same footage (-1: unknown)."""
+        return -1.0 if self.same_shot is None else 1.0 - IMAGE_SPREAD * (1.0 - self.same_shot)
+
+    def chance_level(self, shots: Any = None, rate: float = IMAGE_RATE) -> np.ndarray:
+        """Level 2: what unrelated footage reaches in a video of ``shots`` content shots (default:
+        the archive's median video) with probability at most ``rate``, plus the level's
+        confidence margin (:attr:`VideoChance.margin`)."""
+        if self.video is None:
+            return np.broadcast_to(np.float64(self.chance), np.shape(shots) if shots is not None else ())
+        k = self.video.median_shots if shots is None else shots
+        return self.video.level(k, rate) + self.video.margin
+
+    def overlap(self) -> bool:
+        """Whether the archive cannot tell the same footage from chance: the median video's
+        chance level reaches the same-footage level."""
+        return self.same_shot is not None and float(self.chance_level()) >= self.same_footage()
+
+    def levels(self, shots: Any = None, rate: float = IMAGE_RATE) -> np.ndarray:
+        """The cosine a frame of a video with ``shots`` content shots needs to match an example
+        image, for at most ``rate`` false videos per video: both levels, chance with its margin."""
+        return np.maximum(self.same_footage(), self.chance_level(shots, rate))
+
+    def threshold(self, shots: Any = None, rate: float = IMAGE_RATE) -> float:
+        """The level of the archive's median video (or of a video of ``shots`` shots)."""
+        return float(self.levels(shots, rate))
+
+    def rate_for(self, false_videos: float | None) -> float:
+        """The rate per video that gives at most ``false_videos`` false videos per query across
+        the archive (None: the default, :data:`IMAGE_RATE`)."""
+        if false_videos is None:
+            return IMAGE_RATE
+        return float(false_videos) / max(self.archive_videos, 1)
+
+    def expected_false(self, rate: float = IMAGE_RATE) -> float:
+        """False videos to expect per query by example at this archive size: at most ``rate`` of
+        each video."""
+        return rate * self.archive_videos
+
+    def overlap_line(self) -> str:
+        """One line saying that the archive cannot tell (empty when it can)."""
+        if not self.overlap():
+            return ""
+        margin = 0.0 if self.video is None else self.video.margin
+        return (
+            f"this archive cannot always tell the same footage from chance by picture: unrelated footage "
+            f"reaches {float(self.chance_level()):.4f} in a typical video (1 in {1 / IMAGE_RATE:,.0f}, with a "
+            f"{margin:.4f} margin of error), the same footage can score as low as {self.same_footage():.4f}; "
+            "an example is present only above the first, so the same footage scoring below it is missed."
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -375,8 +409,31 @@ class ImageCalibration:
             if int(d["version"]) != LEVELS_VERSION:
                 return None
             same = None if d["same_shot"] is None else float(d["same_shot"])
-            return cls(same, float(d["chance"]), int(d["pairs"]), int(d["left_out"]), str(d["over"]))
-        except (KeyError, TypeError, ValueError):
+            v = d.get("video")
+            video = (
+                None
+                if v is None
+                else VideoChance(
+                    curve=tuple(float(x) for x in v["curve"]),
+                    shots=float(v["shots"]),
+                    probes=int(v["probes"]),
+                    videos=int(v["videos"]),
+                    median_shots=int(v["median_shots"]),
+                    margin=float(v["margin"]),
+                    checked_pairs=int(v["checked_pairs"]),
+                    checked_over=int(v["checked_over"]),
+                )
+            )
+            return cls(
+                same,
+                float(d["chance"]),
+                int(d["pairs"]),
+                int(d["left_out"]),
+                str(d["over"]),
+                video,
+                int(d.get("archive_videos", 0)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
 
@@ -389,16 +446,21 @@ def calibrate_images(
     ts_s: np.ndarray | None = None,
     linked: Linked | None = None,
     tol_s: np.ndarray | float = 0.5,
+    archive_videos: int | None = None,
 ) -> ImageCalibration:
     """Measure the image rule's levels on the samples given (see the module docstring); positions
-    must be sorted by video and time. Without ``video_id`` every sample counts as one video's."""
+    must be sorted by video and time. Without ``video_id`` every sample counts as one video's.
+    ``archive_videos``: the archive's videos when the samples are of some of them (default: the
+    videos of the samples)."""
     video_id = np.zeros(len(rows), np.int64) if video_id is None else video_id
     ts_s = np.zeros(len(rows)) if ts_s is None else ts_s
     same = same_shot_cosine(vectors, rows, shot_id, blank)
     m = chance_cosine(vectors, rows, video_id, ts_s, shot_id, blank, same, linked, tol_s)
+    vc = measure_video_chance(vectors, rows, video_id, ts_s, shot_id, blank, same, linked, tol_s)
+    n = len(np.unique(video_id)) if archive_videos is None else int(archive_videos)
     if m.level is None:
-        return ImageCalibration(same, IMAGE_FALLBACK, 0, m.left_out, "fallback")
-    return ImageCalibration(same, m.level, m.pairs, m.left_out, m.over)
+        return ImageCalibration(same, IMAGE_FALLBACK, 0, m.left_out, "fallback", vc, n)
+    return ImageCalibration(same, m.level, m.pairs, m.left_out, m.over, vc, n)
 
 
 def shot_level(

@@ -62,9 +62,11 @@ def rules_for(
     merge_gap_s: float = 0.0,
     min_duration_s: float = 0.0,
     calib: presence.ImageCalibration | None = None,
+    rate: float = presence.IMAGE_RATE,
 ) -> list[Rule]:
     """The rule of each query: the text rule, the image rule at ``calib`` (the archive's levels,
-    :mod:`search.levels`; None: measured on ``table`` alone), or a plain cut."""
+    :mod:`search.levels`; None: measured on ``table`` alone) for at most ``rate`` false videos per
+    video, or a plain cut."""
     if threshold is not None:
         return [Rule("threshold", threshold, threshold, min_duration_s, merge_gap_s) for _ in kinds]
     if "image" in kinds and calib is None:
@@ -77,8 +79,19 @@ def rules_for(
             out.append(Rule("text", presence.TEXT_ENTER, presence.TEXT_STAY, min_duration_s, merge_gap_s))
         else:
             assert calib is not None
-            level = calib.threshold()
-            out.append(Rule("image", level, level, min_duration_s, merge_gap_s))
+            cal = calib
+            level = cal.threshold(rate=rate)
+            out.append(
+                Rule(
+                    "image",
+                    level,
+                    level,
+                    min_duration_s,
+                    merge_gap_s,
+                    per_video=lambda shots, cal=cal: cal.levels(shots, rate),  # type: ignore[misc]
+                    rate=rate,
+                )
+            )
     return out
 
 
@@ -95,7 +108,14 @@ def strengths(
     return presence.shot_level(s, shot_id, shot_len_s, blank)
 
 
-def _order(col: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, blank: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def _order(
+    col: np.ndarray,
+    bg_lse: np.ndarray | None,
+    rule: Rule,
+    blank: np.ndarray,
+    starts: np.ndarray,
+    enter: np.ndarray | float | None = None,
+) -> np.ndarray:
     """Videos (indices into ``starts``) best first: those that match, then by best strength, then
     by best raw score.
 
@@ -118,7 +138,7 @@ def _order(col: np.ndarray, bg_lse: np.ndarray | None, rule: Rule, blank: np.nda
     best_st = presence.text_probability(best_z, 0.0, 1.0) if text else best_z
     best_st = np.where(np.isneginf(best_z), -np.inf, best_st)
     best_raw = np.maximum.reduceat(col, starts)
-    hits = (best_st >= rule.enter).astype(np.int8)
+    hits = (best_st >= (rule.enter if enter is None else enter)).astype(np.int8)
     return np.lexsort((-best_raw, -np.nan_to_num(best_z, neginf=-1e9), -hits))
 
 
@@ -134,6 +154,7 @@ def rank(
     rules: Sequence[Rule],
     top: int | None = DEFAULT_TOP,
     exact: Exact | None = None,
+    shots: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[QueryResult]:
     """Per-video answers for each query from its raw scores.
 
@@ -146,8 +167,14 @@ def rank(
         exact: when ``raw`` and ``bg_lse`` are approximate (bf16), a function giving the exact
             ``(raw, bg_lse)`` of the frames at given positions. The best ``2 * top + 10`` videos
             by the approximate scores are then rescored exactly, re-ranked, and cut to ``top``.
+        shots: each video's content shots (:func:`presence.content_shots` of the whole archive;
+            default: counted in ``table``, right when it holds whole videos), for the image
+            rule's per-video levels.
     """
     starts, stops = video_bounds(table.video_id)
+    if shots is None and any(r.per_video is not None for r in rules):
+        shots = presence.content_shots(table.video_id, table.shot_id, table.blank)
+    n_shots = presence.shots_of(table.video_id[starts], shots) if shots is not None else None
     out: list[QueryResult] = []
     for j, (label, kind, rule) in enumerate(zip(labels, kinds, rules)):
         col = raw[:, j]
@@ -159,14 +186,15 @@ def rank(
             videos_searched=len(starts),
             frames_searched=len(table),
         )
-        order = _order(col, bg_lse, rule, table.blank, starts)
+        enter = rule.levels(n_shots) if n_shots is not None else np.full(len(starts), rule.enter)
+        order = _order(col, bg_lse, rule, table.blank, starts, enter)
         if exact is not None and len(order):
             cand = order if top is None else order[: 2 * top + 10]
             idx = np.concatenate([np.arange(starts[g], stops[g]) for g in cand])
             ex_raw, ex_lse = exact(idx)
             c_stops = np.cumsum(stops[cand] - starts[cand])
             c_starts = np.concatenate([[0], c_stops[:-1]]).astype(np.int64)
-            sub = _order(ex_raw[:, j], ex_lse, rule, table.blank[idx], c_starts)
+            sub = _order(ex_raw[:, j], ex_lse, rule, table.blank[idx], c_starts, enter[cand])
             picks = [
                 (
                     int(cand[k]),
@@ -187,8 +215,8 @@ def rank(
                 table.ts_s[a:b],
                 table.end_s[a:b],
                 st,
-                rule.enter,
-                rule.stay,
+                float(enter[g]),
+                float(enter[g]) - (rule.enter - rule.stay),
                 rule.merge_gap_s,
                 rule.min_duration_s,
                 scores=c,
@@ -209,6 +237,7 @@ def rank(
                     match=float(np.max(st)),
                     best_frame_id=int(table.frame_id[a + tl.best_index]) if tl.best_index >= 0 else None,
                     segment_frame_ids=[int(table.frame_id[a + sg.peak_index]) for sg in tl.segments],
+                    level=float(enter[g]) if rule.per_video is not None else None,
                 )
             )
         out.append(res)
@@ -259,6 +288,7 @@ class Searcher:
         self._bg: np.ndarray | None = None
         self._table: tuple[Any, list[int] | None, Scanner] | None = None
         self._lse: tuple[FrameTable, np.ndarray] | None = None
+        self._shots: tuple[FrameTable, tuple[np.ndarray, np.ndarray]] | None = None
         self._ivf: tuple[FrameTable, Any] | None = None
         self._levels: tuple[Any, presence.ImageCalibration] | None = None
         self._text_cache: dict[str, np.ndarray] = {}
@@ -299,6 +329,12 @@ class Searcher:
             whole = (lambda: self.frames(None)) if scope is None else None
             self._levels = (key, levels.image_levels(self.store_dir, whole))
         return self._levels[1]
+
+    def content_shots(self, table: FrameTable) -> tuple[np.ndarray, np.ndarray]:
+        """Each video's content shots in ``table`` (:func:`presence.content_shots`), once per table."""
+        if self._shots is None or self._shots[0] is not table:
+            self._shots = (table, presence.content_shots(table.video_id, table.shot_id, table.blank))
+        return self._shots[1]
 
     def background_lse(self, scanner: Scanner) -> np.ndarray:
         """Per-frame background term of the text rule: the one stored at index time when it was
@@ -369,6 +405,7 @@ class Searcher:
         said: Sequence[str] = (),
         sound: Sequence[SoundQuery] = (),
         sound_from: Sequence[tuple[str, float, float]] = (),
+        false_videos: float | None = None,
     ) -> list[QueryResult]:
         """Answer text, image, written-word, spoken-word and example-sound queries; one
         :class:`QueryResult` per query: the texts, then the images, then the ``ocr`` phrases, then
@@ -393,6 +430,9 @@ class Searcher:
             threshold: a plain cosine cut instead of the presence rule (:mod:`search.presence`).
             merge_gap_s: join segments at most this many seconds apart.
             min_duration_s: drop segments shorter than this.
+            false_videos: example images: at most this many videos per query, across the
+                archive, where an example not in the archive is reported present (default: at
+                most 1 video in 1,000, :data:`presence.IMAGE_RATE`, whatever the archive's size).
 
         Raises:
             QueryError: no query, an empty text, a missing image, a phrase without letters or digits,
@@ -410,6 +450,11 @@ class Searcher:
         settings.check_top(top)
         settings.check_seconds("--merge-gap", merge_gap_s)
         settings.check_seconds("--min-duration", min_duration_s)
+        if false_videos is not None and not (0 < false_videos < float("inf")):
+            raise QueryError(
+                f"--false-videos {false_videos}: give how many false videos per query to allow "
+                "across the archive, a number above 0 (e.g. 0.01)."
+            )
         if ocr:
             for phrase in ocr:
                 check_phrase(phrase)
@@ -436,7 +481,7 @@ class Searcher:
         else:
             scope = resolve_scope(self.store_dir, videos)
         results = (
-            self._search_pictures(texts, image_files, scope, top, threshold, merge_gap_s, min_duration_s)
+            self._search_pictures(texts, image_files, scope, top, threshold, merge_gap_s, min_duration_s, false_videos)
             if texts or image_files
             else []
         )
@@ -453,6 +498,7 @@ class Searcher:
         threshold: float | None,
         merge_gap_s: float,
         min_duration_s: float,
+        false_videos: float | None = None,
     ) -> list[QueryResult]:
         """The text and image queries of :meth:`search`, checked already."""
         t0 = time.perf_counter()
@@ -472,6 +518,8 @@ class Searcher:
         labels = texts + [f"image:{Path(i).name}" for i in images]
         ranker = None if self.exact or scope is not None or top is None else self.ivf_ranker(scanner)
         calib = self.image_levels(scope) if "image" in kinds and threshold is None else None
+        rate = calib.rate_for(false_videos) if calib is not None else presence.IMAGE_RATE
+        shots = self.content_shots(table) if calib is not None else None
         if ranker is not None:  # a large archive: candidates from the IVF index, rescored exactly
             assert top is not None  # a ranker is made only for a top
             idx = ranker.candidates(
@@ -484,25 +532,31 @@ class Searcher:
             sub = table.subset(idx)
             raw = scanner.scores_at(idx, allv)
             t3 = time.perf_counter()
-            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s, calib)
-            results = rank(sub, raw, None if bg_lse is None else bg_lse[idx], labels, kinds, rules, top, None)
+            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s, calib, rate)
+            results = rank(sub, raw, None if bg_lse is None else bg_lse[idx], labels, kinds, rules, top, None, shots)
             for res in results:
                 res.videos_searched, res.frames_searched = len(ranker.starts), len(table)
         else:
             raw = scanner.scores(allv) if self.exact else scanner.fast_scores(allv)
             t3 = time.perf_counter()
-            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s, calib)
+            rules = rules_for(kinds, table, threshold, merge_gap_s, min_duration_s, calib, rate)
             exact = None
             if not self.exact and not scanner.last_exact:
 
                 def exact(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
                     return scanner.scores_at(idx, allv), None if bg_lse is None else bg_lse[idx]
 
-            results = rank(table, raw, bg_lse, labels, kinds, rules, top, exact)
+            results = rank(table, raw, bg_lse, labels, kinds, rules, top, exact, shots)
         self.last_timings = {"load": t1 - t0, "embed": t2 - t1, "scan": t3 - t2, "timeline": time.perf_counter() - t3}
         for res, text in zip(results, texts):
             if enc.too_long(text):
                 res.warnings.append(
                     f"the query is longer than the model's {enc.context_length}-token context; only its start was used."
                 )
+        if calib is not None:
+            for res in results:
+                if res.kind == "image":
+                    line = calib.overlap_line()
+                    res.warnings += [line] if line else []
+                    res.expected_false = calib.expected_false(rate)
         return results

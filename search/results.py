@@ -39,6 +39,7 @@ class VideoResult:
     segment_sources: list[tuple[float, float]] | None = None  # --like-video: each segment's time range in the file
     transcribed: bool | None = None  # spoken-word queries: False when the video's sound was not transcribed
     sources_of: str = "like"  # what segment_sources are times in: like (the --like-video file), query (--sound)
+    level: float | None = None  # example images: the cosine this video's frames needed (its own level)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +75,7 @@ class VideoResult:
             "match": _r(self.match if np.isfinite(self.match) else None, 4),
             "video_duration_s": _r(self.video_duration_s),
             **({"transcribed": self.transcribed} if self.transcribed is not None else {}),
+            **({"level": _r(self.level, 4)} if self.level is not None else {}),
         }
 
 
@@ -89,6 +91,7 @@ class QueryResult:
     warnings: list[str] = field(default_factory=list)
     videos_searched: int = 0
     frames_searched: int = 0
+    expected_false: float | None = None  # example images: false videos to expect per query across the archive
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +100,7 @@ class QueryResult:
             "threshold": round(self.threshold, 6),
             "rule": self.rule,
             "warnings": self.warnings,
+            **({"expected_false_videos": _r(self.expected_false, 4)} if self.expected_false is not None else {}),
             "results": [r.to_dict() for r in self.results],
         }
 

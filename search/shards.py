@@ -111,10 +111,16 @@ class ShardedSearcher:
         min_duration_s: float = 0.0,
         ocr: Sequence[str] = (),
         said: Sequence[str] = (),
+        false_videos: float | None = None,
     ) -> list[QueryResult]:
         """Like :meth:`search.query.Searcher.search`, over every store; ``videos`` may name videos of
-        any of them (an argument must match in at least one store)."""
+        any of them (an argument must match in at least one store). ``false_videos`` is shared
+        among the stores by their numbers of videos (the same rate per video everywhere)."""
         t0 = time.perf_counter()
+        share = [1.0] * len(self.searchers)
+        if false_videos is not None and images:
+            sizes = [len(Reader(s.store_dir).image_levels_state()[3]) for s in self.searchers]
+            share = [n / max(sum(sizes), 1) for n in sizes]
         per_store: list[list[QueryResult] | None] = []
         unmatched: dict[str, int] = {}
         for i, s in enumerate(self.searchers):
@@ -141,6 +147,7 @@ class ShardedSearcher:
                     min_duration_s=min_duration_s,
                     ocr=ocr,
                     said=said,
+                    false_videos=None if false_videos is None else false_videos * share[i],
                 )
             )
         missing = [v for v, n in unmatched.items() if n == len(self.searchers)]

@@ -172,6 +172,7 @@ def test_search_works_with_videos_moved_away(tmp_path, store_with_clips):
         (["sql", "SELEC 1"], "does not parse"),
         (["sql", "SELECT nope FROM videos"], "SQL error"),
         (["search", "--image", "missing.png"], "image file not found"),
+        (["search", "--image", DATA / "megamind_frame.png", "--false-videos", "0"], "--false-videos 0.0"),
         (["search", "   "], "empty query"),
         (["search", "x", "--video", "nothing-like-this"], "--video"),
     ],

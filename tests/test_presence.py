@@ -166,3 +166,93 @@ def test_chance_level_stays_below_the_same_shot_level_with_long_shots():
         vecs, np.arange(len(vecs)), np.array(shot), np.zeros(len(vecs), bool), np.array(video), np.array(ts)
     )
     assert cal.over == "videos" and cal.left_out > 0 and cal.chance < cal.same_shot
+
+
+def test_exceedance_curve_reads_the_pairs_and_extrapolates_a_power_law_tail():
+    """Where enough pairs reach a level it is read off them; beyond, the fitted tail follows a
+    known power law of the distance (q(x) = ((1 - x) / c) ** 2) to within the estimate's noise."""
+    from search.chance import GRID, exceedance_curve
+
+    rng = np.random.default_rng(3)
+    n, c, a = 40000, 0.2, 2.0
+    values = 1.0 - c * rng.random(n) ** (1.0 / a)
+    curve = exceedance_curve(values, np.full(n, 1.0 / n))
+    q = 10.0**GRID
+    assert np.all(np.diff(curve) <= 1e-12) and np.all(curve < 1.0)  # non-increasing in q, below 1
+    read = q >= 1e-2  # 400 pairs or more reach these levels: read off them
+    assert np.abs(curve[read] - np.quantile(values, 1.0 - q[read])).max() < 2e-3
+    deep = (q >= 1e-7) & (q <= 1e-6)  # far beyond the 40,000 pairs: the tail's law, within the noise
+    true_d = c * q[deep] ** (1.0 / a)  # of a slope fitted on 50 pairs (1/sqrt(50), times ln(q_u / q) of 7-9)
+    assert np.all(np.abs(np.log((1.0 - curve[deep]) / true_d)) < np.log(3.0))
+
+
+def _unrelated_archive(videos: int, rng: np.random.Generator, dim: int = 64, per_shot: int = 3):
+    """Videos of 3-8 shots, each shot its own direction (none shared), 3 samples a shot."""
+    vecs, video, ts, shot = [], [], [], []
+    sid = 0
+    for v in range(videos):
+        for k in range(int(rng.integers(3, 9))):
+            base = rng.normal(size=dim)
+            for i in range(per_shot):
+                x = base + 0.1 * rng.normal(size=dim)
+                vecs.append(x / np.linalg.norm(x))
+                video.append(v)
+                ts.append(per_shot * k + i)
+                shot.append(sid)
+            sid += 1
+    n = len(vecs)
+    return np.array(vecs, np.float32), np.array(video), np.array(ts, float), np.array(shot), np.zeros(n, bool)
+
+
+def test_an_example_not_in_the_archive_is_present_in_at_most_about_1_video_in_1000():
+    """The multiple-comparisons error: a video is judged by its best shot, so the per-pair 99.9th
+    percentile lets unrelated footage through far more often than 1 in 1,000; the per-video level
+    (for each video's number of shots, with its margin) keeps it there. Checked on 300 fresh
+    examples of unrelated footage against every video of an archive of 400."""
+    from search.presence import IMAGE_RATE, content_shots, shots_of
+
+    rng = np.random.default_rng(11)
+    vecs, video, ts, shot, blank = _unrelated_archive(400, rng)
+    cal = calibrate_images(vecs, np.arange(len(vecs)), shot, blank, video, ts)
+    assert cal.video is not None and cal.video.probes >= 300 and cal.archive_videos == 400
+    assert not cal.overlap()  # footage this unrelated is told apart
+    ex = rng.normal(size=(300, vecs.shape[1]))
+    ex = (ex / np.linalg.norm(ex, axis=1, keepdims=True)).astype(np.float32)
+    scores = ex @ vecs.T
+    starts = np.flatnonzero(np.concatenate([[True], video[1:] != video[:-1]]))
+    best = np.maximum.reduceat(scores, starts, axis=1)  # (examples, videos): each video's best sample
+    k = shots_of(video[starts], content_shots(video, shot, blank))
+    assert np.all(cal.levels(k) >= cal.chance_level(k))  # here the same-footage level is higher still
+    per_video = np.mean(best >= cal.chance_level(k)[None, :])  # chance alone, to test it
+    per_pair = np.mean(best >= cal.chance)
+    # 120,000 (example, video) pairs: at a true rate of 1e-3 about 120 are over; the level is
+    # strict (margin, union bound), and the count's own noise is about +-11 (Poisson)
+    assert per_video <= 1.5 * IMAGE_RATE
+    assert per_pair > 5 * IMAGE_RATE  # the old rule: the best of a whole video beats a per-pair level
+    assert np.all(np.diff(cal.chance_level(np.arange(1, 30))) >= 0)  # more shots, more chances: higher
+    loose = cal.chance_level(k, rate=cal.rate_for(40.0))  # 40 false videos per query across 400: 1 in 10
+    assert 0.03 <= np.mean(best >= loose[None, :]) <= 0.1
+
+
+def test_levels_round_trip_and_an_older_version_is_measured_again():
+    rng = np.random.default_rng(5)
+    vecs, video, ts, shot, blank = _unrelated_archive(40, rng)
+    cal = calibrate_images(vecs, np.arange(len(vecs)), shot, blank, video, ts)
+    back = ImageCalibration.from_dict(cal.to_dict())
+    assert back == cal
+    old = {**cal.to_dict(), "version": 2}
+    old.pop("video")
+    assert ImageCalibration.from_dict(old) is None  # kept by an older version: measured again
+
+
+def test_when_same_footage_and_chance_overlap_the_archive_says_so_and_both_levels_hold():
+    """Random directions in 4 dimensions: unrelated footage scores as high as samples of one shot
+    do (an archive of one look). The rule says so, and an example needs the chance level and its
+    margin, above the same-footage level."""
+    rng = np.random.default_rng(2)
+    vecs, video, ts, shot, blank = _unrelated_archive(60, rng, dim=4)
+    cal = calibrate_images(vecs, np.arange(len(vecs)), shot, blank, video, ts)
+    assert cal.overlap() and "cannot always tell" in cal.overlap_line()
+    assert cal.threshold() == pytest.approx(float(cal.chance_level())) and cal.threshold() > cal.same_footage()
+    apart = calibrate_images(*_unrelated_archive(60, rng)[:1], np.arange(0), np.zeros(0), np.zeros(0, bool))
+    assert apart.overlap_line() == ""

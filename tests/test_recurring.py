@@ -36,11 +36,15 @@ def recurring(request, tmp_path_factory: pytest.TempPathFactory, encoder):
     return d, rs, a, paths
 
 
-def _same(x: dict, y: dict) -> bool:
-    """The same levels (numbers within float rounding of a JSON round trip)."""
-    return x.keys() == y.keys() and all(
-        x[k] == y[k] if isinstance(x[k], str) or x[k] is None or y[k] is None else abs(x[k] - y[k]) <= 1e-9 for k in x
-    )
+def _same(x: object, y: object) -> bool:
+    """The same levels (numbers within float rounding of a JSON round trip; nested dicts and lists alike)."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        return len(x) == len(y) and all(_same(a, b) for a, b in zip(x, y))
+    if isinstance(x, str) or x is None or y is None:
+        return x == y
+    return abs(float(x) - float(y)) <= 1e-9  # type: ignore[arg-type]
 
 
 def _by_name(res) -> dict[str, object]:
@@ -113,6 +117,8 @@ def test_levels_are_the_archives_whatever_the_scope(recurring, tmp_path: Path) -
     assert _same(kept.to_dict(), measured.to_dict())
     info = a.info().image_levels  # what `archive info` shows
     assert info["current"] and info["chance"] == pytest.approx(kept.chance, abs=1e-9)
+    shown = run_cli(["info"], env_for_cli(tmp_path, store), timeout=600)
+    assert shown.returncode == 0 and "image_false_rate" in shown.stdout  # the promise, at this size
     packshot = next(v for v in rs.vset.versions if v.cuts[0].key == v.cuts[-1].key)  # opening shot again at the end
     key = packshot.cuts[0].key
     whole = _by_name(a.search(image=paths[key], top=None)[0])[packshot.name]
@@ -123,6 +129,10 @@ def test_levels_are_the_archives_whatever_the_scope(recurring, tmp_path: Path) -
     line = json.loads(proc.stdout.splitlines()[0])
     [alone] = line["results"]
     assert line["threshold"] == pytest.approx(kept.threshold(), abs=1e-6)
+    # each video its own level (by its shots); the false videos to expect per query at this size
+    assert alone["level"] == pytest.approx(whole.level, abs=1e-4) and alone["score"] >= alone["level"]
+    assert line["expected_false_videos"] == pytest.approx(kept.expected_false(), abs=1e-4)
+    assert kept.expected_false() == pytest.approx(kept.archive_videos / 1000) and kept.archive_videos > 0
     assert alone["present"] and alone["first_seen_s"] == pytest.approx(whole.first_seen_s, abs=1e-3)
     assert [s["start_s"] for s in alone["segments"]] == pytest.approx([s.start_s for s in whole.segments], abs=1e-3)
 

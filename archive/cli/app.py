@@ -219,6 +219,13 @@ def search(
         show_default=False,
         help="A plain cosine cut instead of the presence rule (see the docs: How present is decided). [default: the rule]",
     ),
+    false_videos: Optional[float] = typer.Option(
+        None,
+        "--false-videos",
+        show_default=False,
+        help="Example images: allow at most this many videos per query, across the whole archive, where an example "
+        "whose footage is not in it is reported present (e.g. 0.01). [default: 1 video in 1,000, whatever the size]",
+    ),
     merge_gap: float = typer.Option(0.0, "--merge-gap", help="Join segments at most this many seconds apart."),
     template: Optional[List[str]] = typer.Option(
         None,
@@ -271,6 +278,7 @@ def search(
                 device=device,
                 ocr=ocr or (),
                 said=said or (),
+                false_videos=false_videos,
             )
         )
         if texts or image:
@@ -296,6 +304,7 @@ def search(
                 said=said or (),
                 sound=sound or (),
                 sound_from=stretch,
+                false_videos=false_videos,
             )
         )
     if texts or image:

@@ -50,8 +50,14 @@ def fmt_s(x: float | None) -> str:
 
 def search_table(res: QueryResult) -> Table:
     present = sum(r.present for r in res.results)
+    level = f"threshold {res.threshold:.3g}"
+    if res.expected_false is not None:  # example images: each video its own level
+        level = (
+            f"level {res.threshold:.4f} in a median video, at most {res.expected_false:.3g} false videos "
+            "expected per query"
+        )
     t = Table(
-        title=f"[bold]{esc(res.query)}[/]  ({res.kind} query, threshold {res.threshold:.3g}; "
+        title=f"[bold]{esc(res.query)}[/]  ({res.kind} query, {level}; "
         f"present in {present} of {len(res.results)} shown, {res.videos_searched} searched; times in s)",
         title_justify="left",
     )
@@ -85,7 +91,7 @@ def search_table(res: QueryResult) -> Table:
             fmt_s(r.first_seen_s),
             fmt_s(r.duration_s) if r.present else "-",
             fmt_s(r.best_s),
-            f"{r.score:.3f}",
+            f"{r.score:.4f}" if r.level is not None else f"{r.score:.3f}",
             segs or "-",
         )
     return t

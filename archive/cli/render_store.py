@@ -11,7 +11,7 @@ from rich.table import Table
 from indexer import settings
 from indexer.run.report import IndexReport
 from indexer.store import StoreInfo
-from search.presence import IMAGE_SPREAD, ImageCalibration
+from search.presence import IMAGE_RATE, ImageCalibration
 
 from .render import dumps, err, out
 
@@ -118,17 +118,36 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
 
     cal = None if lv is None else ImageCalibration.from_dict(lv)
     if cal is None:
-        d["image_levels"] = "not kept yet: queries by example measure them; the next `archive index` keeps them"
+        d["image_levels"] = (
+            "not kept yet"
+            + (" (kept by an older version)" if lv is not None else "")
+            + ": queries by example measure them; the next `archive index` keeps them"
+        )
     else:
-        same = "-" if cal.same_shot is None else f"{1.0 - IMAGE_SPREAD * (1.0 - cal.same_shot):.4f}"
+        same = "-" if cal.same_shot is None else f"{cal.same_footage():.4f}"
         over = {"videos": "pairs of different videos", "shots": "pairs of the video's shots"}.get(
             cal.over, "too few pairs"
         )
+        vc = cal.video
+        chance = (
+            f"chance per pair {cal.chance:.4f} from {cal.pairs:,} {over}"
+            if vc is None
+            else f"chance in a video of {vc.median_shots} shots {float(cal.chance_level()):.4f} (margin "
+            f"{vc.margin:.4f}) from {vc.probes:,} probes x {vc.videos:,} {'videos' if cal.over != 'shots' else 'shots'}"
+        )
         d["image_levels"] = (
-            f"an example matches at cosine >= {cal.threshold():.4f} (same footage {same}, chance "
-            f"{cal.chance:.4f} from {cal.pairs:,} {over}, {cal.left_out:,} left out as the same footage)"
+            f"an example matches at cosine >= {cal.threshold():.4f} in a median video (same footage {same}, {chance}, "
+            f"{cal.left_out:,} pairs left out as the same footage)"
             + ("" if lv.get("current") else "; the archive changed since: the next `archive index` measures them again")
         )
+        n = cal.archive_videos
+        d["image_false_rate"] = (
+            f"an example whose footage is not in the archive is reported present in at most 1 video in "
+            f"{1 / IMAGE_RATE:,.0f}: at most {cal.expected_false():.3g} false videos per query at this size "
+            f"({n:,} videos); `archive search --false-videos N` sets it for the whole archive"
+        )
+        if cal.overlap():
+            d["image_cannot_tell"] = cal.overlap_line()
     for k, v in d.items():
         if k != "store":
             t.add_row(k, str(v))
