@@ -121,6 +121,13 @@ VARIABLES: tuple[Variable, ...] = (
         "short side, in pixels, that frames are read at for on-screen text (never enlarged; at least 32)",
     ),
     Variable(
+        "ARCHIVE_OCR_MODELS",
+        "PP-OCRv4",
+        "the OCR models: `PP-OCRv4` (the rapidocr-onnxruntime 1.4.4 wheel) or `PP-OCRv6` (the rapidocr "
+        "3.10.0 wheel, small detection and recognition models); each reads what it reads, so a store "
+        "keeps the text its index runs read",
+    ),
+    Variable(
         "ARCHIVE_SOUND",
         "1",
         "`0` (or false, no, off): do not fingerprint the sound while indexing (`archive search --sound` "
@@ -378,6 +385,22 @@ def speech_language() -> str | None:
 def speech_threads() -> int:
     """CPU threads of the speech recogniser (``$ARCHIVE_SPEECH_THREADS``, at least 1)."""
     return _int_env("ARCHIVE_SPEECH_THREADS", 1, 1)
+
+
+OCR_MODELS = ("PP-OCRv4", "PP-OCRv6")
+
+
+def ocr_models() -> str:
+    """The OCR models (``$ARCHIVE_OCR_MODELS``: PP-OCRv4 or PP-OCRv6; default PP-OCRv4).
+
+    Raises:
+        UsageError: another value.
+    """
+    value = (_env("ARCHIVE_OCR_MODELS") or OCR_MODELS[0]).strip()
+    for m in OCR_MODELS:
+        if value.lower() == m.lower():
+            return m
+    raise UsageError(f"ARCHIVE_OCR_MODELS={value}: give one of {', '.join(OCR_MODELS)}.")
 
 
 def ocr_side() -> int:

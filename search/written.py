@@ -1,9 +1,13 @@
 """Written words on screen: a phrase -> the ``ocr`` lines that read it -> per-video answers in the
 shape of every query (present, first seen, time on screen, segments).
 
-Matching (:func:`similarity`): the phrase and each line are compared after
-:func:`indexer.media.ocr.normalize` (case, accents, punctuation and spaces do not count), with
-rapidfuzz's normalised Indel similarity, 0-100:
+Matching (:func:`similarity`) knows OCR's habits. The phrase and each line read are folded
+(:func:`fold`): case and accents do not count; OCR's confusable glyphs fall into one class each
+(0/o, 1/l/i/|, 5/s, 8/b, 2/z, "rn"/m, a comma for a decimal point), while the text shown stays the
+text read; only letters, digits, the symbols of :data:`EVIDENCE` (% € $ £ ¥ / . , @ + & #) and
+single spaces between words are kept. Then rapidfuzz's normalised Indel similarity, 0-100, the best
+of two comparisons: word by word (spaces kept) and on the space-free skeleton (OCR drops and invents
+spaces: "NOW 0% SUGAR" read as "NOWO%SUGAR" is the same skeleton):
 
 * a line at least as long as the phrase: ``fuzz.partial_ratio``, the best-matching stretch of the
   line (the phrase may be part of a longer line);
@@ -11,16 +15,22 @@ rapidfuzz's normalised Indel similarity, 0-100:
 * a phrase written over adjacent lines (one under the other, or side by side) on screen at the same
   time: the lines joined in reading order, compared as one line.
 
+Numbers are evidence: a digit, and a symbol next to a digit, must be read as it is. A line whose
+best stretch reads one of the phrase's numbers otherwise (an edit on or next to its digits and
+symbols: "10%" or "5.0%" or "50€" for "50%"), or runs it on into more digits ("XC900" for "XC90",
+"150%" for "50%"; a unit beside it is fine: "50" is in "50%"), scores at most ``NUMBER_DIFFERS``.
+
 A line matches at ``SIMILARITY`` (90) or more: one wrong character in a phrase of 10-19 letters
 and digits, two from 20; one missing or extra character from 5. So "drive responsibly" (two wrong
-letters in 16) does not match "drink responsibly". Phrases of fewer than ``EXACT_BELOW`` letters and digits must match exactly. The video's
-``score`` is its best similarity / 100, also below the cut (the closest reading), so near misses
-rank first among the absent.
+letters in 16) does not match "drink responsibly". Phrases of fewer than ``EXACT_BELOW`` characters
+must match exactly. The video's ``score`` is its best similarity / 100, also below the cut (the
+closest reading), so near misses rank first among the absent.
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -34,6 +44,7 @@ from .results import QueryResult, VideoResult
 from .timeline import Segment
 
 SIMILARITY = 90.0
+NUMBER_DIFFERS = 85.0  # a line that reads a number of the phrase otherwise scores at most this
 EXACT_BELOW = 4  # shorter phrases (after normalising) must be read exactly
 MAX_JOIN = 3  # lines a phrase may span
 
@@ -50,18 +61,119 @@ def check_phrase(text: str) -> str:
     return norm
 
 
-def similarity(phrase: str, lines: Sequence[str]) -> np.ndarray:
-    """Similarity (0-100) of a normalised phrase to each normalised line (see the module docstring)."""
+# OCR's confusable glyphs, folded into one class each before scoring (after case folding): the
+# zero and the o; the one, the l, the i and the bar; five and s; eight and b; two and z; and a comma
+# read for a decimal point. "rn" read for "m" is folded too.
+FOLD = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l", "!": "l", "5": "s", "8": "b", "2": "z", ",": "."})
+EVIDENCE = frozenset("%€$£¥/.,@+&#")  # symbols kept: "50%" is not "5.0%" nor "50€"
+UNITS = frozenset("%€$£¥")  # a number may have these beside it and still be the number ("50" in "50%")
+CURRENCIES = frozenset("€$£¥")  # ... and a currency sign of the phrase may be missing from the line
+
+
+def fold_marked(text: str) -> tuple[str, tuple[bool, ...]]:
+    """:func:`fold` of ``text``, and for each of its characters whether it is part of a number: a
+    digit, or one of the :data:`EVIDENCE` symbols next to a digit ("50%", "5.0", "1/2"; not the dots
+    of "www.brand.com"). A number is evidence that must be read as it is."""
+    chars = [c for c in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(c)]
+    out: list[str] = []
+    num: list[bool] = []
+    for i, c in enumerate(chars):
+        if c.isalnum() or c in EVIDENCE:
+            f = c.translate(FOLD)
+            if f == "n" and out and out[-1] == "r":  # "rn" read for "m"
+                out[-1] = "m"
+                continue
+            digit_by = (i > 0 and chars[i - 1].isdigit()) or (i + 1 < len(chars) and chars[i + 1].isdigit())
+            out.append(f)
+            num.append(c.isdigit() or (c in EVIDENCE and digit_by))
+        elif out and out[-1] != " ":
+            out.append(" ")
+            num.append(False)
+    while out and out[-1] == " ":
+        out.pop()
+        num.pop()
+    return "".join(out), tuple(num)
+
+
+def fold(text: str) -> str:
+    """A text as compared: case-folded, accents removed, confusable glyphs folded (:data:`FOLD`,
+    "rn" as "m"), only letters, digits, the symbols of :data:`EVIDENCE` and single spaces between
+    words kept."""
+    return fold_marked(text)[0]
+
+
+def _skeleton(fm: tuple[str, tuple[bool, ...]]) -> tuple[str, tuple[bool, ...]]:
+    """A folded text and its marks, spaces dropped."""
+    text, marks = fm
+    keep = [i for i, c in enumerate(text) if c != " "]
+    return "".join(text[i] for i in keep), tuple(marks[i] for i in keep)
+
+
+def numbers_differ(phrase: tuple[str, tuple[bool, ...]], line: tuple[str, tuple[bool, ...]]) -> bool:
+    """Whether the best stretch of a line's skeleton for a phrase's skeleton (each with its number
+    marks, :func:`_skeleton` of :func:`fold_marked`) reads one of the phrase's numbers otherwise: an
+    edit on a digit or symbol of it or next to one ("10%" for "0%", "5.0%" for "50%"), or a digit
+    of the line (not a unit, :data:`UNITS`) right before or after a number the stretch starts or
+    ends with ("XC900" for "XC90"; "50" is in "50%"). A currency sign of the phrase that the line
+    lacks is not a difference ("€26.89" read as "26.89"), one read as another sign is."""
+    from rapidfuzz import fuzz  # lazy: only phrase matching needs it
+    from rapidfuzz.distance import Levenshtein
+
+    p, pm = phrase
+    ln, lm = line
+    if not any(pm):
+        return False
+    a, b = 0, len(ln)
+    if len(ln) > len(p):
+        al = fuzz.partial_ratio_alignment(p, ln)
+        if al is not None:
+            a, b = al.dest_start, al.dest_end
+    if (pm[0] and a > 0 and lm[a - 1] and ln[a - 1] not in UNITS) or (
+        pm[-1] and b < len(ln) and lm[b] and ln[b] not in UNITS
+    ):
+        return True
+    for op in Levenshtein.opcodes(p, ln[a:b]):
+        if op.tag == "equal" or (op.tag == "delete" and set(p[op.src_start : op.src_end]) <= CURRENCIES):
+            continue  # the same, or a currency sign not read (PP-OCRv4 reads neither the euro nor the pound)
+        lo, hi = op.src_start, op.src_end
+        near = pm[max(lo - 1, 0) : min(hi + 1, len(pm))] if op.tag == "insert" else pm[lo:hi]
+        if any(near):
+            return True
+    return False
+
+
+def _scores(phrase: tuple[str, tuple[bool, ...]], lines: Sequence[tuple[str, tuple[bool, ...]]]) -> np.ndarray:
+    """Similarity (0-100) of a phrase to each line (each :func:`fold_marked`): the best of word by
+    word (spaces kept), of the space-free skeletons, and of the skeletons with the phrase's
+    currency signs left out (the line may not have them, :func:`numbers_differ`). A line that reads one of the phrase's
+    numbers otherwise (:func:`numbers_differ`) scores at most :data:`NUMBER_DIFFERS`."""
     from rapidfuzz import fuzz, process  # lazy: only phrase matching needs it
 
     if not len(lines):
         return np.zeros(0, np.float64)
-    if len(phrase) < EXACT_BELOW:
-        return np.array([100.0 if phrase in ln else 0.0 for ln in lines])
-    part = process.cdist([phrase], lines, scorer=fuzz.partial_ratio, dtype=np.float32)[0]
-    whole = process.cdist([phrase], lines, scorer=fuzz.ratio, dtype=np.float32)[0]
-    longer = np.array([len(ln) >= len(phrase) for ln in lines])
-    return np.where(longer, part, whole).astype(np.float64)
+    ps = _skeleton(phrase)
+    skels = [_skeleton(ln) for ln in lines]
+    if len(ps[0]) < EXACT_BELOW:
+        return np.array([100.0 if ps[0] in s[0] and not numbers_differ(ps, s) else 0.0 for s in skels])
+    best = np.zeros(len(lines), np.float64)
+    forms = [(phrase[0], [ln[0] for ln in lines]), (ps[0], [s[0] for s in skels])]
+    bare = "".join(c for c in ps[0] if c not in CURRENCIES)  # as an OCR that reads no currency sign sees it
+    if bare != ps[0] and len(bare) >= EXACT_BELOW:
+        forms.append((bare, [s[0] for s in skels]))
+    for p, ls in forms:
+        part = process.cdist([p], ls, scorer=fuzz.partial_ratio, dtype=np.float32)[0]
+        whole = process.cdist([p], ls, scorer=fuzz.ratio, dtype=np.float32)[0]
+        longer = np.array([len(ln) >= len(p) for ln in ls])
+        best = np.maximum(best, np.where(longer, part, whole))
+    for i in np.flatnonzero(best > NUMBER_DIFFERS):
+        if numbers_differ(ps, skels[i]):
+            best[i] = NUMBER_DIFFERS
+    return best
+
+
+def similarity(phrase: str, lines: Sequence[str]) -> np.ndarray:
+    """Similarity (0-100) of a phrase to each line, as written and as read (see the module docstring)."""
+    return _scores(fold_marked(phrase), [fold_marked(ln) for ln in lines])
 
 
 def _next_to(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -74,20 +186,27 @@ def _next_to(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return below or beside
 
 
+Marked = tuple[str, tuple[bool, ...]]  # a folded text and its number marks (fold_marked)
+
+
 def _hits(
-    phrase: str, rows: list[dict[str, Any]], scores: np.ndarray
+    phrase: Marked, rows: list[dict[str, Any]], folded: Sequence[Marked], scores: np.ndarray
 ) -> list[tuple[dict[str, Any], float, float, float, str]]:
-    """``(row, similarity, start_s, end_s, text read)`` of every match: single lines, and runs of
-    up to ``MAX_JOIN`` adjacent lines on screen together whose joined text matches."""
+    """``(row, similarity, start_s, end_s, text read)`` of every match of the folded ``phrase``:
+    single lines (``folded``: each row's :func:`fold_marked` text), and runs of up to ``MAX_JOIN``
+    adjacent lines on screen together whose joined text matches."""
     out = [(r, float(s), r["start_s"], r["end_s"], r["text"]) for r, s in zip(rows, scores) if s >= SIMILARITY]
-    pieces = [r for r, s in zip(rows, scores) if len(r["text_norm"]) < len(phrase) and s < SIMILARITY]
+    skel = _skeleton(phrase)
+    pieces = [(r, _skeleton(f)) for r, f, s in zip(rows, folded, scores) if s < SIMILARITY]
+    pieces = [(r, f) for r, f in pieces if len(f[0]) < len(skel[0])]
     if len(pieces) < 2:
         return out
     from rapidfuzz import fuzz  # lazy: only phrase matching needs it
 
-    inside = [r for r in pieces if fuzz.partial_ratio(r["text_norm"], phrase) >= SIMILARITY]
+    inside = [(r, f) for r, f in pieces if fuzz.partial_ratio(f[0], skel[0]) >= SIMILARITY]
+    skel_of = {id(r): f for r, f in inside}
     by_video: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in inside:
+    for r, _f in inside:
         by_video[r["video_id"]].append(r)
     for group in by_video.values():
         group.sort(key=lambda r: (r["start_s"], r["y"], r["x"]))
@@ -99,8 +218,11 @@ def _hits(
                     break
                 chain.append(nxt)
                 start, end = max(start, nxt["start_s"]), min(end, nxt["end_s"])
-                joined = "".join(r["text_norm"] for r in chain)
-                s = float(similarity(phrase, [joined])[0])
+                joined = (
+                    "".join(skel_of[id(r)][0] for r in chain),
+                    tuple(m for r in chain for m in skel_of[id(r)][1]),
+                )
+                s = float(_scores(skel, [joined])[0])
                 if s >= SIMILARITY:
                     out.append((first, s, start, end, " / ".join(r["text"] for r in chain)))
                     break
@@ -132,20 +254,22 @@ def search_text(
     Raises:
         QueryError: a phrase with no letter or digit.
     """
-    norms = [check_phrase(p) for p in phrases]
+    for p in phrases:
+        check_phrase(p)
     refs = {r.video_id: r for r in Reader.of(store_dir).video_refs()}
     ids = sorted(refs) if scope is None else scope
     rows = Reader.of(store_dir).ocr_lines(ids)
-    texts = [r["text_norm"] for r in rows]
+    folded = [fold_marked(r["text"]) for r in rows]
     has_ocr = Reader.of(store_dir).meta().get("ocr") == "1"
     unread = Reader.of(store_dir).ocr_unread(ids) if has_ocr else len(ids)
     out = []
-    for phrase, norm in zip(phrases, norms):
+    for phrase in phrases:
         res = QueryResult(
             query=phrase,
             kind="ocr",
             threshold=SIMILARITY / 100,
-            rule=f"written words: similarity >= {SIMILARITY / 100:.2f} (rapidfuzz, after normalising)",
+            rule=f"written words: similarity >= {SIMILARITY / 100:.2f} (rapidfuzz, word by word and on the "
+            "skeleton, OCR's confusable glyphs folded)",
             videos_searched=len(ids),
             frames_searched=len(rows),
         )
@@ -159,12 +283,13 @@ def search_text(
                 f"{unread} of {len(ids)} video(s) have no text read yet: run `archive index` on their "
                 "folders with --ocr."
             )
-        scores = similarity(norm, texts)
+        phrase_f = fold_marked(phrase)
+        scores = _scores(phrase_f, folded)
         best: defaultdict[int, float] = defaultdict(float)
         for r, s in zip(rows, scores):
             best[r["video_id"]] = max(best[r["video_id"]], float(s))
         spans: dict[int, list[tuple[float, float, float, int, str]]] = defaultdict(list)
-        for r, s, a, b, text in _hits(norm, rows, scores):
+        for r, s, a, b, text in _hits(phrase_f, rows, folded, scores):
             spans[r["video_id"]].append((a, b, s / 100, int(r["frame_id"]), text))
         answers = []
         for vid in ids:

@@ -91,7 +91,64 @@ def test_matching_ignores_case_accents_punctuation_and_spacing_and_tolerates_one
     assert s[1] == 100  # part of a longer line
     assert s[2] < SIMILARITY  # a word of the phrase alone is not the phrase
     assert s[3] < SIMILARITY  # another phrase
-    assert similarity("0", [n("10% off")])[0] == 100 and similarity("5", [n("10% off")])[0] == 0  # short: exact
+    # short phrases must be read exactly, and a number is read whole: "0" is not in "10% off"
+    assert similarity("10", ["10% off"])[0] == 100 and similarity("off", ["10% off"])[0] == 100
+    assert similarity("0", ["10% off"])[0] == 0 and similarity("5", ["10% off"])[0] == 0
+
+
+@pytest.mark.parametrize(
+    "phrase, read",
+    [
+        ("NOW 0% SUGAR", "NOWO%SUGAR"),  # the zero read as an O, the spaces dropped
+        ("CALL 0800 123 456", "CALL O8OO 123456"),  # zeros as Os, a space lost
+        ("XC90", "XC9O"),
+        ("ORIGINAL 1982", "0RIGINAL l982"),  # O as zero, one as l
+        ("Illinois", "1ll1no1s"),  # i, l, I and 1
+        ("ONLY €5", "ONLY €S"),  # five as S
+        ("BE 88 BOLD", "B8 B8 80LD"),  # eight as B
+        ("ZONE 2", "2ONE Z"),  # two as Z
+        ("modern living", "rnodern living"),  # rn for m
+        ("only 49.99", "ONLY 49,99"),  # a comma for the point
+        ("www.brand.com/offer", "wwwbrand.com/offer"),  # a dot of a name lost (not a number's)
+    ],
+)
+def test_ocr_confusions_still_match(phrase: str, read: str) -> None:
+    from search.written import SIMILARITY, similarity
+
+    assert similarity(phrase, [read])[0] >= SIMILARITY, (phrase, read)
+
+
+@pytest.mark.parametrize(
+    "phrase, read",
+    [
+        ("drink responsibly", "drive responsibly"),  # two letters
+        ("50%", "5.0%"),  # a number read otherwise is another number
+        ("50%", "50€"),
+        ("50%", "150%"),
+        ("NOW 0% SUGAR", "NOW 10% SUGAR"),
+        ("CALL 0800 123 456", "CALL 0800 123 457"),
+        ("CALL 0800 123 456", "CALL 0800 123 4567"),
+        ("XC90", "XC60"),
+        ("XC90", "XC900"),
+        ("only 49.99", "only 149.99"),
+        ("only 49.99", "ONLY 49.90"),
+        ("9.99", "999"),  # the point is part of the price
+    ],
+)
+def test_near_misses_stay_absent(phrase: str, read: str) -> None:
+    from search.written import SIMILARITY, similarity
+
+    assert similarity(phrase, [read])[0] < SIMILARITY, (phrase, read)
+
+
+def test_the_text_read_is_shown_as_read_and_folding_keeps_numbers_marked() -> None:
+    from search.written import fold, fold_marked
+
+    assert fold("NOW 0% SUGAR") == fold("now O% sugar") == "now o% sugar"
+    assert fold("Crème  Brûlée!") == "creme brulee" and fold("rn") == "m"
+    text, marks = fold_marked("www.x.com 5.0%")
+    assert text == "www.x.com s.o%"
+    assert [m for c, m in zip(text, marks) if c == "."] == [False, False, True]  # only the number's point
 
 
 @pytest.mark.slow  # the OCR models (PP-OCRv4)

@@ -34,9 +34,11 @@ import bisect
 import importlib
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from indexer import settings
 from indexer.errors import UsageError
 from indexer.store.records import normalize
 
@@ -57,6 +59,7 @@ INSTALL = (
     "on-screen text needs the rapidocr-onnxruntime package: "
     "pip install --no-deps rapidocr-onnxruntime==1.4.4 onnxruntime pyclipper shapely pyyaml"
 )
+INSTALL_V6 = "on-screen text with ARCHIVE_OCR_MODELS=PP-OCRv6 needs the rapidocr package: pip install rapidocr==3.10.0"
 
 
 @dataclass
@@ -100,17 +103,42 @@ class OcrEngine:
     is most of the cost, and halves from 360 to 270 lines) and each line is recognised from the
     frame at ``side`` (recognition scales every line to 48 pixels high, so it gains from pixels)."""
 
-    def __init__(self, side: int) -> None:
+    def __init__(self, side: int, models: str = "PP-OCRv4") -> None:
+        self.side = side
+        self.det_side = min(DET_SIDE, side)
+        self.models = models
+        if models == "PP-OCRv6":
+            self._v6 = _load_v6()
+            return
         try:
             from rapidocr_onnxruntime import RapidOCR  # lazy: OCR is optional (--ocr)
         except ImportError as exc:
             raise UsageError(INSTALL) from exc
-        self.side = side
-        self.det_side = min(DET_SIDE, side)
         # one thread per call: the decoding threads that call it already fill the cores
         # det_limit_type "max": the detector takes the picture at its size (up to 960 px wide); its
         # default ("min", 736) would enlarge a 270-line picture 2.7 times and cost ten times more
         self._ocr = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1, use_cls=False, det_limit_type="max")
+
+    def _lines(self, bgr: np.ndarray, det_bgr: np.ndarray) -> list[tuple[np.ndarray, str, float]]:
+        """``(box in bgr's pixels, text, confidence)`` of each line found in ``det_bgr`` (the same
+        picture, smaller) and recognised from ``bgr``."""
+        h, w = bgr.shape[:2]
+        dh, dw = det_bgr.shape[:2]
+        scale = np.array([w / dw, h / dh], np.float32)
+        if self.models == "PP-OCRv6":
+            det, rec, crop, rec_input = self._v6
+            found = det(det_bgr)
+            if found.boxes is None or not len(found.boxes):
+                return []
+            boxes = [np.asarray(b, np.float32) * scale for b in found.boxes]
+            out = rec(rec_input(img=[crop(bgr, b.copy()) for b in boxes]))
+            return [(b, str(t), float(c)) for b, t, c in zip(boxes, out.txts or (), out.scores)]
+        found_boxes, _ = self._ocr.text_det(det_bgr)
+        if found_boxes is None or not len(found_boxes):
+            return []
+        boxes = [np.asarray(b, np.float32) * scale for b in self._ocr.sorted_boxes(found_boxes)]
+        texts, _ = self._ocr.text_rec(self._ocr.get_crop_img_list(bgr, boxes), False)
+        return [(b, str(r[0]), float(r[1])) for b, r in zip(boxes, texts)]
 
     def read(self, rgb: np.ndarray, det_rgb: np.ndarray | None = None) -> list[Reading]:
         """The text lines of an RGB picture (best at a short side near ``side``); ``det_rgb``: the
@@ -127,18 +155,12 @@ class OcrEngine:
                 if scale >= 1.0
                 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
             )
-        dh, dw = det_rgb.shape[:2]
-        boxes, _ = self._ocr.text_det(np.ascontiguousarray(det_rgb[:, :, ::-1]))  # the models read BGR
-        if boxes is None or not len(boxes):
-            return []
-        boxes = [
-            np.asarray(b, np.float32) * np.array([w / dw, h / dh], np.float32) for b in self._ocr.sorted_boxes(boxes)
-        ]
-        crops = self._ocr.get_crop_img_list(np.ascontiguousarray(rgb[:, :, ::-1]), boxes)
-        texts, _ = self._ocr.text_rec(crops, False)
+        lines = self._lines(  # the models read BGR
+            np.ascontiguousarray(rgb[:, :, ::-1]), np.ascontiguousarray(det_rgb[:, :, ::-1])
+        )
         out = []
-        for box, res in zip(boxes, texts):
-            text, conf = str(res[0]).strip(), float(res[1])
+        for box, text, conf in lines:
+            text = text.strip()
             norm = normalize(text)
             if conf < MIN_CONFIDENCE or len(norm) < MIN_CHARS or (len(norm) < SHORT_CHARS and conf < SHORT_CONFIDENCE):
                 continue
@@ -149,20 +171,44 @@ class OcrEngine:
         return out
 
 
-_engines: dict[int, OcrEngine] = {}
+def _load_v6() -> tuple[Any, Any, Any, Any]:
+    """PP-OCRv6 small detection and recognition from the rapidocr 3.10 wheel: the detector, the
+    recogniser, its line-cropping function and its input type (one thread per call, as v4)."""
+    try:  # lazy: OCR is optional (--ocr), and this is the other models' package
+        from rapidocr import RapidOCR
+        from rapidocr.ch_ppocr_rec import TextRecInput
+        from rapidocr.utils.process_img import get_rotate_crop_image
+    except ImportError as exc:
+        raise UsageError(INSTALL_V6) from exc
+    one = {"intra_op_num_threads": 1, "inter_op_num_threads": 1}
+    ocr = RapidOCR(
+        params={
+            "Global.log_level": "error",
+            "Global.use_cls": False,
+            **{f"EngineConfig.onnxruntime.{k}": v for k, v in one.items()},
+            "Det.limit_type": "max",  # as v4: the picture at its size, not enlarged to 736
+            "Det.limit_side_len": 960,
+        }
+    )
+    return ocr._load_det_model(), ocr._load_rec_model(), get_rotate_crop_image, TextRecInput
+
+
+_engines: dict[tuple[int, str], OcrEngine] = {}
 _lock = threading.Lock()
 
 
-def engine(side: int) -> OcrEngine:
-    """This process's engine for ``side`` (loaded on first use, about 0.2 s).
+def engine(side: int, models: str | None = None) -> OcrEngine:
+    """This process's engine for ``side`` and ``models`` (default: ``$ARCHIVE_OCR_MODELS``; loaded
+    on first use, about 0.2 s).
 
     Raises:
-        UsageError: the OCR package is not installed.
+        UsageError: the OCR package is not installed, or ``$ARCHIVE_OCR_MODELS`` names no models.
     """
+    models = models or settings.ocr_models()
     with _lock:
-        if side not in _engines:
-            _engines[side] = OcrEngine(side)
-        return _engines[side]
+        if (side, models) not in _engines:
+            _engines[(side, models)] = OcrEngine(side, models)
+        return _engines[(side, models)]
 
 
 def signature(rgb: np.ndarray) -> np.ndarray:

@@ -6,11 +6,15 @@ straight on the moving picture. The truth is where each phrase is on screen (sec
 H.264 MP4s at 25 fps written with PyAV; times come from frame indexes (frame ``i`` has pts ``i / 25``).
 No pytest dependency: ``python tests/gen/textads.py DIR`` writes the set the tests use;
 ``python tests/gen/textads.py --eval DIR [VIDEOS]`` writes :func:`random_plan`'s ads (random phrases on
-random shots), indexes them with ``--ocr`` and prints recall, first-seen errors and false positives.
+random shots), indexes them with ``--ocr`` and prints recall, first-seen errors and false positives;
+``--eval-numbers DIR [VIDEOS]`` does the same with prices, percentages, phone numbers, web
+addresses, codes and dates (:func:`number_phrase`), near misses of them as the absent phrases, and
+the matching before OCR's habits were known beside.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -39,6 +43,22 @@ class Overlay:
     colour: tuple[int, int, int] = (255, 255, 255)
     band: tuple[int, int, int] | None = None  # a plain band behind it (None: on the picture itself)
     from_s: float = 0.0
+    font: str | None = None  # a TrueType file (None: Pillow's built-in font)
+
+
+# TrueType fonts of a Debian system (fonts-dejavu, fonts-liberation) that number phrases are drawn
+# in when they are there: Pillow's built-in font has no glyph for the euro or the pound.
+SYSTEM_FONTS = tuple(
+    str(p)
+    for p in (
+        Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+        Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"),
+        Path("/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"),
+        Path("/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf"),
+        Path("/usr/share/fonts/truetype/liberation/LiberationSerif-Bold.ttf"),
+    )
+    if p.is_file()
+)
 
 
 @dataclass
@@ -59,7 +79,7 @@ def _draw(img: np.ndarray, overlays: Sequence[Overlay]) -> np.ndarray:
     im = Image.fromarray(img)
     d = ImageDraw.Draw(im)
     for o in overlays:
-        font = ImageFont.load_default(size=o.px)
+        font = ImageFont.truetype(o.font, o.px) if o.font else ImageFont.load_default(size=o.px)
         x, y = round(o.x * img.shape[1]), round(o.y * img.shape[0])
         if o.band is not None:
             box = d.textbbox((x, y), o.text, font=font)
@@ -188,10 +208,63 @@ ABSENT_WORDS = (
 ).split()
 
 
-def random_plan(n_videos: int = 6, shots: int = 8, seed: int = 1) -> dict[str, list[tuple[float, list[Overlay]]]]:
+def _digits(rng: np.random.Generator, n: int) -> str:
+    """``n`` digits, rich in the confusable ones (0, 1, 5, 8, 2)."""
+    return "".join(str(rng.choice(list("0000111558822346799"))) for _ in range(n))
+
+
+CONFUSABLE_WORDS = "ORIGINAL ILLINOIS MODERN BOLD ZERO SOLID SIMPLE LITRE BIOLOGICAL CLASSIC".split()
+
+
+def number_phrase(rng: np.random.Generator) -> str:
+    """A line of the kind regulators and analysts ask about: a price, a percentage, a phone
+    number, a web address, a model code, a date or a quantity, rich in OCR's confusable glyphs."""
+    d = functools.partial(_digits, rng)
+    word = str(rng.choice(list(WORDS) + [w.lower() for w in CONFUSABLE_WORDS]))
+    kind = int(rng.integers(0, 9))
+    if kind == 0:
+        return f"{rng.choice(['ONLY ', 'NOW ', ''])}{rng.choice(['£', '€', '$'])}{int(d(2))}.{d(2)}"
+    if kind == 1:
+        return f"{rng.choice(['NOW ', 'UP TO ', ''])}{int(d(2))}% {rng.choice(['OFF', 'SUGAR', 'FAT', 'MORE'])}"
+    if kind == 2:
+        return f"CALL 0{d(3)} {d(3)} {d(3)}"
+    if kind == 3:
+        return f"www.{word}{d(2)}.{rng.choice(['com', 'co.uk', 'de'])}"
+    if kind == 4:
+        return f"{rng.choice(['XC', 'GT', 'B', 'A', 'Q', 'S'])}{int(d(2))}{rng.choice(['', ' HYBRID', ' PLUS'])}"
+    if kind == 5:
+        return f"{int(d(2)) % 28 + 1:02d}/{int(d(1)) + 1:02d}/20{d(2)}"
+    if kind == 6:
+        return f"{rng.choice(CONFUSABLE_WORDS)} {rng.choice(['SINCE ', 'EST. ', ''])}{1900 + int(d(2))}"
+    if kind == 7:
+        return f"{int(d(3))}{rng.choice(['ml', 'g', 'kcal'])} {rng.choice(['PACK', 'ONLY', 'SERVING'])}"
+    return f"{int(d(1)) + 1} FOR {int(d(1)) + 1}" if rng.random() < 0.5 else f"24/7 {word.upper()}"
+
+
+def near_miss(phrase: str, rng: np.random.Generator) -> str:
+    """``phrase`` with one of its numbers read otherwise: a digit changed to a digit of another
+    glyph class, a digit added, or a decimal point moved."""
+    idx = [i for i, c in enumerate(phrase) if c.isdigit()]
+    i = int(rng.choice(idx))
+    how = int(rng.integers(0, 3))
+    if how == 0:
+        other = {"0": "6", "1": "4", "5": "3", "8": "7", "2": "9"}.get(phrase[i], "0" if phrase[i] != "0" else "3")
+        return phrase[:i] + other + phrase[i + 1 :]
+    if how == 1:
+        return phrase[:i] + "3" + phrase[i:]
+    if "." in phrase[max(0, i - 3) : i + 3] and phrase.find(".") > 0 and phrase[phrase.find(".") - 1].isdigit():
+        j = phrase.find(".")
+        return phrase[: j - 1] + "." + phrase[j - 1] + phrase[j + 1 :]
+    return phrase[:i] + "4" + phrase[i:]
+
+
+def random_plan(
+    n_videos: int = 6, shots: int = 8, seed: int = 1, numbers: bool = False
+) -> dict[str, list[tuple[float, list[Overlay]]]]:
     """Ads of ``shots`` shots of 1.2-3 s; about 60% of shots get a phrase of 1-3 words (or a number,
     URL or price) at 20-44 px, in a random colour and place, on a band or straight on the picture,
-    from the shot's start or (one in three) from 0.6 s into it. Every phrase is shown once."""
+    from the shot's start or (one in three) from 0.6 s into it. Every phrase is shown once. With
+    ``numbers``, every phrase is a :func:`number_phrase`."""
     rng = np.random.default_rng(seed)
     used: set[str] = set()
     plan: dict[str, list[tuple[float, list[Overlay]]]] = {}
@@ -202,7 +275,9 @@ def random_plan(n_videos: int = 6, shots: int = 8, seed: int = 1) -> dict[str, l
             overlays = []
             if rng.random() < 0.6:
                 while True:
-                    if rng.random() < 0.2:
+                    if numbers:
+                        text = number_phrase(rng)
+                    elif rng.random() < 0.2:
                         text = str(rng.choice(NUMBERS))
                     else:
                         text = " ".join(str(w) for w in rng.choice(WORDS, size=int(rng.integers(1, 4)), replace=False))
@@ -220,7 +295,8 @@ def random_plan(n_videos: int = 6, shots: int = 8, seed: int = 1) -> dict[str, l
                 width = 0.6 * px * len(text) / SIZE[0]
                 x = float(rng.uniform(0.03, max(0.04, 0.97 - width)))
                 y = float(rng.uniform(0.05, 0.85))
-                overlays.append(Overlay(text, px, x, y, colour, band, 0.6 if rng.random() < 1 / 3 else 0.0))
+                font = str(rng.choice(SYSTEM_FONTS)) if numbers and SYSTEM_FONTS else None
+                overlays.append(Overlay(text, px, x, y, colour, band, 0.6 if rng.random() < 1 / 3 else 0.0, font))
             ad.append((sec, overlays))
         plan[f"rand_ad{v}.mp4"] = ad
     return plan
@@ -234,16 +310,38 @@ def absent_phrases(n: int = 20, seed: int = 2) -> list[str]:
     ]
 
 
-def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, object]:
+def _before(phrase: str, lines: Sequence[str]) -> bool:
+    """The matching before OCR's habits were known (letters and digits only, rapidfuzz at 90, no
+    folding): whether one line matches, for comparison."""
+    from rapidfuzz import fuzz
+
+    from indexer.store.records import normalize
+
+    p = normalize(phrase)
+    for ln in (normalize(x) for x in lines):
+        if len(p) < 4:
+            if p in ln:
+                return True
+        elif (fuzz.partial_ratio(p, ln) if len(ln) >= len(p) else fuzz.ratio(p, ln)) >= 90:
+            return True
+    return False
+
+
+def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1, numbers: bool = False) -> dict[str, object]:
     """Write :func:`random_plan`'s ads, index them with ``--ocr`` (the store's default model with
     random weights: the OCR does not depend on it) and measure ``archive search --ocr`` on them:
-    recall of the shown phrases, first-seen errors, and false positives of never-shown phrases."""
+    recall of the shown phrases, first-seen errors, and false positives of never-shown phrases.
+    With ``numbers``: phrases rich in digits, symbols and confusable glyphs
+    (:func:`number_phrase`), near misses of them (:func:`near_miss`) as the never-shown phrases,
+    and the recall and false positives of the matching before (:func:`_before`) beside."""
     from indexer.run.options import IndexOptions
     from indexer.run.pipeline import index_paths
+    from indexer.store import Reader
     from search.query import Searcher
 
     folder = Path(folder)
-    ads = make_text_ads(folder / "ads", random_plan(n_videos, seed=seed), seed=seed)
+    plan = random_plan(n_videos, seed=seed, numbers=numbers)
+    ads = make_text_ads(folder / "ads", plan, seed=seed)
     rep = index_paths(
         [a.path for a in ads.values()], folder / "store", IndexOptions(model="ViT-B-32", pretrained="none", ocr=True)
     )
@@ -253,7 +351,7 @@ def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, 
     starts_at_cut = 0
     for res in s.search(ocr=list(shown), top=None):
         name, ad, (a, b) = shown[res.query]
-        size = next(o.px for _, ovs in random_plan(n_videos, seed=seed)[name] for o in ovs if o.text == res.query)
+        size = next(o.px for _, ovs in plan[name] for o in ovs if o.text == res.query)
         hit = [r for r in res.results if r.present]
         ok = [r for r in hit if Path(r.video).name == name]
         wrong += len(hit) - len(ok)
@@ -272,7 +370,21 @@ def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, 
                 off.append((res.query, name, round(a, 3), round(err, 3)))
         else:
             late.append(round(err, 3))
-    fp = [r.query for r in s.search(ocr=absent_phrases(), top=None) if any(x.present for x in r.results)]
+    absent = absent_phrases()
+    before: dict[str, object] = {}
+    if numbers:
+        rng = np.random.default_rng(seed + 1)
+        shown_l = {p.lower() for p in shown}
+        absent = [m for m in (near_miss(p, rng) for p in sorted(shown)) if m.lower() not in shown_l]
+        names = {v.video_id: Path(v.path).name for v in Reader(folder / "store").video_refs()}
+        by_name: dict[str, list[str]] = {}
+        for r in Reader(folder / "store").ocr_lines():
+            by_name.setdefault(names[r["video_id"]], []).append(r["text"])
+        before = {
+            "found": sum(_before(p, by_name.get(shown[p][0], [])) for p in shown),
+            "absent_found": [m for m in absent if any(_before(m, ls) for ls in by_name.values())],
+        }
+    fp = [r.query for r in s.search(ocr=absent, top=None) if any(x.present for x in r.results)]
     return {
         "videos": len(ads),
         "phrases": len(shown),
@@ -280,7 +392,9 @@ def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, 
         "recall": round(found / len(shown), 3),
         "missed": misses,
         "found_elsewhere": wrong,
+        "absent_phrases": len(absent),
         "absent_phrases_found": fp,
+        **({"before": before} if before else {}),
         "first_seen_exact_at_cut": f"{exact}/{starts_at_cut}",
         "at_cut_not_exact": off,
         "first_seen_late_mid_shot_s": sorted(late),
@@ -292,6 +406,8 @@ def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, 
         "index_wall_s": round(rep.wall_s, 2),
         "frames": rep.frames,
         "frames_read": rep.stages.ocr_frames,
+        "ocr_s": round(rep.stages.ocr, 2),
+        "ocr_s_per_frame_read": round(rep.stages.ocr / max(rep.stages.ocr_frames, 1), 3),
         "text_lines": rep.text_lines,
     }
 
@@ -299,8 +415,9 @@ def evaluate(folder: str | Path, n_videos: int = 6, seed: int = 1) -> dict[str, 
 if __name__ == "__main__":
     import json
 
-    if len(sys.argv) > 2 and sys.argv[1] == "--eval":
-        print(json.dumps(evaluate(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 6), indent=1))
+    if len(sys.argv) > 2 and sys.argv[1] in ("--eval", "--eval-numbers"):
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 6
+        print(json.dumps(evaluate(sys.argv[2], n, numbers=sys.argv[1] == "--eval-numbers"), indent=1))
     else:
         made = make_text_ads(sys.argv[1] if len(sys.argv) > 1 else "text-ads", PLAN)
         for ad in made.values():
