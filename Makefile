@@ -23,8 +23,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PKGS)
-	$(BIN)/python -m pip install -q -e '.[test,ray,speech]'
-	$(BIN)/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4  # --ocr (its deps: in pyproject)
+	$(BIN)/python -m pip install -q -e '.[test,ray,speech,ocr]'
+	$(BIN)/python -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4  # ARCHIVE_OCR_MODELS=PP-OCRv4 (deps: in pyproject)
 	touch $@
 
 install: $(VENV)/.installed

@@ -122,9 +122,9 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "ARCHIVE_OCR_MODELS",
-        "PP-OCRv4",
-        "the OCR models: `PP-OCRv4` (the rapidocr-onnxruntime 1.4.4 wheel) or `PP-OCRv6` (the rapidocr "
-        "3.10.0 wheel, small detection and recognition models); each reads what it reads, so a store "
+        "PP-OCRv6",
+        "the OCR models: `PP-OCRv6` (small detection and recognition, in the rapidocr 3.10.0 wheel, the "
+        "`ocr` extra) or `PP-OCRv4` (in rapidocr-onnxruntime 1.4.4, installed with --no-deps); a store "
         "keeps the text its index runs read",
     ),
     Variable(
@@ -387,11 +387,11 @@ def speech_threads() -> int:
     return _int_env("ARCHIVE_SPEECH_THREADS", 1, 1)
 
 
-OCR_MODELS = ("PP-OCRv4", "PP-OCRv6")
+OCR_MODELS = ("PP-OCRv6", "PP-OCRv4")
 
 
 def ocr_models() -> str:
-    """The OCR models (``$ARCHIVE_OCR_MODELS``: PP-OCRv4 or PP-OCRv6; default PP-OCRv4).
+    """The OCR models (``$ARCHIVE_OCR_MODELS``: PP-OCRv6 or PP-OCRv4; default PP-OCRv6).
 
     Raises:
         UsageError: another value.

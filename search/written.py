@@ -15,6 +15,9 @@ spaces: "NOW 0% SUGAR" read as "NOWO%SUGAR" is the same skeleton):
 * a phrase written over adjacent lines (one under the other, or side by side) on screen at the same
   time: the lines joined in reading order, compared as one line.
 
+Each word of ``WORD_CHARS`` (4) or more characters of a phrase of several words must be in the line
+too (partial ratio ``WORD_SIMILARITY``, 75), else the line scores at most ``WORD_MISSING``.
+
 Numbers are evidence: a digit, and a symbol next to a digit, must be read as it is. A line whose
 best stretch reads one of the phrase's numbers otherwise (an edit on or next to its digits and
 symbols: "10%" or "5.0%" or "50€" for "50%"), or runs it on into more digits ("XC900" for "XC90",
@@ -45,6 +48,9 @@ from .timeline import Segment
 
 SIMILARITY = 90.0
 NUMBER_DIFFERS = 85.0  # a line that reads a number of the phrase otherwise scores at most this
+WORD_CHARS = 4  # each word of a phrase of several words, of at least this many characters, ...
+WORD_SIMILARITY = 75.0  # ... must be read in the line at least this alike (one wrong letter in 4-7) ...
+WORD_MISSING = 88.0  # ... else the line scores at most this
 EXACT_BELOW = 4  # shorter phrases (after normalising) must be read exactly
 MAX_JOIN = 3  # lines a phrase may span
 
@@ -145,7 +151,9 @@ def numbers_differ(phrase: tuple[str, tuple[bool, ...]], line: tuple[str, tuple[
 def _scores(phrase: tuple[str, tuple[bool, ...]], lines: Sequence[tuple[str, tuple[bool, ...]]]) -> np.ndarray:
     """Similarity (0-100) of a phrase to each line (each :func:`fold_marked`): the best of word by
     word (spaces kept), of the space-free skeletons, and of the skeletons with the phrase's
-    currency signs left out (the line may not have them, :func:`numbers_differ`). A line that reads one of the phrase's
+    currency signs left out (the line may not have them, :func:`numbers_differ`). Each word of
+    :data:`WORD_CHARS` or more of a phrase of several words must be in the line (partial ratio at
+    least :data:`WORD_SIMILARITY`), else it scores at most :data:`WORD_MISSING`. A line that reads one of the phrase's
     numbers otherwise (:func:`numbers_differ`) scores at most :data:`NUMBER_DIFFERS`."""
     from rapidfuzz import fuzz, process  # lazy: only phrase matching needs it
 
@@ -165,9 +173,12 @@ def _scores(phrase: tuple[str, tuple[bool, ...]], lines: Sequence[tuple[str, tup
         whole = process.cdist([p], ls, scorer=fuzz.ratio, dtype=np.float32)[0]
         longer = np.array([len(ln) >= len(p) for ln in ls])
         best = np.maximum(best, np.where(longer, part, whole))
+    words = [w for w in phrase[0].split() if len(w) >= WORD_CHARS] if " " in phrase[0] else []
     for i in np.flatnonzero(best > NUMBER_DIFFERS):
         if numbers_differ(ps, skels[i]):
             best[i] = NUMBER_DIFFERS
+        elif any(fuzz.partial_ratio(w, skels[i][0]) < WORD_SIMILARITY for w in words):
+            best[i] = min(best[i], WORD_MISSING)
     return best
 
 
@@ -177,11 +188,14 @@ def similarity(phrase: str, lines: Sequence[str]) -> np.ndarray:
 
 
 def _next_to(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """True when ``b`` continues ``a`` in reading order: the line under it, or right of it on its row."""
+    """True when ``b`` continues ``a`` in reading order: the line under it (the boxes may overlap by a
+    quarter of a line: PP-OCRv6 draws them taller), or right of it on its row."""
     h = max(a["h"], b["h"])
     if a["video_id"] != b["video_id"] or min(a["end_s"], b["end_s"]) <= max(a["start_s"], b["start_s"]):
         return False
-    below = 0 <= b["y"] - (a["y"] + a["h"]) <= 1.2 * h and min(a["x"] + a["w"], b["x"] + b["w"]) > max(a["x"], b["x"])
+    below = -0.25 * h <= b["y"] - (a["y"] + a["h"]) <= 1.2 * h and min(a["x"] + a["w"], b["x"] + b["w"]) > max(
+        a["x"], b["x"]
+    )
     beside = abs(b["y"] - a["y"]) <= 0.5 * h and 0 <= b["x"] - (a["x"] + a["w"]) <= 3 * h
     return below or beside
 

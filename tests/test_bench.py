@@ -55,7 +55,7 @@ def test_bench_index_ocr_compares_runs_with_and_without_text(tmp_path):
     from indexer.media import ocr as ocrmod
 
     if not ocrmod.available():
-        pytest.skip("rapidocr-onnxruntime is not installed")
+        pytest.skip("the OCR package (rapidocr, the ocr extra) is not installed")
     from gen import textads
 
     ads = textads.make_text_ads(tmp_path / "ads", {"a.mp4": textads.PLAN["text_ad0.mp4"]})
