@@ -57,6 +57,12 @@ class Variable:
 # reference is generated from this tuple (docs/gen_ref.py); tests/test_docs.py checks it against the code.
 VARIABLES: tuple[Variable, ...] = (
     Variable(
+        "ARCHIVE_TOKEN",
+        "none",
+        "`archive serve`: the token every request must carry (as `--token`; not shown in the process "
+        "list); required to listen beyond this machine unless `--no-auth`",
+    ),
+    Variable(
         "ARCHIVE_STORE",
         f"./{DEFAULT_STORE}",
         "the store folder; `archive search` and `archive serve` also take several, joined by the path "
@@ -515,6 +521,46 @@ def check_queries(texts: "list[str]", images: "list[str]", ocr: "list[str] | tup
     for i in images:
         if not Path(i).expanduser().is_file():
             raise QueryError(f"image file not found: {i}")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MIN_TOKEN = 16  # characters a serve token needs at least
+
+
+def serve_token(token: str | None, token_file: str | os.PathLike[str] | None, host: str, no_auth: bool) -> str | None:
+    """The token ``archive serve`` requires: ``--token``, else the first line of ``--token-file``,
+    else ``$ARCHIVE_TOKEN``; None with ``--no-auth`` or none given on a loopback address.
+
+    Raises:
+        UsageError: a token and --no-auth both given; a token file that cannot be read or is empty; a
+            token shorter than :data:`MIN_TOKEN` characters; no token to listen beyond loopback
+            without --no-auth.
+    """
+    if token is not None and token_file is not None:
+        raise UsageError("--token and --token-file: give one of them.")
+    if token_file is not None:
+        try:
+            token = (Path(token_file).expanduser().read_text(encoding="utf-8").splitlines() or [""])[0].strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--token-file {token_file}: cannot read it ({exc.__class__.__name__}).") from None
+        if not token:
+            raise UsageError(f"--token-file {token_file}: its first line is empty; put the token there.")
+    token = token if token is not None else _env("ARCHIVE_TOKEN")
+    if no_auth:
+        if token:
+            raise UsageError("--no-auth and a token (--token, --token-file or ARCHIVE_TOKEN): give one of them.")
+        return None
+    if token is not None and len(token.strip()) < MIN_TOKEN:
+        raise UsageError(
+            f"the token has {len(token.strip())} characters: give at least {MIN_TOKEN} "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')."
+        )
+    if not token and host not in LOOPBACK:
+        raise UsageError(
+            f"listening on {host} without a token would let anyone who can reach this machine search the archive "
+            "and play its videos: give --token-file FILE (or ARCHIVE_TOKEN), or --no-auth to allow it."
+        )
+    return token.strip() if token else None
 
 
 def check_port(port: int) -> int:

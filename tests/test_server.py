@@ -270,3 +270,103 @@ def test_older_store_gets_thumbnails_on_the_next_index_run(tmp_path):
     assert not any("thumbnail" in n for n in a.check().notes)
     again = a.index([clips])
     assert (again.skipped, again.thumbnails_added) == (1, 0)  # and then nothing to do
+
+
+TOKEN = "team-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def guarded(served, tmp_path_factory):
+    """The same store served a second time, with --token-file."""
+    root = tmp_path_factory.mktemp("guarded")
+    f = root / "token"
+    f.write_text(TOKEN + "\n")
+    p, url = start_server(served["store"], root, "--token-file", str(f))
+    yield {"url": url, "proc": p}
+    stop(p)
+
+
+def _post_form(url: str, path: str, fields: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """A form POST that does not follow the redirect (the Set-Cookie is on it)."""
+    import http.client
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(url)
+    con = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    try:
+        body = urllib.parse.urlencode(fields)
+        con.request("POST", path, body, {"Content-Type": "application/x-www-form-urlencoded"})
+        r = con.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        con.close()
+
+
+def test_a_token_guards_every_route(served, guarded):
+    url = guarded["url"]
+    vid = json.loads(get(served["url"] + "api/videos")[2])["videos"][0]["video_id"]
+    routes = [
+        "",
+        "api/stats",
+        "api/videos",
+        f"api/videos/{vid}",
+        "api/search?q=a%20red%20car",
+        f"api/media/{vid}",
+        "api/thumbnails/1",
+        "docs",
+        "openapi.json",
+        "static/app.js",
+    ]
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    for r in routes:
+        for headers in ({}, {"Authorization": "Bearer not-the-token-at-all-000"}, {"Authorization": TOKEN}):
+            code, h, body = get(url + r, headers)
+            assert code == 401, (r, headers, code)
+            assert json.loads(body)["detail"].startswith("this archive needs a token") and TOKEN.encode() not in body
+        assert get(url + r, right)[0] in (200, 206), r
+    code, _, body = get(url, {"Accept": "text/html"})  # a browser: the sign-in form
+    assert code == 401 and b"<form" in body and b'name="token"' in body.replace(b"'", b'"')
+    for q in ("token", "access_token"):  # in the URL: refused, even when right
+        code, _, body = get(url + f"api/stats?{q}={TOKEN}", right)
+        assert code == 400 and b"in the URL is refused" in body
+    code, h, _ = _post_form(url, "/login", {"token": "wrong-token-0123456789"})
+    assert code == 401 and "set-cookie" not in h
+    code, h, _ = _post_form(url, "/login", {"token": TOKEN})
+    cookie = h["set-cookie"]
+    assert code == 303 and h["location"] == "/" and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    value = cookie.split(";")[0]
+    assert TOKEN not in value  # the browser keeps a value derived from the token, not the token
+    assert get(url + "api/stats", {"Cookie": value})[0] == 200
+    assert get(url + "api/stats", {"Cookie": value[:-1] + ("0" if value[-1] != "0" else "1")})[0] == 401
+
+
+def test_the_page_asks_for_the_token_once_and_then_works(guarded, tmp_path):
+    url = guarded["url"]
+    with browser_page() as (_browser, page, errors):
+        page.goto(url + "?q=a%20red%20car")
+        page.wait_for_selector("#token")
+        page.fill("#token", "not-the-token-0123456789")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#auth-error")
+        page.fill("#token", TOKEN)
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".result")
+        page.goto(url + "?q=a%20red%20car")  # asked once: the cookie carries on
+        page.wait_for_function("document.querySelector('#status').textContent.includes('a red car')")
+        page.wait_for_function("document.querySelectorAll('.result').length === 2")
+        page.wait_for_function(
+            "Array.from(document.querySelectorAll('.result img')).every(i => i.complete && i.naturalWidth > 0)"
+        )
+        assert page.locator(".result").count() == 2
+        assert not errors, errors
+
+
+def test_listening_beyond_this_machine_needs_a_token_or_no_auth(served, tmp_path):
+    env = env_for_cli(tmp_path, served["store"])
+    p = run_cli(["serve", "--host", "0.0.0.0", "--port", "0", "--store", served["store"]], env, timeout=120)
+    assert p.returncode == 2 and "without a token" in p.stderr and "--no-auth" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    p = run_cli(["serve", "--token", "short", "--store", served["store"]], env, timeout=120)
+    assert p.returncode == 2 and "at least 16" in p.stderr
+    p = run_cli(["serve", "--no-auth", "--token", TOKEN, "--store", served["store"]], env, timeout=120)
+    assert p.returncode == 2 and "give one of them" in p.stderr

@@ -466,32 +466,49 @@ def serve(
         help="Store folder; repeat it to serve several stores as one archive (searches are merged; they must "
         "share a model). [default: $ARCHIVE_STORE (A:B for several), else ./data]",
     ),
+    token: Optional[str] = typer.Option(
+        None,
+        "--token",
+        show_default=False,
+        help="Require this token on every route (the page asks for it once; scripts send 'Authorization: Bearer "
+        "TOKEN'). Visible in the process list: prefer --token-file or $ARCHIVE_TOKEN.",
+    ),
+    token_file: Optional[Path] = typer.Option(
+        None, "--token-file", show_default=False, help="Read the token from the first line of this file."
+    ),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="Listen beyond this machine without a token: anyone who can reach it can search."
+    ),
 ) -> None:
     """Serve a search page with thumbnails, timelines and playback, and its JSON API (/docs)."""
     from .render import err
 
     call(lambda: settings.check_port(port))
+    need = call(lambda: settings.serve_token(token, token_file, host, no_auth))
     stores = settings.store_dirs(store or None)
     store_dir = stores[0] if len(stores) == 1 else stores
     shown = os.pathsep.join(str(x) for x in stores)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in settings.LOOPBACK and need is None:
         err.print(
-            f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine can search the "
-            "archive and play its videos.",
+            f"[yellow]warning:[/] listening on {host} with --no-auth: anyone who can reach this machine can "
+            "search the archive and play its videos.",
             highlight=False,
             soft_wrap=True,
         )
     err.print(f"loading the model and {shown} ...", highlight=False)
 
     def ready(url: str) -> None:
+        gate = "; a token is required" if need else ""
         err.print(
-            f"serving {shown} at [bold]{url}[/]  (API: {url}docs; Ctrl-C to stop)", highlight=False, soft_wrap=True
+            f"serving {shown} at [bold]{url}[/]  (API: {url}docs{gate}; Ctrl-C to stop)",
+            highlight=False,
+            soft_wrap=True,
         )
 
     from archive.server.app import serve as run
 
     try:
-        call(lambda: run(store_dir, host, port, device, ready=ready))
+        call(lambda: run(store_dir, host, port, device, ready=ready, token=need))
     except KeyboardInterrupt:  # pragma: no cover - uvicorn handles Ctrl-C itself
         pass
 

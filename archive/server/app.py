@@ -9,6 +9,7 @@
     GET  /api/media/{id}           the video file itself, with HTTP range requests
     GET  /api/stats                the archive's numbers and saved labels
     GET  /docs                     OpenAPI page
+    GET  /login, POST /login       with --token: the sign-in form (every other route needs the token)
 
 With several stores (``archive serve --store A --store B``), searches are merged as
 :mod:`search.shards` merges them; every result, video row and stats entry carries ``store`` and
@@ -41,6 +42,7 @@ from indexer.store import Reader
 from search.query import Searcher
 from search.shards import ShardedSearcher
 
+from .auth import TokenGate
 from .routes import WEB, router
 from .state import ServerState
 
@@ -50,13 +52,14 @@ def create_app(
     device: str = settings.DEFAULT_DEVICE,
     searcher: Searcher | ShardedSearcher | None = None,
     host: str = settings.DEFAULT_HOST,
+    token: str | None = None,
 ) -> Any:
     """The FastAPI application for ``store`` (a folder, or a list of folders that answer as one).
     The model loads on the first search (call :func:`warm` to load it now).
 
     Requests must name this machine as their Host (loopback names, or ``host``), so a web page
     elsewhere cannot reach the archive through DNS rebinding; listening on every address
-    (0.0.0.0 or ::) accepts any Host.
+    (0.0.0.0 or ::) accepts any Host. With ``token``, every route needs it (:mod:`.auth`).
     """
     stores = [Path(x) for x in (store if isinstance(store, (list, tuple)) else [store])]
     s = searcher or (ShardedSearcher(stores, device) if len(stores) > 1 else Searcher(stores[0], device))
@@ -72,6 +75,8 @@ def create_app(
         app.add_middleware(
             TrustedHostMiddleware, allowed_hosts=sorted({"localhost", "127.0.0.1", "[::1]", "::1", host, f"[{host}]"})
         )
+    if token:
+        app.add_middleware(TokenGate, token=token)
     _error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
@@ -127,8 +132,10 @@ def serve(
     port: int = settings.DEFAULT_PORT,
     device: str = settings.DEFAULT_DEVICE,
     ready: Any = None,
+    token: str | None = None,
 ) -> None:
-    """Run the server until Ctrl-C. ``ready(url)`` is called once it listens.
+    """Run the server until Ctrl-C. ``ready(url)`` is called once it listens. With ``token``, every
+    route needs it (:mod:`.auth`).
 
     Raises:
         StoreNotFound: no archive in ``store``.
@@ -140,7 +147,7 @@ def serve(
     settings.check_port(port)
     for one in store if isinstance(store, (list, tuple)) else [store]:
         Reader(one).info()  # StoreNotFound before anything slow
-    app = create_app(store, device, host=host)
+    app = create_app(store, device, host=host, token=token)
     warm(app)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
