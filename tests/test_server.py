@@ -370,3 +370,25 @@ def test_listening_beyond_this_machine_needs_a_token_or_no_auth(served, tmp_path
     assert p.returncode == 2 and "at least 16" in p.stderr
     p = run_cli(["serve", "--no-auth", "--token", TOKEN, "--store", served["store"]], env, timeout=120)
     assert p.returncode == 2 and "give one of them" in p.stderr
+
+
+def test_a_running_server_answers_with_videos_indexed_after_it_started(served, tmp_path):
+    """Live: the server notices the catalog and the vectors changed on the next request (its
+    frame table is keyed by their files' times and sizes), without a restart."""
+    store = tmp_path / "store"
+    shutil.copytree(served["store"], store)
+    p, url = start_server(store, tmp_path)
+    try:
+        before = json.loads(get(url + "api/videos")[2])["videos"]
+        first = json.loads(get(url + "api/search?q=a%20red%20car&top=50")[2])
+        assert len(before) == 2 and len(first["results"]) == 2
+        new = tmp_path / "new"
+        new.mkdir()
+        shutil.copy(DATA / "Megamind.avi", new / "Megamind.avi")
+        run_cli(["index", new], env_for_cli(tmp_path, store), check=True, text=False, timeout=600)
+        names = {Path(v["path"]).name for v in json.loads(get(url + "api/videos")[2])["videos"]}
+        assert "Megamind.avi" in names and len(names) == 3
+        found = json.loads(get(url + "api/search?q=a%20red%20car&top=50")[2])
+        assert "Megamind.avi" in {Path(r["video"]).name for r in found["results"]}
+    finally:
+        stop(p)
