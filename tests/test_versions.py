@@ -37,6 +37,40 @@ def _found(a) -> dict[tuple[str, str], list[Shared]]:
 
 
 @pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
+def test_the_versions_card_uses_its_width_and_plays_each_shared_stretch(version_store, tmp_path: Path) -> None:
+    """At 1400x1100 the card's content spans the card (it was squeezed into the 256 px thumbnail
+    column), and a click on a shared stretch, on either timeline, plays that video from its start."""
+    from helpers import browser_page, start_server, stop
+
+    from indexer.store import Reader
+
+    d, _vset, _a, _r = version_store
+    refs = {r.name: r.video_id for r in Reader(d / "store").video_refs()}
+    p, url = start_server(d / "store", tmp_path)
+    try:
+        with browser_page(1400, 1100) as (_browser, page, errors):
+            page.goto(url + f"?video={refs['film0_cutdown.mp4']}")
+            page.wait_for_selector(".versions .version")
+            card = page.locator("li.versions").bounding_box()
+            body = page.locator("li.versions > .body").bounding_box()
+            assert card and body and body["width"] >= 0.8 * card["width"], (body, card)
+            item = page.locator(".versions .version", has_text="film0_master.mp4")
+            for k, vid in ((1, refs["film0_master.mp4"]), (0, refs["film0_cutdown.mp4"])):
+                seg = item.locator(".timeline").nth(k).locator(".seg").first
+                start = float(seg.get_attribute("data-start"))
+                seg.click()
+                page.wait_for_function("document.querySelector('#player').open")
+                page.wait_for_function("document.querySelector('#video').readyState >= 2", timeout=20000)
+                src = page.evaluate("document.querySelector('#video').currentSrc")
+                t = page.evaluate("document.querySelector('#video').currentTime")
+                assert f"/api/media/{vid}" in src and start - 0.05 <= t <= start + 3.0, (src, t, start)
+                page.keyboard.press("Escape")
+            assert not errors, errors
+    finally:
+        stop(p)
+
+
+@pytest.mark.slow  # version_store: its index run loads TransNetV2 and decodes in a child process
 def test_versions_found_and_grouped(version_store) -> None:
     _d, vset, a, report = version_store
     assert report.versions_compared == len(vset.versions)
