@@ -392,3 +392,38 @@ def test_a_running_server_answers_with_videos_indexed_after_it_started(served, t
         assert "Megamind.avi" in {Path(r["video"]).name for r in found["results"]}
     finally:
         stop(p)
+
+
+def test_slow_uploads_do_not_hold_a_worker(served):
+    """48 clients (more than the 40 worker threads) that send an upload's headers and then stall (a slow or hostile client) hold
+    only their connections: the body is read by the event loop, and the search's worker thread is
+    taken only once it is whole. A search meanwhile answers; an upload declared too large is
+    refused from its headers."""
+    import http.client
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(served["url"])
+    stalled = []
+    try:
+        for _ in range(48):
+            con = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+            con.putrequest("POST", "/api/search/image?name=slow.png")
+            con.putheader("Content-Type", "image/png")
+            con.putheader("Content-Length", "500000")
+            con.endheaders()
+            con.send(b"\x89PNG\r\n\x1a\n")  # 8 of the 500,000 bytes promised, then nothing
+            stalled.append(con)
+        code, _, body = get(served["url"] + "api/search?q=a%20red%20car")
+        assert code == 200 and len(json.loads(body)["results"]) == 2
+        code, _, body = get(served["url"] + "api/stats")
+        assert code == 200
+        big = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        big.putrequest("POST", "/api/search/image")
+        big.putheader("Content-Length", str(1 << 30))
+        big.endheaders()
+        r = big.getresponse()  # answered before a byte of the body is sent
+        assert r.status == 413 and b"too large" in r.read()
+        big.close()
+    finally:
+        for con in stalled:
+            con.close()
