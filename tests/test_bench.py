@@ -121,3 +121,40 @@ def test_bench_add_leaves_the_store_as_it_found_it(tmp_path):
     assert videos == [videos[0]] * 3 and videos[0] > 0
     check = run_cli(["check", "--store", store], env, timeout=600)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_bench_serve_loads_a_served_store_on_loopback(tmp_path):
+    """`python -m archive.bench.serve`: one client, then several at once, against a real `archive
+    serve` with a token; every request answered, the numbers there (not their size)."""
+    import os
+    import subprocess
+    import sys
+
+    env = env_for_cli(tmp_path)
+    store = tmp_path / "kept"
+    p = run_cli(
+        ["bench", "--frames", "2000", "--queries", "0", "--keep", store, "--model", TEST_MODEL, "--json"],
+        env,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run(
+        [sys.executable, "-m", "archive.bench.serve", str(store), "--clients", "4", "--requests", "24"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads(p.stdout)
+    assert rep["single"]["errors"] == 0 and rep["concurrent"]["errors"] == 0
+    assert rep["concurrent"]["clients"] == 4 and rep["concurrent"]["requests_per_s"] > 0
+    assert rep["single"]["p50_ms"] > 0 and rep["throughput_ratio"] > 0
+    assert rep["server_peak_rss_mb"] is None or rep["server_peak_rss_mb"] > 100
+    missing = subprocess.run(
+        [sys.executable, "-m", "archive.bench.serve", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "no archive at" in missing.stderr
