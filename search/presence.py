@@ -382,10 +382,11 @@ class ImageCalibration:
             return IMAGE_RATE
         return float(false_videos) / max(self.archive_videos, 1)
 
-    def expected_false(self, rate: float = IMAGE_RATE) -> float:
+    def expected_false(self, rate: float = IMAGE_RATE) -> float | None:
         """False videos to expect per query by example at this archive size: at most ``rate`` of
-        each video."""
-        return rate * self.archive_videos
+        each video. None when the per-video chance could not be measured (too few shots to probe):
+        the per-pair level then stands in, and it bounds no rate per video."""
+        return None if self.video is None else rate * self.archive_videos
 
     def overlap_line(self) -> str:
         """One line saying that the archive cannot tell (empty when it can)."""

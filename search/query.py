@@ -559,4 +559,10 @@ class Searcher:
                     line = calib.overlap_line()
                     res.warnings += [line] if line else []
                     res.expected_false = calib.expected_false(rate)
+                    if res.expected_false is None:
+                        res.warnings.append(
+                            "this archive has too few shots to measure how often unrelated footage reaches a "
+                            "video's best shot: the level for single pairs of samples stands in, and no rate of "
+                            "false videos is promised."
+                        )
         return results

@@ -108,6 +108,12 @@ def test_index_search_sql_info_end_to_end(tmp_path, store_with_clips):
     table = run(["search", "a cartoon"], tmp_path, check=0)
     assert "a cartoon" in table.stdout and "Megamind" in table.stdout
 
+    # two videos of 7 shots: too few to measure the per-video chance, and no rate is promised
+    ruled = json.loads(run(["search", "--image", DATA / "megamind_frame.png", "--json"], tmp_path, check=0).stdout)
+    assert "expected_false_videos" not in ruled and any("no rate of false videos" in w for w in ruled["warnings"])
+    shown = run(["info"], tmp_path, check=0).stdout
+    assert "image_false_rate" in shown and "not stated" in shown
+
     rows = json.loads(
         run(["sql", "SELECT name, n_frames FROM videos ORDER BY name", "--json"], tmp_path, check=0).stdout
     )

@@ -234,6 +234,11 @@ def test_an_example_not_in_the_archive_is_present_in_at_most_about_1_video_in_10
     assert 0.03 <= np.mean(best >= loose[None, :]) <= 0.1
 
 
+def test_no_rate_is_promised_without_a_per_video_chance():
+    cal = ImageCalibration(0.99, 0.5, 100, 0, "videos", None, 3)
+    assert cal.expected_false() is None and cal.threshold() == pytest.approx(0.96)
+
+
 def test_levels_round_trip_and_an_older_version_is_measured_again():
     rng = np.random.default_rng(5)
     vecs, video, ts, shot, blank = _unrelated_archive(40, rng)

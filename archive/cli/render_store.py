@@ -141,10 +141,14 @@ def print_info(info: StoreInfo, as_json: bool) -> None:
             + ("" if lv.get("current") else "; the archive changed since: the next `archive index` measures them again")
         )
         n = cal.archive_videos
+        expected = cal.expected_false()
         d["image_false_rate"] = (
             f"an example whose footage is not in the archive is reported present in at most 1 video in "
-            f"{1 / IMAGE_RATE:,.0f}: at most {cal.expected_false():.3g} false videos per query at this size "
+            f"{1 / IMAGE_RATE:,.0f}: at most {expected:.3g} false videos per query at this size "
             f"({n:,} videos); `archive search --false-videos N` sets it for the whole archive"
+            if expected is not None
+            else "not stated: too few shots to measure how often unrelated footage reaches a video's best "
+            "shot (the level for single pairs of samples stands in); index more videos"
         )
         if cal.overlap():
             d["image_cannot_tell"] = cal.overlap_line()
